@@ -1,0 +1,492 @@
+/**
+ * The tracker daemon: knows which peers hold which files and keeps the blacklist. It never carries file
+ * data. Sessions, the handshake and request dispatch live here; the replicated state is in state.ts and
+ * the cluster (main, backups, takeover) in cluster.ts.
+ */
+import { EventEmitter } from 'node:events';
+import { randomBytes, timingSafeEqual, createHash } from 'node:crypto';
+import net from 'node:net';
+import type { Logger } from 'pino';
+import { LRUCache } from 'lru-cache';
+import {
+  authPayload,
+  Connection,
+  formatAddress,
+  P2PError,
+  peerIdOf,
+  Role,
+  silentLogger,
+  systemClock,
+  validateName,
+  verifyPayload,
+  type Address,
+  type Body,
+  type Clock,
+  type IncomingRequest,
+  type Timer,
+} from '../protocol/index.js';
+import { Cluster } from './cluster.js';
+import { checkReport, EVIDENCE_BAD_DATA, type ReportPolicy } from './reports.js';
+import { normalizeHostForMatch, normalizeTarget, TrackerState, type Op } from './state.js';
+import { Store } from './store.js';
+
+export interface TrackerOptions {
+  listen: Address;
+  /** Every tracker in rank order, this one included (default: listen alone). */
+  cluster?: Address[];
+  dataDir: string;
+  adminToken?: string | undefined;
+  heartbeatMs?: number;
+  failoverMs?: number;
+  reportPolicy?: ReportPolicy;
+  /** A peer silent for this long loses its session and holdings. */
+  leaseMs?: number;
+  handshakeTimeoutMs?: number;
+  maxConnections?: number;
+  maxConnectionsPerIp?: number;
+  maxFilesPerRegister?: number;
+  maxInFlight?: number;
+  /** Reports one reporter may file per minute. */
+  reportsPerMinute?: number;
+  logger?: Logger;
+  clock?: Clock;
+}
+
+type SessionState = 'hello' | 'challenged' | 'ready';
+
+interface Session {
+  conn: Connection;
+  state: SessionState;
+  role: number;
+  nonce?: Buffer;
+  publicKey?: Buffer;
+  peerId?: string;
+  listenPort: number;
+  handshakeTimer?: Timer | undefined;
+}
+
+export const DEFAULTS = {
+  heartbeatMs: 200,
+  failoverMs: 1000,
+  leaseMs: 10_000,
+  handshakeTimeoutMs: 2000,
+  maxConnections: 10_000,
+  maxConnectionsPerIp: 256,
+  maxFilesPerRegister: 10_000,
+  maxInFlight: 32,
+  reportsPerMinute: 10,
+} as const;
+
+export class Tracker extends EventEmitter {
+  readonly state: TrackerState;
+  readonly cluster: Cluster;
+  private readonly server: net.Server;
+  private readonly sessions = new Set<Session>();
+  /** Current session of each peer id (a reconnect replaces the old one). */
+  private readonly peerSessions = new Map<string, Session>();
+  private readonly perIp = new Map<string, number>();
+  private readonly reportBuckets: LRUCache<string, { tokens: number; at: number }>;
+  private readonly log: Logger;
+  private readonly clock: Clock;
+  private readonly opts: Required<Omit<TrackerOptions, 'adminToken' | 'logger' | 'clock' | 'cluster'>>;
+  private readonly adminTokenHash: Buffer | undefined;
+  private closing = false;
+  address: Address | undefined;
+
+  constructor(options: TrackerOptions) {
+    super();
+    this.log = options.logger ?? silentLogger;
+    this.clock = options.clock ?? systemClock;
+    this.opts = {
+      listen: options.listen,
+      dataDir: options.dataDir,
+      heartbeatMs: options.heartbeatMs ?? DEFAULTS.heartbeatMs,
+      failoverMs: options.failoverMs ?? DEFAULTS.failoverMs,
+      reportPolicy: options.reportPolicy ?? { kind: 'immediate' },
+      leaseMs: options.leaseMs ?? DEFAULTS.leaseMs,
+      handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs,
+      maxConnections: options.maxConnections ?? DEFAULTS.maxConnections,
+      maxConnectionsPerIp: options.maxConnectionsPerIp ?? DEFAULTS.maxConnectionsPerIp,
+      maxFilesPerRegister: options.maxFilesPerRegister ?? DEFAULTS.maxFilesPerRegister,
+      maxInFlight: options.maxInFlight ?? DEFAULTS.maxInFlight,
+      reportsPerMinute: options.reportsPerMinute ?? DEFAULTS.reportsPerMinute,
+    };
+    this.adminTokenHash = options.adminToken ? createHash('sha256').update(options.adminToken).digest() : undefined;
+    this.reportBuckets = new LRUCache({ max: 100_000 });
+    this.state = new TrackerState(new Store(options.dataDir));
+    this.cluster = new Cluster({
+      self: options.listen,
+      members: options.cluster ?? [options.listen],
+      state: this.state,
+      heartbeatMs: this.opts.heartbeatMs,
+      failoverMs: this.opts.failoverMs,
+      logger: this.log,
+      clock: this.clock,
+      onApplied: (op) => this.afterApply(op),
+      onRoleChange: () => this.announcePrimary(),
+    });
+    this.server = net.createServer((socket) => this.onSocket(socket));
+  }
+
+  async listen(): Promise<Address> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.opts.listen.port, this.opts.listen.host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    const a = this.server.address() as net.AddressInfo;
+    this.address = { host: this.opts.listen.host, port: a.port };
+    this.cluster.start(this.address);
+    this.log.info({ listen: formatAddress(this.address.host, this.address.port), role: this.cluster.role }, 'tracker listening');
+    return this.address;
+  }
+
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    this.cluster.stop();
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const s of this.sessions) s.conn.close(new P2PError('P2P_SHUTTING_DOWN', 'tracker is shutting down'));
+    await closed;
+    this.state.store.close();
+  }
+
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  private onSocket(socket: net.Socket): void {
+    const ip = normalizeHostForMatch(socket.remoteAddress ?? '');
+    const conn = new Connection(socket, {
+      logger: this.log,
+      clock: this.clock,
+      maxInFlight: this.opts.maxInFlight,
+      readTimeoutMs: 5000,
+      idleTimeoutMs: this.opts.leaseMs,
+    });
+    if (this.closing) return conn.close(new P2PError('P2P_SHUTTING_DOWN', 'tracker is shutting down'));
+    const fromIp = this.perIp.get(ip) ?? 0;
+    if (this.sessions.size >= this.opts.maxConnections || fromIp >= this.opts.maxConnectionsPerIp) {
+      this.log.warn({ ip, total: this.sessions.size, fromIp }, 'connection refused: too many connections');
+      return conn.close(new P2PError('P2P_TOO_MANY_CONNECTIONS', `too many connections (limit ${this.opts.maxConnections} in total, ${this.opts.maxConnectionsPerIp} per address)`));
+    }
+    this.perIp.set(ip, fromIp + 1);
+    const session: Session = { conn, state: 'hello', role: 0, listenPort: 0 };
+    this.sessions.add(session);
+    session.handshakeTimer = this.clock.setTimeout(() => {
+      if (session.state !== 'ready') conn.close(new P2PError('P2P_HANDSHAKE_TIMEOUT', `no handshake within ${this.opts.handshakeTimeoutMs} ms`));
+    }, this.opts.handshakeTimeoutMs);
+    conn.onRequest((req) => this.onRequest(session, req));
+    conn.on('close', () => {
+      session.handshakeTimer?.cancel();
+      this.sessions.delete(session);
+      const n = (this.perIp.get(ip) ?? 1) - 1;
+      if (n <= 0) this.perIp.delete(ip);
+      else this.perIp.set(ip, n);
+      if (session.peerId && this.peerSessions.get(session.peerId) === session) {
+        this.peerSessions.delete(session.peerId);
+        if (!this.closing && this.cluster.isPrimary && this.state.hasPeer(session.peerId)) {
+          this.cluster.commit({ op: 'drop-peer', peerId: session.peerId }).catch((err: unknown) => {
+            this.log.warn({ err, peerId: session.peerId }, 'could not drop a departed peer');
+          });
+        }
+      }
+    });
+  }
+
+  private async onRequest(s: Session, req: IncomingRequest): Promise<void> {
+    const { conn } = s;
+    if (req.name === 'PING') {
+      conn.reply(req.requestId, 'PONG', {});
+      return;
+    }
+    if (req.name === 'HELLO') return this.onHello(s, req as IncomingRequest<'HELLO'>);
+    if (req.name === 'AUTH') return this.onAuth(s, req as IncomingRequest<'AUTH'>);
+    if (s.state !== 'ready') throw new P2PError('P2P_NOT_AUTHENTICATED', `${req.name} before the handshake completed`);
+
+    if (s.role === Role.tracker) return this.cluster.onTrackerRequest(req, conn);
+    if (s.role === Role.admin) return this.onAdmin(req, conn);
+    return this.onPeerRequest(s, req);
+  }
+
+  private onHello(s: Session, req: IncomingRequest<'HELLO'>): void {
+    if (s.state !== 'hello') throw new P2PError('P2P_UNEXPECTED_MESSAGE', 'HELLO twice');
+    const { role, publicKey, listenPort } = req.body;
+    s.role = role;
+    s.listenPort = listenPort;
+    s.nonce = randomBytes(32);
+    if (role === Role.peer) {
+      if (publicKey.length !== 32) throw new P2PError('P2P_BAD_REQUEST', 'a peer must present a 32-byte Ed25519 public key');
+      s.publicKey = Buffer.from(publicKey);
+      s.state = 'challenged';
+      s.conn.reply(req.requestId, 'CHALLENGE', { nonce: s.nonce, publicKey: Buffer.alloc(0), signature: Buffer.alloc(0) });
+      return;
+    }
+    if (role !== Role.admin && role !== Role.tracker) throw new P2PError('P2P_BAD_REQUEST', `unknown role ${role}`);
+    // Admins prove themselves with the token on every request; trackers by cluster membership.
+    s.state = 'ready';
+    s.handshakeTimer?.cancel();
+    s.conn.reply(req.requestId, 'CHALLENGE', { nonce: s.nonce, publicKey: Buffer.alloc(0), signature: Buffer.alloc(0) });
+  }
+
+  private onAuth(s: Session, req: IncomingRequest<'AUTH'>): void {
+    if (s.state !== 'challenged' || !s.publicKey || !s.nonce) throw new P2PError('P2P_UNEXPECTED_MESSAGE', 'AUTH without HELLO');
+    if (!verifyPayload(s.publicKey, authPayload(s.nonce), req.body.signature)) {
+      this.log.warn({ remote: s.conn.remoteAddress }, 'handshake signature did not verify');
+      const err = new P2PError('P2P_BAD_SIGNATURE', 'the handshake signature does not match the public key');
+      s.conn.replyError(req.requestId, err);
+      s.conn.close(err);
+      return;
+    }
+    const peerId = peerIdOf(s.publicKey);
+    const banned = this.state.isBanned(peerId, s.conn.remoteAddress);
+    if (banned) {
+      this.log.info({ peerId, remote: s.conn.remoteAddress }, 'blacklisted peer refused');
+      const err = new P2PError('P2P_BLACKLISTED', `blacklisted: ${banned.reason || 'by an administrator'}`);
+      s.conn.replyError(req.requestId, err);
+      s.conn.close(err);
+      return;
+    }
+    s.peerId = peerId;
+    s.state = 'ready';
+    s.handshakeTimer?.cancel();
+    const previous = this.peerSessions.get(peerId);
+    this.peerSessions.set(peerId, s);
+    if (previous && previous !== s) previous.conn.close(new P2PError('P2P_CONNECTION_CLOSED', 'replaced by a newer session of the same peer'));
+    s.conn.reply(req.requestId, 'WELCOME', {
+      peerId,
+      observedHost: s.conn.remoteAddress,
+      observedPort: s.listenPort,
+      leaseMs: this.opts.leaseMs,
+      role: this.cluster.role,
+      term: this.state.term,
+      primary: this.cluster.primaryAddress ?? '',
+    });
+  }
+
+  private async onPeerRequest(s: Session, req: IncomingRequest): Promise<void> {
+    const { conn } = s;
+    const peerId = s.peerId!;
+    if (this.state.isBanned(peerId, conn.remoteAddress)) {
+      throw new P2PError('P2P_BLACKLISTED', 'this peer is blacklisted');
+    }
+    switch (req.name) {
+      case 'REGISTER': {
+        this.cluster.requirePrimary();
+        const { files } = (req as IncomingRequest<'REGISTER'>).body;
+        if (files.length > this.opts.maxFilesPerRegister) {
+          throw new P2PError('P2P_TOO_MANY_FILES', `${files.length} files in one registration; the limit is ${this.opts.maxFilesPerRegister}`);
+        }
+        for (const f of files) validateName(f.name);
+        await this.cluster.commit({
+          op: 'register',
+          peer: { peerId, publicKey: s.publicKey!.toString('hex'), host: conn.remoteAddress, port: s.listenPort },
+          files: files.map((f) => ({ id: f.id.toString('hex'), size: f.size, name: f.name, complete: f.complete })),
+        });
+        conn.reply(req.requestId, 'OK', {});
+        return;
+      }
+      case 'UNREGISTER': {
+        this.cluster.requirePrimary();
+        const { all, ids } = (req as IncomingRequest<'UNREGISTER'>).body;
+        await this.cluster.commit({ op: 'unregister', peerId, ids: all ? 'all' : ids.map((x) => x.id.toString('hex')) });
+        conn.reply(req.requestId, 'OK', {});
+        return;
+      }
+      case 'LEAVE': {
+        if (this.cluster.isPrimary && this.state.hasPeer(peerId)) await this.cluster.commit({ op: 'drop-peer', peerId });
+        conn.reply(req.requestId, 'OK', {});
+        return;
+      }
+      case 'SEARCH': {
+        const { text, limit } = (req as IncomingRequest<'SEARCH'>).body;
+        const { hits, truncated } = this.state.search(text, Math.min(Math.max(limit, 1), 10_000));
+        conn.reply(req.requestId, 'SEARCH_RESULT', {
+          files: hits.map((h) => ({ id: Buffer.from(h.id, 'hex'), name: h.name, size: h.size, peers: h.peers })),
+          truncated,
+        });
+        return;
+      }
+      case 'LOOKUP': {
+        const found = this.state.lookup((req as IncomingRequest<'LOOKUP'>).body.id.toString('hex'));
+        if (!found) throw new P2PError('P2P_NOT_FOUND', 'no peer holds that file');
+        conn.reply(req.requestId, 'LOOKUP_RESULT', {
+          size: found.size,
+          peers: found.holders
+            .filter((h) => !this.state.isBanned(h.peerId, h.host))
+            .map((h) => ({ peerId: h.peerId, publicKey: Buffer.from(h.publicKey, 'hex'), host: h.host, port: h.port, complete: h.complete })),
+        });
+        return;
+      }
+      case 'BLACKLIST_CHECK': {
+        const { peerId: who, host } = (req as IncomingRequest<'BLACKLIST_CHECK'>).body;
+        const entry = this.state.isBanned(who, host);
+        conn.reply(req.requestId, 'BLACKLIST_VERDICT', { banned: !!entry, reason: entry?.reason ?? '' });
+        return;
+      }
+      case 'REPORT':
+        return this.onReport(s, req as IncomingRequest<'REPORT'>);
+      default:
+        throw new P2PError('P2P_UNEXPECTED_MESSAGE', `${req.name} is not a peer request`);
+    }
+  }
+
+  private takeReportToken(peerId: string): boolean {
+    const now = this.clock.now();
+    const rate = this.opts.reportsPerMinute;
+    const b = this.reportBuckets.get(peerId) ?? { tokens: rate, at: now };
+    b.tokens = Math.min(rate, b.tokens + ((now - b.at) / 60_000) * rate);
+    b.at = now;
+    if (b.tokens < 1) {
+      this.reportBuckets.set(peerId, b);
+      return false;
+    }
+    b.tokens -= 1;
+    this.reportBuckets.set(peerId, b);
+    return true;
+  }
+
+  private async onReport(s: Session, req: IncomingRequest<'REPORT'>): Promise<void> {
+    this.cluster.requirePrimary();
+    const reporter = s.peerId!;
+    if (!this.takeReportToken(reporter)) {
+      throw new P2PError('P2P_RATE_LIMITED', `more than ${this.opts.reportsPerMinute} reports a minute from this peer`);
+    }
+    const body = req.body;
+    validateReason(body.reason);
+    const checked = checkReport(body, reporter);
+    const badData = body.evidence === EVIDENCE_BAD_DATA;
+    // Evidence of bad data condemns exactly the peers it proves; a user's report names every peer served.
+    const targets = (badData ? checked.badData : checked.servedBy).filter((t) => t !== reporter);
+    if (targets.length === 0) throw new P2PError('P2P_BAD_EVIDENCE', 'the receipts name no other peer');
+    const policy = this.opts.reportPolicy;
+    const now = this.clock.wallNow();
+    const toBan: string[] = [];
+    const pending: string[] = [];
+    if (badData || policy.kind === 'immediate') toBan.push(...targets);
+    else if (policy.kind === 'review') pending.push(...targets);
+    else {
+      for (const t of targets) {
+        const reporters = new Set(this.state.store.reports().filter((r) => r.targets.includes(t)).map((r) => r.reporter));
+        reporters.add(reporter);
+        (reporters.size >= policy.k ? toBan : pending).push(t);
+      }
+    }
+    const status = toBan.length > 0 && pending.length === 0 ? 'blacklisted' : toBan.length > 0 ? 'partly blacklisted' : 'pending';
+    await this.cluster.commit({
+      op: 'report',
+      report: {
+        id: `${this.state.term}:${this.state.seq + 1}:${reporter}`,
+        reporter,
+        fileId: body.fileId.toString('hex'),
+        reason: body.reason,
+        targets,
+        evidence: body.evidence,
+        time: now,
+        status,
+      },
+    });
+    for (const target of toBan) {
+      if (this.state.isBanned(target, '')) continue;
+      await this.cluster.commit({
+        op: 'blacklist-add',
+        entry: { target, reason: badData ? `sent data that fails verification (reported by ${reporter})` : `reported by ${reporter}: ${body.reason}`, since: now, addedBy: `report:${reporter}` },
+      });
+    }
+    this.log.info({ reporter, targets, toBan, pending, evidence: body.evidence }, 'report accepted');
+    s.conn.reply(req.requestId, 'REPORT_RESULT', { blacklisted: toBan.map((target) => ({ target })), pending: pending.map((target) => ({ target })) });
+  }
+
+  private checkAdmin(token: string, what: string, conn: Connection): void {
+    if (!this.adminTokenHash) {
+      throw new P2PError('P2P_UNAUTHORIZED', 'this tracker has no admin token configured (--admin-token-file); admin commands are refused');
+    }
+    const given = createHash('sha256').update(token).digest();
+    if (!timingSafeEqual(given, this.adminTokenHash)) {
+      this.log.warn({ remote: conn.remoteAddress, request: what }, 'admin request with a wrong token');
+      throw new P2PError('P2P_UNAUTHORIZED', 'wrong admin token');
+    }
+  }
+
+  private async onAdmin(req: IncomingRequest, conn: Connection): Promise<void> {
+    const body = req.body as { token?: string };
+    if (typeof body.token !== 'string') throw new P2PError('P2P_UNEXPECTED_MESSAGE', `${req.name} is not an admin request`);
+    this.checkAdmin(body.token, req.name, conn);
+    const actor = `admin@${conn.remoteAddress}`;
+    switch (req.name) {
+      case 'ADMIN_STATUS':
+        conn.reply(req.requestId, 'ADMIN_STATUS_RESULT', { trackers: await this.cluster.status() });
+        return;
+      case 'ADMIN_BLACKLIST_LIST':
+        conn.reply(req.requestId, 'ADMIN_BLACKLIST', { entries: this.state.blacklistEntries() });
+        return;
+      case 'ADMIN_BLACKLIST_ADD': {
+        this.cluster.requirePrimary();
+        const { target, reason } = (req as IncomingRequest<'ADMIN_BLACKLIST_ADD'>).body;
+        const t = normalizeTarget(target);
+        validateReason(reason);
+        if (!this.state.isBanned(t, '') || this.state.blacklistEntries().every((e) => e.target !== t)) {
+          await this.cluster.commit({ op: 'blacklist-add', entry: { target: t, reason, since: this.clock.wallNow(), addedBy: actor } });
+        }
+        conn.reply(req.requestId, 'OK', {});
+        return;
+      }
+      case 'ADMIN_BLACKLIST_REMOVE': {
+        this.cluster.requirePrimary();
+        const t = normalizeTarget((req as IncomingRequest<'ADMIN_BLACKLIST_REMOVE'>).body.target);
+        if (this.state.blacklistEntries().every((e) => e.target !== t)) throw new P2PError('P2P_NOT_FOUND', `${t} is not on the blacklist`);
+        await this.cluster.commit({ op: 'blacklist-rm', target: t, by: actor, time: this.clock.wallNow() });
+        conn.reply(req.requestId, 'OK', {});
+        return;
+      }
+      case 'ADMIN_REPORTS':
+        conn.reply(req.requestId, 'ADMIN_REPORTS_RESULT', {
+          reports: this.state.store.reports().map((r) => ({
+            reporter: r.reporter,
+            fileId: Buffer.from(r.fileId, 'hex'),
+            reason: r.reason,
+            targets: r.targets.join(','),
+            evidence: r.evidence,
+            time: r.time,
+            status: r.status,
+          })),
+        });
+        return;
+      default:
+        throw new P2PError('P2P_UNEXPECTED_MESSAGE', `${req.name} is not an admin request`);
+    }
+  }
+
+  /** Side effects of an applied op on live sessions (on the main and on backups alike). */
+  private afterApply(op: Op): void {
+    if (op.op === 'blacklist-add') {
+      const target = op.entry.target;
+      for (const s of this.sessions) {
+        if (s.role !== Role.peer || !s.peerId) continue;
+        if (s.peerId === target || normalizeHostForMatch(s.conn.remoteAddress) === target) {
+          s.conn.close(new P2PError('P2P_BLACKLISTED', `blacklisted: ${op.entry.reason}`));
+        }
+      }
+      this.broadcast('BLACKLIST_CHANGED', { added: [{ target }], removed: [] });
+    } else if (op.op === 'blacklist-rm') {
+      this.broadcast('BLACKLIST_CHANGED', { added: [], removed: [{ target: op.target }] });
+    }
+  }
+
+  private broadcast<N extends 'BLACKLIST_CHANGED' | 'TRACKER_CHANGED'>(name: N, body: Body<N>): void {
+    for (const s of this.sessions) if (s.role === Role.peer && s.state === 'ready') s.conn.sendEvent(name, body);
+  }
+
+  private announcePrimary(): void {
+    const primary = this.cluster.primaryAddress;
+    if (primary) this.broadcast('TRACKER_CHANGED', { primary, term: this.state.term });
+  }
+}
+
+function validateReason(reason: string): void {
+  if (reason.length > 500) throw new P2PError('P2P_BAD_REQUEST', 'reason longer than 500 characters');
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(reason)) throw new P2PError('P2P_BAD_REQUEST', 'reason contains control characters');
+}

@@ -1,0 +1,282 @@
+/**
+ * Serves other peers: a file's manifest, and any chunk of a shared file by id and index; nothing else.
+ * No path ever comes from the network. Each chunk is read straight from disk into one of a small pool of
+ * reused buffers, checked against the manifest (a file damaged after sharing is never served), signed as a
+ * receipt and written to the socket without being copied into a frame.
+ */
+import { randomBytes } from 'node:crypto';
+import fsp from 'node:fs/promises';
+import net from 'node:net';
+import type { Logger } from 'pino';
+import {
+  authPayload,
+  CHUNK_SIZE,
+  chunkLength,
+  Connection,
+  P2PError,
+  peerIdOf,
+  receiptPayload,
+  Role,
+  serverProofPayload,
+  sha256,
+  signPayload,
+  verifyPayload,
+  type Address,
+  type IncomingRequest,
+  type KeyPair,
+} from '../protocol/index.js';
+import type { BlacklistCache } from './blacklist-cache.js';
+import type { Library, SharedFile } from './library.js';
+
+export interface ChunkServerOptions {
+  keys: KeyPair;
+  library: Library;
+  blacklist: BlacklistCache;
+  logger: Logger;
+  /** Chunk buffers in the pool: the most chunks being read or sent at once. */
+  poolSize?: number;
+  handshakeTimeoutMs?: number;
+  maxConnections?: number;
+  maxConnectionsPerIp?: number;
+  /** For the partial files of downloads under way (swarming). */
+  partialSource?: (fileId: string) => PartialSource | undefined;
+  /** Test hook: a malicious seeder that sends wrong bytes (with an honest receipt of what it sent). */
+  corruptChunks?: boolean;
+}
+
+export interface PartialSource {
+  path: string;
+  encodedManifest: Buffer;
+  manifest: SharedFile['manifest'];
+  has(index: number): boolean;
+}
+
+interface PeerConn {
+  conn: Connection;
+  state: 'hello' | 'challenged' | 'ready';
+  nonce?: Buffer;
+  publicKey?: Buffer;
+  peerId?: string;
+}
+
+/** A fixed set of reusable chunk buffers; acquire waits while all are out. */
+class BufferPool {
+  private readonly free: Buffer[] = [];
+  private readonly waiting: Array<(b: Buffer) => void> = [];
+  constructor(count: number, size: number) {
+    for (let i = 0; i < count; i++) this.free.push(Buffer.allocUnsafe(size));
+  }
+  acquire(): Promise<Buffer> {
+    const b = this.free.pop();
+    if (b) return Promise.resolve(b);
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+  release(b: Buffer): void {
+    const next = this.waiting.shift();
+    if (next) next(b);
+    else this.free.push(b);
+  }
+}
+
+export class ChunkServer {
+  private readonly server: net.Server;
+  private readonly conns = new Set<PeerConn>();
+  private readonly perIp = new Map<string, number>();
+  private readonly pool: BufferPool;
+  private readonly log: Logger;
+  uploadsInProgress = 0;
+  bytesSent = 0;
+  address: Address | undefined;
+
+  constructor(private readonly opts: ChunkServerOptions) {
+    this.log = opts.logger;
+    this.pool = new BufferPool(opts.poolSize ?? 8, CHUNK_SIZE);
+    this.server = net.createServer((s) => this.onSocket(s));
+  }
+
+  async listen(addr: Address): Promise<Address> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(addr.port, addr.host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    const a = this.server.address() as net.AddressInfo;
+    this.address = { host: addr.host, port: a.port };
+    return this.address;
+  }
+
+  async close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const c of this.conns) c.conn.close(new P2PError('P2P_SHUTTING_DOWN', 'peer daemon is shutting down'));
+    await closed;
+  }
+
+  /** Cuts every connection of a peer that was just blacklisted. */
+  dropPeer(target: string): void {
+    for (const c of this.conns) {
+      if (c.peerId === target || c.conn.remoteAddress === target) c.conn.close(new P2PError('P2P_BLACKLISTED', 'you are blacklisted'));
+    }
+  }
+
+  private onSocket(socket: net.Socket): void {
+    const conn = new Connection(socket, { logger: this.log, maxInFlight: 64, readTimeoutMs: 5000, idleTimeoutMs: 120_000, maxBodyBytes: 64 * 1024 });
+    const ip = conn.remoteAddress;
+    const fromIp = this.perIp.get(ip) ?? 0;
+    if (this.conns.size >= (this.opts.maxConnections ?? 1024) || fromIp >= (this.opts.maxConnectionsPerIp ?? 128)) {
+      conn.close(new P2PError('P2P_TOO_MANY_CONNECTIONS', 'this peer has too many connections'));
+      return;
+    }
+    this.perIp.set(ip, fromIp + 1);
+    const pc: PeerConn = { conn, state: 'hello' };
+    this.conns.add(pc);
+    const timer = setTimeout(() => {
+      if (pc.state !== 'ready') conn.close(new P2PError('P2P_HANDSHAKE_TIMEOUT', 'no handshake within the deadline'));
+    }, this.opts.handshakeTimeoutMs ?? 2000);
+    timer.unref();
+    conn.onRequest((req) => this.onRequest(pc, req));
+    conn.on('close', () => {
+      clearTimeout(timer);
+      this.conns.delete(pc);
+      const n = (this.perIp.get(ip) ?? 1) - 1;
+      if (n <= 0) this.perIp.delete(ip);
+      else this.perIp.set(ip, n);
+    });
+  }
+
+  private async onRequest(pc: PeerConn, req: IncomingRequest): Promise<void> {
+    const { conn } = pc;
+    switch (req.name) {
+      case 'PING':
+        conn.reply(req.requestId, 'PONG', {});
+        return;
+      case 'HELLO': {
+        if (pc.state !== 'hello') throw new P2PError('P2P_UNEXPECTED_MESSAGE', 'HELLO twice');
+        const body = (req as IncomingRequest<'HELLO'>).body;
+        if (body.role !== Role.peer || body.publicKey.length !== 32) throw new P2PError('P2P_BAD_REQUEST', 'only peers with a 32-byte key are served');
+        pc.publicKey = Buffer.from(body.publicKey);
+        pc.nonce = randomBytes(32);
+        pc.state = 'challenged';
+        conn.reply(req.requestId, 'CHALLENGE', {
+          nonce: pc.nonce,
+          publicKey: this.opts.keys.publicKey,
+          signature: signPayload(this.opts.keys, serverProofPayload(body.nonce)),
+        });
+        return;
+      }
+      case 'AUTH': {
+        if (pc.state !== 'challenged' || !pc.publicKey || !pc.nonce) throw new P2PError('P2P_UNEXPECTED_MESSAGE', 'AUTH without HELLO');
+        if (!verifyPayload(pc.publicKey, authPayload(pc.nonce), (req as IncomingRequest<'AUTH'>).body.signature)) {
+          const err = new P2PError('P2P_BAD_SIGNATURE', 'the handshake signature does not match the public key');
+          conn.replyError(req.requestId, err);
+          conn.close(err);
+          return;
+        }
+        const peerId = peerIdOf(pc.publicKey);
+        if (await this.opts.blacklist.isBanned(peerId, conn.remoteAddress)) {
+          this.log.info({ peerId, remote: conn.remoteAddress }, 'refused a blacklisted downloader');
+          const err = new P2PError('P2P_BLACKLISTED', 'you are blacklisted; this peer will not serve you');
+          conn.replyError(req.requestId, err);
+          conn.close(err);
+          return;
+        }
+        pc.peerId = peerId;
+        pc.state = 'ready';
+        conn.reply(req.requestId, 'WELCOME', { peerId, observedHost: conn.remoteAddress, observedPort: conn.remotePort, leaseMs: 0, role: 'peer', term: 0, primary: '' });
+        return;
+      }
+    }
+    if (pc.state !== 'ready') throw new P2PError('P2P_NOT_AUTHENTICATED', `${req.name} before the handshake completed`);
+    if (this.opts.blacklist.knownBanned(pc.peerId!, conn.remoteAddress)) {
+      conn.close(new P2PError('P2P_BLACKLISTED', 'you are blacklisted'));
+      return;
+    }
+    switch (req.name) {
+      case 'GET_MANIFEST': {
+        const id = (req as IncomingRequest<'GET_MANIFEST'>).body.fileId.toString('hex');
+        const f = this.opts.library.byId(id);
+        const encoded = f?.encoded ?? this.opts.partialSource?.(id)?.encodedManifest;
+        if (!encoded) throw new P2PError('P2P_NOT_FOUND', 'this peer does not hold that file');
+        conn.reply(req.requestId, 'MANIFEST', { manifest: encoded });
+        return;
+      }
+      case 'GET_HAVE': {
+        const id = (req as IncomingRequest<'GET_HAVE'>).body.fileId.toString('hex');
+        const f = this.opts.library.byId(id);
+        if (f) {
+          conn.reply(req.requestId, 'HAVE', { complete: true, bits: Buffer.alloc(0) });
+          return;
+        }
+        const p = this.opts.partialSource?.(id);
+        if (!p) throw new P2PError('P2P_NOT_FOUND', 'this peer does not hold that file');
+        const n = p.manifest.hashes.length;
+        const bits = Buffer.alloc(Math.ceil(n / 8));
+        for (let i = 0; i < n; i++) if (p.has(i)) bits[i >> 3]! |= 0x80 >> (i & 7);
+        conn.reply(req.requestId, 'HAVE', { complete: false, bits });
+        return;
+      }
+      case 'GET_CHUNK':
+        return this.serveChunk(pc, req as IncomingRequest<'GET_CHUNK'>);
+      default:
+        throw new P2PError('P2P_UNEXPECTED_MESSAGE', `${req.name} is not served by peers`);
+    }
+  }
+
+  private async serveChunk(pc: PeerConn, req: IncomingRequest<'GET_CHUNK'>): Promise<void> {
+    const { conn } = pc;
+    const { fileId, index } = req.body;
+    const id = fileId.toString('hex');
+    const shared = this.opts.library.byId(id);
+    const partial = shared ? undefined : this.opts.partialSource?.(id);
+    const source = shared ?? partial;
+    if (!source) throw new P2PError('P2P_NOT_FOUND', 'this peer does not hold that file');
+    const manifest = source.manifest;
+    if (index >= manifest.hashes.length) throw new P2PError('P2P_NOT_FOUND', `chunk ${index} is beyond the end of the file`);
+    if (partial && !partial.has(index)) throw new P2PError('P2P_CHUNK_UNAVAILABLE', `chunk ${index} is not here yet`);
+    const buf = await this.pool.acquire();
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      this.uploadsInProgress--;
+      this.pool.release(buf);
+    };
+    this.uploadsInProgress++;
+    try {
+      if (conn.isClosed || conn.isCancelled(req.requestId)) return release();
+      const len = chunkLength(manifest, index);
+      const fh = await fsp.open(source.path, 'r');
+      try {
+        let got = 0;
+        while (got < len) {
+          const { bytesRead } = await fh.read(buf, got, len - got, index * manifest.chunkSize + got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+        }
+        if (got < len) throw new P2PError('P2P_CHUNK_UNAVAILABLE', `chunk ${index} is short on disk`);
+      } finally {
+        await fh.close();
+      }
+      const data = buf.subarray(0, len);
+      if (this.opts.corruptChunks) data[0] = data[0]! ^ 0xff;
+      const hash = sha256(data);
+      if (!this.opts.corruptChunks && !hash.equals(manifest.hashes[index]!)) {
+        // Our own copy changed since it was hashed: never send it; hash the file again (its id changes).
+        this.log.warn({ path: source.path, index }, 'shared file no longer matches its manifest; re-hashing');
+        if (shared) void this.opts.library.recheck(shared.path);
+        throw new P2PError('P2P_CHUNK_UNAVAILABLE', `chunk ${index} failed this peer's own check`);
+      }
+      const signature = signPayload(this.opts.keys, receiptPayload(fileId, index, hash, pc.peerId!));
+      this.bytesSent += len;
+      conn.replyWithTail(req.requestId, 'CHUNK', { fileId, index, hash, signature, data: Buffer.alloc(0) }, data, release);
+    } catch (err) {
+      release();
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        if (shared) void this.opts.library.recheck(shared.path);
+        throw new P2PError('P2P_CHUNK_UNAVAILABLE', 'the file is gone from disk');
+      }
+      throw err;
+    }
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * The control API between `p2p` and its peer daemon: CONTROL requests carrying a command name and JSON
+ * arguments over the daemon's Unix socket, answered by CONTROL_RESULT (JSON), with CONTROL_EVENT progress
+ * under the same request id. This file holds the shapes both sides agree on and the client the CLI uses.
+ */
+import { dial, P2PError, toP2PError, type Connection } from '../protocol/index.js';
+
+export interface FileInfo {
+  name: string;
+  id: string;
+  size: number;
+  path: string;
+}
+
+export interface SearchInfo {
+  name: string;
+  id: string;
+  size: number;
+  peers: number;
+}
+
+export interface StatusInfo {
+  peerId: string;
+  listen: string;
+  advertise: string;
+  tracker: { address: string | null; role: string; state: string; term: number };
+  trackers: string[];
+  shared: number;
+  transfers: Array<{ name: string; id: string; bytes: number; total: number; peers: number; rateBytesPerSec: number }>;
+  uploads: number;
+  bytesSent: number;
+  version: string;
+}
+
+export interface GetArgs {
+  key: string;
+  out?: string | undefined;
+  overwrite: boolean;
+  maxPeers?: number | undefined;
+}
+
+export interface ControlCommands {
+  status: { args: Record<string, never>; result: StatusInfo };
+  files: { args: Record<string, never>; result: FileInfo[] };
+  share: { args: { paths: string[] }; result: FileInfo[] };
+  unshare: { args: { key: string }; result: FileInfo[] };
+  search: { args: { text: string }; result: SearchInfo[] };
+  get: { args: GetArgs; result: import('./downloader.js').DownloadResult };
+  resolve: { args: { key: string; out?: string | undefined }; result: { name: string; id: string; size: number; target: string; exists: boolean } };
+  transfers: { args: Record<string, never>; result: import('./db.js').TransferRecord[] };
+  report: { args: { key: string; reason: string }; result: { blacklisted: string[]; pending: string[]; fileId: string } };
+}
+
+export type CommandName = keyof ControlCommands;
+
+/** The CLI's side: one connection to the daemon's socket. */
+export class ControlClient {
+  private constructor(private readonly conn: Connection) {}
+
+  static async connect(socketPath: string, timeoutMs = 1000): Promise<ControlClient> {
+    try {
+      return new ControlClient(await dial({ path: socketPath }, { connectTimeoutMs: timeoutMs, requestTimeoutMs: 0 }));
+    } catch (err) {
+      throw new P2PError('P2P_CONNECT_FAILED', `no p2p-peerd answers on ${socketPath} (${toP2PError(err).message.replace(/^.*: /, '')}); start one with: p2p-peerd --trackers HOST:PORT --share DIR --data DIR`);
+    }
+  }
+
+  async call<C extends CommandName>(
+    command: C,
+    args: ControlCommands[C]['args'],
+    onEvent?: (event: Record<string, unknown>) => void,
+    timeoutMs = 0,
+  ): Promise<ControlCommands[C]['result']> {
+    const res = await this.conn.request('CONTROL', { command, args: JSON.stringify(args) }, 'CONTROL_RESULT', {
+      timeoutMs,
+      onEvent: (name, body) => {
+        if (name === 'CONTROL_EVENT' && onEvent) onEvent(JSON.parse((body as { event: string }).event) as Record<string, unknown>);
+      },
+    });
+    return JSON.parse(res.result) as ControlCommands[C]['result'];
+  }
+
+  close(): void {
+    this.conn.close();
+  }
+}

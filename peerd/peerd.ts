@@ -1,0 +1,403 @@
+/**
+ * The peer daemon: shares files, serves chunks, downloads from many peers at once, and answers the CLI
+ * on its control socket. A class you can start and stop in a test; peerd/main.ts is a thin wrapper.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import {
+  Connection,
+  formatAddress,
+  P2PError,
+  silentLogger,
+  toP2PError,
+  type Address,
+  type Body,
+  type IncomingRequest,
+  type KeyPair,
+} from '../protocol/index.js';
+import { BlacklistCache } from './blacklist-cache.js';
+import { ChunkServer } from './chunk-server.js';
+import type { CommandName, ControlCommands, FileInfo, GetArgs, StatusInfo } from './control.js';
+import { PeerDb } from './db.js';
+import { Download, type DownloadResult } from './downloader.js';
+import { ensurePrivateDir, loadIdentity } from './identity.js';
+import { Library, type SharedFile } from './library.js';
+import { TrackerClient } from './tracker-client.js';
+
+export interface PeerDaemonOptions {
+  trackers: Address[];
+  shareDir: string;
+  dataDir: string;
+  listen?: Address;
+  advertise?: Address | undefined;
+  socketPath?: string | undefined;
+  logger?: Logger;
+  /** Chunk buffers for serving (the most chunks read or sent at once). */
+  uploadSlots?: number;
+  /** Test hook: serve wrong bytes on purpose (a malicious seeder). */
+  corruptChunks?: boolean;
+  version?: string;
+}
+
+const HEX_ID = /^[0-9a-f]{64}$/;
+const MAX_USER_RECEIPTS_PER_PEER = 16;
+
+/** Makes a name from the network safe to use as a file name inside a folder we chose. */
+export function safeFileName(name: string, fallback: string): string {
+  // eslint-disable-next-line no-control-regex
+  let n = path.basename(name.replace(/[\\/\u0000-\u001f\u007f]/g, '_')).replace(/\.\.+/g, '_').replace(/^\.+/, '');
+  if (Buffer.byteLength(n) > 255) n = n.slice(0, 200);
+  return n.length > 0 ? n : fallback;
+}
+
+export class PeerDaemon {
+  readonly keys: KeyPair;
+  readonly db: PeerDb;
+  readonly library: Library;
+  readonly tracker: TrackerClient;
+  readonly blacklist: BlacklistCache;
+  readonly chunkServer: ChunkServer;
+  readonly socketPath: string;
+  private control: net.Server | undefined;
+  private readonly controlConns = new Set<Connection>();
+  private readonly downloads = new Map<string, Download>();
+  private readonly log: Logger;
+  private closed = false;
+
+  constructor(private readonly opts: PeerDaemonOptions) {
+    this.log = opts.logger ?? silentLogger;
+    ensurePrivateDir(opts.dataDir);
+    this.keys = loadIdentity(opts.dataDir);
+    this.db = new PeerDb(opts.dataDir);
+    this.socketPath = opts.socketPath ?? path.join(opts.dataDir, 'peerd.sock');
+    this.library = new Library(opts.shareDir, this.db, this.log);
+    this.tracker = new TrackerClient({
+      trackers: opts.trackers,
+      keys: this.keys,
+      advertisePort: () => this.opts.advertise?.port ?? this.chunkServer.address?.port ?? 0,
+      announce: () => this.announcement(),
+      logger: this.log,
+    });
+    this.blacklist = new BlacklistCache(this.tracker, this.log);
+    this.chunkServer = new ChunkServer({
+      keys: this.keys,
+      library: this.library,
+      blacklist: this.blacklist,
+      logger: this.log,
+      poolSize: opts.uploadSlots ?? 8,
+      corruptChunks: opts.corruptChunks ?? false,
+      partialSource: (id) => {
+        const d = this.downloads.get(id);
+        const info = d?.manifestInfo;
+        if (!d || !info || !d.partialPath) return undefined;
+        return { path: d.partialPath, encodedManifest: info.encoded, manifest: info.manifest, has: (i) => d.has(i) };
+      },
+    });
+    this.tracker.on('blacklist', (change: Body<'BLACKLIST_CHANGED'>) => {
+      for (const { target } of change.added) {
+        this.chunkServer.dropPeer(target);
+        for (const d of this.downloads.values()) d.dropPeer(target);
+      }
+    });
+    this.library.on('added', (f: SharedFile) => void this.registerFiles([f]).catch(() => undefined));
+    this.library.on('removed', (f: SharedFile) => {
+      if (this.library.byId(f.id)) return; // still shared under another path
+      void this.tracker.request('UNREGISTER', { all: false, ids: [{ id: f.idBuf }] }, 'OK').catch(() => undefined);
+    });
+  }
+
+  get peerId(): string {
+    return this.keys.peerId;
+  }
+
+  async start(): Promise<void> {
+    await this.chunkServer.listen(this.opts.listen ?? { host: '0.0.0.0', port: 0 });
+    await this.library.start();
+    this.tracker.start();
+    await this.listenControl();
+    this.log.info(
+      { peerId: this.peerId, listen: this.listenAddress, socket: this.socketPath, shared: this.library.list().length },
+      'peer daemon ready',
+    );
+  }
+
+  get listenAddress(): string {
+    const a = this.chunkServer.address;
+    return a ? formatAddress(a.host, a.port) : '';
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const d of this.downloads.values()) d.abort('the peer daemon is shutting down');
+    this.library.close();
+    await new Promise<void>((resolve) => (this.control ? this.control.close(() => resolve()) : resolve()));
+    for (const c of this.controlConns) c.close();
+    await this.tracker.close();
+    await this.chunkServer.close();
+    try {
+      fs.unlinkSync(this.socketPath);
+    } catch {
+      // already gone
+    }
+    this.db.close();
+  }
+
+  private announcement(): Body<'REGISTER'>['files'] {
+    const files = this.library.list().map((f) => ({ id: f.idBuf, size: f.size, name: f.name, complete: true }));
+    return files;
+  }
+
+  private async registerFiles(files: SharedFile[]): Promise<void> {
+    if (files.length === 0) return;
+    await this.tracker.request('REGISTER', { files: files.map((f) => ({ id: f.idBuf, size: f.size, name: f.name, complete: true })) }, 'OK');
+  }
+
+  private async listenControl(): Promise<void> {
+    const p = this.socketPath;
+    if (Buffer.byteLength(p) > 100) throw new Error(`control socket path is too long for a Unix socket (${p}); pass a shorter --socket`);
+    if (fs.existsSync(p)) {
+      // A socket left by a daemon that died: remove it, unless a live daemon answers there.
+      const alive = await new Promise<boolean>((resolve) => {
+        const s = net.connect(p);
+        s.once('connect', () => {
+          s.destroy();
+          resolve(true);
+        });
+        s.once('error', () => resolve(false));
+      });
+      if (alive) throw new Error(`another p2p-peerd is already running on ${p}`);
+      fs.unlinkSync(p);
+    }
+    const dir = path.dirname(p);
+    const st = fs.statSync(dir);
+    if ((st.mode & 0o077) !== 0) this.log.warn({ dir }, 'the control socket folder is open to other users; prefer a private folder');
+    this.control = net.createServer((socket) => {
+      const conn = new Connection(socket, { logger: this.log, maxInFlight: 16, readTimeoutMs: 10_000, maxBodyBytes: 1024 * 1024 });
+      this.controlConns.add(conn);
+      conn.on('close', () => this.controlConns.delete(conn));
+      conn.onRequest((req) => this.onControl(conn, req));
+    });
+    await new Promise<void>((resolve, reject) => {
+      const oldUmask = process.umask(0o177);
+      this.control!.once('error', reject);
+      this.control!.listen(p, () => {
+        process.umask(oldUmask);
+        this.control!.off('error', reject);
+        resolve();
+      });
+    });
+    fs.chmodSync(p, 0o600);
+  }
+
+  private async onControl(conn: Connection, req: IncomingRequest): Promise<void> {
+    if (req.name !== 'CONTROL') throw new P2PError('P2P_UNEXPECTED_MESSAGE', `${req.name} is not a control request`);
+    const { command, args } = (req as IncomingRequest<'CONTROL'>).body;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(args);
+    } catch {
+      throw new P2PError('P2P_BAD_REQUEST', 'control arguments are not JSON');
+    }
+    if (typeof parsed !== 'object' || parsed === null) throw new P2PError('P2P_BAD_REQUEST', 'control arguments must be an object');
+    const result = await this.runCommand(command as CommandName, parsed as Record<string, unknown>, conn, req.requestId);
+    conn.reply(req.requestId, 'CONTROL_RESULT', { result: JSON.stringify(result) });
+  }
+
+  private async runCommand(command: CommandName, a: Record<string, unknown>, conn: Connection, requestId: number): Promise<unknown> {
+    switch (command) {
+      case 'status':
+        return this.status();
+      case 'files':
+        return this.library.list().map(fileInfo);
+      case 'share': {
+        const paths = a.paths;
+        if (!Array.isArray(paths) || paths.length === 0 || !paths.every((x) => typeof x === 'string')) throw new P2PError('P2P_BAD_REQUEST', 'share needs at least one path');
+        const files = await this.library.share(paths as string[]);
+        await this.registerFiles(files);
+        return files.map(fileInfo);
+      }
+      case 'unshare': {
+        const removed = this.library.unshare(str(a.key, 'key'));
+        const ids = removed.filter((f) => !this.library.byId(f.id)).map((f) => ({ id: f.idBuf }));
+        if (ids.length) await this.tracker.request('UNREGISTER', { all: false, ids }, 'OK');
+        return removed.map(fileInfo);
+      }
+      case 'search': {
+        const res = await this.tracker.request('SEARCH', { text: typeof a.text === 'string' ? a.text : '', limit: 10_000 }, 'SEARCH_RESULT');
+        return res.files.map((f) => ({ name: f.name, id: f.id.toString('hex'), size: f.size, peers: f.peers }));
+      }
+      case 'resolve': {
+        const r = await this.resolve(str(a.key, 'key'));
+        const target = this.targetFor(r.name, r.id, typeof a.out === 'string' ? a.out : undefined);
+        return { ...r, target, exists: fs.existsSync(target) };
+      }
+      case 'get':
+        return this.get(a as unknown as GetArgs, conn, requestId);
+      case 'transfers':
+        return this.db.transfers();
+      case 'report':
+        return this.report(str(a.key, 'key'), typeof a.reason === 'string' ? a.reason : '');
+      default:
+        throw new P2PError('P2P_BAD_REQUEST', `unknown command '${String(command)}'`);
+    }
+  }
+
+  status(): StatusInfo {
+    return {
+      peerId: this.peerId,
+      listen: this.listenAddress,
+      advertise: this.opts.advertise ? formatAddress(this.opts.advertise.host, this.opts.advertise.port) : '',
+      tracker: { address: this.tracker.current ?? null, role: this.tracker.role, state: this.tracker.state, term: this.tracker.term },
+      trackers: this.opts.trackers.map((t) => formatAddress(t.host, t.port)),
+      shared: this.library.list().length,
+      transfers: [...this.downloads.values()].map((d) => {
+        const p = d.progress;
+        return { name: p.name, id: p.id, bytes: p.bytes, total: p.total, peers: p.peers, rateBytesPerSec: p.rateBytesPerSec };
+      }),
+      uploads: this.chunkServer.uploadsInProgress,
+      bytesSent: this.chunkServer.bytesSent,
+      version: this.opts.version ?? '',
+    };
+  }
+
+  /** NAME or ID (or an id prefix of 8+ hex characters) -> one file of the network. */
+  private async resolve(key: string): Promise<{ name: string; id: string; size: number }> {
+    const k = key.trim();
+    const lower = k.toLowerCase();
+    const byName = await this.tracker.request('SEARCH', { text: k, limit: 10_000 }, 'SEARCH_RESULT');
+    const exact = byName.files.filter((f) => f.name === k);
+    const ids = new Map(exact.map((f) => [f.id.toString('hex'), f]));
+    if (ids.size === 1) {
+      const f = exact[0]!;
+      return { name: f.name, id: f.id.toString('hex'), size: f.size };
+    }
+    if (ids.size > 1) {
+      throw new P2PError('P2P_BAD_REQUEST', `'${k}' names ${ids.size} different files; get one by id: ${[...ids.keys()].join(', ')}`);
+    }
+    if (/^[0-9a-f]{8,64}$/.test(lower)) {
+      const all = await this.tracker.request('SEARCH', { text: '', limit: 100_000 }, 'SEARCH_RESULT');
+      const hits = all.files.filter((f) => f.id.toString('hex').startsWith(lower));
+      const distinct = new Map(hits.map((f) => [f.id.toString('hex'), f]));
+      if (distinct.size === 1) {
+        const f = hits[0]!;
+        return { name: f.name, id: f.id.toString('hex'), size: f.size };
+      }
+      if (distinct.size > 1) throw new P2PError('P2P_BAD_REQUEST', `id prefix '${k}' matches ${distinct.size} files: ${[...distinct.keys()].join(', ')}`);
+      if (HEX_ID.test(lower)) {
+        // Not listed by name (yet): the holders may still be found by id.
+        return { name: lower.slice(0, 16), id: lower, size: 0 };
+      }
+    }
+    throw new P2PError('P2P_NOT_FOUND', `no file named '${k}' on the network (try: p2p search ${k})`);
+  }
+
+  private targetFor(name: string, id: string, out: string | undefined): string {
+    const safe = safeFileName(name, id.slice(0, 16));
+    if (!out) return path.join(path.resolve(this.opts.shareDir), safe);
+    const abs = path.resolve(out);
+    try {
+      if (fs.statSync(abs).isDirectory()) return path.join(abs, safe);
+    } catch {
+      // not there yet: it is the file to write
+    }
+    return abs;
+  }
+
+  private async get(args: GetArgs, conn: Connection, requestId: number): Promise<DownloadResult> {
+    const key = str(args.key, 'key');
+    const r = await this.resolve(key);
+    const target = this.targetFor(r.name, r.id, args.out);
+    if (!fs.existsSync(path.dirname(target))) throw new P2PError('P2P_BAD_REQUEST', `folder ${path.dirname(target)} does not exist`);
+    if (fs.existsSync(target)) {
+      if (fs.statSync(target).isDirectory()) throw new P2PError('P2P_BAD_REQUEST', `${target} is a folder`);
+      if (!args.overwrite) throw new P2PError('P2P_EXISTS', `${target} already exists; pass --overwrite to replace it`);
+    }
+    if (this.downloads.has(r.id)) throw new P2PError('P2P_BAD_REQUEST', `${r.name} is already being downloaded`);
+    const maxPeers = args.maxPeers !== undefined && args.maxPeers !== null ? Number(args.maxPeers) : undefined;
+    if (maxPeers !== undefined && (!Number.isInteger(maxPeers) || maxPeers < 1)) throw new P2PError('P2P_BAD_REQUEST', '--max-peers must be a positive integer');
+    const d = new Download(
+      {
+        keys: this.keys,
+        tracker: this.tracker,
+        blacklist: this.blacklist,
+        db: this.db,
+        logger: this.log,
+        advertisePort: () => this.opts.advertise?.port ?? this.chunkServer.address?.port ?? 0,
+        onBadData: (ev) => void this.reportBadData(ev),
+      },
+      { fileId: Buffer.from(r.id, 'hex'), name: r.name, target, maxPeers, overwrite: args.overwrite },
+    );
+    this.downloads.set(r.id, d);
+    const send = (type: string, p: object): void => {
+      conn.sendEvent('CONTROL_EVENT', { event: JSON.stringify({ type, ...p }) }, requestId);
+    };
+    d.on('started', (p: object) => send('started', p));
+    d.on('progress', (p: object) => send('progress', p));
+    const onGone = (): void => d.abort('the p2p command went away');
+    conn.once('close', onGone);
+    try {
+      const result = await d.run();
+      const info = d.manifestInfo!;
+      await this.library.addVerified(target, info.manifest, info.encoded, r.id);
+      await this.registerFiles(this.library.list().filter((f) => f.id === r.id)).catch((err: unknown) => {
+        this.log.warn({ err: (err as Error).message }, 'downloaded file not yet registered with the tracker');
+      });
+      return result;
+    } finally {
+      conn.off('close', onGone);
+      this.downloads.delete(r.id);
+    }
+  }
+
+  private async reportBadData(ev: { fileId: Buffer; manifest: Buffer; receipt: { publicKey: Buffer; index: number; hash: Buffer; signature: Buffer }; peerId: string }): Promise<void> {
+    try {
+      const res = await this.tracker.request(
+        'REPORT',
+        { fileId: ev.fileId, reason: `chunk ${ev.receipt.index} failed verification`, evidence: 1, manifest: ev.manifest, receipts: [ev.receipt] },
+        'REPORT_RESULT',
+      );
+      this.log.warn({ peerId: ev.peerId, blacklisted: res.blacklisted.map((x) => x.target) }, 'reported a peer that sent bad data');
+    } catch (err) {
+      this.log.warn({ peerId: ev.peerId, err: (err as Error).message }, 'could not report a peer that sent bad data');
+    }
+  }
+
+  private async report(key: string, reason: string): Promise<{ blacklisted: string[]; pending: string[]; fileId: string }> {
+    const k = key.trim().toLowerCase();
+    let t = HEX_ID.test(k) ? this.db.lastTransfer(k) : undefined;
+    if (!t) {
+      const byName = this.db.lastTransferByName(key.trim());
+      if (byName) t = this.db.lastTransfer(byName.id);
+    }
+    if (!t) throw new P2PError('P2P_NOT_FOUND', `this peer has no download of '${key}' to report`);
+    const perPeer = new Map<string, number>();
+    const receipts = t.receipts.filter((r) => {
+      const k2 = r.publicKey.toString('hex');
+      const n = perPeer.get(k2) ?? 0;
+      perPeer.set(k2, n + 1);
+      return n < MAX_USER_RECEIPTS_PER_PEER;
+    });
+    if (receipts.length === 0) throw new P2PError('P2P_NOT_FOUND', `the download of '${key}' has no receipts (resumed from an older version?)`);
+    const res = await this.tracker.request(
+      'REPORT',
+      { fileId: Buffer.from(t.transfer.id, 'hex'), reason: reason.slice(0, 500), evidence: 0, manifest: Buffer.alloc(0), receipts },
+      'REPORT_RESULT',
+    );
+    return { fileId: t.transfer.id, blacklisted: res.blacklisted.map((x) => x.target), pending: res.pending.map((x) => x.target) };
+  }
+}
+
+function fileInfo(f: SharedFile): FileInfo {
+  return { name: f.name, id: f.id, size: f.size, path: f.path };
+}
+
+function str(v: unknown, what: string): string {
+  if (typeof v !== 'string' || v.length === 0) throw new P2PError('P2P_BAD_REQUEST', `missing ${what}`);
+  return v;
+}
+
+export { toP2PError };
+export type { ControlCommands };

@@ -1,0 +1,270 @@
+/**
+ * The peer's session with the tracker cluster. It keeps the ordered tracker list, uses the acting main,
+ * fails over to the next tracker within about a second when the one in use fails, re-announces every
+ * shared file on each (re)connection, and moves to a new main when told of one.
+ */
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import {
+  dial,
+  formatAddress,
+  P2PError,
+  RemoteError,
+  toP2PError,
+  type Address,
+  type Body,
+  type Connection,
+  type KeyPair,
+  type MessageName,
+} from '../protocol/index.js';
+import { clientHandshake } from './handshake.js';
+
+export type TrackerClientState = 'connecting' | 'connected' | 'blacklisted' | 'closed';
+
+export interface TrackerClientOptions {
+  trackers: Address[];
+  keys: KeyPair;
+  /** The port other peers should use to reach this one. */
+  advertisePort: () => number;
+  /** Every file to announce, called on each (re)connection. */
+  announce: () => Body<'REGISTER'>['files'];
+  logger: Logger;
+  connectTimeoutMs?: number;
+  /** How long a request waits for a tracker session before it fails. */
+  waitMs?: number;
+}
+
+const REGISTER_BATCH = 5000;
+
+export class TrackerClient extends EventEmitter {
+  state: TrackerClientState = 'connecting';
+  conn: Connection | undefined;
+  current: string | undefined;
+  role = 'unknown';
+  term = 0;
+  observedHost = '';
+  private preferred: string | undefined;
+  private loopRunning = false;
+  private blacklistReason = '';
+  private pingTimer: NodeJS.Timeout | undefined;
+  private readonly waiters = new Set<() => void>();
+  private lastError = '';
+  private failures = 0;
+
+  constructor(private readonly opts: TrackerClientOptions) {
+    super();
+  }
+
+  start(): void {
+    void this.loop();
+  }
+
+  async close(): Promise<void> {
+    const conn = this.conn;
+    this.setState('closed');
+    clearInterval(this.pingTimer);
+    if (conn && !conn.isClosed) {
+      await conn.request('LEAVE', {}, 'OK', { timeoutMs: 500 }).catch(() => undefined);
+      conn.close();
+    }
+    this.wake();
+  }
+
+  private setState(to: TrackerClientState): void {
+    if (this.state === to) return;
+    const from = this.state;
+    this.state = to;
+    this.opts.logger.info({ from, to, tracker: this.current }, `tracker session ${from} -> ${to}`);
+    this.emit('state', to);
+    this.wake();
+  }
+
+  private wake(): void {
+    for (const w of [...this.waiters]) w();
+  }
+
+  private order(): Address[] {
+    const list = this.opts.trackers;
+    if (!this.preferred) return list;
+    const i = list.findIndex((a) => formatAddress(a.host, a.port) === this.preferred);
+    return i < 0 ? list : [list[i]!, ...list.filter((_, j) => j !== i)];
+  }
+
+  private async loop(): Promise<void> {
+    if (this.loopRunning) return;
+    this.loopRunning = true;
+    try {
+      while (this.state !== 'closed' && (!this.conn || this.conn.isClosed)) {
+        let connected = false;
+        for (const addr of this.order()) {
+          if ((this.state as TrackerClientState) === 'closed') return;
+          if (await this.tryConnect(addr)) {
+            connected = true;
+            break;
+          }
+          if (this.state === 'blacklisted') break;
+        }
+        if (connected) {
+          this.failures = 0;
+          return;
+        }
+        this.failures++;
+        const backoff = this.state === 'blacklisted' ? 5000 : Math.min(2000, 100 * 2 ** Math.min(this.failures, 5));
+        await new Promise((r) => setTimeout(r, backoff).unref());
+      }
+    } finally {
+      this.loopRunning = false;
+    }
+  }
+
+  private async tryConnect(addr: Address): Promise<boolean> {
+    const label = formatAddress(addr.host, addr.port);
+    let conn: Connection | undefined;
+    try {
+      conn = await dial(addr, { connectTimeoutMs: this.opts.connectTimeoutMs ?? 1000, requestTimeoutMs: 5000, logger: this.opts.logger, maxBodyBytes: 64 * 1024 * 1024 });
+      const welcome = await clientHandshake(conn, this.opts.keys, this.opts.advertisePort(), undefined, 2000);
+      this.role = welcome.role;
+      this.term = welcome.term;
+      this.observedHost = welcome.observedHost;
+      // A backup knows the main: go there (if it is one of ours), but keep this one if the main is unknown.
+      if (welcome.role !== 'primary' && welcome.primary && welcome.primary !== label && this.known(welcome.primary) && this.preferred !== welcome.primary) {
+        this.preferred = welcome.primary;
+        conn.close();
+        return false;
+      }
+      this.attach(conn, label, welcome.leaseMs);
+      await this.registerAll().catch((err: unknown) => {
+        this.opts.logger.warn({ err: (err as Error).message, tracker: label }, 'could not announce files yet');
+      });
+      return true;
+    } catch (err) {
+      const e = toP2PError(err);
+      conn?.destroy();
+      if (e.code === 'P2P_BLACKLISTED') {
+        this.blacklistReason = e.message;
+        this.current = label;
+        this.setState('blacklisted');
+        return false;
+      }
+      this.lastError = `tracker ${label}: ${e.message}`;
+      this.opts.logger.warn({ tracker: label, err: e.message }, 'tracker unreachable; trying the next one');
+      return false;
+    }
+  }
+
+  private known(address: string): boolean {
+    return this.opts.trackers.some((a) => formatAddress(a.host, a.port) === address);
+  }
+
+  private attach(conn: Connection, label: string, leaseMs: number): void {
+    this.conn = conn;
+    this.current = label;
+    this.lastError = '';
+    this.setState('connected');
+    conn.on('event', (name: MessageName, body: unknown) => this.onEvent(name, body));
+    conn.on('close', (err?: P2PError) => {
+      clearInterval(this.pingTimer);
+      if (this.conn !== conn || this.state === 'closed') return;
+      if (err?.code === 'P2P_BLACKLISTED') {
+        this.blacklistReason = err.message;
+        this.setState('blacklisted');
+      } else {
+        this.opts.logger.warn({ tracker: label, err: err?.message }, 'tracker connection lost; failing over');
+        this.setState('connecting');
+      }
+      this.conn = undefined;
+      void this.loop();
+    });
+    clearInterval(this.pingTimer);
+    // Heartbeats: a third of the lease, and often enough to notice a dead tracker within about a second.
+    const every = Math.max(100, Math.min(Math.floor(leaseMs / 3), 500));
+    this.pingTimer = setInterval(() => {
+      conn.request('PING', {}, 'PONG', { timeoutMs: Math.max(600, every * 2) }).catch(() => {
+        if (this.conn === conn) {
+          this.opts.logger.warn({ tracker: label }, `tracker ${label} did not answer a heartbeat; trying the others`);
+          conn.destroy();
+        }
+      });
+    }, every);
+    this.pingTimer.unref();
+  }
+
+  private onEvent(name: MessageName, body: unknown): void {
+    if (name === 'BLACKLIST_CHANGED') this.emit('blacklist', body as Body<'BLACKLIST_CHANGED'>);
+    else if (name === 'TRACKER_CHANGED') {
+      const { primary, term } = body as Body<'TRACKER_CHANGED'>;
+      this.term = term;
+      if (primary === this.current) {
+        this.role = 'primary';
+        void this.registerAll().catch(() => undefined);
+      } else if (this.known(primary)) {
+        this.opts.logger.info({ primary, term }, 'told of a new main; moving to it');
+        this.preferred = primary;
+        this.conn?.close();
+      }
+    }
+  }
+
+  /** Announces every shared file (batched). */
+  async registerAll(): Promise<void> {
+    const files = this.opts.announce();
+    if (files.length === 0) return;
+    for (let i = 0; i < files.length; i += REGISTER_BATCH) {
+      await this.request('REGISTER', { files: files.slice(i, i + REGISTER_BATCH) }, 'OK');
+    }
+  }
+
+  /** Waits (up to waitMs) for a usable session. */
+  private async session(): Promise<Connection> {
+    const deadline = Date.now() + (this.opts.waitMs ?? 3000);
+    for (;;) {
+      if (this.state === 'closed') throw new P2PError('P2P_SHUTTING_DOWN', 'the peer daemon is shutting down');
+      if (this.state === 'blacklisted') throw new P2PError('P2P_BLACKLISTED', `this peer is refused by the tracker: ${this.blacklistReason}`);
+      if (this.conn && !this.conn.isClosed) return this.conn;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        const tried = this.opts.trackers.map((a) => formatAddress(a.host, a.port)).join(', ');
+        throw new P2PError('P2P_CONNECT_FAILED', `no tracker reachable (tried ${tried})${this.lastError ? `; last error: ${this.lastError}` : ''}`);
+      }
+      void this.loop();
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, Math.min(left, 200));
+        function done(): void {
+          clearTimeout(t);
+          resolve();
+        }
+        this.waiters.add(done);
+        setTimeout(() => this.waiters.delete(done), left + 10).unref();
+      });
+    }
+  }
+
+  /**
+   * A request to the tracker in use. If the session is lost (or the tracker is not the main) while it is
+   * under way, it is tried again on the next session, within the wait budget: every tracker request is
+   * idempotent.
+   */
+  async request<N extends MessageName, R extends MessageName>(name: N, body: Body<N>, expect: R, attempts = 3): Promise<Body<R>> {
+    let lastErr: P2PError | undefined;
+    for (let i = 0; i < attempts; i++) {
+      const conn = await this.session();
+      try {
+        return await conn.request(name, body, expect, { timeoutMs: 5000 });
+      } catch (err) {
+        const e = toP2PError(err);
+        lastErr = e;
+        if (e instanceof RemoteError && e.code === 'P2P_BLACKLISTED') {
+          this.blacklistReason = e.message;
+          this.setState('blacklisted');
+          throw e;
+        }
+        const retriable = e.code === 'P2P_CONNECTION_CLOSED' || e.code === 'P2P_TIMEOUT' || e.code === 'P2P_NOT_PRIMARY' || e.code === 'P2P_SHUTTING_DOWN';
+        if (!retriable) throw e;
+        if (e.code === 'P2P_NOT_PRIMARY' || e.code === 'P2P_TIMEOUT') {
+          await new Promise((r) => setTimeout(r, 200).unref());
+        }
+      }
+    }
+    throw lastErr ?? new P2PError('P2P_CONNECT_FAILED', 'tracker request failed');
+  }
+}

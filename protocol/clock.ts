@@ -1,0 +1,73 @@
+/**
+ * One injectable source of time. Timeouts use the monotonic `now()`, never the wall clock, so a clock step
+ * cannot fire or stall them; tests pass a virtual clock and advance it instead of sleeping.
+ */
+export interface Timer {
+  cancel(): void;
+}
+
+export interface Clock {
+  /** Monotonic milliseconds. */
+  now(): number;
+  /** Wall-clock milliseconds since the epoch, for timestamps that users read. */
+  wallNow(): number;
+  setTimeout(fn: () => void, ms: number): Timer;
+  setInterval(fn: () => void, ms: number): Timer;
+}
+
+export const systemClock: Clock = {
+  now: () => performance.now(),
+  wallNow: () => Date.now(),
+  setTimeout(fn, ms) {
+    const t = setTimeout(fn, ms);
+    t.unref?.();
+    return { cancel: () => clearTimeout(t) };
+  },
+  setInterval(fn, ms) {
+    const t = setInterval(fn, ms);
+    t.unref?.();
+    return { cancel: () => clearInterval(t) };
+  },
+};
+
+/** A clock that moves only when told to: for tests of heartbeats, leases and takeovers. */
+export class VirtualClock implements Clock {
+  private current = 0;
+  private wallBase = Date.now();
+  private timers: Array<{ at: number; fn: () => void; every?: number; id: number }> = [];
+  private nextId = 1;
+
+  now(): number {
+    return this.current;
+  }
+  wallNow(): number {
+    return this.wallBase + this.current;
+  }
+  setTimeout(fn: () => void, ms: number): Timer {
+    const id = this.nextId++;
+    this.timers.push({ at: this.current + ms, fn, id });
+    return { cancel: () => this.remove(id) };
+  }
+  setInterval(fn: () => void, ms: number): Timer {
+    const id = this.nextId++;
+    this.timers.push({ at: this.current + ms, fn, every: Math.max(1, ms), id });
+    return { cancel: () => this.remove(id) };
+  }
+  /** Moves time forward, firing every timer that falls due, in order. */
+  advance(ms: number): void {
+    const target = this.current + ms;
+    for (;;) {
+      this.timers.sort((a, b) => a.at - b.at || a.id - b.id);
+      const next = this.timers[0];
+      if (!next || next.at > target) break;
+      this.current = next.at;
+      if (next.every) next.at += next.every;
+      else this.timers.shift();
+      next.fn();
+    }
+    this.current = target;
+  }
+  private remove(id: number): void {
+    this.timers = this.timers.filter((t) => t.id !== id);
+  }
+}

@@ -1,0 +1,265 @@
+/**
+ * A tiny schema language for message bodies. One schema drives three things: the encoded size, the
+ * encoder (hand-written, allocation-free given a target buffer) and the decoder (a binary-parser compiled
+ * from the same schema). Declaring a message once keeps both directions in step by construction.
+ */
+import { Parser } from 'binary-parser';
+import { MalformedMessageError, P2PError } from './errors.js';
+
+/** Field types. Integers are big-endian; u64 decodes to a JS number and refuses values above 2^53. */
+export type FieldType =
+  | 'u8'
+  | 'u16'
+  | 'u32'
+  | 'u64'
+  | 'bool'
+  | 'id32' // exactly 32 bytes (SHA-256 digests, Ed25519 public keys, nonces)
+  | 'sig64' // exactly 64 bytes (Ed25519 signatures)
+  | 'str' // u16 byte length, then UTF-8
+  | 'text' // u32 byte length, then UTF-8
+  | 'bytes' // u32 byte length, then raw bytes
+  | 'rest' // every remaining byte of the body; only as the last field
+  | ListType;
+
+export interface ListType {
+  readonly list: Schema;
+}
+
+export type Schema = { readonly [field: string]: FieldType };
+
+type ValueOf<T extends FieldType> = T extends 'u8' | 'u16' | 'u32' | 'u64'
+  ? number
+  : T extends 'bool'
+    ? boolean
+    : T extends 'str' | 'text'
+      ? string
+      : T extends ListType
+        ? Array<Decoded<T['list']>>
+        : Buffer;
+
+export type Decoded<S extends Schema> = { -readonly [K in keyof S]: ValueOf<S[K]> };
+
+export interface Codec<S extends Schema> {
+  readonly schema: S;
+  /** Bytes needed to encode `value`. Throws P2P_BAD_REQUEST for a value that cannot be encoded. */
+  size(value: Decoded<S>): number;
+  /** Writes `value` at `offset`, returns the offset after it. `buf` must have `size(value)` bytes free. */
+  write(value: Decoded<S>, buf: Buffer, offset: number): number;
+  /** Decodes a whole body; throws MalformedMessageError unless the body is exactly one valid value. */
+  decode(body: Buffer): Decoded<S>;
+}
+
+const U16_MAX = 0xffff;
+const U32_MAX = 0xffffffff;
+
+function fixedSize(type: FieldType): number | undefined {
+  switch (type) {
+    case 'u8':
+    case 'bool':
+      return 1;
+    case 'u16':
+      return 2;
+    case 'u32':
+      return 4;
+    case 'u64':
+      return 8;
+    case 'id32':
+      return 32;
+    case 'sig64':
+      return 64;
+    default:
+      return undefined;
+  }
+}
+
+function bad(field: string, why: string): never {
+  throw new P2PError('P2P_BAD_REQUEST', `cannot encode field ${field}: ${why}`);
+}
+
+function fieldSize(name: string, type: FieldType, value: unknown): number {
+  const fixed = fixedSize(type);
+  if (fixed !== undefined) return fixed;
+  if (typeof type === 'object') {
+    const items = value as unknown[];
+    if (!Array.isArray(items)) bad(name, 'expected a list');
+    let total = 4;
+    for (const item of items) total += schemaSize(type.list, item as Record<string, unknown>);
+    return total;
+  }
+  switch (type) {
+    case 'str': {
+      const n = Buffer.byteLength(value as string, 'utf8');
+      if (n > U16_MAX) bad(name, `string of ${n} bytes exceeds ${U16_MAX}`);
+      return 2 + n;
+    }
+    case 'text':
+      return 4 + Buffer.byteLength(value as string, 'utf8');
+    case 'bytes':
+      return 4 + (value as Buffer).length;
+    case 'rest':
+      return (value as Buffer).length;
+  }
+  return bad(name, `unknown type ${String(type)}`);
+}
+
+function schemaSize(schema: Schema, value: Record<string, unknown>): number {
+  let total = 0;
+  for (const name in schema) total += fieldSize(name, schema[name]!, value[name]);
+  return total;
+}
+
+function writeField(name: string, type: FieldType, value: unknown, buf: Buffer, offset: number): number {
+  if (typeof type === 'object') {
+    const items = value as Array<Record<string, unknown>>;
+    buf.writeUInt32BE(items.length, offset);
+    offset += 4;
+    for (const item of items) offset = writeSchema(type.list, item, buf, offset);
+    return offset;
+  }
+  switch (type) {
+    case 'u8':
+      return buf.writeUInt8(value as number, offset);
+    case 'bool':
+      return buf.writeUInt8(value ? 1 : 0, offset);
+    case 'u16':
+      return buf.writeUInt16BE(value as number, offset);
+    case 'u32':
+      return buf.writeUInt32BE(value as number, offset);
+    case 'u64': {
+      const n = value as number;
+      if (!Number.isSafeInteger(n) || n < 0) bad(name, `${n} is not a non-negative safe integer`);
+      return buf.writeBigUInt64BE(BigInt(n), offset);
+    }
+    case 'id32':
+    case 'sig64': {
+      const b = value as Buffer;
+      const want = type === 'id32' ? 32 : 64;
+      if (!Buffer.isBuffer(b) || b.length !== want) bad(name, `expected ${want} bytes`);
+      return offset + b.copy(buf, offset);
+    }
+    case 'str': {
+      const n = buf.write(value as string, offset + 2, 'utf8');
+      buf.writeUInt16BE(n, offset);
+      return offset + 2 + n;
+    }
+    case 'text': {
+      const n = buf.write(value as string, offset + 4, 'utf8');
+      buf.writeUInt32BE(n, offset);
+      return offset + 4 + n;
+    }
+    case 'bytes': {
+      const b = value as Buffer;
+      if (b.length > U32_MAX) bad(name, 'too long');
+      buf.writeUInt32BE(b.length, offset);
+      return offset + 4 + b.copy(buf, offset + 4);
+    }
+    case 'rest':
+      return offset + (value as Buffer).copy(buf, offset);
+  }
+  return bad(name, `unknown type ${String(type)}`);
+}
+
+function writeSchema(schema: Schema, value: Record<string, unknown>, buf: Buffer, offset: number): number {
+  for (const name in schema) offset = writeField(name, schema[name]!, value[name], buf, offset);
+  return offset;
+}
+
+const unwrap = (o: { v: unknown }): unknown => o.v;
+const toSafeNumber = (v: unknown): number => {
+  const big = v as bigint;
+  if (big > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError('u64 above 2^53');
+  return Number(big);
+};
+
+/**
+ * binary-parser never checks that a length prefix fits the bytes that remain: it just slices short.
+ * Every variable-length field advances the offset by its declared length, so a single check at the end
+ * (the final offset must equal the body length) catches every lie about lengths, and a lie in the middle
+ * makes the next fixed-size read throw a RangeError.
+ */
+function buildParser(schema: Schema): Parser {
+  let p = new Parser();
+  for (const name in schema) {
+    const type = schema[name]!;
+    if (typeof type === 'object') {
+      const list = new Parser().uint32be('n').array('v', { type: buildParser(type.list), length: 'n' });
+      p = p.nest(name, { type: list, formatter: unwrap as (o: unknown) => unknown });
+      continue;
+    }
+    switch (type) {
+      case 'u8':
+        p = p.uint8(name);
+        break;
+      case 'bool':
+        p = p.uint8(name, { formatter: (v: unknown) => v !== 0 });
+        break;
+      case 'u16':
+        p = p.uint16be(name);
+        break;
+      case 'u32':
+        p = p.uint32be(name);
+        break;
+      case 'u64':
+        p = p.uint64be(name, { formatter: toSafeNumber });
+        break;
+      case 'id32':
+        p = p.buffer(name, { length: 32, clone: true });
+        break;
+      case 'sig64':
+        p = p.buffer(name, { length: 64, clone: true });
+        break;
+      case 'str':
+        p = p.nest(name, {
+          type: new Parser().uint16be('n').string('v', { length: 'n', encoding: 'utf8' }),
+          formatter: unwrap as (o: unknown) => unknown,
+        });
+        break;
+      case 'text':
+        p = p.nest(name, {
+          type: new Parser().uint32be('n').string('v', { length: 'n', encoding: 'utf8' }),
+          formatter: unwrap as (o: unknown) => unknown,
+        });
+        break;
+      case 'bytes':
+        p = p.nest(name, {
+          type: new Parser().uint32be('n').buffer('v', { length: 'n' }),
+          formatter: unwrap as (o: unknown) => unknown,
+        });
+        break;
+      case 'rest':
+        p = p.buffer(name, { readUntil: 'eof' });
+        break;
+    }
+  }
+  return p;
+}
+
+export function defineCodec<S extends Schema>(schema: S, what = 'message'): Codec<S> {
+  const names = Object.keys(schema);
+  names.forEach((name, i) => {
+    if (schema[name] === 'rest' && i !== names.length - 1) throw new Error(`'rest' must be the last field (${name})`);
+  });
+  const fixed = names.every((n) => fixedSize(schema[n]!) !== undefined)
+    ? names.reduce((sum, n) => sum + fixedSize(schema[n]!)!, 0)
+    : undefined;
+  const hasRest = names.length > 0 && schema[names[names.length - 1]!] === 'rest';
+  const parser = new Parser().nest('m', { type: names.length ? buildParser(schema) : new Parser() }).saveOffset('end');
+  parser.compile();
+  return {
+    schema,
+    size: fixed !== undefined ? () => fixed : (value) => schemaSize(schema, value as Record<string, unknown>),
+    write: (value, buf, offset) => writeSchema(schema, value as Record<string, unknown>, buf, offset),
+    decode(body) {
+      let out: { m: Decoded<S>; end: number };
+      try {
+        out = parser.parse(body) as { m: Decoded<S>; end: number };
+      } catch (err) {
+        throw new MalformedMessageError(what, err);
+      }
+      // binary-parser's readUntil:'eof' does not advance the offset, so with a trailing `rest` field the
+      // saved offset is where the rest begins.
+      if (hasRest ? out.end > body.length : out.end !== body.length) throw new MalformedMessageError(`${what}: ${body.length} bytes, fields use ${out.end}`);
+      return out.m;
+    },
+  };
+}

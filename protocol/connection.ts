@@ -1,0 +1,462 @@
+/**
+ * A framed, multiplexed connection: several requests in flight each way, matched by request id, with
+ * timeouts, cancellation, limits and backpressure. Policy (who may ask what) lives in the daemons; this
+ * file only keeps the bytes honest.
+ */
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import type { Logger } from 'pino';
+import pino from 'pino';
+import { systemClock, type Clock, type Timer } from './clock.js';
+import {
+  ConnectionClosedError,
+  isErrorCode,
+  MalformedMessageError,
+  P2PError,
+  ProtocolError,
+  RemoteError,
+  TimeoutError,
+  toP2PError,
+} from './errors.js';
+import { decodeBody, encodeFrame, encodeFrameHead, Framer, DEFAULT_MAX_BODY_BYTES, type Frame } from './framer.js';
+import { Messages, type Body, type MessageName } from './messages.js';
+
+export interface ConnectionOptions {
+  maxBodyBytes?: number;
+  /** Incoming requests being handled at once; more get P2P_TOO_MANY_REQUESTS. */
+  maxInFlight?: number;
+  /** Default timeout of outgoing requests. */
+  requestTimeoutMs?: number;
+  /** A frame whose first byte has arrived must be complete within this (defeats byte dribbling). */
+  readTimeoutMs?: number;
+  /** Nothing received for this long closes the connection (0: never). */
+  idleTimeoutMs?: number;
+  logger?: Logger;
+  clock?: Clock;
+}
+
+export interface IncomingRequest<N extends MessageName = MessageName> {
+  readonly name: N;
+  readonly requestId: number;
+  readonly body: Body<N>;
+}
+
+export type RequestHandler = (req: IncomingRequest, conn: Connection) => void | Promise<void>;
+
+export interface RequestOptions {
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  /** Called with events the other side sends under this request's id (progress). */
+  onEvent?: (name: MessageName, body: unknown) => void;
+}
+
+interface Pending {
+  expect: MessageName;
+  resolve(body: unknown): void;
+  reject(err: Error): void;
+  timer: Timer | undefined;
+  onEvent: RequestOptions['onEvent'];
+}
+
+export const silentLogger: Logger = pino({ level: 'silent' });
+
+let connectionCounter = 0;
+
+export class Connection extends EventEmitter {
+  readonly id = ++connectionCounter;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  private readonly framer: Framer;
+  private readonly pending = new Map<number, Pending>();
+  private readonly cancelled = new Set<number>();
+  private nextRequestId = 1;
+  private inFlight = 0;
+  private closed = false;
+  private closeError: P2PError | undefined;
+  private readTimer: Timer | undefined;
+  private idleTimer: Timer | undefined;
+  private handler: RequestHandler | undefined;
+  private readonly maxInFlight: number;
+  private readonly requestTimeoutMs: number;
+  private readonly readTimeoutMs: number;
+  private readonly idleTimeoutMs: number;
+  private readonly clock: Clock;
+  readonly log: Logger;
+
+  constructor(readonly socket: net.Socket, options: ConnectionOptions = {}) {
+    super();
+    this.framer = new Framer(options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES);
+    this.maxInFlight = options.maxInFlight ?? 64;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
+    this.readTimeoutMs = options.readTimeoutMs ?? 30_000;
+    this.idleTimeoutMs = options.idleTimeoutMs ?? 0;
+    this.clock = options.clock ?? systemClock;
+    this.remoteAddress = normalizeHost(socket.remoteAddress ?? '');
+    this.remotePort = socket.remotePort ?? 0;
+    this.log = (options.logger ?? silentLogger).child({ conn: this.id, remote: `${this.remoteAddress}:${this.remotePort}` });
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('drain', () => {
+      if (!this.closed) socket.resume();
+      this.emit('drain');
+    });
+    socket.on('error', (err) => {
+      if (!this.closed) this.closeError ??= toP2PError(err);
+    });
+    socket.on('close', () => this.onClose());
+    this.touch();
+  }
+
+  /** Sets the function that answers incoming requests. */
+  onRequest(handler: RequestHandler): this {
+    this.handler = handler;
+    return this;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Sends a request and resolves with the body of the expected answer; an ERROR answer rejects. */
+  request<N extends MessageName, R extends MessageName>(
+    name: N,
+    body: Body<N>,
+    expect: R,
+    options: RequestOptions = {},
+  ): Promise<Body<R>> {
+    if (this.closed) return Promise.reject(this.closeError ?? new ConnectionClosedError());
+    const requestId = this.nextRequestId;
+    this.nextRequestId = this.nextRequestId >= 0xfffffffe ? 1 : this.nextRequestId + 1;
+    return new Promise<Body<R>>((resolve, reject) => {
+      const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
+      const entry: Pending = {
+        expect,
+        resolve: resolve as (b: unknown) => void,
+        reject,
+        onEvent: options.onEvent,
+        timer:
+          timeoutMs > 0
+            ? this.clock.setTimeout(() => {
+                this.pending.delete(requestId);
+                this.sendEvent('CANCEL', { requestId });
+                reject(new TimeoutError(`${name} to ${this.remoteAddress}:${this.remotePort}`, timeoutMs));
+              }, timeoutMs)
+            : undefined,
+      };
+      this.pending.set(requestId, entry);
+      if (options.signal) {
+        const onAbort = (): void => {
+          if (!this.pending.has(requestId)) return;
+          this.pending.delete(requestId);
+          entry.timer?.cancel();
+          this.sendEvent('CANCEL', { requestId });
+          reject(new P2PError('P2P_CONNECTION_CLOSED', `${name} cancelled`));
+        };
+        if (options.signal.aborted) return onAbort();
+        options.signal.addEventListener('abort', onAbort, { once: true });
+      }
+      try {
+        this.write(encodeFrame(name, requestId, body));
+      } catch (err) {
+        this.pending.delete(requestId);
+        entry.timer?.cancel();
+        reject(toP2PError(err));
+      }
+    });
+  }
+
+  /** Answers request `requestId`. Returns false when the socket buffer is full (see waitDrain). */
+  reply<N extends MessageName>(requestId: number, name: N, body: Body<N>): boolean {
+    this.cancelled.delete(requestId);
+    if (this.closed) return false;
+    return this.write(encodeFrame(name, requestId, body));
+  }
+
+  replyError(requestId: number, err: unknown): boolean {
+    const e = toP2PError(err);
+    this.cancelled.delete(requestId);
+    if (this.closed) return false;
+    return this.write(encodeFrame('ERROR', requestId, { code: e.code, message: truncate(e.message, 1000) }));
+  }
+
+  /**
+   * Answers with a frame whose last (`rest`) field is `tail`, written to the socket as its own buffer:
+   * the tail is never copied. `onFlushed` runs once the socket is done with `tail` (so it may be reused).
+   */
+  replyWithTail<N extends MessageName>(requestId: number, name: N, head: Body<N>, tail: Buffer, onFlushed?: () => void): boolean {
+    this.cancelled.delete(requestId);
+    if (this.closed) {
+      onFlushed?.();
+      return false;
+    }
+    const headBuf = encodeFrameHead(name, requestId, head, tail.length);
+    this.socket.cork();
+    this.socket.write(headBuf);
+    const ok = this.socket.write(tail, () => onFlushed?.());
+    process.nextTick(() => this.socket.uncork());
+    if (!ok) this.socket.pause();
+    return ok;
+  }
+
+  sendEvent<N extends MessageName>(name: N, body: Body<N>, requestId = 0): boolean {
+    if (this.closed) return false;
+    return this.write(encodeFrame(name, requestId, body));
+  }
+
+  /** True once the other side withdrew request `requestId` (its answer would be dropped). */
+  isCancelled(requestId: number): boolean {
+    return this.cancelled.has(requestId);
+  }
+
+  /** Resolves when the socket's write buffer has drained (or the connection closed). */
+  waitDrain(): Promise<void> {
+    if (this.closed || !this.socket.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.off('drain', done);
+        this.off('close', done);
+        resolve();
+      };
+      this.on('drain', done);
+      this.on('close', done);
+    });
+  }
+
+  /**
+   * Closes the connection. With an error, the other side first gets an ERROR frame (request id 0) that
+   * says why; the socket is destroyed shortly after if the other side does not close its end.
+   */
+  close(err?: P2PError): void {
+    if (this.closed) return;
+    if (err) {
+      this.closeError = err;
+      try {
+        this.socket.write(encodeFrame('ERROR', 0, { code: err.code, message: truncate(err.message, 1000) }));
+      } catch {
+        // the socket may already be gone; destroying below is enough
+      }
+    }
+    this.closed = true;
+    this.stopTimers();
+    this.socket.end();
+    const t = setTimeout(() => this.socket.destroy(), 500);
+    t.unref();
+    this.socket.once('close', () => clearTimeout(t));
+    this.failPending(err ?? new ConnectionClosedError());
+  }
+
+  /** Destroys at once, without a last word. */
+  destroy(err?: P2PError): void {
+    if (err) this.closeError ??= err;
+    this.closed = true;
+    this.stopTimers();
+    this.socket.destroy();
+    this.failPending(err ?? new ConnectionClosedError());
+  }
+
+  private write(buf: Buffer): boolean {
+    const ok = this.socket.write(buf);
+    // Backpressure: stop reading new requests while our answers cannot leave.
+    if (!ok) this.socket.pause();
+    return ok;
+  }
+
+  private touch(): void {
+    if (this.idleTimeoutMs <= 0 || this.closed) return;
+    this.idleTimer?.cancel();
+    this.idleTimer = this.clock.setTimeout(() => {
+      this.log.info({ code: 'P2P_IDLE_TIMEOUT' }, 'closing idle connection');
+      this.close(new P2PError('P2P_IDLE_TIMEOUT', `no traffic for ${this.idleTimeoutMs} ms`));
+    }, this.idleTimeoutMs);
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closed) return;
+    this.touch();
+    try {
+      this.framer.push(chunk, (frame) => this.onFrame(frame));
+    } catch (err) {
+      const e = err instanceof P2PError ? err : new MalformedMessageError('frame', err);
+      this.log.warn({ code: e.code, err: e.message }, 'bad input from peer; closing connection');
+      this.emit('protocolError', e);
+      this.close(e);
+      return;
+    }
+    if (this.closed) return;
+    if (this.framer.pendingBytes > 0) {
+      this.readTimer ??= this.clock.setTimeout(() => {
+        this.log.warn({ code: 'P2P_READ_TIMEOUT' }, 'frame not completed in time; closing connection');
+        this.close(new P2PError('P2P_READ_TIMEOUT', `a frame took more than ${this.readTimeoutMs} ms to arrive`));
+      }, this.readTimeoutMs);
+    } else if (this.readTimer) {
+      this.readTimer.cancel();
+      this.readTimer = undefined;
+    }
+  }
+
+  private onFrame(frame: Frame): void {
+    if (this.closed) return;
+    const { kind } = Messages[frame.name];
+    if (kind === 'response') return this.onResponse(frame);
+    if (kind === 'event') return this.onEventFrame(frame);
+    return this.onIncomingRequest(frame);
+  }
+
+  private onResponse(frame: Frame): void {
+    if (frame.requestId === 0) {
+      // An unsolicited ERROR: the other side's last word before it closes.
+      if (frame.name === 'ERROR') {
+        const body = decodeBody('ERROR', frame.body);
+        const code = isErrorCode(body.code) ? body.code : 'P2P_INTERNAL';
+        this.closeError = new RemoteError(code, body.message);
+        this.emit('remoteError', this.closeError);
+        return;
+      }
+      throw new P2PError('P2P_UNEXPECTED_MESSAGE', `${frame.name} without a request`);
+    }
+    const entry = this.pending.get(frame.requestId);
+    if (!entry) return; // answer to a request that timed out or was cancelled
+    this.pending.delete(frame.requestId);
+    entry.timer?.cancel();
+    if (frame.name === 'ERROR') {
+      const body = decodeBody('ERROR', frame.body);
+      entry.reject(new RemoteError(isErrorCode(body.code) ? body.code : 'P2P_INTERNAL', body.message));
+      return;
+    }
+    if (frame.name !== entry.expect) {
+      const err = new P2PError('P2P_UNEXPECTED_MESSAGE', `expected ${entry.expect}, got ${frame.name}`);
+      entry.reject(err);
+      throw err;
+    }
+    let decoded: unknown;
+    try {
+      decoded = decodeBody(frame.name, frame.body);
+    } catch (err) {
+      entry.reject(err as Error);
+      throw err;
+    }
+    entry.resolve(decoded);
+  }
+
+  private onEventFrame(frame: Frame): void {
+    const body = decodeBody(frame.name, frame.body);
+    if (frame.name === 'CANCEL') {
+      this.cancelled.add((body as Body<'CANCEL'>).requestId);
+      return;
+    }
+    if (frame.requestId !== 0) {
+      this.pending.get(frame.requestId)?.onEvent?.(frame.name, body);
+      return;
+    }
+    this.emit('event', frame.name, body);
+  }
+
+  private onIncomingRequest(frame: Frame): void {
+    let body: unknown;
+    try {
+      body = decodeBody(frame.name, frame.body);
+    } catch (err) {
+      // Malformed request: answer it (so the client knows why), then the framer's caller closes.
+      this.replyError(frame.requestId, err);
+      throw err;
+    }
+    if (!this.handler) {
+      this.replyError(frame.requestId, new P2PError('P2P_UNEXPECTED_MESSAGE', `${frame.name} is not served here`));
+      return;
+    }
+    if (this.inFlight >= this.maxInFlight) {
+      this.replyError(frame.requestId, new P2PError('P2P_TOO_MANY_REQUESTS', `more than ${this.maxInFlight} requests in flight`));
+      return;
+    }
+    this.inFlight++;
+    const req = { name: frame.name, requestId: frame.requestId, body } as IncomingRequest;
+    let result: void | Promise<void>;
+    try {
+      result = this.handler(req, this);
+    } catch (err) {
+      this.inFlight--;
+      this.answerFailure(req, err);
+      return;
+    }
+    if (result && typeof (result as Promise<void>).then === 'function') {
+      (result as Promise<void>).then(
+        () => this.inFlight--,
+        (err: unknown) => {
+          this.inFlight--;
+          this.answerFailure(req, err);
+        },
+      );
+    } else {
+      this.inFlight--;
+    }
+  }
+
+  private answerFailure(req: IncomingRequest, err: unknown): void {
+    const e = toP2PError(err);
+    if (e.code === 'P2P_INTERNAL') this.log.error({ err, request: req.name }, 'request handler failed');
+    this.replyError(req.requestId, e);
+    if (e instanceof ProtocolError) this.close(e);
+  }
+
+  private stopTimers(): void {
+    this.readTimer?.cancel();
+    this.idleTimer?.cancel();
+    this.readTimer = this.idleTimer = undefined;
+  }
+
+  private failPending(err: P2PError): void {
+    for (const [, entry] of this.pending) {
+      entry.timer?.cancel();
+      entry.reject(err);
+    }
+    this.pending.clear();
+  }
+
+  private onClose(): void {
+    const err = this.closeError;
+    this.closed = true;
+    this.stopTimers();
+    this.failPending(err ?? new ConnectionClosedError(`connection to ${this.remoteAddress}:${this.remotePort} closed`));
+    this.emit('close', err);
+  }
+}
+
+function truncate(s: string, max: number): string {
+  return s.length > max ? s.slice(0, max) : s;
+}
+
+/** '::ffff:127.0.0.1' -> '127.0.0.1', so IPv4 peers have one spelling everywhere (blacklist, logs). */
+export function normalizeHost(host: string): string {
+  return host.startsWith('::ffff:') && net.isIPv4(host.slice(7)) ? host.slice(7) : host;
+}
+
+export interface DialOptions extends ConnectionOptions {
+  connectTimeoutMs?: number;
+}
+
+/** Opens a TCP connection (or a Unix socket when `path` is given) and wraps it. */
+export function dial(target: { host: string; port: number } | { path: string }, options: DialOptions = {}): Promise<Connection> {
+  const connectTimeoutMs = options.connectTimeoutMs ?? 3000;
+  return new Promise((resolve, reject) => {
+    const socket = 'path' in target ? net.connect(target.path) : net.connect(target.port, target.host);
+    const label = 'path' in target ? target.path : formatAddress(target.host, target.port);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new P2PError('P2P_CONNECT_FAILED', `${label} did not accept a connection in ${connectTimeoutMs} ms`));
+    }, connectTimeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeListener('error', onError);
+      resolve(new Connection(socket, options));
+    });
+    const onError = (err: NodeJS.ErrnoException): void => {
+      clearTimeout(timer);
+      reject(new P2PError('P2P_CONNECT_FAILED', `cannot connect to ${label}: ${err.code ?? err.message}`, { cause: err }));
+    };
+    socket.once('error', onError);
+  });
+}
+
+export function formatAddress(host: string, port: number): string {
+  return net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
+}

@@ -1,0 +1,75 @@
+/**
+ * Ed25519 identities, the handshake's signed payloads and chunk receipts. Every signature covers a
+ * context string, so a signature made for one purpose can never be replayed as another.
+ */
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+
+const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
+
+export interface KeyPair {
+  readonly privateKey: KeyObject;
+  readonly publicKey: Buffer; // raw 32 bytes
+  readonly peerId: string;
+}
+
+/** A peer id: the first 20 bytes of SHA-256 of the raw public key, in hex (40 characters). */
+export function peerIdOf(publicKey: Buffer): string {
+  return createHash('sha256').update(publicKey).digest().subarray(0, 20).toString('hex');
+}
+
+export const PEER_ID_PATTERN = /^[0-9a-f]{40}$/;
+
+export function generateKeyPair(): { pem: string; keys: KeyPair } {
+  const { privateKey } = generateKeyPairSync('ed25519');
+  const pem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  return { pem, keys: keyPairFromPem(pem) };
+}
+
+export function keyPairFromPem(pem: string): KeyPair {
+  const privateKey = createPrivateKey(pem);
+  if (privateKey.asymmetricKeyType !== 'ed25519') throw new Error('identity key is not an Ed25519 key');
+  const spki = createPublicKey(privateKey).export({ type: 'spki', format: 'der' });
+  const publicKey = Buffer.from(spki.subarray(spki.length - 32));
+  return { privateKey, publicKey, peerId: peerIdOf(publicKey) };
+}
+
+function publicKeyObject(raw: Buffer): KeyObject {
+  return createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
+}
+
+export function signPayload(keys: KeyPair, payload: Buffer): Buffer {
+  return sign(null, payload, keys.privateKey);
+}
+
+export function verifyPayload(publicKey: Buffer, payload: Buffer, signature: Buffer): boolean {
+  if (publicKey.length !== 32 || signature.length !== 64) return false;
+  try {
+    return verify(null, payload, publicKeyObject(publicKey), signature);
+  } catch {
+    return false;
+  }
+}
+
+/** What a client signs to prove its key: the server's fresh nonce, bound to this purpose. */
+export function authPayload(serverNonce: Buffer): Buffer {
+  return Buffer.concat([Buffer.from('p2pshare auth v1\0'), serverNonce]);
+}
+
+/** What a serving peer signs to prove its key to a client: the client's nonce, bound to this purpose. */
+export function serverProofPayload(clientNonce: Buffer): Buffer {
+  return Buffer.concat([Buffer.from('p2pshare server v1\0'), clientNonce]);
+}
+
+/**
+ * A chunk receipt: the serving peer's signed statement "I sent chunk `index` of `fileId`, whose bytes hash
+ * to `hash`, to `downloaderId`". The downloader keeps it; a report carries it as evidence.
+ */
+export function receiptPayload(fileId: Buffer, index: number, hash: Buffer, downloaderId: string): Buffer {
+  const buf = Buffer.alloc(19 + 32 + 4 + 32 + 20);
+  buf.write('p2pshare receipt v1', 0, 'latin1');
+  fileId.copy(buf, 19);
+  buf.writeUInt32BE(index, 51);
+  hash.copy(buf, 55);
+  Buffer.from(downloaderId, 'hex').copy(buf, 87);
+  return buf;
+}

@@ -1,0 +1,147 @@
+/**
+ * The message catalogue: every message on the wire, declared once with its code, name, kind and body
+ * schema. Encoding, decoding, protocol/README.md and the round-trip tests are all driven from this table.
+ *
+ * Kinds: a `request` expects exactly one `response` (or ERROR) with the same request id; an `event` needs
+ * no answer (request id 0, or the id of the request it reports progress on).
+ */
+import { defineCodec, type Codec, type Decoded, type Schema } from './codec.js';
+
+export type MessageKind = 'request' | 'response' | 'event';
+
+interface Entry<S extends Schema> {
+  readonly code: number;
+  readonly kind: MessageKind;
+  readonly codec: Codec<S>;
+}
+
+function msg<S extends Schema>(code: number, kind: MessageKind, schema: S): Entry<S> {
+  return { code, kind, codec: defineCodec(schema) };
+}
+
+const fileEntry = { id: 'id32', size: 'u64', name: 'str', complete: 'bool' } as const;
+const target = { target: 'str' } as const;
+const receipt = { publicKey: 'id32', index: 'u32', hash: 'id32', signature: 'sig64' } as const;
+
+export const Messages = {
+  // --- common -------------------------------------------------------------------------------------
+  /** The answer to a failed request (same request id), or a last word before closing (request id 0). */
+  ERROR: msg(0x01, 'response', { code: 'str', message: 'str' }),
+  OK: msg(0x02, 'response', {}),
+  PING: msg(0x03, 'request', {}),
+  PONG: msg(0x04, 'response', {}),
+  /** Withdraws an earlier request of the sender; the receiver may still answer it, and the answer is dropped. */
+  CANCEL: msg(0x05, 'event', { requestId: 'u32' }),
+
+  // --- handshake (every connection starts with HELLO) ---------------------------------------------
+  /** role: 1 peer, 2 tracker, 3 admin. A peer sends its Ed25519 public key and a nonce for the server to sign. */
+  HELLO: msg(0x10, 'request', { role: 'u8', publicKey: 'bytes', nonce: 'id32', listenPort: 'u16', software: 'str' }),
+  /** The server's nonce for the client to sign, and (for a peer) the server's own key and proof. */
+  CHALLENGE: msg(0x11, 'response', { nonce: 'id32', publicKey: 'bytes', signature: 'bytes' }),
+  AUTH: msg(0x12, 'request', { signature: 'sig64' }),
+  /** Session facts: the caller's peer id and address as the server sees them, the lease, and the tracker role. */
+  WELCOME: msg(0x13, 'response', {
+    peerId: 'str',
+    observedHost: 'str',
+    observedPort: 'u16',
+    leaseMs: 'u32',
+    role: 'str',
+    term: 'u64',
+    primary: 'str',
+  }),
+
+  // --- peer -> tracker ----------------------------------------------------------------------------
+  REGISTER: msg(0x20, 'request', { files: { list: fileEntry } }),
+  /** all=true drops every file of this peer; otherwise the listed ids. */
+  UNREGISTER: msg(0x21, 'request', { all: 'bool', ids: { list: { id: 'id32' } } }),
+  SEARCH: msg(0x22, 'request', { text: 'str', limit: 'u32' }),
+  SEARCH_RESULT: msg(0x23, 'response', {
+    files: { list: { id: 'id32', name: 'str', size: 'u64', peers: 'u32' } },
+    truncated: 'bool',
+  }),
+  LOOKUP: msg(0x24, 'request', { id: 'id32' }),
+  LOOKUP_RESULT: msg(0x25, 'response', {
+    size: 'u64',
+    peers: { list: { peerId: 'str', publicKey: 'id32', host: 'str', port: 'u16', complete: 'bool' } },
+  }),
+  BLACKLIST_CHECK: msg(0x26, 'request', { peerId: 'str', host: 'str' }),
+  BLACKLIST_VERDICT: msg(0x27, 'response', { banned: 'bool', reason: 'str' }),
+  /** Pushed by the tracker to every session when the blacklist changes. */
+  BLACKLIST_CHANGED: msg(0x28, 'event', { added: { list: target }, removed: { list: target } }),
+  /** manifest: the encoded manifest of fileId (lets the tracker check hashes); receipts: signed by the servers. */
+  REPORT: msg(0x29, 'request', {
+    fileId: 'id32',
+    reason: 'str',
+    evidence: 'u8',
+    manifest: 'bytes',
+    receipts: { list: receipt },
+  }),
+  REPORT_RESULT: msg(0x2a, 'response', { blacklisted: { list: target }, pending: { list: target } }),
+  LEAVE: msg(0x2b, 'request', {}),
+  /** Pushed to sessions when a new main takes command, so peers move to it. */
+  TRACKER_CHANGED: msg(0x2c, 'event', { primary: 'str', term: 'u64' }),
+
+  // --- peer -> peer ---------------------------------------------------------------------------------
+  GET_MANIFEST: msg(0x40, 'request', { fileId: 'id32' }),
+  MANIFEST: msg(0x41, 'response', { manifest: 'bytes' }),
+  GET_CHUNK: msg(0x42, 'request', { fileId: 'id32', index: 'u32' }),
+  /** signature: Ed25519 by the server over the receipt (see protocol/receipt.ts); data: the chunk bytes. */
+  CHUNK: msg(0x43, 'response', { fileId: 'id32', index: 'u32', hash: 'id32', signature: 'sig64', data: 'rest' }),
+  GET_HAVE: msg(0x44, 'request', { fileId: 'id32' }),
+  /** One bit per chunk, most significant bit of byte 0 first: which verified chunks the server holds. */
+  HAVE: msg(0x45, 'response', { complete: 'bool', bits: 'bytes' }),
+
+  // --- admin -> tracker (each carries the admin token) ---------------------------------------------
+  ADMIN_STATUS: msg(0x50, 'request', { token: 'str' }),
+  ADMIN_STATUS_RESULT: msg(0x51, 'response', {
+    trackers: { list: { address: 'str', role: 'str', term: 'u64', reachable: 'bool', seq: 'u64', behind: 'u64' } },
+  }),
+  ADMIN_BLACKLIST_LIST: msg(0x52, 'request', { token: 'str' }),
+  ADMIN_BLACKLIST: msg(0x53, 'response', {
+    entries: { list: { target: 'str', reason: 'str', since: 'u64', addedBy: 'str' } },
+  }),
+  ADMIN_BLACKLIST_ADD: msg(0x54, 'request', { token: 'str', target: 'str', reason: 'str' }),
+  ADMIN_BLACKLIST_REMOVE: msg(0x55, 'request', { token: 'str', target: 'str' }),
+  ADMIN_REPORTS: msg(0x56, 'request', { token: 'str' }),
+  ADMIN_REPORTS_RESULT: msg(0x57, 'response', {
+    reports: {
+      list: { reporter: 'str', fileId: 'id32', reason: 'str', targets: 'str', evidence: 'u8', time: 'u64', status: 'str' },
+    },
+  }),
+
+  // --- tracker <-> tracker (replication) -----------------------------------------------------------
+  /** The sender's view: its rank in --cluster, term, last applied sequence number and whether it has state. */
+  HEARTBEAT: msg(0x60, 'request', { rank: 'u8', term: 'u64', seq: 'u64', primary: 'bool', stateful: 'bool' }),
+  HEARTBEAT_ACK: msg(0x61, 'response', { rank: 'u8', term: 'u64', seq: 'u64', primary: 'bool', stateful: 'bool' }),
+  /** One replicated write: op is a JSON document (see daemon/replication.ts), applied in seq order. */
+  REPLICATE: msg(0x62, 'request', { term: 'u64', seq: 'u64', op: 'text' }),
+  SYNC_REQUEST: msg(0x63, 'request', { rank: 'u8', term: 'u64' }),
+  SYNC_STATE: msg(0x64, 'response', { term: 'u64', seq: 'u64', state: 'text' }),
+  VOTE_REQUEST: msg(0x65, 'request', { rank: 'u8', term: 'u64', seq: 'u64', stateful: 'bool' }),
+  VOTE: msg(0x66, 'response', { granted: 'bool', term: 'u64' }),
+  /** A main taking command tells the others; they step down and follow it. */
+  TAKE_COMMAND: msg(0x67, 'request', { rank: 'u8', term: 'u64', seq: 'u64' }),
+
+  // --- CLI -> peer daemon, over the control socket --------------------------------------------------
+  CONTROL: msg(0x70, 'request', { command: 'str', args: 'text' }),
+  CONTROL_RESULT: msg(0x71, 'response', { result: 'text' }),
+  /** Progress of a running CONTROL request (same request id). */
+  CONTROL_EVENT: msg(0x72, 'event', { event: 'text' }),
+} as const;
+
+export type MessageName = keyof typeof Messages;
+export type Body<N extends MessageName> = Decoded<(typeof Messages)[N]['codec']['schema']>;
+
+/** Derived reverse map from wire code to name. */
+export const messageByCode: ReadonlyArray<MessageName | undefined> = (() => {
+  const table: Array<MessageName | undefined> = new Array(256).fill(undefined);
+  for (const name of Object.keys(Messages) as MessageName[]) {
+    const { code } = Messages[name];
+    if (table[code] !== undefined) throw new Error(`message code ${code} used twice`);
+    table[code] = name;
+  }
+  return table;
+})();
+
+export const Role = { peer: 1, tracker: 2, admin: 3 } as const;
+export type RoleName = keyof typeof Role;
