@@ -1,0 +1,112 @@
+/**
+ * A fleet for integration tests: a real Tracker and real PeerDaemons (the same classes the programs
+ * run), on 127.0.0.1 with ports from listen(0), in a temporary folder that is removed afterwards.
+ */
+import { randomFillSync } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Tracker, type TrackerOptions } from '../../daemon/tracker.js';
+import { ControlClient, PeerDaemon, type PeerDaemonOptions } from '../../peerd/index.js';
+import type { Address } from '../../protocol/index.js';
+import type { Tap } from './roundtrip.js';
+
+export const ADMIN_TOKEN = 'test-admin-token-0123456789';
+
+export interface TestPeer {
+  name: string;
+  daemon: PeerDaemon;
+  shareDir: string;
+  dataDir: string;
+  /** Runs one control command against this peer, as `p2p` would. */
+  call: ControlClient['call'];
+  stop(): Promise<void>;
+}
+
+export class Fleet {
+  readonly dir: string;
+  tracker!: Tracker;
+  trackerAddress!: Address;
+  readonly peers: TestPeer[] = [];
+
+  constructor(private readonly t: Tap) {
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p2p-test-'));
+    t.teardown(() => this.close());
+  }
+
+  async startTracker(opts: Partial<TrackerOptions> = {}, port = 0): Promise<Tracker> {
+    this.tracker = new Tracker({ listen: { host: '127.0.0.1', port }, dataDir: path.join(this.dir, 'tracker'), adminToken: ADMIN_TOKEN, ...opts });
+    this.trackerAddress = await this.tracker.listen();
+    return this.tracker;
+  }
+
+  async startPeer(name: string, opts: Partial<PeerDaemonOptions> = {}): Promise<TestPeer> {
+    const shareDir = path.join(this.dir, name, 'share');
+    const dataDir = path.join(this.dir, name, 'data');
+    fs.mkdirSync(shareDir, { recursive: true });
+    const daemon = new PeerDaemon({ trackers: [this.trackerAddress], shareDir, dataDir, listen: { host: '127.0.0.1', port: 0 }, ...opts });
+    await daemon.start();
+    let stopped = false;
+    const peer: TestPeer = {
+      name,
+      daemon,
+      shareDir,
+      dataDir,
+      call: (async (command: never, args: never, onEvent?: never) => {
+        const c = await ControlClient.connect(daemon.socketPath);
+        try {
+          return await c.call(command, args, onEvent);
+        } finally {
+          c.close();
+        }
+      }) as ControlClient['call'],
+      stop: async () => {
+        if (stopped) return;
+        stopped = true;
+        await daemon.close();
+      },
+    };
+    this.peers.push(peer);
+    return peer;
+  }
+
+  /** Writes `mib` MiB of random bytes to `file` (plus `extra` bytes so the last chunk is short). */
+  static randomFile(file: string, mib: number, extra = 12345): void {
+    const fd = fs.openSync(file, 'w');
+    const block = Buffer.allocUnsafe(1024 * 1024);
+    for (let i = 0; i < mib; i++) fs.writeSync(fd, randomFillSync(block));
+    if (extra) fs.writeSync(fd, randomFillSync(Buffer.allocUnsafe(extra)));
+    fs.closeSync(fd);
+  }
+
+  /** Polls until `fn` returns a value (not undefined) or the deadline passes. */
+  static async until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, ms = 10_000): Promise<T> {
+    const deadline = Date.now() + ms;
+    let lastErr: unknown;
+    for (;;) {
+      try {
+        const v = await fn();
+        if (v !== undefined) return v;
+      } catch (err) {
+        lastErr = err;
+      }
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${lastErr ? `: ${(lastErr as Error).message}` : ''}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** Waits until a search from `peer` shows `name` held by at least `n` peers. */
+  static held(peer: TestPeer, name: string, n: number): Promise<number> {
+    return Fleet.until(`${name} on ${n} peers`, async () => {
+      const hits = await peer.call('search', { text: name });
+      const h = hits.find((x) => x.name === name);
+      return h && h.peers >= n ? h.peers : undefined;
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.peers) await p.stop().catch(() => undefined);
+    await this.tracker?.close().catch(() => undefined);
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,153 @@
+/**
+ * The core slice end to end, on real sockets and files: share, search, a multi-peer download that arrives
+ * byte-identical and is then shared, and the faults a user would meet: a seeder whose file was damaged
+ * after sharing, a seeder that dies mid-download, a tracker restart.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { Fleet } from '../helpers/fleet.js';
+
+const same = (a: string, b: string): boolean => fs.readFileSync(a).equals(fs.readFileSync(b));
+
+t.test('a file shared on three peers arrives byte-identical on a fourth, from several of them, and is then shared', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  const seeders = [await fleet.startPeer('s1'), await fleet.startPeer('s2'), await fleet.startPeer('s3')];
+  const d = await fleet.startPeer('d1');
+  const orig = path.join(fleet.dir, 'orig.bin');
+  Fleet.randomFile(orig, 24);
+  for (const s of seeders) {
+    fs.copyFileSync(orig, path.join(s.shareDir, 'data set.bin'));
+    await s.call('share', { paths: [path.join(s.shareDir, 'data set.bin')] });
+  }
+  await Fleet.held(d, 'data set.bin', 3);
+  const hits = await d.call('search', { text: 'DATA SET' });
+  t.equal(hits.length, 1, 'search is a case-insensitive substring match');
+  t.equal(hits[0]!.size, 24 * 1024 * 1024 + 12345);
+
+  const events: string[] = [];
+  const out = path.join(fleet.dir, 'got.bin');
+  const r = await d.call('get', { key: 'data set.bin', out, overwrite: false }, (ev) => events.push(String(ev.type)));
+  t.ok(same(orig, out), 'downloaded bytes equal the original');
+  t.ok(r.peers.filter((p) => p.bytes > 0).length >= 2, 'several peers contributed');
+  t.equal(r.peers.reduce((n, p) => n + p.bytes, 0), r.size, "the peers' parts add up to the file");
+  t.ok(events.includes('started'), 'progress events reach the client');
+  t.equal(await Fleet.held(seeders[0]!, 'data set.bin', 4), 4, 'the downloader is listed as a holder afterwards');
+  const transfers = await d.call('transfers', {});
+  t.equal(transfers[0]!.id, r.id, 'the transfer is in the history');
+  t.same(fs.readdirSync(fleet.dir).filter((n) => n.endsWith('.part')), [], 'no partial file is left behind');
+});
+
+t.test('a seeder whose file was damaged after sharing cannot spoil a download', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  const good = await fleet.startPeer('good');
+  const bad = await fleet.startPeer('damaged');
+  const d = await fleet.startPeer('d1');
+  const orig = path.join(fleet.dir, 'orig.bin');
+  Fleet.randomFile(orig, 8);
+  for (const s of [good, bad]) {
+    fs.copyFileSync(orig, path.join(s.shareDir, 'f.bin'));
+    await s.call('share', { paths: [path.join(s.shareDir, 'f.bin')] });
+  }
+  await Fleet.held(d, 'f.bin', 2);
+  // Damage every chunk on disk, keeping size and mtime, so only reading the data can tell.
+  const p = path.join(bad.shareDir, 'f.bin');
+  const st = fs.statSync(p);
+  const fd = fs.openSync(p, 'r+');
+  for (let i = 0; i < 9; i++) fs.writeSync(fd, Buffer.from('garbage'), 0, 7, i * 1024 * 1024 + 100);
+  fs.closeSync(fd);
+  fs.utimesSync(p, st.atime, st.mtime);
+
+  const out = path.join(fleet.dir, 'got.bin');
+  const r = await d.call('get', { key: 'f.bin', out, overwrite: false });
+  t.ok(same(orig, out), 'the download is intact');
+  const fromBad = r.peers.find((x) => x.id === bad.daemon.peerId);
+  t.equal(fromBad?.bytes ?? 0, 0, 'the damaged seeder sent nothing');
+  // The damaged seeder noticed and re-hashed its copy: it now shares it under a different id.
+  const files = await Fleet.until('the damaged copy to be re-hashed', async () => {
+    const f = await bad.call('files', {});
+    return f.length === 1 && f[0]!.id !== r.id ? f : undefined;
+  });
+  t.not(files[0]!.id, r.id, 'the damaged file is no longer offered as the original');
+});
+
+t.test('a seeder that dies mid-download loses its chunks to the others', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  const seeders = [await fleet.startPeer('s1'), await fleet.startPeer('s2'), await fleet.startPeer('s3')];
+  const d = await fleet.startPeer('d1');
+  const orig = path.join(fleet.dir, 'orig.bin');
+  Fleet.randomFile(orig, 40);
+  for (const s of seeders) {
+    fs.copyFileSync(orig, path.join(s.shareDir, 'big.bin'));
+    await s.call('share', { paths: [path.join(s.shareDir, 'big.bin')] });
+  }
+  await Fleet.held(d, 'big.bin', 3);
+  const victim = seeders[1]!;
+  let killed = false;
+  const out = path.join(fleet.dir, 'got.bin');
+  const r = await d.call('get', { key: 'big.bin', out, overwrite: false }, (ev) => {
+    if (!killed && ev.type === 'started') {
+      killed = true;
+      void victim.stop();
+    }
+  });
+  t.ok(killed, 'a seeder was stopped during the download');
+  t.ok(same(orig, out), 'the download completed intact');
+  t.ok(r.peers.filter((p) => p.id !== victim.daemon.peerId && p.bytes > 0).length >= 1, 'the survivors carried it');
+});
+
+t.test('a restarted tracker is refilled by peers re-registering', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker({ leaseMs: 3000 });
+  const s = await fleet.startPeer('s1');
+  const d = await fleet.startPeer('d1');
+  fs.writeFileSync(path.join(s.shareDir, 'notes.txt'), 'hello, fleet\n');
+  await Fleet.held(d, 'notes.txt', 1);
+  const port = fleet.trackerAddress.port;
+  await fleet.tracker.close();
+  await fleet.startTracker({ leaseMs: 3000 }, port);
+  t.equal(await Fleet.held(d, 'notes.txt', 1), 1, 'search finds the file again after the restart');
+  const out = path.join(fleet.dir, 'notes-copy.txt');
+  await d.call('get', { key: 'notes.txt', out, overwrite: false });
+  t.equal(fs.readFileSync(out, 'utf8'), 'hello, fleet\n');
+});
+
+t.test('get refuses to overwrite unless told, resolves ids, and reports unknown files', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  const s = await fleet.startPeer('s1');
+  const d = await fleet.startPeer('d1');
+  fs.writeFileSync(path.join(s.shareDir, 'a.txt'), 'version one');
+  const [shared] = await s.call('share', { paths: [path.join(s.shareDir, 'a.txt')] });
+  await Fleet.held(d, 'a.txt', 1);
+  const out = path.join(fleet.dir, 'keep.txt');
+  fs.writeFileSync(out, 'keep me');
+  await t.rejects(d.call('get', { key: 'a.txt', out, overwrite: false }), { code: 'P2P_EXISTS' });
+  t.equal(fs.readFileSync(out, 'utf8'), 'keep me', 'the existing file is untouched');
+  await d.call('get', { key: shared!.id, out, overwrite: true });
+  t.equal(fs.readFileSync(out, 'utf8'), 'version one', 'get by id with overwrite replaces it');
+  await t.rejects(d.call('get', { key: 'no-such-file.bin', overwrite: false }), { code: 'P2P_NOT_FOUND' });
+  await t.rejects(d.call('share', { paths: [path.join(fleet.dir, 'missing.bin')] }), { code: 'P2P_NOT_FOUND' });
+
+  // One name, two different files: get by name is ambiguous and lists the ids.
+  const s2 = await fleet.startPeer('s2');
+  fs.writeFileSync(path.join(s2.shareDir, 'a.txt'), 'version two');
+  await s2.call('share', { paths: [path.join(s2.shareDir, 'a.txt')] });
+  await Fleet.until('two a.txt files', async () => ((await d.call('search', { text: 'a.txt' })).length === 2 ? true : undefined));
+  await t.rejects(d.call('get', { key: 'a.txt', out: path.join(fleet.dir, 'x.txt'), overwrite: false }), { code: 'P2P_BAD_REQUEST', message: new RegExp(shared!.id) });
+});
+
+t.test('files dropped into the share folder are shared without a restart, and unshare withdraws them', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  const s = await fleet.startPeer('s1');
+  const d = await fleet.startPeer('d1');
+  fs.writeFileSync(path.join(s.shareDir, 'dropped.txt'), 'new file');
+  await Fleet.held(d, 'dropped.txt', 1);
+  await s.call('unshare', { key: 'dropped.txt' });
+  t.same(await d.call('search', { text: 'dropped' }), [], 'unshared file vanished from search');
+  t.same(await s.call('files', {}), [], 'and from the files list');
+});
