@@ -69,7 +69,7 @@ function printGet(r: DownloadResult): string {
   return lines.join('\n');
 }
 
-async function get(g: Globals, a: { key: string; out?: string; overwrite?: boolean; maxPeers?: number; progress: boolean }): Promise<void> {
+async function get(g: Globals, a: { key: string; out?: string; overwrite?: boolean; maxPeers?: number; progress: boolean; strategy?: 'adaptive' | 'original' }): Promise<void> {
   await withDaemon(g, async (c) => {
     const outPath = a.out ? path.resolve(a.out) : undefined;
     let overwrite = a.overwrite;
@@ -88,7 +88,7 @@ async function get(g: Globals, a: { key: string; out?: string; overwrite?: boole
         )
       : undefined;
     try {
-      const result = await c.call('get', { key: a.key, out: outPath, overwrite: overwrite ?? false, maxPeers: a.maxPeers }, (ev) => {
+      const result = await c.call('get', { key: a.key, out: outPath, overwrite: overwrite ?? false, maxPeers: a.maxPeers, strategy: a.strategy }, (ev) => {
         if (!bar) return;
         const total = Number(ev.total) || 1;
         const payload = { done: formatBytes(Number(ev.bytes)), size: formatBytes(total), rate: formatRate(Number(ev.rateBytesPerSec)), peers: ev.peers };
@@ -151,6 +151,7 @@ const cli = yargs(hideBin(process.argv))
             `tracker   ${s.tracker.address ?? 'none'} (${s.tracker.role}, ${s.tracker.state}, term ${s.tracker.term})`,
             `shared    ${s.shared} files`,
             `uploads   ${s.uploads} in progress, ${formatBytes(s.bytesSent)} sent`,
+            `rates     up ${formatRate(s.rates.uploadBytesPerSec)}${s.limits.maxUploadRate ? ` (limit ${formatRate(s.limits.maxUploadRate)})` : ''}, down ${formatRate(s.rates.downloadBytesPerSec)}${s.limits.maxDownloadRate ? ` (limit ${formatRate(s.limits.maxDownloadRate)})` : ''}`,
             ...s.transfers.map((t) => `download  ${t.name}: ${formatBytes(t.bytes)} of ${formatBytes(t.total)} from ${t.peers} peers at ${formatRate(t.rateBytesPerSec)}`),
           ].join('\n'),
         );
@@ -203,11 +204,12 @@ const cli = yargs(hideBin(process.argv))
         .option('out', { type: 'string', describe: 'where to save it (a file or a folder)' })
         .option('overwrite', { type: 'boolean', describe: 'replace an existing file (--no-overwrite: never)' })
         .option('max-peers', { type: 'number', describe: 'use at most K peers' })
+        .option('strategy', { type: 'string', choices: ['adaptive', 'original'], describe: "peer choice (default: the daemon's)" })
         .option('progress', { type: 'boolean', default: true, describe: 'show a progress bar on a terminal (--no-progress to hide)' }),
     (argv) => {
       const maxPeers = argv['max-peers'] as number | undefined;
       if (maxPeers !== undefined && (!Number.isInteger(maxPeers) || maxPeers < 1)) usageError(PROGRAM, '--max-peers must be a positive integer');
-      run(get(globals(argv), { key: String(argv.key), out: argv.out as string | undefined, overwrite: argv.overwrite as boolean | undefined, maxPeers, progress: argv.progress !== false }));
+      run(get(globals(argv), { key: String(argv.key), out: argv.out as string | undefined, overwrite: argv.overwrite as boolean | undefined, maxPeers, progress: argv.progress !== false, strategy: argv.strategy as 'adaptive' | 'original' | undefined }));
     },
   )
   .command('transfers', 'recent downloads', {}, (argv) =>

@@ -27,6 +27,7 @@ import {
 } from '../protocol/index.js';
 import type { BlacklistCache } from './blacklist-cache.js';
 import type { Library, SharedFile } from './library.js';
+import type { RateMeter, TokenBucket } from './rate.js';
 
 export interface ChunkServerOptions {
   keys: KeyPair;
@@ -40,6 +41,9 @@ export interface ChunkServerOptions {
   maxConnectionsPerIp?: number;
   /** For the partial files of downloads under way (swarming). */
   partialSource?: (fileId: string) => PartialSource | undefined;
+  /** --max-upload-rate: every chunk sent waits for its bytes here. */
+  uploadBucket?: TokenBucket | undefined;
+  uploadMeter?: RateMeter | undefined;
   /** Test hook: a malicious seeder that sends wrong bytes (with an honest receipt of what it sent). */
   corruptChunks?: boolean;
 }
@@ -268,7 +272,10 @@ export class ChunkServer {
         throw new P2PError('P2P_CHUNK_UNAVAILABLE', `chunk ${index} failed this peer's own check`);
       }
       const signature = signPayload(this.opts.keys, receiptPayload(fileId, index, hash, pc.peerId!));
+      if (this.opts.uploadBucket) await this.opts.uploadBucket.take(len);
+      if (conn.isClosed || conn.isCancelled(req.requestId)) return release();
       this.bytesSent += len;
+      this.opts.uploadMeter?.add(len);
       conn.replyWithTail(req.requestId, 'CHUNK', { fileId, index, hash, signature, data: Buffer.alloc(0) }, data, release);
     } catch (err) {
       release();

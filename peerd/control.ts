@@ -29,6 +29,8 @@ export interface StatusInfo {
   transfers: Array<{ name: string; id: string; bytes: number; total: number; peers: number; rateBytesPerSec: number }>;
   uploads: number;
   bytesSent: number;
+  rates: { uploadBytesPerSec: number; downloadBytesPerSec: number };
+  limits: { maxUploadRate: number; maxDownloadRate: number; maxUploads: number };
   version: string;
 }
 
@@ -37,6 +39,7 @@ export interface GetArgs {
   out?: string | undefined;
   overwrite: boolean;
   maxPeers?: number | undefined;
+  strategy?: 'adaptive' | 'original' | undefined;
 }
 
 export interface ControlCommands {

@@ -28,6 +28,7 @@ import {
 import type { BlacklistCache } from './blacklist-cache.js';
 import type { PeerDb, ReceiptRecord, TransferRecord } from './db.js';
 import { clientHandshake } from './handshake.js';
+import type { RateMeter, TokenBucket } from './rate.js';
 import type { TrackerClient } from './tracker-client.js';
 
 export interface DownloadDeps {
@@ -37,6 +38,10 @@ export interface DownloadDeps {
   db: PeerDb;
   logger: Logger;
   advertisePort: () => number;
+  /** --max-download-rate, shared by every download of this daemon. */
+  downloadBucket?: TokenBucket | undefined;
+  /** Counts received chunk bytes for `p2p status`. */
+  downloadMeter?: RateMeter | undefined;
   /** Called when a peer is caught sending bad data, with its signed receipt as evidence. */
   onBadData: (evidence: { fileId: Buffer; manifest: Buffer; receipt: ReceiptRecord; peerId: string }) => void;
 }
@@ -47,7 +52,11 @@ export interface DownloadRequest {
   target: string;
   maxPeers?: number | undefined;
   overwrite: boolean;
+  /** 'adaptive' (default): keeps measuring and adds or drops peers; 'original': the original design's fixed rule. */
+  strategy?: Strategy | undefined;
 }
+
+export type Strategy = 'adaptive' | 'original';
 
 export interface DownloadProgress {
   name: string;
@@ -90,6 +99,11 @@ interface Source {
   failures: number;
   alive: boolean;
   startedAt: number;
+  /** For a peer that is itself still downloading: the chunks it has (refreshed while we run). */
+  have: Uint8Array | undefined;
+  complete: boolean;
+  chunkMs: number[];
+  haveAskedAt: number;
 }
 
 /** The original design's rule: every holder while at most 5 hold the file, beyond that the fastest half. */
@@ -99,7 +113,14 @@ export function choosePeerCount(holders: number, maxPeers?: number): number {
 }
 
 const JOURNAL_EVERY = 16;
+/** Adaptive strategy: peers to start with, and how often the set is reconsidered. */
+const ADAPTIVE_INITIAL_PEERS = 8;
+const ADAPTIVE_TICK_MS = 500;
 const MAX_PEER_FAILURES = 3;
+
+function mean(xs: number[]): number {
+  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
+}
 
 export function partialPathFor(target: string, fileId: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.${fileId.slice(0, 12)}.part`);
@@ -127,6 +148,12 @@ export class Download extends EventEmitter {
   private partPath = '';
   private resumed = 0;
   private relookups = 0;
+  /** Holders measured but not (yet) used: the adaptive strategy draws on them. */
+  private spare: Source[] = [];
+  private tick: NodeJS.Timeout | undefined;
+  private lastTickBytes = 0;
+  private lastTickAt = 0;
+  private lastAddRate = 0;
 
   constructor(
     private readonly deps: DownloadDeps,
@@ -135,6 +162,10 @@ export class Download extends EventEmitter {
     super();
     this.id = req.fileId.toString('hex');
     void this.done;
+  }
+
+  get strategy(): Strategy {
+    return this.req.strategy ?? 'adaptive';
   }
 
   get progress(): DownloadProgress {
@@ -187,6 +218,11 @@ export class Download extends EventEmitter {
           this.finish = { resolve, reject };
           for (const s of this.sources) this.pump(s);
           this.checkStalled();
+          if (this.strategy === 'adaptive') {
+            this.lastTickAt = performance.now();
+            this.tick = setInterval(() => this.reconsider(), ADAPTIVE_TICK_MS);
+            this.tick.unref();
+          }
         });
       }
       await this.journaling;
@@ -213,7 +249,9 @@ export class Download extends EventEmitter {
       log.warn({ err: (err as Error).message }, 'download failed');
       throw toP2PError(err);
     } finally {
+      clearInterval(this.tick);
       this.aborter.abort();
+      for (const s of this.spare) s.conn.close();
       for (const s of this.sources) {
         for (const [, a] of s.inFlight) a.abort();
         s.conn.close();
@@ -230,24 +268,93 @@ export class Download extends EventEmitter {
       if (more) return;
       throw err;
     }
-    const known = new Set(this.sources.map((s) => s.peerId));
+    const known = new Set([...this.sources, ...this.spare].map((s) => s.peerId));
     const candidates = holders.filter(
       (h) => h.peerId !== this.deps.keys.peerId && !known.has(h.peerId) && !this.deps.blacklist.knownBanned(h.peerId, h.host),
     );
     const measured = (
-      await Promise.all(candidates.slice(0, 64).map((h) => this.connectOne(h.peerId, h.publicKey, h.host, h.port)))
+      await Promise.all(candidates.slice(0, 256).map((h) => this.connectOne(h.peerId, h.publicKey, h.host, h.port, h.complete)))
     ).filter((s): s is Source => s !== undefined);
-    measured.sort((a, b) => a.rttMs - b.rttMs);
+    // Fastest first; a complete holder is preferred over a partial one only when it is as fast.
+    measured.sort((a, b) => a.rttMs - b.rttMs || Number(b.complete) - Number(a.complete));
     const alive = this.sources.filter((s) => s.alive).length;
-    const want = more ? Math.max(0, choosePeerCount(alive + measured.length, this.req.maxPeers) - alive) : choosePeerCount(measured.length, this.req.maxPeers);
-    for (const s of measured.slice(want)) s.conn.close();
-    for (const s of measured.slice(0, want)) {
-      this.sources.push(s);
-      s.conn.on('close', () => this.lose(s, 'connection closed'));
+    const total = alive + measured.length;
+    const target =
+      this.strategy === 'original' || this.req.maxPeers
+        ? choosePeerCount(total, this.req.maxPeers)
+        : Math.min(total, ADAPTIVE_INITIAL_PEERS);
+    const want = Math.max(0, target - alive);
+    for (const s of measured.slice(0, want)) this.use(s);
+    for (const s of measured.slice(want)) {
+      if (this.strategy === 'adaptive' && !this.req.maxPeers) this.spare.push(s);
+      else s.conn.close();
     }
   }
 
-  private async connectOne(peerId: string, publicKey: Buffer, host: string, port: number): Promise<Source | undefined> {
+  private use(s: Source): void {
+    this.sources.push(s);
+    s.startedAt = performance.now();
+    s.conn.on('close', () => this.lose(s, 'connection closed'));
+    if (!s.complete && this.manifest) void this.refreshHave(s);
+  }
+
+  /**
+   * The adaptive strategy, every ADAPTIVE_TICK_MS: add spare peers while more peers still bring more
+   * speed (the download is limited by the peers, not by our link), and drop peers that fall far behind
+   * (a mean chunk time over 20 times the others', or beyond their mean + 3 standard deviations).
+   */
+  private reconsider(): void {
+    if (this.failed || !this.manifest) return;
+    const now = performance.now();
+    const rate = ((this.bytesDone - this.lastTickBytes) * 1000) / Math.max(1, now - this.lastTickAt);
+    this.lastTickBytes = this.bytesDone;
+    this.lastTickAt = now;
+    const alive = this.sources.filter((s) => s.alive);
+    const measured = alive.filter((s) => s.chunkMs.length >= 3);
+    if (measured.length >= 4) {
+      for (const s of measured) {
+        const others = measured.filter((o) => o !== s).map((o) => mean(o.chunkMs));
+        const m = mean(others);
+        const sd = Math.sqrt(mean(others.map((x) => (x - m) ** 2)));
+        const mine = mean(s.chunkMs.slice(-8));
+        if (mine > 20 * m || (sd > 0 && mine > m + 3 * sd && mine > 2 * m)) {
+          this.deps.logger.info({ peer: s.address, chunkMs: Math.round(mine), meanMs: Math.round(m) }, 'peer far behind the others; dropping it');
+          this.lose(s, 'far slower than the others');
+        }
+      }
+    }
+    const remaining = this.manifest.hashes.length - this.doneCount;
+    if (this.spare.length === 0 || remaining < 4) return;
+    // Keep adding while the last addition raised the rate by at least 5%.
+    if (this.lastAddRate === 0 || rate > this.lastAddRate * 1.05) {
+      this.lastAddRate = rate;
+      for (const s of this.spare.splice(0, 2)) {
+        this.use(s);
+        this.pump(s);
+      }
+    }
+  }
+
+  private async refreshHave(s: Source): Promise<void> {
+    s.haveAskedAt = performance.now();
+    try {
+      const have = await s.conn.request('GET_HAVE', { fileId: this.req.fileId }, 'HAVE', { timeoutMs: 5000 });
+      if (have.complete) {
+        s.complete = true;
+        s.have = undefined;
+      } else {
+        const n = this.manifest!.hashes.length;
+        const bits = new Uint8Array(n);
+        for (let i = 0; i < n; i++) bits[i] = (have.bits[i >> 3]! >> (7 - (i & 7))) & 1;
+        s.have = bits;
+      }
+      this.pump(s);
+    } catch {
+      // keep the old view; a failed chunk request will tell
+    }
+  }
+
+  private async connectOne(peerId: string, publicKey: Buffer, host: string, port: number, complete: boolean): Promise<Source | undefined> {
     const address = formatAddress(host, port);
     let conn: Connection | undefined;
     try {
@@ -260,7 +367,24 @@ export class Download extends EventEmitter {
         await conn.request('PING', {}, 'PONG', { timeoutMs: 2000 });
         rttMs = Math.min(rttMs, performance.now() - t0);
       }
-      return { peerId, publicKey, address, conn, rttMs, inFlight: new Map(), depth: 4, bytes: 0, chunks: 0, failures: 0, alive: true, startedAt: performance.now() };
+      return {
+        peerId,
+        publicKey,
+        address,
+        conn,
+        rttMs,
+        inFlight: new Map(),
+        depth: 4,
+        bytes: 0,
+        chunks: 0,
+        failures: 0,
+        alive: true,
+        startedAt: performance.now(),
+        have: complete ? undefined : new Uint8Array(0),
+        complete,
+        chunkMs: [],
+        haveAskedAt: 0,
+      };
     } catch (err) {
       this.deps.logger.info({ peer: address, err: (err as Error).message }, 'holder unusable for this download');
       conn?.destroy();
@@ -269,7 +393,7 @@ export class Download extends EventEmitter {
   }
 
   private async fetchManifest(): Promise<void> {
-    for (const s of [...this.sources].sort((a, b) => a.rttMs - b.rttMs)) {
+    for (const s of [...this.sources].sort((a, b) => Number(b.complete) - Number(a.complete) || a.rttMs - b.rttMs)) {
       try {
         const { manifest } = await s.conn.request('GET_MANIFEST', { fileId: this.req.fileId }, 'MANIFEST', { timeoutMs: 10_000 });
         const m = verifyManifest(manifest, this.req.fileId);
@@ -281,6 +405,7 @@ export class Download extends EventEmitter {
         this.manifest = m;
         this.encodedManifest = Buffer.from(manifest);
         this.doneFlags = new Uint8Array(m.hashes.length);
+        for (const p of this.sources) if (!p.complete) void this.refreshHave(p);
         return;
       } catch (err) {
         this.lose(s, (err as Error).message);
@@ -318,8 +443,18 @@ export class Download extends EventEmitter {
     for (let i = 0; i < m.hashes.length; i++) if (this.doneFlags[i] === 0) this.queue.push(i);
   }
 
+  private canServe(s: Source, i: number): boolean {
+    return s.have === undefined || s.have[i] === 1;
+  }
+
   private nextIndex(s: Source): number | undefined {
-    while (this.queue.length > 0) {
+    if (s.have !== undefined) {
+      // A partial holder: the first queued chunk it has (its view is refreshed about once a second).
+      if (performance.now() - s.haveAskedAt > 1000) void this.refreshHave(s);
+      const k = this.queue.findIndex((i) => this.doneFlags[i] === 0 && s.have![i] === 1 && !s.inFlight.has(i));
+      if (k >= 0) return this.queue.splice(k, 1)[0];
+    }
+    while (s.have === undefined && this.queue.length > 0) {
       const i = this.queue.shift()!;
       if (this.doneFlags[i] === 0 && !s.inFlight.has(i)) return i;
     }
@@ -327,7 +462,7 @@ export class Download extends EventEmitter {
     for (const other of this.sources) {
       if (other === s || !other.alive) continue;
       for (const i of other.inFlight.keys()) {
-        if (this.doneFlags[i] === 0 && !s.inFlight.has(i) && this.copiesInFlight(i) < 2) return i;
+        if (this.doneFlags[i] === 0 && !s.inFlight.has(i) && this.canServe(s, i) && this.copiesInFlight(i) < 2) return i;
       }
     }
     return undefined;
@@ -351,11 +486,16 @@ export class Download extends EventEmitter {
   private requestChunk(s: Source, index: number): void {
     const ac = new AbortController();
     s.inFlight.set(index, ac);
-    const t0 = performance.now();
-    s.conn
-      .request('GET_CHUNK', { fileId: this.req.fileId, index }, 'CHUNK', { timeoutMs: 60_000, signal: ac.signal })
+    const bucket = this.deps.downloadBucket;
+    const len = chunkLength(this.manifest!, index);
+    (bucket ? bucket.take(len) : Promise.resolve())
+      .then(() => {
+        if (ac.signal.aborted) throw new P2PError('P2P_CONNECTION_CLOSED', 'cancelled');
+        const t0 = performance.now();
+        return s.conn.request('GET_CHUNK', { fileId: this.req.fileId, index }, 'CHUNK', { timeoutMs: 60_000, signal: ac.signal }).then((chunk) => ({ chunk, ms: performance.now() - t0 }));
+      })
       .then(
-        (chunk) => this.onChunk(s, index, chunk, performance.now() - t0),
+        ({ chunk, ms }) => this.onChunk(s, index, chunk, ms),
         (err: unknown) => this.onChunkError(s, index, ac, err),
       )
       .catch((err: unknown) => this.fail(toP2PError(err)));
@@ -408,8 +548,11 @@ export class Download extends EventEmitter {
     this.doneFlags[index] = 1;
     this.doneCount++;
     this.bytesDone += data.length;
+    this.deps.downloadMeter?.add(data.length);
     s.bytes += data.length;
     s.chunks++;
+    s.chunkMs.push(ms);
+    if (s.chunkMs.length > 32) s.chunkMs.shift();
     this.receipts.set(index, { publicKey: s.publicKey, index, hash: chunk.hash, signature: chunk.signature });
     this.adaptDepth(s, ms);
     this.unjournaled.push(index);
@@ -454,6 +597,13 @@ export class Download extends EventEmitter {
     const e = toP2PError(err);
     if (this.doneFlags[index] === 0) this.requeue(index);
     if (e.code === 'P2P_CONNECTION_CLOSED' || e.code === 'P2P_BLACKLISTED') return this.lose(s, e.message);
+    if (e.code === 'P2P_CHUNK_UNAVAILABLE' && s.have !== undefined) {
+      // A partial holder that does not have it yet: not a failure; look at its chunks again.
+      s.have[index] = 0;
+      void this.refreshHave(s);
+      this.pumpAll();
+      return;
+    }
     s.failures++;
     this.deps.logger.info({ peer: s.address, index, err: e.message }, 'chunk request failed');
     if (s.failures >= MAX_PEER_FAILURES) return this.lose(s, `${s.failures} failed requests`);
@@ -487,6 +637,11 @@ export class Download extends EventEmitter {
   private checkStalled(): void {
     if (this.failed || this.doneCount === (this.manifest?.hashes.length ?? -1)) return;
     if (this.sources.some((s) => s.alive)) return;
+    if (this.spare.length > 0) {
+      for (const s of this.spare.splice(0, 4)) this.use(s);
+      this.pumpAll();
+      return;
+    }
     if (this.relookups < 3) {
       this.relookups++;
       // Every source is gone: look again (new holders may have appeared, or finished downloading).

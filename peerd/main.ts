@@ -4,6 +4,7 @@ import { hideBin } from 'yargs/helpers';
 import { parseAddress, parseAddressList } from '../protocol/index.js';
 import { LOG_LEVELS, onShutdownSignal, packageVersion, stderrLogger, usageError } from '../protocol/program.js';
 import { PeerDaemon } from './peerd.js';
+import { parseRate } from './rate.js';
 
 const PROGRAM = 'p2p-peerd';
 
@@ -16,7 +17,10 @@ const argv = yargs(hideBin(process.argv))
   .option('listen', { type: 'string', default: '0.0.0.0:0', describe: 'where it serves chunks to other peers' })
   .option('advertise', { type: 'string', describe: 'the address other peers should use, where it differs from what the tracker sees' })
   .option('socket', { type: 'string', describe: 'the control socket for p2p (default DATA/peerd.sock)' })
-  .option('upload-slots', { type: 'number', default: 8, describe: 'chunks read or sent at once (each holds a 1 MiB buffer)' })
+  .option('max-uploads', { type: 'number', default: 8, describe: 'chunks read or sent at once, to all peers together (each holds a 1 MiB buffer)' })
+  .option('max-upload-rate', { type: 'string', default: '0', describe: 'upload limit in bytes/s (10M, 500k; 100mbit); 0 = unlimited' })
+  .option('max-download-rate', { type: 'string', default: '0', describe: 'download limit in bytes/s (10M, 500k; 100mbit); 0 = unlimited' })
+  .option('strategy', { type: 'string', default: 'adaptive', choices: ['adaptive', 'original'], describe: "peer choice: keep measuring and adapt, or the original design's fixed rule" })
   .option('log-level', { type: 'string', default: 'info', choices: LOG_LEVELS })
   .strict()
   .version(packageVersion())
@@ -27,7 +31,14 @@ const argv = yargs(hideBin(process.argv))
 const log = stderrLogger(argv['log-level'], PROGRAM);
 let daemon: PeerDaemon;
 try {
-  if (!Number.isInteger(argv['upload-slots']) || argv['upload-slots'] < 1) usageError(PROGRAM, '--upload-slots must be a positive integer');
+  if (!Number.isInteger(argv['max-uploads']) || argv['max-uploads'] < 1) usageError(PROGRAM, '--max-uploads must be a positive integer');
+  const rate = (flag: string, v: string): number => {
+    try {
+      return parseRate(v);
+    } catch (err) {
+      return usageError(PROGRAM, `--${flag}: ${(err as Error).message}`);
+    }
+  };
   daemon = new PeerDaemon({
     trackers: parseAddressList(argv.trackers),
     shareDir: argv.share,
@@ -35,7 +46,10 @@ try {
     listen: parseAddress(argv.listen, true),
     advertise: argv.advertise ? parseAddress(argv.advertise) : undefined,
     socketPath: argv.socket,
-    uploadSlots: argv['upload-slots'],
+    maxUploads: argv['max-uploads'],
+    maxUploadRate: rate('max-upload-rate', argv['max-upload-rate']),
+    maxDownloadRate: rate('max-download-rate', argv['max-download-rate']),
+    strategy: argv.strategy as 'adaptive' | 'original',
     logger: log,
     version: packageVersion(),
   });

@@ -21,7 +21,8 @@ import { BlacklistCache } from './blacklist-cache.js';
 import { ChunkServer } from './chunk-server.js';
 import type { CommandName, ControlCommands, FileInfo, GetArgs, StatusInfo } from './control.js';
 import { PeerDb } from './db.js';
-import { Download, type DownloadResult } from './downloader.js';
+import { Download, type DownloadResult, type Strategy } from './downloader.js';
+import { RateMeter, TokenBucket } from './rate.js';
 import { ensurePrivateDir, loadIdentity } from './identity.js';
 import { Library, type SharedFile } from './library.js';
 import { TrackerClient } from './tracker-client.js';
@@ -34,8 +35,13 @@ export interface PeerDaemonOptions {
   advertise?: Address | undefined;
   socketPath?: string | undefined;
   logger?: Logger;
-  /** Chunk buffers for serving (the most chunks read or sent at once). */
-  uploadSlots?: number;
+  /** Chunks read or sent at once (each holds a 1 MiB buffer): the cap on concurrent uploads. */
+  maxUploads?: number;
+  /** Bytes per second, 0 or absent for unlimited. */
+  maxUploadRate?: number;
+  maxDownloadRate?: number;
+  /** Peer choice for downloads: 'adaptive' (default) or 'original' (the original design's rule). */
+  strategy?: Strategy;
   /** Test hook: serve wrong bytes on purpose (a malicious seeder). */
   corruptChunks?: boolean;
   version?: string;
@@ -65,6 +71,9 @@ export class PeerDaemon {
   private readonly downloads = new Map<string, Download>();
   private readonly log: Logger;
   private closed = false;
+  private readonly uploadMeter = new RateMeter();
+  private readonly downloadMeter = new RateMeter();
+  private readonly downloadBucket: TokenBucket | undefined;
 
   constructor(private readonly opts: PeerDaemonOptions) {
     this.log = opts.logger ?? silentLogger;
@@ -81,12 +90,15 @@ export class PeerDaemon {
       logger: this.log,
     });
     this.blacklist = new BlacklistCache(this.tracker, this.log);
+    this.downloadBucket = opts.maxDownloadRate ? new TokenBucket(opts.maxDownloadRate) : undefined;
     this.chunkServer = new ChunkServer({
       keys: this.keys,
       library: this.library,
       blacklist: this.blacklist,
       logger: this.log,
-      poolSize: opts.uploadSlots ?? 8,
+      poolSize: opts.maxUploads ?? 8,
+      uploadBucket: opts.maxUploadRate ? new TokenBucket(opts.maxUploadRate) : undefined,
+      uploadMeter: this.uploadMeter,
       corruptChunks: opts.corruptChunks ?? false,
       partialSource: (id) => {
         const d = this.downloads.get(id);
@@ -117,10 +129,25 @@ export class PeerDaemon {
     await this.library.start();
     this.tracker.start();
     await this.listenControl();
+    this.resumePartials();
     this.log.info(
       { peerId: this.peerId, listen: this.listenAddress, socket: this.socketPath, shared: this.library.list().length },
       'peer daemon ready',
     );
+  }
+
+  /** Downloads interrupted by a crash or a restart continue on their own, where they stopped. */
+  private resumePartials(): void {
+    for (const p of this.db.allPartials()) {
+      if (this.downloads.has(p.fileId)) continue;
+      if (fs.existsSync(p.target)) {
+        this.db.finishPartial(p.fileId);
+        continue;
+      }
+      this.log.info({ name: p.name, target: p.target }, 'resuming an interrupted download');
+      const d = this.newDownload({ fileId: Buffer.from(p.fileId, 'hex'), name: p.name, target: p.target, overwrite: false });
+      void this.runDownload(d).catch((err: unknown) => this.log.warn({ name: p.name, err: (err as Error).message }, 'resumed download failed; it will be tried again at the next start or get'));
+    }
   }
 
   get listenAddress(): string {
@@ -147,6 +174,11 @@ export class PeerDaemon {
 
   private announcement(): Body<'REGISTER'>['files'] {
     const files = this.library.list().map((f) => ({ id: f.idBuf, size: f.size, name: f.name, complete: true }));
+    // Swarming: files still downloading are announced as partly held, so others can fetch their chunks here.
+    for (const d of this.downloads.values()) {
+      const info = d.manifestInfo;
+      if (info && !this.library.byId(d.id)) files.push({ id: d.req.fileId, size: info.manifest.size, name: path.basename(d.req.target), complete: false });
+    }
     return files;
   }
 
@@ -259,6 +291,8 @@ export class PeerDaemon {
       }),
       uploads: this.chunkServer.uploadsInProgress,
       bytesSent: this.chunkServer.bytesSent,
+      rates: { uploadBytesPerSec: this.uploadMeter.bytesPerSec, downloadBytesPerSec: this.downloadMeter.bytesPerSec },
+      limits: { maxUploadRate: this.opts.maxUploadRate ?? 0, maxDownloadRate: this.opts.maxDownloadRate ?? 0, maxUploads: this.opts.maxUploads ?? 8 },
       version: this.opts.version ?? '',
     };
   }
@@ -318,7 +352,25 @@ export class PeerDaemon {
     if (this.downloads.has(r.id)) throw new P2PError('P2P_BAD_REQUEST', `${r.name} is already being downloaded`);
     const maxPeers = args.maxPeers !== undefined && args.maxPeers !== null ? Number(args.maxPeers) : undefined;
     if (maxPeers !== undefined && (!Number.isInteger(maxPeers) || maxPeers < 1)) throw new P2PError('P2P_BAD_REQUEST', '--max-peers must be a positive integer');
-    const d = new Download(
+    const strategy = args.strategy ?? this.opts.strategy;
+    if (strategy !== undefined && strategy !== 'adaptive' && strategy !== 'original') throw new P2PError('P2P_BAD_REQUEST', `unknown strategy '${String(strategy)}'`);
+    const d = this.newDownload({ fileId: Buffer.from(r.id, 'hex'), name: r.name, target, maxPeers, overwrite: args.overwrite, strategy });
+    const send = (type: string, p: object): void => {
+      conn.sendEvent('CONTROL_EVENT', { event: JSON.stringify({ type, ...p }) }, requestId);
+    };
+    d.on('started', (p: object) => send('started', p));
+    d.on('progress', (p: object) => send('progress', p));
+    const onGone = (): void => d.abort('the p2p command went away; the partial download is kept for resuming');
+    conn.once('close', onGone);
+    try {
+      return await this.runDownload(d);
+    } finally {
+      conn.off('close', onGone);
+    }
+  }
+
+  private newDownload(req: ConstructorParameters<typeof Download>[1]): Download {
+    return new Download(
       {
         keys: this.keys,
         tracker: this.tracker,
@@ -326,29 +378,39 @@ export class PeerDaemon {
         db: this.db,
         logger: this.log,
         advertisePort: () => this.opts.advertise?.port ?? this.chunkServer.address?.port ?? 0,
+        downloadBucket: this.downloadBucket,
+        downloadMeter: this.downloadMeter,
         onBadData: (ev) => void this.reportBadData(ev),
       },
-      { fileId: Buffer.from(r.id, 'hex'), name: r.name, target, maxPeers, overwrite: args.overwrite },
+      req,
     );
-    this.downloads.set(r.id, d);
-    const send = (type: string, p: object): void => {
-      conn.sendEvent('CONTROL_EVENT', { event: JSON.stringify({ type, ...p }) }, requestId);
-    };
-    d.on('started', (p: object) => send('started', p));
-    d.on('progress', (p: object) => send('progress', p));
-    const onGone = (): void => d.abort('the p2p command went away');
-    conn.once('close', onGone);
+  }
+
+  private async runDownload(d: Download): Promise<DownloadResult> {
+    const id = d.id;
+    this.downloads.set(id, d);
+    d.once('started', () => {
+      // Swarming: tell the tracker we hold part of it, so others can fetch our verified chunks.
+      const info = d.manifestInfo!;
+      void this.tracker
+        .request('REGISTER', { files: [{ id: d.req.fileId, size: info.manifest.size, name: path.basename(d.req.target), complete: false }] }, 'OK')
+        .catch(() => undefined);
+    });
     try {
       const result = await d.run();
       const info = d.manifestInfo!;
-      await this.library.addVerified(target, info.manifest, info.encoded, r.id);
-      await this.registerFiles(this.library.list().filter((f) => f.id === r.id)).catch((err: unknown) => {
+      await this.library.addVerified(d.req.target, info.manifest, info.encoded, id);
+      await this.registerFiles(this.library.list().filter((f) => f.id === id)).catch((err: unknown) => {
         this.log.warn({ err: (err as Error).message }, 'downloaded file not yet registered with the tracker');
       });
       return result;
+    } catch (err) {
+      if (d.manifestInfo && !this.library.byId(id)) {
+        void this.tracker.request('UNREGISTER', { all: false, ids: [{ id: d.req.fileId }] }, 'OK').catch(() => undefined);
+      }
+      throw err;
     } finally {
-      conn.off('close', onGone);
-      this.downloads.delete(r.id);
+      this.downloads.delete(id);
     }
   }
 

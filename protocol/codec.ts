@@ -177,12 +177,35 @@ const toSafeNumber = (v: unknown): number => {
  * (the final offset must equal the body length) catches every lie about lengths, and a lie in the middle
  * makes the next fixed-size read throw a RangeError.
  */
+/** Fewest bytes one value of `schema` can take: bounds how many list items the remaining bytes can hold. */
+function minBytes(schema: Schema): number {
+  let total = 0;
+  for (const name in schema) {
+    const type = schema[name]!;
+    total += typeof type === 'object' ? 4 : (fixedSize(type) ?? (type === 'str' ? 2 : type === 'rest' ? 0 : 4));
+  }
+  return total;
+}
+
+/** Length of the body being decoded (decode is synchronous, so one slot suffices). */
+let decodingBytes = 0;
+
 function buildParser(schema: Schema): Parser {
   let p = new Parser();
   for (const name in schema) {
     const type = schema[name]!;
     if (typeof type === 'object') {
-      const list = new Parser().uint32be('n').array('v', { type: buildParser(type.list), length: 'n' });
+      const itemBytes = Math.max(1, minBytes(type.list));
+      const list = new Parser()
+        .uint32be('n')
+        .saveOffset('at')
+        .array('v', {
+          type: buildParser(type.list),
+          length: function (this: { n: number; at: number }) {
+            if (this.n * itemBytes > decodingBytes - this.at) throw new RangeError(`list of ${this.n} items cannot fit`);
+            return this.n;
+          },
+        });
       p = p.nest(name, { type: list, formatter: unwrap as (o: unknown) => unknown });
       continue;
     }
@@ -248,10 +271,18 @@ export function defineCodec<S extends Schema>(schema: S, what = 'message'): Code
   return {
     schema,
     size: fixed !== undefined ? () => fixed : (value) => schemaSize(schema, value as Record<string, unknown>),
-    write: (value, buf, offset) => writeSchema(schema, value as Record<string, unknown>, buf, offset),
+    write: (value, buf, offset) => {
+      try {
+        return writeSchema(schema, value as Record<string, unknown>, buf, offset);
+      } catch (err) {
+        if (err instanceof P2PError) throw err;
+        throw new P2PError('P2P_BAD_REQUEST', `cannot encode ${what}: ${(err as Error).message}`, { cause: err });
+      }
+    },
     decode(body) {
       let out: { m: Decoded<S>; end: number };
       try {
+        decodingBytes = body.length;
         out = parser.parse(body) as { m: Decoded<S>; end: number };
       } catch (err) {
         throw new MalformedMessageError(what, err);

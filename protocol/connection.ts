@@ -69,8 +69,11 @@ export class Connection extends EventEmitter {
   private readonly framer: Framer;
   private readonly pending = new Map<number, Pending>();
   private readonly cancelled = new Set<number>();
+  /** Ids of incoming requests being handled (a CANCEL for anything else is ignored). */
+  private readonly incoming = new Set<number>();
   private nextRequestId = 1;
   private inFlight = 0;
+  private framesIn = 0;
   private closed = false;
   private closeError: P2PError | undefined;
   private readTimer: Timer | undefined;
@@ -145,6 +148,7 @@ export class Connection extends EventEmitter {
       };
       this.pending.set(requestId, entry);
       if (options.signal) {
+        const signal = options.signal;
         const onAbort = (): void => {
           if (!this.pending.has(requestId)) return;
           this.pending.delete(requestId);
@@ -152,11 +156,18 @@ export class Connection extends EventEmitter {
           this.sendEvent('CANCEL', { requestId });
           reject(new P2PError('P2P_CONNECTION_CLOSED', `${name} cancelled`));
         };
-        if (options.signal.aborted) return onAbort();
-        options.signal.addEventListener('abort', onAbort, { once: true });
+        if (signal.aborted) return onAbort();
+        signal.addEventListener('abort', onAbort, { once: true });
+        const settle = <T>(fn: (v: T) => void) => (v: T): void => {
+          signal.removeEventListener('abort', onAbort);
+          fn(v);
+        };
+        entry.resolve = settle(entry.resolve);
+        entry.reject = settle(entry.reject);
       }
       try {
-        this.write(encodeFrame(name, requestId, body));
+        // Not this.write: pausing here would stop us reading the answers that let the other side drain.
+        this.socket.write(encodeFrame(name, requestId, body));
       } catch (err) {
         this.pending.delete(requestId);
         entry.timer?.cancel();
@@ -167,14 +178,14 @@ export class Connection extends EventEmitter {
 
   /** Answers request `requestId`. Returns false when the socket buffer is full (see waitDrain). */
   reply<N extends MessageName>(requestId: number, name: N, body: Body<N>): boolean {
-    this.cancelled.delete(requestId);
+    this.forget(requestId);
     if (this.closed) return false;
     return this.write(encodeFrame(name, requestId, body));
   }
 
   replyError(requestId: number, err: unknown): boolean {
     const e = toP2PError(err);
-    this.cancelled.delete(requestId);
+    this.forget(requestId);
     if (this.closed) return false;
     return this.write(encodeFrame('ERROR', requestId, { code: e.code, message: truncate(e.message, 1000) }));
   }
@@ -184,7 +195,7 @@ export class Connection extends EventEmitter {
    * the tail is never copied. `onFlushed` runs once the socket is done with `tail` (so it may be reused).
    */
   replyWithTail<N extends MessageName>(requestId: number, name: N, head: Body<N>, tail: Buffer, onFlushed?: () => void): boolean {
-    this.cancelled.delete(requestId);
+    this.forget(requestId);
     if (this.closed) {
       onFlushed?.();
       return false;
@@ -201,6 +212,12 @@ export class Connection extends EventEmitter {
   sendEvent<N extends MessageName>(name: N, body: Body<N>, requestId = 0): boolean {
     if (this.closed) return false;
     return this.write(encodeFrame(name, requestId, body));
+  }
+
+  /** An incoming request is answered: drop what we kept about it. */
+  private forget(requestId: number): void {
+    this.incoming.delete(requestId);
+    this.cancelled.delete(requestId);
   }
 
   /** True once the other side withdrew request `requestId` (its answer would be dropped). */
@@ -273,6 +290,7 @@ export class Connection extends EventEmitter {
   private onData(chunk: Buffer): void {
     if (this.closed) return;
     this.touch();
+    const framesBefore = this.framesIn;
     try {
       this.framer.push(chunk, (frame) => this.onFrame(frame));
     } catch (err) {
@@ -283,6 +301,11 @@ export class Connection extends EventEmitter {
       return;
     }
     if (this.closed) return;
+    if (this.framesIn !== framesBefore && this.readTimer) {
+      // The deadline belongs to the frame being read: a new frame starts a new one.
+      this.readTimer.cancel();
+      this.readTimer = undefined;
+    }
     if (this.framer.pendingBytes > 0) {
       this.readTimer ??= this.clock.setTimeout(() => {
         this.log.warn({ code: 'P2P_READ_TIMEOUT' }, 'frame not completed in time; closing connection');
@@ -295,6 +318,7 @@ export class Connection extends EventEmitter {
   }
 
   private onFrame(frame: Frame): void {
+    this.framesIn++;
     if (this.closed) return;
     const { kind } = Messages[frame.name];
     if (kind === 'response') return this.onResponse(frame);
@@ -319,7 +343,13 @@ export class Connection extends EventEmitter {
     this.pending.delete(frame.requestId);
     entry.timer?.cancel();
     if (frame.name === 'ERROR') {
-      const body = decodeBody('ERROR', frame.body);
+      let body: Body<'ERROR'>;
+      try {
+        body = decodeBody('ERROR', frame.body);
+      } catch (err) {
+        entry.reject(err as Error);
+        throw err;
+      }
       entry.reject(new RemoteError(isErrorCode(body.code) ? body.code : 'P2P_INTERNAL', body.message));
       return;
     }
@@ -341,7 +371,8 @@ export class Connection extends EventEmitter {
   private onEventFrame(frame: Frame): void {
     const body = decodeBody(frame.name, frame.body);
     if (frame.name === 'CANCEL') {
-      this.cancelled.add((body as Body<'CANCEL'>).requestId);
+      const id = (body as Body<'CANCEL'>).requestId;
+      if (this.incoming.has(id)) this.cancelled.add(id);
       return;
     }
     if (frame.requestId !== 0) {
@@ -369,25 +400,26 @@ export class Connection extends EventEmitter {
       return;
     }
     this.inFlight++;
+    this.incoming.add(frame.requestId);
+    const done = (): void => {
+      this.inFlight--;
+    };
     const req = { name: frame.name, requestId: frame.requestId, body } as IncomingRequest;
     let result: void | Promise<void>;
     try {
       result = this.handler(req, this);
     } catch (err) {
-      this.inFlight--;
+      done();
       this.answerFailure(req, err);
       return;
     }
     if (result && typeof (result as Promise<void>).then === 'function') {
-      (result as Promise<void>).then(
-        () => this.inFlight--,
-        (err: unknown) => {
-          this.inFlight--;
-          this.answerFailure(req, err);
-        },
-      );
+      (result as Promise<void>).then(done, (err: unknown) => {
+        done();
+        this.answerFailure(req, err);
+      });
     } else {
-      this.inFlight--;
+      done();
     }
   }
 

@@ -93,7 +93,9 @@ export class Framer {
       return;
     }
     const need = pending + chunk.length;
-    const next = Buffer.allocUnsafe(Math.max(need, this.frameBytes, MIN_ALLOC));
+    // Grow toward the declared frame size, but never to more than 4 times what has arrived: a header
+    // that promises 8 MiB and then stalls costs its sender memory, not us.
+    const next = Buffer.allocUnsafe(Math.max(need, Math.min(this.frameBytes, Math.max(MIN_ALLOC, 4 * need))));
     this.buf.copy(next, 0, this.start, this.end);
     chunk.copy(next, pending);
     this.buf = next;

@@ -65,6 +65,9 @@ export function serverProofPayload(clientNonce: Buffer): Buffer {
  * to `hash`, to `downloaderId`". The downloader keeps it; a report carries it as evidence.
  */
 export function receiptPayload(fileId: Buffer, index: number, hash: Buffer, downloaderId: string): Buffer {
+  if (fileId.length !== 32 || hash.length !== 32 || !PEER_ID_PATTERN.test(downloaderId)) {
+    throw new TypeError('receipt fields: file id and hash must be 32 bytes, the downloader id 40 hex characters');
+  }
   const buf = Buffer.alloc(19 + 32 + 4 + 32 + 20);
   buf.write('p2pshare receipt v1', 0, 'latin1');
   fileId.copy(buf, 19);

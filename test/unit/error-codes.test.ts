@@ -1,0 +1,61 @@
+/**
+ * protocol/README.md is the specification a second implementation is written from: every error code and
+ * every message of the catalogue must be there, exactly as the code declares them.
+ */
+import { readFileSync } from 'node:fs';
+import t from 'tap';
+import { ErrorCodes, Messages, type MessageName, type Schema } from '../../protocol/index.js';
+
+const readme = readFileSync(new URL('../../protocol/README.md', import.meta.url), 'utf8');
+
+/** Rows of the markdown table whose header row starts with `| first |`, as arrays of trimmed cells. */
+function tableAfter(first: string): string[][] {
+  const lines = readme.split('\n');
+  const start = lines.findIndex((l) => l.startsWith(`| ${first} |`));
+  if (start < 0) return [];
+  const rows: string[][] = [];
+  for (const line of lines.slice(start + 2)) {
+    if (!line.startsWith('|')) break;
+    rows.push(line.split('|').slice(1, -1).map((c) => c.trim()));
+  }
+  return rows;
+}
+
+t.test('every error code is in protocol/README.md', (t) => {
+  for (const code of Object.keys(ErrorCodes)) t.ok(readme.includes(`\`${code}\``), `${code} is documented`);
+  t.end();
+});
+
+t.test('the README error table lists every code once, and only real codes', (t) => {
+  const listed = tableAfter('code | meaning').map((row) => row[0]!.replace(/`/g, ''));
+  t.strictSame([...listed].sort(), Object.keys(ErrorCodes).sort(), 'the same codes as protocol/errors.ts');
+  t.equal(new Set(listed).size, listed.length, 'no code twice');
+  for (const row of tableAfter('code | meaning')) t.ok((row[1] ?? '').length > 10, `${row[0]} says what it means`);
+  t.end();
+});
+
+function describe(schema: Schema): string {
+  return Object.entries(schema)
+    .map(([field, type]) => (typeof type === 'object' ? `\`${field}\`: list of { ${describe(type.list)} }` : `\`${field}\`: ${type}`))
+    .join(', ');
+}
+
+t.test('the README catalogue matches protocol/messages.ts', (t) => {
+  const rows = tableAfter('code | name');
+  const byName = new Map(rows.map((row) => [row[1], row]));
+  const names = Object.keys(Messages) as MessageName[];
+  t.equal(rows.length, names.length, 'one row per message');
+  for (const name of names) {
+    const { code, kind, codec } = Messages[name];
+    const row = byName.get(name);
+    if (!row) {
+      t.fail(`${name} is missing from the catalogue table`);
+      continue;
+    }
+    t.equal(row[0], `0x${code.toString(16).padStart(2, '0')}`, `${name}: code`);
+    t.equal(row[2], kind, `${name}: kind`);
+    t.equal(row[3], describe(codec.schema as Schema) || '(empty)', `${name}: fields in wire order with their types`);
+    t.ok((row[4] ?? '').length > 10, `${name}: says what it means`);
+  }
+  t.end();
+});
