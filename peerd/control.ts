@@ -60,10 +60,21 @@ export type CommandName = keyof ControlCommands;
 export class ControlClient {
   private constructor(private readonly conn: Connection) {}
 
+  /**
+   * Connects and checks that the daemon answers (a stopped daemon's socket still accepts connections):
+   * a dead, missing or hung daemon fails within `timeoutMs`.
+   */
   static async connect(socketPath: string, timeoutMs = 1000): Promise<ControlClient> {
+    let conn: Connection | undefined;
     try {
-      return new ControlClient(await dial({ path: socketPath }, { connectTimeoutMs: timeoutMs, requestTimeoutMs: 0 }));
+      conn = await dial({ path: socketPath }, { connectTimeoutMs: timeoutMs, requestTimeoutMs: 0 });
+      await conn.request('PING', {}, 'PONG', { timeoutMs });
+      return new ControlClient(conn);
     } catch (err) {
+      conn?.destroy();
+      if (toP2PError(err).code === 'P2P_TIMEOUT') {
+        throw new P2PError('P2P_CONNECT_FAILED', `the p2p-peerd on ${socketPath} accepted the connection but did not answer in ${timeoutMs} ms (stopped or overloaded?); restart it with: p2p-peerd --trackers HOST:PORT --share DIR --data DIR`);
+      }
       throw new P2PError('P2P_CONNECT_FAILED', `no p2p-peerd answers on ${socketPath} (${toP2PError(err).message.replace(/^.*: /, '')}); start one with: p2p-peerd --trackers HOST:PORT --share DIR --data DIR`);
     }
   }
@@ -72,7 +83,7 @@ export class ControlClient {
     command: C,
     args: ControlCommands[C]['args'],
     onEvent?: (event: Record<string, unknown>) => void,
-    timeoutMs = 0,
+    timeoutMs = command === 'get' ? 0 : 30_000,
   ): Promise<ControlCommands[C]['result']> {
     const res = await this.conn.request('CONTROL', { command, args: JSON.stringify(args) }, 'CONTROL_RESULT', {
       timeoutMs,

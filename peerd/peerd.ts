@@ -225,6 +225,10 @@ export class PeerDaemon {
   }
 
   private async onControl(conn: Connection, req: IncomingRequest): Promise<void> {
+    if (req.name === 'PING') {
+      conn.reply(req.requestId, 'PONG', {});
+      return;
+    }
     if (req.name !== 'CONTROL') throw new P2PError('P2P_UNEXPECTED_MESSAGE', `${req.name} is not a control request`);
     const { command, args } = (req as IncomingRequest<'CONTROL'>).body;
     let parsed: unknown;

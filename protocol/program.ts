@@ -50,6 +50,6 @@ export function onShutdownSignal(log: Logger, stop: () => Promise<void>): void {
 
 /** A one-line usage error and exit code 2, as every program promises. */
 export function usageError(program: string, message: string): never {
-  process.stderr.write(`${program}: ${message.split('\n')[0]}\nTry '${program} --help'.\n`);
+  process.stderr.write(`${program}: ${message.split('\n')[0]} (see ${program} --help)\n`);
   process.exit(2);
 }

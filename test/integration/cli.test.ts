@@ -1,0 +1,238 @@
+/**
+ * The three programs as a user runs them (built into dist/ by `npm test`'s pretest): flags, usage errors
+ * and exit codes, --json output, a dead daemon socket, a real tracker and peer daemons driven by `p2p`,
+ * and a clean exit on SIGTERM and SIGINT.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+import { ADMIN_TOKEN, Fleet } from '../helpers/fleet.js';
+
+type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const PROGRAMS = { 'p2p': 'dist/cli/main.js', 'p2p-tracker': 'dist/daemon/main.js', 'p2p-peerd': 'dist/peerd/main.js' } as const;
+type Program = keyof typeof PROGRAMS;
+const VERSION = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+
+interface Result {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+/** Runs a program to completion (killed after `timeoutMs`, which then fails the assertion on `code`). */
+function run(program: Program, args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 15_000): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn(process.execPath, [path.join(ROOT, PROGRAMS[program]), ...args], { cwd: ROOT, env: { ...process.env, P2P_SOCKET: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr, ms: performance.now() - started });
+    });
+  });
+}
+
+/** A long-running program, with its JSON log lines parsed as they arrive. */
+interface Daemon {
+  child: ChildProcess;
+  logs: Array<Record<string, unknown>>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
+  /** Waits for a log line with this `msg`. */
+  logged(msg: string): Promise<Record<string, unknown>>;
+}
+
+function start(t: Tap, program: 'p2p-tracker' | 'p2p-peerd', args: string[]): Daemon {
+  const child = spawn(process.execPath, [path.join(ROOT, PROGRAMS[program]), ...args, '--log-level', 'info'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  const logs: Array<Record<string, unknown>> = [];
+  let partial = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    const lines = (partial + d.toString()).split('\n');
+    partial = lines.pop()!;
+    for (const line of lines) {
+      try {
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        logs.push({ msg: `(not JSON) ${line}` });
+      }
+    }
+  });
+  let signalledAt = 0;
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal, ms: signalledAt ? performance.now() - signalledAt : 0 })),
+  );
+  const kill = child.kill.bind(child);
+  child.kill = (signal?: NodeJS.Signals | number): boolean => {
+    signalledAt = performance.now();
+    return kill(signal);
+  };
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) kill('SIGKILL');
+  });
+  return {
+    child,
+    logs,
+    exited,
+    logged: (msg) =>
+      Fleet.until(`${program} to log '${msg}' (logs so far: ${JSON.stringify(logs.map((l) => l.msg))})`, () => {
+        if (child.exitCode !== null) throw new Error(`${program} exited with ${child.exitCode}: ${JSON.stringify(logs)}`);
+        return logs.find((l) => l.msg === msg);
+      }),
+  };
+}
+
+function tempDir(t: Tap): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p2p-cli-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+const noStack = (stderr: string): boolean => !/^\s+at .+[:(]/m.test(stderr);
+
+t.test('--version and --help exit 0 for every program', async (t) => {
+  for (const program of Object.keys(PROGRAMS) as Program[]) {
+    const [version, help] = await Promise.all([run(program, ['--version']), run(program, ['--help'])]);
+    t.equal(version.code, 0, `${program} --version exits 0`);
+    t.equal(version.stdout.trim(), VERSION, `${program} --version prints the package version`);
+    t.equal(help.code, 0, `${program} --help exits 0`);
+    t.match(help.stdout, program === 'p2p' ? /admin/ : program === 'p2p-tracker' ? /--listen[\s\S]*--data[\s\S]*--report-policy/ : /--trackers[\s\S]*--share[\s\S]*--data/, `${program} --help lists what it takes`);
+  }
+});
+
+t.test('usage errors exit 2 with a one-line reason on stderr', async (t) => {
+  const dir = tempDir(t);
+  const cases: Array<[string, Program, string[], RegExp]> = [
+    ['an unknown flag', 'p2p-tracker', ['--listen', '127.0.0.1:0', '--data', dir, '--bogus'], /bogus/],
+    ['an unknown flag', 'p2p-peerd', ['--trackers', '127.0.0.1:1', '--share', dir, '--data', dir, '--bogus'], /bogus/],
+    ['an unknown flag', 'p2p', ['status', '--bogus'], /bogus/],
+    ['a missing --data', 'p2p-tracker', ['--listen', '127.0.0.1:0'], /data/],
+    ['a missing --trackers', 'p2p-peerd', ['--share', dir, '--data', dir], /trackers/],
+    ['a missing --token-file', 'p2p', ['admin', '--tracker', '127.0.0.1:1', 'status'], /token-file/],
+    ['no command', 'p2p', [], /command/],
+    ['a bad address', 'p2p-tracker', ['--listen', 'nowhere', '--data', dir], /HOST:PORT/],
+    ['a bad --max-peers', 'p2p', ['get', 'x', '--max-peers', '0'], /max-peers/],
+  ];
+  const results = await Promise.all(cases.map(([, program, args]) => run(program, args)));
+  cases.forEach(([what, program, , reason], i) => {
+    const r = results[i]!;
+    const first = r.stderr.split('\n')[0]!;
+    t.equal(r.code, 2, `${program} with ${what} exits 2`);
+    t.match(first, new RegExp(`^${program}: .*${reason.source}`, reason.flags), `and says why on the first stderr line: ${first}`);
+    t.ok(noStack(r.stderr), 'without a stack trace');
+    t.equal(r.stdout, '', 'and nothing on stdout');
+  });
+});
+
+t.test('a missing or dead daemon socket fails fast with exit 1 and says how to start p2p-peerd', async (t) => {
+  const dir = tempDir(t);
+  const missing = path.join(dir, 'missing.sock');
+  const stale = path.join(dir, 'stale.sock');
+  fs.writeFileSync(stale, ''); // a leftover that no daemon listens on
+  // One at a time, next to a --version run: what is measured is the failing, not node's start-up.
+  const baseline = await run('p2p', ['--version']);
+  const cases = [
+    ['--socket', ['--socket', missing, 'status'], {}, missing],
+    ['P2P_SOCKET, a stale socket file', ['search', 'x'], { P2P_SOCKET: stale }, stale],
+  ] as const;
+  for (const [what, args, env, sock] of cases) {
+    const r = await run('p2p', [...args], env);
+    t.equal(r.code, 1, `${what}: exit code 1`);
+    t.match(r.stderr, 'p2p-peerd', `${what}: the message says how to start p2p-peerd`);
+    t.match(r.stderr, sock, `${what}: and names the socket it tried`);
+    t.equal(r.stderr.trim().split('\n').length, 1, `${what}: in one line`);
+    t.ok(r.ms - baseline.ms < 1000, `${what}: it fails within a second (${Math.round(r.ms)} ms, of which ~${Math.round(baseline.ms)} ms is node start-up)`);
+  }
+});
+
+t.test('the real programs: --json, exit codes 3 and 4, admin, report, and a clean exit on SIGTERM and SIGINT', async (t) => {
+  const dir = tempDir(t);
+  const tokenFile = path.join(dir, 'token');
+  fs.writeFileSync(tokenFile, `${ADMIN_TOKEN}\n`, { mode: 0o600 });
+  const wrongToken = path.join(dir, 'wrong');
+  fs.writeFileSync(wrongToken, 'not-the-token\n', { mode: 0o600 });
+
+  const tracker = start(t, 'p2p-tracker', ['--listen', '127.0.0.1:0', '--data', path.join(dir, 'tracker'), '--admin-token-file', tokenFile]);
+  const trackerAddress = String((await tracker.logged('tracker listening')).listen);
+  t.match(trackerAddress, /^127\.0\.0\.1:\d+$/, 'the tracker logs where it listens, as JSON on stderr');
+
+  const peer = (name: string): { daemon: Daemon; socket: string; share: string } => {
+    const share = path.join(dir, name, 'share');
+    fs.mkdirSync(share, { recursive: true });
+    const socket = path.join(dir, name, 'data', 'peerd.sock');
+    return { daemon: start(t, 'p2p-peerd', ['--trackers', trackerAddress, '--share', share, '--data', path.join(dir, name, 'data'), '--listen', '127.0.0.1:0']), socket, share };
+  };
+  const seeder = peer('seeder');
+  const leecher = peer('leecher');
+  await Promise.all([seeder.daemon.logged('peer daemon ready'), leecher.daemon.logged('peer daemon ready')]);
+  const p2p = (who: { socket: string }, ...args: string[]): Promise<Result> => run('p2p', ['--socket', who.socket, ...args]);
+  const json = <T>(r: Result): T => {
+    if (r.code !== 0) throw new Error(`exit ${r.code}: ${r.stderr}`);
+    return JSON.parse(r.stdout) as T;
+  };
+
+  const content = Buffer.alloc(3 * 1024 * 1024 + 77, 'p2pshare ');
+  fs.writeFileSync(path.join(seeder.share, 'report.pdf'), content);
+  const hits = await Fleet.until('report.pdf in search', async () => {
+    const h = json<Array<{ name: string; id: string; size: number; peers: number }>>(await p2p(leecher, 'search', 'REPORT', '--json'));
+    return h.length === 1 ? h : undefined;
+  });
+  t.match(hits, [{ name: 'report.pdf', id: /^[0-9a-f]{64}$/, size: content.length, peers: 1 }], 'search --json: [{name, id, size, peers}]');
+  t.match((await p2p(leecher, 'search', 'report')).stdout, /report\.pdf/, 'search without --json prints a table');
+
+  const status = json<{ peerId: string; listen: string; tracker: { address: string; role: string }; shared: number; transfers: unknown[] }>(await p2p(seeder, 'status', '--json'));
+  t.match(status, { peerId: /^[0-9a-f]{40}$/, listen: /^127\.0\.0\.1:\d+$/, tracker: { address: trackerAddress, role: 'primary' }, shared: 1, transfers: [] }, 'status --json');
+  t.match(json(await p2p(seeder, 'files', '--json')), [{ name: 'report.pdf', id: hits[0]!.id, size: content.length, path: path.join(seeder.share, 'report.pdf') }], 'files --json: [{name, id, size, path}]');
+
+  const out = path.join(dir, 'copy.pdf');
+  const got = json<{ name: string; id: string; path: string; size: number; seconds: number; peers: Array<{ id: string; address: string; bytes: number; chunks: number }> }>(
+    await p2p(leecher, 'get', 'report.pdf', '--out', out, '--no-progress', '--json'),
+  );
+  t.match(got, { name: 'report.pdf', id: hits[0]!.id, path: out, size: content.length, seconds: Number, peers: [{ id: status.peerId, address: /:\d+$/, bytes: content.length, chunks: 4 }] }, 'get --json: {name, id, path, size, seconds, peers}');
+  t.ok(fs.readFileSync(out).equals(content), 'the file arrived intact');
+  const again = await p2p(leecher, 'get', 'report.pdf', '--out', out, '--no-progress');
+  t.equal(again.code, 1, 'get onto an existing file without --overwrite exits 1 (no terminal to ask on)');
+
+  const missing = await p2p(leecher, 'get', 'no-such-file.bin', '--no-progress');
+  t.equal(missing.code, 3, 'get of a file no one has exits 3');
+  t.match(missing.stderr, /no-such-file\.bin/, 'and names it');
+
+  const admin = (token: string, ...args: string[]): Promise<Result> => run('p2p', ['admin', '--tracker', trackerAddress, '--token-file', token, ...args]);
+  const wrong = await admin(wrongToken, 'blacklist', 'ls');
+  t.equal(wrong.code, 4, 'admin with a wrong token exits 4');
+  t.match(wrong.stderr, /token/i, 'and says the token was refused');
+  t.match(json(await admin(tokenFile, 'status', '--json')), [{ address: trackerAddress, role: 'primary', term: Number, reachable: true }], 'admin status --json');
+
+  const reported = json<{ blacklisted: string[] }>(await p2p(leecher, 'report', 'report.pdf', '--reason', 'not a report at all', '--json'));
+  t.same(reported.blacklisted, [status.peerId], 'p2p report blacklists the peer it came from');
+  const refused = await p2p(seeder, 'search', 'report');
+  t.equal(refused.code, 4, "the blacklisted peer's search exits 4");
+  t.match(refused.stderr, /blacklist/i, 'and says why');
+  t.match(json(await admin(tokenFile, 'blacklist', 'ls', '--json')), [{ target: status.peerId, reason: /not a report at all/, since: String }], 'admin blacklist ls --json: [{target, reason, since}]');
+  t.match(json(await admin(tokenFile, 'reports', '--json')), [{ reason: 'not a report at all', evidence: 'user' }], 'admin reports --json shows the report');
+  t.equal((await admin(tokenFile, 'blacklist', 'rm', status.peerId)).code, 0, 'admin blacklist rm exits 0');
+  t.same(json(await admin(tokenFile, 'blacklist', 'ls', '--json')), [], 'and the blacklist is empty again');
+  t.equal((await admin(tokenFile, 'blacklist', 'rm', status.peerId)).code, 3, 'removing an entry that is not there exits 3');
+
+  seeder.daemon.child.kill('SIGTERM');
+  leecher.daemon.child.kill('SIGINT');
+  const [s, l] = await Promise.all([seeder.daemon.exited, leecher.daemon.exited]);
+  t.same({ code: s.code, signal: s.signal }, { code: 0, signal: null }, 'p2p-peerd exits 0 on SIGTERM');
+  t.same({ code: l.code, signal: l.signal }, { code: 0, signal: null }, 'and on SIGINT');
+  t.ok(s.ms < 4000 && l.ms < 4000, `promptly (${Math.round(s.ms)} and ${Math.round(l.ms)} ms), not by the 5 s forced exit`);
+  t.notOk(fs.existsSync(seeder.socket), 'its control socket is removed');
+  tracker.child.kill('SIGTERM');
+  const tr = await tracker.exited;
+  t.same({ code: tr.code, signal: tr.signal }, { code: 0, signal: null }, 'p2p-tracker exits 0 on SIGTERM');
+  t.ok(tr.ms < 4000, `promptly (${Math.round(tr.ms)} ms)`);
+  t.ok(tracker.logs.some((l) => l.msg === 'shutting down' && l.signal === 'SIGTERM'), 'it logged the shutdown');
+});

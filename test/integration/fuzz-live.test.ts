@@ -1,0 +1,350 @@
+/**
+ * Fuzzing live daemons (issue 3): random and mutated bytes sent to a running tracker, a peer's chunk
+ * server and its control socket. The only acceptable outcomes are ERROR frames with our own codes and a
+ * closed connection; a P2P_INTERNAL answer (an unexpected exception behind a handler), bytes our own
+ * framer cannot read, or a connection that never closes are failures. Meanwhile healthy clients (a
+ * peer daemon searching and downloading, a raw session pinging) carry on and the daemons never crash
+ * (they run in this process: an uncaught exception fails the file).
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import fc from 'fast-check';
+import t from 'tap';
+import { AdminClient } from '../../cli/admin.js';
+import {
+  authPayload,
+  decodeBody,
+  encodeFrame,
+  Framer,
+  generateKeyPair,
+  isErrorCode,
+  Messages,
+  messageByCode,
+  Role,
+  signPayload,
+  type Address,
+  type Body,
+  type Frame,
+  type KeyPair,
+  type MessageName,
+} from '../../protocol/index.js';
+import { ADMIN_TOKEN, Fleet } from '../helpers/fleet.js';
+
+/** Runs per property; raise it (P2P_FUZZ_RUNS=5000) for a longer hunt. */
+const RUNS = Math.max(2, Number(process.env.P2P_FUZZ_RUNS) || 100);
+
+interface Outcome {
+  frames: Frame[];
+  /** Set if the server's bytes did not parse as frames. */
+  garbled?: string;
+  closed: boolean;
+}
+
+/** A raw socket that records the frames it receives. */
+class Raw {
+  readonly frames: Frame[] = [];
+  garbled: string | undefined;
+  private readonly framer = new Framer(64 * 1024 * 1024);
+  private readonly changed = new Set<() => void>();
+  private nextId = 1;
+  private constructor(readonly socket: net.Socket) {
+    socket.on('data', (chunk: Buffer) => {
+      if (this.garbled) return;
+      try {
+        this.framer.push(chunk, (f) => this.frames.push({ ...f, body: Buffer.from(f.body) }));
+      } catch (err) {
+        this.garbled = (err as Error).message;
+      }
+      this.notify();
+    });
+    socket.on('close', () => this.notify());
+    socket.on('error', () => undefined);
+  }
+
+  static async connect(target: Address | string): Promise<Raw> {
+    const socket = typeof target === 'string' ? net.connect(target) : net.connect(target.port, target.host);
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('error', reject);
+    });
+    return new Raw(socket);
+  }
+
+  private notify(): void {
+    for (const f of [...this.changed]) f();
+  }
+
+  /** Resolves with `check()`'s first value other than undefined, re-checked on every arrival and on close. */
+  private when<T>(what: string, check: () => T | undefined, ms: number): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const done = (): void => {
+        const v = check();
+        if (v === undefined) return;
+        clearTimeout(timer);
+        this.changed.delete(done);
+        resolve(v);
+      };
+      const timer = setTimeout(() => {
+        this.changed.delete(done);
+        reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
+      }, ms);
+      this.changed.add(done);
+      done();
+    });
+  }
+
+  async answer(id: number, ms = 3000): Promise<Frame> {
+    const f = await this.when(`an answer to request ${id}`, () => this.frames.find((x) => x.requestId === id) ?? (this.socket.closed ? null : undefined), ms);
+    if (!f) throw new Error(`closed without answering request ${id}`);
+    return f;
+  }
+
+  request<N extends MessageName>(name: N, body: Body<N>): number {
+    const id = this.nextId++;
+    this.socket.write(encodeFrame(name, id, body));
+    return id;
+  }
+
+  async handshake(keys: KeyPair): Promise<void> {
+    const hello = await this.answer(this.request('HELLO', { role: Role.peer, publicKey: keys.publicKey, nonce: randomBytes(32), listenPort: 0, software: 'fuzz' }));
+    if (hello.name !== 'CHALLENGE') throw new Error(`HELLO answered with ${hello.name}`);
+    const auth = await this.answer(this.request('AUTH', { signature: signPayload(keys, authPayload(decodeBody('CHALLENGE', hello.body).nonce)) }));
+    if (auth.name !== 'WELCOME') throw new Error(`AUTH answered with ${auth.name}`);
+    this.frames.length = 0;
+  }
+
+  async ping(): Promise<boolean> {
+    return (await this.answer(this.request('PING', {}))).name === 'PONG';
+  }
+
+  /** Writes `pieces`, says it is done (FIN), and waits for the server to close its side too. */
+  async finish(pieces: readonly Buffer[], ms = 3000): Promise<Outcome> {
+    for (const p of pieces) this.socket.write(p);
+    this.socket.end();
+    const closed = await this.when('the server to close', () => (this.socket.closed ? true : undefined), ms).catch(() => false);
+    this.socket.destroy();
+    return { frames: this.frames, garbled: this.garbled, closed };
+  }
+}
+
+/** Why an outcome is unacceptable, or undefined if it is fine. */
+function problem(o: Outcome): string | undefined {
+  if (!o.closed) return 'the connection was still open 3 s after the client finished (hung)';
+  if (o.garbled) return `the server sent bytes our framer rejects: ${o.garbled}`;
+  for (const f of o.frames) {
+    if (Messages[f.name].kind === 'request') return `the server sent a ${f.name} request to a client`;
+    if (f.name !== 'ERROR') continue;
+    let code: string;
+    try {
+      code = decodeBody('ERROR', f.body).code;
+    } catch {
+      return 'the server sent a malformed ERROR frame';
+    }
+    if (!isErrorCode(code)) return `ERROR with a code that is not ours: ${code}`;
+    if (code === 'P2P_INTERNAL') return `ERROR P2P_INTERNAL (an unexpected exception): ${decodeBody('ERROR', f.body).message}`;
+  }
+  return undefined;
+}
+
+const codesOf = (o: Outcome): string[] => o.frames.filter((f) => f.name === 'ERROR').map((f) => decodeBody('ERROR', f.body).code);
+
+const bytes = (max: number): fc.Arbitrary<Buffer> => fc.uint8Array({ maxLength: max }).map((a) => Buffer.from(a));
+
+/** The same bytes cut into pieces (each written separately). */
+const pieces = (b: Buffer, cuts: readonly number[]): Buffer[] => {
+  const at = [...new Set(cuts.map((c) => c % Math.max(1, b.length)))].filter((c) => c > 0).sort((x, y) => x - y);
+  const out: Buffer[] = [];
+  let from = 0;
+  for (const c of at) {
+    out.push(b.subarray(from, c));
+    from = c;
+  }
+  out.push(b.subarray(from));
+  return out.filter((p) => p.length > 0);
+};
+
+function frameOf(type: number, requestId: number, body: Buffer): Buffer {
+  const head = Buffer.alloc(10);
+  head[0] = 1;
+  head[1] = type;
+  head.writeUInt32BE(requestId >>> 0, 2);
+  head.writeUInt32BE(body.length, 6);
+  return Buffer.concat([head, body]);
+}
+
+const knownCodes = messageByCode.flatMap((n, code) => (n ? [code] : []));
+/** A valid header with a real message type and a random body: reaches the decoders and handlers. */
+const plausibleFrame = fc.tuple(fc.constantFrom(...knownCodes), fc.nat({ max: 0xffffffff }), bytes(160)).map(([type, id, body]) => frameOf(type, id, body));
+
+type Mutation = { kind: 'flip' | 'set' | 'insert' | 'delete' | 'truncate' | 'duplicate'; at: number; byte: number };
+const mutation: fc.Arbitrary<Mutation> = fc.record({ kind: fc.constantFrom('flip', 'set', 'insert', 'delete', 'truncate', 'duplicate'), at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }) });
+
+function mutate(original: Buffer, mutations: readonly Mutation[]): Buffer {
+  let b = Buffer.from(original);
+  for (const m of mutations) {
+    if (b.length === 0) break;
+    const at = m.at % b.length;
+    if (m.kind === 'flip') b[at]! ^= 1 << (m.byte % 8);
+    else if (m.kind === 'set') b[at] = m.byte;
+    else if (m.kind === 'insert') b = Buffer.concat([b.subarray(0, at), Buffer.from([m.byte]), b.subarray(at)]);
+    else if (m.kind === 'delete') b = Buffer.concat([b.subarray(0, at), b.subarray(at + 1)]);
+    else if (m.kind === 'truncate') b = b.subarray(0, at);
+    else b = Buffer.concat([b.subarray(0, at), b.subarray(at, at + 1 + (m.byte % 8)), b.subarray(at)]);
+  }
+  return b;
+}
+
+const enc = <N extends MessageName>(name: N, id: number, body: Body<N>): Buffer => encodeFrame(name, id, body);
+
+t.test('live daemons answer random and mutated bytes only with our own errors, and healthy clients carry on', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  const seeder = await fleet.startPeer('seeder');
+  const healthy = await fleet.startPeer('healthy');
+  const orig = path.join(fleet.dir, 'seed.bin');
+  Fleet.randomFile(orig, 2);
+  fs.copyFileSync(orig, path.join(seeder.shareDir, 'seed.bin'));
+  await Fleet.held(healthy, 'seed.bin', 1);
+  const seedId = Buffer.from((await healthy.call('search', { text: 'seed.bin' }))[0]!.id, 'hex');
+  const steady = await Raw.connect(fleet.trackerAddress);
+  t.teardown(() => steady.socket.destroy());
+  await steady.handshake(generateKeyPair().keys);
+  // The steady client keeps its lease the way a peer daemon does: a PING every second.
+  const keepAlive = setInterval(() => void steady.ping().catch(() => undefined), 1000);
+  t.teardown(() => clearInterval(keepAlive));
+  const baselineSessions = fleet.tracker.sessionCount;
+
+  const stillHealthy = async (): Promise<boolean> =>
+    (await healthy.call('search', { text: 'seed.bin' })).length === 1 && (await steady.ping()) && (await seeder.call('status', {})).tracker.state === 'connected';
+
+  const tracker = fleet.trackerAddress;
+  const chunkServer = seeder.daemon.chunkServer.address!;
+  const control = seeder.daemon.socketPath;
+  const targets: Array<[string, Address | string]> = [
+    ['tracker', tracker],
+    ['chunk server', chunkServer],
+    ['control socket', control],
+  ];
+  const seen = new Map<string, Set<string>>();
+  const note = (what: string, o: Outcome): void => {
+    const s = seen.get(what) ?? new Set<string>();
+    for (const c of codesOf(o)) s.add(c);
+    seen.set(what, s);
+  };
+  /** One probe: connect, optionally authenticate, send, finish; throws (fails the property) on a bad outcome. */
+  const probe = async (what: string, target: Address | string, data: Buffer[], auth = false): Promise<Outcome> => {
+    const raw = await Raw.connect(target);
+    if (auth) await raw.handshake(generateKeyPair().keys);
+    const o = await raw.finish(data);
+    const p = problem(o);
+    if (p) throw new Error(`${what}: ${p}; sent ${Buffer.concat(data).toString('hex').slice(0, 400)}`);
+    note(what, o);
+    return o;
+  };
+
+  await t.test('random bytes, cut into random pieces', async (t) => {
+    for (const [what, target] of targets) {
+      await fc.assert(fc.asyncProperty(bytes(400), fc.array(fc.nat(), { maxLength: 6 }), async (b, cuts) => void (await probe(what, target, pieces(b, cuts)))), { numRuns: RUNS });
+      t.ok(await stillHealthy(), `${what}: ${RUNS} random byte strings; healthy clients still work`);
+    }
+  });
+
+  await t.test('a header with a wrong version or an unknown type is named as such', async (t) => {
+    const badHeader = fc.oneof(
+      fc.tuple(fc.integer({ min: 0, max: 255 }).filter((v) => v !== 1), bytes(40)).map(([v, rest]) => ({ code: 'P2P_BAD_VERSION', b: Buffer.concat([Buffer.from([v, 0x03]), Buffer.alloc(8), rest]) })),
+      fc.tuple(fc.integer({ min: 0, max: 255 }).filter((v) => messageByCode[v] === undefined), bytes(40)).map(([type, rest]) => ({ code: 'P2P_UNKNOWN_MESSAGE', b: Buffer.concat([Buffer.from([1, type]), Buffer.alloc(8), rest]) })),
+    );
+    for (const [what, target] of targets) {
+      await fc.assert(
+        fc.asyncProperty(badHeader, async ({ code, b }) => {
+          const o = await probe(what, target, [b]);
+          if (codesOf(o).at(-1) !== code) throw new Error(`${what}: expected ${code}, got ${codesOf(o).join(', ') || 'no ERROR'}`);
+        }),
+        { numRuns: RUNS / 2 },
+      );
+      t.pass(`${what}: every bad header got the ERROR that names it`);
+    }
+  });
+
+  await t.test('random bodies behind valid headers, before and after the handshake', async (t) => {
+    for (const [what, target] of targets) {
+      const auth = target !== control;
+      await fc.assert(fc.asyncProperty(fc.array(plausibleFrame, { minLength: 1, maxLength: 4 }), async (frames) => void (await probe(what, target, frames))), { numRuns: RUNS / 2 });
+      if (auth) await fc.assert(fc.asyncProperty(fc.array(plausibleFrame, { minLength: 1, maxLength: 4 }), async (frames) => void (await probe(`${what} (authenticated)`, target, frames, true))), { numRuns: RUNS / 2 });
+      t.ok(await stillHealthy(), `${what}: random bodies behind valid headers; healthy clients still work`);
+    }
+  });
+
+  await t.test('mutated valid conversations', async (t) => {
+    const key = generateKeyPair().keys;
+    const receipt = { publicKey: seeder.daemon.keys.publicKey, index: 0, hash: randomBytes(32), signature: randomBytes(64) };
+    // Before a handshake: strangers, admins with a wrong token, and clients that claim to be a tracker.
+    const preHandshake = Buffer.concat([
+      enc('HELLO', 1, { role: Role.peer, publicKey: key.publicKey, nonce: randomBytes(32), listenPort: 7, software: 'x' }),
+      enc('AUTH', 2, { signature: randomBytes(64) }),
+      enc('SEARCH', 3, { text: 'seed', limit: 5 }),
+    ]);
+    const asAdmin = Buffer.concat([
+      enc('HELLO', 1, { role: Role.admin, publicKey: Buffer.alloc(0), nonce: randomBytes(32), listenPort: 0, software: 'x' }),
+      enc('ADMIN_BLACKLIST_ADD', 2, { token: 'not-the-token', target: seeder.daemon.peerId, reason: 'fuzz' }),
+      enc('ADMIN_STATUS', 3, { token: 'not-the-token' }),
+    ]);
+    const asTracker = Buffer.concat([
+      enc('HELLO', 1, { role: Role.tracker, publicKey: Buffer.alloc(0), nonce: randomBytes(32), listenPort: 0, software: 'x' }),
+      enc('HEARTBEAT', 2, { rank: 0, term: 99, seq: 99, primary: true, stateful: true }),
+      enc('TAKE_COMMAND', 3, { rank: 0, term: 100, seq: 100 }),
+      enc('REPLICATE', 4, { term: 100, seq: 100, op: JSON.stringify({ op: 'blacklist-add', entry: { target: seeder.daemon.peerId, reason: 'forged', since: 0, addedBy: 'fuzz' } }) }),
+      enc('SEARCH', 5, { text: '', limit: 5 }),
+    ]);
+    // After a handshake: every peer request, with plausible arguments.
+    const asPeer = Buffer.concat([
+      enc('SEARCH', 10, { text: 'seed', limit: 10 }),
+      enc('LOOKUP', 11, { id: seedId }),
+      enc('REGISTER', 12, { files: [{ id: randomBytes(32), size: 10, name: 'fuzz.txt', complete: true }] }),
+      enc('BLACKLIST_CHECK', 13, { peerId: seeder.daemon.peerId, host: '127.0.0.1' }),
+      enc('REPORT', 14, { fileId: seedId, reason: 'fuzz', evidence: 1, manifest: randomBytes(40), receipts: [receipt] }),
+      enc('UNREGISTER', 15, { all: false, ids: [{ id: seedId }] }),
+      enc('CANCEL', 0, { requestId: 12 }),
+      enc('PING', 16, {}),
+    ]);
+    const toPeer = Buffer.concat([
+      enc('GET_MANIFEST', 10, { fileId: seedId }),
+      enc('GET_HAVE', 11, { fileId: seedId }),
+      enc('GET_CHUNK', 12, { fileId: seedId, index: 1 }),
+      enc('CANCEL', 0, { requestId: 12 }),
+      enc('GET_CHUNK', 13, { fileId: seedId, index: 2 }),
+    ]);
+    const toControl = Buffer.concat(
+      (['status', 'files', 'search', 'transfers', 'resolve', 'report', 'get', 'no-such-command'] as const).map((command, i) =>
+        enc('CONTROL', 20 + i, { command, args: JSON.stringify({ text: 'seed', key: 'no-such-file.bin', reason: 'fuzz', overwrite: false }) }),
+      ),
+    );
+    const cases: Array<[string, Address | string, Buffer, boolean]> = [
+      ['tracker (stranger)', tracker, preHandshake, false],
+      ['tracker (admin, wrong token)', tracker, asAdmin, false],
+      ['tracker (claims to be a tracker)', tracker, asTracker, false],
+      ['tracker (authenticated peer)', tracker, asPeer, true],
+      ['chunk server (authenticated peer)', chunkServer, toPeer, true],
+      ['control socket', control, toControl, false],
+    ];
+    for (const [what, target, stream, auth] of cases) {
+      await fc.assert(
+        fc.asyncProperty(fc.array(mutation, { minLength: 1, maxLength: 5 }), fc.array(fc.nat(), { maxLength: 4 }), async (ms, cuts) => void (await probe(what, target, pieces(mutate(stream, ms), cuts), auth))),
+        { numRuns: RUNS / 2 },
+      );
+      t.ok(await stillHealthy(), `${what}: mutated conversations; healthy clients still work`);
+    }
+    const adm = await AdminClient.connect(`${tracker.host}:${tracker.port}`, ADMIN_TOKEN);
+    t.same((await adm.blacklist()).entries, [], 'no fuzzed conversation managed to blacklist anyone');
+    adm.close();
+  });
+
+  const classes = [...seen.entries()].map(([what, codes]) => `${what}: ${[...codes].sort().join(' ')}`);
+  t.ok(seen.get('tracker')?.size, `the daemons did object, with our codes (${classes.join('; ')})`);
+  t.equal(await Fleet.until('fuzz sessions to be gone', () => (fleet.tracker.sessionCount === baselineSessions ? baselineSessions : undefined), 5000), baselineSessions, 'no fuzz session is left behind on the tracker');
+  const out = path.join(fleet.dir, 'after-fuzz.bin');
+  await healthy.call('get', { key: 'seed.bin', out, overwrite: false });
+  t.ok(fs.readFileSync(out).equals(fs.readFileSync(orig)), 'after all that, a real download from the fuzzed seeder is intact');
+});

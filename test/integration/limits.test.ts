@@ -1,0 +1,304 @@
+/**
+ * The hardened limits (issue 3), each seen the way a misbehaving client meets it: raw bytes to a live
+ * tracker, peer chunk server or control socket, and the ERROR frame (with its stable code) and closed
+ * connection that come back, while honest clients on the same daemons notice nothing.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import t from 'tap';
+import {
+  authPayload,
+  decodeBody,
+  encodeFrame,
+  Framer,
+  generateKeyPair,
+  Messages,
+  Role,
+  serverProofPayload,
+  signPayload,
+  verifyPayload,
+  type Address,
+  type Body,
+  type Frame,
+  type KeyPair,
+  type MessageName,
+} from '../../protocol/index.js';
+import { Fleet, type TestPeer } from '../helpers/fleet.js';
+
+type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
+
+/** A raw client: it writes whatever bytes it is given and decodes whatever frames come back. */
+class Raw {
+  readonly frames: Frame[] = [];
+  private readonly framer = new Framer(64 * 1024 * 1024);
+  private nextId = 1;
+  private constructor(readonly socket: net.Socket) {
+    socket.on('data', (chunk: Buffer) => this.framer.push(chunk, (f) => this.frames.push({ ...f, body: Buffer.from(f.body) })));
+    socket.on('error', () => undefined); // a reset is one of the outcomes we look at, not a crash
+  }
+
+  static async connect(t: Tap, target: Address | string): Promise<Raw> {
+    const socket = typeof target === 'string' ? net.connect(target) : net.connect(target.port, target.host);
+    t.teardown(() => socket.destroy());
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('error', reject);
+    });
+    return new Raw(socket);
+  }
+
+  get closed(): boolean {
+    return this.socket.closed;
+  }
+
+  send(bytes: Buffer): void {
+    this.socket.write(bytes);
+  }
+
+  /** Sends a request frame and returns its request id. */
+  request<N extends MessageName>(name: N, body: Body<N>): number {
+    const id = this.nextId++;
+    this.send(encodeFrame(name, id, body));
+    return id;
+  }
+
+  /** Waits for the answer to request `id`: the message's name, and the code if it is an ERROR. */
+  async answer(id: number, ms = 3000): Promise<{ name: MessageName; code?: string; body: Buffer }> {
+    const f = await Fleet.until(`an answer to request ${id}`, () => this.frames.find((x) => x.requestId === id) ?? (this.closed ? null : undefined), ms);
+    if (!f) throw new Error(`the connection closed without answering request ${id} (last words: ${this.lastWords.join(', ') || 'none'})`);
+    return f.name === 'ERROR' ? { name: f.name, code: decodeBody('ERROR', f.body).code, body: f.body } : { name: f.name, body: f.body };
+  }
+
+  /** The codes of every ERROR frame received so far with request id 0 (a server's last word). */
+  get lastWords(): string[] {
+    return this.frames.filter((f) => f.name === 'ERROR' && f.requestId === 0).map((f) => decodeBody('ERROR', f.body).code);
+  }
+
+  /** Waits until the server has closed the connection; returns its last words. */
+  async closedBy(ms = 3000): Promise<string[]> {
+    await Fleet.until('the server to close the connection', () => (this.closed ? true : undefined), ms);
+    return this.lastWords;
+  }
+
+  /** The peer handshake over raw frames; with `serverKey`, also checks the server's proof. */
+  async handshake(keys: KeyPair, serverKey?: Buffer): Promise<void> {
+    const nonce = randomBytes(32);
+    const hello = await this.answer(this.request('HELLO', { role: Role.peer, publicKey: keys.publicKey, nonce, listenPort: 0, software: 'limits-test' }));
+    if (hello.name !== 'CHALLENGE') throw new Error(`HELLO answered with ${hello.name} ${hello.code ?? ''}`);
+    const challenge = decodeBody('CHALLENGE', hello.body);
+    if (serverKey && !verifyPayload(serverKey, serverProofPayload(nonce), challenge.signature)) throw new Error('server proof failed');
+    const auth = await this.answer(this.request('AUTH', { signature: signPayload(keys, authPayload(challenge.nonce)) }));
+    if (auth.name !== 'WELCOME') throw new Error(`AUTH answered with ${auth.name} ${auth.code ?? ''}`);
+  }
+
+  /** A PING that must come back as PONG (the connection is alive and served). */
+  async ping(): Promise<boolean> {
+    return (await this.answer(this.request('PING', {}))).name === 'PONG';
+  }
+}
+
+const newKeys = (): KeyPair => generateKeyPair().keys;
+
+/** A frame header that announces `bodyBytes` of body, and `sent` of those bytes. */
+function partialFrame(name: MessageName, bodyBytes: number, sent: number): Buffer {
+  const head = Buffer.alloc(10);
+  head[0] = 1;
+  head[1] = Messages[name].code;
+  head.writeUInt32BE(77, 2);
+  head.writeUInt32BE(bodyBytes, 6);
+  return Buffer.concat([head, Buffer.alloc(sent, 0x41)]);
+}
+
+const file = (name: string, n = 0): Body<'REGISTER'>['files'][number] => ({ id: randomBytes(32), size: 1000 + n, name, complete: true });
+
+/** A healthy peer with a shared file, and a check that it can still find it. */
+async function healthy(fleet: Fleet, name = 'healthy'): Promise<{ peer: TestPeer; works: () => Promise<boolean> }> {
+  const peer = await fleet.startPeer(name);
+  fs.writeFileSync(path.join(peer.shareDir, `${name}.txt`), name);
+  await Fleet.held(peer, `${name}.txt`, 1);
+  return {
+    peer,
+    works: async () => (await peer.call('search', { text: `${name}.txt` })).length === 1 && (await peer.call('status', {})).tracker.state === 'connected',
+  };
+}
+
+t.test('handshake deadline: a client that never finishes the handshake is told and closed', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker({ handshakeTimeoutMs: 300 });
+  const silent = await Raw.connect(t, fleet.trackerAddress);
+  const halfway = await Raw.connect(t, fleet.trackerAddress);
+  const hello = await halfway.answer(halfway.request('HELLO', { role: Role.peer, publicKey: newKeys().publicKey, nonce: randomBytes(32), listenPort: 0, software: 'x' }));
+  t.equal(hello.name, 'CHALLENGE', 'the half-way client got its challenge');
+  t.same(await silent.closedBy(), ['P2P_HANDSHAKE_TIMEOUT'], 'a socket that sends nothing gets P2P_HANDSHAKE_TIMEOUT and is closed');
+  t.same(await halfway.closedBy(), ['P2P_HANDSHAKE_TIMEOUT'], 'so does one that says HELLO and never AUTH');
+  const honest = await Raw.connect(t, fleet.trackerAddress);
+  await honest.handshake(newKeys());
+  t.ok(await honest.ping(), 'a client that completes the handshake in time is served');
+});
+
+t.test('read deadline: half a frame, or a frame dribbled byte by byte, is cut off (tracker and peer)', async (t) => {
+  const fleet = new Fleet(t);
+  // A long handshake deadline, so that only the read deadline (5 s) can fire on the tracker.
+  await fleet.startTracker({ handshakeTimeoutMs: 60_000 });
+  const { peer, works } = await healthy(fleet);
+
+  const half = await Raw.connect(t, fleet.trackerAddress);
+  await half.handshake(newKeys());
+  half.send(partialFrame('SEARCH', 100, 40));
+
+  const dribbler = await Raw.connect(t, fleet.trackerAddress);
+  await dribbler.handshake(newKeys());
+  const slow = partialFrame('SEARCH', 2000, 2000);
+  let at = 0;
+  const drip = setInterval(() => {
+    if (!dribbler.closed && at < slow.length) dribbler.send(slow.subarray(at, ++at));
+  }, 250);
+  t.teardown(() => clearInterval(drip));
+
+  const atPeer = await Raw.connect(t, peer.daemon.chunkServer.address!);
+  await atPeer.handshake(newKeys(), peer.daemon.keys.publicKey);
+  atPeer.send(partialFrame('GET_CHUNK', 36, 10));
+  // The chunk server's handshake deadline (2 s, not settable through PeerDaemon) in the same wait.
+  const noHandshakeAtPeer = await Raw.connect(t, peer.daemon.chunkServer.address!);
+
+  const started = Date.now();
+  t.same(await noHandshakeAtPeer.closedBy(4000), ['P2P_HANDSHAKE_TIMEOUT'], 'the chunk server closes a socket that never says HELLO');
+  t.ok(await works(), 'the healthy peer works while the attackers hang on');
+  t.same(await half.closedBy(8000), ['P2P_READ_TIMEOUT'], 'half a frame then silence: P2P_READ_TIMEOUT from the tracker, connection closed');
+  t.same(await dribbler.closedBy(3000), ['P2P_READ_TIMEOUT'], 'a frame dribbled a byte at a time is cut off just the same');
+  t.ok(at < slow.length, 'before the dribbler could finish its frame');
+  t.same(await atPeer.closedBy(3000), ['P2P_READ_TIMEOUT'], 'the chunk server applies the read deadline too');
+  t.ok(Date.now() - started < 9000, 'within the documented deadline');
+  t.ok(await works(), 'and the healthy peer never noticed');
+});
+
+t.test('idle timeout (the lease): a silent session is closed and its files leave the index', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker({ leaseMs: 1000, handshakeTimeoutMs: 60_000 });
+  const { peer, works } = await healthy(fleet);
+  const idle = await Raw.connect(t, fleet.trackerAddress);
+  await idle.handshake(newKeys());
+  t.equal((await idle.answer(idle.request('REGISTER', { files: [file('idle.txt')] }))).name, 'OK');
+  t.equal((await peer.call('search', { text: 'idle.txt' })).length, 1, 'the idle client registered a file');
+  t.same(await idle.closedBy(5000), ['P2P_IDLE_TIMEOUT'], 'after the lease without a word: P2P_IDLE_TIMEOUT and closed');
+  t.same(await peer.call('search', { text: 'idle.txt' }), [], "the silent peer's file left the index");
+  t.ok(await works(), 'the healthy peer, which keeps its lease with heartbeats, stays connected and listed');
+});
+
+t.test('connections per IP address and in total', async (t) => {
+  t.test('per IP', async (t) => {
+    const fleet = new Fleet(t);
+    await fleet.startTracker({ maxConnectionsPerIp: 2 });
+    const a = await Raw.connect(t, fleet.trackerAddress);
+    const b = await Raw.connect(t, fleet.trackerAddress);
+    const c = await Raw.connect(t, fleet.trackerAddress);
+    t.same(await c.closedBy(), ['P2P_TOO_MANY_CONNECTIONS'], 'the third connection from one address gets P2P_TOO_MANY_CONNECTIONS and is closed');
+    t.ok((await a.ping()) && (await b.ping()), 'the first two are still served');
+    a.socket.destroy();
+    const d = await Fleet.until('a slot to free up', async () => {
+      const r = await Raw.connect(t, fleet.trackerAddress);
+      if (await r.ping().catch(() => false)) return r;
+      r.socket.destroy();
+      return undefined;
+    });
+    t.ok(await d.ping(), 'closing one frees its slot');
+  });
+
+  t.test('in total', async (t) => {
+    const fleet = new Fleet(t);
+    await fleet.startTracker({ maxConnections: 2 });
+    const a = await Raw.connect(t, fleet.trackerAddress);
+    await Raw.connect(t, fleet.trackerAddress);
+    const c = await Raw.connect(t, fleet.trackerAddress);
+    t.same(await c.closedBy(), ['P2P_TOO_MANY_CONNECTIONS'], 'the connection over the total gets P2P_TOO_MANY_CONNECTIONS');
+    t.ok(await a.ping(), 'the others are still served');
+  });
+});
+
+t.test('requests in flight per connection', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker({ maxInFlight: 2 });
+  const greedy = await Raw.connect(t, fleet.trackerAddress);
+  const other = await Raw.connect(t, fleet.trackerAddress);
+  // Ten requests in one write: the tracker reads them all before it can answer any.
+  greedy.send(Buffer.concat(Array.from({ length: 10 }, (_, i) => encodeFrame('PING', 100 + i, {}))));
+  const answers = await Promise.all(Array.from({ length: 10 }, (_, i) => greedy.answer(100 + i)));
+  const refused = answers.filter((a) => a.name === 'ERROR');
+  t.ok(refused.length >= 1, `requests over the limit are refused (${refused.length} of 10)`);
+  t.ok(answers.length - refused.length >= 1, 'those within it are answered');
+  t.ok(refused.every((a) => a.code === 'P2P_TOO_MANY_REQUESTS'), 'with P2P_TOO_MANY_REQUESTS');
+  t.ok(await greedy.ping(), 'the connection stays open and serves requests again once they finish');
+  t.ok(await other.ping(), 'other connections are not affected');
+});
+
+t.test('files per registration and file names', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker({ maxFilesPerRegister: 3 });
+  const { peer, works } = await healthy(fleet);
+  const raw = await Raw.connect(t, fleet.trackerAddress);
+  await raw.handshake(newKeys());
+  const register = async (...files: Body<'REGISTER'>['files']): Promise<string> => {
+    const a = await raw.answer(raw.request('REGISTER', { files }));
+    return a.code ?? a.name;
+  };
+  const listed = async (text: string): Promise<number> => (await peer.call('search', { text })).length;
+
+  t.equal(await register(file('many-1'), file('many-2'), file('many-3'), file('many-4')), 'P2P_TOO_MANY_FILES', 'four files in one registration: P2P_TOO_MANY_FILES');
+  t.equal(await listed('many-'), 0, 'none of them is listed');
+  t.equal(await register(file('three-1'), file('three-2'), file('three-3')), 'OK', 'three files are accepted');
+  t.equal(await listed('three-'), 3, 'and listed');
+
+  const bad: Array<[string, string]> = [
+    ['a/b', 'a slash'],
+    ['a\\b', 'a backslash'],
+    ['..', "'..'"],
+    ['x..y', "'..' inside"],
+    ['x\u0000y', 'a NUL'],
+    ['x\ny', 'a newline'],
+    ['x\u007fy', 'DEL'],
+    ['', 'an empty name'],
+    ['a'.repeat(300), '300 bytes'],
+    ['é'.repeat(128), '256 bytes of UTF-8 in 128 characters'],
+  ];
+  for (const [name, what] of bad) t.equal(await register(file(name)), 'P2P_BAD_NAME', `a name with ${what} is refused with P2P_BAD_NAME`);
+  t.equal(await register(file('fine-with-bad'), file('../escape')), 'P2P_BAD_NAME', 'one bad name refuses the whole registration');
+  t.equal(await listed('fine-with-bad'), 0, 'so its good companion is not listed either');
+  t.equal(await register(file('a'.repeat(255))), 'OK', 'a 255-byte name is accepted');
+  t.ok(await raw.ping(), 'the client that sent bad names is still connected (bad input, not bad framing)');
+  t.ok(await works(), 'and the healthy peer carries on');
+});
+
+t.test('a frame over the size limit is refused from its header and the connection closed; others carry on', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  const { peer, works } = await healthy(fleet);
+  const targets: Array<[string, Address | string, number]> = [
+    ['the tracker', fleet.trackerAddress, 8 * 1024 * 1024],
+    ['a chunk server', peer.daemon.chunkServer.address!, 64 * 1024],
+    ['the control socket', peer.daemon.socketPath, 1024 * 1024],
+  ];
+  for (const [what, target, max] of targets) {
+    const raw = await Raw.connect(t, target);
+    // Only the header: the refusal must not wait for (or buffer) the body.
+    raw.send(partialFrame('PING', max + 1, 0));
+    t.same(await raw.closedBy(), ['P2P_FRAME_TOO_LARGE'], `${what}: a header announcing ${max + 1} bytes gets P2P_FRAME_TOO_LARGE and is closed`);
+    // A frame of exactly the limit passes the size check and reaches the decoder (a PING has no body,
+    // so the decoder is the one to object).
+    const fits = await Raw.connect(t, target);
+    fits.send(partialFrame('PING', max, max));
+    t.equal((await fits.answer(77, 5000)).code, 'P2P_MALFORMED', `${what}: a frame of exactly ${max} bytes is read in full and judged by its content`);
+    t.ok(await works(), 'the healthy peer keeps working');
+  }
+});
+
+t.test('the identity key, data folder and control socket are private', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  const p = await fleet.startPeer('p');
+  const mode = (f: string): number => fs.statSync(f).mode & 0o777;
+  t.equal(mode(path.join(p.dataDir, 'identity.key')).toString(8), '600', 'identity.key is 0600');
+  t.equal(mode(p.dataDir).toString(8), '700', 'the data folder is 0700');
+  t.equal(mode(p.daemon.socketPath).toString(8), '600', 'the control socket is 0600');
+});
