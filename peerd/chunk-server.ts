@@ -37,6 +37,8 @@ export interface ChunkServerOptions {
   /** Chunk buffers in the pool: the most chunks being read or sent at once. */
   poolSize?: number;
   handshakeTimeoutMs?: number;
+  /** A request frame must arrive whole within this. */
+  readTimeoutMs?: number;
   maxConnections?: number;
   maxConnectionsPerIp?: number;
   /** For the partial files of downloads under way (swarming). */
@@ -125,7 +127,7 @@ export class ChunkServer {
   }
 
   private onSocket(socket: net.Socket): void {
-    const conn = new Connection(socket, { logger: this.log, maxInFlight: 64, readTimeoutMs: 5000, idleTimeoutMs: 120_000, maxBodyBytes: 64 * 1024 });
+    const conn = new Connection(socket, { logger: this.log, maxInFlight: 64, readTimeoutMs: this.opts.readTimeoutMs ?? 5000, idleTimeoutMs: 120_000, maxBodyBytes: 64 * 1024 });
     const ip = conn.remoteAddress;
     const fromIp = this.perIp.get(ip) ?? 0;
     if (this.conns.size >= (this.opts.maxConnections ?? 1024) || fromIp >= (this.opts.maxConnectionsPerIp ?? 128)) {

@@ -21,6 +21,10 @@ const argv = yargs(hideBin(process.argv))
   .option('max-upload-rate', { type: 'string', default: '0', describe: 'upload limit in bytes/s (10M, 500k; 100mbit); 0 = unlimited' })
   .option('max-download-rate', { type: 'string', default: '0', describe: 'download limit in bytes/s (10M, 500k; 100mbit); 0 = unlimited' })
   .option('strategy', { type: 'string', default: 'adaptive', choices: ['adaptive', 'original'], describe: "peer choice: keep measuring and adapt, or the original design's fixed rule" })
+  .option('max-connections', { type: 'number', default: 1024, describe: 'connections from other peers, in total' })
+  .option('max-connections-per-ip', { type: 'number', default: 128, describe: 'connections from one address' })
+  .option('handshake-timeout-ms', { type: 'number', default: 2000, describe: 'a connecting peer must prove its key within this' })
+  .option('read-timeout-ms', { type: 'number', default: 5000, describe: 'a request frame must arrive whole within this' })
   .option('log-level', { type: 'string', default: 'info', choices: LOG_LEVELS })
   .strict()
   .version(packageVersion())
@@ -32,6 +36,7 @@ const log = stderrLogger(argv['log-level'], PROGRAM);
 let daemon: PeerDaemon;
 try {
   if (!Number.isInteger(argv['max-uploads']) || argv['max-uploads'] < 1) usageError(PROGRAM, '--max-uploads must be a positive integer');
+  const positive = (flag: string, v: number): number => (Number.isInteger(v) && v > 0 ? v : usageError(PROGRAM, `--${flag} must be a positive integer`));
   const rate = (flag: string, v: string): number => {
     try {
       return parseRate(v);
@@ -47,6 +52,10 @@ try {
     advertise: argv.advertise ? parseAddress(argv.advertise) : undefined,
     socketPath: argv.socket,
     maxUploads: argv['max-uploads'],
+    maxConnections: positive('max-connections', argv['max-connections']),
+    maxConnectionsPerIp: positive('max-connections-per-ip', argv['max-connections-per-ip']),
+    handshakeTimeoutMs: positive('handshake-timeout-ms', argv['handshake-timeout-ms']),
+    readTimeoutMs: positive('read-timeout-ms', argv['read-timeout-ms']),
     maxUploadRate: rate('max-upload-rate', argv['max-upload-rate']),
     maxDownloadRate: rate('max-download-rate', argv['max-download-rate']),
     strategy: argv.strategy as 'adaptive' | 'original',

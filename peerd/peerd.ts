@@ -37,6 +37,11 @@ export interface PeerDaemonOptions {
   logger?: Logger;
   /** Chunks read or sent at once (each holds a 1 MiB buffer): the cap on concurrent uploads. */
   maxUploads?: number;
+  /** Limits on the chunk server (defaults: 2000 ms, 5000 ms, 1024, 128). */
+  handshakeTimeoutMs?: number;
+  readTimeoutMs?: number;
+  maxConnections?: number;
+  maxConnectionsPerIp?: number;
   /** Bytes per second, 0 or absent for unlimited. */
   maxUploadRate?: number;
   maxDownloadRate?: number;
@@ -97,6 +102,10 @@ export class PeerDaemon {
       blacklist: this.blacklist,
       logger: this.log,
       poolSize: opts.maxUploads ?? 8,
+      handshakeTimeoutMs: opts.handshakeTimeoutMs,
+      readTimeoutMs: opts.readTimeoutMs,
+      maxConnections: opts.maxConnections,
+      maxConnectionsPerIp: opts.maxConnectionsPerIp,
       uploadBucket: opts.maxUploadRate ? new TokenBucket(opts.maxUploadRate) : undefined,
       uploadMeter: this.uploadMeter,
       corruptChunks: opts.corruptChunks ?? false,
