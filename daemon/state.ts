@@ -30,7 +30,17 @@ export type Op =
   | { op: 'blacklist-add'; entry: BlacklistEntry }
   | { op: 'blacklist-rm'; target: string; by: string; time: number }
   | { op: 'report'; report: ReportRecord }
-  | { op: 'report-status'; id: string; status: string; by: string; time: number };
+  | { op: 'report-status'; id: string; status: string; by: string; time: number }
+  /**
+   * A new main's first write in its term. It moves seq on by two, so every write of the new term has a
+   * higher seq than any write the previous main applied but never got acknowledged (see cluster.ts).
+   */
+  | { op: 'term'; term: number };
+
+/** Ops whose effect is durable (the rest is soft state that peers re-announce). */
+export function isDurableOp(op: Op): boolean {
+  return op.op === 'blacklist-add' || op.op === 'blacklist-rm' || op.op === 'report' || op.op === 'report-status';
+}
 
 interface FileRecord {
   id: string;
@@ -94,20 +104,23 @@ export class TrackerState {
   private readonly banned = new Map<string, BlacklistEntry>();
   term = 0;
   seq = 0;
+  private hasState: boolean;
 
   constructor(readonly store: Store) {
     this.term = Number(store.getMeta('term') ?? 0);
     this.seq = Number(store.getMeta('seq') ?? 0);
+    this.hasState = store.getMeta('stateful') === '1';
     for (const e of store.blacklist()) this.banned.set(e.target, e);
   }
 
   /** True when this tracker has ever held replicated state (a fresh --data has none). */
   get stateful(): boolean {
-    return this.store.getMeta('stateful') === '1';
+    return this.hasState;
   }
 
   markStateful(): void {
-    if (!this.stateful) this.store.setMeta('stateful', '1');
+    if (!this.hasState) this.store.setMeta('stateful', '1');
+    this.hasState = true;
   }
 
   /** Records a new term durably before the caller acts in it. */
@@ -129,6 +142,14 @@ export class TrackerState {
         this.unregister(op.peerId, 'all');
         this.peers.delete(op.peerId);
         break;
+      case 'term':
+        this.store.transaction(() => {
+          this.store.setMeta('seq', String(seq));
+          this.store.setMeta('stateful', '1');
+        });
+        this.seq = seq;
+        this.hasState = true;
+        return;
       case 'blacklist-add':
       case 'blacklist-rm':
       case 'report':
@@ -139,6 +160,7 @@ export class TrackerState {
           this.store.setMeta('stateful', '1');
         });
         this.seq = seq;
+        this.hasState = true;
         return;
     }
     this.seq = seq;
@@ -280,6 +302,11 @@ export class TrackerState {
   }
 
   snapshot(): Snapshot {
+    return { ...this.replicated(), audit: this.store.audit(100_000) };
+  }
+
+  /** Everything replicated but the audit log (which is informational, and not compared). */
+  private replicated(): Omit<Snapshot, 'audit'> {
     return {
       term: this.term,
       seq: this.seq,
@@ -292,7 +319,6 @@ export class TrackerState {
       })),
       blacklist: this.store.blacklist(),
       reports: this.store.reports(),
-      audit: this.store.audit(100_000),
     };
   }
 
@@ -310,12 +336,13 @@ export class TrackerState {
     for (const e of s.blacklist) this.banned.set(e.target, e);
     for (const { peer, files } of s.peers) this.register(peer, files);
     this.seq = s.seq;
+    this.hasState = true;
     if (s.term > this.term) this.term = s.term;
   }
 
   /** A digest of everything replicated, to compare trackers (tests, admin status). */
   stateHash(): string {
-    const s = this.snapshot();
+    const s = this.replicated();
     const h = createHash('sha256');
     h.update(JSON.stringify(s.blacklist));
     h.update(JSON.stringify(s.reports));

@@ -1,6 +1,7 @@
 /**
  * The tracker's durable state in SQLite (WAL, synchronous=FULL: a write is on disk before it is
- * acknowledged): the blacklist, reports, the audit log, and the replication position (term, seq).
+ * acknowledged): the blacklist, reports, the audit log, the replication position (term, seq), and the
+ * merge journal (writes a main acknowledged while no other tracker held them; see daemon/cluster.ts).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -31,6 +32,14 @@ export interface AuditRecord {
   detail: string;
 }
 
+/** A write this tracker acknowledged alone, kept until another tracker holds it too. */
+export interface JournalEntry {
+  id: number;
+  term: number;
+  seq: number;
+  op: string; // JSON, as replicated
+}
+
 export class Store {
   readonly db: Database.Database;
 
@@ -49,6 +58,8 @@ export class Store {
       CREATE TABLE IF NOT EXISTS audit (
         id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, actor TEXT NOT NULL,
         action TEXT NOT NULL, detail TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS merge_journal (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, term INTEGER NOT NULL, seq INTEGER NOT NULL, op TEXT NOT NULL);
     `);
   }
 
@@ -101,6 +112,10 @@ export class Store {
       .run({ ...r, targets: JSON.stringify(r.targets) });
   }
 
+  hasReport(id: string): boolean {
+    return this.db.prepare('SELECT 1 FROM reports WHERE id = ?').get(id) !== undefined;
+  }
+
   setReportStatus(id: string, status: string): void {
     this.db.prepare('UPDATE reports SET status = ? WHERE id = ?').run(status, id);
   }
@@ -123,6 +138,23 @@ export class Store {
       for (const r of reports) this.addReport(r);
       for (const a of [...audit].reverse()) this.addAudit(a);
     });
+  }
+
+  addJournal(term: number, seq: number, op: string): void {
+    this.db.prepare('INSERT INTO merge_journal (term, seq, op) VALUES (?, ?, ?)').run(term, seq, op);
+  }
+
+  journal(): JournalEntry[] {
+    return this.db.prepare('SELECT id, term, seq, op FROM merge_journal ORDER BY id').all() as JournalEntry[];
+  }
+
+  hasJournal(): boolean {
+    return this.db.prepare('SELECT 1 FROM merge_journal LIMIT 1').get() !== undefined;
+  }
+
+  /** Forgets journal entries up to and including `id` (all of them without it). */
+  clearJournal(id = Number.MAX_SAFE_INTEGER): void {
+    this.db.prepare('DELETE FROM merge_journal WHERE id <= ?').run(id);
   }
 
   close(): void {

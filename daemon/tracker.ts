@@ -120,8 +120,10 @@ export class Tracker extends EventEmitter {
       state: this.state,
       heartbeatMs: this.opts.heartbeatMs,
       failoverMs: this.opts.failoverMs,
+      leaseMs: this.opts.leaseMs,
       logger: this.log,
       clock: this.clock,
+      isPeerConnected: (peerId) => this.peerSessions.has(peerId),
       onApplied: (op) => this.afterApply(op),
       onRoleChange: () => this.announcePrimary(),
     });

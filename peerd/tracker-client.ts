@@ -1,7 +1,9 @@
 /**
  * The peer's session with the tracker cluster. It keeps the ordered tracker list, uses the acting main,
- * fails over to the next tracker within about a second when the one in use fails, re-announces every
- * shared file on each (re)connection, and moves to a new main when told of one.
+ * fails over to the next tracker within about a second when the one in use fails or stops answering,
+ * re-announces every shared file on each (re)connection, and moves to a new main when told of one.
+ * While no main answers it stays with a backup: reads (search, lookup, blacklist checks) work there,
+ * and writes are retried until a main takes them or the retry budget runs out.
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
@@ -9,6 +11,7 @@ import {
   dial,
   formatAddress,
   P2PError,
+  parseAddress,
   RemoteError,
   toP2PError,
   type Address,
@@ -32,7 +35,12 @@ export interface TrackerClientOptions {
   connectTimeoutMs?: number;
   /** How long a request waits for a tracker session before it fails. */
   waitMs?: number;
+  /** How long a request keeps retrying across failovers and takeovers (default 6000 ms). */
+  retryMs?: number;
 }
+
+/** Errors after which the same request may succeed on another session or a moment later. */
+const RETRIABLE = new Set(['P2P_CONNECTION_CLOSED', 'P2P_TIMEOUT', 'P2P_NOT_PRIMARY', 'P2P_SHUTTING_DOWN', 'P2P_STALE_TERM', 'P2P_REPLICATION_FAILED', 'P2P_CONNECT_FAILED']);
 
 const REGISTER_BATCH = 5000;
 
@@ -117,29 +125,44 @@ export class TrackerClient extends EventEmitter {
     }
   }
 
-  private async tryConnect(addr: Address): Promise<boolean> {
-    const label = formatAddress(addr.host, addr.port);
-    let conn: Connection | undefined;
+  /** Dials and handshakes one tracker. */
+  private async open(addr: Address): Promise<{ conn: Connection; welcome: Body<'WELCOME'> }> {
+    const conn = await dial(addr, { connectTimeoutMs: this.opts.connectTimeoutMs ?? 1000, requestTimeoutMs: 5000, logger: this.opts.logger, maxBodyBytes: 64 * 1024 * 1024 });
     try {
-      conn = await dial(addr, { connectTimeoutMs: this.opts.connectTimeoutMs ?? 1000, requestTimeoutMs: 5000, logger: this.opts.logger, maxBodyBytes: 64 * 1024 * 1024 });
-      const welcome = await clientHandshake(conn, this.opts.keys, this.opts.advertisePort(), undefined, 2000);
+      return { conn, welcome: await clientHandshake(conn, this.opts.keys, this.opts.advertisePort(), undefined, 2000) };
+    } catch (err) {
+      conn.destroy();
+      throw err;
+    }
+  }
+
+  private async tryConnect(addr: Address): Promise<boolean> {
+    let label = formatAddress(addr.host, addr.port);
+    try {
+      let { conn, welcome } = await this.open(addr);
+      // A backup names the main: go there if it answers as main; otherwise stay (reads work on a backup).
+      if (welcome.role !== 'primary' && welcome.primary && welcome.primary !== label && this.known(welcome.primary)) {
+        this.preferred = welcome.primary;
+        const main = await this.open(parseAddress(welcome.primary)).catch(() => undefined);
+        if (main && main.welcome.role === 'primary') {
+          conn.close();
+          ({ conn, welcome } = main);
+          label = this.preferred;
+        } else {
+          main?.conn.close();
+        }
+      }
       this.role = welcome.role;
       this.term = welcome.term;
       this.observedHost = welcome.observedHost;
-      // A backup knows the main: go there (if it is one of ours), but keep this one if the main is unknown.
-      if (welcome.role !== 'primary' && welcome.primary && welcome.primary !== label && this.known(welcome.primary) && this.preferred !== welcome.primary) {
-        this.preferred = welcome.primary;
-        conn.close();
-        return false;
-      }
       this.attach(conn, label, welcome.leaseMs);
-      await this.registerAll().catch((err: unknown) => {
+      // Not awaited: the session is usable at once, and a backup takes the announcement only once it is main.
+      this.registerAll().catch((err: unknown) => {
         this.opts.logger.warn({ err: (err as Error).message, tracker: label }, 'could not announce files yet');
       });
       return true;
     } catch (err) {
       const e = toP2PError(err);
-      conn?.destroy();
       if (e.code === 'P2P_BLACKLISTED') {
         this.blacklistReason = e.message;
         this.current = label;
@@ -147,7 +170,7 @@ export class TrackerClient extends EventEmitter {
         return false;
       }
       this.lastError = `tracker ${label}: ${e.message}`;
-      this.opts.logger.warn({ tracker: label, err: e.message }, 'tracker unreachable; trying the next one');
+      this.opts.logger.warn({ tracker: label, err: e.message }, `tracker ${label} unreachable (${e.message}); trying the next one`);
       return false;
     }
   }
@@ -176,10 +199,10 @@ export class TrackerClient extends EventEmitter {
       void this.loop();
     });
     clearInterval(this.pingTimer);
-    // Heartbeats: a third of the lease, and often enough to notice a dead tracker within about a second.
-    const every = Math.max(100, Math.min(Math.floor(leaseMs / 3), 500));
+    // Heartbeats: a third of the lease, and often enough that a hung tracker is left within about a second.
+    const every = Math.max(100, Math.min(Math.floor(leaseMs / 3), 300));
     this.pingTimer = setInterval(() => {
-      conn.request('PING', {}, 'PONG', { timeoutMs: Math.max(600, every * 2) }).catch(() => {
+      conn.request('PING', {}, 'PONG', { timeoutMs: 750 }).catch(() => {
         if (this.conn === conn) {
           this.opts.logger.warn({ tracker: label }, `tracker ${label} did not answer a heartbeat; trying the others`);
           conn.destroy();
@@ -196,13 +219,21 @@ export class TrackerClient extends EventEmitter {
       this.term = term;
       if (primary === this.current) {
         this.role = 'primary';
-        void this.registerAll().catch(() => undefined);
-      } else if (this.known(primary)) {
-        this.opts.logger.info({ primary, term }, 'told of a new main; moving to it');
         this.preferred = primary;
-        this.conn?.close();
+        void this.registerAll().catch((err: unknown) => {
+          this.opts.logger.warn({ err: (err as Error).message, tracker: primary }, 'could not announce files to the new main yet');
+        });
+      } else if (this.known(primary)) {
+        this.opts.logger.info({ primary, term, from: this.current }, `told of a new main ${primary}; moving to it`);
+        this.switchTo(primary);
       }
     }
+  }
+
+  /** Leaves the tracker in use for `address` (the loop reconnects, trying it first). */
+  private switchTo(address: string): void {
+    this.preferred = address;
+    this.conn?.close();
   }
 
   /** Announces every shared file (batched). */
@@ -240,11 +271,12 @@ export class TrackerClient extends EventEmitter {
   }
 
   /**
-   * A request to the tracker in use. If the session is lost (or the tracker is not the main) while it is
-   * under way, it is tried again on the next session, within the wait budget: every tracker request is
-   * idempotent.
+   * A request to the tracker in use. If the session is lost, the tracker is not (or no longer) the main,
+   * or a takeover is under way, it is tried again, on the next session where needed, for up to retryMs
+   * (or `attempts` tries): every tracker request is idempotent.
    */
-  async request<N extends MessageName, R extends MessageName>(name: N, body: Body<N>, expect: R, attempts = 3): Promise<Body<R>> {
+  async request<N extends MessageName, R extends MessageName>(name: N, body: Body<N>, expect: R, attempts = Infinity): Promise<Body<R>> {
+    const deadline = Date.now() + (this.opts.retryMs ?? 6000);
     let lastErr: P2PError | undefined;
     for (let i = 0; i < attempts; i++) {
       const conn = await this.session();
@@ -258,11 +290,10 @@ export class TrackerClient extends EventEmitter {
           this.setState('blacklisted');
           throw e;
         }
-        const retriable = e.code === 'P2P_CONNECTION_CLOSED' || e.code === 'P2P_TIMEOUT' || e.code === 'P2P_NOT_PRIMARY' || e.code === 'P2P_SHUTTING_DOWN';
-        if (!retriable) throw e;
-        if (e.code === 'P2P_NOT_PRIMARY' || e.code === 'P2P_TIMEOUT') {
-          await new Promise((r) => setTimeout(r, 200).unref());
-        }
+        if (!RETRIABLE.has(e.code) || Date.now() >= deadline || i + 1 >= attempts) throw e;
+        // P2P_NOT_PRIMARY: a takeover is under way; the tracker in use tells us (TRACKER_CHANGED) where
+        // the main is once there is one, and we move then.
+        if (e.code !== 'P2P_CONNECTION_CLOSED') await new Promise((r) => setTimeout(r, Math.min(200, Math.max(0, deadline - Date.now()))).unref());
       }
     }
     throw lastErr ?? new P2PError('P2P_CONNECT_FAILED', 'tracker request failed');

@@ -85,7 +85,7 @@ export const Messages = {
   GET_MANIFEST: msg(0x40, 'request', { fileId: 'id32' }),
   MANIFEST: msg(0x41, 'response', { manifest: 'bytes' }),
   GET_CHUNK: msg(0x42, 'request', { fileId: 'id32', index: 'u32' }),
-  /** signature: Ed25519 by the server over the receipt (see protocol/receipt.ts); data: the chunk bytes. */
+  /** signature: Ed25519 by the server over the receipt (see receiptPayload in protocol/identity.ts); data: the chunk bytes. */
   CHUNK: msg(0x43, 'response', { fileId: 'id32', index: 'u32', hash: 'id32', signature: 'sig64', data: 'rest' }),
   GET_HAVE: msg(0x44, 'request', { fileId: 'id32' }),
   /** One bit per chunk, most significant bit of byte 0 first: which verified chunks the server holds. */
@@ -94,7 +94,8 @@ export const Messages = {
   // --- admin -> tracker (each carries the admin token) ---------------------------------------------
   ADMIN_STATUS: msg(0x50, 'request', { token: 'str' }),
   ADMIN_STATUS_RESULT: msg(0x51, 'response', {
-    trackers: { list: { address: 'str', role: 'str', term: 'u64', reachable: 'bool', seq: 'u64', behind: 'u64' } },
+    /** hash: the answering tracker's digest of its replicated state (its own row only; '' for the others). */
+    trackers: { list: { address: 'str', role: 'str', term: 'u64', reachable: 'bool', seq: 'u64', behind: 'u64', hash: 'str' } },
   }),
   ADMIN_BLACKLIST_LIST: msg(0x52, 'request', { token: 'str' }),
   ADMIN_BLACKLIST: msg(0x53, 'response', {
@@ -121,6 +122,11 @@ export const Messages = {
   VOTE: msg(0x66, 'response', { granted: 'bool', term: 'u64' }),
   /** A main taking command tells the others; they step down and follow it. */
   TAKE_COMMAND: msg(0x67, 'request', { rank: 'u8', term: 'u64', seq: 'u64' }),
+  /**
+   * A tracker that acknowledged writes while no other tracker held them (two trackers, split apart) hands
+   * them to the acting main after syncing from it; ops: a JSON list of ops. Answered with OK.
+   */
+  MERGE: msg(0x68, 'request', { rank: 'u8', term: 'u64', ops: 'text' }),
 
   // --- CLI -> peer daemon, over the control socket --------------------------------------------------
   CONTROL: msg(0x70, 'request', { command: 'str', args: 'text' }),
