@@ -80,6 +80,8 @@ export interface ClusterOptions {
   clock: Clock;
   onApplied: (op: Op) => void;
   onRoleChange: (from: TrackerRole, to: TrackerRole) => void;
+  /** Shared by every tracker of the cluster; links prove it both ways. */
+  clusterSecret?: string | undefined;
   /** Whether a peer has a session with this tracker (for the sweep after a takeover). */
   isPeerConnected?: (peerId: string) => boolean;
 }
@@ -209,6 +211,7 @@ export class Cluster {
           address,
           label: this.labels[rank]!,
           selfPort: bound.port,
+          clusterSecret: this.opts.clusterSecret,
           connectTimeoutMs: Math.max(200, Math.min(this.opts.failoverMs, 2000)),
           greeting: () => this.view(),
           onGreeted: (ack) => this.observe(member, ack),

@@ -16,6 +16,10 @@ const argv = yargs(hideBin(process.argv))
   .option('cluster', { type: 'string', describe: 'every tracker in rank order, this one included (default: --listen alone)' })
   .option('data', { type: 'string', demandOption: true, describe: 'durable state folder (created if missing)' })
   .option('admin-token-file', { type: 'string', describe: 'file holding the admin secret; without it admin commands are refused' })
+  .option('cluster-secret-file', { type: 'string', describe: 'secret the trackers of the cluster prove to each other (default: the admin token)' })
+  .option('handshake-timeout-ms', { type: 'number', default: DEFAULTS.handshakeTimeoutMs, describe: 'a connection must finish its handshake within this' })
+  .option('read-timeout-ms', { type: 'number', default: DEFAULTS.readTimeoutMs, describe: 'a frame must arrive whole within this' })
+  .option('max-in-flight', { type: 'number', default: DEFAULTS.maxInFlight, describe: 'requests in flight per connection' })
   .option('heartbeat-ms', { type: 'number', default: DEFAULTS.heartbeatMs, describe: 'heartbeat period between trackers' })
   .option('failover-ms', { type: 'number', default: DEFAULTS.failoverMs, describe: 'silence after which a backup acts' })
   .option('report-policy', { type: 'string', default: 'immediate', describe: 'immediate | threshold:K | review' })
@@ -39,20 +43,31 @@ try {
   for (const [flag, v] of [['heartbeat-ms', argv['heartbeat-ms']], ['failover-ms', argv['failover-ms']], ['lease-ms', argv['lease-ms']]] as const) {
     if (!Number.isInteger(v) || v <= 0) usageError(PROGRAM, `--${flag} must be a positive integer`);
   }
-  let adminToken: string | undefined;
-  if (argv['admin-token-file']) {
+  const readSecret = (flag: string, file: string | undefined): string | undefined => {
+    if (!file) return undefined;
+    let v = '';
     try {
-      adminToken = fs.readFileSync(argv['admin-token-file'], 'utf8').trim();
+      v = fs.readFileSync(file, 'utf8').trim();
     } catch (err) {
-      usageError(PROGRAM, `cannot read --admin-token-file: ${(err as Error).message}`);
+      usageError(PROGRAM, `cannot read --${flag}: ${(err as Error).message}`);
     }
-    if (!adminToken) usageError(PROGRAM, '--admin-token-file is empty');
+    if (!v) usageError(PROGRAM, `--${flag} is empty`);
+    return v;
+  };
+  const adminToken = readSecret('admin-token-file', argv['admin-token-file']);
+  const clusterSecret = readSecret('cluster-secret-file', argv['cluster-secret-file']);
+  for (const flag of ['handshake-timeout-ms', 'read-timeout-ms', 'max-in-flight'] as const) {
+    if (!Number.isInteger(argv[flag]) || argv[flag] <= 0) usageError(PROGRAM, `--${flag} must be a positive integer`);
   }
   tracker = new Tracker({
     listen,
     cluster,
     dataDir: argv.data,
     adminToken,
+    clusterSecret,
+    handshakeTimeoutMs: argv['handshake-timeout-ms'],
+    readTimeoutMs: argv['read-timeout-ms'],
+    maxInFlight: argv['max-in-flight'],
     heartbeatMs: argv['heartbeat-ms'],
     failoverMs: argv['failover-ms'],
     reportPolicy: parseReportPolicy(argv['report-policy']),
@@ -67,6 +82,9 @@ try {
   usageError(PROGRAM, (err as Error).message);
 }
 onShutdownSignal(log, () => tracker.close());
+if (argv.cluster && argv.cluster.includes(',') && !argv['admin-token-file'] && !argv['cluster-secret-file']) {
+  log.warn('tracker links are not authenticated (no --cluster-secret-file or --admin-token-file): only the hosts in --cluster are trusted');
+}
 tracker.listen().catch((err: Error) => {
   log.fatal({ err }, 'cannot start');
   process.stderr.write(`${PROGRAM}: cannot listen on ${argv.listen}: ${err.message}\n`);

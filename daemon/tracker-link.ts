@@ -7,7 +7,9 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
+  clusterProof,
   dial,
+  verifyClusterProof,
   P2PError,
   Role,
   toP2PError,
@@ -26,6 +28,8 @@ export interface TrackerLinkOptions {
   address: Address;
   /** HOST:PORT as listed in --cluster, for messages. */
   label: string;
+  /** The cluster secret both sides must prove (HMAC challenge both ways); absent: links are not authenticated. */
+  clusterSecret?: string | undefined;
   /** Our own listen port, sent in HELLO. */
   selfPort: number;
   connectTimeoutMs: number;
@@ -97,7 +101,15 @@ export class TrackerLink {
         readTimeoutMs: 30_000,
       });
       const timeoutMs = this.opts.connectTimeoutMs;
-      await conn.request('HELLO', { role: Role.tracker, publicKey: Buffer.alloc(0), nonce: randomBytes(32), listenPort: this.opts.selfPort, software: 'p2p-tracker' }, 'CHALLENGE', { timeoutMs });
+      const nonce = randomBytes(32);
+      const challenge = await conn.request('HELLO', { role: Role.tracker, publicKey: Buffer.alloc(0), nonce, listenPort: this.opts.selfPort, software: 'p2p-tracker' }, 'CHALLENGE', { timeoutMs });
+      const secret = this.opts.clusterSecret;
+      if (secret) {
+        if (!verifyClusterProof(secret, 'server', nonce, challenge.signature)) {
+          throw new P2PError('P2P_UNAUTHORIZED', `tracker ${label} does not prove the cluster secret; check that every tracker has the same --cluster-secret-file (or --admin-token-file)`);
+        }
+        await conn.request('AUTH', { signature: clusterProof(secret, 'client', challenge.nonce) }, 'WELCOME', { timeoutMs });
+      }
       const ack = await conn.request('HEARTBEAT', this.opts.greeting(), 'HEARTBEAT_ACK', { timeoutMs });
       if (this.closed) throw new P2PError('P2P_SHUTTING_DOWN', 'this tracker is shutting down');
       const opened = conn;

@@ -17,7 +17,9 @@ import {
   Role,
   silentLogger,
   systemClock,
+  clusterProof,
   validateName,
+  verifyClusterProof,
   verifyPayload,
   type Address,
   type Body,
@@ -36,6 +38,13 @@ export interface TrackerOptions {
   cluster?: Address[];
   dataDir: string;
   adminToken?: string | undefined;
+  /**
+   * The secret trackers of one cluster prove to each other (default: the admin token). Without either, a
+   * tracker accepts tracker links only from the hosts listed in the cluster, and says so at start.
+   */
+  clusterSecret?: string | undefined;
+  /** A frame must arrive whole within this (default 5000 ms). */
+  readTimeoutMs?: number;
   heartbeatMs?: number;
   failoverMs?: number;
   reportPolicy?: ReportPolicy;
@@ -70,6 +79,7 @@ export const DEFAULTS = {
   failoverMs: 1000,
   leaseMs: 10_000,
   handshakeTimeoutMs: 2000,
+  readTimeoutMs: 5000,
   maxConnections: 10_000,
   maxConnectionsPerIp: 256,
   maxFilesPerRegister: 10_000,
@@ -88,7 +98,9 @@ export class Tracker extends EventEmitter {
   private readonly reportBuckets: LRUCache<string, { tokens: number; at: number }>;
   private readonly log: Logger;
   private readonly clock: Clock;
-  private readonly opts: Required<Omit<TrackerOptions, 'adminToken' | 'logger' | 'clock' | 'cluster'>>;
+  private readonly opts: Required<Omit<TrackerOptions, 'adminToken' | 'clusterSecret' | 'logger' | 'clock' | 'cluster'>>;
+  private readonly clusterSecret: string | undefined;
+  private readonly clusterHosts: Set<string>;
   private readonly adminTokenHash: Buffer | undefined;
   private closing = false;
   address: Address | undefined;
@@ -105,6 +117,7 @@ export class Tracker extends EventEmitter {
       reportPolicy: options.reportPolicy ?? { kind: 'immediate' },
       leaseMs: options.leaseMs ?? DEFAULTS.leaseMs,
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs,
+      readTimeoutMs: options.readTimeoutMs ?? DEFAULTS.readTimeoutMs,
       maxConnections: options.maxConnections ?? DEFAULTS.maxConnections,
       maxConnectionsPerIp: options.maxConnectionsPerIp ?? DEFAULTS.maxConnectionsPerIp,
       maxFilesPerRegister: options.maxFilesPerRegister ?? DEFAULTS.maxFilesPerRegister,
@@ -112,9 +125,12 @@ export class Tracker extends EventEmitter {
       reportsPerMinute: options.reportsPerMinute ?? DEFAULTS.reportsPerMinute,
     };
     this.adminTokenHash = options.adminToken ? createHash('sha256').update(options.adminToken).digest() : undefined;
+    this.clusterSecret = options.clusterSecret ?? options.adminToken;
+    this.clusterHosts = new Set((options.cluster ?? [options.listen]).map((a) => normalizeHostForMatch(a.host)));
     this.reportBuckets = new LRUCache({ max: 100_000 });
     this.state = new TrackerState(new Store(options.dataDir));
     this.cluster = new Cluster({
+      clusterSecret: this.clusterSecret,
       self: options.listen,
       members: options.cluster ?? [options.listen],
       state: this.state,
@@ -165,7 +181,7 @@ export class Tracker extends EventEmitter {
       logger: this.log,
       clock: this.clock,
       maxInFlight: this.opts.maxInFlight,
-      readTimeoutMs: 5000,
+      readTimeoutMs: this.opts.readTimeoutMs,
       idleTimeoutMs: this.opts.leaseMs,
     });
     if (this.closing) return conn.close(new P2PError('P2P_SHUTTING_DOWN', 'tracker is shutting down'));
@@ -226,14 +242,38 @@ export class Tracker extends EventEmitter {
       s.conn.reply(req.requestId, 'CHALLENGE', { nonce: s.nonce, publicKey: Buffer.alloc(0), signature: Buffer.alloc(0) });
       return;
     }
-    if (role !== Role.admin && role !== Role.tracker) throw new P2PError('P2P_BAD_REQUEST', `unknown role ${role}`);
-    // Admins prove themselves with the token on every request; trackers by cluster membership.
+    if (role === Role.tracker) {
+      if (this.clusterSecret) {
+        // Both sides prove the cluster secret: ours answers the caller's nonce, the caller's AUTH ours.
+        s.state = 'challenged';
+        s.conn.reply(req.requestId, 'CHALLENGE', { nonce: s.nonce, publicKey: Buffer.alloc(0), signature: clusterProof(this.clusterSecret, 'server', req.body.nonce) });
+        return;
+      }
+      if (!this.clusterHosts.has(normalizeHostForMatch(s.conn.remoteAddress))) {
+        this.log.warn({ remote: s.conn.remoteAddress }, 'tracker link refused: not from a host of --cluster');
+        throw new P2PError('P2P_UNAUTHORIZED', 'tracker links are accepted only from the hosts in --cluster');
+      }
+    } else if (role !== Role.admin) throw new P2PError('P2P_BAD_REQUEST', `unknown role ${role}`);
+    // Admins prove themselves with the token on every request.
     s.state = 'ready';
     s.handshakeTimer?.cancel();
     s.conn.reply(req.requestId, 'CHALLENGE', { nonce: s.nonce, publicKey: Buffer.alloc(0), signature: Buffer.alloc(0) });
   }
 
   private onAuth(s: Session, req: IncomingRequest<'AUTH'>): void {
+    if (s.state === 'challenged' && s.role === Role.tracker && this.clusterSecret && s.nonce) {
+      if (!verifyClusterProof(this.clusterSecret, 'client', s.nonce, req.body.signature)) {
+        this.log.warn({ remote: s.conn.remoteAddress }, 'tracker link refused: wrong cluster secret');
+        const err = new P2PError('P2P_UNAUTHORIZED', 'wrong cluster secret');
+        s.conn.replyError(req.requestId, err);
+        s.conn.close(err);
+        return;
+      }
+      s.state = 'ready';
+      s.handshakeTimer?.cancel();
+      s.conn.reply(req.requestId, 'WELCOME', { peerId: '', observedHost: s.conn.remoteAddress, observedPort: s.listenPort, leaseMs: 0, role: this.cluster.role, term: this.state.term, primary: this.cluster.primaryAddress ?? '' });
+      return;
+    }
     if (s.state !== 'challenged' || !s.publicKey || !s.nonce) throw new P2PError('P2P_UNEXPECTED_MESSAGE', 'AUTH without HELLO');
     if (!verifyPayload(s.publicKey, authPayload(s.nonce), req.body.signature)) {
       this.log.warn({ remote: s.conn.remoteAddress }, 'handshake signature did not verify');

@@ -45,6 +45,7 @@ const RETRIABLE = new Set(['P2P_CONNECTION_CLOSED', 'P2P_TIMEOUT', 'P2P_NOT_PRIM
 const REGISTER_BATCH = 5000;
 
 export class TrackerClient extends EventEmitter {
+  private blacklistCheckedAt = 0;
   state: TrackerClientState = 'connecting';
   conn: Connection | undefined;
   current: string | undefined;
@@ -79,6 +80,7 @@ export class TrackerClient extends EventEmitter {
   }
 
   private setState(to: TrackerClientState): void {
+    if (to === 'blacklisted') this.blacklistCheckedAt = Date.now();
     if (this.state === to) return;
     const from = this.state;
     this.state = to;
@@ -250,7 +252,16 @@ export class TrackerClient extends EventEmitter {
     const deadline = Date.now() + (this.opts.waitMs ?? 3000);
     for (;;) {
       if (this.state === 'closed') throw new P2PError('P2P_SHUTTING_DOWN', 'the peer daemon is shutting down');
-      if (this.state === 'blacklisted') throw new P2PError('P2P_BLACKLISTED', `this peer is refused by the tracker: ${this.blacklistReason}`);
+      if (this.state === 'blacklisted') {
+        // A user's command asks again (at most once a second), so a lifted ban takes effect at once.
+        if (Date.now() - this.blacklistCheckedAt > 1000) {
+          this.blacklistCheckedAt = Date.now();
+          for (const addr of this.order()) {
+            if ((await this.tryConnect(addr)) || this.state === 'blacklisted') break;
+          }
+        }
+        if (this.state === 'blacklisted') throw new P2PError('P2P_BLACKLISTED', `this peer is refused by the tracker: ${this.blacklistReason}`);
+      }
       if (this.conn && !this.conn.isClosed) return this.conn;
       const left = deadline - Date.now();
       if (left <= 0) {

@@ -2,7 +2,7 @@
  * Ed25519 identities, the handshake's signed payloads and chunk receipts. Every signature covers a
  * context string, so a signature made for one purpose can never be replayed as another.
  */
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 
 const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 
@@ -75,4 +75,17 @@ export function receiptPayload(fileId: Buffer, index: number, hash: Buffer, down
   hash.copy(buf, 55);
   Buffer.from(downloaderId, 'hex').copy(buf, 87);
   return buf;
+}
+
+/**
+ * Trackers of one cluster prove to each other that they share the cluster secret: each side answers the
+ * other's fresh nonce with HMAC-SHA512 (64 bytes, the size of a signature), bound to its side.
+ */
+export function clusterProof(secret: string, side: 'client' | 'server', nonce: Buffer): Buffer {
+  return createHmac('sha512', secret).update(`p2pshare cluster v1 ${side}\0`).update(nonce).digest();
+}
+
+export function verifyClusterProof(secret: string, side: 'client' | 'server', nonce: Buffer, proof: Buffer): boolean {
+  const expected = clusterProof(secret, side, nonce);
+  return proof.length === expected.length && timingSafeEqual(proof, expected);
 }
