@@ -114,8 +114,10 @@ export function choosePeerCount(holders: number, maxPeers?: number): number {
 
 const JOURNAL_EVERY = 16;
 /** Adaptive strategy: peers to start with, and how often the set is reconsidered. */
-const ADAPTIVE_INITIAL_PEERS = 8;
-const ADAPTIVE_TICK_MS = 500;
+const ADAPTIVE_INITIAL_PEERS = 10;
+const ADAPTIVE_TICK_MS = 250;
+/** After the first holder answers, how long to wait for others before starting. */
+const START_GRACE_MS = 30;
 const MAX_PEER_FAILURES = 3;
 
 function mean(xs: number[]): number {
@@ -272,23 +274,54 @@ export class Download extends EventEmitter {
     const candidates = holders.filter(
       (h) => h.peerId !== this.deps.keys.peerId && !known.has(h.peerId) && !this.deps.blacklist.knownBanned(h.peerId, h.host),
     );
-    const measured = (
-      await Promise.all(candidates.slice(0, 256).map((h) => this.connectOne(h.peerId, h.publicKey, h.host, h.port, h.complete)))
-    ).filter((s): s is Source => s !== undefined);
-    // Fastest first; a complete holder is preferred over a partial one only when it is as fast.
-    measured.sort((a, b) => a.rttMs - b.rttMs || Number(b.complete) - Number(a.complete));
-    const alive = this.sources.filter((s) => s.alive).length;
-    const total = alive + measured.length;
-    const target =
-      this.strategy === 'original' || this.req.maxPeers
-        ? choosePeerCount(total, this.req.maxPeers)
-        : Math.min(total, ADAPTIVE_INITIAL_PEERS);
-    const want = Math.max(0, target - alive);
-    for (const s of measured.slice(0, want)) this.use(s);
-    for (const s of measured.slice(want)) {
-      if (this.strategy === 'adaptive' && !this.req.maxPeers) this.spare.push(s);
-      else s.conn.close();
+    if (this.strategy === 'original' || this.req.maxPeers) {
+      // The original rule ranks every holder by round-trip time, so it waits to have measured them all.
+      const measured = (
+        await Promise.all(candidates.slice(0, 256).map((h) => this.connectOne(h.peerId, h.publicKey, h.host, h.port, h.complete)))
+      ).filter((s): s is Source => s !== undefined);
+      // Fastest first; a complete holder is preferred over a partial one only when it is as fast.
+      measured.sort((a, b) => a.rttMs - b.rttMs || Number(b.complete) - Number(a.complete));
+      const alive = this.sources.filter((s) => s.alive).length;
+      const want = Math.max(0, choosePeerCount(alive + measured.length, this.req.maxPeers) - alive);
+      for (const s of measured.slice(0, want)) this.use(s);
+      for (const s of measured.slice(want)) s.conn.close();
+      return;
     }
+    // Adaptive: start as soon as the first holders answer (a far-away or slow one must not delay the
+    // start); the rest join as they are measured, up to the initial count, then wait as spares.
+    await new Promise<void>((resolve) => {
+      let pending = Math.min(candidates.length, 256);
+      let settled = false;
+      const finish = (): void => {
+        if (settled) return;
+        settled = true;
+        resolve();
+      };
+      if (pending === 0) return finish();
+      for (const h of candidates.slice(0, 256)) {
+        void this.connectOne(h.peerId, h.publicKey, h.host, h.port, h.complete).then((s) => {
+          pending--;
+          if (s) {
+            if (this.failed || this.aborter.signal.aborted) s.conn.close();
+            else this.admit(s);
+            if (!settled) setTimeout(finish, START_GRACE_MS).unref();
+          }
+          if (pending === 0) finish();
+        });
+      }
+    });
+  }
+
+  /** A newly measured holder: used at once while fewer than the initial count are, otherwise a spare. */
+  private admit(s: Source): void {
+    if (this.sources.filter((x) => x.alive).length < ADAPTIVE_INITIAL_PEERS) {
+      this.use(s);
+      if (this.finish && this.manifest) this.pump(s);
+      return;
+    }
+    const i = this.spare.findIndex((x) => x.rttMs > s.rttMs);
+    if (i < 0) this.spare.push(s);
+    else this.spare.splice(i, 0, s);
   }
 
   private use(s: Source): void {
@@ -359,14 +392,13 @@ export class Download extends EventEmitter {
     let conn: Connection | undefined;
     try {
       conn = await dial({ host, port }, { connectTimeoutMs: 2000, requestTimeoutMs: 30_000, readTimeoutMs: 60_000, maxBodyBytes: 64 * 1024 * 1024, logger: this.deps.logger });
+      const t0 = performance.now();
       await clientHandshake(conn, this.deps.keys, this.deps.advertisePort(), publicKey, 3000);
-      // Round-trip time: the best of three pings (the first may pay for a cold path).
-      let rttMs = Infinity;
-      for (let i = 0; i < 3; i++) {
-        const t0 = performance.now();
-        await conn.request('PING', {}, 'PONG', { timeoutMs: 2000 });
-        rttMs = Math.min(rttMs, performance.now() - t0);
-      }
+      // Round-trip time: the handshake is two round trips (including signature checks), then one ping;
+      // the smaller estimate wins.
+      const t1 = performance.now();
+      await conn.request('PING', {}, 'PONG', { timeoutMs: 2000 });
+      const rttMs = Math.min(performance.now() - t1, (t1 - t0) / 2);
       return {
         peerId,
         publicKey,
@@ -432,8 +464,10 @@ export class Download extends EventEmitter {
           this.bytesDone += chunkLength(m, c);
         }
       }
+      const journaled = this.doneCount;
+      await this.recoverUnjournaled();
       this.resumed = this.doneCount;
-      this.deps.logger.info({ chunks: this.resumed }, 'resuming a partial download');
+      this.deps.logger.info({ journaled, recovered: this.resumed - journaled }, 'resuming a partial download');
     } else {
       this.fh = await fsp.open(this.partPath, 'w+', 0o644);
       await this.fh.truncate(m.size);
@@ -441,6 +475,35 @@ export class Download extends EventEmitter {
     }
     this.queue = [];
     for (let i = 0; i < m.hashes.length; i++) if (this.doneFlags[i] === 0) this.queue.push(i);
+  }
+
+  /**
+   * Chunks written after the last journal batch may be on disk already (a process that was killed leaves
+   * its writes in the page cache). Each such chunk is read back and checked against the manifest; only
+   * the ones that verify are kept. Never-written regions read as zeros and are skipped without hashing.
+   */
+  private async recoverUnjournaled(): Promise<void> {
+    const m = this.manifest!;
+    const buf = Buffer.allocUnsafe(m.chunkSize);
+    const zeros = Buffer.alloc(m.chunkSize);
+    const recovered: number[] = [];
+    for (let i = 0; i < m.hashes.length; i++) {
+      if (this.doneFlags[i] !== 0) continue;
+      const len = chunkLength(m, i);
+      const { bytesRead } = await this.fh!.read(buf, 0, len, i * m.chunkSize);
+      if (bytesRead !== len) continue;
+      const data = buf.subarray(0, len);
+      if (data.equals(zeros.subarray(0, len))) continue;
+      if (!sha256(data).equals(m.hashes[i]!)) continue;
+      this.doneFlags[i] = 1;
+      this.doneCount++;
+      this.bytesDone += len;
+      recovered.push(i);
+    }
+    if (recovered.length > 0) {
+      await this.fh!.datasync();
+      this.deps.db.journalChunks(this.id, recovered);
+    }
   }
 
   private canServe(s: Source, i: number): boolean {

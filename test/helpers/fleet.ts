@@ -10,6 +10,7 @@ import { Tracker, type TrackerOptions } from '../../daemon/tracker.js';
 import { ControlClient, PeerDaemon, type PeerDaemonOptions } from '../../peerd/index.js';
 import type { Address } from '../../protocol/index.js';
 import type tap from 'tap';
+import { until } from './wait.js';
 
 type Tap = Parameters<Parameters<typeof tap.test>[0]>[0];
 
@@ -31,7 +32,7 @@ export class Fleet {
   trackerAddress!: Address;
   readonly peers: TestPeer[] = [];
 
-  constructor(private readonly t: Tap) {
+  constructor(t: Tap) {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p2p-test-'));
     t.teardown(() => this.close());
   }
@@ -82,19 +83,8 @@ export class Fleet {
   }
 
   /** Polls until `fn` returns a value (not undefined) or the deadline passes. */
-  static async until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, ms = 10_000): Promise<T> {
-    const deadline = Date.now() + ms;
-    let lastErr: unknown;
-    for (;;) {
-      try {
-        const v = await fn();
-        if (v !== undefined) return v;
-      } catch (err) {
-        lastErr = err;
-      }
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${lastErr ? `: ${(lastErr as Error).message}` : ''}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+  static until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, ms = 10_000): Promise<T> {
+    return until(what, fn, ms, 50);
   }
 
   /** Waits until a search from `peer` shows `name` held by at least `n` peers. */

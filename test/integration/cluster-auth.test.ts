@@ -4,27 +4,16 @@
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { Tracker } from '../../daemon/tracker.js';
 import { clusterProof, dial, Role, type Address } from '../../protocol/index.js';
-
-async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<net.Server>((resolve) => {
-      const s = net.createServer().listen(0, '127.0.0.1', () => resolve(s));
-    })),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
+import { reservePorts } from '../helpers/wait.js';
 
 t.test('a stranger claiming to be a tracker is refused everything', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p2p-cluster-auth-'));
-  const ports = await freePorts(2);
+  const ports = await reservePorts(2);
   const cluster: Address[] = ports.map((port) => ({ host: '127.0.0.1', port }));
   const trackers = cluster.map(
     (listen, i) => new Tracker({ listen, cluster, dataDir: path.join(dir, `t${i}`), adminToken: 'admin-token', clusterSecret: 'the-cluster-secret', heartbeatMs: 50, failoverMs: 300 }),

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { ControlClient } from '../../peerd/index.js';
+import { partialPathFor } from '../../peerd/downloader.js';
 import { Fleet } from '../helpers/fleet.js';
 
 const MiB = 1024 * 1024;
@@ -133,4 +134,32 @@ t.test('a daemon stopped mid-download finishes the download on its own when it s
   t.ok(same(orig, out), 'intact after the restart');
   const [transfer] = await again.call('transfers', {});
   t.ok(transfer && transfer.peers.reduce((n, p) => n + p.chunks, 0) < 16, 'the restarted daemon fetched only what was missing');
+});
+
+t.test('after a crash, chunks written but not yet journaled are recovered by checking them, not fetched again', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  const orig = path.join(fleet.dir, 'orig.bin');
+  Fleet.randomFile(orig, 12, 0);
+  const s = await seed(fleet, 's1', orig);
+  const d = await fleet.startPeer('d1');
+  await Fleet.held(d, 'f.bin', 1);
+  const [file] = await s.call('files', {});
+  const shared = s.daemon.library.byId(file!.id)!;
+  // The state a kill -9 leaves: a partial file holding 7 verified chunks (plus one torn chunk) that the
+  // journal never recorded, because the process died between two journal batches.
+  const out = path.join(fleet.dir, 'got.bin');
+  const part = partialPathFor(out, file!.id);
+  const bytes = fs.readFileSync(orig);
+  const fd = fs.openSync(part, 'w');
+  fs.ftruncateSync(fd, bytes.length);
+  for (const i of [0, 1, 2, 5, 6, 7, 11]) fs.writeSync(fd, bytes, i * MiB, Math.min(MiB, bytes.length - i * MiB), i * MiB);
+  fs.writeSync(fd, bytes, 3 * MiB, 1000, 3 * MiB); // torn: only the start of chunk 3 reached the disk
+  fs.closeSync(fd);
+  d.daemon.db.startPartial(file!.id, part, out, 'f.bin', shared.encoded);
+
+  const r = await d.call('get', { key: 'f.bin', out, overwrite: false });
+  t.ok(same(orig, out), 'intact');
+  t.equal(r.resumedChunks, 7, 'the seven whole chunks were recovered from disk');
+  t.equal(r.peers.reduce((n, p) => n + p.chunks, 0), 12 - 7, 'only the other five were fetched (the torn one among them)');
 });

@@ -18,6 +18,7 @@ import { Tracker } from '../../daemon/tracker.js';
 import { dial, generateKeyPair, RemoteError, silentLogger, toP2PError, VirtualClock, type Address, type Body, type Clock, type Connection } from '../../protocol/index.js';
 import { clientHandshake } from '../../peerd/handshake.js';
 import { TrackerClient } from '../../peerd/tracker-client.js';
+import { reservePorts, until } from '../helpers/wait.js';
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 const TOKEN = 'replication-test-token';
@@ -25,32 +26,6 @@ const HEARTBEAT_MS = 100;
 const FAILOVER_MS = 500;
 const addr = (port: number): Address => ({ host: '127.0.0.1', port });
 const label = (port: number): string => `127.0.0.1:${port}`;
-
-async function reservePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<net.Server>((resolve) => {
-      const s = net.createServer().listen(0, '127.0.0.1', () => resolve(s));
-    })),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
-
-async function until<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, ms = 10_000, everyMs = 20): Promise<T> {
-  const deadline = Date.now() + ms;
-  let lastErr: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      lastErr = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}${lastErr ? ` (last error: ${(lastErr as Error).message})` : ''}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
 /**
  * A TCP proxy between two trackers that passes, drops (resets every connection, refuses new ones) or

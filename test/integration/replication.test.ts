@@ -9,7 +9,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,39 +17,12 @@ import { AdminClient } from '../../cli/admin.js';
 import { dial, generateKeyPair, silentLogger, toP2PError, type Body } from '../../protocol/index.js';
 import { clientHandshake } from '../../peerd/handshake.js';
 import { TrackerClient } from '../../peerd/tracker-client.js';
+import { reservePorts, until } from '../helpers/wait.js';
 
 const TRACKER_BIN = fileURLToPath(new URL('../../dist/daemon/main.js', import.meta.url));
 const HEARTBEAT_MS = 100;
 const FAILOVER_MS = 500;
 type StatusRow = Body<'ADMIN_STATUS_RESULT'>['trackers'][number];
-
-/** Ports for trackers that must know each other's addresses before they start. */
-async function reservePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<net.Server>((resolve) => {
-      const s = net.createServer().listen(0, '127.0.0.1', () => resolve(s));
-    })),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
-
-/** Polls `check` until it returns a value (not undefined/false), or fails after `ms`. */
-async function until<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, ms = 10_000, everyMs = 25): Promise<T> {
-  const deadline = Date.now() + ms;
-  let lastErr: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      lastErr = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}${lastErr ? ` (last error: ${(lastErr as Error).message})` : ''}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
 class TrackerProcess {
   proc: ChildProcess | undefined;

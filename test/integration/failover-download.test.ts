@@ -1,0 +1,176 @@
+/**
+ * Issue 4, "a download in progress while the main is killed": two real tracker processes (a main and its
+ * backup, default heartbeat and failover times) and PeerDaemons pointed at both. The main is killed -9
+ * while a multi-peer download is under way; the download needs no tracker, so it must go on from the same
+ * peers and arrive intact. Meanwhile `search` must work on the downloader within 3 s of the kill, and once
+ * the download is done the new main must list the downloader as a complete holder.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+import { AdminClient } from '../../cli/admin.js';
+import { clientHandshake } from '../../peerd/handshake.js';
+import type { DownloadProgress } from '../../peerd/index.js';
+import { dial, generateKeyPair } from '../../protocol/index.js';
+import { ADMIN_TOKEN, Fleet, type TestPeer } from '../helpers/fleet.js';
+import { reservePorts } from '../helpers/wait.js';
+
+const TRACKER_BIN = fileURLToPath(new URL('../../dist/daemon/main.js', import.meta.url));
+const MIB = 1024 * 1024;
+/** Seeders' upload limit: three of them make the download last about 3 s, long enough to span a takeover. */
+const SEEDER_RATE = 2.5 * MIB;
+const FILE_MIB = 24;
+
+/** A real p2p-tracker process with an admin session to it. */
+class TrackerProcess {
+  proc: ChildProcess | undefined;
+  log = '';
+  private admin: AdminClient | undefined;
+
+  constructor(
+    readonly port: number,
+    private readonly args: string[],
+  ) {}
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  start(): void {
+    const proc = spawn(process.execPath, [TRACKER_BIN, '--listen', this.address, ...this.args, '--log-level', 'info'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    proc.stderr!.setEncoding('utf8').on('data', (d: string) => (this.log += d));
+    this.proc = proc;
+  }
+
+  async kill9(): Promise<void> {
+    this.admin?.close();
+    this.admin = undefined;
+    const proc = this.proc;
+    this.proc = undefined;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGKILL');
+    await exited;
+  }
+
+  /** This tracker's role, from its own row of `admin status`. */
+  async role(): Promise<string> {
+    try {
+      this.admin ??= await AdminClient.connect(this.address, ADMIN_TOKEN);
+      const { trackers } = await this.admin.status();
+      return trackers.find((r) => r.address === this.address)?.role ?? 'unknown';
+    } catch (err) {
+      this.admin?.close();
+      this.admin = undefined;
+      throw err;
+    }
+  }
+}
+
+const sha256 = (file: string): string => createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+
+t.test('a download under way when the main tracker is killed -9 finishes intact from the same peers; search and registration move to the new main', async (t) => {
+  const fleet = new Fleet(t);
+  const [pa, pb] = await reservePorts(2);
+  const cluster = `127.0.0.1:${pa},127.0.0.1:${pb}`;
+  const trackerDir = fs.mkdtempSync(path.join(os.tmpdir(), 'p2p-failover-'));
+  const tokenFile = path.join(trackerDir, 'admin-token');
+  fs.writeFileSync(tokenFile, ADMIN_TOKEN, { mode: 0o600 });
+  const [main, backup] = ['a', 'b'].map(
+    (name, i) => new TrackerProcess([pa, pb][i]!, ['--cluster', cluster, '--data', path.join(trackerDir, name), '--admin-token-file', tokenFile]),
+  ) as [TrackerProcess, TrackerProcess];
+  t.teardown(async () => {
+    await main.kill9();
+    await backup.kill9();
+    fs.rmSync(trackerDir, { recursive: true, force: true });
+  });
+  main.start();
+  backup.start();
+  await Fleet.until('the first tracker of --cluster as main, the other as its backup', async () =>
+    (await main.role()) === 'primary' && (await backup.role()) === 'backup' ? true : undefined,
+  );
+
+  const trackers = [{ host: '127.0.0.1', port: pa! }, { host: '127.0.0.1', port: pb! }];
+  const orig = path.join(fleet.dir, 'orig.bin');
+  Fleet.randomFile(orig, FILE_MIB);
+  const seeders: TestPeer[] = [];
+  for (const name of ['s1', 's2', 's3']) {
+    const s = await fleet.startPeer(name, { trackers, maxUploadRate: SEEDER_RATE });
+    fs.copyFileSync(orig, path.join(s.shareDir, 'film.bin'));
+    await s.call('share', { paths: [path.join(s.shareDir, 'film.bin')] });
+    seeders.push(s);
+  }
+  const d = await fleet.startPeer('d', { trackers });
+  await Fleet.held(d, 'film.bin', 3);
+
+  // The download, with every progress event and when it came.
+  const events: Array<{ at: number; p: DownloadProgress }> = [];
+  let atKillPoint: () => void = () => undefined;
+  const killPoint = new Promise<void>((resolve) => (atKillPoint = resolve));
+  const out = path.join(fleet.dir, 'got.bin');
+  const download = d.call('get', { key: 'film.bin', out, overwrite: false }, (ev) => {
+    if (ev.type !== 'progress') return;
+    const p = ev as unknown as DownloadProgress;
+    events.push({ at: Date.now(), p });
+    if (p.bytes >= p.total / 5) atKillPoint(); // a fifth done: kill the main
+  });
+  download.catch(() => atKillPoint()); // a failed download shows below, not as a hang here
+  await killPoint;
+
+  const bytesAtKill = events.at(-1)?.p.bytes ?? 0;
+  const peersAtKill = events.at(-1)?.p.peers ?? 0;
+  const killedAt = Date.now();
+  await main.kill9();
+  t.ok(bytesAtKill > 0 && bytesAtKill < FILE_MIB * MIB, `the main was killed mid-download (${(bytesAtKill / MIB).toFixed(1)} of ${FILE_MIB} MiB done)`);
+  t.equal(peersAtKill, 3, 'all three seeders were in use when the main died');
+
+  // While the backup takes over: search on the downloader, and when the backup reports itself main.
+  const searched = (async (): Promise<number | undefined> => {
+    for (;;) {
+      const hits = await d.call('search', { text: 'film' }).catch(() => []);
+      if (hits.some((h) => h.name === 'film.bin')) return Date.now() - killedAt;
+      if (Date.now() - killedAt > 3000) return undefined;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  })();
+  const tookOver = Fleet.until('the backup to take over', async () => ((await backup.role()) === 'primary' ? Date.now() : undefined));
+
+  const searchMs = await searched;
+  t.ok(searchMs !== undefined && searchMs <= 3000, searchMs === undefined ? 'search on the downloader did not find the file within 3 s of the kill' : `search on the downloader answered ${searchMs} ms after the kill`);
+  const takeoverAt = await tookOver;
+  t.comment(`takeover ${takeoverAt - killedAt} ms after the kill`);
+
+  const r = await download;
+  t.equal(sha256(out), sha256(orig), 'the file arrived intact');
+  t.same(
+    r.peers.map((p) => p.id).sort(),
+    seeders.map((s) => s.daemon.peerId).sort(),
+    'the download ends with the same three seeders it had before the kill',
+  );
+  t.ok(r.peers.every((p) => p.bytes > 0), `every seeder sent part of it (${r.peers.map((p) => (p.bytes / MIB).toFixed(1)).join(', ')} MiB)`);
+  t.equal(r.peers.reduce((n, p) => n + p.bytes, 0), r.size, "the seeders' parts add up to the file");
+  const afterKill = events.filter((e) => e.at > killedAt);
+  t.ok(afterKill.length > 0 && afterKill.every((e) => e.p.peers === 3), 'no seeder was dropped after the kill');
+  t.ok(
+    events.some((e) => e.at > killedAt && e.at < takeoverAt && e.p.bytes > bytesAtKill),
+    'chunks kept arriving while there was no main',
+  );
+
+  // Registered with the new main, as a complete holder: asked of the new main itself.
+  const conn = await dial({ host: '127.0.0.1', port: pb! }, { connectTimeoutMs: 1000, requestTimeoutMs: 3000 });
+  t.teardown(() => conn.close());
+  await clientHandshake(conn, generateKeyPair().keys, 1);
+  const holder = await Fleet.until('the downloader listed by the new main as a complete holder', async () => {
+    const { peers } = await conn.request('LOOKUP', { id: Buffer.from(r.id, 'hex') }, 'LOOKUP_RESULT');
+    const h = peers.find((p) => p.peerId === d.daemon.peerId);
+    return h?.complete ? h : undefined;
+  }, 5000);
+  t.ok(holder.complete, 'the new main lists the downloader as holding the whole file');
+  t.equal(await Fleet.held(d, 'film.bin', 4), 4, 'search on the downloader shows four holders');
+  const status = await d.call('status', {});
+  t.same([status.tracker.address, status.tracker.role], [backup.address, 'primary'], 'the downloader is with the new main');
+});
