@@ -180,8 +180,9 @@ export class Library extends EventEmitter {
       entry = { name, id: h.id.toString('hex'), idBuf: h.id, size: h.size, path: p, mtimeMs: h.mtimeMs, manifest: h.manifest, encoded: h.encoded };
       this.db.putManifest({ path: p, size: h.size, mtimeMs: h.mtimeMs, id: entry.id, manifest: h.encoded });
     }
-    if (current) this.emit('removed', current);
+    // Replace first, then tell: a listener asking whether the old id is still shared must hear no.
     this.byPath.set(p, entry);
+    if (current && current.id !== entry.id) this.emit('removed', current);
     this.emit('added', entry);
     return entry;
   }

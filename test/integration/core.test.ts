@@ -151,3 +151,20 @@ t.test('files dropped into the share folder are shared without a restart, and un
   t.same(await d.call('search', { text: 'dropped' }), [], 'unshared file vanished from search');
   t.same(await s.call('files', {}), [], 'and from the files list');
 });
+
+t.test('a shared file that changes is announced under its new id, and the old id is withdrawn', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  const s = await fleet.startPeer('s1');
+  const d = await fleet.startPeer('d1');
+  const p = path.join(s.shareDir, 'log.txt');
+  fs.writeFileSync(p, 'first version\n');
+  await Fleet.held(d, 'log.txt', 1);
+  const [before] = await d.call('search', { text: 'log.txt' });
+  fs.appendFileSync(p, 'second line, written later\n');
+  const after = await Fleet.until('only the new version listed', async () => {
+    const hits = await d.call('search', { text: 'log.txt' });
+    return hits.length === 1 && hits[0]!.id !== before!.id ? hits : undefined;
+  });
+  t.equal(after[0]!.size, fs.statSync(p).size, 'search lists the file as it is now');
+});
