@@ -2,6 +2,7 @@
  * Ed25519 identities, the handshake's signed payloads and chunk receipts. Every signature covers a
  * context string, so a signature made for one purpose can never be replayed as another.
  */
+import { LRUCache } from 'lru-cache';
 import { createHash, createHmac, timingSafeEqual, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 
 const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
@@ -33,8 +34,17 @@ export function keyPairFromPem(pem: string): KeyPair {
   return { privateKey, publicKey, peerId: peerIdOf(publicKey) };
 }
 
+/** Key objects of recently seen public keys: a download verifies one receipt per chunk from few peers. */
+const keyObjects = new LRUCache<string, KeyObject>({ max: 1024 });
+
 function publicKeyObject(raw: Buffer): KeyObject {
-  return createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
+  const id = raw.toString('base64');
+  let key = keyObjects.get(id);
+  if (!key) {
+    key = createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
+    keyObjects.set(id, key);
+  }
+  return key;
 }
 
 export function signPayload(keys: KeyPair, payload: Buffer): Buffer {
