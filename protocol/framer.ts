@@ -93,9 +93,11 @@ export class Framer {
       return;
     }
     const need = pending + chunk.length;
-    // Grow toward the declared frame size, but never to more than 4 times what has arrived: a header
-    // that promises 8 MiB and then stalls costs its sender memory, not us.
-    const next = Buffer.allocUnsafe(Math.max(need, Math.min(this.frameBytes, Math.max(MIN_ALLOC, 4 * need))));
+    // Grow toward the declared frame size, but never to more than 16 times what has arrived: a header
+    // that promises 8 MiB and then stalls costs its sender memory, not us. A frame whose sender has
+    // shown it means it (a sixteenth arrived) gets its whole buffer at once: one allocation per chunk.
+    const size = need * 16 >= this.frameBytes ? this.frameBytes : Math.max(MIN_ALLOC, 4 * need);
+    const next = Buffer.allocUnsafe(Math.max(need, size));
     this.buf.copy(next, 0, this.start, this.end);
     chunk.copy(next, pending);
     this.buf = next;
