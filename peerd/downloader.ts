@@ -104,6 +104,8 @@ interface Source {
   complete: boolean;
   chunkMs: number[];
   haveAskedAt: number;
+  /** Far behind the others (mean + 3 standard deviations): kept at one request in flight. */
+  deweighted: boolean;
 }
 
 /** The original design's rule: every holder while at most 5 hold the file, beyond that the fastest half. */
@@ -350,9 +352,15 @@ export class Download extends EventEmitter {
         const m = mean(others);
         const sd = Math.sqrt(mean(others.map((x) => (x - m) ** 2)));
         const mine = mean(s.chunkMs.slice(-8));
-        if (mine > 20 * m || (sd > 0 && mine > m + 3 * sd && mine > 2 * m)) {
+        if (mine > 20 * m) {
           this.deps.logger.info({ peer: s.address, chunkMs: Math.round(mine), meanMs: Math.round(m) }, 'peer far behind the others; dropping it');
           this.lose(s, 'far slower than the others');
+        } else if (sd > 0 && mine > m + 3 * sd && mine > 2 * m) {
+          // Behind, but not hopeless: one request at a time, so it cannot hold many chunks back.
+          s.deweighted = true;
+          s.depth = 1;
+        } else {
+          s.deweighted = false;
         }
       }
     }
@@ -416,6 +424,7 @@ export class Download extends EventEmitter {
         complete,
         chunkMs: [],
         haveAskedAt: 0,
+        deweighted: false,
       };
     } catch (err) {
       this.deps.logger.info({ peer: address, err: (err as Error).message }, 'holder unusable for this download');
@@ -631,6 +640,7 @@ export class Download extends EventEmitter {
 
   /** Requests in flight sized to the peer's rate times its round-trip time, within [2, 16]. */
   private adaptDepth(s: Source, chunkMs: number): void {
+    if (s.deweighted) return;
     const elapsed = (performance.now() - s.startedAt) / 1000;
     if (elapsed <= 0 || s.chunks < 2) return;
     const rate = s.bytes / elapsed; // bytes per second
