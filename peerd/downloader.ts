@@ -613,7 +613,7 @@ export class Download extends EventEmitter {
       }
     }
     try {
-      await this.fh!.write(data, 0, data.length, index * m.chunkSize);
+      await this.writeAt(data, index * m.chunkSize);
     } catch (err) {
       return this.fail(new P2PError('P2P_INTERNAL', `cannot write ${this.partPath}: ${(err as Error).message}`));
     }
@@ -636,6 +636,15 @@ export class Download extends EventEmitter {
     }
     if (this.doneCount === m.hashes.length) return this.finish.resolve();
     this.pump(s);
+  }
+
+  /** Writes a whole chunk at its place (a positional write may write less than asked). */
+  private async writeAt(data: Buffer, position: number): Promise<void> {
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await this.fh!.write(data, done, data.length - done, position + done);
+      done += bytesWritten;
+    }
   }
 
   /** Requests in flight sized to the peer's rate times its round-trip time, within [2, 16]. */
