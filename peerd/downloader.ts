@@ -120,6 +120,8 @@ const ADAPTIVE_INITIAL_PEERS = 10;
 const ADAPTIVE_TICK_MS = 250;
 /** After the first holder answers, how long to wait for others before starting. */
 const START_GRACE_MS = 30;
+/** While downloading, how often the tracker is asked again for new (partial) holders. */
+const RELOOKUP_MS = 2000;
 const MAX_PEER_FAILURES = 3;
 
 function mean(xs: number[]): number {
@@ -158,6 +160,8 @@ export class Download extends EventEmitter {
   private lastTickBytes = 0;
   private lastTickAt = 0;
   private lastAddRate = 0;
+  private lastLookupAt = performance.now();
+  private lookingUp = false;
 
   constructor(
     private readonly deps: DownloadDeps,
@@ -345,6 +349,16 @@ export class Download extends EventEmitter {
     this.lastTickBytes = this.bytesDone;
     this.lastTickAt = now;
     const alive = this.sources.filter((s) => s.alive);
+    // Partial holders fill in over time: ask idle ones what they have now (a busy one is asked as it asks).
+    for (const s of alive) if (s.have !== undefined && s.inFlight.size === 0 && now - s.haveAskedAt > 1000) void this.refreshHave(s);
+    // New holders appear while we run (in a flash crowd, every other downloader): look again now and then.
+    if (now - this.lastLookupAt > RELOOKUP_MS && !this.lookingUp) {
+      this.lastLookupAt = now;
+      this.lookingUp = true;
+      void this.connectSources(true).finally(() => {
+        this.lookingUp = false;
+      });
+    }
     const measured = alive.filter((s) => s.chunkMs.length >= 3);
     if (measured.length >= 4) {
       for (const s of measured) {
@@ -484,6 +498,14 @@ export class Download extends EventEmitter {
     }
     this.queue = [];
     for (let i = 0; i < m.hashes.length; i++) if (this.doneFlags[i] === 0) this.queue.push(i);
+    if (this.strategy === 'adaptive') {
+      // A random order: downloaders that start together then hold different chunks and can trade them
+      // (swarming), instead of all waiting on the seeder for the same ones.
+      for (let i = this.queue.length - 1; i > 0; i--) {
+        const j = Math.floor(Math.random() * (i + 1));
+        [this.queue[i], this.queue[j]] = [this.queue[j]!, this.queue[i]!];
+      }
+    }
   }
 
   /**

@@ -163,3 +163,19 @@ t.test('after a crash, chunks written but not yet journaled are recovered by che
   t.equal(r.resumedChunks, 7, 'the seven whole chunks were recovered from disk');
   t.equal(r.peers.reduce((n, p) => n + p.chunks, 0), 12 - 7, 'only the other five were fetched (the torn one among them)');
 });
+
+t.test('flash crowd: downloaders that start together trade chunks instead of all waiting on the seeder', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  const orig = path.join(fleet.dir, 'orig.bin');
+  Fleet.randomFile(orig, 16, 0);
+  const seeder = await seed(fleet, 's1', orig, { maxUploadRate: 8 * MiB });
+  const crowd = [await fleet.startPeer('d1'), await fleet.startPeer('d2'), await fleet.startPeer('d3'), await fleet.startPeer('d4')];
+  await Fleet.held(crowd[0]!, 'f.bin', 1);
+  const results = await Promise.all(crowd.map((d) => d.call('get', { key: 'f.bin', out: path.join(fleet.dir, `${d.name}.bin`), overwrite: false })));
+  for (const d of crowd) t.ok(same(orig, path.join(fleet.dir, `${d.name}.bin`)), `${d.name} intact`);
+  const fromPeers = results.map((r) => r.peers.filter((p) => p.id !== seeder.daemon.peerId).reduce((n, p) => n + p.chunks, 0));
+  t.ok(fromPeers.filter((n) => n > 0).length >= 2, `downloaders fetched from each other (${fromPeers.join(', ')} chunks)`);
+  const sent = seeder.daemon.chunkServer.bytesSent;
+  t.ok(sent < 4 * 16 * MiB, `the seeder sent less than four copies (${(sent / MiB).toFixed(0)} MiB)`);
+});
