@@ -115,6 +115,8 @@ export function choosePeerCount(holders: number, maxPeers?: number): number {
 }
 
 const JOURNAL_EVERY = 16;
+/** Chunks received and verified but not yet written, at most (each holds 1 MiB of memory). */
+const MAX_PENDING_WRITES = 8;
 /** Adaptive strategy: peers to start with, and how often the set is reconsidered. */
 const ADAPTIVE_INITIAL_PEERS = 10;
 const ADAPTIVE_TICK_MS = 250;
@@ -160,6 +162,7 @@ export class Download extends EventEmitter {
   private lastTickBytes = 0;
   private lastTickAt = 0;
   private lastAddRate = 0;
+  private pendingWrites = 0;
   private lastLookupAt = performance.now();
   private lookingUp = false;
 
@@ -570,7 +573,9 @@ export class Download extends EventEmitter {
 
   private pump(s: Source): void {
     if (this.failed || !s.alive) return;
-    while (s.inFlight.size < s.depth) {
+    // Chunks received but not yet on disk count against the budget: when the disk is slower than the
+    // network, asking for more would only pile chunks up in memory.
+    while (s.inFlight.size < s.depth && this.pendingWrites < MAX_PENDING_WRITES) {
       const i = this.nextIndex(s);
       if (i === undefined) return;
       this.requestChunk(s, i);
@@ -634,10 +639,13 @@ export class Download extends EventEmitter {
         this.pump(other);
       }
     }
+    this.pendingWrites++;
     try {
       await this.writeAt(data, index * m.chunkSize);
     } catch (err) {
       return this.fail(new P2PError('P2P_INTERNAL', `cannot write ${this.partPath}: ${(err as Error).message}`));
+    } finally {
+      this.pendingWrites--;
     }
     this.doneFlags[index] = 1;
     this.doneCount++;
@@ -658,6 +666,7 @@ export class Download extends EventEmitter {
     }
     if (this.doneCount === m.hashes.length) return this.finish.resolve();
     this.pump(s);
+    if (this.pendingWrites === MAX_PENDING_WRITES - 1) this.pumpAll(); // others may have waited on the disk
   }
 
   /** Writes a whole chunk at its place (a positional write may write less than asked). */
