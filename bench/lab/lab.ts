@@ -15,7 +15,30 @@ import { LabNetwork, type LinkCaps } from './network.js';
 
 export const MBIT = 1_000_000;
 const TRACKER_PORT = 7070;
-const DELAY_PROXY = path.join(ROOT, 'dist', 'bench', 'lab', 'delay-proxy.js');
+
+/** The programs the lab runs: dist/, or the snapshot of it taken when the lab started (see snapshotDist). */
+let programs = { ...PROGRAMS, delayProxy: path.join(ROOT, 'dist', 'bench', 'lab', 'delay-proxy.js') };
+
+/**
+ * Copies dist/ to bench/.work/lab-dist-PID/dist and runs every program from there, so that a rebuild by
+ * someone else while the lab runs (it takes minutes) cannot mix two engines in one result. Inside the
+ * checkout, so that node_modules and package.json ("type": "module") are still found above it.
+ * Returns the snapshot's folder, to be removed at exit.
+ */
+export function snapshotDist(): string {
+  const dir = path.join(ROOT, 'bench', '.work', `lab-dist-${process.pid}`);
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.cpSync(path.join(ROOT, 'dist'), path.join(dir, 'dist'), { recursive: true });
+  const d = path.join(dir, 'dist');
+  programs = {
+    ...PROGRAMS,
+    tracker: path.join(d, 'daemon', 'main.js'),
+    peerd: path.join(d, 'peerd', 'main.js'),
+    cli: path.join(d, 'cli', 'main.js'),
+    delayProxy: path.join(d, 'bench', 'lab', 'delay-proxy.js'),
+  };
+  return dir;
+}
 
 export interface LabPeer {
   name: string;
@@ -136,7 +159,7 @@ export class Lab {
   async startTracker(host = 'trk'): Promise<Started> {
     const h = this.net.host(host);
     this.trackerAddress = `${h.ip}:${TRACKER_PORT}`;
-    const proc = this.spawn('tracker', host, PROGRAMS.tracker, ['--listen', this.trackerAddress, '--data', await this.ws.mkdir('tracker'), '--log-level', 'info']);
+    const proc = this.spawn('tracker', host, programs.tracker, ['--listen', this.trackerAddress, '--data', await this.ws.mkdir('tracker'), '--log-level', 'info']);
     // The lab's own namespace has no address on the bridge, so readiness is read from the tracker's log.
     await waitFor('the tracker to listen', async () => {
       if (proc.child.exitCode !== null) throw new GiveUp(`the tracker exited: ${this.ws.tail(proc)}`);
@@ -156,7 +179,7 @@ export class Lab {
     if (opts.strategy) args.push('--strategy', opts.strategy);
     if (opts.advertisePort) args.push('--advertise', `${h.ip}:${opts.advertisePort}`);
     args.push(...(opts.extraArgs ?? []));
-    const proc = this.spawn(`${name}.${++this.seq}`, host, PROGRAMS.peerd, args);
+    const proc = this.spawn(`${name}.${++this.seq}`, host, programs.peerd, args);
     const peer: LabPeer = { name, host, ip: h.ip, proc, socket, share, data };
     await this.waitReady(peer);
     return peer;
@@ -215,7 +238,7 @@ export class Lab {
   /** A delay proxy in `host`: listens on `listenPort` there, forwards to `target`, `delayMs` each way. */
   async startDelayProxy(host: string, listenPort: number, target: string, delayMs: number): Promise<Started> {
     const h = this.net.host(host);
-    const proc = this.spawn(`proxy-${host}-${listenPort}`, host, DELAY_PROXY, ['--listen', `${h.ip}:${listenPort}`, '--target', target, '--delay-ms', String(delayMs)]);
+    const proc = this.spawn(`proxy-${host}-${listenPort}`, host, programs.delayProxy, ['--listen', `${h.ip}:${listenPort}`, '--target', target, '--delay-ms', String(delayMs)]);
     await waitFor(`the delay proxy in ${host}`, async () => {
       if (proc.child.exitCode !== null) throw new GiveUp(`the delay proxy exited: ${this.ws.tail(proc)}`);
       return fs.readFileSync(proc.logPath, 'utf8').includes('delay proxy listening') ? true : undefined;
@@ -242,7 +265,7 @@ export class Lab {
     const args = ['--socket', peer.socket, 'get', fileName, '--json', '--no-progress', opts.overwrite === false ? '--no-overwrite' : '--overwrite'];
     if (opts.strategy) args.push('--strategy', opts.strategy);
     const t0 = performance.now();
-    const cli = this.spawn(`get-${peer.name}.${++this.seq}`, peer.host, PROGRAMS.cli, args, true);
+    const cli = this.spawn(`get-${peer.name}.${++this.seq}`, peer.host, programs.cli, args, true);
     let stdout = '';
     cli.child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     const timer = setTimeout(() => cli.child.kill('SIGKILL'), opts.timeoutMs ?? 600_000);

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { assertBuilt, machineInfo, ROOT, Workspace } from '../harness.js';
 import { cleanupStaleCgroups, startCpuAccount, stopCpuAccount } from './cpu-account.js';
-import { emergencyTeardown, setQuietWait } from './lab.js';
+import { emergencyTeardown, setQuietWait, snapshotDist } from './lab.js';
 import { BRIDGE, bridgeExists, cleanupStale, labNamespaces, NS_PREFIX } from './network.js';
 import { engineVersion, writeReport } from './report.js';
 import { makeTestFile, type LabOptions, type Scenario, type Strategy } from './scenario.js';
@@ -104,9 +104,17 @@ function runningLabs(): number[] {
   return pids;
 }
 
-/** The working folders of labs killed hard (their pid is gone). */
+/** The working folders and dist/ snapshots of labs killed hard (their pid is gone). */
 function cleanupStaleWorkspaces(): string[] {
   const done: string[] = [];
+  const work = path.join(ROOT, 'bench', '.work');
+  for (const d of fs.existsSync(work) ? fs.readdirSync(work) : []) {
+    const m = /^lab-dist-(\d+)$/.exec(d);
+    if (m && !alive(Number(m[1]))) {
+      fs.rmSync(path.join(work, d), { recursive: true, force: true });
+      done.push(`removed ${path.join(work, d)}`);
+    }
+  }
   for (const d of fs.readdirSync(os.tmpdir()).filter((e) => e.startsWith('p2plab-'))) {
     const dir = path.join(os.tmpdir(), d);
     let pid: number;
@@ -132,7 +140,7 @@ async function render(names: string[], dir: string): Promise<void> {
       params: Record<string, unknown> & { n: number[]; strategies: Strategy[]; sizeMiB: number; runs: number };
       runs: PeersRun[];
       elapsedSeconds: number;
-      engine?: { commit: string; modified: string[] };
+      engine?: { commit: string; modified: string[]; distBuiltAt?: string };
       machine: ReturnType<typeof machineInfo>;
     };
     const report = peersReport({ runs: json.runs, counts: json.params.n, strategies: json.params.strategies, sizeMiB: json.params.sizeMiB, runsPerPoint: json.params.runs, elapsedSeconds: json.elapsedSeconds });
@@ -218,9 +226,13 @@ async function main(): Promise<void> {
   fs.writeFileSync(ws.path(LAB_PID_FILE), String(process.pid));
   // The Workspace stops its processes on SIGINT/SIGTERM and exits; this removes the network after that,
   // and after any other exit.
+  // What is measured: dist/ as it is now, whatever is rebuilt meanwhile; and which commit it came from.
+  const engine = { ...engineVersion(), distBuiltAt: fs.statSync(path.join(ROOT, 'dist', 'peerd', 'downloader.js')).mtime.toISOString() };
+  const snapshot = snapshotDist();
   process.on('exit', () => {
     emergencyTeardown(ws);
     stopCpuAccount();
+    fs.rmSync(snapshot, { recursive: true, force: true });
   });
   if (!startCpuAccount()) opts.log('lab: no cgroup for CPU accounting; other load on the machine will not be told apart');
   setQuietWait(quietWaitSeconds * 1000);
@@ -233,7 +245,6 @@ async function main(): Promise<void> {
       try {
         // Other work on the machine distorts a lab that is CPU-bound at the top end: note how busy it was.
         const loadAverageAtStart = os.loadavg().map((x) => Math.round(x * 100) / 100);
-        const engine = engineVersion();
         const report = await SCENARIOS[name]!({ ws, opts, testFile: (sizeMiB) => makeTestFile(ws, sizeMiB) });
         report.engine = engine;
         report.params.loadAverageAtStart = loadAverageAtStart;

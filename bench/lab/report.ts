@@ -29,7 +29,7 @@ export interface ScenarioReport {
   svg: string;
   elapsedSeconds: number;
   /** Set by the runner when the scenario starts (the build measured); read from git at write time otherwise. */
-  engine?: { commit: string; modified: string[] };
+  engine?: { commit: string; modified: string[]; distBuiltAt?: string };
   /** Where and when it was measured; the current machine unless rendering an earlier result again. */
   machine?: ReturnType<typeof machineInfo>;
 }
@@ -55,23 +55,24 @@ export function mb(bytes: number | undefined): string {
 export function engineVersion(): { commit: string; modified: string[] } {
   const git = (args: string[]): string => {
     try {
-      return execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+      return execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
     } catch {
       return '';
     }
   };
+  // Porcelain lines are "XY path"; X may be a space, so no trimming before the split.
   const modified = git(['status', '--porcelain', '--', 'peerd', 'daemon', 'protocol', 'cli'])
     .split('\n')
-    .filter(Boolean)
-    .map((l) => l.slice(3));
-  return { commit: git(['rev-parse', '--short', 'HEAD']) || 'unknown', modified };
+    .map((l) => /^.. (.+)$/.exec(l)?.[1])
+    .filter((p): p is string => p !== undefined);
+  return { commit: git(['rev-parse', '--short', 'HEAD']).trim() || 'unknown', modified };
 }
 
 export async function writeReport(dir: string, r: ScenarioReport): Promise<string[]> {
   await fsp.mkdir(dir, { recursive: true });
   const base = path.join(dir, `lab-${r.scenario}`);
   const machine = r.machine ?? machineInfo();
-  const engine = r.engine ?? engineVersion();
+  const engine: { commit: string; modified: string[]; distBuiltAt?: string } = r.engine ?? engineVersion();
   const json = {
     scenario: r.scenario,
     title: r.title,
@@ -91,8 +92,8 @@ export async function writeReport(dir: string, r: ScenarioReport): Promise<strin
     r.setup,
     '',
     `Measured ${machine.date.slice(0, 10)} on ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGiB} GiB, ${machine.node}, ${machine.platform}; the scenario took ${Math.round(r.elapsedSeconds)} s. Parameters: ${Object.entries(r.params)
-      .map(([k, v]) => `${k} ${Array.isArray(v) ? v.join(',') : typeof v === 'object' ? JSON.stringify(v) : String(v)}`)
-      .join('; ')}. Engine: commit ${engine.commit}${engine.modified.length ? ` with local changes to ${engine.modified.join(', ')}` : ''}.`,
+      .map(([k, v]) => `${k} ${Array.isArray(v) && v.every((x) => typeof x !== 'object') ? v.join(',') : typeof v === 'object' ? JSON.stringify(v) : String(v)}`)
+      .join('; ')}. Engine: commit ${engine.commit}${engine.modified.length ? ` with local changes to ${engine.modified.join(', ')}` : ''}${engine.distBuiltAt ? ` (dist/ built ${engine.distBuiltAt.slice(0, 19).replace('T', ' ')} UTC, run from a snapshot)` : ''}.`,
     '',
     `![chart](lab-${r.scenario}.svg)`,
     '',
