@@ -74,6 +74,7 @@ export class PeerDaemon {
   private control: net.Server | undefined;
   private readonly controlConns = new Set<Connection>();
   private readonly downloads = new Map<string, Download>();
+  private readonly runs = new Map<string, Promise<DownloadResult>>();
   private readonly log: Logger;
   private closed = false;
   private readonly uploadMeter = new RateMeter();
@@ -154,7 +155,7 @@ export class PeerDaemon {
         continue;
       }
       this.log.info({ name: p.name, target: p.target }, 'resuming an interrupted download');
-      const d = this.newDownload({ fileId: Buffer.from(p.fileId, 'hex'), name: p.name, target: p.target, overwrite: false });
+      const d = this.newDownload({ fileId: Buffer.from(p.fileId, 'hex'), name: p.name, target: p.target, overwrite: false, strategy: this.opts.strategy });
       void this.runDownload(d).catch((err: unknown) => this.log.warn({ name: p.name, err: (err as Error).message }, 'resumed download failed; it will be tried again at the next start or get'));
     }
   }
@@ -357,6 +358,10 @@ export class PeerDaemon {
     const key = str(args.key, 'key');
     const r = await this.resolve(key);
     const target = this.targetFor(r.name, r.id, args.out);
+    // The same download is already running (resumed on its own after a restart, say): follow it.
+    const running = this.downloads.get(r.id);
+    const runningResult = this.runs.get(r.id);
+    if (running && runningResult && running.req.target === target) return this.follow(running, runningResult, conn, requestId);
     if (!fs.existsSync(path.dirname(target))) throw new P2PError('P2P_BAD_REQUEST', `folder ${path.dirname(target)} does not exist`);
     if (fs.existsSync(target)) {
       if (fs.statSync(target).isDirectory()) throw new P2PError('P2P_BAD_REQUEST', `${target} is a folder`);
@@ -368,17 +373,30 @@ export class PeerDaemon {
     const strategy = args.strategy ?? this.opts.strategy;
     if (strategy !== undefined && strategy !== 'adaptive' && strategy !== 'original') throw new P2PError('P2P_BAD_REQUEST', `unknown strategy '${String(strategy)}'`);
     const d = this.newDownload({ fileId: Buffer.from(r.id, 'hex'), name: r.name, target, maxPeers, overwrite: args.overwrite, strategy });
-    const send = (type: string, p: object): void => {
-      conn.sendEvent('CONTROL_EVENT', { event: JSON.stringify({ type, ...p }) }, requestId);
-    };
-    d.on('started', (p: object) => send('started', p));
-    d.on('progress', (p: object) => send('progress', p));
     const onGone = (): void => d.abort('the p2p command went away; the partial download is kept for resuming');
     conn.once('close', onGone);
     try {
-      return await this.runDownload(d);
+      return await this.follow(d, this.runDownload(d), conn, requestId);
     } finally {
       conn.off('close', onGone);
+    }
+  }
+
+  /** Relays a download's progress to a `p2p get` and answers with its result. */
+  private async follow(d: Download, result: Promise<DownloadResult>, conn: Connection, requestId: number): Promise<DownloadResult> {
+    const send = (type: string) => (p: object): void => {
+      conn.sendEvent('CONTROL_EVENT', { event: JSON.stringify({ type, ...p }) }, requestId);
+    };
+    const started = send('started');
+    const progress = send('progress');
+    d.on('started', started);
+    d.on('progress', progress);
+    if (d.manifestInfo) started(d.progress);
+    try {
+      return await result;
+    } finally {
+      d.off('started', started);
+      d.off('progress', progress);
     }
   }
 
@@ -399,7 +417,16 @@ export class PeerDaemon {
     );
   }
 
-  private async runDownload(d: Download): Promise<DownloadResult> {
+  private runDownload(d: Download): Promise<DownloadResult> {
+    const run = this.executeDownload(d);
+    this.runs.set(d.id, run);
+    void run.catch(() => undefined).finally(() => {
+      if (this.runs.get(d.id) === run) this.runs.delete(d.id);
+    });
+    return run;
+  }
+
+  private async executeDownload(d: Download): Promise<DownloadResult> {
     const id = d.id;
     this.downloads.set(id, d);
     d.once('started', () => {

@@ -129,8 +129,11 @@ t.test('a daemon stopped mid-download finishes the download on its own when it s
   });
   await d.stop();
   t.type(await running, Error, 'the interrupted get reports a failure');
-  const again = await fleet.startPeer('d1');
-  await Fleet.until('the resumed download to finish', () => (fs.existsSync(out) ? true : undefined), 20_000);
+  // Restarted slower, so the download it resumes on its own is still running when the user asks again.
+  const again = await fleet.startPeer('d1', { maxDownloadRate: 4 * MiB });
+  await Fleet.until('the download to resume on its own', async () => ((await again.call('status', {})).transfers.length === 1 ? true : undefined));
+  const followed = await again.call('get', { key: 'f.bin', out, overwrite: false });
+  t.equal(followed.path, out, 'running get again follows the resumed download instead of refusing');
   t.ok(same(orig, out), 'intact after the restart');
   const [transfer] = await again.call('transfers', {});
   t.ok(transfer && transfer.peers.reduce((n, p) => n + p.chunks, 0) < 16, 'the restarted daemon fetched only what was missing');
