@@ -30,6 +30,16 @@ export function assertBuilt(): void {
   }
 }
 
+/** An integer flag of a bench script, at least `min`; otherwise a one-line error and exit code 2. */
+export function intFlag(program: string, flag: string, v: string, min = 1): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) {
+    process.stderr.write(`${program}: --${flag} must be an integer >= ${min}\n`);
+    process.exit(2);
+  }
+  return n;
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -31,8 +31,7 @@ import {
   RssSampler,
   waitQuiet,
   Workspace,
-  type Started,
-} from './harness.js';
+  type Started, intFlag } from './harness.js';
 import { startPeer, startTracker, waitHolders, waitReady, type GetResult, type Peer } from './swarm.js';
 
 /** The issue's targets. */
@@ -138,14 +137,7 @@ function parseOptions(): Options {
     );
     process.exit(0);
   }
-  const int = (flag: string, v: string, min: number): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) {
-      process.stderr.write(`loopback: --${flag} must be an integer >= ${min}\n`);
-      process.exit(2);
-    }
-    return n;
-  };
+  const int = (flag: string, v: string, min = 1): number => intFlag('loopback', flag, v, min);
   const sizeMiB = int('size-mib', values['size-mib'], 1);
   const peers = values.peers.split(',').map((p) => int('peers', p.trim(), 1));
   const results = values.results ?? (sizeMiB === FULL_SIZE_MIB ? path.join(ROOT, 'bench', 'results') : undefined);

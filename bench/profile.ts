@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { assertBuilt, generateFile, MIB, p2pJson, ROOT, waitFor, Workspace } from './harness.js';
+import { assertBuilt, generateFile, MIB, p2pJson, ROOT, waitFor, Workspace, intFlag } from './harness.js';
 import { startPeer, startTracker, waitHolders, waitReady, type GetResult } from './swarm.js';
 
 const TOOLS = ['doctor', 'flame', 'bubbleprof', 'heapprofiler'] as const;
@@ -42,14 +42,7 @@ function parseOptions(): { tool: Tool; sizeMiB: number; peers: number; keep: boo
     );
     process.exit(0);
   }
-  const int = (flag: string, v: string): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) {
-      process.stderr.write(`profile: --${flag} must be a positive integer\n`);
-      process.exit(2);
-    }
-    return n;
-  };
+  const int = (flag: string, v: string, min = 1): number => intFlag('profile', flag, v, min);
   if (!(TOOLS as readonly string[]).includes(values.tool)) {
     process.stderr.write(`profile: --tool must be one of ${TOOLS.join(', ')}\n`);
     process.exit(2);

@@ -45,8 +45,7 @@ import {
   waitFor,
   waitQuiet,
   Workspace,
-  type Started,
-} from './harness.js';
+  type Started, intFlag } from './harness.js';
 
 const FULL_ROUNDS = 20;
 const DEFAULT_HEARTBEAT_MS = 200;
@@ -119,14 +118,7 @@ function parseOptions(): Options {
     );
     process.exit(0);
   }
-  const int = (flag: string, v: string, min: number): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) {
-      process.stderr.write(`takeover: --${flag} must be an integer >= ${min}\n`);
-      process.exit(2);
-    }
-    return n;
-  };
+  const int = (flag: string, v: string, min = 1): number => intFlag('takeover', flag, v, min);
   const opts: Options = {
     rounds: int('rounds', values.rounds, 1),
     peers: int('peers', values.peers, 1),
