@@ -46,6 +46,7 @@ interface Options {
   results: string | undefined;
   keep: boolean;
   downloaderNodeArgs: string[];
+  seederNodeArgs: string[];
   warmup: number;
   waitQuietSeconds: number;
 }
@@ -98,6 +99,7 @@ function parseFlags() {
       results: { type: 'string' },
       keep: { type: 'boolean', default: false },
       'downloader-node-args': { type: 'string', default: '' },
+      'seeder-node-args': { type: 'string', default: '' },
       warmup: { type: 'string', default: '1' },
       'wait-quiet': { type: 'string', default: '0' },
       help: { type: 'boolean', short: 'h', default: false },
@@ -132,6 +134,8 @@ function parseOptions(): Options {
         '                 node flags for the downloading daemons only, to investigate a result, e.g.',
         '                 --downloader-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof" or ="--trace-gc"',
         '                 (--trace-gc output goes to the daemon\'s log: use --keep)',
+        '  --seeder-node-args=ARGS',
+        '                 the same for the seeding daemons (a seeder\'s profile: --cpu-prof ...)',
         '',
       ].join('\n'),
     );
@@ -150,6 +154,7 @@ function parseOptions(): Options {
     warmup: int('warmup', values.warmup, 0),
     waitQuietSeconds: int('wait-quiet', values['wait-quiet'], 0),
     downloaderNodeArgs: values['downloader-node-args'].split(/\s+/).filter(Boolean),
+    seederNodeArgs: values['seeder-node-args'].split(/\s+/).filter(Boolean),
   };
 }
 
@@ -320,7 +325,7 @@ async function main(): Promise<void> {
     const maxHolders = Math.max(...opts.peers);
     for (let i = 1; i <= maxHolders; i++) {
       const held = opts.peers.filter((holders) => holders >= i).map((holders) => files.get(holders)!.source);
-      seeders.push(await startPeer(ws, `seeder${i}`, tracker, { files: held }));
+      seeders.push(await startPeer(ws, `seeder${i}`, tracker, { files: held, nodeArgs: opts.seederNodeArgs }));
     }
     log(`starting ${seeders.length} seeder(s); each hashes its files before it shares them`);
     await Promise.all(seeders.map((s, i) => waitReady(ws, s, opts.peers.filter((holders) => holders >= i + 1).length)));

@@ -1,11 +1,16 @@
 /**
  * Serves other peers: a file's manifest, and any chunk of a shared file by id and index; nothing else.
- * No path ever comes from the network. Each chunk is read straight from disk into one of a small pool of
- * reused buffers, checked against the manifest (a file damaged after sharing is never served), signed as a
- * receipt and written to the socket without being copied into a frame.
+ * No path ever comes from the network. Each chunk is read straight from disk (files stay open between
+ * chunks) into one of a small pool of reused buffers, signed as a receipt and written to the socket
+ * without being copied into a frame.
+ *
+ * A changed file is never served: after each read the open file's stamp (inode, size, mtime, ctime) is
+ * compared with the one its manifest was made under. While it is unchanged no write has touched the
+ * file, so the chunk is what the manifest says and is not hashed again; once it differs, every chunk is
+ * hashed before it goes out (as are chunks of partial downloads, which are still being written), and the
+ * file is hashed again in the background.
  */
 import { randomBytes } from 'node:crypto';
-import fsp from 'node:fs/promises';
 import net from 'node:net';
 import type { Logger } from 'pino';
 import {
@@ -26,7 +31,8 @@ import {
   type KeyPair,
 } from '../protocol/index.js';
 import type { BlacklistCache } from './blacklist-cache.js';
-import type { Library, SharedFile } from './library.js';
+import { fileStamp, type Library, type SharedFile } from './library.js';
+import { OpenFiles } from './open-files.js';
 import type { RateMeter, TokenBucket } from './rate.js';
 
 export interface ChunkServerOptions {
@@ -89,6 +95,9 @@ export class ChunkServer {
   private readonly conns = new Set<PeerConn>();
   private readonly perIp = new Map<string, number>();
   private readonly pool: BufferPool;
+  private readonly files = new OpenFiles();
+  /** Files found changed since they were hashed, already sent for re-hashing. */
+  private readonly rechecked = new WeakSet<SharedFile>();
   private readonly log: Logger;
   uploadsInProgress = 0;
   bytesSent = 0;
@@ -117,6 +126,12 @@ export class ChunkServer {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const c of this.conns) c.conn.close(new P2PError('P2P_SHUTTING_DOWN', 'peer daemon is shutting down'));
     await closed;
+    this.files.closeAll();
+  }
+
+  /** `filePath` is no longer served from (a finished download's partial file, a file that left). */
+  forgetFile(filePath: string): void {
+    this.files.forget(filePath);
   }
 
   /** Cuts every connection of a peer that was just blacklisted. */
@@ -252,8 +267,7 @@ export class ChunkServer {
     try {
       if (conn.isClosed || conn.isCancelled(req.requestId)) return release();
       const len = chunkLength(manifest, index);
-      const fh = await fsp.open(source.path, 'r');
-      try {
+      const unchanged = await this.files.use(source.path, async (fh) => {
         let got = 0;
         while (got < len) {
           const { bytesRead } = await fh.read(buf, got, len - got, index * manifest.chunkSize + got);
@@ -261,16 +275,25 @@ export class ChunkServer {
           got += bytesRead;
         }
         if (got < len) throw new P2PError('P2P_CHUNK_UNAVAILABLE', `chunk ${index} is short on disk`);
-      } finally {
-        await fh.close();
-      }
+        // After the read: a write that began before this stat has already moved the file's ctime.
+        return shared !== undefined && fileStamp(await fh.stat()) === shared.stamp;
+      });
       const data = buf.subarray(0, len);
       if (this.opts.corruptChunks) data[0] = data[0]! ^ 0xff;
-      const hash = sha256(data);
+      let hash = manifest.hashes[index]!;
+      if (!unchanged || this.opts.corruptChunks) {
+        hash = sha256(data);
+        if (shared && !this.rechecked.has(shared)) {
+          // Changed since it was hashed: hash it again in the background (its id may change).
+          this.rechecked.add(shared);
+          this.files.forget(shared.path);
+          this.log.info({ path: shared.path }, 'shared file changed since it was hashed; checking every chunk and re-hashing');
+          void this.opts.library.recheck(shared.path);
+        }
+      }
       if (!this.opts.corruptChunks && !hash.equals(manifest.hashes[index]!)) {
-        // Our own copy changed since it was hashed: never send it; hash the file again (its id changes).
-        this.log.warn({ path: source.path, index }, 'shared file no longer matches its manifest; re-hashing');
-        if (shared) void this.opts.library.recheck(shared.path);
+        // Our own copy no longer matches: never send it.
+        this.log.warn({ path: source.path, index }, 'shared file no longer matches its manifest');
         throw new P2PError('P2P_CHUNK_UNAVAILABLE', `chunk ${index} failed this peer's own check`);
       }
       const signature = signPayload(this.opts.keys, receiptPayload(fileId, index, hash, pc.peerId!));
@@ -282,6 +305,7 @@ export class ChunkServer {
     } catch (err) {
       release();
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        this.files.forget(source.path);
         if (shared) void this.opts.library.recheck(shared.path);
         throw new P2PError('P2P_CHUNK_UNAVAILABLE', 'the file is gone from disk');
       }

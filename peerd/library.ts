@@ -29,10 +29,23 @@ export interface SharedFile {
   mtimeMs: number;
   manifest: Manifest;
   encoded: Buffer;
+  /**
+   * The file's stamp (`fileStamp`) when its manifest was made or checked: while the open file still has
+   * it, no write has touched the file since, so the chunk server serves it without hashing each chunk.
+   */
+  stamp: string;
+}
+
+/**
+ * What changes whenever a file's bytes can have changed: its inode, size, and modification and status
+ * change times. The status change time (ctime) moves on every write, and no program can set it back.
+ */
+export function fileStamp(st: { ino: number; size: number; mtimeMs: number; ctimeMs: number }): string {
+  return `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
 }
 
 /** Reads a file once, in 1 MiB chunks into one reused buffer, and returns its manifest. */
-export async function hashFile(filePath: string): Promise<{ manifest: Manifest; encoded: Buffer; id: Buffer; size: number; mtimeMs: number }> {
+export async function hashFile(filePath: string): Promise<{ manifest: Manifest; encoded: Buffer; id: Buffer; size: number; mtimeMs: number; stamp: string }> {
   const fh = await fsp.open(filePath, 'r');
   try {
     const st = await fh.stat();
@@ -51,7 +64,8 @@ export async function hashFile(filePath: string): Promise<{ manifest: Manifest; 
     }
     const manifest: Manifest = { size: st.size, chunkSize: CHUNK_SIZE, hashes };
     const encoded = encodeManifest(manifest);
-    return { manifest, encoded, id: manifestId(encoded), size: st.size, mtimeMs: st.mtimeMs };
+    // The stamp from before the first read: a write during hashing changes the file's stamp.
+    return { manifest, encoded, id: manifestId(encoded), size: st.size, mtimeMs: st.mtimeMs, stamp: fileStamp(st) };
   } finally {
     await fh.close();
   }
@@ -59,6 +73,8 @@ export async function hashFile(filePath: string): Promise<{ manifest: Manifest; 
 
 export class Library extends EventEmitter {
   private readonly byPath = new Map<string, SharedFile>();
+  /** One entry per id (the chunk server looks a file up by id for every chunk). */
+  private readonly byIdIndex = new Map<string, SharedFile>();
   private watcher: fs.FSWatcher | undefined;
   private rescanTimer: NodeJS.Timeout | undefined;
   private periodic: NodeJS.Timeout | undefined;
@@ -101,8 +117,34 @@ export class Library extends EventEmitter {
   }
 
   byId(id: string): SharedFile | undefined {
-    for (const f of this.byPath.values()) if (f.id === id) return f;
-    return undefined;
+    return this.byIdIndex.get(id);
+  }
+
+  private setEntry(p: string, entry: SharedFile): void {
+    const old = this.byPath.get(p);
+    this.byPath.set(p, entry);
+    if (old && old.id !== entry.id) this.unindex(old);
+    this.byIdIndex.set(entry.id, entry);
+  }
+
+  private deleteEntry(p: string): SharedFile | undefined {
+    const f = this.byPath.get(p);
+    if (!f) return undefined;
+    this.byPath.delete(p);
+    this.unindex(f);
+    return f;
+  }
+
+  /** `f` left: its id stays indexed if another path holds the same bytes. */
+  private unindex(f: SharedFile): void {
+    if (this.byIdIndex.get(f.id) !== f) return;
+    this.byIdIndex.delete(f.id);
+    for (const other of this.byPath.values()) {
+      if (other.id === f.id) {
+        this.byIdIndex.set(other.id, other);
+        return;
+      }
+    }
   }
 
   /** Files matching a name or an id (full hex, or a prefix of at least 8 characters). */
@@ -155,10 +197,8 @@ export class Library extends EventEmitter {
   }
 
   private drop(p: string): void {
-    const f = this.byPath.get(p);
-    if (!f) return;
-    this.byPath.delete(p);
-    this.emit('removed', f);
+    const f = this.deleteEntry(p);
+    if (f) this.emit('removed', f);
   }
 
   /** Shares `p` if it is new or changed; returns the shared entry. */
@@ -172,16 +212,16 @@ export class Library extends EventEmitter {
     let entry: SharedFile;
     const cached = this.db.cachedManifest(p);
     if (cached && cached.size === st.size && cached.mtimeMs === st.mtimeMs) {
-      entry = { name, id: cached.id, idBuf: Buffer.from(cached.id, 'hex'), size: st.size, path: p, mtimeMs: st.mtimeMs, manifest: decodeManifest(cached.manifest), encoded: cached.manifest };
+      entry = { name, id: cached.id, idBuf: Buffer.from(cached.id, 'hex'), size: st.size, path: p, mtimeMs: st.mtimeMs, manifest: decodeManifest(cached.manifest), encoded: cached.manifest, stamp: fileStamp(st) };
     } else {
       const started = performance.now();
       const h = await hashFile(p);
       this.log.info({ path: p, size: h.size, ms: Math.round(performance.now() - started) }, 'hashed file');
-      entry = { name, id: h.id.toString('hex'), idBuf: h.id, size: h.size, path: p, mtimeMs: h.mtimeMs, manifest: h.manifest, encoded: h.encoded };
+      entry = { name, id: h.id.toString('hex'), idBuf: h.id, size: h.size, path: p, mtimeMs: h.mtimeMs, manifest: h.manifest, encoded: h.encoded, stamp: h.stamp };
       this.db.putManifest({ path: p, size: h.size, mtimeMs: h.mtimeMs, id: entry.id, manifest: h.encoded });
     }
     // Replace first, then tell: a listener asking whether the old id is still shared must hear no.
-    this.byPath.set(p, entry);
+    this.setEntry(p, entry);
     if (current && current.id !== entry.id) this.emit('removed', current);
     this.emit('added', entry);
     return entry;
@@ -240,11 +280,8 @@ export class Library extends EventEmitter {
   /** The file at `p` no longer matches its manifest: hash it again (its id changes). */
   async recheck(p: string): Promise<void> {
     this.db.forgetManifest(p);
-    const f = this.byPath.get(p);
-    if (f) {
-      this.byPath.delete(p);
-      this.emit('removed', f);
-    }
+    const f = this.deleteEntry(p);
+    if (f) this.emit('removed', f);
     await this.rescan();
   }
 }

@@ -21,7 +21,7 @@ import { BlacklistCache } from './blacklist-cache.js';
 import { ChunkServer } from './chunk-server.js';
 import type { CommandName, ControlCommands, FileInfo, GetArgs, StatusInfo } from './control.js';
 import { PeerDb } from './db.js';
-import { Download, type DownloadResult, type Strategy } from './downloader.js';
+import { Download, isStrategy, type DownloadResult, type Strategy } from './downloader.js';
 import { RateMeter, TokenBucket } from './rate.js';
 import { ensurePrivateDir, loadIdentity } from './identity.js';
 import { Library, type SharedFile } from './library.js';
@@ -125,6 +125,7 @@ export class PeerDaemon {
     });
     this.library.on('added', (f: SharedFile) => void this.registerFiles([f]).catch(() => undefined));
     this.library.on('removed', (f: SharedFile) => {
+      this.chunkServer.forgetFile(f.path);
       if (this.library.byId(f.id)) return; // still shared under another path
       void this.tracker.request('UNREGISTER', { all: false, ids: [{ id: f.idBuf }] }, 'OK').catch(() => undefined);
     });
@@ -371,7 +372,7 @@ export class PeerDaemon {
     const maxPeers = args.maxPeers !== undefined && args.maxPeers !== null ? Number(args.maxPeers) : undefined;
     if (maxPeers !== undefined && (!Number.isInteger(maxPeers) || maxPeers < 1)) throw new P2PError('P2P_BAD_REQUEST', '--max-peers must be a positive integer');
     const strategy = args.strategy ?? this.opts.strategy;
-    if (strategy !== undefined && strategy !== 'adaptive' && strategy !== 'original') throw new P2PError('P2P_BAD_REQUEST', `unknown strategy '${String(strategy)}'`);
+    if (strategy !== undefined && !isStrategy(strategy)) throw new P2PError('P2P_BAD_REQUEST', `unknown strategy '${String(strategy)}'`);
     const d = this.newDownload({ fileId: Buffer.from(r.id, 'hex'), name: r.name, target, maxPeers, overwrite: args.overwrite, strategy });
     const onGone = (): void => d.abort('the p2p command went away; the partial download is kept for resuming');
     conn.once('close', onGone);
@@ -451,6 +452,7 @@ export class PeerDaemon {
       throw err;
     } finally {
       this.downloads.delete(id);
+      if (d.partialPath) this.chunkServer.forgetFile(d.partialPath);
     }
   }
 

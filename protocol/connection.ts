@@ -18,7 +18,7 @@ import {
   TimeoutError,
   toP2PError,
 } from './errors.js';
-import { decodeBody, encodeFrame, encodeFrameHead, Framer, DEFAULT_MAX_BODY_BYTES, type Frame } from './framer.js';
+import { decodeBody, encodeFrame, encodeFrameHead, Framer, DEFAULT_MAX_BODY_BYTES, SCRATCH_BYTES, type Frame, type FrameHeader } from './framer.js';
 import { Messages, type Body, type MessageName } from './messages.js';
 
 export interface ConnectionOptions {
@@ -33,6 +33,19 @@ export interface ConnectionOptions {
   idleTimeoutMs?: number;
   logger?: Logger;
   clock?: Clock;
+  /**
+   * The socket was created with `onread` (see `dial`): reads land where the framer says, and this is the
+   * buffer the socket reads into until the connection exists.
+   */
+  readScratch?: Buffer;
+}
+
+/** Buffers that a response body can be read straight into (a pool of chunk buffers). */
+export interface BodyBuffers {
+  /** A buffer of at least `bytes`, or undefined: the body is then buffered by the connection as usual. */
+  acquire(bytes: number): Buffer | undefined;
+  /** Takes back a buffer that acquire gave, or any view of it. */
+  release(buf: Buffer): void;
 }
 
 export interface IncomingRequest<N extends MessageName = MessageName> {
@@ -48,6 +61,12 @@ export interface RequestOptions {
   signal?: AbortSignal;
   /** Called with events the other side sends under this request's id (progress). */
   onEvent?: (name: MessageName, body: unknown) => void;
+  /**
+   * Read the answer's body straight into a buffer from here (a chunk lands in place, never copied). When
+   * the request resolves, the answer's buffer fields are views of that buffer and the caller owns it: it
+   * gives it back with `into.release(...)` once done. When the request fails, the connection gives it back.
+   */
+  into?: BodyBuffers;
 }
 
 interface Pending {
@@ -56,6 +75,9 @@ interface Pending {
   reject(err: Error): void;
   timer: Timer | undefined;
   onEvent: RequestOptions['onEvent'];
+  into: BodyBuffers | undefined;
+  /** The buffer from `into` the answer's body is being read into. */
+  sunk: Buffer | undefined;
 }
 
 export const silentLogger: Logger = pino({ level: 'silent' });
@@ -84,11 +106,13 @@ export class Connection extends EventEmitter {
   private readonly readTimeoutMs: number;
   private readonly idleTimeoutMs: number;
   private readonly clock: Clock;
+  /** Body buffers of failed requests, given back once no socket read can still land in them. */
+  private retiring: Array<{ buf: Buffer; into: BodyBuffers }> = [];
   readonly log: Logger;
 
   constructor(readonly socket: net.Socket, options: ConnectionOptions = {}) {
     super();
-    this.framer = new Framer(options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES);
+    this.framer = new Framer(options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES, (h) => this.sinkFor(h), options.readScratch);
     this.maxInFlight = options.maxInFlight ?? 64;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
     this.readTimeoutMs = options.readTimeoutMs ?? 30_000;
@@ -98,7 +122,7 @@ export class Connection extends EventEmitter {
     this.remotePort = socket.remotePort ?? 0;
     this.log = (options.logger ?? silentLogger).child({ conn: this.id, remote: `${this.remoteAddress}:${this.remotePort}` });
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    if (!options.readScratch) socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => {
       if (!this.closed) socket.resume();
       this.emit('drain');
@@ -137,10 +161,13 @@ export class Connection extends EventEmitter {
         resolve: resolve as (b: unknown) => void,
         reject,
         onEvent: options.onEvent,
+        into: options.into,
+        sunk: undefined,
         timer:
           timeoutMs > 0
             ? this.clock.setTimeout(() => {
                 this.pending.delete(requestId);
+                this.retireSink(requestId, entry);
                 this.sendEvent('CANCEL', { requestId });
                 reject(new TimeoutError(`${name} to ${this.remoteAddress}:${this.remotePort}`, timeoutMs));
               }, timeoutMs)
@@ -153,6 +180,7 @@ export class Connection extends EventEmitter {
           if (!this.pending.has(requestId)) return;
           this.pending.delete(requestId);
           entry.timer?.cancel();
+          this.retireSink(requestId, entry);
           this.sendEvent('CANCEL', { requestId });
           reject(new P2PError('P2P_CONNECTION_CLOSED', `${name} cancelled`));
         };
@@ -287,12 +315,54 @@ export class Connection extends EventEmitter {
     }, this.idleTimeoutMs);
   }
 
+  /** User-buffer mode: where the socket's next read goes (called after every read, see `dial`). */
+  readBuffer(): Buffer {
+    // The read that just finished was the last one that could land in a retired body buffer.
+    if (this.retiring.length > 0) this.releaseRetired();
+    return this.framer.readBuffer();
+  }
+
+  /** User-buffer mode: `n` bytes were read into the buffer `readBuffer` gave. */
+  onRead(n: number): void {
+    if (this.closed) return;
+    this.consume(() => this.framer.commitRead(n, (frame) => this.onFrame(frame)));
+  }
+
   private onData(chunk: Buffer): void {
     if (this.closed) return;
+    if (this.retiring.length > 0) this.releaseRetired();
+    this.consume(() => this.framer.push(chunk, (frame) => this.onFrame(frame)));
+  }
+
+  /** A response's header arrived: read its body into the buffer its request brought, if it brought one. */
+  private sinkFor(h: FrameHeader): Buffer | undefined {
+    if (h.name === 'ERROR') return undefined;
+    const entry = this.pending.get(h.requestId);
+    if (!entry?.into || entry.sunk || entry.expect !== h.name) return undefined;
+    entry.sunk = entry.into.acquire(h.bodyBytes);
+    return entry.sunk;
+  }
+
+  /** A request failed: its body buffer goes back, but only once no read can still land in it. */
+  private retireSink(requestId: number, entry: Pending): void {
+    const buf = entry.sunk;
+    if (!buf || !entry.into) return;
+    entry.sunk = undefined;
+    this.framer.withdrawSink(requestId);
+    this.retiring.push({ buf, into: entry.into });
+  }
+
+  private releaseRetired(): void {
+    const list = this.retiring;
+    this.retiring = [];
+    for (const { buf, into } of list) into.release(buf);
+  }
+
+  private consume(feed: () => void): void {
     this.touch();
     const framesBefore = this.framesIn;
     try {
-      this.framer.push(chunk, (frame) => this.onFrame(frame));
+      feed();
     } catch (err) {
       const e = err instanceof P2PError ? err : new MalformedMessageError('frame', err);
       this.log.warn({ code: e.code, err: e.message }, 'bad input from peer; closing connection');
@@ -342,7 +412,17 @@ export class Connection extends EventEmitter {
     if (!entry) return; // answer to a request that timed out or was cancelled
     this.pending.delete(frame.requestId);
     entry.timer?.cancel();
+    try {
+      this.settleResponse(frame, entry);
+    } catch (err) {
+      this.retireSink(frame.requestId, entry);
+      throw err;
+    }
+  }
+
+  private settleResponse(frame: Frame, entry: Pending): void {
     if (frame.name === 'ERROR') {
+      this.retireSink(frame.requestId, entry);
       let body: Body<'ERROR'>;
       try {
         body = decodeBody('ERROR', frame.body);
@@ -437,8 +517,9 @@ export class Connection extends EventEmitter {
   }
 
   private failPending(err: P2PError): void {
-    for (const [, entry] of this.pending) {
+    for (const [requestId, entry] of this.pending) {
       entry.timer?.cancel();
+      this.retireSink(requestId, entry);
       entry.reject(err);
     }
     this.pending.clear();
@@ -449,6 +530,7 @@ export class Connection extends EventEmitter {
     this.closed = true;
     this.stopTimers();
     this.failPending(err ?? new ConnectionClosedError(`connection to ${this.remoteAddress}:${this.remotePort} closed`));
+    this.releaseRetired(); // the socket reads nothing more
     this.emit('close', err);
   }
 }
@@ -470,7 +552,18 @@ export interface DialOptions extends ConnectionOptions {
 export function dial(target: { host: string; port: number } | { path: string }, options: DialOptions = {}): Promise<Connection> {
   const connectTimeoutMs = options.connectTimeoutMs ?? 3000;
   return new Promise((resolve, reject) => {
-    const socket = 'path' in target ? net.connect(target.path) : net.connect(target.port, target.host);
+    // Reads go where the connection's framer says (a chunk's body straight into its buffer), through a
+    // scratch buffer the framer keeps; until the connection exists nothing can be read into it.
+    const readScratch = Buffer.allocUnsafe(SCRATCH_BYTES);
+    let conn: Connection | undefined;
+    const onread = {
+      buffer: (): Buffer => conn?.readBuffer() ?? readScratch,
+      callback: (n: number): boolean => {
+        conn?.onRead(n);
+        return true;
+      },
+    };
+    const socket = 'path' in target ? net.connect({ path: target.path, onread }) : net.connect({ port: target.port, host: target.host, onread });
     const label = 'path' in target ? target.path : formatAddress(target.host, target.port);
     const timer = setTimeout(() => {
       socket.destroy();
@@ -479,7 +572,8 @@ export function dial(target: { host: string; port: number } | { path: string }, 
     socket.once('connect', () => {
       clearTimeout(timer);
       socket.removeListener('error', onError);
-      resolve(new Connection(socket, options));
+      conn = new Connection(socket, { ...options, readScratch });
+      resolve(conn);
     });
     const onError = (err: NodeJS.ErrnoException): void => {
       clearTimeout(timer);

@@ -27,6 +27,31 @@ export interface Frame {
 
 const EMPTY = Buffer.alloc(0);
 const MIN_ALLOC = 16 * 1024;
+/** Socket reads land here between frames and for small frames (user-buffer mode, see `readBuffer`). */
+export const SCRATCH_BYTES = 64 * 1024;
+/** Frames at least this long are offered to the sink, so their bodies can be read straight into place. */
+const SINK_MIN_BODY_BYTES = 16 * 1024;
+
+/** The header of a frame whose body is on its way: what a sink decides on. */
+export interface FrameHeader {
+  readonly type: number;
+  readonly name: MessageName;
+  readonly requestId: number;
+  readonly bodyBytes: number;
+}
+
+/**
+ * Chooses where a large frame's body goes: a buffer of at least `bodyBytes` (the body then arrives in it
+ * and the frame's `body` is a view of it), or undefined to let the framer buffer it as usual.
+ */
+export type BodySink = (header: FrameHeader) => Buffer | undefined;
+
+interface DirectBody {
+  header: FrameHeader;
+  /** Where the body goes; undefined once the sink was withdrawn (the rest is read and dropped). */
+  target: Buffer | undefined;
+  filled: number;
+}
 
 /**
  * Incremental frame reader in the manner of pg-protocol's Parser: loop while a whole header is there,
@@ -40,16 +65,96 @@ export class Framer {
   private end = 0;
   /** Whole size of the frame being received, once its header is known. */
   private frameBytes = 0;
+  /** User-buffer mode: the buffer socket reads go to while no body is read in place. */
+  private scratch: Buffer | undefined;
+  /** A body being read straight into its sink's buffer. */
+  private direct: DirectBody | undefined;
 
-  constructor(private readonly maxBodyBytes = DEFAULT_MAX_BODY_BYTES) {}
+  constructor(
+    private readonly maxBodyBytes = DEFAULT_MAX_BODY_BYTES,
+    private readonly sink?: BodySink,
+    scratch?: Buffer,
+  ) {
+    this.scratch = scratch;
+  }
 
   /** Bytes of an unfinished frame held right now (0 between frames). */
   get pendingBytes(): number {
-    return this.end - this.start;
+    return this.direct ? HEADER_BYTES + this.direct.filled : this.end - this.start;
   }
 
-  /** Feeds bytes; calls onFrame for each complete frame. Throws a ProtocolError at the first bad header. */
-  push(chunk: Buffer, onFrame: (frame: Frame) => void): void {
+  /**
+   * User-buffer mode (a socket created with `onread`): where the next read should put its bytes. While a
+   * body is read in place this is exactly the rest of that body, so a read never crosses into the next
+   * frame and the body is never copied; otherwise it is a scratch buffer reused for every read. Call
+   * `commitRead` with the number of bytes read into it.
+   */
+  readBuffer(): Buffer {
+    const d = this.direct;
+    if (d) {
+      if (d.target) return d.target.subarray(d.filled, d.header.bodyBytes);
+      return this.scratchBuffer().subarray(0, Math.min(SCRATCH_BYTES, d.header.bodyBytes - d.filled));
+    }
+    return this.scratchBuffer();
+  }
+
+  /** User-buffer mode: `n` bytes were read into the buffer `readBuffer` returned. */
+  commitRead(n: number, onFrame: (frame: Frame) => void): void {
+    const d = this.direct;
+    if (!d) {
+      // The scratch buffer is reused by the next read: push() copies whatever it keeps or hands out.
+      this.push(this.scratch!.subarray(0, n), onFrame, true);
+      return;
+    }
+    this.commitDirect(n, onFrame);
+  }
+
+  private commitDirect(n: number, onFrame: (frame: Frame) => void): void {
+    const d = this.direct!;
+    d.filled += n;
+    if (d.filled < d.header.bodyBytes) return;
+    this.direct = undefined;
+    if (!d.target) return; // withdrawn: the frame is dropped
+    const { type, name, requestId, bodyBytes } = d.header;
+    onFrame({ type, name, requestId, body: d.target.subarray(0, bodyBytes) });
+  }
+
+  /**
+   * The buffer a sink gave for request `requestId` must not be written to any more (its request was
+   * cancelled or timed out): the rest of that body is read and dropped. Returns true if it was in use.
+   */
+  withdrawSink(requestId: number): boolean {
+    const d = this.direct;
+    if (!d || !d.target || d.header.requestId !== requestId) return false;
+    d.target = undefined;
+    return true;
+  }
+
+  /** The request whose body is being read into a sink's buffer right now, if any. */
+  get sinkRequestId(): number | undefined {
+    return this.direct?.target ? this.direct.header.requestId : undefined;
+  }
+
+  private scratchBuffer(): Buffer {
+    this.scratch ??= Buffer.allocUnsafe(SCRATCH_BYTES);
+    return this.scratch;
+  }
+
+  /**
+   * Feeds bytes; calls onFrame for each complete frame. Throws a ProtocolError at the first bad header.
+   * `transient`: the caller reuses `chunk`'s memory afterwards, so nothing may keep a view of it.
+   */
+  push(chunk: Buffer, onFrame: (frame: Frame) => void, transient = false): void {
+    if (this.direct) {
+      chunk = this.feedDirect(chunk, onFrame);
+      if (chunk.length === 0) return;
+    }
+    if (transient && this.end === this.start) {
+      // Whole small frames straight from the caller's buffer, each body copied out (they are small).
+      chunk = this.frameWhole(chunk, onFrame);
+      if (chunk.length === 0 || this.direct) return;
+      chunk = Buffer.from(chunk);
+    }
     this.append(chunk);
     while (this.end - this.start >= HEADER_BYTES) {
       const b = this.buf;
@@ -63,6 +168,10 @@ export class Framer {
       if (bodyBytes > this.maxBodyBytes) throw new FrameTooLargeError(bodyBytes, this.maxBodyBytes);
       const total = HEADER_BYTES + bodyBytes;
       if (this.end - o < total) {
+        if (this.toSink(b, o, this.end, { type, name, requestId: b.readUInt32BE(o + 2), bodyBytes })) {
+          this.start = this.end;
+          break;
+        }
         this.frameBytes = total;
         break;
       }
@@ -75,6 +184,57 @@ export class Framer {
       this.buf = EMPTY;
       this.start = this.end = 0;
     }
+  }
+
+  /** Copies the next bytes of a body read in place (bytes from a 'data' event); returns what follows it. */
+  private feedDirect(chunk: Buffer, onFrame: (frame: Frame) => void): Buffer {
+    const d = this.direct!;
+    const n = Math.min(chunk.length, d.header.bodyBytes - d.filled);
+    if (d.target) chunk.copy(d.target, d.filled, 0, n);
+    this.commitDirect(n, onFrame);
+    return chunk.subarray(n);
+  }
+
+  /**
+   * Hands out every whole frame at the start of `chunk` (bodies copied, since `chunk` is reused) and
+   * returns what is left: the start of a frame, unless that frame's body went to a sink.
+   */
+  private frameWhole(chunk: Buffer, onFrame: (frame: Frame) => void): Buffer {
+    let o = 0;
+    while (chunk.length - o >= HEADER_BYTES) {
+      const version = chunk[o]!;
+      if (version !== PROTOCOL_VERSION) throw new BadVersionError(version);
+      const type = chunk[o + 1]!;
+      const name = messageByCode[type];
+      if (name === undefined) throw new UnknownMessageError(type);
+      const bodyBytes = chunk.readUInt32BE(o + 6);
+      if (bodyBytes > this.maxBodyBytes) throw new FrameTooLargeError(bodyBytes, this.maxBodyBytes);
+      const requestId = chunk.readUInt32BE(o + 2);
+      const total = HEADER_BYTES + bodyBytes;
+      if (chunk.length - o < total) {
+        if (this.toSink(chunk, o, chunk.length, { type, name, requestId, bodyBytes })) return EMPTY;
+        break;
+      }
+      onFrame({ type, name, requestId, body: Buffer.from(chunk.subarray(o + HEADER_BYTES, o + total)) });
+      o += total;
+      if (this.direct) return EMPTY; // cannot happen: a sink is only chosen for an incomplete frame
+    }
+    return chunk.subarray(o);
+  }
+
+  /**
+   * An incomplete frame starts at `from` in `b` (its bytes up to `to` have arrived): if the sink takes its
+   * body, the bytes of it already here are copied there and the rest will be read in place.
+   */
+  private toSink(b: Buffer, from: number, to: number, header: FrameHeader): boolean {
+    if (!this.sink || header.bodyBytes < SINK_MIN_BODY_BYTES) return false;
+    const target = this.sink(header);
+    if (!target || target.length < header.bodyBytes) return false;
+    const have = to - from - HEADER_BYTES;
+    b.copy(target, 0, from + HEADER_BYTES, to);
+    this.direct = { header, target, filled: have };
+    this.frameBytes = 0;
+    return true;
   }
 
   private append(chunk: Buffer): void {
