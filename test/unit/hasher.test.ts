@@ -62,3 +62,27 @@ t.test('the chunk pool reuses its buffers and grows only to what is held at once
   t.equal(pool.inUse, 2, 'a second release of the same buffer changes nothing');
   t.end();
 });
+
+t.test('a chunk and its receipt are checked in one trip: a forged or foreign signature is caught', async (t) => {
+  const { generateKeyPair, signPayload, receiptPayload } = await import('../../protocol/index.js');
+  const hasher = new WorkerHasher();
+  t.teardown(() => hasher.close());
+  const seeder = generateKeyPair().keys;
+  const other = generateKeyPair().keys;
+  const me = generateKeyPair().keys;
+  const pool = new ChunkPool(64 * 1024, 2);
+  const data = pool.acquire(1)!.subarray(0, 50_000);
+  randomBytes(data.length).copy(data);
+  const hash = createHash('sha256').update(data).digest();
+  const payload = receiptPayload(Buffer.alloc(32, 1), 3, hash, me.peerId);
+  const good = await hasher.check(data, { publicKey: seeder.publicKey, payload, signature: signPayload(seeder, payload) });
+  t.strictSame({ hash: good.hash.toString('hex'), signed: good.signed }, { hash: hash.toString('hex'), signed: true }, 'honest receipt');
+  const foreign = await hasher.check(data, { publicKey: seeder.publicKey, payload, signature: signPayload(other, payload) });
+  t.equal(foreign.signed, false, 'signed by another key');
+  const bent = Buffer.from(signPayload(seeder, payload));
+  bent[0]! ^= 1;
+  t.equal((await hasher.check(data, { publicKey: seeder.publicKey, payload, signature: bent })).signed, false, 'a flipped bit');
+  t.equal((await hasher.check(data, { publicKey: Buffer.alloc(5), payload, signature: bent })).signed, false, 'a malformed key');
+  const onMain = await hasher.check(Buffer.from(data), { publicKey: seeder.publicKey, payload, signature: signPayload(seeder, payload) });
+  t.equal(onMain.signed, true, 'the same answer on the main thread (not shared memory)');
+});
