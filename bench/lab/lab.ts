@@ -10,7 +10,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { ControlClient, type CommandName, type ControlCommands, type DownloadResult, type StatusInfo } from '../../peerd/index.js';
 import { cpuTimes, GiveUp, machineBusySeconds, memoryBytes, PROGRAMS, ROOT, sleep, waitFor, type Started, type Workspace } from '../harness.js';
-import { labCpuSeconds } from './cpu-account.js';
+import { groupCpu, inGroup, labCpuSeconds, type CpuGroupName, type CpuUsage } from './cpu-account.js';
 import { LabNetwork, type LinkCaps } from './network.js';
 
 export const MBIT = 1_000_000;
@@ -79,6 +79,8 @@ export interface GetOutcome {
   otherBusyBefore: number;
   /** CPU seconds every process of the lab used meanwhile: seeders, downloader, CLI, tracker, proxies. */
   labCpuSeconds: number | undefined;
+  /** Of which the product's processes (tracker, every peer daemon, the CLI), without the lab runner and proxies. */
+  productCpu: CpuUsage | undefined;
   samples: ProgressSample[];
   /** performance.now() when the CLI was launched and when it exited. */
   startedAt: number;
@@ -97,6 +99,55 @@ export interface ProgressSample {
 let defaultQuietWaitMs = 5_000;
 export function setQuietWait(ms: number): void {
   defaultQuietWaitMs = ms;
+}
+export function quietWaitMs(): number {
+  return defaultQuietWaitMs;
+}
+
+export interface WindowCost {
+  /** How busy the whole machine was (1 = every core all the time). */
+  machineBusyFraction: number;
+  /** The part of that not used by the lab's processes: other work on the machine (needs a cgroup). */
+  otherBusyFraction: number | undefined;
+  /** CPU seconds every process of the lab used (needs a cgroup). */
+  labCpuSeconds: number | undefined;
+  /** CPU each child group used (see cpu-account.ts; undefined without a cgroup). */
+  groups: Record<CpuGroupName, CpuUsage | undefined>;
+}
+
+function groupsNow(): Record<CpuGroupName, CpuUsage | undefined> {
+  return { product: groupCpu('product'), aria2c: groupCpu('aria2c'), nginx: groupCpu('nginx') };
+}
+
+function usageDelta(a: CpuUsage | undefined, b: CpuUsage | undefined): CpuUsage | undefined {
+  return a && b ? { seconds: b.seconds - a.seconds, userSeconds: b.userSeconds - a.userSeconds, systemSeconds: b.systemSeconds - a.systemSeconds } : undefined;
+}
+
+/**
+ * Starts counting what the machine, the lab and each CPU group spend over a measured download; the
+ * returned function stops counting and reports it against the download's wall time.
+ */
+export function costMeter(): (wallSeconds: number) => WindowCost {
+  const busyBefore = machineBusySeconds();
+  const labBefore = labCpuSeconds();
+  const groupsBefore = groupsNow();
+  return (wallSeconds) => {
+    const busy = machineBusySeconds() - busyBefore;
+    const labAfter = labCpuSeconds();
+    const groupsAfter = groupsNow();
+    const cores = os.cpus().length;
+    const lab = labBefore !== undefined && labAfter !== undefined ? labAfter - labBefore : undefined;
+    return {
+      machineBusyFraction: busy / (wallSeconds * cores),
+      otherBusyFraction: lab !== undefined ? Math.max(0, busy - lab) / (wallSeconds * cores) : undefined,
+      labCpuSeconds: lab,
+      groups: {
+        product: usageDelta(groupsBefore.product, groupsAfter.product),
+        aria2c: usageDelta(groupsBefore.aria2c, groupsAfter.aria2c),
+        nginx: usageDelta(groupsBefore.nginx, groupsAfter.nginx),
+      },
+    };
+  };
 }
 
 /**
@@ -151,8 +202,23 @@ export class Lab {
     this.net.addHost(name, caps);
   }
 
+  /** The product's programs (node SCRIPT ARGS in a host), counted in the `product` CPU group. */
   private spawn(name: string, host: string, script: string, args: string[], pipeStdout = false): Started {
-    return this.ws.start(name, script, args, { command: 'ip', commandArgs: [...this.net.execPrefix(host), process.execPath], pipeStdout });
+    return this.run(name, host, process.execPath, [script, ...args], { group: 'product', pipeStdout });
+  }
+
+  /**
+   * Starts `command args` through the Workspace (so it is stopped by its pid), inside a host (`ip netns
+   * exec`, which execs: the pid is the program's) or, without a host, in the lab's own namespace; in a
+   * CPU group if asked (see cpu-account.ts).
+   */
+  run(name: string, host: string | undefined, command: string, args: string[], opts: { group?: CpuGroupName; pipeStdout?: boolean } = {}): Started {
+    const argv = host === undefined ? [command, ...args] : ['ip', ...this.net.execPrefix(host), command, ...args];
+    const inner = opts.group ? inGroup(opts.group, argv[0]!, argv.slice(1)) : { command: argv[0]!, args: argv.slice(1) };
+    const [first, ...rest] = inner.args;
+    if (first === undefined) throw new Error(`${name}: nothing to run`);
+    // Workspace.start runs `command ...commandArgs script ...args`: the first argument takes the script's place.
+    return this.ws.start(name, first, rest, { command: inner.command, pipeStdout: opts.pipeStdout ?? false });
   }
 
   /** The tracker, in its own uncapped host, on a fixed port (the namespace is private to the lab). */
@@ -238,7 +304,8 @@ export class Lab {
   /** A delay proxy in `host`: listens on `listenPort` there, forwards to `target`, `delayMs` each way. */
   async startDelayProxy(host: string, listenPort: number, target: string, delayMs: number): Promise<Started> {
     const h = this.net.host(host);
-    const proc = this.spawn(`proxy-${host}-${listenPort}`, host, programs.delayProxy, ['--listen', `${h.ip}:${listenPort}`, '--target', target, '--delay-ms', String(delayMs)]);
+    // Network emulation, not the product: no CPU group, so its CPU is the lab's, not the product's.
+    const proc = this.run(`proxy-${host}-${listenPort}`, host, process.execPath, [programs.delayProxy, '--listen', `${h.ip}:${listenPort}`, '--target', target, '--delay-ms', String(delayMs)]);
     await waitFor(`the delay proxy in ${host}`, async () => {
       if (proc.child.exitCode !== null) throw new GiveUp(`the delay proxy exited: ${this.ws.tail(proc)}`);
       return fs.readFileSync(proc.logPath, 'utf8').includes('delay proxy listening') ? true : undefined;
@@ -259,9 +326,8 @@ export class Lab {
     const quietBefore = await waitQuiet(opts.quietWaitMs ?? defaultQuietWaitMs);
     const pid = peer.proc.pid;
     const cpuBefore = cpuTimes(pid);
-    const labCpuBefore = labCpuSeconds();
     const rssBeforeBytes = memoryBytes(pid, 'VmRSS');
-    const busyBefore = machineBusySeconds();
+    const meter = costMeter();
     const args = ['--socket', peer.socket, 'get', fileName, '--json', '--no-progress', opts.overwrite === false ? '--no-overwrite' : '--overwrite'];
     if (opts.strategy) args.push('--strategy', opts.strategy);
     const t0 = performance.now();
@@ -300,9 +366,7 @@ export class Lab {
     await sampling;
     const endedAt = performance.now();
     const wallSeconds = (endedAt - t0) / 1000;
-    const busy = machineBusySeconds() - busyBefore;
-    const labCpuAfter = labCpuSeconds();
-    const cores = os.cpus().length;
+    const cost = meter(wallSeconds);
     let cpu = { user: NaN, system: NaN };
     let peak = NaN;
     try {
@@ -330,10 +394,11 @@ export class Lab {
       cpuSystemSeconds: cpu.system,
       peakRssBytes: peak,
       rssBeforeBytes,
-      machineBusyFraction: busy / (wallSeconds * cores),
-      otherBusyFraction: labCpuBefore !== undefined && labCpuAfter !== undefined ? Math.max(0, busy - (labCpuAfter - labCpuBefore)) / (wallSeconds * cores) : undefined,
+      machineBusyFraction: cost.machineBusyFraction,
+      otherBusyFraction: cost.otherBusyFraction,
       otherBusyBefore: quietBefore,
-      labCpuSeconds: labCpuBefore !== undefined && labCpuAfter !== undefined ? labCpuAfter - labCpuBefore : undefined,
+      labCpuSeconds: cost.labCpuSeconds,
+      productCpu: cost.groups.product,
       samples,
       startedAt: t0,
       endedAt,

@@ -1,6 +1,6 @@
 /**
  * npm run lab -- [--scenario peers,uneven,saturated,failure,flash,resume|all] [--runs 3] [--size-mib 100]
- *                [--n 1-20] [--strategies adaptive,original] [--crowd 20] [--quiet-wait 30] [--smoke]
+ *                [--n 1-20] [--strategies adaptive,original,aria2c] [--crowd 20] [--quiet-wait 30] [--smoke]
  *                [--results DIR] [--keep]
  * npm run lab -- --cleanup | --render
  *
@@ -16,7 +16,8 @@ import { cleanupStaleCgroups, startCpuAccount, stopCpuAccount } from './cpu-acco
 import { emergencyTeardown, setQuietWait, snapshotDist } from './lab.js';
 import { BRIDGE, bridgeExists, cleanupStale, labNamespaces, NS_PREFIX } from './network.js';
 import { engineVersion, writeReport } from './report.js';
-import { makeTestFile, type LabOptions, type Scenario, type Strategy } from './scenario.js';
+import { COMPARATORS, isComparator, type Comparator } from './comparator.js';
+import { isStrategy, makeTestFile, STRATEGIES, type LabOptions, type Scenario, type Strategy } from './scenario.js';
 import { failureScenario } from './scenarios/failure.js';
 import { flashScenario } from './scenarios/flash.js';
 import { peersReport, peersScenario, type PeersRun } from './scenarios/peers.js';
@@ -42,7 +43,9 @@ p2p-tracker and p2p-peerd in it and writes bench/results/lab-SCENARIO.{json,md,s
   --runs N            runs per point (default 3)
   --size-mib N        the test file's size (default 100)
   --n LIST            scenario 1's seeder counts, e.g. 1-20 or 1,2,5,10 (default 1-20)
-  --strategies LIST   adaptive,original (default both)
+  --strategies LIST   the engine's adaptive,original and the peers scenario's comparator aria2c
+                      (aria2c fetching from nginx; skipped with a note if either is missing);
+                      default all three
   --crowd N           scenario 5's downloaders (default 20)
   --smoke             a quick check of the plumbing: 10 MiB, N 1-3, 1 run, 5 downloaders;
                       results go to bench/.work/lab-smoke unless --results says otherwise
@@ -137,13 +140,15 @@ async function render(names: string[], dir: string): Promise<void> {
     if (name !== 'peers') fail(`--render supports the peers scenario only (the others take a minute or two to run again)`);
     const file = path.join(dir, `lab-${name}.json`);
     const json = JSON.parse(fs.readFileSync(file, 'utf8')) as {
-      params: Record<string, unknown> & { n: number[]; strategies: Strategy[]; sizeMiB: number; runs: number };
+      params: Record<string, unknown> & { n: number[]; strategies: Strategy[]; comparators?: string[]; sizeMiB: number; runs: number };
       runs: PeersRun[];
       elapsedSeconds: number;
       engine?: { commit: string; modified: string[]; distBuiltAt?: string };
       machine: ReturnType<typeof machineInfo>;
     };
-    const report = peersReport({ runs: json.runs, counts: json.params.n, strategies: json.params.strategies, sizeMiB: json.params.sizeMiB, runsPerPoint: json.params.runs, elapsedSeconds: json.elapsedSeconds });
+    // Results from before issue 8 have no comparator rows.
+    const comparators = (json.params.comparators ?? []).filter(isComparator);
+    const report = peersReport({ runs: json.runs, counts: json.params.n, strategies: json.params.strategies, comparators, sizeMiB: json.params.sizeMiB, runsPerPoint: json.params.runs, elapsedSeconds: json.elapsedSeconds });
     report.params = json.params;
     report.machine = json.machine;
     if (json.engine) report.engine = json.engine;
@@ -160,7 +165,7 @@ async function main(): Promise<void> {
         runs: { type: 'string' },
         'size-mib': { type: 'string' },
         n: { type: 'string' },
-        strategies: { type: 'string', default: 'adaptive,original' },
+        strategies: { type: 'string', default: [...STRATEGIES, ...COMPARATORS].join(',') },
         crowd: { type: 'string' },
         'quiet-wait': { type: 'string' },
         smoke: { type: 'boolean', default: false },
@@ -199,14 +204,21 @@ async function main(): Promise<void> {
   }
   const names = parsed.scenario === 'all' ? Object.keys(SCENARIOS) : parsed.scenario.split(',').map((s) => s.trim());
   for (const n of names) if (!SCENARIOS[n]) fail(`unknown scenario '${n}' (one of ${Object.keys(SCENARIOS).join(', ')}, or all)`);
-  const strategies = parsed.strategies.split(',').map((s) => s.trim()) as Strategy[];
-  for (const s of strategies) if (s !== 'adaptive' && s !== 'original') fail(`unknown strategy '${s}'`);
+  const strategies: Strategy[] = [];
+  const comparators: Comparator[] = [];
+  for (const s of parsed.strategies.split(',').map((x) => x.trim())) {
+    if (isStrategy(s)) strategies.push(s);
+    else if (isComparator(s)) comparators.push(s);
+    else fail(`unknown strategy '${s}' (one of ${[...STRATEGIES, ...COMPARATORS].join(', ')})`);
+  }
+  if (strategies.length === 0) fail(`--strategies needs at least one of the engine's (${STRATEGIES.join(', ')}): a comparator is measured beside the engine, not alone`);
   const smoke = parsed.smoke;
   const opts: LabOptions = {
     runs: positiveInt(parsed.runs, 'runs', smoke ? 1 : 3),
     sizeMiB: positiveInt(parsed['size-mib'], 'size-mib', smoke ? 10 : 100),
     peerCounts: parsed.n ? parseList(parsed.n, '--n') : smoke ? [1, 2, 3] : parseList('1-20', '--n'),
     strategies,
+    comparators,
     crowd: positiveInt(parsed.crowd, 'crowd', smoke ? 5 : 20),
     log: (msg) => process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${msg}\n`),
   };

@@ -5,10 +5,16 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { generateFile, median, type Workspace } from '../harness.js';
+import type { Comparator } from './comparator.js';
 import type { ScenarioReport } from './report.js';
 import { MBIT } from './lab.js';
 
 export type Strategy = 'adaptive' | 'original';
+export const STRATEGIES: readonly Strategy[] = ['adaptive', 'original'];
+
+export function isStrategy(s: string): s is Strategy {
+  return (STRATEGIES as readonly string[]).includes(s);
+}
 
 export interface LabOptions {
   runs: number;
@@ -16,6 +22,8 @@ export interface LabOptions {
   /** Scenario 1's seeder counts. */
   peerCounts: number[];
   strategies: Strategy[];
+  /** Other programs measured beside the engine where a scenario has them (the peers scenario: aria2c from nginx). */
+  comparators: Comparator[];
   /** Scenario 5's downloaders. */
   crowd: number;
   log: (msg: string) => void;

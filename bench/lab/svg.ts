@@ -4,7 +4,8 @@
  * dashed reference lines for the targets.
  */
 
-export const COLORS = { adaptive: '#1f77b4', original: '#ff7f0e', ideal: '#2ca02c', target: '#d62728', extra: '#9467bd', grey: '#7f7f7f' } as const;
+/** One colour per engine strategy and per comparator (aria2c), and for the reference lines. */
+export const COLORS = { adaptive: '#1f77b4', original: '#ff7f0e', aria2c: '#8c564b', ideal: '#2ca02c', target: '#d62728', extra: '#9467bd', grey: '#7f7f7f' } as const;
 
 export interface RefLine {
   y: number;
