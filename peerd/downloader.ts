@@ -4,32 +4,40 @@
  * flight, so faster peers naturally take more chunks. Every chunk is verified before it is written in
  * place into a partial file; a bad chunk is fetched again elsewhere and its sender dropped (and reported,
  * with its own signed receipt as evidence). The verified file is renamed into place and shared.
+ *
+ * `Download` coordinates the parts, each in its own file: `source.ts` (a holder, dialled and measured),
+ * `strategies.ts` (which holders to use), `scheduler.ts` (which chunk to ask whom for), `partial-file.ts`
+ * (the file being written and its resume journal). Whichever way a download ends, everything it holds is
+ * released in one place, `cleanup()`.
  */
 import { EventEmitter } from 'node:events';
-import fs from 'node:fs';
-import fsp from 'node:fs/promises';
-import path from 'node:path';
 import type { Logger } from 'pino';
 import {
   chunkLength,
-  dial,
-  formatAddress,
   P2PError,
   receiptPayload,
   sha256,
+  systemClock,
   toP2PError,
   verifyManifest,
   verifyPayload,
   type Body,
-  type Connection,
+  type Clock,
   type KeyPair,
   type Manifest,
+  type Timer,
 } from '../protocol/index.js';
 import type { BlacklistCache } from './blacklist-cache.js';
 import type { PeerDb, ReceiptRecord, TransferRecord } from './db.js';
-import { clientHandshake } from './handshake.js';
+import { PartialFile } from './partial-file.js';
 import type { RateMeter, TokenBucket } from './rate.js';
+import { Scheduler } from './scheduler.js';
+import { connectSource, recordDelivery, type Holder, type Source } from './source.js';
+import { STRATEGIES, type PeerStrategy, type Strategy, type Swarm } from './strategies.js';
 import type { TrackerClient } from './tracker-client.js';
+
+export { partialPathFor } from './partial-file.js';
+export { choosePeerCount, isStrategy, type Strategy } from './strategies.js';
 
 export interface DownloadDeps {
   keys: KeyPair;
@@ -44,6 +52,8 @@ export interface DownloadDeps {
   downloadMeter?: RateMeter | undefined;
   /** Called when a peer is caught sending bad data, with its signed receipt as evidence. */
   onBadData: (evidence: { fileId: Buffer; manifest: Buffer; receipt: ReceiptRecord; peerId: string }) => void;
+  /** Monotonic time and timers; the system clock unless a test passes another. */
+  clock?: Clock | undefined;
 }
 
 export interface DownloadRequest {
@@ -55,8 +65,6 @@ export interface DownloadRequest {
   /** 'adaptive' (default): keeps measuring and adds or drops peers; 'original': the original design's fixed rule. */
   strategy?: Strategy | undefined;
 }
-
-export type Strategy = 'adaptive' | 'original';
 
 export interface DownloadProgress {
   name: string;
@@ -86,85 +94,47 @@ export interface DownloadResult {
   resumedChunks: number;
 }
 
-interface Source {
-  peerId: string;
-  publicKey: Buffer;
-  address: string;
-  conn: Connection;
-  rttMs: number;
-  inFlight: Map<number, AbortController>;
-  depth: number;
-  bytes: number;
-  chunks: number;
-  failures: number;
-  alive: boolean;
-  startedAt: number;
-  /** For a peer that is itself still downloading: the chunks it has (refreshed while we run). */
-  have: Uint8Array | undefined;
-  complete: boolean;
-  chunkMs: number[];
-  haveAskedAt: number;
-  /** Far behind the others (mean + 3 standard deviations): kept at one request in flight. */
-  deweighted: boolean;
-}
-
-/** The original design's rule: every holder while at most 5 hold the file, beyond that the fastest half. */
-export function choosePeerCount(holders: number, maxPeers?: number): number {
-  if (maxPeers !== undefined && maxPeers > 0) return Math.min(holders, maxPeers);
-  return holders <= 5 ? holders : Math.ceil(holders / 2);
-}
-
-const JOURNAL_EVERY = 16;
 /** Chunks received and verified but not yet written, at most (each holds 1 MiB of memory). */
 const MAX_PENDING_WRITES = 8;
-/** Adaptive strategy: peers to start with, and how often the set is reconsidered. */
-const ADAPTIVE_INITIAL_PEERS = 10;
-const ADAPTIVE_TICK_MS = 250;
-/** After the first holder answers, how long to wait for others before starting. */
-const START_GRACE_MS = 30;
-/** While downloading, how often the tracker is asked again for new (partial) holders. */
-const RELOOKUP_MS = 2000;
 const MAX_PEER_FAILURES = 3;
-
-function mean(xs: number[]): number {
-  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
-}
-
-export function partialPathFor(target: string, fileId: string): string {
-  return path.join(path.dirname(target), `.${path.basename(target)}.${fileId.slice(0, 12)}.part`);
-}
+/** Tracker lookups when every source is gone, before the download gives up. */
+const MAX_RELOOKUPS = 3;
+/** Spares brought in at once when every source is gone. */
+const SPARES_WHEN_STALLED = 4;
+/** A partial holder's have-bitmap is asked for again when older than this. */
+const HAVE_REFRESH_MS = 1000;
+const PROGRESS_EVERY_MS = 100;
+const CHUNK_TIMEOUT_MS = 60_000;
 
 export class Download extends EventEmitter {
   readonly id: string;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private readonly strategy: PeerStrategy;
   private manifest: Manifest | undefined;
   private encodedManifest: Buffer | undefined;
   private readonly sources: Source[] = [];
-  private readonly done: Uint8Array = new Uint8Array(0);
-  private doneFlags: Uint8Array = new Uint8Array(0);
-  private queue: number[] = [];
-  private doneCount = 0;
-  private bytesDone = 0;
-  private fh: fsp.FileHandle | undefined;
-  private unjournaled: number[] = [];
-  private journaling: Promise<void> = Promise.resolve();
-  private readonly receipts = new Map<number, ReceiptRecord>();
-  private finish!: { resolve: () => void; reject: (e: Error) => void };
-  private failed: Error | undefined;
-  private readonly started = performance.now();
-  private lastProgress = 0;
-  private readonly aborter = new AbortController();
-  private partPath = '';
-  private resumed = 0;
-  private relookups = 0;
   /** Holders measured but not (yet) used: the adaptive strategy draws on them. */
-  private spare: Source[] = [];
-  private tick: NodeJS.Timeout | undefined;
-  private lastTickBytes = 0;
-  private lastTickAt = 0;
-  private lastAddRate = 0;
+  private spares: Source[] = [];
+  private scheduler: Scheduler<Source> | undefined;
+  private partial: PartialFile | undefined;
+  private readonly receipts = new Map<number, ReceiptRecord>();
+  private bytesDone = 0;
+  private bytesFetched = 0;
+  private resumed = 0;
   private pendingWrites = 0;
-  private lastLookupAt = performance.now();
-  private lookingUp = false;
+  private relookups = 0;
+  private readonly startedAt: number;
+  private lastProgressAt = 0;
+  private ticker: Timer | undefined;
+  /** Set by fail(): the download stops; run() rejects with it. */
+  private failed: Error | undefined;
+  /** Set by cleanup(): a holder measured after this is closed at once. */
+  private ended = false;
+  /** Aborted by cleanup(): hangs up on holders still being measured. */
+  private readonly hangUp = new AbortController();
+  private readonly failure: Deferred<never> = deferred();
+  private readonly allWritten: Deferred<void> = deferred();
 
   constructor(
     private readonly deps: DownloadDeps,
@@ -172,34 +142,34 @@ export class Download extends EventEmitter {
   ) {
     super();
     this.id = req.fileId.toString('hex');
-    void this.done;
-  }
-
-  get strategy(): Strategy {
-    return this.req.strategy ?? 'adaptive';
+    this.clock = deps.clock ?? systemClock;
+    this.log = deps.logger.child({ download: this.id.slice(0, 12) });
+    this.startedAt = this.clock.now();
+    this.strategy = STRATEGIES[req.strategy ?? 'adaptive'](this.swarm());
   }
 
   get progress(): DownloadProgress {
-    const secs = (performance.now() - this.started) / 1000;
+    const secs = (this.clock.now() - this.startedAt) / 1000;
     return {
       name: this.req.name,
       id: this.id,
       bytes: this.bytesDone,
       total: this.manifest?.size ?? 0,
-      chunksDone: this.doneCount,
+      chunksDone: this.scheduler?.doneCount ?? 0,
       chunks: this.manifest?.hashes.length ?? 0,
-      peers: this.sources.filter((s) => s.alive).length,
+      peers: this.alive().length,
       rateBytesPerSec: secs > 0 ? Math.round(this.bytesDone / secs) : 0,
     };
   }
 
   /** Which chunks are verified on disk (swarming: served to others while downloading). */
   has(index: number): boolean {
-    return this.doneFlags[index] === 1;
+    return this.scheduler?.isDone(index) ?? false;
   }
 
+  /** The partial file, once it is open ('' before). */
   get partialPath(): string {
-    return this.partPath;
+    return this.partial?.path ?? '';
   }
 
   get manifestInfo(): { manifest: Manifest; encoded: Buffer } | undefined {
@@ -216,62 +186,117 @@ export class Download extends EventEmitter {
   }
 
   async run(): Promise<DownloadResult> {
-    const log = this.deps.logger.child({ download: this.id.slice(0, 12) });
     try {
-      await this.connectSources(false);
+      await this.unlessFailed(this.connectSources(false));
       if (this.sources.length === 0) throw new P2PError('P2P_NOT_FOUND', `no reachable peer holds ${this.req.name}`);
-      await this.fetchManifest();
-      const m = this.manifest!;
+      await this.unlessFailed(this.fetchManifest());
       await this.openPartial();
       this.emit('started', this.progress);
-      if (this.doneCount < m.hashes.length) {
-        await new Promise<void>((resolve, reject) => {
-          this.finish = { resolve, reject };
-          for (const s of this.sources) this.pump(s);
-          this.checkStalled();
-          if (this.strategy === 'adaptive') {
-            this.lastTickAt = performance.now();
-            this.tick = setInterval(() => this.reconsider(), ADAPTIVE_TICK_MS);
-            this.tick.unref();
-          }
-        });
+      if (!this.scheduler!.complete) {
+        this.startFetching();
+        await this.unlessFailed(this.allWritten.promise);
       }
-      await this.journaling;
-      await this.fh!.datasync();
-      await this.fh!.close();
-      this.fh = undefined;
-      await fsp.rename(this.partPath, this.req.target);
-      this.deps.db.finishPartial(this.id);
-      const seconds = (performance.now() - this.started) / 1000;
-      const result: DownloadResult = {
-        name: this.req.name,
-        id: this.id,
-        path: this.req.target,
-        size: m.size,
-        seconds: Math.round(seconds * 1000) / 1000,
-        peers: this.sources.map((s) => ({ id: s.peerId, address: s.address, bytes: s.bytes, chunks: s.chunks })),
-        resumedChunks: this.resumed,
-      };
-      const record: TransferRecord = { id: this.id, name: this.req.name, path: this.req.target, size: m.size, seconds: result.seconds, time: Date.now(), peers: result.peers };
-      this.deps.db.addTransfer(record, [...this.receipts.values()]);
-      log.info({ size: m.size, seconds: result.seconds, peers: result.peers.length }, 'download complete');
-      return result;
+      await this.partial!.finish();
+      return this.finished();
     } catch (err) {
-      log.warn({ err: (err as Error).message }, 'download failed');
+      this.log.warn({ err: (err as Error).message }, 'download failed');
       throw toP2PError(err);
     } finally {
-      clearInterval(this.tick);
-      this.aborter.abort();
-      for (const s of this.spare) s.conn.close();
-      for (const s of this.sources) {
-        for (const [, a] of s.inFlight) a.abort();
-        s.conn.close();
-      }
-      if (this.fh) await this.fh.close().catch(() => undefined);
+      await this.cleanup();
     }
   }
 
+  /** Waits for `work`, or rejects as soon as the download fails (abort included). */
+  private async unlessFailed<T>(work: Promise<T>): Promise<T> {
+    const value = await Promise.race([work, this.failure.promise]);
+    if (this.failed) throw this.failed;
+    return value;
+  }
+
+  /**
+   * The one cleanup point, whichever way the download ends (success, failure, abort): timers, requests in
+   * flight, connections and the partial file are released here.
+   */
+  private async cleanup(): Promise<void> {
+    this.ended = true;
+    this.hangUp.abort();
+    this.ticker?.cancel();
+    this.ticker = undefined;
+    for (const s of [...this.sources, ...this.spares]) {
+      s.alive = false;
+      for (const ac of s.inFlight.values()) ac.abort();
+      s.inFlight.clear();
+      s.conn.close();
+    }
+    this.spares = [];
+    // Waits for writes under way and journals them, so a resumed download need not check them again.
+    await this.partial?.close();
+  }
+
+  private fail(err: Error): void {
+    if (this.failed) return;
+    this.failed = err;
+    this.failure.reject(err);
+  }
+
+  /** The download has failed or ended: nothing more is started. */
+  private get over(): boolean {
+    return this.failed !== undefined || this.ended;
+  }
+
+  private finished(): DownloadResult {
+    const m = this.manifest!;
+    const seconds = Math.round(this.clock.now() - this.startedAt) / 1000;
+    const result: DownloadResult = {
+      name: this.req.name,
+      id: this.id,
+      path: this.req.target,
+      size: m.size,
+      seconds,
+      peers: this.sources.map((s) => ({ id: s.peerId, address: s.address, bytes: s.bytes, chunks: s.chunks })),
+      resumedChunks: this.resumed,
+    };
+    const record: TransferRecord = { id: this.id, name: this.req.name, path: this.req.target, size: m.size, seconds, time: this.clock.wallNow(), peers: result.peers };
+    this.deps.db.addTransfer(record, [...this.receipts.values()]);
+    this.log.info({ size: m.size, seconds, peers: result.peers.length }, 'download complete');
+    return result;
+  }
+
+  // ---- Sources ----
+
+  private alive(): Source[] {
+    return this.sources.filter((s) => s.alive);
+  }
+
+  /** What the peer strategy sees of this download. */
+  private swarm(): Swarm {
+    return {
+      logger: this.log,
+      clock: this.clock,
+      maxPeers: this.req.maxPeers,
+      alive: () => this.alive(),
+      spareCount: () => this.spares.length,
+      measure: (h) => connectSource(h, { keys: this.deps.keys, logger: this.log, advertisePort: this.deps.advertisePort, now: () => this.clock.now(), signal: this.hangUp.signal }),
+      use: (s) => this.use(s),
+      keepSpare: (s) => this.keepSpare(s),
+      useSpares: (n) => {
+        for (const s of this.spares.splice(0, n)) this.use(s);
+      },
+      discard: (s) => s.conn.close(),
+      drop: (s, why) => this.lose(s, why),
+      refreshIdleHaves: () => {
+        const now = this.clock.now();
+        for (const s of this.alive()) if (!s.complete && s.inFlight.size === 0 && now - s.haveAskedAt > HAVE_REFRESH_MS) void this.refreshHave(s);
+      },
+      relookup: () => this.connectSources(true),
+      bytesFetched: () => this.bytesFetched,
+      chunksLeft: () => (this.scheduler ? this.scheduler.total - this.scheduler.doneCount : 0),
+    };
+  }
+
+  /** Asks the tracker for the holders and lets the strategy bring them in. */
   private async connectSources(more: boolean): Promise<void> {
+    if (this.over) return;
     let holders: Body<'LOOKUP_RESULT'>['peers'];
     try {
       holders = (await this.deps.tracker.request('LOOKUP', { id: this.req.fileId }, 'LOOKUP_RESULT')).peers;
@@ -279,132 +304,54 @@ export class Download extends EventEmitter {
       if (more) return;
       throw err;
     }
-    const known = new Set([...this.sources, ...this.spare].map((s) => s.peerId));
-    const candidates = holders.filter(
+    if (this.over) return;
+    const known = new Set([...this.sources, ...this.spares].map((s) => s.peerId));
+    const candidates: Holder[] = holders.filter(
       (h) => h.peerId !== this.deps.keys.peerId && !known.has(h.peerId) && !this.deps.blacklist.knownBanned(h.peerId, h.host),
     );
-    if (this.strategy === 'original' || this.req.maxPeers) {
-      // The original rule ranks every holder by round-trip time, so it waits to have measured them all.
-      const measured = (
-        await Promise.all(candidates.slice(0, 256).map((h) => this.connectOne(h.peerId, h.publicKey, h.host, h.port, h.complete)))
-      ).filter((s): s is Source => s !== undefined);
-      // Fastest first; a complete holder is preferred over a partial one only when it is as fast.
-      measured.sort((a, b) => a.rttMs - b.rttMs || Number(b.complete) - Number(a.complete));
-      const alive = this.sources.filter((s) => s.alive).length;
-      const want = Math.max(0, choosePeerCount(alive + measured.length, this.req.maxPeers) - alive);
-      for (const s of measured.slice(0, want)) this.use(s);
-      for (const s of measured.slice(want)) s.conn.close();
-      return;
-    }
-    // Adaptive: start as soon as the first holders answer (a far-away or slow one must not delay the
-    // start); the rest join as they are measured, up to the initial count, then wait as spares.
-    await new Promise<void>((resolve) => {
-      let pending = Math.min(candidates.length, 256);
-      let settled = false;
-      const finish = (): void => {
-        if (settled) return;
-        settled = true;
-        resolve();
-      };
-      if (pending === 0) return finish();
-      for (const h of candidates.slice(0, 256)) {
-        void this.connectOne(h.peerId, h.publicKey, h.host, h.port, h.complete).then((s) => {
-          pending--;
-          if (s) {
-            if (this.failed || this.aborter.signal.aborted) s.conn.close();
-            else this.admit(s);
-            if (!settled) setTimeout(finish, START_GRACE_MS).unref();
-          }
-          if (pending === 0) finish();
-        });
-      }
-    });
-  }
-
-  /** A newly measured holder: used at once while fewer than the initial count are, otherwise a spare. */
-  private admit(s: Source): void {
-    if (this.sources.filter((x) => x.alive).length < ADAPTIVE_INITIAL_PEERS) {
-      this.use(s);
-      if (this.finish && this.manifest) this.pump(s);
-      return;
-    }
-    const i = this.spare.findIndex((x) => x.rttMs > s.rttMs);
-    if (i < 0) this.spare.push(s);
-    else this.spare.splice(i, 0, s);
+    await this.strategy.connect(candidates);
   }
 
   private use(s: Source): void {
+    if (this.over) {
+      s.conn.close();
+      return;
+    }
     this.sources.push(s);
-    s.startedAt = performance.now();
+    s.startedAt = this.clock.now();
     s.conn.on('close', () => this.lose(s, 'connection closed'));
-    if (!s.complete && this.manifest) void this.refreshHave(s);
+    if (this.scheduler) this.enlist(s);
   }
 
-  /**
-   * The adaptive strategy, every ADAPTIVE_TICK_MS: add spare peers while more peers still bring more
-   * speed (the download is limited by the peers, not by our link), and drop peers that fall far behind
-   * (a mean chunk time over 20 times the others', or beyond their mean + 3 standard deviations).
-   */
-  private reconsider(): void {
-    if (this.failed || !this.manifest) return;
-    const now = performance.now();
-    const rate = ((this.bytesDone - this.lastTickBytes) * 1000) / Math.max(1, now - this.lastTickAt);
-    this.lastTickBytes = this.bytesDone;
-    this.lastTickAt = now;
-    const alive = this.sources.filter((s) => s.alive);
-    // Partial holders fill in over time: ask idle ones what they have now (a busy one is asked as it asks).
-    for (const s of alive) if (s.have !== undefined && s.inFlight.size === 0 && now - s.haveAskedAt > 1000) void this.refreshHave(s);
-    // New holders appear while we run (in a flash crowd, every other downloader): look again now and then.
-    if (now - this.lastLookupAt > RELOOKUP_MS && !this.lookingUp) {
-      this.lastLookupAt = now;
-      this.lookingUp = true;
-      void this.connectSources(true).finally(() => {
-        this.lookingUp = false;
-      });
+  private keepSpare(s: Source): void {
+    if (this.over) {
+      s.conn.close();
+      return;
     }
-    const measured = alive.filter((s) => s.chunkMs.length >= 3);
-    if (measured.length >= 4) {
-      for (const s of measured) {
-        const others = measured.filter((o) => o !== s).map((o) => mean(o.chunkMs));
-        const m = mean(others);
-        const sd = Math.sqrt(mean(others.map((x) => (x - m) ** 2)));
-        const mine = mean(s.chunkMs.slice(-8));
-        if (mine > 20 * m) {
-          this.deps.logger.info({ peer: s.address, chunkMs: Math.round(mine), meanMs: Math.round(m) }, 'peer far behind the others; dropping it');
-          this.lose(s, 'far slower than the others');
-        } else if (sd > 0 && mine > m + 3 * sd && mine > 2 * m) {
-          // Behind, but not hopeless: one request at a time, so it cannot hold many chunks back.
-          s.deweighted = true;
-          s.depth = 1;
-        } else {
-          s.deweighted = false;
-        }
-      }
-    }
-    const remaining = this.manifest.hashes.length - this.doneCount;
-    if (this.spare.length === 0 || remaining < 4) return;
-    // Keep adding while the last addition raised the rate by at least 5%.
-    if (this.lastAddRate === 0 || rate > this.lastAddRate * 1.05) {
-      this.lastAddRate = rate;
-      for (const s of this.spare.splice(0, 2)) {
-        this.use(s);
-        this.pump(s);
-      }
-    }
+    const i = this.spares.findIndex((x) => x.rttMs > s.rttMs);
+    if (i < 0) this.spares.push(s);
+    else this.spares.splice(i, 0, s);
+  }
+
+  /** A source starts taking chunks (a partial holder once it has said which ones it has). */
+  private enlist(s: Source): void {
+    this.scheduler!.addSource(s, s.complete ? undefined : new Uint8Array(0));
+    if (!s.complete) void this.refreshHave(s);
+    this.pump(s);
   }
 
   private async refreshHave(s: Source): Promise<void> {
-    s.haveAskedAt = performance.now();
+    s.haveAskedAt = this.clock.now();
     try {
       const have = await s.conn.request('GET_HAVE', { fileId: this.req.fileId }, 'HAVE', { timeoutMs: 5000 });
       if (have.complete) {
         s.complete = true;
-        s.have = undefined;
+        this.scheduler?.setHave(s, undefined);
       } else {
         const n = this.manifest!.hashes.length;
         const bits = new Uint8Array(n);
         for (let i = 0; i < n; i++) bits[i] = (have.bits[i >> 3]! >> (7 - (i & 7))) & 1;
-        s.have = bits;
+        this.scheduler?.setHave(s, bits);
       }
       this.pump(s);
     } catch {
@@ -412,58 +359,55 @@ export class Download extends EventEmitter {
     }
   }
 
-  private async connectOne(peerId: string, publicKey: Buffer, host: string, port: number, complete: boolean): Promise<Source | undefined> {
-    const address = formatAddress(host, port);
-    let conn: Connection | undefined;
-    try {
-      conn = await dial({ host, port }, { connectTimeoutMs: 2000, requestTimeoutMs: 30_000, readTimeoutMs: 60_000, maxBodyBytes: 64 * 1024 * 1024, logger: this.deps.logger });
-      const t0 = performance.now();
-      await clientHandshake(conn, this.deps.keys, this.deps.advertisePort(), publicKey, 3000);
-      // Round-trip time: the handshake is two round trips (including signature checks), then one ping;
-      // the smaller estimate wins.
-      const t1 = performance.now();
-      await conn.request('PING', {}, 'PONG', { timeoutMs: 2000 });
-      const rttMs = Math.min(performance.now() - t1, (t1 - t0) / 2);
-      return {
-        peerId,
-        publicKey,
-        address,
-        conn,
-        rttMs,
-        inFlight: new Map(),
-        depth: 4,
-        bytes: 0,
-        chunks: 0,
-        failures: 0,
-        alive: true,
-        startedAt: performance.now(),
-        have: complete ? undefined : new Uint8Array(0),
-        complete,
-        chunkMs: [],
-        haveAskedAt: 0,
-        deweighted: false,
-      };
-    } catch (err) {
-      this.deps.logger.info({ peer: address, err: (err as Error).message }, 'holder unusable for this download');
-      conn?.destroy();
-      return undefined;
-    }
+  /** A peer that fails or vanishes loses its chunks to the others. */
+  private lose(s: Source, why: string): void {
+    if (!s.alive) return;
+    s.alive = false;
+    this.log.info({ peer: s.address, why }, 'peer dropped from this download');
+    for (const ac of s.inFlight.values()) ac.abort();
+    s.inFlight.clear();
+    s.conn.close();
+    if (!this.scheduler) return;
+    this.scheduler.removeSource(s);
+    this.pumpAll();
+    this.checkStalled();
   }
+
+  private checkStalled(): void {
+    if (this.over || this.scheduler!.complete) return;
+    if (this.sources.some((s) => s.alive)) return;
+    if (this.spares.length > 0) {
+      for (const s of this.spares.splice(0, SPARES_WHEN_STALLED)) this.use(s);
+      return;
+    }
+    const m = this.manifest!;
+    if (this.relookups < MAX_RELOOKUPS) {
+      this.relookups++;
+      // Every source is gone: look again (new holders may have appeared, or finished downloading).
+      void this.connectSources(true).then(() => {
+        if (this.sources.some((s) => s.alive)) this.pumpAll();
+        else this.fail(new P2PError('P2P_CHUNK_UNAVAILABLE', `every peer holding ${this.req.name} failed or left; ${this.scheduler!.doneCount} of ${m.hashes.length} chunks are saved and the download resumes when run again`));
+      });
+      return;
+    }
+    this.fail(new P2PError('P2P_CHUNK_UNAVAILABLE', `every peer holding ${this.req.name} failed or left; the partial download is kept for resuming`));
+  }
+
+  // ---- Manifest and file ----
 
   private async fetchManifest(): Promise<void> {
     for (const s of [...this.sources].sort((a, b) => Number(b.complete) - Number(a.complete) || a.rttMs - b.rttMs)) {
+      if (this.over) return;
       try {
         const { manifest } = await s.conn.request('GET_MANIFEST', { fileId: this.req.fileId }, 'MANIFEST', { timeoutMs: 10_000 });
         const m = verifyManifest(manifest, this.req.fileId);
         if (!m) {
-          this.deps.logger.warn({ peer: s.address }, 'peer sent a manifest that does not match the file id; dropping it');
+          this.log.warn({ peer: s.address }, 'peer sent a manifest that does not match the file id; dropping it');
           this.lose(s, 'bad manifest');
           continue;
         }
         this.manifest = m;
         this.encodedManifest = Buffer.from(manifest);
-        this.doneFlags = new Uint8Array(m.hashes.length);
-        for (const p of this.sources) if (!p.complete) void this.refreshHave(p);
         return;
       } catch (err) {
         this.lose(s, (err as Error).message);
@@ -472,113 +416,59 @@ export class Download extends EventEmitter {
     throw new P2PError('P2P_NOT_FOUND', `no peer could provide a valid manifest for ${this.req.name}`);
   }
 
+  /** Opens (or resumes) the partial file; the chunks already verified on disk are not fetched again. */
   private async openPartial(): Promise<void> {
     const m = this.manifest!;
-    this.partPath = partialPathFor(this.req.target, this.id);
-    const prior = this.deps.db.partial(this.id);
-    let resumable = false;
-    if (prior && prior.partPath === this.partPath && fs.existsSync(this.partPath)) {
-      const st = await fsp.stat(this.partPath);
-      resumable = st.size === m.size;
-    }
-    if (resumable) {
-      this.fh = await fsp.open(this.partPath, 'r+');
-      for (const c of prior!.chunks) {
-        if (c < m.hashes.length && this.doneFlags[c] === 0) {
-          this.doneFlags[c] = 1;
-          this.doneCount++;
-          this.bytesDone += chunkLength(m, c);
-        }
-      }
-      const journaled = this.doneCount;
-      await this.recoverUnjournaled();
-      this.resumed = this.doneCount;
-      this.deps.logger.info({ journaled, recovered: this.resumed - journaled }, 'resuming a partial download');
-    } else {
-      this.fh = await fsp.open(this.partPath, 'w+', 0o644);
-      await this.fh.truncate(m.size);
-      this.deps.db.startPartial(this.id, this.partPath, this.req.target, this.req.name, this.encodedManifest!);
-    }
-    this.queue = [];
-    for (let i = 0; i < m.hashes.length; i++) if (this.doneFlags[i] === 0) this.queue.push(i);
-    if (this.strategy === 'adaptive') {
-      // A random order: downloaders that start together then hold different chunks and can trade them
-      // (swarming), instead of all waiting on the seeder for the same ones.
-      for (let i = this.queue.length - 1; i > 0; i--) {
-        const j = Math.floor(Math.random() * (i + 1));
-        [this.queue[i], this.queue[j]] = [this.queue[j]!, this.queue[i]!];
-      }
+    const aborted = new AbortController();
+    void this.failure.promise.catch(() => aborted.abort());
+    // Not raced against a failure: the file must be open before cleanup() can close it.
+    this.partial = await PartialFile.open({
+      fileId: this.id,
+      target: this.req.target,
+      name: this.req.name,
+      manifest: m,
+      encodedManifest: this.encodedManifest!,
+      db: this.deps.db,
+      clock: this.clock,
+      signal: aborted.signal,
+    });
+    if (this.failed) throw this.failed;
+    const resume = this.partial.resume;
+    const done = resume?.chunks ?? [];
+    if (resume) this.log.info({ journaled: resume.journaled, recovered: resume.recovered }, 'resuming a partial download');
+    this.resumed = done.length;
+    for (const i of done) this.bytesDone += chunkLength(m, i);
+    // The adaptive strategy takes chunks in a random order: downloaders that start together then hold
+    // different chunks and can trade them (swarming), instead of all waiting on the seeder for the same ones.
+    this.scheduler = new Scheduler<Source>({ chunks: m.hashes.length, done, order: this.req.strategy === 'original' ? 'file' : 'random' });
+  }
+
+  // ---- Chunks ----
+
+  private startFetching(): void {
+    for (const s of this.alive()) this.enlist(s);
+    this.checkStalled();
+    this.strategy.start();
+    if (this.strategy.tickMs > 0) {
+      this.ticker = this.clock.setInterval(() => {
+        if (!this.over) this.strategy.onTick();
+      }, this.strategy.tickMs);
     }
   }
 
-  /**
-   * Chunks written after the last journal batch may be on disk already (a process that was killed leaves
-   * its writes in the page cache). Each such chunk is read back and checked against the manifest; only
-   * the ones that verify are kept. Never-written regions read as zeros and are skipped without hashing.
-   */
-  private async recoverUnjournaled(): Promise<void> {
-    const m = this.manifest!;
-    const buf = Buffer.allocUnsafe(m.chunkSize);
-    const zeros = Buffer.alloc(m.chunkSize);
-    const recovered: number[] = [];
-    for (let i = 0; i < m.hashes.length; i++) {
-      if (this.doneFlags[i] !== 0) continue;
-      const len = chunkLength(m, i);
-      const { bytesRead } = await this.fh!.read(buf, 0, len, i * m.chunkSize);
-      if (bytesRead !== len) continue;
-      const data = buf.subarray(0, len);
-      if (data.equals(zeros.subarray(0, len))) continue;
-      if (!sha256(data).equals(m.hashes[i]!)) continue;
-      this.doneFlags[i] = 1;
-      this.doneCount++;
-      this.bytesDone += len;
-      recovered.push(i);
-    }
-    if (recovered.length > 0) {
-      await this.fh!.datasync();
-      this.deps.db.journalChunks(this.id, recovered);
-    }
-  }
-
-  private canServe(s: Source, i: number): boolean {
-    return s.have === undefined || s.have[i] === 1;
-  }
-
-  private nextIndex(s: Source): number | undefined {
-    if (s.have !== undefined) {
-      // A partial holder: the first queued chunk it has (its view is refreshed about once a second).
-      if (performance.now() - s.haveAskedAt > 1000) void this.refreshHave(s);
-      const k = this.queue.findIndex((i) => this.doneFlags[i] === 0 && s.have![i] === 1 && !s.inFlight.has(i));
-      if (k >= 0) return this.queue.splice(k, 1)[0];
-    }
-    while (s.have === undefined && this.queue.length > 0) {
-      const i = this.queue.shift()!;
-      if (this.doneFlags[i] === 0 && !s.inFlight.has(i)) return i;
-    }
-    // Endgame: nothing left unrequested; ask for a chunk still in flight elsewhere (the oldest first).
-    for (const other of this.sources) {
-      if (other === s || !other.alive) continue;
-      for (const i of other.inFlight.keys()) {
-        if (this.doneFlags[i] === 0 && !s.inFlight.has(i) && this.canServe(s, i) && this.copiesInFlight(i) < 2) return i;
-      }
-    }
-    return undefined;
-  }
-
-  private copiesInFlight(i: number): number {
-    let n = 0;
-    for (const s of this.sources) if (s.alive && s.inFlight.has(i)) n++;
-    return n;
+  private pumpAll(): void {
+    for (const s of this.sources) this.pump(s);
   }
 
   private pump(s: Source): void {
-    if (this.failed || !s.alive) return;
+    if (this.over || !s.alive || !this.scheduler) return;
+    if (!s.complete && this.clock.now() - s.haveAskedAt > HAVE_REFRESH_MS) void this.refreshHave(s);
     // Chunks received but not yet on disk count against the budget: when the disk is slower than the
     // network, asking for more would only pile chunks up in memory.
     while (s.inFlight.size < s.depth && this.pendingWrites < MAX_PENDING_WRITES) {
-      const i = this.nextIndex(s);
-      if (i === undefined) return;
-      this.requestChunk(s, i);
+      const index = this.scheduler.next(s);
+      if (index === undefined) return;
+      this.requestChunk(s, index);
     }
   }
 
@@ -590,187 +480,144 @@ export class Download extends EventEmitter {
     (bucket ? bucket.take(len) : Promise.resolve())
       .then(() => {
         if (ac.signal.aborted) throw new P2PError('P2P_CONNECTION_CLOSED', 'cancelled');
-        const t0 = performance.now();
-        return s.conn.request('GET_CHUNK', { fileId: this.req.fileId, index }, 'CHUNK', { timeoutMs: 60_000, signal: ac.signal }).then((chunk) => ({ chunk, ms: performance.now() - t0 }));
+        const t0 = this.clock.now();
+        return s.conn
+          .request('GET_CHUNK', { fileId: this.req.fileId, index }, 'CHUNK', { timeoutMs: CHUNK_TIMEOUT_MS, signal: ac.signal })
+          .then((chunk) => ({ chunk, ms: this.clock.now() - t0 }));
       })
       .then(
-        ({ chunk, ms }) => this.onChunk(s, index, chunk, ms),
+        ({ chunk, ms }) => this.receive(s, index, ac, chunk, ms),
         (err: unknown) => this.onChunkError(s, index, ac, err),
       )
       .catch((err: unknown) => this.fail(toP2PError(err)));
   }
 
-  private async onChunk(s: Source, index: number, chunk: Body<'CHUNK'>, ms: number): Promise<void> {
-    s.inFlight.delete(index);
+  /**
+   * A chunk arrived: verify it, write it, count it. One function with one exit (the `finally`), where the
+   * chunk's bytes stop being used whatever happened to them.
+   */
+  private async receive(s: Source, index: number, ac: AbortController, chunk: Body<'CHUNK'>, ms: number): Promise<void> {
+    const scheduler = this.scheduler!;
+    try {
+      if (s.inFlight.get(index) === ac) s.inFlight.delete(index);
+      if (this.over) return;
+      if (!scheduler.isNeeded(index)) {
+        scheduler.release(s, index); // an endgame duplicate lost the race
+        return;
+      }
+      const rejected = this.verify(s, index, chunk);
+      if (rejected) {
+        scheduler.release(s, index);
+        this.lose(s, rejected);
+        return;
+      }
+      // The first verified copy wins; withdraw the others (endgame).
+      const others = scheduler.markWriting(s, index);
+      if (!others) return;
+      for (const other of others) {
+        other.inFlight.get(index)?.abort();
+        other.inFlight.delete(index);
+        this.pump(other);
+      }
+      this.pendingWrites++;
+      try {
+        await this.partial!.write(index, chunk.data);
+      } catch (err) {
+        this.fail(new P2PError('P2P_INTERNAL', `cannot write ${this.partialPath}: ${(err as Error).message}`));
+        return;
+      } finally {
+        this.pendingWrites--;
+      }
+      scheduler.markDone(index);
+      if (this.over) return; // written while the download ended: journaled by cleanup(), not counted
+      this.count(s, index, chunk, ms);
+      if (scheduler.complete) {
+        this.allWritten.resolve();
+        return;
+      }
+      if (this.pendingWrites === MAX_PENDING_WRITES - 1) this.pumpAll(); // others may have waited on the disk
+    } finally {
+      // The chunk is on disk or rejected: its buffer is no longer needed.
+      this.pump(s);
+    }
+  }
+
+  /** Why a chunk is refused (undefined when it is good). Bad data is reported with its signed receipt. */
+  private verify(s: Source, index: number, chunk: Body<'CHUNK'>): string | undefined {
     const m = this.manifest!;
-    if (this.failed) return;
-    if (this.doneFlags[index] !== 0) return this.pump(s); // an endgame duplicate lost the race
-    const data = chunk.data;
-    const expectedLen = chunkLength(m, index);
-    const actual = sha256(data);
+    const actual = sha256(chunk.data);
     const receiptOk =
       chunk.index === index &&
       chunk.fileId.equals(this.req.fileId) &&
       chunk.hash.equals(actual) &&
       verifyPayload(s.publicKey, receiptPayload(this.req.fileId, index, chunk.hash, this.deps.keys.peerId), chunk.signature);
     if (!receiptOk) {
-      this.deps.logger.warn({ peer: s.address, index }, 'chunk came with a receipt that does not match; dropping the peer');
-      this.requeue(index);
-      return this.lose(s, 'bad receipt');
+      this.log.warn({ peer: s.address, index }, 'chunk came with a receipt that does not match; dropping the peer');
+      return 'bad receipt';
     }
-    if (data.length !== expectedLen || !actual.equals(m.hashes[index]!)) {
-      this.deps.logger.warn({ peer: s.address, peerId: s.peerId, index }, 'chunk failed verification; fetching it elsewhere and reporting the sender');
+    if (chunk.data.length !== chunkLength(m, index) || !actual.equals(m.hashes[index]!)) {
+      this.log.warn({ peer: s.address, peerId: s.peerId, index }, 'chunk failed verification; fetching it elsewhere and reporting the sender');
       this.deps.onBadData({
         fileId: this.req.fileId,
         manifest: this.encodedManifest!,
         receipt: { publicKey: s.publicKey, index, hash: chunk.hash, signature: chunk.signature },
         peerId: s.peerId,
       });
-      this.requeue(index);
-      return this.lose(s, 'sent data that fails verification');
+      return 'sent data that fails verification';
     }
-    this.doneFlags[index] = 2; // being written: no one else takes it
-    // Endgame: the first verified copy wins; withdraw the others.
-    for (const other of this.sources) {
-      const ac = other.inFlight.get(index);
-      if (ac && other !== s) {
-        other.inFlight.delete(index);
-        ac.abort();
-        this.pump(other);
-      }
-    }
-    this.pendingWrites++;
-    try {
-      await this.writeAt(data, index * m.chunkSize);
-    } catch (err) {
-      return this.fail(new P2PError('P2P_INTERNAL', `cannot write ${this.partPath}: ${(err as Error).message}`));
-    } finally {
-      this.pendingWrites--;
-    }
-    this.doneFlags[index] = 1;
-    this.doneCount++;
-    this.bytesDone += data.length;
-    this.deps.downloadMeter?.add(data.length);
-    s.bytes += data.length;
-    s.chunks++;
-    s.chunkMs.push(ms);
-    if (s.chunkMs.length > 32) s.chunkMs.shift();
+    return undefined;
+  }
+
+  /** A chunk is written: the counters, the receipt, the peer's depth, and now and then a progress event. */
+  private count(s: Source, index: number, chunk: Body<'CHUNK'>, ms: number): void {
+    const len = chunk.data.length;
+    this.bytesDone += len;
+    this.bytesFetched += len;
+    this.deps.downloadMeter?.add(len);
+    recordDelivery(s, len, ms, this.manifest!.chunkSize, this.clock.now());
     this.receipts.set(index, { publicKey: s.publicKey, index, hash: chunk.hash, signature: chunk.signature });
-    this.adaptDepth(s, ms);
-    this.unjournaled.push(index);
-    if (this.unjournaled.length >= JOURNAL_EVERY) this.flushJournal();
-    const now = performance.now();
-    if (now - this.lastProgress > 100 || this.doneCount === m.hashes.length) {
-      this.lastProgress = now;
+    const now = this.clock.now();
+    if (now - this.lastProgressAt > PROGRESS_EVERY_MS || this.scheduler!.complete) {
+      this.lastProgressAt = now;
       this.emit('progress', this.progress);
     }
-    if (this.doneCount === m.hashes.length) return this.finish.resolve();
-    this.pump(s);
-    if (this.pendingWrites === MAX_PENDING_WRITES - 1) this.pumpAll(); // others may have waited on the disk
-  }
-
-  /** Writes a whole chunk at its place (a positional write may write less than asked). */
-  private async writeAt(data: Buffer, position: number): Promise<void> {
-    let done = 0;
-    while (done < data.length) {
-      const { bytesWritten } = await this.fh!.write(data, done, data.length - done, position + done);
-      done += bytesWritten;
-    }
-  }
-
-  /** Requests in flight sized to the peer's rate times its round-trip time, within [2, 16]. */
-  private adaptDepth(s: Source, chunkMs: number): void {
-    if (s.deweighted) return;
-    const elapsed = (performance.now() - s.startedAt) / 1000;
-    if (elapsed <= 0 || s.chunks < 2) return;
-    const rate = s.bytes / elapsed; // bytes per second
-    const bdpChunks = (rate * Math.max(s.rttMs, 1)) / 1000 / this.manifest!.chunkSize;
-    void chunkMs;
-    s.depth = Math.max(2, Math.min(16, Math.ceil(bdpChunks) + 3));
-  }
-
-  private flushJournal(): void {
-    const batch = this.unjournaled;
-    this.unjournaled = [];
-    const fh = this.fh!;
-    // Chunks are journaled only after the data is on disk: a crash can lose work, never corrupt it.
-    this.journaling = this.journaling.then(async () => {
-      try {
-        await fh.datasync();
-        this.deps.db.journalChunks(this.id, batch);
-      } catch {
-        // the file was closed under us (download ending); the final sync covers these chunks
-      }
-    });
   }
 
   private onChunkError(s: Source, index: number, ac: AbortController, err: unknown): void {
     if (s.inFlight.get(index) === ac) s.inFlight.delete(index);
-    if (ac.signal.aborted || this.failed) return;
+    if (ac.signal.aborted || this.over) return;
+    const scheduler = this.scheduler!;
+    scheduler.release(s, index);
     const e = toP2PError(err);
-    if (this.doneFlags[index] === 0) this.requeue(index);
     if (e.code === 'P2P_CONNECTION_CLOSED' || e.code === 'P2P_BLACKLISTED') return this.lose(s, e.message);
-    if (e.code === 'P2P_CHUNK_UNAVAILABLE' && s.have !== undefined) {
+    if (e.code === 'P2P_CHUNK_UNAVAILABLE' && !s.complete) {
       // A partial holder that does not have it yet: not a failure; look at its chunks again.
-      s.have[index] = 0;
+      scheduler.lacks(s, index);
       void this.refreshHave(s);
       this.pumpAll();
       return;
     }
     s.failures++;
-    this.deps.logger.info({ peer: s.address, index, err: e.message }, 'chunk request failed');
+    this.log.info({ peer: s.address, index, err: e.message }, 'chunk request failed');
     if (s.failures >= MAX_PEER_FAILURES) return this.lose(s, `${s.failures} failed requests`);
     this.pumpAll();
   }
+}
 
-  private requeue(index: number): void {
-    if (this.doneFlags[index] === 0 && !this.queue.includes(index)) this.queue.unshift(index);
-  }
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve: (value: T) => void;
+  reject: (err: Error) => void;
+}
 
-  private pumpAll(): void {
-    for (const s of this.sources) this.pump(s);
-  }
-
-  /** A peer that fails or vanishes loses its chunks to the others. */
-  private lose(s: Source, why: string): void {
-    if (!s.alive) return;
-    s.alive = false;
-    this.deps.logger.info({ peer: s.address, why }, 'peer dropped from this download');
-    for (const [i, ac] of s.inFlight) {
-      ac.abort();
-      if (this.doneFlags[i] === 0) this.requeue(i);
-    }
-    s.inFlight.clear();
-    s.conn.close();
-    if (!this.manifest || !this.finish) return;
-    this.pumpAll();
-    this.checkStalled();
-  }
-
-  private checkStalled(): void {
-    if (this.failed || this.doneCount === (this.manifest?.hashes.length ?? -1)) return;
-    if (this.sources.some((s) => s.alive)) return;
-    if (this.spare.length > 0) {
-      for (const s of this.spare.splice(0, 4)) this.use(s);
-      this.pumpAll();
-      return;
-    }
-    if (this.relookups < 3) {
-      this.relookups++;
-      // Every source is gone: look again (new holders may have appeared, or finished downloading).
-      void this.connectSources(true).then(() => {
-        if (this.sources.some((s) => s.alive)) this.pumpAll();
-        else this.fail(new P2PError('P2P_CHUNK_UNAVAILABLE', `every peer holding ${this.req.name} failed or left; ${this.doneCount} of ${this.manifest!.hashes.length} chunks are saved and the download resumes when run again`));
-      });
-      return;
-    }
-    this.fail(new P2PError('P2P_CHUNK_UNAVAILABLE', `every peer holding ${this.req.name} failed or left; the partial download is kept for resuming`));
-  }
-
-  private fail(err: Error): void {
-    if (this.failed) return;
-    this.failed = err;
-    if (this.unjournaled.length > 0) this.flushJournal();
-    this.finish?.reject(err);
-  }
+/** A promise settled from outside (Promise.withResolvers is Node 22); a rejection nobody awaits is not reported. */
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (err: Error) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => undefined);
+  return { promise, resolve, reject };
 }

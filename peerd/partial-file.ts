@@ -1,0 +1,310 @@
+/**
+ * The file a download writes into, and its resume journal. Verified chunks are written in place into
+ * `.<name>.<id>.part` next to the target; the journal in the peer database lists the chunks known to be on
+ * disk. The rule: a chunk is journaled only after a datasync that covers it, so a crash can lose work but
+ * never makes a resumed download trust bytes that are not there. Chunks written but not yet journaled are
+ * not lost either: on resume they are read back and kept if they still match the manifest.
+ *
+ * The journal is synced at most about every `journalIntervalMs` (2 s), and at once when
+ * `journalMaxBytes` (256 MiB) are waiting: an fdatasync every 16 chunks, as before, cost 65 syncs per GiB,
+ * while a less frequent journal only costs some hashing at resume. One datasync runs at a time and writes
+ * carry on meanwhile.
+ */
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { chunkLength, P2PError, sha256, systemClock, type Clock, type Manifest, type Timer } from '../protocol/index.js';
+import type { PeerDb } from './db.js';
+
+export const JOURNAL_DEFAULTS = {
+  journalIntervalMs: 2000,
+  journalMaxBytes: 256 * 1024 * 1024,
+};
+
+/** Where the partial file of a download to `target` lives (next to it, hidden). */
+export function partialPathFor(target: string, fileId: string): string {
+  return path.join(path.dirname(target), `.${path.basename(target)}.${fileId.slice(0, 12)}.part`);
+}
+
+/** The file operations a partial file uses: a `fs.promises` FileHandle (tests wrap one to slow its syncs). */
+export type PartialHandle = Pick<fsp.FileHandle, 'read' | 'write' | 'datasync' | 'truncate' | 'close'>;
+
+export interface PartialFileOptions {
+  /** The file id, hex. */
+  fileId: string;
+  target: string;
+  name: string;
+  manifest: Manifest;
+  encodedManifest: Buffer;
+  db: Pick<PeerDb, 'partial' | 'startPartial' | 'journalChunks' | 'finishPartial'>;
+  clock?: Pick<Clock, 'now' | 'setTimeout'>;
+  journalIntervalMs?: number;
+  journalMaxBytes?: number;
+  /** Stops the read-back of unjournaled chunks at resume (it reads the whole file). */
+  signal?: AbortSignal;
+  /** Test hook: opens the file. */
+  openFile?: (file: string, flags: string, mode?: number) => Promise<PartialHandle>;
+}
+
+export interface ResumeInfo {
+  /** Chunks the journal listed. */
+  journaled: number;
+  /** Chunks found on disk and verified although the journal did not list them (a crash between syncs). */
+  recovered: number;
+  /** Every chunk verified on disk at open. */
+  chunks: number[];
+}
+
+export class PartialFile {
+  readonly path: string;
+  /** What was already on disk when an interrupted download was resumed; undefined for a new file. */
+  readonly resume: ResumeInfo | undefined;
+  private readonly clock: Pick<Clock, 'now' | 'setTimeout'>;
+  private readonly intervalMs: number;
+  private readonly maxBytes: number;
+  /** Written, not yet covered by a datasync and the journal. */
+  private unjournaled: number[] = [];
+  private unjournaledBytes = 0;
+  private lastJournalAt: number;
+  private journalTimer: Timer | undefined;
+  /** The one datasync-and-journal in progress. */
+  private syncing: Promise<void> | undefined;
+  private syncAgain = false;
+  /** A failed datasync: the written bytes may not be on disk, so nothing more is trusted or journaled. */
+  private syncError: Error | undefined;
+  private writesInFlight = 0;
+  private writesIdle: Array<() => void> = [];
+  /** Set by finish() or close(): no more writes. */
+  private ending = false;
+  private handleOpen = true;
+  private closing: Promise<void> | undefined;
+
+  private constructor(
+    private readonly fh: PartialHandle,
+    private readonly opts: PartialFileOptions,
+    partPath: string,
+    resume: ResumeInfo | undefined,
+  ) {
+    this.path = partPath;
+    this.resume = resume;
+    this.clock = opts.clock ?? systemClock;
+    this.intervalMs = opts.journalIntervalMs ?? JOURNAL_DEFAULTS.journalIntervalMs;
+    this.maxBytes = opts.journalMaxBytes ?? JOURNAL_DEFAULTS.journalMaxBytes;
+    this.lastJournalAt = this.clock.now();
+  }
+
+  /**
+   * Opens the partial file of a download: the one an interrupted download left (same place, right size,
+   * a journal in the database), or a new one of the file's size.
+   */
+  static async open(opts: PartialFileOptions): Promise<PartialFile> {
+    const m = opts.manifest;
+    const partPath = partialPathFor(opts.target, opts.fileId);
+    const openFile = opts.openFile ?? ((file: string, flags: string, mode?: number) => fsp.open(file, flags, mode));
+    const prior = opts.db.partial(opts.fileId);
+    const resumable = prior !== undefined && prior.partPath === partPath && (await sizeOf(partPath)) === m.size;
+    const fh = await openFile(partPath, resumable ? 'r+' : 'w+', 0o644);
+    try {
+      if (!resumable) {
+        await fh.truncate(m.size);
+        opts.db.startPartial(opts.fileId, partPath, opts.target, opts.name, opts.encodedManifest);
+        return new PartialFile(fh, opts, partPath, undefined);
+      }
+      const onDisk = new Uint8Array(m.hashes.length);
+      let journaled = 0;
+      for (const c of prior.chunks) {
+        if (c >= 0 && c < m.hashes.length && onDisk[c] === 0) {
+          onDisk[c] = 1;
+          journaled++;
+        }
+      }
+      const recovered = await recoverUnjournaled(fh, m, onDisk, opts.signal);
+      if (recovered.length > 0) {
+        await fh.datasync();
+        opts.db.journalChunks(opts.fileId, recovered);
+      }
+      const chunks: number[] = [];
+      for (let i = 0; i < onDisk.length; i++) if (onDisk[i] === 1) chunks.push(i);
+      return new PartialFile(fh, opts, partPath, { journaled, recovered: recovered.length, chunks });
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Writes a whole verified chunk at its place; it is journaled with the next sync. */
+  async write(index: number, data: Buffer): Promise<void> {
+    if (this.ending) throw new P2PError('P2P_INTERNAL', `${this.path} is closed; chunk ${index} not written`);
+    if (this.syncError) throw this.syncError;
+    this.writesInFlight++;
+    try {
+      const position = index * this.opts.manifest.chunkSize;
+      // A positional write may write less than asked.
+      let written = 0;
+      while (written < data.length) {
+        const { bytesWritten } = await this.fh.write(data, written, data.length - written, position + written);
+        if (bytesWritten === 0) throw new P2PError('P2P_INTERNAL', `writing chunk ${index} to ${this.path} made no progress`);
+        written += bytesWritten;
+      }
+      this.unjournaled.push(index);
+      this.unjournaledBytes += data.length;
+    } finally {
+      this.writesInFlight--;
+      if (this.writesInFlight === 0) for (const resolve of this.writesIdle.splice(0)) resolve();
+    }
+    if (!this.ending) this.journalIfDue();
+  }
+
+  /**
+   * The download is complete: waits for the journal, syncs the data once, closes the file, renames it into
+   * place and forgets the journal.
+   */
+  async finish(): Promise<void> {
+    this.ending = true;
+    this.journalTimer?.cancel();
+    await this.idle();
+    if (this.syncError) throw this.syncError;
+    try {
+      await this.fh.datasync();
+    } catch (err) {
+      throw (this.syncError = syncFailed(this.path, err));
+    }
+    this.handleOpen = false;
+    await this.fh.close();
+    await fsp.rename(this.path, this.opts.target);
+    await syncFolder(path.dirname(this.opts.target));
+    this.opts.db.finishPartial(this.opts.fileId);
+  }
+
+  /**
+   * Releases the file, keeping it for resuming: waits for writes under way, journals what they and earlier
+   * writes put on disk (after a datasync), then closes the handle. Safe to call more than once, and after
+   * finish().
+   */
+  close(): Promise<void> {
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private async closeOnce(): Promise<void> {
+    this.ending = true;
+    this.journalTimer?.cancel();
+    if (!this.handleOpen) return;
+    await this.idle();
+    if (this.unjournaled.length > 0 && !this.syncError) {
+      this.startJournal();
+      await this.syncing;
+    }
+    this.handleOpen = false;
+    await this.fh.close().catch(() => undefined);
+  }
+
+  /** No write and no sync under way. */
+  private async idle(): Promise<void> {
+    if (this.writesInFlight > 0) await new Promise<void>((resolve) => this.writesIdle.push(resolve));
+    while (this.syncing) await this.syncing;
+  }
+
+  /** Journals when 2 s have passed since the last sync, or when 256 MiB wait; otherwise when the 2 s are up. */
+  private journalIfDue(): void {
+    if (this.unjournaled.length === 0 || this.syncError) return;
+    const waitMs = this.lastJournalAt + this.intervalMs - this.clock.now();
+    if (waitMs <= 0 || this.unjournaledBytes >= this.maxBytes) {
+      this.journalTimer?.cancel();
+      this.journalTimer = undefined;
+      this.startJournal();
+    } else if (!this.journalTimer) {
+      // A download that stalls still journals what it wrote within the interval.
+      this.journalTimer = this.clock.setTimeout(() => {
+        this.journalTimer = undefined;
+        if (!this.ending) this.journalIfDue();
+      }, waitMs);
+    }
+  }
+
+  private startJournal(): void {
+    if (this.syncing) {
+      this.syncAgain = true; // one datasync at a time; the next one covers what is written meanwhile
+      return;
+    }
+    const batch = this.unjournaled;
+    this.unjournaled = [];
+    this.unjournaledBytes = 0;
+    this.lastJournalAt = this.clock.now();
+    this.syncing = this.syncAndJournal(batch).finally(() => {
+      this.syncing = undefined;
+      if (this.syncAgain) {
+        this.syncAgain = false;
+        if (!this.ending) this.journalIfDue();
+      }
+    });
+  }
+
+  private async syncAndJournal(batch: number[]): Promise<void> {
+    try {
+      await this.fh.datasync();
+    } catch (err) {
+      // After a failed sync the kernel may have dropped the written pages: trust none of them again.
+      this.syncError = syncFailed(this.path, err);
+      return;
+    }
+    try {
+      this.opts.db.journalChunks(this.opts.fileId, batch);
+    } catch {
+      // The database is gone (the daemon is closing): these chunks are verified again at resume.
+    }
+  }
+}
+
+function syncFailed(file: string, err: unknown): P2PError {
+  return new P2PError('P2P_INTERNAL', `cannot sync ${file}: ${(err as Error).message}; the partial file is kept and checked again when the download resumes`);
+}
+
+async function sizeOf(file: string): Promise<number | undefined> {
+  try {
+    return (await fsp.stat(file)).size;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Chunks written after the last journal sync may be on disk already (a process that was killed leaves its
+ * writes in the page cache). Each such chunk is read back and checked against the manifest; only the ones
+ * that verify are kept. Never-written regions read as zeros and are skipped without hashing.
+ */
+async function recoverUnjournaled(fh: PartialHandle, m: Manifest, onDisk: Uint8Array, signal: AbortSignal | undefined): Promise<number[]> {
+  const buf = Buffer.allocUnsafe(m.chunkSize);
+  const zeros = Buffer.alloc(m.chunkSize);
+  const recovered: number[] = [];
+  for (let i = 0; i < m.hashes.length; i++) {
+    if (onDisk[i] !== 0) continue;
+    signal?.throwIfAborted();
+    const len = chunkLength(m, i);
+    let got = 0;
+    while (got < len) {
+      const { bytesRead } = await fh.read(buf, got, len - got, i * m.chunkSize + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    if (got !== len) continue;
+    const data = buf.subarray(0, len);
+    if (data.equals(zeros.subarray(0, len))) continue;
+    if (!sha256(data).equals(m.hashes[i]!)) continue;
+    onDisk[i] = 1;
+    recovered.push(i);
+  }
+  return recovered;
+}
+
+/** Makes a rename in `folder` durable. Best effort: some platforms cannot sync a folder. */
+async function syncFolder(folder: string): Promise<void> {
+  let dir: fsp.FileHandle | undefined;
+  try {
+    dir = await fsp.open(folder, 'r');
+    await dir.sync();
+  } catch {
+    // not supported here; the rename is still atomic, only its durability waits for the kernel
+  } finally {
+    await dir?.close().catch(() => undefined);
+  }
+}

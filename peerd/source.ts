@@ -1,0 +1,105 @@
+/**
+ * One holder of a file as a download sees it: dialled, its identity proven, its round-trip time measured,
+ * then its requests in flight and what it has delivered.
+ */
+import type { Logger } from 'pino';
+import { dial, formatAddress, type Connection, type KeyPair } from '../protocol/index.js';
+import { clientHandshake } from './handshake.js';
+
+/** A holder as the tracker lists it. */
+export interface Holder {
+  peerId: string;
+  publicKey: Buffer;
+  host: string;
+  port: number;
+  complete: boolean;
+}
+
+export interface Source {
+  peerId: string;
+  publicKey: Buffer;
+  address: string;
+  conn: Connection;
+  rttMs: number;
+  /** Requests in flight, by chunk, with what cancels each. */
+  inFlight: Map<number, AbortController>;
+  /** Requests to keep in flight. */
+  depth: number;
+  bytes: number;
+  chunks: number;
+  failures: number;
+  alive: boolean;
+  startedAt: number;
+  /** Holds the whole file; otherwise its have-bitmap is asked for and refreshed while we run. */
+  complete: boolean;
+  chunkMs: number[];
+  haveAskedAt: number;
+  /** Far behind the others (mean + 3 standard deviations): kept at one request in flight. */
+  deweighted: boolean;
+}
+
+export interface ConnectDeps {
+  keys: KeyPair;
+  logger: Logger;
+  advertisePort: () => number;
+  now: () => number;
+  /** The download ended: a holder still being measured is hung up on. */
+  signal: AbortSignal;
+}
+
+/** Dials a holder, proves who it is, and measures it; undefined (logged) when it cannot be used. */
+export async function connectSource(h: Holder, deps: ConnectDeps): Promise<Source | undefined> {
+  const address = formatAddress(h.host, h.port);
+  let conn: Connection | undefined;
+  const hangUp = (): void => conn?.destroy();
+  deps.signal.addEventListener('abort', hangUp);
+  try {
+    conn = await dial({ host: h.host, port: h.port }, { connectTimeoutMs: 2000, requestTimeoutMs: 30_000, readTimeoutMs: 60_000, maxBodyBytes: 64 * 1024 * 1024, logger: deps.logger });
+    deps.signal.throwIfAborted();
+    const t0 = deps.now();
+    await clientHandshake(conn, deps.keys, deps.advertisePort(), h.publicKey, 3000);
+    // Round-trip time: the handshake is two round trips (including signature checks), then one ping;
+    // the smaller estimate wins.
+    const t1 = deps.now();
+    await conn.request('PING', {}, 'PONG', { timeoutMs: 2000 });
+    const rttMs = Math.min(deps.now() - t1, (t1 - t0) / 2);
+    return {
+      peerId: h.peerId,
+      publicKey: h.publicKey,
+      address,
+      conn,
+      rttMs,
+      inFlight: new Map(),
+      depth: 4,
+      bytes: 0,
+      chunks: 0,
+      failures: 0,
+      alive: true,
+      startedAt: deps.now(),
+      complete: h.complete,
+      chunkMs: [],
+      haveAskedAt: 0,
+      deweighted: false,
+    };
+  } catch (err) {
+    if (!deps.signal.aborted) deps.logger.info({ peer: address, err: (err as Error).message }, 'holder unusable for this download');
+    conn?.destroy();
+    return undefined;
+  } finally {
+    deps.signal.removeEventListener('abort', hangUp);
+  }
+}
+
+/** Counts a delivered chunk and sizes the requests in flight to the peer's rate times its round-trip time. */
+export function recordDelivery(s: Source, bytes: number, chunkMs: number, chunkSize: number, now: number): void {
+  s.bytes += bytes;
+  s.chunks++;
+  s.chunkMs.push(chunkMs);
+  if (s.chunkMs.length > 32) s.chunkMs.shift();
+  if (s.deweighted) return;
+  const elapsedSec = (now - s.startedAt) / 1000;
+  if (elapsedSec <= 0 || s.chunks < 2) return;
+  const bytesPerSec = s.bytes / elapsedSec;
+  const bdpChunks = (bytesPerSec * Math.max(s.rttMs, 1)) / 1000 / chunkSize;
+  s.depth = Math.max(2, Math.min(16, Math.ceil(bdpChunks) + 3));
+}
