@@ -16,11 +16,9 @@ import {
   chunkLength,
   P2PError,
   receiptPayload,
-  sha256,
   systemClock,
   toP2PError,
   verifyManifest,
-  verifyPayload,
   type Body,
   type Clock,
   type KeyPair,
@@ -28,8 +26,10 @@ import {
   type Timer,
 } from '../protocol/index.js';
 import type { BlacklistCache } from './blacklist-cache.js';
+import type { ChunkPool } from './chunk-pool.js';
 import type { PeerDb, ReceiptRecord, TransferRecord } from './db.js';
 import { PartialFile } from './partial-file.js';
+import { WorkerHasher, type Hasher } from './hasher.js';
 import type { RateMeter, TokenBucket } from './rate.js';
 import { Scheduler } from './scheduler.js';
 import { connectSource, recordDelivery, type Holder, type Source } from './source.js';
@@ -54,6 +54,10 @@ export interface DownloadDeps {
   onBadData: (evidence: { fileId: Buffer; manifest: Buffer; receipt: ReceiptRecord; peerId: string }) => void;
   /** Monotonic time and timers; the system clock unless a test passes another. */
   clock?: Clock | undefined;
+  /** Buffers chunks are read straight into (shared by the daemon's downloads); without it, each is allocated. */
+  chunkPool?: ChunkPool | undefined;
+  /** Checks chunks (hash and receipt) off the main thread; without it, a hasher of this download's own. */
+  hasher?: Hasher | undefined;
 }
 
 export interface DownloadRequest {
@@ -110,6 +114,7 @@ export class Download extends EventEmitter {
   readonly id: string;
   private readonly clock: Clock;
   private readonly log: Logger;
+  private readonly hasher: Hasher;
   private readonly strategy: PeerStrategy;
   private manifest: Manifest | undefined;
   private encodedManifest: Buffer | undefined;
@@ -143,6 +148,7 @@ export class Download extends EventEmitter {
     super();
     this.id = req.fileId.toString('hex');
     this.clock = deps.clock ?? systemClock;
+    this.hasher = deps.hasher ?? (sharedHasher ??= new WorkerHasher(deps.logger));
     this.log = deps.logger.child({ download: this.id.slice(0, 12) });
     this.startedAt = this.clock.now();
     this.strategy = STRATEGIES[req.strategy ?? 'adaptive'](this.swarm());
@@ -482,7 +488,7 @@ export class Download extends EventEmitter {
         if (ac.signal.aborted) throw new P2PError('P2P_CONNECTION_CLOSED', 'cancelled');
         const t0 = this.clock.now();
         return s.conn
-          .request('GET_CHUNK', { fileId: this.req.fileId, index }, 'CHUNK', { timeoutMs: CHUNK_TIMEOUT_MS, signal: ac.signal })
+          .request('GET_CHUNK', { fileId: this.req.fileId, index }, 'CHUNK', { timeoutMs: CHUNK_TIMEOUT_MS, signal: ac.signal, into: this.deps.chunkPool })
           .then((chunk) => ({ chunk, ms: this.clock.now() - t0 }));
       })
       .then(
@@ -494,10 +500,12 @@ export class Download extends EventEmitter {
 
   /**
    * A chunk arrived: verify it, write it, count it. One function with one exit (the `finally`), where the
-   * chunk's bytes stop being used whatever happened to them.
+   * chunk's buffer goes back to the pool whatever happened to its bytes.
    */
   private async receive(s: Source, index: number, ac: AbortController, chunk: Body<'CHUNK'>, ms: number): Promise<void> {
     const scheduler = this.scheduler!;
+    // From now until it is on disk (or refused) the chunk holds a buffer: it counts against the budget.
+    this.pendingWrites++;
     try {
       if (s.inFlight.get(index) === ac) s.inFlight.delete(index);
       if (this.over) return;
@@ -505,7 +513,8 @@ export class Download extends EventEmitter {
         scheduler.release(s, index); // an endgame duplicate lost the race
         return;
       }
-      const rejected = this.verify(s, index, chunk);
+      const rejected = await this.verify(s, index, chunk);
+      if (this.over) return;
       if (rejected) {
         scheduler.release(s, index);
         this.lose(s, rejected);
@@ -519,14 +528,11 @@ export class Download extends EventEmitter {
         other.inFlight.delete(index);
         this.pump(other);
       }
-      this.pendingWrites++;
       try {
         await this.partial!.write(index, chunk.data);
       } catch (err) {
         this.fail(new P2PError('P2P_INTERNAL', `cannot write ${this.partialPath}: ${(err as Error).message}`));
         return;
-      } finally {
-        this.pendingWrites--;
       }
       scheduler.markDone(index);
       if (this.over) return; // written while the download ended: journaled by cleanup(), not counted
@@ -535,23 +541,26 @@ export class Download extends EventEmitter {
         this.allWritten.resolve();
         return;
       }
-      if (this.pendingWrites === MAX_PENDING_WRITES - 1) this.pumpAll(); // others may have waited on the disk
     } finally {
-      // The chunk is on disk or rejected: its buffer is no longer needed.
-      this.pump(s);
+      this.pendingWrites--;
+      // The chunk is on disk or refused: its buffer goes back (the receipt fields were copied out).
+      this.deps.chunkPool?.release(chunk.data);
+      if (this.pendingWrites === MAX_PENDING_WRITES - 1) this.pumpAll(); // others may have waited on the disk
+      else this.pump(s);
     }
   }
 
   /** Why a chunk is refused (undefined when it is good). Bad data is reported with its signed receipt. */
-  private verify(s: Source, index: number, chunk: Body<'CHUNK'>): string | undefined {
+  private async verify(s: Source, index: number, chunk: Body<'CHUNK'>): Promise<string | undefined> {
     const m = this.manifest!;
-    const actual = sha256(chunk.data);
-    const receiptOk =
-      chunk.index === index &&
-      chunk.fileId.equals(this.req.fileId) &&
-      chunk.hash.equals(actual) &&
-      verifyPayload(s.publicKey, receiptPayload(this.req.fileId, index, chunk.hash, this.deps.keys.peerId), chunk.signature);
-    if (!receiptOk) {
+    if (chunk.index !== index || !chunk.fileId.equals(this.req.fileId)) {
+      this.log.warn({ peer: s.address, index }, 'chunk came with a receipt for another chunk; dropping the peer');
+      return 'bad receipt';
+    }
+    // The hash and the receipt's signature are checked together off the main thread.
+    const payload = receiptPayload(this.req.fileId, index, chunk.hash, this.deps.keys.peerId);
+    const { hash: actual, signed } = await this.hasher.check(chunk.data, { publicKey: s.publicKey, payload, signature: chunk.signature });
+    if (!signed || !chunk.hash.equals(actual)) {
       this.log.warn({ peer: s.address, index }, 'chunk came with a receipt that does not match; dropping the peer');
       return 'bad receipt';
     }
@@ -560,7 +569,7 @@ export class Download extends EventEmitter {
       this.deps.onBadData({
         fileId: this.req.fileId,
         manifest: this.encodedManifest!,
-        receipt: { publicKey: s.publicKey, index, hash: chunk.hash, signature: chunk.signature },
+        receipt: receiptOf(s, index, chunk),
         peerId: s.peerId,
       });
       return 'sent data that fails verification';
@@ -575,7 +584,7 @@ export class Download extends EventEmitter {
     this.bytesFetched += len;
     this.deps.downloadMeter?.add(len);
     recordDelivery(s, len, ms, this.manifest!.chunkSize, this.clock.now());
-    this.receipts.set(index, { publicKey: s.publicKey, index, hash: chunk.hash, signature: chunk.signature });
+    this.receipts.set(index, receiptOf(s, index, chunk));
     const now = this.clock.now();
     if (now - this.lastProgressAt > PROGRESS_EVERY_MS || this.scheduler!.complete) {
       this.lastProgressAt = now;
@@ -602,6 +611,14 @@ export class Download extends EventEmitter {
     if (s.failures >= MAX_PEER_FAILURES) return this.lose(s, `${s.failures} failed requests`);
     this.pumpAll();
   }
+}
+
+/** For downloads made without a daemon's hasher (tests): one worker for them all, never holding the process up. */
+let sharedHasher: WorkerHasher | undefined;
+
+/** A chunk's receipt, copied out of the chunk's buffer (which is reused). */
+function receiptOf(s: Source, index: number, chunk: Body<'CHUNK'>): ReceiptRecord {
+  return { publicKey: s.publicKey, index, hash: Buffer.from(chunk.hash), signature: Buffer.from(chunk.signature) };
 }
 
 interface Deferred<T> {

@@ -7,6 +7,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import {
+  CHUNK_SIZE,
   Connection,
   formatAddress,
   P2PError,
@@ -18,7 +19,9 @@ import {
   type KeyPair,
 } from '../protocol/index.js';
 import { BlacklistCache } from './blacklist-cache.js';
+import { ChunkPool } from './chunk-pool.js';
 import { ChunkServer } from './chunk-server.js';
+import { WorkerHasher } from './hasher.js';
 import type { CommandName, ControlCommands, FileInfo, GetArgs, StatusInfo } from './control.js';
 import { PeerDb } from './db.js';
 import { Download, isStrategy, type DownloadResult, type Strategy } from './downloader.js';
@@ -54,6 +57,13 @@ export interface PeerDaemonOptions {
 
 const HEX_ID = /^[0-9a-f]{64}$/;
 const MAX_USER_RECEIPTS_PER_PEER = 16;
+/** A CHUNK body's fields before its data: file id 32, index 4, hash 32, signature 64. */
+const CHUNK_HEAD_BYTES = 132;
+/**
+ * Chunk buffers at most (1 MiB each): one per connection receiving a chunk, plus the verified chunks
+ * waiting for the disk (8 per download). Beyond it a chunk is buffered the old way, allocated.
+ */
+const MAX_CHUNK_BUFFERS = 48;
 
 /** Makes a name from the network safe to use as a file name inside a folder we chose. */
 export function safeFileName(name: string, fallback: string): string {
@@ -80,9 +90,14 @@ export class PeerDaemon {
   private readonly uploadMeter = new RateMeter();
   private readonly downloadMeter = new RateMeter();
   private readonly downloadBucket: TokenBucket | undefined;
+  /** Chunk buffers shared by every download: a chunk is read into one, checked, written, given back. */
+  private readonly chunkPool = new ChunkPool(CHUNK_SIZE + CHUNK_HEAD_BYTES, MAX_CHUNK_BUFFERS);
+  /** Checks every downloaded chunk (hash and receipt) on a worker thread. */
+  private readonly hasher: WorkerHasher;
 
   constructor(private readonly opts: PeerDaemonOptions) {
     this.log = opts.logger ?? silentLogger;
+    this.hasher = new WorkerHasher(this.log);
     ensurePrivateDir(opts.dataDir);
     this.keys = loadIdentity(opts.dataDir);
     this.db = new PeerDb(opts.dataDir);
@@ -175,6 +190,7 @@ export class PeerDaemon {
     for (const c of this.controlConns) c.close();
     await this.tracker.close();
     await this.chunkServer.close();
+    await this.hasher.close();
     try {
       fs.unlinkSync(this.socketPath);
     } catch {
@@ -413,6 +429,8 @@ export class PeerDaemon {
         downloadBucket: this.downloadBucket,
         downloadMeter: this.downloadMeter,
         onBadData: (ev) => void this.reportBadData(ev),
+        chunkPool: this.chunkPool,
+        hasher: this.hasher,
       },
       req,
     );
