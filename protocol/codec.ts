@@ -257,6 +257,13 @@ function buildParser(schema: Schema): Parser {
   return p;
 }
 
+/** The decoder of a whole body: the schema's fields, then the offset where they end. */
+function compileParser(schema: Schema): Parser {
+  const parser = new Parser().nest('m', { type: Object.keys(schema).length ? buildParser(schema) : new Parser() }).saveOffset('end');
+  parser.compile();
+  return parser;
+}
+
 export function defineCodec<S extends Schema>(schema: S, what = 'message'): Codec<S> {
   const names = Object.keys(schema);
   names.forEach((name, i) => {
@@ -266,8 +273,9 @@ export function defineCodec<S extends Schema>(schema: S, what = 'message'): Code
     ? names.reduce((sum, n) => sum + fixedSize(schema[n]!)!, 0)
     : undefined;
   const hasRest = names.length > 0 && schema[names[names.length - 1]!] === 'rest';
-  const parser = new Parser().nest('m', { type: names.length ? buildParser(schema) : new Parser() }).saveOffset('end');
-  parser.compile();
+  // Built and compiled on the first decode, not here: compiling the whole catalogue's parsers took about
+  // a tenth of every `p2p` command's start-up, and most programs decode only a few message types (issue 8).
+  let parser: Parser | undefined;
   return {
     schema,
     size: fixed !== undefined ? () => fixed : (value) => schemaSize(schema, value as Record<string, unknown>),
@@ -280,6 +288,7 @@ export function defineCodec<S extends Schema>(schema: S, what = 'message'): Code
       }
     },
     decode(body) {
+      parser ??= compileParser(schema);
       let out: { m: Decoded<S>; end: number };
       try {
         decodingBytes = body.length;
