@@ -1,0 +1,80 @@
+/**
+ * The common `p2p` command lines, recognised without yargs. Loading yargs costs more than the rest of a
+ * `p2p status` together (issue 8), yet most command lines are one of a few simple shapes. This parser
+ * accepts only those shapes, written in the plainest way, and gives up on anything else (help, errors,
+ * unusual spellings such as `--json=false` or `--socket=-x`), which then goes to the full parser in
+ * cli/arguments.ts. So it never has to reproduce yargs' corner cases or its messages, only agree with it
+ * on what it accepts: test/unit/cli-fast-path.test.ts checks that against yargs itself.
+ */
+import type { Globals, Invocation } from './commands.js';
+
+/** How many positional arguments each command recognised here takes after its name. */
+const ARITY = {
+  status: { min: 0, max: 0 },
+  files: { min: 0, max: 0 },
+  transfers: { min: 0, max: 0 },
+  search: { min: 0, max: 1 },
+  unshare: { min: 1, max: 1 },
+  report: { min: 1, max: 1 },
+  share: { min: 1, max: Infinity },
+} as const;
+
+type FastCommand = keyof typeof ARITY;
+
+const isFastCommand = (word: string): word is FastCommand => Object.hasOwn(ARITY, word);
+
+/** A value as yargs would take it for a string flag; anything that could read as a flag itself is refused. */
+const plainValue = (value: string | undefined): value is string => value !== undefined && value !== '' && !value.startsWith('-');
+
+/**
+ * The Invocation that `args` (the command line without node and the script) names, `'version'` for a
+ * lone `--version`, or undefined when the full parser must decide.
+ */
+export function parseFast(args: readonly string[]): Invocation | 'version' | undefined {
+  if (args.length === 1 && args[0] === '--version') return 'version';
+  let command: FastCommand | undefined;
+  const positionals: string[] = [];
+  let socket: string | undefined;
+  let json = false;
+  let reason: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === '--json') {
+      // yargs takes a following `true` or `false` as the flag's value.
+      if (json || args[i + 1] === 'true' || args[i + 1] === 'false') return undefined;
+      json = true;
+    } else if (arg === '--socket' || arg.startsWith('--socket=')) {
+      const value = arg === '--socket' ? args[++i] : arg.slice('--socket='.length);
+      if (socket !== undefined || !plainValue(value)) return undefined;
+      socket = value;
+    } else if (command === 'report' && (arg === '--reason' || arg.startsWith('--reason='))) {
+      const value = arg === '--reason' ? args[++i] : arg.slice('--reason='.length);
+      if (reason !== undefined || !plainValue(value)) return undefined;
+      reason = value;
+    } else if (arg.startsWith('-') || arg === 'help') {
+      // yargs shows the help for a last positional `help`, as for --help.
+      return undefined;
+    } else if (command === undefined) {
+      if (!isFastCommand(arg)) return undefined;
+      command = arg;
+    } else {
+      positionals.push(arg);
+    }
+  }
+  if (command === undefined || positionals.length < ARITY[command].min || positionals.length > ARITY[command].max) return undefined;
+  const globals: Globals = { socket, json };
+  switch (command) {
+    case 'status':
+    case 'files':
+    case 'transfers':
+      return { command, globals };
+    case 'search':
+      return { command, globals, text: positionals[0] ?? '' };
+    case 'unshare':
+      return { command, globals, key: positionals[0]! };
+    case 'report':
+      return { command, globals, key: positionals[0]!, reason: reason ?? '' };
+    case 'share':
+      return { command, globals, paths: positionals };
+  }
+}
