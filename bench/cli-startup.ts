@@ -4,7 +4,8 @@
  * temporary folder, then `p2p --version`, `p2p status`, `p2p files` and `p2p --help` (the full parser)
  * run `--runs` times each as a user runs them, next to `node -e 0` measured in the same rounds: the floor
  * that no Node program goes below. The commands take turns within each round, so noise from other work
- * on the machine falls on all of them alike. Wall time is from spawn to exit of the child process.
+ * on the machine falls on all of them alike. Wall time is from spawn to exit of the child process; CPU
+ * time (user + system, from /proc/self/stat's children's times) is less sensitive to that noise.
  * Also: how long the daemon takes to answer `status` on its control socket, measured from here with the
  * client the CLI uses, so the figures show how much of a `p2p status` is the daemon's part.
  * Prints a table; writes cli-startup.md only when given --results DIR.
@@ -14,11 +15,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ControlClient } from '../peerd/control.js';
-import { assertBuilt, codeVersion, intFlag, machineInfo, median, PROGRAMS, ROOT, Workspace } from './harness.js';
+import { assertBuilt, codeVersion, intFlag, machineInfo, median, ownCpuSeconds, PROGRAMS, ROOT, Workspace } from './harness.js';
 import { startPeer, startTracker, waitReady } from './swarm.js';
 
-/** The issue's target: `p2p status` against a running daemon, median wall time. */
+/** The issue's target: `p2p status` against a running daemon, median wall time... */
 const TARGET_STATUS_MS = 150;
+/** ...on a machine where `node -e 0` took this long. */
+const ISSUE_NODE_MS = 90;
 
 interface Options {
   runs: number;
@@ -33,10 +36,16 @@ interface Case {
   args: string[];
 }
 
+interface Timing {
+  wallMs: number;
+  cpuMs: number;
+}
+
 interface CaseResult extends Case {
   wallMs: number[];
   medianMs: number;
   p90Ms: number;
+  medianCpuMs: number;
 }
 
 function parseOptions(): Options {
@@ -87,14 +96,20 @@ function percentile(values: number[], p: number): number {
   return s[Math.max(0, Math.ceil((p / 100) * s.length) - 1)]!;
 }
 
-/** Runs `node ARGS` to its exit and returns the wall time; a failure stops the benchmark. */
-function timeRun(c: Case): number {
+/**
+ * Runs `node ARGS` to its exit: its wall time, and its CPU time (with the little this process spends
+ * spawning it; /proc counts in clock ticks, 10 ms, so only medians over many runs mean much).
+ * A failure stops the benchmark.
+ */
+function timeRun(c: Case): Timing {
+  const cpu0 = ownCpuSeconds();
   const t0 = performance.now();
   // Synchronous on purpose: nothing else of ours runs in this process while the child starts.
   const r = spawnSync(process.execPath, c.args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, P2P_SOCKET: '' } });
-  const ms = performance.now() - t0;
+  const wallMs = performance.now() - t0;
+  const cpuMs = (ownCpuSeconds() - cpu0) * 1000;
   if (r.status !== 0) throw new Error(`${c.title} exited ${r.status ?? r.signal}: ${r.stderr.toString().trim().split('\n')[0] ?? ''}`);
-  return ms;
+  return { wallMs, cpuMs };
 }
 
 /** The daemon's part: connecting (with the PING that proves the daemon answers), and one `status` call. */
@@ -129,15 +144,16 @@ function markdown(r: {
     '# `p2p` start-up time',
     '',
     `Code ${r.code}, ${r.machine.date}. Node ${r.machine.node}, ${r.machine.platform}, ${r.machine.cpus} CPUs (${r.machine.cpuModel}), load average ${r.machine.loadAverage.join(' ')} at the start.`,
-    `Produced by \`npm run bench:cli -- --runs ${r.runs}\` (bench/cli-startup.ts): wall time from spawn to exit, ${r.runs} runs of each, the commands taking turns.`,
+    `Produced by \`npm run bench:cli -- --runs ${r.runs}\` (bench/cli-startup.ts): wall time from spawn to exit, ${r.runs} runs of each, the commands taking turns; CPU: user + system.`,
     '',
-    '| command | median ms | p90 ms | median over `node -e 0` |',
-    '|---|---:|---:|---:|',
-    ...r.cases.map((c) => `| ${c.title} | ${fmt(c.medianMs)} | ${fmt(c.p90Ms)} | ${c === baseline ? '' : `+${fmt(c.medianMs - baseline.medianMs)}`} |`),
+    '| command | median ms | p90 ms | median over `node -e 0` | median CPU ms |',
+    '|---|---:|---:|---:|---:|',
+    ...r.cases.map((c) => `| ${c.title} | ${fmt(c.medianMs)} | ${fmt(c.p90Ms)} | ${c === baseline ? '' : `+${fmt(c.medianMs - baseline.medianMs)}`} | ${fmt(c.medianCpuMs)} |`),
     '',
     `The daemon's part of a \`p2p status\`, timed from the benchmark's process: connecting with a PING ${r.daemon.connectMs.toFixed(2)} ms, the \`status\` request ${r.daemon.statusMs.toFixed(2)} ms (medians).`,
     '',
-    `Target (issue 8): \`p2p status\` under ${TARGET_STATUS_MS} ms: ${fmt(status.medianMs)} ms, ${status.medianMs < TARGET_STATUS_MS ? 'met' : 'not met'}.`,
+    `Target (issue 8): \`p2p status\` under ${TARGET_STATUS_MS} ms, where the issue measured \`node -e 0\` at ${ISSUE_NODE_MS} ms (so about ${TARGET_STATUS_MS - ISSUE_NODE_MS} ms over it): ` +
+      `${fmt(status.medianMs)} ms here, +${fmt(status.medianMs - baseline.medianMs)} over \`node -e 0\`; ${status.medianMs < TARGET_STATUS_MS ? 'met' : 'not met'}.`,
     '',
   ];
   return lines.join('\n');
@@ -165,14 +181,15 @@ async function main(): Promise<void> {
       { key: 'help', title: '`p2p --help` (the full parser, yargs)', args: cli('--help') },
     ];
     for (let i = 0; i < opts.warmup; i++) for (const c of cases) timeRun(c);
-    const wall = new Map<string, number[]>(cases.map((c) => [c.key, []]));
+    const timings = new Map<string, Timing[]>(cases.map((c) => [c.key, []]));
     for (let run = 1; run <= opts.runs; run++) {
-      for (const c of cases) wall.get(c.key)!.push(timeRun(c));
+      for (const c of cases) timings.get(c.key)!.push(timeRun(c));
       if (run % 5 === 0 || run === opts.runs) log(`${run}/${opts.runs} rounds`);
     }
     const results: CaseResult[] = cases.map((c) => {
-      const ms = wall.get(c.key)!;
-      return { ...c, wallMs: ms, medianMs: median(ms), p90Ms: percentile(ms, 90) };
+      const t = timings.get(c.key)!;
+      const ms = t.map((x) => x.wallMs);
+      return { ...c, wallMs: ms, medianMs: median(ms), p90Ms: percentile(ms, 90), medianCpuMs: median(t.map((x) => x.cpuMs)) };
     });
     const daemon = await daemonSide(peer.socket, opts.runs);
 
