@@ -3,7 +3,8 @@
  * errors as exit code 2, JSON logs on stderr, clean shutdown on SIGTERM and SIGINT.
  */
 import fs from 'node:fs';
-import pino, { type Logger } from 'pino';
+import { createRequire } from 'node:module';
+import type { Logger } from 'pino';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
@@ -24,6 +25,8 @@ export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', '
 
 /** JSON log lines on stderr (fd 2), synchronously so nothing is lost at exit. */
 export function stderrLogger(level: string, name: string): Logger {
+  // Loaded here, not at import: `p2p` starts without it (about 40 files) unless it logs.
+  const pino = createRequire(import.meta.url)('pino') as typeof import('pino').default;
   return pino({ name, level, base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }));
 }
 
