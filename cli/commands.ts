@@ -6,11 +6,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { P2PError } from '../protocol/index.js';
-// Not '../peerd/index.js': that entry point also exports PeerDaemon, and ESM evaluates every module it
-// re-exports, so importing it made each `p2p` command load the whole daemon and better-sqlite3 (issue 8).
-import { ControlClient } from '../peerd/control.js';
-import type { DownloadResult } from '../peerd/index.js';
+// The client entry points, not the index ones: ESM evaluates every module an entry point re-exports, so
+// '../peerd/index.js' would load the whole daemon and better-sqlite3, and '../protocol/index.js' the
+// identity and manifest code, at every `p2p` start (issue 8).
+import { P2PError } from '../protocol/client.js';
+import { ControlClient, type DownloadResult } from '../peerd/client.js';
 import type { AdminClient } from './admin.js';
 import { formatBytes, formatRate, table } from './format.js';
 

@@ -22,7 +22,7 @@ if (fast === 'version') {
 }
 
 if (invocation) {
-  const [{ execute, exitCodeFor, EXIT, PROGRAM }, { toP2PError }] = await Promise.all([import('./commands.js'), import('../protocol/index.js')]);
+  const [{ execute, exitCodeFor, EXIT, PROGRAM }, { toP2PError }] = await Promise.all([import('./commands.js'), import('../protocol/client.js')]);
   try {
     await execute(invocation);
     process.exitCode = EXIT.ok;
