@@ -94,6 +94,8 @@ export interface DownloadResult {
   path: string;
   size: number;
   seconds: number;
+  /** From the start to the first chunk verified and written (null when every chunk was resumed). */
+  firstByteSeconds: number | null;
   peers: PeerShare[];
   resumedChunks: number;
 }
@@ -115,6 +117,10 @@ export class Download extends EventEmitter {
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly hasher: Hasher;
+  /** When the first chunk was verified and written. */
+  private firstByteAt: number | undefined;
+  /** Milliseconds from the start to the end of each start-up step (logged with the result). */
+  private readonly phases: Record<string, number> = {};
   private readonly strategy: PeerStrategy;
   private manifest: Manifest | undefined;
   private encodedManifest: Buffer | undefined;
@@ -194,9 +200,12 @@ export class Download extends EventEmitter {
   async run(): Promise<DownloadResult> {
     try {
       await this.unlessFailed(this.connectSources(false));
+      this.phases.holders = this.clock.now() - this.startedAt;
       if (this.sources.length === 0) throw new P2PError('P2P_NOT_FOUND', `no reachable peer holds ${this.req.name}`);
       await this.unlessFailed(this.fetchManifest());
+      this.phases.manifest = this.clock.now() - this.startedAt;
       await this.openPartial();
+      this.phases.opened = this.clock.now() - this.startedAt;
       this.emit('started', this.progress);
       if (!this.scheduler!.complete) {
         this.startFetching();
@@ -259,12 +268,14 @@ export class Download extends EventEmitter {
       path: this.req.target,
       size: m.size,
       seconds,
+      firstByteSeconds: this.firstByteAt === undefined ? null : Math.round(this.firstByteAt - this.startedAt) / 1000,
       peers: this.sources.map((s) => ({ id: s.peerId, address: s.address, bytes: s.bytes, chunks: s.chunks })),
       resumedChunks: this.resumed,
     };
     const record: TransferRecord = { id: this.id, name: this.req.name, path: this.req.target, size: m.size, seconds, time: this.clock.wallNow(), peers: result.peers };
     this.deps.db.addTransfer(record, [...this.receipts.values()]);
-    this.log.info({ size: m.size, seconds, peers: result.peers.length }, 'download complete');
+    const firstByteMs = result.firstByteSeconds === null ? undefined : result.firstByteSeconds * 1000;
+    this.log.info({ size: m.size, seconds, peers: result.peers.length, startupMs: { ...this.phases, firstByte: firstByteMs } }, 'download complete');
     return result;
   }
 
@@ -306,6 +317,7 @@ export class Download extends EventEmitter {
     let holders: Body<'LOOKUP_RESULT'>['peers'];
     try {
       holders = (await this.deps.tracker.request('LOOKUP', { id: this.req.fileId }, 'LOOKUP_RESULT')).peers;
+      this.phases.lookup ??= this.clock.now() - this.startedAt;
     } catch (err) {
       if (more) return;
       throw err;
@@ -580,6 +592,7 @@ export class Download extends EventEmitter {
   /** A chunk is written: the counters, the receipt, the peer's depth, and now and then a progress event. */
   private count(s: Source, index: number, chunk: Body<'CHUNK'>, ms: number): void {
     const len = chunk.data.length;
+    this.firstByteAt ??= this.clock.now();
     this.bytesDone += len;
     this.bytesFetched += len;
     this.deps.downloadMeter?.add(len);

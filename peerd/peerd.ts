@@ -63,7 +63,7 @@ const CHUNK_HEAD_BYTES = 132;
  * Chunk buffers at most (1 MiB each): one per connection receiving a chunk, plus the verified chunks
  * waiting for the disk (8 per download). Beyond it a chunk is buffered the old way, allocated.
  */
-const MAX_CHUNK_BUFFERS = 48;
+const MAX_CHUNK_BUFFERS = 32;
 
 /** Makes a name from the network safe to use as a file name inside a folder we chose. */
 export function safeFileName(name: string, fallback: string): string {

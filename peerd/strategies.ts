@@ -76,7 +76,7 @@ const MAX_DIALS = 256;
 const ADAPTIVE_INITIAL_PEERS = 10;
 const ADAPTIVE_TICK_MS = 250;
 /** After the first holder answers, how long to wait for others before starting. */
-const START_GRACE_MS = 30;
+const START_GRACE_MS = 10;
 /** While downloading, how often the tracker is asked again for new (partial) holders. */
 const RELOOKUP_MS = 2000;
 
