@@ -43,11 +43,20 @@ export interface PeerOptions {
   env?: NodeJS.ProcessEnv;
 }
 
+/** Hard-links `file` into `dir` (already there: nothing to do). */
+export async function linkInto(dir: string, file: string): Promise<void> {
+  try {
+    await fsp.link(file, path.join(dir, path.basename(file)));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+}
+
 /** Starts a p2p-peerd listening on loopback; see waitReady. */
 export async function startPeer(ws: Workspace, name: string, tracker: string, opts: PeerOptions = {}): Promise<Peer> {
   const share = await ws.mkdir(name, 'share');
   const data = await ws.mkdir(name, 'data');
-  for (const f of opts.files ?? []) await fsp.link(f, path.join(share, path.basename(f)));
+  for (const f of opts.files ?? []) await linkInto(share, f);
   const socket = path.join(data, 'peerd.sock');
   const args = ['--trackers', tracker, '--share', share, '--data', data, '--listen', '127.0.0.1:0', '--log-level', 'warn'];
   const proc = ws.start(name, PROGRAMS.peerd, args, {

@@ -33,6 +33,7 @@ import {
 import type { BlacklistCache } from './blacklist-cache.js';
 import { fileStamp, type Library, type SharedFile } from './library.js';
 import { OpenFiles } from './open-files.js';
+import type { Hasher } from './hasher.js';
 import type { RateMeter, TokenBucket } from './rate.js';
 
 export interface ChunkServerOptions {
@@ -52,6 +53,8 @@ export interface ChunkServerOptions {
   /** --max-upload-rate: every chunk sent waits for its bytes here. */
   uploadBucket?: TokenBucket | undefined;
   uploadMeter?: RateMeter | undefined;
+  /** Hashes chunks that must be checked before they go out (off the main thread); without it, inline. */
+  hasher?: Hasher | undefined;
   /** Test hook: a malicious seeder that sends wrong bytes (with an honest receipt of what it sent). */
   corruptChunks?: boolean;
 }
@@ -76,7 +79,8 @@ class BufferPool {
   private readonly free: Buffer[] = [];
   private readonly waiting: Array<(b: Buffer) => void> = [];
   constructor(count: number, size: number) {
-    for (let i = 0; i < count; i++) this.free.push(Buffer.allocUnsafe(size));
+    // Shared memory: a chunk that must be hashed is hashed where it is, on the hash worker.
+    for (let i = 0; i < count; i++) this.free.push(Buffer.from(new SharedArrayBuffer(size)));
   }
   acquire(): Promise<Buffer> {
     const b = this.free.pop();
@@ -282,7 +286,7 @@ export class ChunkServer {
       if (this.opts.corruptChunks) data[0] = data[0]! ^ 0xff;
       let hash = manifest.hashes[index]!;
       if (!unchanged || this.opts.corruptChunks) {
-        hash = sha256(data);
+        hash = this.opts.hasher ? await this.opts.hasher.sha256(data) : sha256(data);
         if (shared && !this.rechecked.has(shared)) {
           // Changed since it was hashed: hash it again in the background (its id may change).
           this.rechecked.add(shared);

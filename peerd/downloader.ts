@@ -577,6 +577,9 @@ export class Download extends EventEmitter {
       return 'bad receipt';
     }
     if (chunk.data.length !== chunkLength(m, index) || !actual.equals(m.hashes[index]!)) {
+      // Checks finish in any order, so several bad chunks of one peer can be found: it is reported once,
+      // by the first (which drops it before the next check's answer is looked at).
+      if (!s.alive) return 'sent data that fails verification';
       this.log.warn({ peer: s.address, peerId: s.peerId, index }, 'chunk failed verification; fetching it elsewhere and reporting the sender');
       this.deps.onBadData({
         fileId: this.req.fileId,

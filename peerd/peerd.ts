@@ -125,6 +125,7 @@ export class PeerDaemon {
       uploadBucket: opts.maxUploadRate ? new TokenBucket(opts.maxUploadRate) : undefined,
       uploadMeter: this.uploadMeter,
       corruptChunks: opts.corruptChunks ?? false,
+      hasher: this.hasher,
       partialSource: (id) => {
         const d = this.downloads.get(id);
         const info = d?.manifestInfo;
