@@ -9,7 +9,7 @@
 set -euo pipefail
 ROOT=$(cd "$1" && pwd); OUT=$2; HERE=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$OUT"
-node "$ROOT/dist/bench/loopback.js" --size-mib 1024 --runs 1 --peers 1 --warmup 1 > "$OUT/bench.log" 2>&1 &
+node "$ROOT/dist/bench/loopback.js" --size-mib 1024 --runs 1 --peers 1 --warmup 1 --results "$OUT" > "$OUT/bench.log" 2>&1 &
 BENCH=$!
 trap 'kill $BENCH 2>/dev/null || true' EXIT
 until grep -q "run 1 baseline" "$OUT/bench.log"; do sleep 0.05; kill -0 $BENCH; done
