@@ -123,7 +123,8 @@ export class WorkerHasher implements Hasher {
 
   private start(): Worker {
     if (this.worker) return this.worker;
-    const w = new Worker(WORKER_SOURCE, { eval: true });
+    // The worker keeps few JavaScript objects (a message at a time): a small heap keeps its memory small.
+    const w = new Worker(WORKER_SOURCE, { eval: true, resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 32 } });
     w.unref();
     w.on('message', (m: { id: number; hash: Uint8Array | null; signed: boolean }) => {
       const p = this.pending.get(m.id);
