@@ -199,6 +199,8 @@ export class Download extends EventEmitter {
 
   async run(): Promise<DownloadResult> {
     try {
+      // The hash worker starts while the holders are looked up and measured, not on the first chunk.
+      this.hasher.warm?.();
       await this.unlessFailed(this.connectSources(false));
       this.phases.holders = this.clock.now() - this.startedAt;
       if (this.sources.length === 0) throw new P2PError('P2P_NOT_FOUND', `no reachable peer holds ${this.req.name}`);

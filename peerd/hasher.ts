@@ -61,6 +61,8 @@ export interface Hasher {
   sha256(data: Buffer): Promise<Buffer>;
   /** The data's hash and whether its receipt is validly signed, in one trip to the worker. */
   check(data: Buffer, receipt: ReceiptToCheck): Promise<ChunkCheck>;
+  /** Chunks are coming: get ready now (a worker takes tens of milliseconds to start). */
+  warm?(): void;
   close(): Promise<void>;
 }
 
@@ -95,6 +97,10 @@ export class WorkerHasher implements Hasher {
     return this.run(data, receipt);
   }
 
+  warm(): void {
+    if (!this.failed) this.start();
+  }
+
   private run(data: Buffer, receipt: ReceiptToCheck | undefined): Promise<ChunkCheck> {
     const memory = data.buffer;
     if (this.failed || !(memory instanceof SharedArrayBuffer)) return Promise.resolve(checkSync(data, receipt));
@@ -125,7 +131,6 @@ export class WorkerHasher implements Hasher {
     if (this.worker) return this.worker;
     // The worker keeps few JavaScript objects (a message at a time): a small heap keeps its memory small.
     const w = new Worker(WORKER_SOURCE, { eval: true, resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 32 } });
-    w.unref();
     w.on('message', (m: { id: number; hash: Uint8Array | null; signed: boolean }) => {
       const p = this.pending.get(m.id);
       if (!p) return;
@@ -142,6 +147,8 @@ export class WorkerHasher implements Hasher {
     };
     w.on('error', (err) => fail(err.message));
     w.on('exit', (code) => fail(`exit code ${code}`));
+    // Only a hash being computed keeps the process up (see run()); unref last, after every listener.
+    w.unref();
     this.worker = w;
     return w;
   }

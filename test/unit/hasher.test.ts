@@ -86,3 +86,17 @@ t.test('a chunk and its receipt are checked in one trip: a forged or foreign sig
   const onMain = await hasher.check(Buffer.from(data), { publicKey: seeder.publicKey, payload, signature: signPayload(seeder, payload) });
   t.equal(onMain.signed, true, 'the same answer on the main thread (not shared memory)');
 });
+
+t.test('a warmed-up worker that has nothing to hash does not keep the daemon process alive', async (t) => {
+  const { execFile } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const path = await import('node:path');
+  const hasher = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/peerd/hasher.js');
+  const started = performance.now();
+  const code = await new Promise<number | null>((resolve) => {
+    const child = execFile(process.execPath, ['--input-type=module', '-e', `const { WorkerHasher } = await import(${JSON.stringify(hasher)}); new WorkerHasher().warm();`], { timeout: 20_000 });
+    child.on('exit', (c) => resolve(c));
+  });
+  t.equal(code, 0, 'the process ended on its own');
+  t.ok(performance.now() - started < 20_000, 'well before the timeout');
+});
