@@ -159,16 +159,10 @@ export class Framer {
     while (this.end - this.start >= HEADER_BYTES) {
       const b = this.buf;
       const o = this.start;
-      const version = b[o]!;
-      if (version !== PROTOCOL_VERSION) throw new BadVersionError(version);
-      const type = b[o + 1]!;
-      const name = messageByCode[type];
-      if (name === undefined) throw new UnknownMessageError(type);
-      const bodyBytes = b.readUInt32BE(o + 6);
-      if (bodyBytes > this.maxBodyBytes) throw new FrameTooLargeError(bodyBytes, this.maxBodyBytes);
-      const total = HEADER_BYTES + bodyBytes;
+      const h = this.header(b, o);
+      const total = HEADER_BYTES + h.bodyBytes;
       if (this.end - o < total) {
-        if (this.toSink(b, o, this.end, { type, name, requestId: b.readUInt32BE(o + 2), bodyBytes })) {
+        if (this.toSink(b, o, this.end, h)) {
           this.start = this.end;
           break;
         }
@@ -177,7 +171,7 @@ export class Framer {
       }
       this.frameBytes = 0;
       this.start = o + total;
-      onFrame({ type, name, requestId: b.readUInt32BE(o + 2), body: b.subarray(o + HEADER_BYTES, o + total) });
+      onFrame({ type: h.type, name: h.name, requestId: h.requestId, body: b.subarray(o + HEADER_BYTES, o + total) });
     }
     if (this.start === this.end) {
       // Nothing pending: drop the reference so a finished frame's memory can be collected.
@@ -202,24 +196,28 @@ export class Framer {
   private frameWhole(chunk: Buffer, onFrame: (frame: Frame) => void): Buffer {
     let o = 0;
     while (chunk.length - o >= HEADER_BYTES) {
-      const version = chunk[o]!;
-      if (version !== PROTOCOL_VERSION) throw new BadVersionError(version);
-      const type = chunk[o + 1]!;
-      const name = messageByCode[type];
-      if (name === undefined) throw new UnknownMessageError(type);
-      const bodyBytes = chunk.readUInt32BE(o + 6);
-      if (bodyBytes > this.maxBodyBytes) throw new FrameTooLargeError(bodyBytes, this.maxBodyBytes);
-      const requestId = chunk.readUInt32BE(o + 2);
-      const total = HEADER_BYTES + bodyBytes;
+      const h = this.header(chunk, o);
+      const total = HEADER_BYTES + h.bodyBytes;
       if (chunk.length - o < total) {
-        if (this.toSink(chunk, o, chunk.length, { type, name, requestId, bodyBytes })) return EMPTY;
+        if (this.toSink(chunk, o, chunk.length, h)) return EMPTY;
         break;
       }
-      onFrame({ type, name, requestId, body: Buffer.from(chunk.subarray(o + HEADER_BYTES, o + total)) });
+      onFrame({ type: h.type, name: h.name, requestId: h.requestId, body: Buffer.from(chunk.subarray(o + HEADER_BYTES, o + total)) });
       o += total;
-      if (this.direct) return EMPTY; // cannot happen: a sink is only chosen for an incomplete frame
     }
     return chunk.subarray(o);
+  }
+
+  /** The header at `o` in `b` (whole there), every limit checked from it alone. */
+  private header(b: Buffer, o: number): FrameHeader {
+    const version = b[o]!;
+    if (version !== PROTOCOL_VERSION) throw new BadVersionError(version);
+    const type = b[o + 1]!;
+    const name = messageByCode[type];
+    if (name === undefined) throw new UnknownMessageError(type);
+    const bodyBytes = b.readUInt32BE(o + 6);
+    if (bodyBytes > this.maxBodyBytes) throw new FrameTooLargeError(bodyBytes, this.maxBodyBytes);
+    return { type, name, requestId: b.readUInt32BE(o + 2), bodyBytes };
   }
 
   /**
