@@ -117,6 +117,8 @@ export class Download extends EventEmitter {
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly hasher: Hasher;
+  /** Peers already reported for bad data in this download. */
+  private readonly reported = new Set<string>();
   /** When the first chunk was verified and written. */
   private firstByteAt: number | undefined;
   /** Milliseconds from the start to the end of each start-up step (logged with the result). */
@@ -579,9 +581,10 @@ export class Download extends EventEmitter {
       return 'bad receipt';
     }
     if (chunk.data.length !== chunkLength(m, index) || !actual.equals(m.hashes[index]!)) {
-      // Checks finish in any order, so several bad chunks of one peer can be found: it is reported once,
-      // by the first (which drops it before the next check's answer is looked at).
-      if (!s.alive) return 'sent data that fails verification';
+      // Checks finish in any order, and may finish after the peer was dropped or the download ended:
+      // every peer caught is reported, once.
+      if (this.reported.has(s.peerId)) return 'sent data that fails verification';
+      this.reported.add(s.peerId);
       this.log.warn({ peer: s.address, peerId: s.peerId, index }, 'chunk failed verification; fetching it elsewhere and reporting the sender');
       this.deps.onBadData({
         fileId: this.req.fileId,
