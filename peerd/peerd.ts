@@ -67,8 +67,10 @@ const MAX_CHUNK_BUFFERS = 32;
 
 /** Makes a name from the network safe to use as a file name inside a folder we chose. */
 export function safeFileName(name: string, fallback: string): string {
+  // No separators or control characters, and no leading dots: not '.', '..' or a hidden file (partial
+  // downloads are hidden files). Dots inside a name stay ('notes...txt').
   // eslint-disable-next-line no-control-regex
-  let n = path.basename(name.replace(/[\\/\u0000-\u001f\u007f]/g, '_')).replace(/\.\.+/g, '_').replace(/^\.+/, '');
+  let n = path.basename(name.replace(/[\\/\u0000-\u001f\u007f]/g, '_')).replace(/^\.+/, '');
   if (Buffer.byteLength(n) > 255) n = n.slice(0, 200);
   return n.length > 0 ? n : fallback;
 }

@@ -254,7 +254,7 @@ t.test('files per registration and file names', async (t) => {
     ['a/b', 'a slash'],
     ['a\\b', 'a backslash'],
     ['..', "'..'"],
-    ['x..y', "'..' inside"],
+    ['.', "'.'"],
     ['x\u0000y', 'a NUL'],
     ['x\ny', 'a newline'],
     ['x\u007fy', 'DEL'],
@@ -266,6 +266,7 @@ t.test('files per registration and file names', async (t) => {
   t.equal(await register(file('fine-with-bad'), file('../escape')), 'P2P_BAD_NAME', 'one bad name refuses the whole registration');
   t.equal(await listed('fine-with-bad'), 0, 'so its good companion is not listed either');
   t.equal(await register(file('a'.repeat(255))), 'OK', 'a 255-byte name is accepted');
+  t.equal(await register(file('x..y'), file('notes...txt'), file('ünï')), 'OK', "dots inside a name and non-ASCII names are accepted (only '.' and '..' mean a folder)");
   t.ok(await raw.ping(), 'the client that sent bad names is still connected (bad input, not bad framing)');
   t.ok(await works(), 'and the healthy peer carries on');
 });
