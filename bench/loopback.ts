@@ -217,42 +217,40 @@ async function download(downloader: Peer, seeders: Peer[], tracker: Started, id:
   };
 }
 
-function baselineRecord(b: BaselineResult, run: number): RunRecord {
-  const gib = b.bytes / GIB;
+/** A transfer measured outside p2p (the baseline, curl from nginx): its time is its wall time. */
+interface PlainTransfer {
+  bytes: number;
+  seconds: number;
+  cpuSeconds: number;
+  cpuSystemSeconds?: number;
+  peakRssBytes?: number;
+  senderCpuSeconds: number;
+  otherCpuSeconds?: number;
+  windowSeconds?: number;
+  receiveSeconds?: number;
+}
+
+function plainRecord(x: PlainTransfer, run: number): RunRecord {
+  const gib = x.bytes / GIB;
   return {
     run,
-    bytes: b.bytes,
-    seconds: b.seconds,
-    wallSeconds: b.seconds,
-    mibPerSec: b.bytes / MIB / b.seconds,
-    cpuSeconds: b.cpuSeconds,
-    cpuSecondsPerGiB: b.cpuSeconds / gib,
-    cpuSystemSecondsPerGiB: b.cpuSystemSeconds / gib,
-    peakRssBytes: b.peakRssBytes,
-    senderCpuSecondsPerGiB: b.senderCpuSeconds / gib,
-    otherCpuSeconds: b.otherCpuSeconds,
-    windowSeconds: b.windowSeconds,
-    receiveSeconds: b.receiveSeconds,
+    bytes: x.bytes,
+    seconds: x.seconds,
+    wallSeconds: x.seconds,
+    mibPerSec: x.bytes / MIB / x.seconds,
+    cpuSeconds: x.cpuSeconds,
+    cpuSecondsPerGiB: x.cpuSeconds / gib,
+    cpuSystemSecondsPerGiB: (x.cpuSystemSeconds ?? NaN) / gib,
+    peakRssBytes: x.peakRssBytes ?? NaN,
+    senderCpuSecondsPerGiB: x.senderCpuSeconds / gib,
+    otherCpuSeconds: x.otherCpuSeconds ?? 0,
+    windowSeconds: x.windowSeconds ?? x.seconds,
+    ...(x.receiveSeconds !== undefined ? { receiveSeconds: x.receiveSeconds } : {}),
   };
 }
 
-function curlRecord(c: CurlNginxResult, run: number): RunRecord {
-  const gib = c.bytes / GIB;
-  return {
-    run,
-    bytes: c.bytes,
-    seconds: c.seconds,
-    wallSeconds: c.seconds,
-    mibPerSec: c.bytes / MIB / c.seconds,
-    cpuSeconds: c.cpuSeconds,
-    cpuSecondsPerGiB: c.cpuSeconds / gib,
-    cpuSystemSecondsPerGiB: NaN,
-    peakRssBytes: NaN,
-    senderCpuSecondsPerGiB: c.serverCpuSeconds / gib,
-    otherCpuSeconds: 0,
-    windowSeconds: c.seconds,
-  };
-}
+const baselineRecord = (b: BaselineResult, run: number): RunRecord => plainRecord(b, run);
+const curlRecord = (c: CurlNginxResult, run: number): RunRecord => plainRecord({ ...c, senderCpuSeconds: c.serverCpuSeconds }, run);
 
 function summarize(key: string, title: string, holders: number, runs: RunRecord[], baselineMiBPerSec: number, extraPeakBytes = 0): ScenarioResult {
   const medianMiBPerSec = median(runs.map((r) => r.mibPerSec));

@@ -6,10 +6,9 @@
  * few numbers and small fields and gets 32 bytes and a yes or no back. A buffer that is not shared, or a
  * worker that is gone, is checked on the main thread, so the result is the same either way.
  */
-import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import { verifyPayload } from '../protocol/index.js';
+import { sha256, verifyPayload } from '../protocol/index.js';
 
 /** The worker: plain JavaScript, so it runs the same from `dist/` and under the test runner. */
 const WORKER_SOURCE = `
@@ -67,12 +66,9 @@ export interface Hasher {
 }
 
 function checkSync(data: Buffer, receipt: ReceiptToCheck | undefined): ChunkCheck {
-  return { hash: sha256Sync(data), signed: receipt ? verifyPayload(receipt.publicKey, receipt.payload, receipt.signature) : false };
+  return { hash: sha256(data), signed: receipt ? verifyPayload(receipt.publicKey, receipt.payload, receipt.signature) : false };
 }
 
-export function sha256Sync(data: Buffer): Buffer {
-  return createHash('sha256').update(data).digest();
-}
 
 interface Pending {
   data: Buffer;

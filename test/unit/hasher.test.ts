@@ -1,7 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import t from 'tap';
 import { ChunkPool } from '../../peerd/chunk-pool.js';
-import { WorkerHasher, sha256Sync } from '../../peerd/hasher.js';
+import { WorkerHasher } from '../../peerd/hasher.js';
+import { sha256 } from '../../protocol/index.js';
 
 const reference = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
@@ -27,7 +28,7 @@ t.test('a buffer that is not shared memory is hashed on the main thread, with th
   t.teardown(() => hasher.close());
   const b = randomBytes(100_000);
   t.equal((await hasher.sha256(b)).toString('hex'), reference(b));
-  t.equal(sha256Sync(b).toString('hex'), reference(b));
+  t.equal(sha256(b).toString('hex'), reference(b));
 });
 
 t.test('closing while hashes are owed still answers every one of them', async (t) => {
