@@ -34,7 +34,7 @@ const label = (port: number): string => `127.0.0.1:${port}`;
 class TcpProxy {
   mode: 'pass' | 'drop' | 'stall' = 'pass';
   port = 0;
-  private readonly server: net.Server;
+  private server: net.Server;
   private readonly pipes = new Set<{ from: net.Socket; to: net.Socket; held: Buffer[] }>();
   private readonly sockets = new Set<net.Socket>();
 
@@ -42,9 +42,20 @@ class TcpProxy {
     this.server = net.createServer((client) => this.accept(client));
   }
 
-  async listen(): Promise<void> {
-    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
-    this.port = (this.server.address() as net.AddressInfo).port;
+  /**
+   * Listens on a port the kernel picks, never one in `avoid`: the trackers' ports are reserved and freed
+   * before they start, so the kernel may hand one of them out again.
+   */
+  async listen(avoid: ReadonlySet<number>): Promise<void> {
+    const refused: net.Server[] = [];
+    for (;;) {
+      await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
+      this.port = (this.server.address() as net.AddressInfo).port;
+      if (!avoid.has(this.port)) break;
+      refused.push(this.server);
+      this.server = net.createServer((client) => this.accept(client));
+    }
+    await Promise.all(refused.map((s) => new Promise((r) => s.close(r))));
   }
 
   private accept(client: net.Socket): void {
@@ -121,7 +132,7 @@ class Fleet {
       for (let j = 0; j < this.members.length; j++) {
         if (i === j) continue;
         const p = new TcpProxy(this.members[j]!.port);
-        await p.listen();
+        await p.listen(new Set(this.members.map((m) => m.port)));
         this.proxies[i]![j] = p;
       }
     }
