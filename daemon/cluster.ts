@@ -145,6 +145,8 @@ export class Cluster {
   /** One takeover (election or chain of command) at a time. */
   private takeover: Promise<void> | undefined;
   private readonly connRanks = new WeakMap<Connection, number>();
+  /** The rank each link authenticated as in its handshake (daemon/tracker.ts): the only rank it may claim. */
+  private readonly authenticatedRanks = new WeakMap<Connection, number>();
   /** Local apply + send, in seq order. */
   private applyChain: Promise<unknown> = Promise.resolve();
   /** Acknowledgements, in seq order. */
@@ -305,7 +307,8 @@ export class Cluster {
     return this.quorumWait;
   }
 
-  async onTrackerRequest(req: IncomingRequest, conn: Connection): Promise<void> {
+  async onTrackerRequest(req: IncomingRequest, conn: Connection, authenticatedRank?: number): Promise<void> {
+    if (authenticatedRank !== undefined) this.authenticatedRanks.set(conn, authenticatedRank);
     if (this.size === 1) throw new P2PError('P2P_UNEXPECTED_MESSAGE', `${req.name}: this tracker runs alone (no --cluster)`);
     if (this.stopped) throw new P2PError('P2P_SHUTTING_DOWN', 'this tracker is shutting down');
     switch (req.name) {
@@ -392,6 +395,8 @@ export class Cluster {
   private memberOn(conn: Connection, rank: number): Member {
     const m = this.members[rank];
     if (!m) throw new P2PError('P2P_BAD_REQUEST', `rank ${rank} is not another tracker of this cluster (${this.labels.join(',')})`);
+    const authenticated = this.authenticatedRanks.get(conn);
+    if (authenticated !== undefined && authenticated !== rank) throw new P2PError('P2P_UNAUTHORIZED', `rank ${rank} claimed on a link authenticated as rank ${authenticated}`);
     const known = this.connRanks.get(conn);
     if (known === undefined) {
       this.connRanks.set(conn, rank);

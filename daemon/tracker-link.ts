@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import {
   clusterProof,
   dial,
+  encodeLinkClaim,
   verifyClusterProof,
   P2PError,
   Role,
@@ -101,14 +102,21 @@ export class TrackerLink {
         readTimeoutMs: 30_000,
       });
       const timeoutMs = this.opts.connectTimeoutMs;
-      const nonce = randomBytes(32);
-      const challenge = await conn.request('HELLO', { role: Role.tracker, publicKey: Buffer.alloc(0), nonce, listenPort: this.opts.selfPort, software: 'p2p-tracker' }, 'CHALLENGE', { timeoutMs });
+      const clientNonce = randomBytes(32);
+      // Our rank is the one our heartbeats carry; the proofs both ways cover it and the rank we dial.
+      const claim = { from: this.opts.greeting().rank, to: this.opts.rank };
+      const hello = { role: Role.tracker, publicKey: encodeLinkClaim(claim), nonce: clientNonce, listenPort: this.opts.selfPort, software: 'p2p-tracker' };
+      const challenge = await conn.request('HELLO', hello, 'CHALLENGE', { timeoutMs });
       const secret = this.opts.clusterSecret;
       if (secret) {
-        if (!verifyClusterProof(secret, 'server', nonce, challenge.signature)) {
-          throw new P2PError('P2P_UNAUTHORIZED', `tracker ${label} does not prove the cluster secret; check that every tracker has the same --cluster-secret-file (or --admin-token-file)`);
+        const handshake = { clientNonce, serverNonce: Buffer.from(challenge.nonce), claim };
+        if (!verifyClusterProof(secret, 'server', handshake, challenge.signature)) {
+          throw new P2PError(
+            'P2P_UNAUTHORIZED',
+            `tracker ${label} does not prove the cluster secret as rank ${claim.to}; check that every tracker has the same --cluster list, in the same order, and the same --cluster-secret-file (or --admin-token-file)`,
+          );
         }
-        await conn.request('AUTH', { signature: clusterProof(secret, 'client', challenge.nonce) }, 'WELCOME', { timeoutMs });
+        await conn.request('AUTH', { signature: clusterProof(secret, 'client', handshake) }, 'WELCOME', { timeoutMs });
       }
       const ack = await conn.request('HEARTBEAT', this.opts.greeting(), 'HEARTBEAT_ACK', { timeoutMs });
       if (this.closed) throw new P2PError('P2P_SHUTTING_DOWN', 'this tracker is shutting down');

@@ -18,6 +18,7 @@ import {
   silentLogger,
   systemClock,
   clusterProof,
+  decodeLinkClaim,
   validateName,
   verifyClusterProof,
   verifyPayload,
@@ -26,8 +27,9 @@ import {
   type Clock,
   type IncomingRequest,
   type Timer,
+  type TrackerLinkClaim,
 } from '../protocol/index.js';
-import { Cluster } from './cluster.js';
+import { Cluster, rankOf } from './cluster.js';
 import { checkReport, EVIDENCE_BAD_DATA, type ReportPolicy } from './reports.js';
 import { normalizeHostForMatch, normalizeTarget, TrackerState, type Op } from './state.js';
 import { Store } from './store.js';
@@ -72,6 +74,12 @@ interface Session {
   peerId?: string;
   listenPort: number;
   handshakeTimer?: Timer | undefined;
+  /** A tracker link: the nonce of its HELLO (a copy: the frame buffer is reused), which its AUTH must cover. */
+  clientNonce?: Buffer;
+  /** A tracker link: the ranks its HELLO claims, if it claims any. */
+  linkClaim?: TrackerLinkClaim | undefined;
+  /** A tracker link: the rank of the tracker at the other end, once proven (or, without a secret, accepted). */
+  trackerRank?: number | undefined;
 }
 
 export const DEFAULTS = {
@@ -101,6 +109,9 @@ export class Tracker extends EventEmitter {
   private readonly opts: Required<Omit<TrackerOptions, 'adminToken' | 'clusterSecret' | 'logger' | 'clock' | 'cluster'>>;
   private readonly clusterSecret: string | undefined;
   private readonly clusterHosts: Set<string>;
+  /** This tracker's place in --cluster, and how many trackers it lists: what a link's claim is checked against. */
+  private readonly selfRank: number;
+  private readonly clusterSize: number;
   private readonly adminTokenHash: Buffer | undefined;
   private closing = false;
   address: Address | undefined;
@@ -143,6 +154,8 @@ export class Tracker extends EventEmitter {
       onApplied: (op) => this.afterApply(op),
       onRoleChange: () => this.announcePrimary(),
     });
+    this.selfRank = rankOf(options.listen, options.cluster ?? [options.listen]);
+    this.clusterSize = (options.cluster ?? [options.listen]).length;
     this.server = net.createServer((socket) => this.onSocket(socket));
   }
 
@@ -224,7 +237,7 @@ export class Tracker extends EventEmitter {
     if (req.name === 'AUTH') return this.onAuth(s, req as IncomingRequest<'AUTH'>);
     if (s.state !== 'ready') throw new P2PError('P2P_NOT_AUTHENTICATED', `${req.name} before the handshake completed`);
 
-    if (s.role === Role.tracker) return this.cluster.onTrackerRequest(req, conn);
+    if (s.role === Role.tracker) return this.cluster.onTrackerRequest(req, conn, s.trackerRank);
     if (s.role === Role.admin) return this.onAdmin(req, conn);
     return this.onPeerRequest(s, req);
   }
@@ -243,16 +256,29 @@ export class Tracker extends EventEmitter {
       return;
     }
     if (role === Role.tracker) {
+      const claim = decodeLinkClaim(publicKey);
       if (this.clusterSecret) {
-        // Both sides prove the cluster secret: ours answers the caller's nonce, the caller's AUTH ours.
+        // Both sides prove the cluster secret over both nonces and the claimed ranks (protocol/identity.ts).
+        // A claim that cannot be a link to this tracker gets no proof, and its AUTH is refused.
+        const problem = this.linkClaimProblem(claim);
+        if (problem) this.log.warn({ remote: s.conn.remoteAddress, claim }, `tracker link refused: ${problem}`);
         s.state = 'challenged';
-        s.conn.reply(req.requestId, 'CHALLENGE', { nonce: s.nonce, publicKey: Buffer.alloc(0), signature: clusterProof(this.clusterSecret, 'server', req.body.nonce) });
+        s.clientNonce = Buffer.from(req.body.nonce);
+        s.linkClaim = problem ? undefined : claim;
+        const proof = s.linkClaim ? clusterProof(this.clusterSecret, 'server', { clientNonce: s.clientNonce, serverNonce: s.nonce, claim: s.linkClaim }) : Buffer.alloc(0);
+        s.conn.reply(req.requestId, 'CHALLENGE', { nonce: s.nonce, publicKey: Buffer.alloc(0), signature: proof });
         return;
       }
       if (!this.clusterHosts.has(normalizeHostForMatch(s.conn.remoteAddress))) {
         this.log.warn({ remote: s.conn.remoteAddress }, 'tracker link refused: not from a host of --cluster');
         throw new P2PError('P2P_UNAUTHORIZED', 'tracker links are accepted only from the hosts in --cluster');
       }
+      const problem = this.linkClaimProblem(claim);
+      if (problem || !claim) {
+        this.log.warn({ remote: s.conn.remoteAddress, claim }, `tracker link refused: ${problem}`);
+        throw new P2PError('P2P_UNAUTHORIZED', `tracker link refused: ${problem}`);
+      }
+      s.trackerRank = claim.from;
     } else if (role !== Role.admin) throw new P2PError('P2P_BAD_REQUEST', `unknown role ${role}`);
     // Admins prove themselves with the token on every request.
     s.state = 'ready';
@@ -260,15 +286,27 @@ export class Tracker extends EventEmitter {
     s.conn.reply(req.requestId, 'CHALLENGE', { nonce: s.nonce, publicKey: Buffer.alloc(0), signature: Buffer.alloc(0) });
   }
 
+  /** Why a tracker link's claim cannot be a link from another member of --cluster to this tracker. */
+  private linkClaimProblem(claim: TrackerLinkClaim | undefined): string | undefined {
+    if (!claim) return 'its HELLO claims no ranks (a tracker sends its own rank and the rank it dials)';
+    if (claim.to !== this.selfRank) return `it dialled rank ${claim.to}, but this tracker is rank ${this.selfRank}: the --cluster lists differ`;
+    if (claim.from === this.selfRank) return `it claims rank ${claim.from}, which is this tracker's own`;
+    if (claim.from >= this.clusterSize) return `it claims rank ${claim.from}, but --cluster lists ${this.clusterSize} trackers`;
+    return undefined;
+  }
+
   private onAuth(s: Session, req: IncomingRequest<'AUTH'>): void {
-    if (s.state === 'challenged' && s.role === Role.tracker && this.clusterSecret && s.nonce) {
-      if (!verifyClusterProof(this.clusterSecret, 'client', s.nonce, req.body.signature)) {
-        this.log.warn({ remote: s.conn.remoteAddress }, 'tracker link refused: wrong cluster secret');
-        const err = new P2PError('P2P_UNAUTHORIZED', 'wrong cluster secret');
+    if (s.state === 'challenged' && s.role === Role.tracker && this.clusterSecret && s.nonce && s.clientNonce) {
+      const claim = s.linkClaim; // undefined: refused (and logged) at HELLO
+      if (!claim || !verifyClusterProof(this.clusterSecret, 'client', { clientNonce: s.clientNonce, serverNonce: s.nonce, claim }, req.body.signature)) {
+        if (claim) this.log.warn({ remote: s.conn.remoteAddress, claim }, 'tracker link refused: wrong cluster secret, or a proof made for another connection or link');
+        // The caller has proven nothing yet: it learns no more than that it is refused.
+        const err = new P2PError('P2P_UNAUTHORIZED', 'tracker link refused: no proof of the cluster secret for a link to this tracker');
         s.conn.replyError(req.requestId, err);
         s.conn.close(err);
         return;
       }
+      s.trackerRank = claim.from;
       s.state = 'ready';
       s.handshakeTimer?.cancel();
       s.conn.reply(req.requestId, 'WELCOME', { peerId: '', observedHost: s.conn.remoteAddress, observedPort: s.listenPort, leaseMs: 0, role: this.cluster.role, term: this.state.term, primary: this.cluster.primaryAddress ?? '' });

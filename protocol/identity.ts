@@ -88,14 +88,60 @@ export function receiptPayload(fileId: Buffer, index: number, hash: Buffer, down
 }
 
 /**
- * Trackers of one cluster prove to each other that they share the cluster secret: each side answers the
- * other's fresh nonce with HMAC-SHA512 (64 bytes, the size of a signature), bound to its side.
+ * A tracker link as its dialler claims it in HELLO: its own place in --cluster and the place of the tracker
+ * it meant to reach. It travels in HELLO's `publicKey` field, which a tracker otherwise leaves empty (until
+ * trackers get keys of their own): two bytes, `from` then `to`.
  */
-export function clusterProof(secret: string, side: 'client' | 'server', nonce: Buffer): Buffer {
-  return createHmac('sha512', secret).update(`p2pshare cluster v1 ${side}\0`).update(nonce).digest();
+export interface TrackerLinkClaim {
+  readonly from: number;
+  readonly to: number;
 }
 
-export function verifyClusterProof(secret: string, side: 'client' | 'server', nonce: Buffer, proof: Buffer): boolean {
-  const expected = clusterProof(secret, side, nonce);
+export function encodeLinkClaim(claim: TrackerLinkClaim): Buffer {
+  if (!isRank(claim.from) || !isRank(claim.to)) throw new TypeError(`tracker ranks are 0-255, not ${claim.from} -> ${claim.to}`);
+  return Buffer.from([claim.from, claim.to]);
+}
+
+/** The claim in a tracker's HELLO, or undefined when the field is not exactly a claim. */
+export function decodeLinkClaim(bytes: Buffer): TrackerLinkClaim | undefined {
+  return bytes.length === 2 ? { from: bytes[0]!, to: bytes[1]! } : undefined;
+}
+
+function isRank(n: number): boolean {
+  return Number.isInteger(n) && n >= 0 && n <= 255;
+}
+
+/** Everything one tracker-link handshake is about; both proofs cover all of it. */
+export interface ClusterHandshake {
+  /** The dialler's nonce, from HELLO. */
+  readonly clientNonce: Buffer;
+  /** The accepting tracker's nonce, from CHALLENGE. */
+  readonly serverNonce: Buffer;
+  readonly claim: TrackerLinkClaim;
+}
+
+export type ClusterProofSide = 'client' | 'server';
+
+/**
+ * What each side of a tracker link MACs with the cluster secret (93 bytes): ASCII `p2pshare cluster v2
+ * client` or `... server`, a zero byte, the client nonce, the server nonce, the dialler's rank, the rank it
+ * meant to reach. Both nonces make a proof good for one connection only; the side label keeps the server's
+ * proof from passing as the client's; the ranks tie it to one link in one direction. A tracker's own proof
+ * relayed back to it covers the link (other -> it) while, dialling, it expects (it -> other); and it accepts
+ * no link that claims its own rank.
+ */
+export function clusterProofPayload(side: ClusterProofSide, h: ClusterHandshake): Buffer {
+  if (h.clientNonce.length !== 32 || h.serverNonce.length !== 32) throw new TypeError('cluster proof: both nonces must be 32 bytes');
+  const claim = encodeLinkClaim(h.claim);
+  return Buffer.concat([Buffer.from(`p2pshare cluster v2 ${side}\0`, 'latin1'), h.clientNonce, h.serverNonce, claim]);
+}
+
+/** HMAC-SHA512 (64 bytes, the size of a signature) of the proof payload under the cluster secret. */
+export function clusterProof(secret: string, side: ClusterProofSide, h: ClusterHandshake): Buffer {
+  return createHmac('sha512', secret).update(clusterProofPayload(side, h)).digest();
+}
+
+export function verifyClusterProof(secret: string, side: ClusterProofSide, h: ClusterHandshake, proof: Buffer): boolean {
+  const expected = clusterProof(secret, side, h);
   return proof.length === expected.length && timingSafeEqual(proof, expected);
 }
