@@ -1,46 +1,18 @@
 /**
- * The tracker's replicated state machine. Every change is an Op, applied in sequence order on the main
- * and on every backup, so all trackers hold the same state. Holders (who has which file) are soft state
- * in memory; the blacklist, reports and audit log are durable in the Store, in the same transaction as
- * the sequence number that wrote them.
+ * The tracker's replicated state machine. Every change is an Op (daemon/ops.ts) from the replicated log,
+ * applied once committed, in log order, on every tracker, so all trackers hold the same state. Holders
+ * (who has which file) are soft state in memory; the blacklist, its removals, reports and the audit log
+ * are durable in the Store, each stamped with the (term, index) of the entry that wrote it, in the same
+ * transaction as the index of the last entry applied.
  */
 import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { P2PError, PEER_ID_PATTERN } from '../protocol/index.js';
-import type { AuditRecord, BlacklistEntry, ReportRecord, Store } from './store.js';
+import type { DurableRecord, FileReg, Op, PeerInfo, SnapshotRecord } from './ops.js';
+import { compareStamps, type BlacklistEntry, type Stamp, type StampedBan, type Store } from './store.js';
 
-export interface PeerInfo {
-  peerId: string;
-  publicKey: string; // hex
-  host: string;
-  port: number;
-}
-
-export interface FileReg {
-  id: string; // hex
-  size: number;
-  name: string;
-  complete: boolean;
-}
-
-export type Op =
-  | { op: 'register'; peer: PeerInfo; files: FileReg[] }
-  | { op: 'unregister'; peerId: string; ids: string[] | 'all' }
-  | { op: 'drop-peer'; peerId: string }
-  | { op: 'blacklist-add'; entry: BlacklistEntry }
-  | { op: 'blacklist-rm'; target: string; by: string; time: number }
-  | { op: 'report'; report: ReportRecord }
-  | { op: 'report-status'; id: string; status: string; by: string; time: number }
-  /**
-   * A new main's first write in its term. It moves seq on by two, so every write of the new term has a
-   * higher seq than any write the previous main applied but never got acknowledged (see cluster.ts).
-   */
-  | { op: 'term'; term: number };
-
-/** Ops whose effect is durable (the rest is soft state that peers re-announce). */
-export function isDurableOp(op: Op): boolean {
-  return op.op === 'blacklist-add' || op.op === 'blacklist-rm' || op.op === 'report' || op.op === 'report-status';
-}
+export type { FileReg, Op, PeerInfo } from './ops.js';
+export { isDurableOp } from './ops.js';
 
 interface FileRecord {
   id: string;
@@ -66,13 +38,17 @@ export interface Holder extends PeerInfo {
   complete: boolean;
 }
 
-export interface Snapshot {
+/** One committed log entry, as the state machine applies it. */
+export interface AppliedEntry {
+  index: number;
   term: number;
-  seq: number;
-  peers: Array<{ peer: PeerInfo; files: FileReg[] }>;
-  blacklist: BlacklistEntry[];
-  reports: ReportRecord[];
-  audit: AuditRecord[];
+  op: Op;
+}
+
+/** Blacklist changes an apply or an install made, for the peers connected to this tracker. */
+export interface BlacklistChange {
+  added: BlacklistEntry[];
+  removed: string[];
 }
 
 /** A blacklist target is a peer id (40 hex characters) or an IP address, in one canonical spelling. */
@@ -101,100 +77,212 @@ export function normalizeHostForMatch(host: string): string {
 export class TrackerState {
   private readonly files = new Map<string, FileRecord>();
   private readonly peers = new Map<string, PeerRecord>();
-  private readonly banned = new Map<string, BlacklistEntry>();
+  private readonly banned = new Map<string, StampedBan>();
+  /** The current term (the cluster keeps it durable; mirrored here for messages). */
   term = 0;
-  seq = 0;
-  private hasState: boolean;
+  /** The last entry applied: its index, and the term it was written in. */
+  appliedIndex: number;
+  appliedTerm: number;
+  /** Holder lists are empty because this tracker restarted, not because nobody holds anything. */
+  holdersLost: boolean;
+  /** Called after each change of the blacklist (apply, merge, install). */
+  onBlacklistChange: (change: BlacklistChange) => void = () => undefined;
 
   constructor(readonly store: Store) {
-    this.term = Number(store.getMeta('term') ?? 0);
-    this.seq = Number(store.getMeta('seq') ?? 0);
-    this.hasState = store.getMeta('stateful') === '1';
-    for (const e of store.blacklist()) this.banned.set(e.target, e);
+    this.appliedIndex = store.metaNumber('applied');
+    this.appliedTerm = store.metaNumber('applied_term');
+    this.holdersLost = this.appliedIndex > 0;
+    for (const b of store.bans()) this.banned.set(b.target, b);
+  }
+
+  /** The index of the last entry applied (the old name, kept for messages and report ids). */
+  get seq(): number {
+    return this.appliedIndex;
   }
 
   /** True when this tracker has ever held replicated state (a fresh --data has none). */
   get stateful(): boolean {
-    return this.hasState;
+    return this.appliedIndex > 0;
   }
 
-  markStateful(): void {
-    if (!this.hasState) this.store.setMeta('stateful', '1');
-    this.hasState = true;
+  /** Applies one committed entry; durable effects are on disk, with the applied index, when this returns. */
+  apply(e: AppliedEntry): void {
+    const stamp: Stamp = [e.term, e.index];
+    const change: BlacklistChange = { added: [], removed: [] };
+    const op = e.op;
+    if (op.op === 'register' || op.op === 'unregister' || op.op === 'drop-peer') {
+      this.applySoft(op);
+    } else {
+      this.store.transaction(() => {
+        this.applyDurable(op, stamp, change);
+        this.store.setMeta('applied', e.index);
+        this.store.setMeta('applied_term', e.term);
+      });
+    }
+    this.appliedIndex = e.index;
+    this.appliedTerm = e.term;
+    if (change.added.length > 0 || change.removed.length > 0) this.onBlacklistChange(change);
   }
 
-  /** Records a new term durably before the caller acts in it. */
-  setTerm(term: number): void {
-    this.store.setMeta('term', String(term));
-    this.term = term;
-  }
-
-  /** Applies one op at sequence `seq`; durable parts are committed before this returns. */
-  apply(op: Op, seq: number): void {
+  private applySoft(op: Extract<Op, { op: 'register' | 'unregister' | 'drop-peer' }>): void {
     switch (op.op) {
       case 'register':
-        this.register(op.peer, op.files);
-        break;
+        if (!this.isBanned(op.peer.peerId, op.peer.host)) this.register(op.peer, op.files);
+        return;
       case 'unregister':
         this.unregister(op.peerId, op.ids);
-        break;
+        return;
       case 'drop-peer':
         this.unregister(op.peerId, 'all');
         this.peers.delete(op.peerId);
-        break;
-      case 'term':
-        this.store.transaction(() => {
-          this.store.setMeta('seq', String(seq));
-          this.store.setMeta('stateful', '1');
-        });
-        this.seq = seq;
-        this.hasState = true;
-        return;
-      case 'blacklist-add':
-      case 'blacklist-rm':
-      case 'report':
-      case 'report-status':
-        this.store.transaction(() => {
-          this.applyDurable(op);
-          this.store.setMeta('seq', String(seq));
-          this.store.setMeta('stateful', '1');
-        });
-        this.seq = seq;
-        this.hasState = true;
         return;
     }
-    this.seq = seq;
   }
 
-  private applyDurable(op: Extract<Op, { op: 'blacklist-add' | 'blacklist-rm' | 'report' | 'report-status' }>): void {
+  private applyDurable(op: Exclude<Op, { op: 'register' | 'unregister' | 'drop-peer' }>, stamp: Stamp, change: BlacklistChange): void {
+    const { store } = this;
     switch (op.op) {
-      case 'blacklist-add':
-        if (!this.banned.has(op.entry.target)) {
-          this.store.addBlacklist(op.entry);
-          this.banned.set(op.entry.target, op.entry);
+      case 'term':
+        if (op.resetHolders) {
+          this.files.clear();
+          this.peers.clear();
+          this.holdersLost = false;
         }
-        this.store.addAudit({ time: op.entry.since, actor: op.entry.addedBy, action: 'blacklist-add', detail: `${op.entry.target}: ${op.entry.reason}` });
-        this.dropBanned(op.entry.target);
-        break;
+        return;
+      case 'blacklist-add':
+        this.mergeRecord({ k: 'ban', ban: { ...op.entry, stamp } }, change);
+        store.addAudit({ time: op.entry.since, actor: op.entry.addedBy, action: 'blacklist-add', detail: `${op.entry.target}: ${op.entry.reason}` });
+        return;
       case 'blacklist-rm':
-        this.store.removeBlacklist(op.target);
-        this.banned.delete(op.target);
-        this.store.addAudit({ time: op.time, actor: op.by, action: 'blacklist-rm', detail: op.target });
-        break;
+        this.mergeRecord({ k: 'unban', tomb: { target: op.target, by: op.by, time: op.time, stamp } }, change);
+        store.addAudit({ time: op.time, actor: op.by, action: 'blacklist-rm', detail: op.target });
+        return;
       case 'report':
-        this.store.addReport(op.report);
-        this.store.addAudit({
+        this.mergeRecord({ k: 'report', report: { ...op.report, stamp, statusStamp: stamp } }, change);
+        store.addAudit({
           time: op.report.time,
           actor: op.report.reporter,
           action: 'report',
           detail: `${op.report.fileId} against ${op.report.targets.join(',')}: ${op.report.reason} (${op.report.status})`,
         });
-        break;
-      case 'report-status':
-        this.store.setReportStatus(op.id, op.status);
-        this.store.addAudit({ time: op.time, actor: op.by, action: 'report-status', detail: `${op.id}: ${op.status}` });
-        break;
+        return;
+      case 'report-status': {
+        const r = store.report(op.id);
+        if (r) this.mergeRecord({ k: 'report', report: { ...r, status: op.status, statusStamp: stamp } }, change);
+        store.addAudit({ time: op.time, actor: op.by, action: 'report-status', detail: `${op.id}: ${op.status}` });
+        return;
+      }
+      case 'merge':
+        for (const r of op.records) this.mergeRecord(r, change);
+        store.addAudit({ time: 0, actor: 'cluster', action: 'merge', detail: `${op.records.length} records merged from a tracker that had to give up its state` });
+        store.trimAudit();
+        return;
     }
+  }
+
+  /**
+   * Applies one durable record if it is newer than what is here: the blacklist is a last-writer-wins
+   * register per target, ordered by stamp (a removal is a tombstone, so an older ban cannot come back);
+   * reports are a set, and a report's status is last-writer-wins.
+   */
+  private mergeRecord(r: DurableRecord, change: BlacklistChange): void {
+    const { store } = this;
+    switch (r.k) {
+      case 'ban':
+      case 'unban': {
+        const target = r.k === 'ban' ? r.ban.target : r.tomb.target;
+        const stamp = r.k === 'ban' ? r.ban.stamp : r.tomb.stamp;
+        const current = this.banned.get(target)?.stamp ?? store.tombstone(target)?.stamp;
+        if (current && compareStamps(current, stamp) >= 0) return;
+        if (r.k === 'ban') {
+          const wasBanned = this.banned.has(target);
+          store.putBan(r.ban);
+          this.banned.set(target, r.ban);
+          this.dropBanned(target);
+          if (!wasBanned) change.added.push(plainBan(r.ban));
+        } else {
+          const wasBanned = this.banned.delete(target);
+          store.putTombstone(r.tomb);
+          if (wasBanned) change.removed.push(target);
+        }
+        return;
+      }
+      case 'report': {
+        const current = store.report(r.report.id);
+        if (current && compareStamps(current.statusStamp, r.report.statusStamp) >= 0) return;
+        store.putReport(current ? { ...current, status: r.report.status, statusStamp: r.report.statusStamp } : r.report);
+        return;
+      }
+    }
+  }
+
+  /** Every durable record, to hand to the main when this tracker must give up its state. */
+  durableRecords(): DurableRecord[] {
+    const { store } = this;
+    return [
+      ...store.bans().map((ban): DurableRecord => ({ k: 'ban', ban })),
+      ...store.tombstones().map((tomb): DurableRecord => ({ k: 'unban', tomb })),
+      ...store.stampedReports().map((report): DurableRecord => ({ k: 'report', report })),
+    ];
+  }
+
+  /** The whole state as records (the header first), at the last applied entry. */
+  snapshotRecords(epoch: number): SnapshotRecord[] {
+    const records: SnapshotRecord[] = [{ k: 'head', index: this.appliedIndex, term: this.appliedTerm, epoch }];
+    records.push(...this.durableRecords());
+    for (const p of this.peers.values()) {
+      records.push({
+        k: 'peer',
+        peer: { peerId: p.peerId, publicKey: p.publicKey, host: p.host, port: p.port },
+        files: [...p.files].map(([id, name]) => ({ id, name, size: this.files.get(id)!.size, complete: this.files.get(id)!.holders.get(p.peerId) ?? true })),
+      });
+    }
+    for (const audit of this.store.audit(1000).reverse()) records.push({ k: 'audit', audit });
+    return records;
+  }
+
+  /** Replaces everything with a snapshot (durably, in one transaction). */
+  install(records: SnapshotRecord[]): void {
+    const head = records[0];
+    if (head?.k !== 'head') throw new P2PError('P2P_BAD_REQUEST', 'a snapshot must start with its header');
+    const before = new Map(this.banned);
+    this.files.clear();
+    this.peers.clear();
+    this.banned.clear();
+    const { store } = this;
+    store.transaction(() => {
+      store.clearState();
+      for (const r of records) {
+        switch (r.k) {
+          case 'ban':
+            store.putBan(r.ban);
+            this.banned.set(r.ban.target, r.ban);
+            break;
+          case 'unban':
+            store.putTombstone(r.tomb);
+            break;
+          case 'report':
+            store.putReport(r.report);
+            break;
+          case 'audit':
+            store.addAudit(r.audit);
+            break;
+          case 'peer':
+          case 'head':
+            break;
+        }
+      }
+      store.setMeta('applied', head.index);
+      store.setMeta('applied_term', head.term);
+    });
+    for (const r of records) if (r.k === 'peer') this.register(r.peer, r.files);
+    this.appliedIndex = head.index;
+    this.appliedTerm = head.term;
+    this.holdersLost = false;
+    const change: BlacklistChange = { added: [], removed: [] };
+    for (const [target, b] of this.banned) if (!before.has(target)) change.added.push(plainBan(b));
+    for (const target of before.keys()) if (!this.banned.has(target)) change.removed.push(target);
+    if (change.added.length > 0 || change.removed.length > 0) this.onBlacklistChange(change);
   }
 
   /** Removes every holding of peers the target matches (by id or address). */
@@ -261,7 +349,7 @@ export class TrackerState {
   }
 
   blacklistEntries(): BlacklistEntry[] {
-    return [...this.banned.values()].sort((a, b) => a.since - b.since || a.target.localeCompare(b.target));
+    return [...this.banned.values()].map(plainBan).sort((a, b) => a.since - b.since || a.target.localeCompare(b.target));
   }
 
   hasPeer(peerId: string): boolean {
@@ -301,55 +389,20 @@ export class TrackerState {
     return { size: rec.size, holders };
   }
 
-  snapshot(): Snapshot {
-    return { ...this.replicated(), audit: this.store.audit(100_000) };
-  }
-
-  /** Everything replicated but the audit log (which is informational, and not compared). */
-  private replicated(): Omit<Snapshot, 'audit'> {
-    return {
-      term: this.term,
-      seq: this.seq,
-      peers: [...this.peers.values()].map((p) => ({
-        peer: { peerId: p.peerId, publicKey: p.publicKey, host: p.host, port: p.port },
-        files: [...p.files].map(([id, name]) => {
-          const rec = this.files.get(id)!;
-          return { id, name, size: rec.size, complete: rec.holders.get(p.peerId) ?? true };
-        }),
-      })),
-      blacklist: this.store.blacklist(),
-      reports: this.store.reports(),
-    };
-  }
-
-  /** Replaces everything with a snapshot from the main (durably, in one transaction). */
-  restore(s: Snapshot): void {
-    this.files.clear();
-    this.peers.clear();
-    this.banned.clear();
-    this.store.transaction(() => {
-      this.store.replaceAll(s.blacklist, s.reports, s.audit);
-      this.store.setMeta('seq', String(s.seq));
-      this.store.setMeta('stateful', '1');
-      if (s.term > this.term) this.store.setMeta('term', String(s.term));
-    });
-    for (const e of s.blacklist) this.banned.set(e.target, e);
-    for (const { peer, files } of s.peers) this.register(peer, files);
-    this.seq = s.seq;
-    this.hasState = true;
-    if (s.term > this.term) this.term = s.term;
-  }
-
-  /** A digest of everything replicated, to compare trackers (tests, admin status). */
+  /** A digest of everything replicated but the audit log, to compare trackers (tests, admin status). */
   stateHash(): string {
-    const s = this.replicated();
     const h = createHash('sha256');
-    h.update(JSON.stringify(s.blacklist));
-    h.update(JSON.stringify(s.reports));
-    const peers = s.peers
-      .map((p) => ({ ...p, files: [...p.files].sort((a, b) => a.id.localeCompare(b.id)) }))
-      .sort((a, b) => a.peer.peerId.localeCompare(b.peer.peerId));
+    h.update(JSON.stringify(this.store.bans()));
+    h.update(JSON.stringify(this.store.tombstones()));
+    h.update(JSON.stringify(this.store.stampedReports()));
+    const peers = [...this.peers.values()]
+      .map((p) => ({ peerId: p.peerId, host: p.host, port: p.port, files: [...p.files].sort((a, b) => a[0].localeCompare(b[0])) }))
+      .sort((a, b) => a.peerId.localeCompare(b.peerId));
     h.update(JSON.stringify(peers));
     return h.digest('hex');
   }
+}
+
+function plainBan(b: StampedBan): BlacklistEntry {
+  return { target: b.target, reason: b.reason, since: b.since, addedBy: b.addedBy };
 }

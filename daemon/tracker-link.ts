@@ -1,8 +1,9 @@
 /**
- * One tracker's outgoing connection to another member of the cluster. Every request this tracker makes of
- * that one (heartbeats, replicated writes, sync, votes) goes over it, in order. Opening it says HELLO as a
- * tracker and then sends a HEARTBEAT first, so the other side knows our rank before anything else
- * arrives on it. When it closes, the cluster hears of it once (`onDown`); the next request reopens it.
+ * One tracker's outgoing connection to another member of the cluster. Everything this tracker says to
+ * that one (daemon/raft/messages.ts) goes over it, in order, as RAFT events; the other side answers on
+ * its own link to us. Opening it says HELLO as a tracker, with the ranks of both ends, and proves the
+ * cluster secret (when there is one) over both nonces and both ranks. Messages sent while it is down are
+ * kept (the most recent few) and go out once it is up; a link whose writes back up is reset.
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -15,31 +16,27 @@ import {
   Role,
   toP2PError,
   type Address,
-  type Body,
   type Clock,
   type Connection,
-  type MessageName,
 } from '../protocol/index.js';
 
-/** A snapshot of all durable state travels in one SYNC_STATE frame. */
-const MAX_SYNC_BYTES = 256 * 1024 * 1024;
+/** Messages kept while the link is down; older ones are dropped (the cluster resends what matters). */
+const MAX_QUEUED = 64;
+/** A link with this much unsent is reset rather than buffering more (a stalled or frozen tracker). */
+const MAX_UNSENT_BYTES = 16 * 1024 * 1024;
 
 export interface TrackerLinkOptions {
+  /** The rank this link dials, and our own. */
   rank: number;
+  selfRank: number;
   address: Address;
   /** HOST:PORT as listed in --cluster, for messages. */
   label: string;
-  /** The cluster secret both sides must prove (HMAC challenge both ways); absent: links are not authenticated. */
+  /** The cluster secret both sides must prove; absent: links are not authenticated. */
   clusterSecret?: string | undefined;
   /** Our own listen port, sent in HELLO. */
   selfPort: number;
   connectTimeoutMs: number;
-  /** The HEARTBEAT that opens the link (our current view). */
-  greeting: () => Body<'HEARTBEAT'>;
-  /** The answer to the opening HEARTBEAT. */
-  onGreeted: (ack: Body<'HEARTBEAT_ACK'>) => void;
-  /** A connection that was up closed (once per connection). */
-  onDown: (conn: Connection, reason: string) => void;
   logger: Logger;
   clock: Clock;
 }
@@ -49,15 +46,26 @@ export class TrackerLink {
   private opening: Promise<Connection> | undefined;
   private closed = false;
   private lastFailure = '';
+  private queued: string[] = [];
 
   constructor(private readonly opts: TrackerLinkOptions) {}
 
-  get rank(): number {
-    return this.opts.rank;
-  }
-
   get isUp(): boolean {
     return !!this.conn && !this.conn.isClosed;
+  }
+
+  /** Sends one message (JSON); opens the link first if it is down. Never throws. */
+  send(message: string): void {
+    if (this.closed) return;
+    const conn = this.conn;
+    if (conn && !conn.isClosed) {
+      if (conn.unsentBytes > MAX_UNSENT_BYTES) return this.reset(`more than ${MAX_UNSENT_BYTES} bytes unsent to ${this.opts.label}`);
+      conn.sendEvent('RAFT', { message });
+      return;
+    }
+    this.queued.push(message);
+    if (this.queued.length > MAX_QUEUED) this.queued.shift();
+    this.open().catch(() => undefined);
   }
 
   /** The open connection, opening it first if needed. */
@@ -70,13 +78,7 @@ export class TrackerLink {
     return this.opening;
   }
 
-  /** A request over the link, opening it if needed. */
-  async request<N extends MessageName, R extends MessageName>(name: N, body: Body<N>, expect: R, timeoutMs: number): Promise<Body<R>> {
-    const conn = await this.open();
-    return conn.request(name, body, expect, { timeoutMs });
-  }
-
-  /** Drops the connection (the other side sees it close); the next request reopens it. */
+  /** Drops the connection (the other side sees it close); the next message reopens it. */
   reset(reason: string): void {
     const conn = this.conn;
     if (!conn) return;
@@ -86,6 +88,7 @@ export class TrackerLink {
 
   close(): void {
     this.closed = true;
+    this.queued = [];
     this.conn?.destroy(new P2PError('P2P_SHUTTING_DOWN', 'this tracker is shutting down'));
     this.conn = undefined;
   }
@@ -94,17 +97,11 @@ export class TrackerLink {
     const { address, label, logger, clock } = this.opts;
     let conn: Connection | undefined;
     try {
-      conn = await dial(address, {
-        connectTimeoutMs: this.opts.connectTimeoutMs,
-        logger,
-        clock,
-        maxBodyBytes: MAX_SYNC_BYTES,
-        readTimeoutMs: 30_000,
-      });
+      conn = await dial(address, { connectTimeoutMs: this.opts.connectTimeoutMs, logger, clock, readTimeoutMs: 30_000 });
       const timeoutMs = this.opts.connectTimeoutMs;
       const clientNonce = randomBytes(32);
-      // Our rank is the one our heartbeats carry; the proofs both ways cover it and the rank we dial.
-      const claim = { from: this.opts.greeting().rank, to: this.opts.rank };
+      // The proofs both ways cover both nonces, our rank and the rank we dial.
+      const claim = { from: this.opts.selfRank, to: this.opts.rank };
       const hello = { role: Role.tracker, publicKey: encodeLinkClaim(claim), nonce: clientNonce, listenPort: this.opts.selfPort, software: 'p2p-tracker' };
       const challenge = await conn.request('HELLO', hello, 'CHALLENGE', { timeoutMs });
       const secret = this.opts.clusterSecret;
@@ -118,17 +115,17 @@ export class TrackerLink {
         }
         await conn.request('AUTH', { signature: clusterProof(secret, 'client', handshake) }, 'WELCOME', { timeoutMs });
       }
-      const ack = await conn.request('HEARTBEAT', this.opts.greeting(), 'HEARTBEAT_ACK', { timeoutMs });
       if (this.closed) throw new P2PError('P2P_SHUTTING_DOWN', 'this tracker is shutting down');
       const opened = conn;
       this.conn = opened;
-      opened.on('close', (err?: P2PError) => {
+      opened.on('close', () => {
         if (this.conn === opened) this.conn = undefined;
-        this.opts.onDown(opened, err?.message ?? 'connection closed');
       });
       if (this.lastFailure) logger.info({ tracker: label }, `link to tracker ${label} is up again`);
       this.lastFailure = '';
-      this.opts.onGreeted(ack);
+      const queued = this.queued;
+      this.queued = [];
+      for (const m of queued) this.send(m);
       return opened;
     } catch (err) {
       conn?.destroy();

@@ -279,6 +279,7 @@ export class Tracker extends EventEmitter {
         throw new P2PError('P2P_UNAUTHORIZED', `tracker link refused: ${problem}`);
       }
       s.trackerRank = claim.from;
+      this.cluster.attach(s.conn, s.trackerRank);
     } else if (role !== Role.admin) throw new P2PError('P2P_BAD_REQUEST', `unknown role ${role}`);
     // Admins prove themselves with the token on every request.
     s.state = 'ready';
@@ -307,6 +308,7 @@ export class Tracker extends EventEmitter {
         return;
       }
       s.trackerRank = claim.from;
+      this.cluster.attach(s.conn, s.trackerRank);
       s.state = 'ready';
       s.handshakeTimer?.cancel();
       s.conn.reply(req.requestId, 'WELCOME', { peerId: '', observedHost: s.conn.remoteAddress, observedPort: s.listenPort, leaseMs: 0, role: this.cluster.role, term: this.state.term, primary: this.cluster.primaryAddress ?? '' });

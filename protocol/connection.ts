@@ -163,6 +163,11 @@ export class Connection extends EventEmitter {
     return this;
   }
 
+  /** Bytes written but not yet handed to the kernel (a peer that does not read makes this grow). */
+  get unsentBytes(): number {
+    return this.socket.writableLength;
+  }
+
   get isClosed(): boolean {
     return this.closed;
   }

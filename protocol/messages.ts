@@ -111,22 +111,12 @@ export const Messages = {
   }),
 
   // --- tracker <-> tracker (replication) -----------------------------------------------------------
-  /** The sender's view: its rank in --cluster, term, last applied sequence number and whether it has state. */
-  HEARTBEAT: msg(0x60, 'request', { rank: 'u8', term: 'u64', seq: 'u64', primary: 'bool', stateful: 'bool' }),
-  HEARTBEAT_ACK: msg(0x61, 'response', { rank: 'u8', term: 'u64', seq: 'u64', primary: 'bool', stateful: 'bool' }),
-  /** One replicated write: op is a JSON document (see daemon/replication.ts), applied in seq order. */
-  REPLICATE: msg(0x62, 'request', { term: 'u64', seq: 'u64', op: 'text' }),
-  SYNC_REQUEST: msg(0x63, 'request', { rank: 'u8', term: 'u64' }),
-  SYNC_STATE: msg(0x64, 'response', { term: 'u64', seq: 'u64', state: 'text' }),
-  VOTE_REQUEST: msg(0x65, 'request', { rank: 'u8', term: 'u64', seq: 'u64', stateful: 'bool' }),
-  VOTE: msg(0x66, 'response', { granted: 'bool', term: 'u64' }),
-  /** A main taking command tells the others; they step down and follow it. */
-  TAKE_COMMAND: msg(0x67, 'request', { rank: 'u8', term: 'u64', seq: 'u64' }),
   /**
-   * A tracker that acknowledged writes while no other tracker held them (two trackers, split apart) hands
-   * them to the acting main after syncing from it; ops: a JSON list of ops. Answered with OK.
+   * Every message between trackers, one way, on the sender's own link to the receiver: `message` is a
+   * JSON document of daemon/raft/messages.ts (append, vote, snapshot part, merge, status, ...), each kept
+   * under about 512 KiB.
    */
-  MERGE: msg(0x68, 'request', { rank: 'u8', term: 'u64', ops: 'text' }),
+  RAFT: msg(0x60, 'event', { message: 'text' }),
 
   // --- CLI -> peer daemon, over the control socket --------------------------------------------------
   CONTROL: msg(0x70, 'request', { command: 'str', args: 'text' }),

@@ -177,17 +177,11 @@ export const handBuiltSamples: Sample[] = [
 
   // --- tracker <-> tracker ---------------------------------------------------------------------------------
   {
-    name: 'HEARTBEAT',
-    requestId: 60,
-    body: { rank: 1, term: Number.MAX_SAFE_INTEGER, seq: 0, primary: true, stateful: false },
-    frame: hex('01 60 0000003c 00000013 01 001fffffffffffff 0000000000000000 01 00'),
-    title: 'HEARTBEAT with the largest safe u64',
-  },
-  {
-    name: 'REPLICATE',
-    requestId: 61,
-    body: { term: 2, seq: 17, op: '{"op":"ban","target":"10.0.0.66"}' },
-    frame: frame(0x62, 61, cat(u64(2), u64(17), text('{"op":"ban","target":"10.0.0.66"}'))),
+    name: 'RAFT',
+    requestId: 0,
+    body: { message: '{"t":"vote","term":4,"last":{"index":17,"term":2,"epoch":9},"pre":true,"transfer":false}' },
+    frame: frame(0x60, 0, text('{"t":"vote","term":4,"last":{"index":17,"term":2,"epoch":9},"pre":true,"transfer":false}')),
+    title: 'RAFT, an event between trackers',
   },
 
   // --- control socket ----------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 /**
  * Tracker links prove the cluster secret both ways: a stranger who claims to be a tracker can neither
- * write (MERGE, REPLICATE), read the replicated state (SYNC_REQUEST), nor sway the chain of command.
+ * write (a RAFT append or merge), be served anything, nor sway the chain of command (a RAFT vote).
  *
  * Issue 9, finding 6: each proof covers a side label, both nonces and the ranks of the link (who dials,
  * whom it meant to reach), so a proof seen anywhere opens no other connection, no other direction and
@@ -13,6 +13,7 @@ import path from 'node:path';
 import t from 'tap';
 import { Tracker, type TrackerOptions } from '../../daemon/tracker.js';
 import { TrackerLink } from '../../daemon/tracker-link.js';
+import type { RaftMessage } from '../../daemon/raft/messages.js';
 import {
   clusterProof,
   dial,
@@ -60,20 +61,30 @@ function genuineAuth(hello: { clientNonce: Buffer; challenge: Body<'CHALLENGE'> 
   return { signature: clusterProof(secret, 'client', { clientNonce: hello.clientNonce, serverNonce: hello.challenge.nonce, claim }) };
 }
 
-const view = (rank: number): Body<'HEARTBEAT'> => ({ rank, term: 0, seq: 0, primary: false, stateful: false });
+/** A RAFT message as a tracker sends one every heartbeat: it only says the sender is there. */
+const status = (): string => JSON.stringify({ t: 'status', term: 0, role: 'backup', last: { index: 0, term: 0, epoch: 0 }, applied: 0, fresh: true, leader: -1, pending: false } satisfies RaftMessage);
+
+/**
+ * A request no tracker link may make. Trackers speak only RAFT events, so a link that was let in is told
+ * so (P2P_UNEXPECTED_MESSAGE), and one whose handshake did not complete is told it is not authenticated.
+ */
+const search = (conn: Connection): Promise<unknown> => conn.request('SEARCH', { text: '', limit: 1 }, 'SEARCH_RESULT', { timeoutMs: 2000 });
+const LET_IN = { code: 'P2P_UNEXPECTED_MESSAGE', message: /trackers speak RAFT events/ };
+const NOT_LET_IN = { code: 'P2P_NOT_AUTHENTICATED' };
+
+/** Whether `tracker` has heard, within failover-ms, from each rank of its cluster. */
+const heard = async (tracker: Tracker): Promise<boolean[]> => (await tracker.cluster.status()).map((s) => s.reachable);
 
 /** A tracker link as rank `selfRank` would open it to rank `rank` at `address`. */
 function linkTo(t: Tap, address: Address, rank: number, selfRank: number, clusterSecret: string | undefined): TrackerLink {
   const link = new TrackerLink({
     rank,
+    selfRank,
     address,
     label: `127.0.0.1:${address.port}`,
     clusterSecret,
     selfPort: 0,
     connectTimeoutMs: 2000,
-    greeting: () => view(selfRank),
-    onGreeted: () => undefined,
-    onDown: () => undefined,
     logger: silentLogger,
     clock: systemClock,
   });
@@ -87,26 +98,35 @@ t.test('a stranger claiming to be a tracker is refused everything', async (t) =>
   // The genuine pair authenticates: one of them becomes main.
   await until('a main', () => trackers.some((tr) => tr.cluster.isPrimary), 5000, 20);
   t.ok(trackers[0]!.cluster.isPrimary, 'the cluster forms with the shared secret');
+  const term = trackers[0]!.cluster.term;
 
   const stranger = await helloAsTracker(t, cluster[0]!, { from: 1, to: 0 });
-  await t.rejects(
-    stranger.conn.request('MERGE', { rank: 1, term: 99, ops: JSON.stringify([{ op: 'blacklist-add', entry: { target: '10.6.6.6', reason: 'pwned', since: 1, addedBy: 'mallory' } }]) }, 'OK'),
-    { code: 'P2P_NOT_AUTHENTICATED' },
-    'no write before the cluster secret is proven',
-  );
-  await t.rejects(stranger.conn.request('SYNC_REQUEST', { rank: 1, term: 99 }, 'SYNC_STATE'), { code: 'P2P_NOT_AUTHENTICATED' }, 'no state either');
+  const ban = { target: '10.6.6.6', reason: 'pwned', since: 1, addedBy: 'mallory' };
+  const op = JSON.stringify({ op: 'blacklist-add', entry: ban });
+  const forged: RaftMessage[] = [
+    { t: 'merge', term, id: 1, records: [{ k: 'ban', ban: { ...ban, stamp: [term, 99] } }] },
+    { t: 'append', term: 99, prev: { index: 0, term: 0, epoch: 0 }, entries: [{ index: 1, term: 99, epoch: 1, op }], commit: 1 },
+    { t: 'vote', term: 99, last: { index: 99, term: 99, epoch: 1 }, pre: false, transfer: true },
+    { t: 'timeout-now', term },
+  ];
+  for (const m of forged) stranger.conn.sendEvent('RAFT', { message: JSON.stringify(m) });
+  // Frames are handled in order: once this is answered, the forged messages above were handled too.
+  await t.rejects(search(stranger.conn), NOT_LET_IN, 'before the cluster secret is proven, nothing is served');
   await t.rejects(stranger.conn.request('AUTH', genuineAuth(stranger, { from: 1, to: 0 }, 'a-guess'), 'WELCOME'), { code: 'P2P_UNAUTHORIZED' }, 'a wrong secret is refused');
-  t.same(trackers[0]!.state.blacklistEntries(), [], 'nothing the stranger sent took effect');
+  t.same(trackers[0]!.state.blacklistEntries(), [], 'no write the stranger sent (a merge, an append) took effect');
   t.ok(trackers[0]!.cluster.isPrimary, 'and the chain of command is undisturbed');
+  t.equal(trackers[0]!.cluster.term, term, 'nor the term (by a vote or an append of a later one)');
 });
 
 t.test('a correct pair links; a wrong secret is refused both ways', async (t) => {
   const cluster = (await reservePorts(2)).map(local);
-  await startTrackers(t, cluster, [0], { heartbeatMs: 1000, failoverMs: 5000 });
+  const [tracker] = await startTrackers(t, cluster, [0], { heartbeatMs: 1000, failoverMs: 5000 });
 
   const genuine = linkTo(t, cluster[0]!, 0, 1, SECRET);
-  const ack = await genuine.request('HEARTBEAT', view(1), 'HEARTBEAT_ACK', 2000);
-  t.equal(ack.rank, 0, 'with the shared secret, rank 1 links to rank 0 and is answered');
+  await t.rejects(search(await genuine.open()), LET_IN, 'with the shared secret, rank 1 links to rank 0');
+  genuine.send(status());
+  await until('rank 0 to hear rank 1', async () => (await heard(tracker!))[1]);
+  t.pass('and rank 0 hears it over the link');
 
   const impostor = linkTo(t, cluster[0]!, 0, 1, 'not-the-secret');
   await t.rejects(impostor.open(), { code: 'P2P_UNAUTHORIZED', message: /does not prove the cluster secret as rank 0/ }, "a tracker with another secret refuses the server's proof");
@@ -161,7 +181,7 @@ t.test("a tracker's own proof relayed back to it opens nothing (issue 9, finding
   await until('rank 0 to answer nine relayed challenges', () => outcomes.length >= 3 * claims.length, 10_000);
   t.same(outcomes.slice(0, 3 * claims.length), Array(3 * claims.length).fill('dropped'), 'rank 0 drops every link whose challenge carries its own proof: the proof covers another link');
   for (const { toVictim, claim } of [...relays.values()].slice(-claims.length)) {
-    await t.rejects(toVictim.request('HEARTBEAT', view(1), 'HEARTBEAT_ACK'), { code: 'P2P_NOT_AUTHENTICATED' }, `mallory's link claiming ${claim.from} -> ${claim.to} is still unauthenticated`);
+    await t.rejects(search(toVictim), NOT_LET_IN, `mallory's link claiming ${claim.from} -> ${claim.to} is still unauthenticated`);
   }
   t.equal((await tracker!.cluster.status())[1]!.reachable, false, 'rank 0 never took mallory for rank 1');
   t.teardown(() => {
@@ -189,7 +209,7 @@ t.test('a genuine client proof relayed to another connection is refused', async 
 
 t.test("a link may claim only its own rank, other than the server's, and only the rank it proved", async (t) => {
   const cluster = (await reservePorts(3)).map(local);
-  await startTrackers(t, cluster, [0], { heartbeatMs: 1000, failoverMs: 5000 });
+  const [tracker] = await startTrackers(t, cluster, [0], { heartbeatMs: 1000, failoverMs: 5000 });
   const to = cluster[0]!;
 
   const asRank2 = await helloAsTracker(t, to, { from: 2, to: 0 });
@@ -206,9 +226,10 @@ t.test("a link may claim only its own rank, other than the server's, and only th
 
   const rank1 = await helloAsTracker(t, to, { from: 1, to: 0 });
   await rank1.conn.request('AUTH', genuineAuth(rank1, { from: 1, to: 0 }), 'WELCOME');
-  await t.rejects(rank1.conn.request('HEARTBEAT', view(2), 'HEARTBEAT_ACK'), { code: 'P2P_UNAUTHORIZED' }, 'a link proven as rank 1 cannot speak as rank 2');
-  await t.rejects(rank1.conn.request('VOTE_REQUEST', { rank: 2, term: 9, seq: 9, stateful: true }, 'VOTE'), { code: 'P2P_UNAUTHORIZED' }, 'nor ask for a vote as rank 2');
-  t.equal((await rank1.conn.request('HEARTBEAT', view(1), 'HEARTBEAT_ACK', { timeoutMs: 2000 })).rank, 0, 'it speaks as rank 1');
+  // No "speaks as rank 2" case: RAFT messages carry no rank; a link's messages count as from the rank it proved.
+  rank1.conn.sendEvent('RAFT', { message: status() });
+  await t.rejects(search(rank1.conn), LET_IN, 'a link proven as rank 1 is let in');
+  t.same(await heard(tracker!), [true, true, false], 'and what it says is heard as from rank 1');
 });
 
 t.test("the server's proof replayed to a client with another nonce is refused", async (t) => {
@@ -223,18 +244,19 @@ t.test("the server's proof replayed to a client with another nonce is refused", 
   });
   await t.rejects(linkTo(t, local(replay.port), 1, 0, SECRET).open(), { code: 'P2P_UNAUTHORIZED' }, 'the replayed proof does not cover the new client nonce');
   t.equal(authsSeen, 0, 'the client sent no AUTH to the replayer');
-  const ack = await linkTo(t, cluster[1]!, 1, 0, SECRET).request('HEARTBEAT', view(0), 'HEARTBEAT_ACK', 2000);
-  t.equal(ack.rank, 1, 'the same client links to the real rank 1');
+  await t.rejects(search(await linkTo(t, cluster[1]!, 1, 0, SECRET).open()), LET_IN, 'the same client links to the real rank 1');
 });
 
 t.test('without a secret: only hosts of --cluster link, and the rank a link claims is the only one it may use', async (t) => {
   const cluster = (await reservePorts(3)).map(local);
-  await startTrackers(t, cluster, [0], { adminToken: undefined, clusterSecret: undefined, heartbeatMs: 1000, failoverMs: 5000 });
+  const [tracker] = await startTrackers(t, cluster, [0], { adminToken: undefined, clusterSecret: undefined, heartbeatMs: 1000, failoverMs: 5000 });
   const to = cluster[0]!;
   const rank1 = await helloAsTracker(t, to, { from: 1, to: 0 });
   t.equal(rank1.challenge.signature.length, 0, 'no proof without a secret');
-  t.equal((await rank1.conn.request('HEARTBEAT', view(1), 'HEARTBEAT_ACK', { timeoutMs: 2000 })).rank, 0, 'a host of --cluster links as the rank it claims');
-  await t.rejects(rank1.conn.request('HEARTBEAT', view(2), 'HEARTBEAT_ACK'), { code: 'P2P_UNAUTHORIZED' }, 'and only as that rank');
+  // No "only as that rank" case: RAFT messages carry no rank; a link's messages count as from the rank it claimed.
+  rank1.conn.sendEvent('RAFT', { message: status() });
+  await t.rejects(search(rank1.conn), LET_IN, 'a host of --cluster links as the rank it claims');
+  t.same(await heard(tracker!), [true, true, false], 'and what it says is heard as from that rank');
   for (const claim of [{ from: 0, to: 0 }, { from: 1, to: 1 }, undefined]) {
     const what = claim ? `${claim.from} -> ${claim.to}` : 'no claim';
     await t.rejects(helloAsTracker(t, to, claim), { code: 'P2P_UNAUTHORIZED' }, `${what}: refused at HELLO`);

@@ -1,6 +1,7 @@
 /**
  * Fuzzing live daemons (issue 3): random and mutated bytes sent to a running tracker, a peer's chunk
- * server and its control socket. The only acceptable outcomes are ERROR frames with our own codes and a
+ * server and its control socket, and malformed RAFT events and garbage frames on a tracker link that
+ * proved the cluster secret. The only acceptable outcomes are ERROR frames with our own codes and a
  * closed connection; a P2P_INTERNAL answer (an unexpected exception behind a handler), bytes our own
  * framer cannot read, or a connection that never closes are failures. Meanwhile healthy clients (a
  * peer daemon searching and downloading, a raw session pinging) carry on and the daemons never crash
@@ -13,9 +14,12 @@ import path from 'node:path';
 import fc from 'fast-check';
 import t from 'tap';
 import { AdminClient } from '../../cli/admin.js';
+import type { RaftMessage } from '../../daemon/raft/messages.js';
 import {
   authPayload,
+  clusterProof,
   decodeBody,
+  encodeLinkClaim,
   encodeFrame,
   Framer,
   generateKeyPair,
@@ -29,8 +33,10 @@ import {
   type Frame,
   type KeyPair,
   type MessageName,
+  type TrackerLinkClaim,
 } from '../../protocol/index.js';
 import { ADMIN_TOKEN, Fleet } from '../helpers/fleet.js';
+import { reservePorts } from '../helpers/wait.js';
 
 /** Runs per property; raise it (P2P_FUZZ_RUNS=5000) for a longer hunt. */
 const RUNS = Math.max(2, Number(process.env.P2P_FUZZ_RUNS) || 100);
@@ -111,6 +117,17 @@ class Raw {
     const hello = await this.answer(this.request('HELLO', { role: Role.peer, publicKey: keys.publicKey, nonce: randomBytes(32), listenPort: 0, software: 'fuzz' }));
     if (hello.name !== 'CHALLENGE') throw new Error(`HELLO answered with ${hello.name}`);
     const auth = await this.answer(this.request('AUTH', { signature: signPayload(keys, authPayload(decodeBody('CHALLENGE', hello.body).nonce)) }));
+    if (auth.name !== 'WELCOME') throw new Error(`AUTH answered with ${auth.name}`);
+    this.frames.length = 0;
+  }
+
+  /** Opens a tracker link as `claim.from` would, proving `secret` (the server's proof is not checked). */
+  async trackerHandshake(secret: string, claim: TrackerLinkClaim): Promise<void> {
+    const clientNonce = randomBytes(32);
+    const hello = await this.answer(this.request('HELLO', { role: Role.tracker, publicKey: encodeLinkClaim(claim), nonce: clientNonce, listenPort: 0, software: 'fuzz' }));
+    if (hello.name !== 'CHALLENGE') throw new Error(`HELLO answered with ${hello.name}`);
+    const serverNonce = Buffer.from(decodeBody('CHALLENGE', hello.body).nonce);
+    const auth = await this.answer(this.request('AUTH', { signature: clusterProof(secret, 'client', { clientNonce, serverNonce, claim }) }));
     if (auth.name !== 'WELCOME') throw new Error(`AUTH answered with ${auth.name}`);
     this.frames.length = 0;
   }
@@ -197,10 +214,42 @@ function mutate(original: Buffer, mutations: readonly Mutation[]): Buffer {
 }
 
 const enc = <N extends MessageName>(name: N, id: number, body: Body<N>): Buffer => encodeFrame(name, id, body);
+const raft = (message: string): Buffer => enc('RAFT', 0, { message });
+
+/** Who a probe is before it sends its bytes: nobody, a peer that did the handshake, or tracker rank 1. */
+type Login = 'none' | 'peer' | 'rank 1';
+
+const RAFT_KINDS = ['status', 'append', 'append-reply', 'vote', 'vote-reply', 'snapshot', 'snapshot-reply', 'merge', 'merge-reply', 'timeout-now'] as const satisfies ReadonlyArray<RaftMessage['t']>;
+/** Every field some RAFT message has, besides `t` and `term`. */
+const RAFT_FIELDS = ['role', 'last', 'applied', 'fresh', 'leader', 'prev', 'entries', 'commit', 'ok', 'match', 'hint', 'want', 'pending', 'pre', 'transfer', 'granted', 'reason', 'id', 'part', 'done', 'records', 'agrees'] as const;
+/** A `term` no tracker sends: negative, fractional, beyond 2^53, not a number, or missing. */
+const badTerm = fc.oneof(fc.integer({ max: -1 }), fc.double({ noInteger: true }), fc.constant(2 ** 53), fc.string(), fc.boolean(), fc.constant(null), fc.constant(undefined));
+
+/** A `message` that is not a cluster message at all: not JSON, another JSON value, an unknown kind or a bad term. */
+const notARaftMessage = fc.oneof(
+  fc.string({ unit: 'binary', maxLength: 200 }),
+  fc.jsonValue({ maxDepth: 3 }).map((v) => JSON.stringify(v) ?? ''),
+  fc.record({ t: fc.string({ maxLength: 12 }), term: fc.nat() }).map((m) => JSON.stringify(m)),
+  fc.record({ t: fc.constantFrom(...RAFT_KINDS), term: badTerm }).map((m) => JSON.stringify(m)),
+);
+
+/**
+ * A message of a known kind from a term older than `term`, its other fields of any shape: it reaches the
+ * cluster's handlers. Never the current term or a later one: those would rightly depose the main.
+ */
+const staleRaftMessage = (term: number): fc.Arbitrary<string> =>
+  fc
+    .record({ t: fc.constantFrom(...RAFT_KINDS), term: fc.nat({ max: term - 1 }), fields: fc.dictionary(fc.constantFrom(...RAFT_FIELDS), fc.jsonValue({ maxDepth: 2 })) })
+    .map(({ t, term, fields }) => JSON.stringify({ ...fields, t, term }));
 
 t.test('live daemons answer random and mutated bytes only with our own errors, and healthy clients carry on', async (t) => {
   const fleet = new Fleet(t);
-  await fleet.startTracker();
+  // The tracker lists a rank 1 that never comes up, so a tracker link can be opened to it as rank 1 (its
+  // cluster secret is the admin token); alone, it takes command after failover-ms.
+  const [port, ghostPort] = await reservePorts(2);
+  const local = (p: number): Address => ({ host: '127.0.0.1', port: p });
+  await fleet.startTracker({ cluster: [local(port!), local(ghostPort!)] }, port!);
+  await Fleet.until('the tracker to take command alone', () => fleet.tracker.cluster.isPrimary || undefined, 10_000);
   const seeder = await fleet.startPeer('seeder');
   const healthy = await fleet.startPeer('healthy');
   const orig = path.join(fleet.dir, 'seed.bin');
@@ -217,7 +266,10 @@ t.test('live daemons answer random and mutated bytes only with our own errors, a
   const baselineSessions = fleet.tracker.sessionCount;
 
   const stillHealthy = async (): Promise<boolean> =>
-    (await healthy.call('search', { text: 'seed.bin' })).length === 1 && (await steady.ping()) && (await seeder.call('status', {})).tracker.state === 'connected';
+    (await healthy.call('search', { text: 'seed.bin' })).length === 1 &&
+    (await steady.ping()) &&
+    (await seeder.call('status', {})).tracker.state === 'connected' &&
+    fleet.tracker.cluster.isPrimary;
 
   const tracker = fleet.trackerAddress;
   const chunkServer = seeder.daemon.chunkServer.address!;
@@ -234,9 +286,10 @@ t.test('live daemons answer random and mutated bytes only with our own errors, a
     seen.set(what, s);
   };
   /** One probe: connect, optionally authenticate, send, finish; throws (fails the property) on a bad outcome. */
-  const probe = async (what: string, target: Address | string, data: Buffer[], auth = false): Promise<Outcome> => {
+  const probe = async (what: string, target: Address | string, data: Buffer[], login: Login = 'none'): Promise<Outcome> => {
     const raw = await Raw.connect(target);
-    if (auth) await raw.handshake(generateKeyPair().keys);
+    if (login === 'peer') await raw.handshake(generateKeyPair().keys);
+    if (login === 'rank 1') await raw.trackerHandshake(ADMIN_TOKEN, { from: 1, to: 0 });
     const o = await raw.finish(data);
     const p = problem(o);
     if (p) throw new Error(`${what}: ${p}; sent ${Buffer.concat(data).toString('hex').slice(0, 400)}`);
@@ -272,9 +325,42 @@ t.test('live daemons answer random and mutated bytes only with our own errors, a
     for (const [what, target] of targets) {
       const auth = target !== control;
       await fc.assert(fc.asyncProperty(fc.array(plausibleFrame, { minLength: 1, maxLength: 4 }), async (frames) => void (await probe(what, target, frames))), { numRuns: RUNS / 2 });
-      if (auth) await fc.assert(fc.asyncProperty(fc.array(plausibleFrame, { minLength: 1, maxLength: 4 }), async (frames) => void (await probe(`${what} (authenticated)`, target, frames, true))), { numRuns: RUNS / 2 });
+      if (auth) await fc.assert(fc.asyncProperty(fc.array(plausibleFrame, { minLength: 1, maxLength: 4 }), async (frames) => void (await probe(`${what} (authenticated)`, target, frames, 'peer'))), { numRuns: RUNS / 2 });
       t.ok(await stillHealthy(), `${what}: random bodies behind valid headers; healthy clients still work`);
     }
+  });
+
+  await t.test('a tracker link that proved the secret: malformed RAFT events and garbage frames', async (t) => {
+    const what = 'tracker link (rank 1)';
+    const term = fleet.tracker.cluster.term;
+    await fc.assert(
+      fc.asyncProperty(notARaftMessage, async (message) => {
+        const o = await probe(what, tracker, [raft(message)], 'rank 1');
+        if (codesOf(o).at(-1) !== 'P2P_BAD_REQUEST') throw new Error(`expected P2P_BAD_REQUEST, got ${codesOf(o).join(', ') || 'no ERROR'} for ${message.slice(0, 200)}`);
+      }),
+      { numRuns: RUNS / 2 },
+    );
+    t.pass('a message that is not a cluster message closes the link with P2P_BAD_REQUEST');
+    t.ok(await stillHealthy(), 'healthy clients still work');
+
+    await fc.assert(fc.asyncProperty(fc.array(staleRaftMessage(term), { minLength: 1, maxLength: 6 }), async (messages) => void (await probe(what, tracker, messages.map(raft), 'rank 1'))), { numRuns: RUNS / 2 });
+    t.ok(await stillHealthy(), 'messages of known kinds from older terms, with fields of any shape: healthy clients still work');
+
+    const garbage = fc.oneof(
+      fc.array(plausibleFrame, { minLength: 1, maxLength: 4 }),
+      fc.tuple(bytes(400), fc.array(fc.nat(), { maxLength: 6 })).map(([b, cuts]) => pieces(b, cuts)),
+      fc.tuple(staleRaftMessage(term), bytes(60)).map(([m, tail]) => [raft(m), tail]),
+    );
+    await fc.assert(fc.asyncProperty(garbage, async (data) => void (await probe(what, tracker, data, 'rank 1'))), { numRuns: RUNS / 2 });
+    t.ok(await stillHealthy(), 'random frames and bytes on the link: healthy clients still work');
+    t.equal(fleet.tracker.cluster.term, term, 'and the tracker is still the main, in the same term');
+
+    // A status message passes the shape check whatever its other fields hold, and they are kept as they came.
+    await probe(what, tracker, [raft(JSON.stringify({ t: 'status', term: 0, role: 7, last: null, applied: 'x', fresh: 'no', leader: 'y' }))], 'rank 1');
+    const adm = await AdminClient.connect(`${tracker.host}:${tracker.port}`, ADMIN_TOKEN);
+    const statusError = await adm.status().then(() => undefined, (err: Error) => err.message);
+    adm.close();
+    t.equal(statusError, undefined, 'ADMIN_STATUS still answers after a status message with fields of the wrong types');
   });
 
   await t.test('mutated valid conversations', async (t) => {
@@ -291,11 +377,12 @@ t.test('live daemons answer random and mutated bytes only with our own errors, a
       enc('ADMIN_BLACKLIST_ADD', 2, { token: 'not-the-token', target: seeder.daemon.peerId, reason: 'fuzz' }),
       enc('ADMIN_STATUS', 3, { token: 'not-the-token' }),
     ]);
+    const forgedOp = JSON.stringify({ op: 'blacklist-add', entry: { target: seeder.daemon.peerId, reason: 'forged', since: 0, addedBy: 'fuzz' } });
     const asTracker = Buffer.concat([
       enc('HELLO', 1, { role: Role.tracker, publicKey: Buffer.alloc(0), nonce: randomBytes(32), listenPort: 0, software: 'x' }),
-      enc('HEARTBEAT', 2, { rank: 0, term: 99, seq: 99, primary: true, stateful: true }),
-      enc('TAKE_COMMAND', 3, { rank: 0, term: 100, seq: 100 }),
-      enc('REPLICATE', 4, { term: 100, seq: 100, op: JSON.stringify({ op: 'blacklist-add', entry: { target: seeder.daemon.peerId, reason: 'forged', since: 0, addedBy: 'fuzz' } }) }),
+      raft(JSON.stringify({ t: 'vote', term: 99, last: { index: 99, term: 99, epoch: 1 }, pre: false, transfer: true } satisfies RaftMessage)),
+      raft(JSON.stringify({ t: 'timeout-now', term: 100 } satisfies RaftMessage)),
+      raft(JSON.stringify({ t: 'append', term: 100, prev: { index: 0, term: 0, epoch: 0 }, entries: [{ index: 1, term: 100, epoch: 1, op: forgedOp }], commit: 1 } satisfies RaftMessage)),
       enc('SEARCH', 5, { text: '', limit: 5 }),
     ]);
     // After a handshake: every peer request, with plausible arguments.
@@ -321,17 +408,17 @@ t.test('live daemons answer random and mutated bytes only with our own errors, a
         enc('CONTROL', 20 + i, { command, args: JSON.stringify({ text: 'seed', key: 'no-such-file.bin', reason: 'fuzz', overwrite: false }) }),
       ),
     );
-    const cases: Array<[string, Address | string, Buffer, boolean]> = [
-      ['tracker (stranger)', tracker, preHandshake, false],
-      ['tracker (admin, wrong token)', tracker, asAdmin, false],
-      ['tracker (claims to be a tracker)', tracker, asTracker, false],
-      ['tracker (authenticated peer)', tracker, asPeer, true],
-      ['chunk server (authenticated peer)', chunkServer, toPeer, true],
-      ['control socket', control, toControl, false],
+    const cases: Array<[string, Address | string, Buffer, Login]> = [
+      ['tracker (stranger)', tracker, preHandshake, 'none'],
+      ['tracker (admin, wrong token)', tracker, asAdmin, 'none'],
+      ['tracker (claims to be a tracker)', tracker, asTracker, 'none'],
+      ['tracker (authenticated peer)', tracker, asPeer, 'peer'],
+      ['chunk server (authenticated peer)', chunkServer, toPeer, 'peer'],
+      ['control socket', control, toControl, 'none'],
     ];
-    for (const [what, target, stream, auth] of cases) {
+    for (const [what, target, stream, login] of cases) {
       await fc.assert(
-        fc.asyncProperty(fc.array(mutation, { minLength: 1, maxLength: 5 }), fc.array(fc.nat(), { maxLength: 4 }), async (ms, cuts) => void (await probe(what, target, pieces(mutate(stream, ms), cuts), auth))),
+        fc.asyncProperty(fc.array(mutation, { minLength: 1, maxLength: 5 }), fc.array(fc.nat(), { maxLength: 4 }), async (ms, cuts) => void (await probe(what, target, pieces(mutate(stream, ms), cuts), login))),
         { numRuns: RUNS / 2 },
       );
       t.ok(await stillHealthy(), `${what}: mutated conversations; healthy clients still work`);

@@ -180,8 +180,11 @@ t.test('a stranger that claims to be a tracker or an admin gets no peer service 
   await hello(asTracker, Role.tracker);
   // The fleet's tracker has a token, hence a cluster secret: an unproven "tracker" is not even let in.
   await t.rejects(asTracker.request('SEARCH', { text: '', limit: 10 }, 'SEARCH_RESULT'), { code: 'P2P_NOT_AUTHENTICATED' }, 'a "tracker" gets no search');
-  const forged = JSON.stringify({ op: 'blacklist-add', entry: { target: p.daemon.peerId, reason: 'forged', since: Date.now(), addedBy: 'x' } });
-  await t.rejects(asTracker.request('REPLICATE', { term: 99, seq: 1, op: forged }, 'OK'), { code: 'P2P_NOT_AUTHENTICATED' }, 'a lone tracker refuses replicated writes');
+  const op = JSON.stringify({ op: 'blacklist-add', entry: { target: p.daemon.peerId, reason: 'forged', since: Date.now(), addedBy: 'x' } });
+  const forged = { t: 'append', term: 99, prev: { index: 0, term: 0, epoch: 0 }, entries: [{ index: 1, term: 99, epoch: 1, op }], commit: 1 };
+  asTracker.sendEvent('RAFT', { message: JSON.stringify(forged) });
+  await t.rejects(asTracker.request('SEARCH', { text: '', limit: 10 }, 'SEARCH_RESULT'), { code: 'P2P_NOT_AUTHENTICATED' }, 'and after a forged replicated write, still nothing');
+  t.equal(fleet.tracker.state.isBanned(p.daemon.peerId, ''), undefined, 'a replicated write from an unproven "tracker" is ignored');
 
   const asAdmin = await open(t, fleet.trackerAddress);
   await hello(asAdmin, Role.admin);

@@ -155,11 +155,11 @@ t.test('bodies of the wrong length are refused', (t) => {
 });
 
 t.test('u64 values above 2^53 are refused rather than rounded', (t) => {
-  const heartbeat = (term: Buffer): Buffer => cat(u8(1), term, u64(0), bool(true), bool(true));
-  t.equal(decodeBody('HEARTBEAT', heartbeat(u64(2 ** 53 - 1))).term, Number.MAX_SAFE_INTEGER, '2^53-1 is the largest accepted');
-  assertMalformed(t, 'HEARTBEAT', heartbeat(u64(2n ** 53n)), 'u64 of exactly 2^53');
-  assertMalformed(t, 'HEARTBEAT', heartbeat(u64(2n ** 53n + 1n)), 'u64 of 2^53+1');
-  assertMalformed(t, 'HEARTBEAT', heartbeat(hex('ffffffffffffffff')), 'u64 of 2^64-1');
+  const changed = (term: Buffer): Buffer => cat(str('127.0.0.1:7000'), term);
+  t.equal(decodeBody('TRACKER_CHANGED', changed(u64(2 ** 53 - 1))).term, Number.MAX_SAFE_INTEGER, '2^53-1 is the largest accepted');
+  assertMalformed(t, 'TRACKER_CHANGED', changed(u64(2n ** 53n)), 'u64 of exactly 2^53');
+  assertMalformed(t, 'TRACKER_CHANGED', changed(u64(2n ** 53n + 1n)), 'u64 of 2^53+1');
+  assertMalformed(t, 'TRACKER_CHANGED', changed(hex('ffffffffffffffff')), 'u64 of 2^64-1');
   assertMalformed(t, 'SEARCH_RESULT', cat(list(cat(filled(32, 1), str('x'), hex('0020000000000000'), u32(1))), bool(false)), 'u64 above 2^53 inside a list');
   t.end();
 });
@@ -171,9 +171,9 @@ t.test('values that cannot be encoded throw P2P_BAD_REQUEST', (t) => {
   t.doesNotThrow(() => encodeFrame('SEARCH', 1, { text: 'x'.repeat(65_535), limit: 1 }), 'a str of exactly 65535 bytes');
   const ok = decodeBody('SEARCH', encodeFrame('SEARCH', 1, { text: 'x'.repeat(65_535), limit: 1 }).subarray(10));
   t.equal(ok.text.length, 65_535, 'and it round-trips');
-  t.throws(() => encodeFrame('HEARTBEAT', 1, { rank: 1, term: 2 ** 53, seq: 0, primary: false, stateful: false }), badRequest, 'a u64 of 2^53');
-  t.throws(() => encodeFrame('HEARTBEAT', 1, { rank: 1, term: -1, seq: 0, primary: false, stateful: false }), badRequest, 'a negative u64');
-  t.throws(() => encodeFrame('HEARTBEAT', 1, { rank: 1, term: 1.5, seq: 0, primary: false, stateful: false }), badRequest, 'a fractional u64');
+  t.throws(() => encodeFrame('TRACKER_CHANGED', 0, { primary: 'x', term: 2 ** 53 }), badRequest, 'a u64 of 2^53');
+  t.throws(() => encodeFrame('TRACKER_CHANGED', 0, { primary: 'x', term: -1 }), badRequest, 'a negative u64');
+  t.throws(() => encodeFrame('TRACKER_CHANGED', 0, { primary: 'x', term: 1.5 }), badRequest, 'a fractional u64');
   t.throws(() => encodeFrame('LOOKUP', 1, { id: filled(31, 1) }), badRequest, 'an id32 of 31 bytes');
   t.throws(() => encodeFrame('AUTH', 1, { signature: filled(65, 1) }), badRequest, 'a sig64 of 65 bytes');
   t.throws(() => encodeFrame('REGISTER', 1, { files: [{ id: filled(32, 1), size: 1, name: 'é'.repeat(40_000), complete: true }] }), badRequest, 'a str too long inside a list');

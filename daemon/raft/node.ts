@@ -1,0 +1,759 @@
+/**
+ * One tracker's part in the cluster, as a deterministic state machine: it is driven only by `tick(now)`,
+ * `receive(now, from, message)` and `propose(op)`, and acts only through the callbacks it is given
+ * (send a message, an entry was applied, the role changed). It reads no clock and opens no socket, so
+ * the same code runs on real links (daemon/cluster.ts) and in the deterministic simulation
+ * (bench/cluster-sim.ts), where thousands of schedules of crashes and partitions check its guarantees.
+ *
+ * The rules (Raft's, sections 5.1-5.4 of the paper, plus this cluster's own, marked *):
+ * - Terms are recorded on disk before a tracker acts in them; a message of a newer term makes any
+ *   tracker a follower in that term. * Each rank has its own terms (term mod size = rank), so two
+ *   trackers are never main in the same term.
+ * - Elections: a backup that hears no main for failover-ms (plus a step per rank, so the next in command
+ *   goes first) asks for pre-votes, and only if a majority would vote does it start a new term and ask
+ *   for votes (pre-vote: a tracker cut off cannot inflate terms and depose a healthy main). A vote goes
+ *   only to a candidate whose log is at least as up to date, by (last term, last index), once per term,
+ *   and never while the voter hears an acting main.
+ * - The main writes each op to its log, sends it to every backup, and commits it once a majority hold it
+ *   and it is of the main's term; only then is it applied, on the main and the backups, and only then is
+ *   the client answered or any peer told. A main that does not hear a majority for failover-ms steps
+ *   down.
+ * - A backup whose log disagrees with the main's drops the disagreeing entries. * If it would have to drop
+ *   entries it had already applied (only possible with two trackers split apart, or a wiped --data), it
+ *   keeps every durable record it had as "pending merge", copies the main's snapshot, then hands those
+ *   records to the main, which commits them as a merge: last writer wins per blacklist target by the
+ *   (term, index) stamp of the write, removals are tombstones, reports are a set. Nothing it acknowledged
+ *   is lost.
+ * - A backup too far behind (or that restarted and so lost its holder lists) copies a snapshot, sent in
+ *   parts of at most MAX_BATCH_BYTES, taken only once the main has committed an entry of its own term.
+ * - * Chain of command: a main hands command to a higher-ranked backup that holds its whole log (Raft's
+ *   leadership transfer): it stops taking writes and tells that backup to run at once.
+ * - * Two trackers: a majority of two is both. So a tracker acts alone (takes over, commits) when the other
+ *   has been silent for failover-ms. Split apart, both act, in different terms; on healing the older
+ *   term's main steps down and merges as above.
+ * - A tracker whose own clock jumped by more than failover-ms (it was paused) steps down before it acts.
+ */
+import type { DurableRecord, Op, SnapshotRecord } from '../ops.js';
+import { encodeOp, decodeOp, isDurableRecord } from '../ops.js';
+import type { TrackerState } from '../state.js';
+import type { LogEntry, LogPosition } from './log.js';
+import { RaftLog } from './log.js';
+import { MAX_BATCH_BYTES, type RaftMessage } from './messages.js';
+import { canActAlone, commitIndex, majority, nextTerm, refuseVote } from './rules.js';
+
+export type TrackerRole = 'primary' | 'backup' | 'syncing' | 'candidate';
+
+export interface RaftNodeOptions {
+  rank: number;
+  size: number;
+  state: TrackerState;
+  heartbeatMs: number;
+  failoverMs: number;
+  send: (to: number, m: RaftMessage) => void;
+  /** An entry was committed and applied (on every tracker, in log order). */
+  onApplied?: (index: number, term: number, op: Op) => void;
+  onRoleChange?: (from: TrackerRole, to: TrackerRole, why: string) => void;
+  /** Log lines worth an operator's attention. */
+  note?: (level: 'info' | 'warn', fields: Record<string, unknown>, message: string) => void;
+  /** Random numbers in [0, 1): the epoch a main draws. */
+  random: () => number;
+  now: number;
+}
+
+/** What this tracker knows of another, from anything it last heard from it. */
+export interface PeerView {
+  heardAt: number;
+  term: number;
+  role: string;
+  last: LogPosition;
+  applied: number;
+  fresh: boolean;
+  /** It holds records waiting to be merged into the main. */
+  pending: boolean;
+}
+
+interface Follower {
+  next: number;
+  match: number;
+  /** When the last append (or snapshot part) went out, and whether its answer is awaited. */
+  sentAt: number;
+  awaiting: boolean;
+  repliedAt: number;
+  snapshot: { id: number; parts: string[]; part: number; head: LogPosition; agrees: boolean } | undefined;
+  needSnapshot: boolean;
+  /** The last entry the backup applied, as it last said. */
+  applied: LogPosition | undefined;
+  /** The backup's need for a snapshot that the last snapshot sent to it answers. */
+  served: number;
+  want: number;
+}
+
+/** Entries kept in the log after they are applied, so a backup briefly behind catches up without a snapshot. */
+const KEEP_ENTRIES = 4096;
+
+export class RaftNode {
+  readonly log: RaftLog;
+  role: TrackerRole = 'syncing';
+  /** The main this tracker follows (its rank), when known. */
+  leader: number | undefined;
+  commit: number;
+  readonly peers: Array<PeerView | undefined>;
+  private readonly o: RaftNodeOptions;
+  private readonly state: TrackerState;
+  private epoch = 0;
+  private now: number;
+  private lastTick: number;
+  /** When this tracker last heard its main (as a backup); an election is due failover-ms after. */
+  private mainHeardAt: number;
+  private votes = new Set<number>();
+  private preVotes = new Set<number>();
+  private electionAt: number;
+  private followers = new Map<number, Follower>();
+  private transferringTo: number | undefined;
+  private transferUntil = 0;
+  private transferSent = false;
+  /** A snapshot being received: its id and the records so far. */
+  private incoming: { id: number; from: number; records: SnapshotRecord[]; next: number } | undefined;
+  /** This tracker gave up applied state and must copy the main's snapshot before applying anything. */
+  private mustInstall = false;
+  /** Not 0 while this tracker needs a snapshot: a number that names the need (see append-reply). */
+  private want = 0;
+  /** Merge batches in flight (as a backup) or waiting to commit (as main: index -> who asked). */
+  private mergeSent: { id: number; at: number } | undefined;
+  private mergesWaiting = new Map<number, { from: number; id: number; term: number }>();
+  private snapshotIds = 0;
+  private statusAt = -Infinity;
+
+  constructor(o: RaftNodeOptions) {
+    this.o = o;
+    this.state = o.state;
+    this.log = new RaftLog(o.state.store);
+    this.now = this.lastTick = this.mainHeardAt = o.now;
+    this.peers = new Array<PeerView | undefined>(o.size).fill(undefined);
+    // Entries between the last durable one applied and the snapshot point were soft: nothing to redo.
+    if (this.state.appliedIndex < this.log.start.index) {
+      this.state.appliedIndex = this.log.start.index;
+      this.state.appliedTerm = this.log.start.term;
+    }
+    this.commit = this.state.appliedIndex;
+    this.state.term = this.log.term;
+    if (this.state.holdersLost) this.want = this.newWant(); // restarted: holder lists come with a snapshot
+    this.electionAt = o.now + this.electionDelay();
+  }
+
+  get term(): number {
+    return this.log.term;
+  }
+
+  get isPrimary(): boolean {
+    return this.role === 'primary';
+  }
+
+  /** A tracker with no data at all. */
+  get fresh(): boolean {
+    return this.log.isEmpty && !this.state.stateful;
+  }
+
+  get hasPendingMerge(): boolean {
+    return this.state.store.hasPending();
+  }
+
+  // --- driving ------------------------------------------------------------------------------------
+
+  tick(now: number): void {
+    this.now = now;
+    if (now - this.lastTick > this.o.failoverMs && this.o.size > 1) this.noticeFreeze(now - this.lastTick);
+    this.lastTick = now;
+    if (now - this.statusAt >= this.o.heartbeatMs) {
+      this.statusAt = now;
+      for (let r = 0; r < this.o.size; r++) if (r !== this.o.rank) this.o.send(r, this.status());
+    }
+    if (this.role === 'primary') this.leadTick();
+    else if (now >= this.electionAt) this.startElection(false);
+    else this.sendMerge();
+  }
+
+  /** Proposes an op as main; returns the index it will have once committed. Throws if not main. */
+  propose(op: Op): { index: number; term: number } {
+    if (this.role !== 'primary') throw new NotMainError(this.leader);
+    if (this.transferringTo !== undefined) throw new NotMainError(this.transferringTo);
+    const entry: LogEntry = { index: this.log.lastIndex + 1, term: this.term, epoch: this.epoch, op: encodeOp(op) };
+    this.log.append([entry]);
+    for (const [r, f] of this.followers) if (!f.awaiting && !f.snapshot) this.sendAppend(r, f);
+    this.advanceCommit();
+    return { index: entry.index, term: entry.term };
+  }
+
+  receive(now: number, from: number, m: RaftMessage): void {
+    this.now = now;
+    // A tracker that was paused handles what queued up only after it noticed the pause.
+    if (now - this.lastTick > this.o.failoverMs && this.o.size > 1) this.tick(now);
+    if (from === this.o.rank || from < 0 || from >= this.o.size) return;
+    // Only the rank that owns a term can lead in it: anything a main sends must come from that rank.
+    if ((m.t === 'append' || m.t === 'snapshot' || m.t === 'timeout-now') && m.term % this.o.size !== from) return;
+    const peer = this.peers[from];
+    if (m.t === 'status') {
+      this.peers[from] = { heardAt: now, term: m.term, role: m.role, last: m.last, applied: m.applied, fresh: m.fresh, pending: m.pending };
+      return;
+    }
+    if (peer) peer.heardAt = now;
+    else this.peers[from] = { heardAt: now, term: m.term, role: 'unknown', last: { index: 0, term: 0, epoch: 0 }, applied: 0, fresh: false, pending: false };
+    // A vote request while a main is acting is ignored whole, so a tracker that was cut off cannot depose it.
+    if (m.t === 'vote' && !m.pre && m.term > this.term && this.mainAlive() && !m.transfer) {
+      this.o.send(from, { t: 'vote-reply', term: this.term, pre: false, granted: false, reason: 'a main is acting' });
+      return;
+    }
+    if (m.term > this.term && !(m.t === 'vote' && m.pre)) {
+      this.becomeFollower(m.term, undefined, `rank ${from} is in term ${m.term}`);
+    }
+    switch (m.t) {
+      case 'append':
+        return this.onAppend(from, m);
+      case 'append-reply':
+        return this.onAppendReply(from, m);
+      case 'vote':
+        return this.onVote(from, m);
+      case 'vote-reply':
+        return this.onVoteReply(from, m);
+      case 'snapshot':
+        return this.onSnapshot(from, m);
+      case 'snapshot-reply':
+        return this.onSnapshotReply(from, m);
+      case 'merge':
+        return this.onMerge(from, m);
+      case 'merge-reply':
+        return this.onMergeReply(m);
+      case 'timeout-now':
+        if (m.term === this.term && from === this.leader && !this.hasPendingMerge) this.startElection(true);
+        return;
+    }
+  }
+
+  // --- roles ----------------------------------------------------------------------------------------
+
+  private setRole(to: TrackerRole, why: string): void {
+    const from = this.role;
+    if (from === to) return;
+    this.role = to;
+    this.o.onRoleChange?.(from, to, why);
+  }
+
+  /** backup once it follows a main and holds a usable copy; syncing before. */
+  private settle(): void {
+    if (this.role === 'primary' || this.role === 'candidate') return;
+    const ready = this.leader !== undefined && !this.mustInstall && !this.state.holdersLost && this.incoming === undefined;
+    this.setRole(ready ? 'backup' : 'syncing', ready ? `following rank ${this.leader}` : 'copying the main\'s state');
+  }
+
+  private becomeFollower(term: number, leader: number | undefined, why: string): void {
+    if (term > this.term) this.log.setHardState(term, undefined);
+    this.state.term = this.term;
+    const was = this.role;
+    this.leader = leader;
+    this.followers.clear();
+    this.mergesWaiting.clear();
+    this.transferringTo = undefined;
+    this.votes.clear();
+    this.preVotes.clear();
+    if (was === 'primary' || was === 'candidate') {
+      this.role = 'syncing';
+      this.o.onRoleChange?.(was, 'syncing', why);
+      this.electionAt = this.now + this.electionDelay();
+    }
+    this.settle();
+  }
+
+  private noticeFreeze(gapMs: number): void {
+    this.o.note?.('warn', { gapMs: Math.round(gapMs) }, `this tracker was frozen for ${Math.round(gapMs)} ms; another may have taken over`);
+    // Our freeze is not the others' silence: give them a fresh failover period.
+    for (const p of this.peers) if (p) p.heardAt = this.now;
+    this.mainHeardAt = this.now;
+    this.electionAt = this.now + this.electionDelay();
+    if (this.role === 'primary' || this.role === 'candidate') this.becomeFollower(this.term, undefined, `frozen for ${Math.round(gapMs)} ms, longer than failover-ms`);
+  }
+
+  /** failover-ms, plus a step per tracker ranked above this one: the next in command runs first. */
+  private electionDelay(): number {
+    const step = Math.max(1, Math.round(this.o.heartbeatMs / 2));
+    const above = this.leader !== undefined && this.leader < this.o.rank ? this.o.rank - 1 : this.o.rank;
+    return this.o.failoverMs + above * step;
+  }
+
+  private heard(r: number): boolean {
+    const p = this.peers[r];
+    return !!p && this.now - p.heardAt < this.o.failoverMs;
+  }
+
+  private othersHeard(): number {
+    let n = 0;
+    for (let r = 0; r < this.o.size; r++) if (r !== this.o.rank && this.heard(r)) n++;
+    return n;
+  }
+
+  private mainAlive(): boolean {
+    if (this.role === 'primary') return true;
+    return this.leader !== undefined && this.now - this.mainHeardAt < this.o.failoverMs;
+  }
+
+  // --- elections ------------------------------------------------------------------------------------
+
+  private startElection(transfer: boolean): void {
+    this.electionAt = this.now + this.electionDelay() + Math.floor(this.o.random() * this.o.heartbeatMs);
+    if (this.mustInstall) return; // gave up its state: it may not lead until it has copied one
+    if (canActAlone(this.o.size, this.othersHeard())) {
+      this.o.note?.('warn', { term: this.term }, this.o.size === 1 ? 'taking command' : 'the other tracker is silent: taking over alone');
+      this.log.setHardState(nextTerm(this.term, this.o.rank, this.o.size), this.o.rank);
+      this.state.term = this.term;
+      this.becomeMain();
+      return;
+    }
+    if (transfer) return this.runReal(true);
+    if (this.o.size === 2) {
+      // The other may have gone silent only just now: look again the moment its failover period ends.
+      const other = this.peers[1 - this.o.rank];
+      if (other) this.electionAt = Math.min(this.electionAt, other.heardAt + this.o.failoverMs + 1);
+    }
+    this.preVotes = new Set([this.o.rank]);
+    const ask: RaftMessage = { t: 'vote', term: nextTerm(this.term, this.o.rank, this.o.size), last: this.log.last, pre: true, transfer: false };
+    for (let r = 0; r < this.o.size; r++) if (r !== this.o.rank) this.o.send(r, ask);
+  }
+
+  private runReal(transfer: boolean): void {
+    this.log.setHardState(nextTerm(this.term, this.o.rank, this.o.size), this.o.rank);
+    this.state.term = this.term;
+    this.leader = undefined;
+    this.votes = new Set([this.o.rank]);
+    this.setRole('candidate', `running in term ${this.term}`);
+    this.o.note?.('info', { term: this.term, transfer }, `asking for votes in term ${this.term}`);
+    const ask: RaftMessage = { t: 'vote', term: this.term, last: this.log.last, pre: false, transfer };
+    for (let r = 0; r < this.o.size; r++) if (r !== this.o.rank) this.o.send(r, ask);
+  }
+
+  private onVote(from: number, m: Extract<RaftMessage, { t: 'vote' }>): void {
+    const why = refuseVote(
+      { term: this.term, last: this.log.last, votedFor: this.log.votedFor, mainAlive: this.mainAlive() },
+      { candidate: from, term: m.term, last: m.last, pre: m.pre, transfer: m.transfer },
+    );
+    if (!why && !m.pre) {
+      this.log.setHardState(this.term, from);
+      this.electionAt = this.now + this.electionDelay();
+    }
+    this.o.send(from, { t: 'vote-reply', term: this.term, pre: m.pre, granted: !why, reason: why ?? '' });
+  }
+
+  private onVoteReply(from: number, m: Extract<RaftMessage, { t: 'vote-reply' }>): void {
+    if (!m.granted) return;
+    if (m.pre) {
+      if (this.role === 'primary' || this.preVotes.size === 0) return;
+      this.preVotes.add(from);
+      if (this.preVotes.size >= majority(this.o.size)) {
+        this.preVotes.clear();
+        this.runReal(false);
+      }
+      return;
+    }
+    if (this.role !== 'candidate' || m.term !== this.term) return;
+    this.votes.add(from);
+    if (this.votes.size >= majority(this.o.size)) this.becomeMain();
+  }
+
+  private becomeMain(): void {
+    this.leader = this.o.rank;
+    this.votes.clear();
+    this.epoch = 1 + Math.floor(this.o.random() * 0x7fff_ffff);
+    this.followers.clear();
+    for (let r = 0; r < this.o.size; r++) {
+      if (r === this.o.rank) continue;
+      this.followers.set(r, { next: this.log.lastIndex + 1, match: 0, sentAt: -Infinity, awaiting: false, repliedAt: this.now, snapshot: undefined, needSnapshot: false, applied: undefined, served: 0, want: 0 });
+    }
+    this.setRole('primary', `main in term ${this.term}`);
+    this.o.note?.('info', { term: this.term, last: this.log.lastIndex }, `main in term ${this.term}`);
+    // Raft's no-op: committing it commits everything before it. A main that lost its holder lists
+    // (it restarted) has every tracker drop theirs: peers announce their files again.
+    this.propose({ op: 'term', term: this.term, resetHolders: this.state.holdersLost });
+    this.leadTick();
+  }
+
+  // --- the main -------------------------------------------------------------------------------------
+
+  private leadTick(): void {
+    const now = this.now;
+    // Check quorum: a main that does not hear a majority for failover-ms steps down.
+    if (this.o.size >= 3) {
+      let heard = 1;
+      for (const f of this.followers.values()) if (now - f.repliedAt < this.o.failoverMs) heard++;
+      if (heard < majority(this.o.size)) {
+        this.becomeFollower(this.term, undefined, `hears only ${heard} of ${this.o.size} trackers; a main needs a majority`);
+        return;
+      }
+    }
+    if (this.transferringTo !== undefined && now > this.transferUntil) {
+      this.o.note?.('warn', { to: this.transferringTo }, `handover to rank ${this.transferringTo} did not happen; taking writes again`);
+      this.transferringTo = undefined;
+    }
+    for (const [r, f] of this.followers) {
+      const due = now - f.sentAt >= this.o.heartbeatMs;
+      const lost = f.awaiting && now - f.sentAt >= (f.snapshot ? this.o.failoverMs : 2 * this.o.heartbeatMs);
+      if (!due && !lost) continue;
+      if (f.awaiting && !lost) continue;
+      if (f.snapshot) this.sendSnapshotPart(r, f);
+      else if (f.needSnapshot) this.startSnapshot(r, f);
+      else this.sendAppend(r, f);
+    }
+    this.advanceCommit();
+    this.considerHandover();
+    this.mergeOwnPending();
+  }
+
+  private sendAppend(r: number, f: Follower): void {
+    if (f.next <= this.log.start.index) {
+      f.needSnapshot = true;
+      this.startSnapshot(r, f);
+      return;
+    }
+    const prev = this.log.position(f.next - 1)!;
+    const entries = this.log.slice(f.next, MAX_BATCH_BYTES);
+    f.sentAt = this.now;
+    f.awaiting = true;
+    this.o.send(r, { t: 'append', term: this.term, prev, entries, commit: this.commit });
+  }
+
+  private onAppendReply(from: number, m: Extract<RaftMessage, { t: 'append-reply' }>): void {
+    const f = this.followers.get(from);
+    if (this.role !== 'primary' || m.term !== this.term || !f) return;
+    f.awaiting = false;
+    f.repliedAt = this.now;
+    f.applied = m.applied;
+    if (m.ok) {
+      f.match = Math.max(f.match, m.match);
+      f.next = Math.max(f.next, m.match + 1);
+      this.advanceCommit();
+      if (this.transferringTo === from) this.considerHandover();
+    } else if (m.want === 0) {
+      // A refusal: retry from the backup's hint (back over a disagreeing term, or on to its snapshot point).
+      f.next = Math.min(this.log.lastIndex + 1, Math.max(1, m.hint + 1));
+    }
+    f.want = m.want;
+    f.needSnapshot = m.want !== 0 && m.want !== f.served && !f.snapshot;
+    if (f.needSnapshot) {
+      this.startSnapshot(from, f);
+    } else if (!m.ok || f.next <= this.log.lastIndex) {
+      this.sendAppend(from, f);
+    }
+  }
+
+  private advanceCommit(): void {
+    if (this.role !== 'primary') return;
+    const alone = canActAlone(this.o.size, this.othersHeard()) || (this.o.size === 2 && !this.answering());
+    const matches = [...this.followers.values()].map((f) => f.match);
+    const next = commitIndex(this.commit, this.log.lastIndex, matches, this.o.size, (i) => this.log.position(i)?.term, this.term, alone);
+    if (next > this.commit) {
+      this.commit = next;
+      this.applyCommitted();
+      // Tell the backups now, not at the next heartbeat: their copies (which answer reads) lag less.
+      for (const [r, f] of this.followers) if (!f.awaiting && !f.snapshot && !f.needSnapshot) this.sendAppend(r, f);
+    }
+  }
+
+  /** Two trackers: whether the other one answered within failover-ms (else writes commit alone). */
+  private answering(): boolean {
+    for (const f of this.followers.values()) if (this.now - f.repliedAt < this.o.failoverMs) return true;
+    return false;
+  }
+
+  /**
+   * Chain of command (Raft's leadership transfer): once a higher-ranked backup holds everything committed,
+   * stop taking writes, let it catch up with the rest of the log, then tell it to run at once. Writes are
+   * refused (NOT_MAIN) for that moment; if the handover does not happen within failover-ms they resume.
+   */
+  private considerHandover(): void {
+    if (this.log.position(this.commit)?.term !== this.term) return;
+    if (this.transferringTo === undefined) {
+      for (const [r, f] of this.followers) {
+        // Not to one that still has records to merge: they go into this main's log first.
+        if (r > this.o.rank || !this.heard(r) || f.snapshot || f.needSnapshot || this.peers[r]?.fresh || this.peers[r]?.pending !== false) continue;
+        if (f.match < this.commit) continue;
+        this.o.note?.('info', { to: r, term: this.term }, `rank ${r} outranks this main and holds every committed write: handing command over`);
+        this.transferringTo = r;
+        this.transferUntil = this.now + this.o.failoverMs;
+        this.transferSent = false;
+        break;
+      }
+    }
+    const r = this.transferringTo;
+    const f = r === undefined ? undefined : this.followers.get(r);
+    if (r === undefined || !f || this.transferSent || f.match !== this.log.lastIndex) return;
+    this.transferSent = true;
+    this.o.send(r, { t: 'timeout-now', term: this.term });
+  }
+
+  private startSnapshot(r: number, f: Follower): void {
+    // The state as applied here; a backup ahead of it keeps its own records for a merge (onSnapshot).
+    const pos = this.log.position(this.state.appliedIndex);
+    if (!pos) return;
+    const records = this.state.snapshotRecords(pos.epoch);
+    const parts: string[] = [];
+    let part = '';
+    for (const rec of records) {
+      const line = JSON.stringify(rec) + '\n';
+      if (part.length > 0 && part.length + line.length > MAX_BATCH_BYTES) {
+        parts.push(part);
+        part = '';
+      }
+      part += line;
+    }
+    parts.push(part);
+    // Whether the backup's applied entries are ours too; if not (or unknown), it keeps them for a merge.
+    const agrees = f.applied !== undefined && f.applied.index <= pos.index && this.log.matches(f.applied);
+    f.snapshot = { id: ++this.snapshotIds, parts, part: 0, head: pos, agrees };
+    f.served = f.want;
+    f.needSnapshot = false;
+    this.o.note?.('info', { to: r, index: pos.index, parts: parts.length }, `sending rank ${r} a snapshot at index ${pos.index}`);
+    this.sendSnapshotPart(r, f);
+  }
+
+  private sendSnapshotPart(r: number, f: Follower): void {
+    const s = f.snapshot!;
+    f.sentAt = this.now;
+    f.awaiting = true;
+    this.o.send(r, { t: 'snapshot', term: this.term, id: s.id, part: s.part, done: s.part === s.parts.length - 1, records: s.parts[s.part]!, agrees: s.agrees, want: f.served });
+  }
+
+  private onSnapshotReply(from: number, m: Extract<RaftMessage, { t: 'snapshot-reply' }>): void {
+    const f = this.followers.get(from);
+    if (this.role !== 'primary' || m.term !== this.term || !f?.snapshot || f.snapshot.id !== m.id || m.part !== f.snapshot.part) return;
+    f.awaiting = false;
+    f.repliedAt = this.now;
+    if (!m.ok) {
+      f.snapshot = undefined;
+      f.needSnapshot = true;
+      f.served = 0;
+      return;
+    }
+    if (f.snapshot.part < f.snapshot.parts.length - 1) {
+      f.snapshot.part++;
+      this.sendSnapshotPart(from, f);
+      return;
+    }
+    f.match = Math.max(f.match, m.match);
+    f.next = f.match + 1;
+    f.snapshot = undefined;
+    this.advanceCommit();
+    this.sendAppend(from, f);
+  }
+
+  private onMerge(from: number, m: Extract<RaftMessage, { t: 'merge' }>): void {
+    if (this.role !== 'primary' || m.term !== this.term || this.transferringTo !== undefined) return;
+    if (!Array.isArray(m.records) || !m.records.every(isDurableRecord)) return;
+    for (const w of this.mergesWaiting.values()) if (w.from === from && w.id === m.id) return; // already under way
+    const { index, term } = this.propose({ op: 'merge', records: m.records });
+    if (this.state.appliedIndex >= index) this.o.send(from, { t: 'merge-reply', term: this.term, id: m.id }); // committed at once (acting alone)
+    else this.mergesWaiting.set(index, { from, id: m.id, term });
+    this.o.note?.('info', { from, records: m.records.length }, `merging ${m.records.length} records rank ${from} had to give up`);
+  }
+
+  /** As main: records this tracker itself had to give up go straight into the log. */
+  private mergeOwnPending(): void {
+    if (this.transferringTo !== undefined || this.log.position(this.commit)?.term !== this.term) return;
+    if (this.mergeSent && [...this.mergesWaiting.values()].some((w) => w.from === this.o.rank)) return;
+    const batch = this.pendingBatch();
+    if (!batch) return;
+    this.mergeSent = { id: batch.id, at: this.now };
+    const { index, term } = this.propose({ op: 'merge', records: batch.records });
+    if (this.state.appliedIndex >= index) return; // committed at once (acting alone)
+    this.mergesWaiting.set(index, { from: this.o.rank, id: batch.id, term });
+  }
+
+  // --- the backup -----------------------------------------------------------------------------------
+
+  private onAppend(from: number, m: Extract<RaftMessage, { t: 'append' }>): void {
+    // A tracker that restarted lost its holder lists: it takes entries, and asks for a snapshot too.
+    const reply = (ok: boolean, match: number, hint: number): void =>
+      this.o.send(from, { t: 'append-reply', term: this.term, ok, match, hint, want: this.want, applied: this.appliedPosition() });
+    if (m.term < this.term) return reply(false, 0, this.log.lastIndex);
+    this.followMain(from);
+    if (this.mustInstall) return reply(false, 0, this.log.lastIndex);
+    const prev = m.prev;
+    if (prev.index < this.log.start.index) {
+      // The main starts before our snapshot point: ask it to go on from there.
+      return reply(false, 0, this.log.start.index);
+    }
+    if (!this.log.matches(prev)) {
+      if (prev.index <= this.state.appliedIndex) return this.giveUpState(`the main's log disagrees at index ${prev.index}, which this tracker applied`, reply);
+      const hint = Math.min(this.log.lastIndex, prev.index - 1);
+      return reply(false, 0, this.conflictHint(hint));
+    }
+    let i = 0;
+    for (; i < m.entries.length; i++) {
+      const e = m.entries[i]!;
+      const mine = this.log.position(e.index);
+      if (!mine) break;
+      if (mine.term !== e.term || mine.epoch !== e.epoch) {
+        if (e.index <= this.state.appliedIndex) return this.giveUpState(`the main's entry ${e.index} differs from the one this tracker applied`, reply);
+        this.log.truncateAfter(e.index - 1);
+        break;
+      }
+    }
+    const fresh = m.entries.slice(i);
+    for (const e of fresh) decodeOp(e.op); // refuse a malformed entry before storing anything
+    this.log.append(fresh);
+    const lastNew = prev.index + m.entries.length;
+    if (m.commit > this.commit) {
+      this.commit = Math.min(m.commit, lastNew);
+      this.applyCommitted();
+    }
+    reply(true, lastNew, lastNew);
+  }
+
+  /** Index to retry from: skip back over the whole term that disagrees. */
+  private conflictHint(from: number): number {
+    const term = this.log.position(from)?.term;
+    let i = from;
+    while (i > this.log.start.index && i > this.state.appliedIndex && this.log.position(i - 1)?.term === term) i--;
+    return i - 1;
+  }
+
+  private followMain(from: number): void {
+    this.mainHeardAt = this.now;
+    this.electionAt = this.now + this.electionDelay();
+    if (this.role === 'candidate' || this.role === 'primary') this.becomeFollower(this.term, from, `rank ${from} is main in term ${this.term}`);
+    if (this.leader !== from) {
+      this.leader = from;
+      this.o.note?.('info', { main: from, term: this.term }, `following rank ${from} in term ${this.term}`);
+    }
+    this.settle();
+  }
+
+  /**
+   * The main's log disagrees with entries this tracker applied: keep every durable record for a merge,
+   * then copy the main's snapshot. Nothing acknowledged here is lost.
+   */
+  private giveUpState(why: string, reply: (ok: boolean, match: number, hint: number) => void): void {
+    if (!this.mustInstall) {
+      this.o.note?.('warn', { why }, `${why}: keeping this tracker's durable records for a merge and copying the main's state`);
+      const records = this.state.durableRecords().map((r) => JSON.stringify(r));
+      this.state.store.transaction(() => this.state.store.addPending(records));
+      this.mustInstall = true;
+      this.want = this.newWant();
+      this.settle();
+    }
+    reply(false, 0, this.log.lastIndex);
+  }
+
+  private onSnapshot(from: number, m: Extract<RaftMessage, { t: 'snapshot' }>): void {
+    const reply = (ok: boolean, match: number): void => this.o.send(from, { t: 'snapshot-reply', term: this.term, id: m.id, part: m.part, ok, match });
+    if (m.term < this.term) return reply(false, 0);
+    this.followMain(from);
+    if (m.part === 0) this.incoming = { id: m.id, from, records: [], next: 0 };
+    const inc = this.incoming;
+    if (!inc || inc.id !== m.id || inc.from !== from || inc.next !== m.part) {
+      this.incoming = undefined;
+      return reply(false, 0);
+    }
+    for (const line of m.records.split('\n')) if (line) inc.records.push(JSON.parse(line) as SnapshotRecord);
+    inc.next++;
+    if (!m.done) return reply(true, 0);
+    this.incoming = undefined;
+    const head = inc.records[0];
+    if (head?.k !== 'head') return reply(false, 0);
+    const pos: LogPosition = { index: head.index, term: head.term, epoch: head.epoch };
+    // Installing would drop applied writes the main lacks: keep them for a merge first.
+    if (!m.agrees && !this.mustInstall && this.state.stateful) {
+      this.o.note?.('warn', { main: from }, 'the main\'s snapshot may lack writes this tracker applied: keeping its durable records for a merge');
+      const records = this.state.durableRecords().map((r) => JSON.stringify(r));
+      this.state.store.transaction(() => this.state.store.addPending(records));
+    }
+    this.log.resetTo(pos);
+    this.state.install(inc.records);
+    this.commit = Math.max(head.index, Math.min(this.commit, this.log.lastIndex));
+    this.mustInstall = false;
+    this.want = 0;
+    this.o.note?.('info', { main: from, index: head.index }, `copied the main's state at index ${head.index}`);
+    this.applyCommitted();
+    reply(true, head.index);
+  }
+
+  private pendingBatch(): { id: number; records: DurableRecord[] } | undefined {
+    if (!this.state.store.hasPending()) return undefined;
+    const rows = this.state.store.pending(10_000);
+    if (rows.length === 0) return undefined;
+    const records: DurableRecord[] = [];
+    let bytes = 0;
+    let id = 0;
+    for (const row of rows) {
+      if (records.length > 0 && bytes + row.record.length > MAX_BATCH_BYTES) break;
+      bytes += row.record.length;
+      records.push(JSON.parse(row.record) as DurableRecord);
+      id = row.id;
+    }
+    return { id, records };
+  }
+
+  /** As a backup in sync: hands pending records to the main, one batch at a time. */
+  private sendMerge(): void {
+    if (this.role !== 'backup' || this.leader === undefined || !this.mainAlive()) return;
+    if (this.mergeSent && this.now - this.mergeSent.at < this.o.failoverMs) return;
+    const batch = this.pendingBatch();
+    if (!batch) return;
+    this.mergeSent = { id: batch.id, at: this.now };
+    this.o.note?.('info', { main: this.leader, records: batch.records.length, id: batch.id }, `handing ${batch.records.length} records to the main for a merge`);
+    this.o.send(this.leader, { t: 'merge', term: this.term, id: batch.id, records: batch.records });
+  }
+
+  private onMergeReply(m: Extract<RaftMessage, { t: 'merge-reply' }>): void {
+    if (this.mergeSent?.id !== m.id) return;
+    this.o.note?.('info', { id: m.id }, 'the main committed the records handed to it');
+    this.state.store.clearPending(m.id);
+    this.mergeSent = undefined;
+    this.sendMerge();
+  }
+
+  // --- both -----------------------------------------------------------------------------------------
+
+  private applyCommitted(): void {
+    if (this.mustInstall) return;
+    while (this.state.appliedIndex < this.commit) {
+      const e = this.log.entry(this.state.appliedIndex + 1);
+      if (!e) break;
+      const op = decodeOp(e.op);
+      this.state.apply({ index: e.index, term: e.term, op });
+      this.o.onApplied?.(e.index, e.term, op);
+      const waiting = this.mergesWaiting.get(e.index);
+      if (waiting) this.mergesWaiting.delete(e.index);
+      if (waiting?.term === e.term) {
+        if (waiting.from === this.o.rank) {
+          this.state.store.clearPending(waiting.id);
+          this.mergeSent = undefined;
+        } else if (this.role === 'primary') {
+          this.o.send(waiting.from, { t: 'merge-reply', term: this.term, id: waiting.id });
+        }
+      }
+    }
+    // A main that had lost its holder lists too had every tracker drop theirs: no snapshot needed.
+    if (this.want !== 0 && !this.mustInstall && !this.state.holdersLost) this.want = 0;
+    // Keep the log bounded: fold applied entries into the snapshot point, keeping some for laggards.
+    const upTo = this.state.appliedIndex - KEEP_ENTRIES;
+    if (upTo > this.log.start.index + KEEP_ENTRIES) this.log.compact(this.log.position(upTo)!);
+    this.settle();
+  }
+
+  private newWant(): number {
+    return 1 + Math.floor(this.o.random() * 0x7fff_ffff);
+  }
+
+  /** The last entry applied: index, term and epoch. */
+  appliedPosition(): LogPosition {
+    return this.log.position(this.state.appliedIndex) ?? { index: this.state.appliedIndex, term: this.state.appliedTerm, epoch: -1 };
+  }
+
+  private status(): RaftMessage {
+    return { t: 'status', term: this.term, role: this.role, last: this.log.last, applied: this.state.appliedIndex, fresh: this.fresh, leader: this.leader ?? -1, pending: this.hasPendingMerge };
+  }
+}
+
+/** A write sent to a tracker that is not (or no longer) the main. */
+export class NotMainError extends Error {
+  constructor(readonly main: number | undefined) {
+    super(main === undefined ? 'this tracker is not the main; a takeover is under way' : `this tracker is not the main; rank ${main} is`);
+  }
+}

@@ -1,0 +1,434 @@
+/**
+ * Issue 9, "never lose an acknowledged write, always elect a main": the cluster faults it lists, each on
+ * real p2p-tracker processes (test/helpers/tracker-process.ts) with short timings. Each subtest is named
+ * after the finding it covers and describes the fixed behaviour:
+ *  (1) two trackers: a tracker with a wiped --data never replaces the state of one that has acknowledged
+ *      writes;
+ *  (2) three trackers: after writes frozen backups never received and a rolling kill -9, a main is
+ *      elected at every step and stays, in a small term, and no acknowledged write is lost;
+ *  (5) a write is visible (admin, peers) only once it is committed;
+ *  (6) a tracker's own link proof, relayed back to it, does not let a stranger in;
+ *  (7) a two-tracker split: removals made on either side stick after healing, even where the other side
+ *      banned the same target earlier; additions from both sides are kept.
+ * A write that fails or times out is "unknown": it may or may not be kept. Every acknowledged one must be.
+ */
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import t from 'tap';
+import { clientHandshake } from '../../peerd/handshake.js';
+import { Connection, dial, generateKeyPair, Messages, toP2PError, type Body, type IncomingRequest } from '../../protocol/index.js';
+import { settle, TrackerCluster, type StatusRow, type TrackerProcess, type WriteOutcome } from '../helpers/tracker-process.js';
+
+const HEARTBEAT_MS = 50;
+const FAILOVER_MS = 300;
+const timings = { heartbeatMs: HEARTBEAT_MS, failoverMs: FAILOVER_MS };
+
+const show = (o: WriteOutcome): string => (o.ok ? `acknowledged in ${o.ms} ms` : `${o.code} after ${o.ms} ms: ${o.message}`);
+const missingFrom = (list: string[] | undefined, wanted: Iterable<string>): string[] => [...wanted].filter((x) => !list?.includes(x));
+
+t.test('issue 9 (1): two trackers, fresh data must not win: a wiped tracker never replaces the state of one with acknowledged writes', async (t) => {
+  const c = await TrackerCluster.create(t, { size: 2, ...timings });
+  const [t0, t1] = c.trackers as [TrackerProcess, TrackerProcess];
+  t0.start();
+  t1.start();
+  await c.converged(c.trackers, { main: t0 });
+  t.pass('t0 is main, t1 its in-sync backup');
+
+  const acked = new Set<string>();
+  for (const target of ['10.91.0.1', '10.91.0.2', '10.91.0.3']) {
+    const o = await t0.admin.add(target, 'before the crash');
+    t.ok(o.ok, `ban ${target} on t0: ${show(o)}`);
+    if (o.ok) acked.add(target);
+  }
+
+  await t0.kill9();
+  t.equal(await t1.stop(), 0, 't1 stopped cleanly');
+  t1.wipeData();
+  t1.start();
+  // Alone, the wiped tracker may act as main with empty state (the documented two-tracker trade-off).
+  const alone = await settle('t1 to act alone', 4 * FAILOVER_MS + 2000, () => t1.selfStatus(), (r) => r?.role === 'primary');
+  if (alone.ok) {
+    const o = await t1.admin.add('10.91.1.1', 'while alone with a wiped disk');
+    t.comment(`ban on t1 while alone: ${show(o)}`);
+    if (o.ok) acked.add('10.91.1.1');
+  } else {
+    t.comment(`t1 alone with a wiped --data did not act as main (${alone.last?.role ?? 'no answer'}); no write on it`);
+  }
+
+  t0.start();
+  const healed = await settle(
+    'one main, and every acknowledged ban on both trackers',
+    6000,
+    async () => ({ seen: await c.sight(), lists: await c.blacklists() }),
+    ({ seen, lists }) => [...seen.values()].filter((r) => r?.role === 'primary').length === 1 && [...lists.values()].every((l) => missingFrom(l, acked).length === 0),
+  );
+  const seen = healed.last?.seen ?? new Map<TrackerProcess, StatusRow | undefined>();
+  t.equal([...seen.values()].filter((r) => r?.role === 'primary').length, 1, `exactly one main once t0 is back (${c.describe(seen)})`);
+  for (const tr of c.trackers) {
+    const list = healed.last?.lists.get(tr);
+    t.same(missingFrom(list, acked), [], `${tr.name} lists every acknowledged ban (${[...acked].join(', ')}); missing: ${missingFrom(list, acked).join(', ') || 'none'}`);
+  }
+  if (!healed.ok) t.comment(c.tails());
+});
+
+t.test('issue 9 (2): three trackers, no livelock: after writes frozen backups never got and a rolling kill -9, one main in a small term, nothing acknowledged lost', async (t) => {
+  const c = await TrackerCluster.create(t, { size: 3, ...timings });
+  const [t0, t1, t2] = c.trackers as [TrackerProcess, TrackerProcess, TrackerProcess];
+  for (const tr of c.trackers) tr.start();
+  await c.converged(c.trackers, { main: t0 });
+  t.pass('t0 is main, with two in-sync backups');
+
+  const acked = new Set<string>();
+  const ban = async (tr: TrackerProcess, target: string, why: string, timeoutMs = 2500): Promise<WriteOutcome> => {
+    const o = await tr.admin.add(target, why, timeoutMs);
+    if (o.ok) acked.add(target);
+    return o;
+  };
+  const first = await ban(t0, '10.92.0.1', 'before the freeze');
+  t.ok(first.ok, `a ban with every tracker up: ${show(first)}`);
+
+  // Writes the main applies but the frozen backups never receive: none may be acknowledged. There are
+  // more of them than the writes acknowledged later in a newer term, so "most writes" is not "up to date".
+  t1.pause();
+  t2.pause();
+  const frozen = await Promise.all(['10.92.0.2', '10.92.0.3', '10.92.0.4', '10.92.0.5', '10.92.0.6'].map((target) => ban(t0, target, 'while both backups are frozen')));
+  for (const o of frozen) t.notOk(o.ok, `a ban on t0 while both backups are frozen is not acknowledged (${show(o)})`);
+  t1.resume();
+  t2.resume();
+
+  // Then the trackers die and come back in turn, each one's absence overlapping the next one's:
+  // kill -9 t0; a main among t1, t2 (and a ban); kill -9 t1 and start t0; a main among t0, t2 (a ban);
+  // start t1; kill -9 t2; a main among t0, t1 (a ban); start t2. After each step a main must exist.
+  let n = 0;
+  const step = async (what: string, among: TrackerProcess[]): Promise<void> => {
+    const sighting = await c.oneMain(among, { deadlineMs: 5000 }).catch((err: Error) => err);
+    if (sighting instanceof Error) return void t.fail(`a main among ${among.map((tr) => tr.name).join(', ')} ${what}: ${sighting.message}`);
+    t.pass(`a main among ${among.map((tr) => tr.name).join(', ')} ${what}: ${sighting.main.name}, term ${sighting.rows.get(sighting.main)!.term}`);
+    const o = await ban(sighting.main, `10.92.1.${++n}`, what);
+    t.comment(`ban 10.92.1.${n} on ${sighting.main.name} ${what}: ${show(o)}`);
+  };
+  await t0.kill9();
+  await step('while t0 is down', [t1, t2]);
+  await t1.kill9();
+  t0.start();
+  await step('with t0 back and t1 down', [t0, t2]);
+  t1.start();
+  await step('with t1 back', c.trackers);
+  await t2.kill9();
+  await step('while t2 is down', [t0, t1]);
+  t2.start();
+  await step('with t2 back', c.trackers);
+
+  // All three up: one main, and it stays (no election churn) for a few failover periods.
+  const stable = await c.oneMain(c.trackers, { deadlineMs: 5000, stableMs: 4 * FAILOVER_MS }).catch((err: Error) => err);
+  t.notOk(stable instanceof Error, stable instanceof Error ? stable.message : `one main (${stable.main.name}), stable for ${4 * FAILOVER_MS} ms`);
+  const rows = await c.sight();
+  const terms = [...rows.values()].map((r) => r?.term ?? 0);
+  t.ok(Math.max(...terms) < 50, `the term stays small (${c.describe(rows)})`);
+
+  const writer = stable instanceof Error ? t0 : stable.main;
+  const last = await ban(writer, '10.92.2.1', 'with all three up again');
+  t.ok(last.ok, `a new ban on the main (${writer.name}) is acknowledged: ${show(last)}`);
+
+  const everywhere = await settle('every acknowledged ban on all three trackers', 5000, () => c.blacklists(), (lists) => [...lists.values()].every((l) => missingFrom(l, acked).length === 0));
+  for (const tr of c.trackers) {
+    const list = everywhere.last?.get(tr);
+    t.same(missingFrom(list, acked), [], `${tr.name} lists every ban acknowledged at any point (${acked.size}); missing: ${missingFrom(list, acked).join(', ') || 'none'}`);
+  }
+  if (stable instanceof Error || !everywhere.ok) t.comment(c.tails(10));
+});
+
+t.test('issue 9 (5): three trackers, nothing visible before it is committed: a ban the backups never got is not listed, told to peers or enforced', async (t) => {
+  const c = await TrackerCluster.create(t, { size: 3, ...timings });
+  const [t0, t1, t2] = c.trackers as [TrackerProcess, TrackerProcess, TrackerProcess];
+  for (const tr of c.trackers) tr.start();
+  await c.converged(c.trackers, { main: t0 });
+  t.pass('t0 is main, with two in-sync backups');
+
+  // A real peer session with the main: the target of the ban is this very peer.
+  const { keys } = generateKeyPair();
+  const peer = await dial({ host: '127.0.0.1', port: t0.port }, { connectTimeoutMs: 1000, requestTimeoutMs: 3000 });
+  t.teardown(() => peer.destroy());
+  await clientHandshake(peer, keys, 1);
+  const told: string[] = [];
+  peer.on('event', (name: string, body: unknown) => {
+    if (name === 'BLACKLIST_CHANGED') told.push(...(body as Body<'BLACKLIST_CHANGED'>).added.map((a) => a.target));
+  });
+  let closedWith: string | undefined;
+  peer.on('close', (err?: Error) => (closedWith = err ? toP2PError(err).code : 'closed'));
+  const target = keys.peerId;
+
+  t1.pause();
+  t2.pause();
+  let settled = false;
+  const write = t0.admin.add(target, 'never committed while the backups sleep', 2500).finally(() => (settled = true));
+  // Every read of the main's blacklist while the ban is in flight, and one more once it has failed.
+  const reads: string[][] = [];
+  while (!settled) {
+    const list = await t0.admin.blacklist().catch(() => undefined);
+    if (list) reads.push(list);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const outcome = await write;
+  const after = await t0.admin.blacklist().catch(() => undefined);
+  if (after) reads.push(after);
+
+  t.notOk(outcome.ok, `the ban is not acknowledged while both backups are frozen (${show(outcome)})`);
+  t.ok(reads.length > 0, `blacklist ls on t0 answered while the ban was uncommitted (${reads.length} reads)`);
+  t.equal(reads.filter((l) => l.includes(target)).length, 0, `blacklist ls on t0 never showed the uncommitted ban (shown in ${reads.filter((l) => l.includes(target)).length} of ${reads.length} reads)`);
+  t.notOk(told.includes(target), 'no peer was told of the uncommitted ban (BLACKLIST_CHANGED)');
+  t.not(closedWith, 'P2P_BLACKLISTED', `the peer it names was not cut off for it (its session: ${closedWith ?? 'open'})`);
+
+  t1.resume();
+  t2.resume();
+  // The write may or may not end up committed; once healed, all three must agree.
+  const healed = await settle(
+    'one main and the same blacklist on all three',
+    10_000,
+    async () => ({ seen: await c.sight(), lists: await c.blacklists() }),
+    ({ seen, lists }) => {
+      const all = [...lists.values()];
+      return [...seen.values()].filter((r) => r?.role === 'primary').length === 1 && all.every((l) => l && JSON.stringify(l) === JSON.stringify(all[0]));
+    },
+  );
+  t.ok(healed.ok, `after SIGCONT: one main and one blacklist on all three (${healed.last ? `${c.describe(healed.last.seen)}; ${[...healed.last.lists].map(([tr, l]) => `${tr.name}: [${l?.join(', ') ?? '?'}]`).join(' ')}` : 'no answer'})`);
+});
+
+/** One reflection attempt against the tracker that dialled the attacker's --cluster address. */
+interface Attempt {
+  variant: 'mirror' | 'mirror-reclaimed' | 'nonce-swap';
+  victim: number;
+  /** What the victim's own outgoing link said to our relayed CHALLENGE: it sent AUTH, or gave up. */
+  victimAuth: 'sent AUTH' | string;
+  /** The answer to the relayed AUTH on the attacker's connection to the victim. */
+  auth: 'WELCOME' | string;
+  /** What became of the heartbeat the attacker then sends there, claiming to be main in term 1000. */
+  heartbeat: 'HEARTBEAT_ACK' | string;
+}
+
+/**
+ * Someone who holds one address of --cluster (rank `rank`) but not the cluster secret. A tracker that
+ * dials it is answered with proofs that tracker itself made on connections the attacker opened to it,
+ * and the AUTH it sends back is replayed on the attacker's own connection:
+ *  - mirror: the victim's HELLO, CHALLENGE and AUTH relayed verbatim between its outgoing link and the
+ *    attacker's connection to it (the tracker talks to itself);
+ *  - mirror-reclaimed: the same, but the attacker's HELLO claims to come from rank `rank` (if HELLO
+ *    carries a link claim: two bytes `from`, `to` in publicKey; otherwise as the mirror);
+ *  - nonce-swap (two connections to the victim): the first gets the victim's nonce to be signed, the
+ *    second the victim's server proof over the nonce of its outgoing HELLO; both are spliced into one
+ *    CHALLENGE, and the AUTH the victim answers with is replayed on the first.
+ * Then, on that connection, a heartbeat claiming rank `rank`, main in term 1000 (see claimCommand).
+ */
+class ReflectingAttacker {
+  readonly attempts: Attempt[] = [];
+  private readonly server: net.Server;
+  private readonly conns = new Set<Connection>();
+  private readonly plan: Attempt['variant'][] = ['mirror', 'mirror-reclaimed', 'nonce-swap'];
+  private started = 0;
+
+  /** `ports`: the --listen port of each genuine tracker, by rank. */
+  constructor(
+    private readonly rank: number,
+    private readonly ports: Map<number, number>,
+  ) {
+    this.server = net.createServer((socket) => this.onDial(socket));
+  }
+
+  listen(port: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, '127.0.0.1', () => resolve());
+    });
+  }
+
+  private track(conn: Connection): Connection {
+    this.conns.add(conn);
+    conn.on('close', () => this.conns.delete(conn));
+    return conn;
+  }
+
+  private onDial(socket: net.Socket): void {
+    const inbound = this.track(new Connection(socket, { requestTimeoutMs: 2000 }));
+    let hello: ((req: IncomingRequest<'HELLO'>) => void) | undefined;
+    let auth: ((req: IncomingRequest<'AUTH'> | undefined) => void) | undefined;
+    const gotHello = new Promise<IncomingRequest<'HELLO'>>((r) => (hello = r));
+    const gotAuth = new Promise<IncomingRequest<'AUTH'> | undefined>((r) => (auth = r));
+    inbound.on('close', () => auth!(undefined));
+    inbound.onRequest((req) => {
+      if (req.name === 'HELLO') hello!(req as IncomingRequest<'HELLO'>);
+      else if (req.name === 'AUTH') auth!(req as IncomingRequest<'AUTH'>);
+      // Anything else (the victim's HEARTBEAT once it thinks the link is up) goes unanswered.
+    });
+    void gotHello.then((req) => this.attack(inbound, req, gotAuth));
+  }
+
+  private async attack(inbound: Connection, hello: IncomingRequest<'HELLO'>, gotAuth: Promise<IncomingRequest<'AUTH'> | undefined>): Promise<void> {
+    // The dialler says where it listens; a link claim (two bytes: from, to) says its rank as well.
+    const claim = hello.body.publicKey;
+    const byPort = [...this.ports].find(([, port]) => port === hello.body.listenPort)?.[0];
+    const victim = byPort ?? (claim.length === 2 && this.ports.has(claim[0]!) ? claim[0]! : undefined);
+    const variant = this.plan[this.started];
+    if (victim === undefined || !variant) return inbound.destroy();
+    const victimPort = this.ports.get(victim)!;
+    this.started++;
+    const attempt: Attempt = { variant, victim, victimAuth: '', auth: 'not tried', heartbeat: 'not tried' };
+    const code = (err: unknown): string => toP2PError(err).code;
+    const open = async (): Promise<Connection> => this.track(await dial({ host: '127.0.0.1', port: victimPort }, { connectTimeoutMs: 1000, requestTimeoutMs: 2000 }));
+    const reclaimed = claim.length === 2 ? Buffer.from([this.rank, claim[0]!]) : claim;
+    let own: Connection | undefined;
+    try {
+      let challenge: Body<'CHALLENGE'>;
+      if (variant === 'nonce-swap') {
+        own = await open();
+        const toSign = await own.request('HELLO', { ...hello.body, nonce: randomBytes(32), publicKey: reclaimed }, 'CHALLENGE');
+        const second = await open();
+        const proof = await second.request('HELLO', { ...hello.body }, 'CHALLENGE');
+        second.destroy();
+        challenge = { ...proof, nonce: toSign.nonce };
+      } else {
+        own = await open();
+        challenge = await own.request('HELLO', variant === 'mirror' ? hello.body : { ...hello.body, publicKey: reclaimed }, 'CHALLENGE');
+      }
+      inbound.reply(hello.requestId, 'CHALLENGE', challenge);
+      const auth = await Promise.race([gotAuth, new Promise<undefined>((r) => setTimeout(() => r(undefined), 2000))]);
+      attempt.victimAuth = auth ? 'sent AUTH' : 'no AUTH (the victim refused our CHALLENGE or gave up)';
+      if (auth) {
+        attempt.auth = await own.request('AUTH', auth.body, 'WELCOME').then(
+          () => 'WELCOME',
+          (err: unknown) => code(err),
+        );
+      }
+    } catch (err) {
+      attempt.victimAuth ||= `relay failed: ${code(err)}`;
+    }
+    if (own && !own.isClosed) attempt.heartbeat = await this.claimCommand(own);
+    else if (own) attempt.heartbeat = 'connection closed before it';
+    own?.destroy();
+    inbound.destroy();
+    this.attempts.push(attempt);
+  }
+
+  /**
+   * Claims to be the main in term 1000 on an (allegedly) authenticated link: a HEARTBEAT request where the
+   * catalogue has one (answered with HEARTBEAT_ACK if accepted), else a one-way RAFT heartbeat (an empty
+   * append, daemon/raft/messages.ts) whose effect, a term of 1000 on the victim, the test looks for.
+   */
+  private async claimCommand(conn: Connection): Promise<string> {
+    const loose = conn as unknown as { request(name: string, body: unknown, expect: string): Promise<unknown>; sendEvent(name: string, body: unknown): boolean };
+    const code = (err: unknown): string => toP2PError(err).code;
+    if (Object.hasOwn(Messages, 'HEARTBEAT')) {
+      const view = { rank: this.rank, term: 1000, seq: 1_000_000, primary: true, stateful: true };
+      return loose.request('HEARTBEAT', view, 'HEARTBEAT_ACK').then(() => 'HEARTBEAT_ACK', code);
+    }
+    const append = { t: 'append', term: 1000, prev: { index: 0, term: 0, epoch: 0 }, entries: [], commit: 0 };
+    loose.sendEvent('RAFT', { message: JSON.stringify(append) });
+    // No answer comes on this connection either way; a PING shows whether the victim kept it open.
+    return conn.request('PING', {}, 'PONG', { timeoutMs: 1000 }).then(() => 'RAFT append sent, connection kept', (err: unknown) => `RAFT append sent, then ${code(err)}`);
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.conns) c.destroy();
+    await new Promise((r) => this.server.close(r));
+  }
+}
+
+t.test("issue 9 (6): a tracker's own link proof relayed back to it does not let a stranger without the cluster secret in", async (t) => {
+  // Three trackers with the secret form the cluster; then the third dies and an attacker who does not
+  // know the secret takes its address.
+  const c = await TrackerCluster.create(t, { size: 3, ...timings, clusterSecret: randomBytes(18).toString('hex') });
+  const [t0, t1, t2] = c.trackers as [TrackerProcess, TrackerProcess, TrackerProcess];
+  for (const tr of c.trackers) tr.start();
+  const before = await c.converged(c.trackers, { main: t0 });
+  t.pass('t0, t1 and t2, with the secret, form the cluster; t0 is main');
+  const termBefore = before.rows.get(t0)!.term;
+  await t2.kill9();
+  const attacker = new ReflectingAttacker(2, new Map([[0, t0.port], [1, t1.port]]));
+  t.teardown(() => attacker.close());
+  await attacker.listen(t2.port);
+
+  const done = await settle('the trackers to dial the attacker three times', 10_000, async () => attacker.attempts.length, (n) => n >= 3);
+  t.ok(done.ok, `the trackers dialled the attacker's --cluster address (${attacker.attempts.length} reflection attempts)`);
+  for (const a of attacker.attempts) {
+    const what = `${a.variant} against t${a.victim} (victim's link: ${a.victimAuth}; AUTH: ${a.auth}; HEARTBEAT: ${a.heartbeat})`;
+    t.not(a.auth, 'WELCOME', `${what}: the relayed proof does not authenticate the attacker`);
+    t.not(a.heartbeat, 'HEARTBEAT_ACK', `${what}: the attacker can send no HEARTBEAT`);
+  }
+
+  const after = await c.oneMain([t0, t1], { deadlineMs: 3000, stableMs: 2 * FAILOVER_MS }).catch((err: Error) => err);
+  t.notOk(after instanceof Error, after instanceof Error ? after.message : `the chain of command is undisturbed: ${after.main.name} main`);
+  const rows = await t0.admin.status().catch(() => [] as StatusRow[]);
+  const attackerRow = rows.find((r) => r.address === t2.address);
+  t.not(attackerRow?.role, 'primary', `t0 does not take the attacker for the main (its row: ${attackerRow ? `${attackerRow.role}, term ${attackerRow.term}, reachable ${attackerRow.reachable}` : 'none'})`);
+  const terms = await c.sight([t0, t1]);
+  for (const [tr, row] of terms) {
+    t.ok(row && row.term < 1000, `${tr.name}'s term was not pushed to the attacker's 1000 (${tr === t0 ? `${termBefore} before, ` : ''}${row?.term ?? 'no answer'} now)`);
+  }
+});
+
+t.test('issue 9 (7): two trackers split by a proxy: removals made on either side stick after healing (even over an older ban from the other side), and additions from both sides are kept', async (t) => {
+  const c = await TrackerCluster.create(t, { size: 2, ...timings, proxies: true });
+  const [t0, t1] = c.trackers as [TrackerProcess, TrackerProcess];
+  t0.start();
+  t1.start();
+  await c.converged(c.trackers, { main: t0 });
+  t.pass('t0 is main, t1 its in-sync backup');
+  const [x, y] = ['10.97.0.1', '10.97.0.2'];
+  for (const target of [x, y]) {
+    const o = await t0.admin.add(target, 'before the split');
+    t.ok(o.ok, `ban ${target}: ${show(o)}`);
+  }
+  await c.converged(c.trackers, { main: t0 });
+  t.same(await t1.admin.blacklist(), [x, y], 'both trackers have both bans');
+
+  c.link(0, [1], 'drop');
+  const split = await settle('t1 to take over on its side', 5000, () => t1.selfStatus(), (r) => r?.role === 'primary');
+  t.ok(split.ok, `t1 acts as main on its side of the split (${split.last?.role ?? 'no answer'})`);
+  const t0Role = (await t0.selfStatus())?.role;
+  t.comment(`during the split: t0 ${t0Role}, t1 ${split.last?.role}`);
+
+  const added = new Set<string>();
+  const removed = new Set<string>();
+  const w = '10.97.3.1';
+  // Each side's main lifts one of the old bans and adds a new one. Then w: banned on t0, later banned on
+  // t1 and lifted there; t1's removal is the last word on w (a removal wins over an older entry).
+  const sides: Array<[TrackerProcess, string, string, Array<'add' | 'rm'>]> = [
+    [t0, x, '10.97.1.1', ['add']],
+    [t1, y, '10.97.2.1', ['add', 'rm']],
+  ];
+  for (const [tr, lift, ban, onW] of sides) {
+    const role = (await tr.selfStatus())?.role;
+    if (role !== 'primary') {
+      t.comment(`${tr.name} is not main during the split (${role ?? 'no answer'}): no write on its side`);
+      continue;
+    }
+    const rm = await tr.admin.remove(lift);
+    t.ok(rm.ok, `${tr.name} lifts ${lift} during the split: ${show(rm)}`);
+    if (rm.ok) removed.add(lift);
+    const add = await tr.admin.add(ban, `added on ${tr.name} during the split`);
+    t.ok(add.ok, `${tr.name} bans ${ban} during the split: ${show(add)}`);
+    if (add.ok) added.add(ban);
+    for (const op of onW) {
+      const o = op === 'add' ? await tr.admin.add(w, `on ${tr.name} during the split`) : await tr.admin.remove(w);
+      t.ok(o.ok, `${tr.name} ${op === 'add' ? 'bans' : 'lifts'} ${w} during the split: ${show(o)}`);
+      if (o.ok && op === 'rm') removed.add(w);
+    }
+  }
+
+  c.link(0, [1], 'pass');
+  const healed = await settle(
+    'one main, removals kept and additions merged on both',
+    10_000,
+    async () => ({ seen: await c.sight(), lists: await c.blacklists() }),
+    ({ seen, lists }) =>
+      [...seen.values()].filter((r) => r?.role === 'primary').length === 1 &&
+      [...lists.values()].every((l) => l && missingFrom(l, added).length === 0 && [...removed].every((r) => !l.includes(r))),
+  );
+  const seen = healed.last?.seen ?? new Map<TrackerProcess, StatusRow | undefined>();
+  t.equal([...seen.values()].filter((r) => r?.role === 'primary').length, 1, `one main once healed (${c.describe(seen)})`);
+  for (const tr of c.trackers) {
+    const list = healed.last?.lists.get(tr);
+    t.same([...removed].filter((r) => list?.includes(r)), [], `${tr.name}: the bans lifted during the split stay lifted (${[...removed].join(', ')}); it lists: ${list?.join(', ') || 'nothing'}`);
+    t.same(missingFrom(list, added), [], `${tr.name}: the bans added on either side during the split are kept (${[...added].join(', ')})`);
+  }
+  if (!healed.ok) t.comment(c.tails(10));
+});
