@@ -1,19 +1,20 @@
 /**
  * The tracker daemon: knows which peers hold which files and keeps the blacklist. It never carries file
- * data. Sessions, the handshake and request dispatch live here; the replicated state is in state.ts and
- * the cluster (main, backups, takeover) in cluster.ts.
+ * data. Sessions, the tracker's part of the handshake (admins, tracker links, the blacklist before
+ * WELCOME) and request dispatch live here; the connection limits and the peer handshake are shared with
+ * the peer daemon in protocol/server.ts, the replicated state is in state.ts and the cluster (main,
+ * backups, takeover) in cluster.ts.
  */
 import { EventEmitter } from 'node:events';
-import { randomBytes, timingSafeEqual, createHash } from 'node:crypto';
+import { timingSafeEqual, createHash } from 'node:crypto';
 import net from 'node:net';
 import type { Logger } from 'pino';
 import { LRUCache } from 'lru-cache';
 import {
-  authPayload,
   Connection,
+  ConnectionLimiter,
   formatAddress,
   P2PError,
-  peerIdOf,
   Role,
   silentLogger,
   systemClock,
@@ -21,12 +22,11 @@ import {
   decodeLinkClaim,
   validateName,
   verifyClusterProof,
-  verifyPayload,
   type Address,
   type Body,
   type Clock,
   type IncomingRequest,
-  type Timer,
+  type ServerHandshake,
   type TrackerLinkClaim,
 } from '../protocol/index.js';
 import { Cluster, rankOf } from './cluster.js';
@@ -63,17 +63,13 @@ export interface TrackerOptions {
   clock?: Clock;
 }
 
-type SessionState = 'hello' | 'challenged' | 'ready';
-
 interface Session {
   conn: Connection;
-  state: SessionState;
+  /** Its state, the nonce it was challenged with and a peer's key (protocol/server.ts). */
+  hs: ServerHandshake;
   role: number;
-  nonce?: Buffer;
-  publicKey?: Buffer;
   peerId?: string;
   listenPort: number;
-  handshakeTimer?: Timer | undefined;
   /** A tracker link: the nonce of its HELLO (a copy: the frame buffer is reused), which its AUTH must cover. */
   clientNonce?: Buffer;
   /** A tracker link: the ranks its HELLO claims, if it claims any. */
@@ -102,7 +98,7 @@ export class Tracker extends EventEmitter {
   private readonly sessions = new Set<Session>();
   /** Current session of each peer id (a reconnect replaces the old one). */
   private readonly peerSessions = new Map<string, Session>();
-  private readonly perIp = new Map<string, number>();
+  private readonly limiter: ConnectionLimiter;
   private readonly reportBuckets: LRUCache<string, { tokens: number; at: number }>;
   private readonly log: Logger;
   private readonly clock: Clock;
@@ -156,6 +152,18 @@ export class Tracker extends EventEmitter {
     });
     this.selfRank = rankOf(options.listen, options.cluster ?? [options.listen]);
     this.clusterSize = (options.cluster ?? [options.listen]).length;
+    this.limiter = new ConnectionLimiter({
+      limits: { maxConnections: this.opts.maxConnections, maxConnectionsPerIp: this.opts.maxConnectionsPerIp, handshakeTimeoutMs: this.opts.handshakeTimeoutMs },
+      connection: {
+        logger: this.log,
+        clock: this.clock,
+        maxInFlight: this.opts.maxInFlight,
+        readTimeoutMs: this.opts.readTimeoutMs,
+        idleTimeoutMs: this.opts.leaseMs,
+      },
+      // One spelling per address, the blacklist's: '::ffff:10.0.0.1' and '10.0.0.1' share one count.
+      addressKey: normalizeHostForMatch,
+    });
     this.server = net.createServer((socket) => this.onSocket(socket));
   }
 
@@ -178,6 +186,7 @@ export class Tracker extends EventEmitter {
     if (this.closing) return;
     this.closing = true;
     this.cluster.stop();
+    this.limiter.refuseAll(new P2PError('P2P_SHUTTING_DOWN', 'tracker is shutting down'));
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const s of this.sessions) s.conn.close(new P2PError('P2P_SHUTTING_DOWN', 'tracker is shutting down'));
     await closed;
@@ -189,33 +198,14 @@ export class Tracker extends EventEmitter {
   }
 
   private onSocket(socket: net.Socket): void {
-    const ip = normalizeHostForMatch(socket.remoteAddress ?? '');
-    const conn = new Connection(socket, {
-      logger: this.log,
-      clock: this.clock,
-      maxInFlight: this.opts.maxInFlight,
-      readTimeoutMs: this.opts.readTimeoutMs,
-      idleTimeoutMs: this.opts.leaseMs,
-    });
-    if (this.closing) return conn.close(new P2PError('P2P_SHUTTING_DOWN', 'tracker is shutting down'));
-    const fromIp = this.perIp.get(ip) ?? 0;
-    if (this.sessions.size >= this.opts.maxConnections || fromIp >= this.opts.maxConnectionsPerIp) {
-      this.log.warn({ ip, total: this.sessions.size, fromIp }, 'connection refused: too many connections');
-      return conn.close(new P2PError('P2P_TOO_MANY_CONNECTIONS', `too many connections (limit ${this.opts.maxConnections} in total, ${this.opts.maxConnectionsPerIp} per address)`));
-    }
-    this.perIp.set(ip, fromIp + 1);
-    const session: Session = { conn, state: 'hello', role: 0, listenPort: 0 };
+    const accepted = this.limiter.accept(socket);
+    if (!accepted) return;
+    const { conn, handshake } = accepted;
+    const session: Session = { conn, hs: handshake, role: 0, listenPort: 0 };
     this.sessions.add(session);
-    session.handshakeTimer = this.clock.setTimeout(() => {
-      if (session.state !== 'ready') conn.close(new P2PError('P2P_HANDSHAKE_TIMEOUT', `no handshake within ${this.opts.handshakeTimeoutMs} ms`));
-    }, this.opts.handshakeTimeoutMs);
     conn.onRequest((req) => this.onRequest(session, req));
     conn.on('close', () => {
-      session.handshakeTimer?.cancel();
       this.sessions.delete(session);
-      const n = (this.perIp.get(ip) ?? 1) - 1;
-      if (n <= 0) this.perIp.delete(ip);
-      else this.perIp.set(ip, n);
       if (session.peerId && this.peerSessions.get(session.peerId) === session) {
         this.peerSessions.delete(session.peerId);
         if (!this.closing && this.cluster.isPrimary && this.state.hasPeer(session.peerId)) {
@@ -235,7 +225,7 @@ export class Tracker extends EventEmitter {
     }
     if (req.name === 'HELLO') return this.onHello(s, req as IncomingRequest<'HELLO'>);
     if (req.name === 'AUTH') return this.onAuth(s, req as IncomingRequest<'AUTH'>);
-    if (s.state !== 'ready') throw new P2PError('P2P_NOT_AUTHENTICATED', `${req.name} before the handshake completed`);
+    s.hs.requireReady(req);
 
     if (s.role === Role.tracker) return this.cluster.onTrackerRequest(req, conn, s.trackerRank);
     if (s.role === Role.admin) return this.onAdmin(req, conn);
@@ -243,16 +233,13 @@ export class Tracker extends EventEmitter {
   }
 
   private onHello(s: Session, req: IncomingRequest<'HELLO'>): void {
-    if (s.state !== 'hello') throw new P2PError('P2P_UNEXPECTED_MESSAGE', 'HELLO twice');
+    const nonce = s.hs.acceptHello();
     const { role, publicKey, listenPort } = req.body;
     s.role = role;
     s.listenPort = listenPort;
-    s.nonce = randomBytes(32);
     if (role === Role.peer) {
-      if (publicKey.length !== 32) throw new P2PError('P2P_BAD_REQUEST', 'a peer must present a 32-byte Ed25519 public key');
-      s.publicKey = Buffer.from(publicKey);
-      s.state = 'challenged';
-      s.conn.reply(req.requestId, 'CHALLENGE', { nonce: s.nonce, publicKey: Buffer.alloc(0), signature: Buffer.alloc(0) });
+      // A tracker does not prove a key of its own: clients find it by address.
+      s.hs.challengePeer(req, { badKeyMessage: 'a peer must present a 32-byte Ed25519 public key' });
       return;
     }
     if (role === Role.tracker) {
@@ -262,11 +249,11 @@ export class Tracker extends EventEmitter {
         // A claim that cannot be a link to this tracker gets no proof, and its AUTH is refused.
         const problem = this.linkClaimProblem(claim);
         if (problem) this.log.warn({ remote: s.conn.remoteAddress, claim }, `tracker link refused: ${problem}`);
-        s.state = 'challenged';
+        s.hs.markChallenged();
         s.clientNonce = Buffer.from(req.body.nonce);
         s.linkClaim = problem ? undefined : claim;
-        const proof = s.linkClaim ? clusterProof(this.clusterSecret, 'server', { clientNonce: s.clientNonce, serverNonce: s.nonce, claim: s.linkClaim }) : Buffer.alloc(0);
-        s.conn.reply(req.requestId, 'CHALLENGE', { nonce: s.nonce, publicKey: Buffer.alloc(0), signature: proof });
+        const proof = s.linkClaim ? clusterProof(this.clusterSecret, 'server', { clientNonce: s.clientNonce, serverNonce: nonce, claim: s.linkClaim }) : Buffer.alloc(0);
+        s.conn.reply(req.requestId, 'CHALLENGE', { nonce, publicKey: Buffer.alloc(0), signature: proof });
         return;
       }
       if (!this.clusterHosts.has(normalizeHostForMatch(s.conn.remoteAddress))) {
@@ -282,9 +269,8 @@ export class Tracker extends EventEmitter {
       this.cluster.attach(s.conn, s.trackerRank);
     } else if (role !== Role.admin) throw new P2PError('P2P_BAD_REQUEST', `unknown role ${role}`);
     // Admins prove themselves with the token on every request.
-    s.state = 'ready';
-    s.handshakeTimer?.cancel();
-    s.conn.reply(req.requestId, 'CHALLENGE', { nonce: s.nonce, publicKey: Buffer.alloc(0), signature: Buffer.alloc(0) });
+    s.hs.markReady();
+    s.conn.reply(req.requestId, 'CHALLENGE', { nonce, publicKey: Buffer.alloc(0), signature: Buffer.alloc(0) });
   }
 
   /** Why a tracker link's claim cannot be a link from another member of --cluster to this tracker. */
@@ -297,9 +283,9 @@ export class Tracker extends EventEmitter {
   }
 
   private onAuth(s: Session, req: IncomingRequest<'AUTH'>): void {
-    if (s.state === 'challenged' && s.role === Role.tracker && this.clusterSecret && s.nonce && s.clientNonce) {
+    if (s.hs.state === 'challenged' && s.role === Role.tracker && this.clusterSecret && s.hs.nonce && s.clientNonce) {
       const claim = s.linkClaim; // undefined: refused (and logged) at HELLO
-      if (!claim || !verifyClusterProof(this.clusterSecret, 'client', { clientNonce: s.clientNonce, serverNonce: s.nonce, claim }, req.body.signature)) {
+      if (!claim || !verifyClusterProof(this.clusterSecret, 'client', { clientNonce: s.clientNonce, serverNonce: s.hs.nonce, claim }, req.body.signature)) {
         if (claim) this.log.warn({ remote: s.conn.remoteAddress, claim }, 'tracker link refused: wrong cluster secret, or a proof made for another connection or link');
         // The caller has proven nothing yet: it learns no more than that it is refused.
         const err = new P2PError('P2P_UNAUTHORIZED', 'tracker link refused: no proof of the cluster secret for a link to this tracker');
@@ -309,20 +295,12 @@ export class Tracker extends EventEmitter {
       }
       s.trackerRank = claim.from;
       this.cluster.attach(s.conn, s.trackerRank);
-      s.state = 'ready';
-      s.handshakeTimer?.cancel();
+      s.hs.markReady();
       s.conn.reply(req.requestId, 'WELCOME', { peerId: '', observedHost: s.conn.remoteAddress, observedPort: s.listenPort, leaseMs: 0, role: this.cluster.role, term: this.state.term, primary: this.cluster.primaryAddress ?? '' });
       return;
     }
-    if (s.state !== 'challenged' || !s.publicKey || !s.nonce) throw new P2PError('P2P_UNEXPECTED_MESSAGE', 'AUTH without HELLO');
-    if (!verifyPayload(s.publicKey, authPayload(s.nonce), req.body.signature)) {
-      this.log.warn({ remote: s.conn.remoteAddress }, 'handshake signature did not verify');
-      const err = new P2PError('P2P_BAD_SIGNATURE', 'the handshake signature does not match the public key');
-      s.conn.replyError(req.requestId, err);
-      s.conn.close(err);
-      return;
-    }
-    const peerId = peerIdOf(s.publicKey);
+    const peerId = s.hs.verifyPeerAuth(req);
+    if (!peerId) return; // refused and closed
     const banned = this.state.isBanned(peerId, s.conn.remoteAddress);
     if (banned) {
       this.log.info({ peerId, remote: s.conn.remoteAddress }, 'blacklisted peer refused');
@@ -332,8 +310,7 @@ export class Tracker extends EventEmitter {
       return;
     }
     s.peerId = peerId;
-    s.state = 'ready';
-    s.handshakeTimer?.cancel();
+    s.hs.markReady();
     const previous = this.peerSessions.get(peerId);
     this.peerSessions.set(peerId, s);
     if (previous && previous !== s) previous.conn.close(new P2PError('P2P_CONNECTION_CLOSED', 'replaced by a newer session of the same peer'));
@@ -364,7 +341,7 @@ export class Tracker extends EventEmitter {
         for (const f of files) validateName(f.name);
         await this.cluster.commit({
           op: 'register',
-          peer: { peerId, publicKey: s.publicKey!.toString('hex'), host: conn.remoteAddress, port: s.listenPort },
+          peer: { peerId, publicKey: s.hs.publicKey!.toString('hex'), host: conn.remoteAddress, port: s.listenPort },
           files: files.map((f) => ({ id: f.id.toString('hex'), size: f.size, name: f.name, complete: f.complete })),
         });
         conn.reply(req.requestId, 'OK', {});
@@ -558,7 +535,7 @@ export class Tracker extends EventEmitter {
   }
 
   private broadcast<N extends 'BLACKLIST_CHANGED' | 'TRACKER_CHANGED'>(name: N, body: Body<N>): void {
-    for (const s of this.sessions) if (s.role === Role.peer && s.state === 'ready') s.conn.sendEvent(name, body);
+    for (const s of this.sessions) if (s.role === Role.peer && s.hs.isReady) s.conn.sendEvent(name, body);
   }
 
   private announcePrimary(): void {

@@ -10,25 +10,21 @@
  * hashed before it goes out (as are chunks of partial downloads, which are still being written), and the
  * file is hashed again in the background.
  */
-import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { Logger } from 'pino';
 import {
-  authPayload,
   CHUNK_SIZE,
   chunkLength,
-  Connection,
+  ConnectionLimiter,
   P2PError,
-  peerIdOf,
   receiptPayload,
-  Role,
-  serverProofPayload,
   sha256,
   signPayload,
-  verifyPayload,
   type Address,
+  type Connection,
   type IncomingRequest,
   type KeyPair,
+  type ServerHandshake,
 } from '../protocol/index.js';
 import type { BlacklistCache } from './blacklist-cache.js';
 import { fileStamp, type Library, type SharedFile } from './library.js';
@@ -68,9 +64,8 @@ export interface PartialSource {
 
 interface PeerConn {
   conn: Connection;
-  state: 'hello' | 'challenged' | 'ready';
-  nonce?: Buffer;
-  publicKey?: Buffer;
+  /** Its state, the nonce it was challenged with and the downloader's key (protocol/server.ts). */
+  hs: ServerHandshake;
   peerId?: string;
 }
 
@@ -97,7 +92,7 @@ class BufferPool {
 export class ChunkServer {
   private readonly server: net.Server;
   private readonly conns = new Set<PeerConn>();
-  private readonly perIp = new Map<string, number>();
+  private readonly limiter: ConnectionLimiter;
   private readonly pool: BufferPool;
   private readonly files = new OpenFiles();
   /** Files found changed since they were hashed, already sent for re-hashing. */
@@ -110,6 +105,16 @@ export class ChunkServer {
   constructor(private readonly opts: ChunkServerOptions) {
     this.log = opts.logger;
     this.pool = new BufferPool(opts.poolSize ?? 8, CHUNK_SIZE);
+    this.limiter = new ConnectionLimiter({
+      limits: {
+        maxConnections: opts.maxConnections ?? 1024,
+        maxConnectionsPerIp: opts.maxConnectionsPerIp ?? 128,
+        handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 2000,
+      },
+      connection: { logger: this.log, maxInFlight: 64, readTimeoutMs: opts.readTimeoutMs ?? 5000, idleTimeoutMs: 120_000, maxBodyBytes: 64 * 1024 },
+      tooManyMessage: 'this peer has too many connections',
+      handshakeTimeoutMessage: 'no handshake within the deadline',
+    });
     this.server = net.createServer((s) => this.onSocket(s));
   }
 
@@ -127,6 +132,7 @@ export class ChunkServer {
   }
 
   async close(): Promise<void> {
+    this.limiter.refuseAll(new P2PError('P2P_SHUTTING_DOWN', 'peer daemon is shutting down'));
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const c of this.conns) c.conn.close(new P2PError('P2P_SHUTTING_DOWN', 'peer daemon is shutting down'));
     await closed;
@@ -146,28 +152,12 @@ export class ChunkServer {
   }
 
   private onSocket(socket: net.Socket): void {
-    const conn = new Connection(socket, { logger: this.log, maxInFlight: 64, readTimeoutMs: this.opts.readTimeoutMs ?? 5000, idleTimeoutMs: 120_000, maxBodyBytes: 64 * 1024 });
-    const ip = conn.remoteAddress;
-    const fromIp = this.perIp.get(ip) ?? 0;
-    if (this.conns.size >= (this.opts.maxConnections ?? 1024) || fromIp >= (this.opts.maxConnectionsPerIp ?? 128)) {
-      conn.close(new P2PError('P2P_TOO_MANY_CONNECTIONS', 'this peer has too many connections'));
-      return;
-    }
-    this.perIp.set(ip, fromIp + 1);
-    const pc: PeerConn = { conn, state: 'hello' };
+    const accepted = this.limiter.accept(socket);
+    if (!accepted) return;
+    const pc: PeerConn = { conn: accepted.conn, hs: accepted.handshake };
     this.conns.add(pc);
-    const timer = setTimeout(() => {
-      if (pc.state !== 'ready') conn.close(new P2PError('P2P_HANDSHAKE_TIMEOUT', 'no handshake within the deadline'));
-    }, this.opts.handshakeTimeoutMs ?? 2000);
-    timer.unref();
-    conn.onRequest((req) => this.onRequest(pc, req));
-    conn.on('close', () => {
-      clearTimeout(timer);
-      this.conns.delete(pc);
-      const n = (this.perIp.get(ip) ?? 1) - 1;
-      if (n <= 0) this.perIp.delete(ip);
-      else this.perIp.set(ip, n);
-    });
+    pc.conn.onRequest((req) => this.onRequest(pc, req));
+    pc.conn.on('close', () => this.conns.delete(pc));
   }
 
   private async onRequest(pc: PeerConn, req: IncomingRequest): Promise<void> {
@@ -176,29 +166,14 @@ export class ChunkServer {
       case 'PING':
         conn.reply(req.requestId, 'PONG', {});
         return;
-      case 'HELLO': {
-        if (pc.state !== 'hello') throw new P2PError('P2P_UNEXPECTED_MESSAGE', 'HELLO twice');
-        const body = (req as IncomingRequest<'HELLO'>).body;
-        if (body.role !== Role.peer || body.publicKey.length !== 32) throw new P2PError('P2P_BAD_REQUEST', 'only peers with a 32-byte key are served');
-        pc.publicKey = Buffer.from(body.publicKey);
-        pc.nonce = randomBytes(32);
-        pc.state = 'challenged';
-        conn.reply(req.requestId, 'CHALLENGE', {
-          nonce: pc.nonce,
-          publicKey: this.opts.keys.publicKey,
-          signature: signPayload(this.opts.keys, serverProofPayload(body.nonce)),
-        });
+      case 'HELLO':
+        pc.hs.acceptHello();
+        // A serving peer proves its own key: a downloader checks it against the one the tracker lists.
+        pc.hs.challengePeer(req as IncomingRequest<'HELLO'>, { keys: this.opts.keys, badKeyMessage: 'only peers with a 32-byte key are served' });
         return;
-      }
       case 'AUTH': {
-        if (pc.state !== 'challenged' || !pc.publicKey || !pc.nonce) throw new P2PError('P2P_UNEXPECTED_MESSAGE', 'AUTH without HELLO');
-        if (!verifyPayload(pc.publicKey, authPayload(pc.nonce), (req as IncomingRequest<'AUTH'>).body.signature)) {
-          const err = new P2PError('P2P_BAD_SIGNATURE', 'the handshake signature does not match the public key');
-          conn.replyError(req.requestId, err);
-          conn.close(err);
-          return;
-        }
-        const peerId = peerIdOf(pc.publicKey);
+        const peerId = pc.hs.verifyPeerAuth(req as IncomingRequest<'AUTH'>);
+        if (!peerId) return; // refused and closed
         if (await this.opts.blacklist.isBanned(peerId, conn.remoteAddress)) {
           this.log.info({ peerId, remote: conn.remoteAddress }, 'refused a blacklisted downloader');
           const err = new P2PError('P2P_BLACKLISTED', 'you are blacklisted; this peer will not serve you');
@@ -207,12 +182,12 @@ export class ChunkServer {
           return;
         }
         pc.peerId = peerId;
-        pc.state = 'ready';
+        pc.hs.markReady();
         conn.reply(req.requestId, 'WELCOME', { peerId, observedHost: conn.remoteAddress, observedPort: conn.remotePort, leaseMs: 0, role: 'peer', term: 0, primary: '' });
         return;
       }
     }
-    if (pc.state !== 'ready') throw new P2PError('P2P_NOT_AUTHENTICATED', `${req.name} before the handshake completed`);
+    pc.hs.requireReady(req);
     if (this.opts.blacklist.knownBanned(pc.peerId!, conn.remoteAddress)) {
       conn.close(new P2PError('P2P_BLACKLISTED', 'you are blacklisted'));
       return;

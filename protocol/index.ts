@@ -8,3 +8,4 @@ export * from './identity.js';
 export * from './manifest.js';
 export * from './messages.js';
 export * from './names.js';
+export * from './server.js';
