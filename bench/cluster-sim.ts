@@ -33,9 +33,11 @@ export interface SimOptions {
   writeEveryMs: number;
   /** Allow data loss (wipes). */
   wipes: boolean;
+  /** Applied entries each tracker keeps in its log: few, so that folding and snapshots happen often. */
+  keepEntries: number;
 }
 
-export const DEFAULT_SIM: SimOptions = { trackers: 3, faultMs: 4000, settleMs: 4500, heartbeatMs: 50, failoverMs: 250, writeEveryMs: 40, wipes: true };
+export const DEFAULT_SIM: SimOptions = { trackers: 3, faultMs: 4000, settleMs: 4500, heartbeatMs: 50, failoverMs: 250, writeEveryMs: 40, wipes: true, keepEntries: 16 };
 
 export interface SimResult {
   seed: number;
@@ -170,6 +172,7 @@ export function runSchedule(seed: number, opts: SimOptions = DEFAULT_SIM): SimRe
       failoverMs: opts.failoverMs,
       random,
       now,
+      keepEntries: opts.keepEntries,
       send: (to, m) => send(t.rank, to, m),
       note: (_level, fields, message) => {
         if (t.life === life) say(`t${t.rank}: ${message} ${JSON.stringify(fields)}`);

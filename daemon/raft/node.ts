@@ -58,6 +58,8 @@ export interface RaftNodeOptions {
   /** Random numbers in [0, 1): the epoch a main draws. */
   random: () => number;
   now: number;
+  /** Applied entries kept in the log (KEEP_ENTRIES); the simulation keeps few, to fold the log often. */
+  keepEntries?: number;
 }
 
 /** What this tracker knows of another, from anything it last heard from it. */
@@ -89,7 +91,7 @@ interface Follower {
 }
 
 /** Entries kept in the log after they are applied, so a backup briefly behind catches up without a snapshot. */
-const KEEP_ENTRIES = 4096;
+export const KEEP_ENTRIES = 4096;
 
 export class RaftNode {
   readonly log: RaftLog;
@@ -231,6 +233,7 @@ export class RaftNode {
 
   // --- roles ----------------------------------------------------------------------------------------
 
+  /** The one place the role changes. */
   private setRole(to: TrackerRole, why: string): void {
     const from = this.role;
     if (from === to) return;
@@ -256,8 +259,7 @@ export class RaftNode {
     this.votes.clear();
     this.preVotes.clear();
     if (was === 'primary' || was === 'candidate') {
-      this.role = 'syncing';
-      this.o.onRoleChange?.(was, 'syncing', why);
+      this.setRole('syncing', why);
       this.electionAt = this.now + this.electionDelay();
     }
     this.settle();
@@ -434,7 +436,10 @@ export class RaftNode {
       f.next = Math.min(this.log.lastIndex + 1, Math.max(1, m.hint + 1));
     }
     f.want = m.want;
-    f.needSnapshot = m.want !== 0 && m.want !== f.served && !f.snapshot;
+    // A backup whose snapshot point is past the end of our log applied entries we do not have: only a
+    // snapshot can settle it (it keeps what it applied for a merge, as the snapshot does not agree).
+    const beyond = !m.ok && m.want === 0 && m.hint > this.log.lastIndex;
+    f.needSnapshot = (beyond || (m.want !== 0 && m.want !== f.served)) && !f.snapshot;
     if (f.needSnapshot) {
       this.startSnapshot(from, f);
     } else if (!m.ok || f.next <= this.log.lastIndex) {
@@ -732,8 +737,9 @@ export class RaftNode {
     // A main that had lost its holder lists too had every tracker drop theirs: no snapshot needed.
     if (this.want !== 0 && !this.mustInstall && !this.state.holdersLost) this.want = 0;
     // Keep the log bounded: fold applied entries into the snapshot point, keeping some for laggards.
-    const upTo = this.state.appliedIndex - KEEP_ENTRIES;
-    if (upTo > this.log.start.index + KEEP_ENTRIES) this.log.compact(this.log.position(upTo)!);
+    const keep = this.o.keepEntries ?? KEEP_ENTRIES;
+    const upTo = this.state.appliedIndex - keep;
+    if (upTo > this.log.start.index + keep) this.log.compact(this.log.position(upTo)!);
     this.settle();
   }
 

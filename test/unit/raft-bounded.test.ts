@@ -1,0 +1,111 @@
+/**
+ * Messages between trackers stay bounded however large the state: a snapshot of a big blacklist goes in
+ * parts, and records handed over for a merge go in batches, each under MAX_BATCH_BYTES (issue 9: one
+ * SYNC_STATE or MERGE frame used to carry everything, so a large state could never sync or merge).
+ */
+import t from 'tap';
+import type { Op } from '../../daemon/ops.js';
+import { MAX_BATCH_BYTES, type RaftMessage } from '../../daemon/raft/messages.js';
+import { RaftNode } from '../../daemon/raft/node.js';
+import { TrackerState } from '../../daemon/state.js';
+import { Store } from '../../daemon/store.js';
+
+const HEARTBEAT_MS = 50;
+const FAILOVER_MS = 250;
+const BANS = Number(process.env.BANS ?? 12_000);
+
+class Pair {
+  now = 0;
+  connected = false;
+  readonly nodes: RaftNode[] = [];
+  readonly stores: Store[] = [];
+  readonly sizes: Array<{ t: string; bytes: number }> = [];
+  private queue: Array<{ to: number; from: number; m: RaftMessage }> = [];
+
+  constructor() {
+    for (let rank = 0; rank < 2; rank++) this.boot(rank, new Store(':memory:'));
+  }
+
+  boot(rank: number, store: Store): void {
+    this.stores[rank] = store;
+    this.nodes[rank] = new RaftNode({
+      rank,
+      size: 2,
+      state: new TrackerState(store),
+      heartbeatMs: HEARTBEAT_MS,
+      failoverMs: FAILOVER_MS,
+      random: () => 0.5,
+      now: this.now,
+      send: (to, m) => {
+        this.sizes.push({ t: m.t, bytes: JSON.stringify(m).length });
+        if (this.connected) this.queue.push({ to, from: rank, m });
+      },
+    });
+  }
+
+  /** Runs virtual time forward, delivering every message at once. */
+  run(ms: number, until?: () => boolean): void {
+    const end = this.now + ms;
+    while (this.now < end) {
+      this.now += HEARTBEAT_MS / 4;
+      for (const n of this.nodes) n.tick(this.now);
+      for (let guard = 0; this.queue.length > 0 && guard < 100_000; guard++) {
+        const { to, from, m } = this.queue.shift()!;
+        this.nodes[to]!.receive(this.now, from, m);
+      }
+      if (until?.()) return;
+    }
+  }
+
+  main(): RaftNode | undefined {
+    return this.nodes.find((n) => n.isPrimary);
+  }
+}
+
+const ban = (i: number, side: string): Op => ({ op: 'blacklist-add', entry: { target: `10.${side}.${(i >> 8) & 255}.${i & 255}`, reason: 'a reason long enough to make every record weigh something', since: i, addedBy: 'test' } });
+
+t.test(`a snapshot of ${BANS} bans reaches a fresh tracker in parts, each about ${MAX_BATCH_BYTES} bytes at most`, (t) => {
+  const pair = new Pair();
+  pair.run(2 * FAILOVER_MS, () => !!pair.main()); // each alone: both take over in their own terms
+  const main = pair.nodes[0]!;
+  t.ok(main.isPrimary, 'rank 0 acts alone');
+  for (let i = 0; i < BANS; i++) main.propose(ban(i, '1'));
+  t.equal(main.commit, main.log.lastIndex, 'acting alone, every write is committed at once');
+  t.ok(main.log.start.index > 0, `the applied log was folded into the state (log starts after index ${main.log.start.index})`);
+  // Rank 1 comes back with a wiped disk and meets the main.
+  pair.stores[1]!.close();
+  pair.boot(1, new Store(':memory:'));
+  pair.connected = true;
+  pair.sizes.length = 0;
+  pair.run(20 * FAILOVER_MS, () => pair.nodes[1]!.role === 'backup' && pair.nodes[1]!.commit === main.commit);
+  const parts = pair.sizes.filter((s) => s.t === 'snapshot');
+  t.ok(parts.length > 1, `the snapshot went in ${parts.length} parts`);
+  const largest = Math.max(...pair.sizes.map((s) => s.bytes));
+  t.ok(largest < MAX_BATCH_BYTES * 1.25, `the largest message was ${largest} bytes`);
+  const [a, b] = pair.nodes.map((n) => (n as unknown as { state: TrackerState }).state);
+  t.equal(b!.blacklistEntries().length, BANS, 'the copy holds every ban');
+  t.equal(b!.stateHash(), a!.stateHash(), 'and the same state');
+  t.end();
+});
+
+t.test(`${BANS} bans written on one side of a split reach the other as a merge in batches`, (t) => {
+  const pair = new Pair();
+  pair.run(2 * FAILOVER_MS, () => pair.nodes.every((n) => n.isPrimary));
+  t.ok(pair.nodes.every((n) => n.isPrimary), 'split apart, both act alone (the two-tracker trade-off)');
+  const [a, b] = pair.nodes as [RaftNode, RaftNode];
+  for (let i = 0; i < 10; i++) a.propose(ban(i, '1'));
+  for (let i = 0; i < BANS; i++) b.propose(ban(i, '2'));
+  t.ok(a.term > b.term, `rank 0's term (${a.term}) is the newer one: rank 1 will give up its state`);
+  pair.connected = true;
+  pair.sizes.length = 0;
+  const states = pair.nodes.map((n) => (n as unknown as { state: TrackerState }).state);
+  pair.run(40 * FAILOVER_MS, () => !b.hasPendingMerge && a.isPrimary && b.commit === a.commit && states.every((s) => s.appliedIndex === a.commit));
+  const merges = pair.sizes.filter((s) => s.t === 'merge');
+  t.ok(merges.length > 1, `the records went in ${merges.length} merge batches`);
+  const largest = Math.max(...pair.sizes.map((s) => s.bytes));
+  t.ok(largest < MAX_BATCH_BYTES * 1.25, `the largest message was ${largest} bytes`);
+  for (const [i, s] of states.entries()) t.equal(s.blacklistEntries().length, BANS + 10, `rank ${i} holds every ban acknowledged on either side`);
+  t.equal(states[0]!.stateHash(), states[1]!.stateHash(), 'and both hold the same state');
+  t.notOk(b.hasPendingMerge, 'nothing is left waiting to be merged');
+  t.end();
+});
