@@ -1,7 +1,7 @@
 /**
  * Real `p2p-tracker` processes for integration tests (dist/daemon/main.js, so `npm run build` first), and
  * the faults a cluster of them is put through: kill -9, SIGSTOP/SIGCONT, a graceful stop, a wiped
- * --data, and partitions made by TCP proxies placed between the trackers.
+ * --data, and partitions and slow links made by TCP proxies placed between the trackers.
  *
  * `--cluster` is positional (a tracker's rank is the place of its own --listen in the list), so each
  * tracker can be given its own list: its own entry is its real address, the others' entries are the
@@ -26,13 +26,36 @@ export type StatusRow = Body<'ADMIN_STATUS_RESULT'>['trackers'][number];
 export const TRACKER_BIN = fileURLToPath(new URL('../../dist/daemon/main.js', import.meta.url));
 
 const label = (port: number): string => `127.0.0.1:${port}`;
-const errorCode = (err: unknown): string => toP2PError(err).code;
+const errorCode = (err: unknown): string => (err instanceof TestTimeoutError ? TEST_TIMEOUT : toP2PError(err).code);
 
 /** What became of an admin write: acknowledged, or refused/failed with a code (`TEST_TIMEOUT`: no answer in time). */
 export type WriteOutcome = { ok: true; ms: number } | { ok: false; code: string; message: string; ms: number };
 
 /** A code that is not the tracker's: the test gave up waiting for the answer. */
 export const TEST_TIMEOUT = 'TEST_TIMEOUT';
+
+class TestTimeoutError extends Error {}
+
+/** `p`, or a TestTimeoutError after `ms` (the test stops waiting; the tracker may still answer later). */
+async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const gaveUp = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new TestTimeoutError(`no answer within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([p, gaveUp]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** What became of a batch of admin writes (see `TrackerAdmin.addMany`). */
+export interface BatchOutcome {
+  acked: string[];
+  /** Writes that failed or were not answered: they may or may not be kept. */
+  unknown: Array<{ target: string; code: string }>;
+  ms: number;
+}
 
 /**
  * Admin commands to one tracker. Reads share one session (reopened after a failure); every write opens
@@ -53,11 +76,10 @@ export class TrackerAdmin {
     try {
       return await fn(c);
     } catch (err) {
-      const code = errorCode(err);
-      if (code === 'P2P_CONNECTION_CLOSED' || code === 'P2P_TIMEOUT' || code === 'P2P_CONNECT_FAILED') {
-        c.close();
-        if (this.session === c) this.session = undefined;
-      }
+      // Whatever went wrong (the tracker died, or closed the session as idle after 10 s), the next read
+      // opens a new session: a read has no state worth keeping.
+      c.close();
+      if (this.session === c) this.session = undefined;
       throw err;
     }
   }
@@ -85,6 +107,43 @@ export class TrackerAdmin {
 
   remove(target: string, timeoutMs = 4000): Promise<WriteOutcome> {
     return this.write((c) => c.remove(target), timeoutMs);
+  }
+
+  /**
+   * Bans every target, `sessions` writes at a time, over sessions that are reused (not a handshake per
+   * write): for a large blacklist. Never rejects; a write that fails or times out is listed as unknown.
+   */
+  async addMany(targets: string[], reason: string, { sessions = 8, timeoutMs = 5000 } = {}): Promise<BatchOutcome> {
+    const started = Date.now();
+    const out: BatchOutcome = { acked: [], unknown: [], ms: 0 };
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      let c: AdminClient | undefined;
+      try {
+        while (next < targets.length) {
+          const target = targets[next++]!;
+          try {
+            if (!c) {
+              c = await AdminClient.connect(this.address, this.token);
+              this.writers.add(c);
+            }
+            await withTimeout(c.add(target, reason), timeoutMs);
+            out.acked.push(target);
+          } catch (err) {
+            out.unknown.push({ target, code: errorCode(err) });
+            c?.close();
+            if (c) this.writers.delete(c);
+            c = undefined;
+          }
+        }
+      } finally {
+        c?.close();
+        if (c) this.writers.delete(c);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, sessions) }, worker));
+    out.ms = Date.now() - started;
+    return out;
   }
 
   /** One write on a session of its own; never rejects: a refusal is an outcome. */
@@ -259,7 +318,8 @@ export type ProxyMode = 'pass' | 'drop' | 'stall';
 
 /**
  * A TCP proxy between two trackers: passes, drops (resets every connection, refuses new ones) or stalls
- * (holds every byte, in order, until set to pass again) the traffic.
+ * (holds every byte, in order, until set to pass again) the traffic. Passing can be throttled (a slow
+ * link). Bytes it still holds when either end closes are lost, as a crashed machine's unsent data is.
  */
 export class TcpProxy {
   mode: ProxyMode = 'pass';
@@ -267,6 +327,10 @@ export class TcpProxy {
   private server: net.Server;
   private readonly pipes = new Set<{ from: net.Socket; to: net.Socket; held: Buffer[] }>();
   private readonly sockets = new Set<net.Socket>();
+  /** Bytes per second that each direction of each connection carries while passing (undefined: no limit). */
+  private bytesPerSec: number | undefined;
+  private pump: NodeJS.Timeout | undefined;
+  private pumpedAt = 0;
 
   constructor(private readonly targetPort: number) {
     this.server = net.createServer((client) => this.accept(client));
@@ -312,18 +376,70 @@ export class TcpProxy {
     const p = { from, to, held: [] as Buffer[] };
     this.pipes.add(p);
     from.on('close', () => this.pipes.delete(p));
-    from.on('data', (d: Buffer) => (this.mode === 'pass' ? to.write(d) : p.held.push(d)));
+    from.on('data', (d: Buffer) => {
+      if (this.mode === 'pass' && this.bytesPerSec === undefined && p.held.length === 0) return void to.write(d);
+      p.held.push(d);
+      this.flush();
+    });
   }
 
   set(mode: ProxyMode): void {
     this.mode = mode;
     if (mode === 'drop') for (const s of this.sockets) s.destroy();
-    if (mode === 'pass') {
+    this.flush();
+  }
+
+  /** Limits what passes to `bytesPerSec` each way on each connection, or (undefined) lifts the limit. */
+  throttle(bytesPerSec: number | undefined): void {
+    this.bytesPerSec = bytesPerSec;
+    this.flush();
+  }
+
+  /** Passes held bytes: all at once, or (throttled) a share every 10 ms. */
+  private flush(): void {
+    if (this.mode !== 'pass') return;
+    if (this.bytesPerSec === undefined) {
+      this.stopPump();
       for (const p of this.pipes) for (const d of p.held.splice(0)) p.to.write(d);
+      return;
     }
+    if (this.pump || ![...this.pipes].some((p) => p.held.length > 0)) return;
+    this.pumpedAt = Date.now();
+    this.pump = setInterval(() => this.passShare(), 10);
+  }
+
+  /** Passes what the time since the last share allows (timers fire late on a loaded machine). */
+  private passShare(): void {
+    if (this.mode !== 'pass' || this.bytesPerSec === undefined) {
+      this.stopPump();
+      return this.flush();
+    }
+    const now = Date.now();
+    const elapsedMs = Math.min(100, now - this.pumpedAt);
+    this.pumpedAt = now;
+    let holding = false;
+    for (const p of this.pipes) {
+      let budget = Math.max(1, Math.floor((this.bytesPerSec * elapsedMs) / 1000));
+      while (budget > 0 && p.held.length > 0) {
+        const d = p.held[0]!;
+        const n = Math.min(budget, d.length);
+        p.to.write(d.subarray(0, n));
+        if (n === d.length) p.held.shift();
+        else p.held[0] = d.subarray(n);
+        budget -= n;
+      }
+      holding ||= p.held.length > 0;
+    }
+    if (!holding) this.stopPump();
+  }
+
+  private stopPump(): void {
+    clearInterval(this.pump);
+    this.pump = undefined;
   }
 
   async close(): Promise<void> {
+    this.stopPump();
     for (const s of this.sockets) s.destroy();
     await new Promise((r) => this.server.close(r));
   }
@@ -418,6 +534,24 @@ export class TrackerCluster {
     }
   }
 
+  /**
+   * Slows to `bytesPerSec` (each way) or, with undefined, frees the connections tracker `from` opens to
+   * tracker `to`: what `from` sends on them and what comes back on them (answers to its requests).
+   */
+  throttle(from: number, to: number, bytesPerSec: number | undefined): void {
+    if (!this.opts.proxies) throw new Error('this cluster was made without proxies');
+    this.proxies[from]![to]!.throttle(bytesPerSec);
+  }
+
+  /**
+   * Cuts (drop, stall) or heals (pass) only the connections tracker `from` opens to tracker `to`; those
+   * `to` opens to `from` are untouched (one direction of a partition, as when one TCP connection is reset).
+   */
+  oneWay(from: number, to: number, mode: ProxyMode): void {
+    if (!this.opts.proxies) throw new Error('this cluster was made without proxies');
+    this.proxies[from]![to]!.set(mode);
+  }
+
   /** What every tracker in `list` says of itself (undefined: down, paused or not answering). */
   async sight(list: TrackerProcess[] = this.trackers): Promise<Map<TrackerProcess, StatusRow | undefined>> {
     const rows = await Promise.all(list.map((tr) => tr.selfStatus()));
@@ -503,14 +637,14 @@ export class TrackerCluster {
  * Polls `observe` until `done` holds or `ms` pass, and returns the last observation either way, so that
  * the assertion that follows can show what was really there.
  */
-export async function settle<T>(what: string, ms: number, observe: () => Promise<T>, done: (v: T) => boolean): Promise<{ ok: boolean; last: T | undefined; waitedMs: number }> {
+export async function settle<T>(what: string, ms: number, observe: () => Promise<T>, done: (v: T) => boolean, everyMs = 25): Promise<{ ok: boolean; last: T | undefined; waitedMs: number }> {
   let last: T | undefined;
   const started = Date.now();
   try {
     await until(what, async () => {
       last = await observe();
       return done(last);
-    }, ms);
+    }, ms, everyMs);
     return { ok: true, last, waitedMs: Date.now() - started };
   } catch {
     return { ok: false, last, waitedMs: Date.now() - started };
