@@ -433,12 +433,15 @@ export function runSchedule(seed: number, opts: SimOptions = DEFAULT_SIM): SimRe
   const bound = 8 * opts.failoverMs + 40 * opts.heartbeatMs;
   let probeAcked = false;
   let probeTarget = '';
+  let probeAt = -Infinity;
   let settledAt = -1;
   const check = (): void => {
     const main = currentMain();
     const stable = main && trackers.every((t) => t === main || (t.node.role === 'backup' && t.node.leader === main.rank && t.node.term === main.node.term));
-    if (stable && !probeTarget) {
+    // The probe is a client write: if the main it went to loses command first, the client tries again.
+    if (stable && acked.get('probe') !== 'banned' && now - probeAt > 10 * opts.heartbeatMs) {
       probeTarget = 'probe';
+      probeAt = now;
       if (!propose({ kind: 'probe', target: probeTarget })) probeTarget = '';
     }
     probeAcked = acked.get('probe') === 'banned';

@@ -82,6 +82,7 @@ export class Cluster {
   private tickTimer: Timer | undefined;
   private sweepTimer: Timer | undefined;
   private stopped = false;
+  private lastTickAt = 0;
   private readonly attached = new WeakSet<Connection>();
 
   constructor(private readonly opts: ClusterOptions) {
@@ -151,6 +152,7 @@ export class Cluster {
       note: (level, fields, message) => this.log[level](fields, message),
     });
     this.node = node;
+    this.lastTickAt = this.clock.now();
     this.log.info({ rank: this.selfRank, cluster: this.labels, term: node.term, applied: this.state.appliedIndex, last: node.log.lastIndex }, this.size === 1 ? 'tracker alone (no --cluster)' : 'joining the tracker cluster');
     if (this.size === 1) {
       node.tick(this.clock.now() + this.opts.failoverMs); // a cluster of one elects itself at once
@@ -169,12 +171,13 @@ export class Cluster {
 
   private tick(): void {
     if (this.stopped || !this.node) return;
-    this.node.tick(this.clock.now());
+    this.lastTickAt = this.clock.now();
+    this.node.tick(this.lastTickAt);
   }
 
   requirePrimary(): void {
     // A write can reach a main that was frozen before its timers noticed: let it notice first.
-    if (this.size > 1) this.tick();
+    if (this.size > 1 && this.clock.now() - this.lastTickAt > this.opts.failoverMs) this.tick();
     if (this.isPrimary) return;
     const main = this.primaryAddress;
     throw new P2PError('P2P_NOT_PRIMARY', `this tracker is not the main (it is ${this.role}); ${main ? `the main is ${main}` : 'a takeover is under way; try again in a second'}`);

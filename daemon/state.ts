@@ -150,11 +150,11 @@ export class TrackerState {
         }
         return;
       case 'blacklist-add':
-        this.mergeRecord({ k: 'ban', ban: { ...op.entry, stamp } }, change);
+        this.mergeRecord({ k: 'ban', ban: { ...op.entry, stamp: this.after(op.entry.target, stamp) } }, change);
         store.addAudit({ time: op.entry.since, actor: op.entry.addedBy, action: 'blacklist-add', detail: `${op.entry.target}: ${op.entry.reason}` });
         return;
       case 'blacklist-rm':
-        this.mergeRecord({ k: 'unban', tomb: { target: op.target, by: op.by, time: op.time, stamp } }, change);
+        this.mergeRecord({ k: 'unban', tomb: { target: op.target, by: op.by, time: op.time, stamp: this.after(op.target, stamp) } }, change);
         store.addAudit({ time: op.time, actor: op.by, action: 'blacklist-rm', detail: op.target });
         return;
       case 'report':
@@ -168,7 +168,7 @@ export class TrackerState {
         return;
       case 'report-status': {
         const r = store.report(op.id);
-        if (r) this.mergeRecord({ k: 'report', report: { ...r, status: op.status, statusStamp: stamp } }, change);
+        if (r) this.mergeRecord({ k: 'report', report: { ...r, status: op.status, statusStamp: compareStamps(stamp, r.statusStamp) > 0 ? stamp : [r.statusStamp[0], r.statusStamp[1] + 1] } }, change);
         store.addAudit({ time: op.time, actor: op.by, action: 'report-status', detail: `${op.id}: ${op.status}` });
         return;
       }
@@ -178,6 +178,16 @@ export class TrackerState {
         store.trimAudit();
         return;
     }
+  }
+
+  /**
+   * The stamp of a write to `target` made in log order: its own, or just after the stamp it replaces
+   * when that one is later (a tracker whose --data was wiped starts again from low terms). A write made
+   * on top of a record always wins over it, on every tracker alike.
+   */
+  private after(target: string, stamp: Stamp): Stamp {
+    const current = this.banned.get(target)?.stamp ?? this.store.tombstone(target)?.stamp;
+    return current && compareStamps(current, stamp) >= 0 ? [current[0], current[1] + 1] : stamp;
   }
 
   /**

@@ -114,6 +114,7 @@ export class RaftNode {
   private transferringTo: number | undefined;
   private transferUntil = 0;
   private transferSent = false;
+  private handoverAfter = 0;
   /** A snapshot being received: its id and the records so far. */
   private incoming: { id: number; from: number; records: SnapshotRecord[]; next: number } | undefined;
   /** This tracker gave up applied state and must copy the main's snapshot before applying anything. */
@@ -392,6 +393,7 @@ export class RaftNode {
     if (this.transferringTo !== undefined && now > this.transferUntil) {
       this.o.note?.('warn', { to: this.transferringTo }, `handover to rank ${this.transferringTo} did not happen; taking writes again`);
       this.transferringTo = undefined;
+      this.handoverAfter = now + this.o.failoverMs; // take writes for a while before trying again
     }
     for (const [r, f] of this.followers) {
       const due = now - f.sentAt >= this.o.heartbeatMs;
@@ -473,7 +475,7 @@ export class RaftNode {
    */
   private considerHandover(): void {
     if (this.log.position(this.commit)?.term !== this.term) return;
-    if (this.transferringTo === undefined) {
+    if (this.transferringTo === undefined && this.now >= this.handoverAfter) {
       for (const [r, f] of this.followers) {
         // Not to one that still has records to merge: they go into this main's log first.
         if (r > this.o.rank || !this.heard(r) || f.snapshot || f.needSnapshot || this.peers[r]?.fresh || this.peers[r]?.pending !== false) continue;
