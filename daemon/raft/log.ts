@@ -107,24 +107,19 @@ export class RaftLog {
 
   /** Forgets entries up to `p` (already applied and folded into the state); `p` becomes the snapshot point. */
   compact(p: LogPosition): void {
-    if (p.index <= this.start.index) return;
-    this.store.transaction(() => {
-      this.store.compactLog(p.index);
-      this.store.setMeta('log_start_index', p.index);
-      this.store.setMeta('log_start_term', p.term);
-      this.store.setMeta('log_start_epoch', p.epoch);
-    });
-    this.entries = this.entries.filter((e) => e.index > p.index);
-    this.start = p;
+    if (p.index > this.start.index) this.moveStart(p);
   }
 
   /** After installing a snapshot at `p`: keeps the entries after it if the log agrees at `p`, else none. */
   resetTo(p: LogPosition): void {
-    const keep = this.matches(p) && p.index <= this.lastIndex;
-    if (!keep) {
+    if (!(this.matches(p) && p.index <= this.lastIndex)) {
       this.store.truncateLog(0);
       this.entries = [];
     }
+    this.moveStart(p);
+  }
+
+  private moveStart(p: LogPosition): void {
     this.store.transaction(() => {
       this.store.compactLog(p.index);
       this.store.setMeta('log_start_index', p.index);
