@@ -147,6 +147,7 @@ export class Cluster {
       random: Math.random,
       now: this.clock.now(),
       send: (to, m) => this.links[to]?.send(JSON.stringify(m)),
+      unsent: (to) => this.links[to]?.unsentBytes ?? 0,
       onApplied: (index, term) => this.settle(index, term),
       onRoleChange: (from, to, why) => this.roleChanged(from, to, why),
       note: (level, fields, message) => this.log[level](fields, message),

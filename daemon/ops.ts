@@ -30,7 +30,7 @@ export type DurableRecord = { k: 'ban'; ban: StampedBan } | { k: 'unban'; tomb: 
 /** Everything a snapshot holds, one record per line. */
 export type SnapshotRecord =
   | DurableRecord
-  | { k: 'head'; index: number; term: number; epoch: number }
+  | { k: 'head'; index: number; term: number; epoch: number; holdersLost?: boolean }
   | { k: 'peer'; peer: PeerInfo; files: FileReg[] }
   | { k: 'audit'; audit: AuditRecord };
 

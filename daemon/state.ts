@@ -238,7 +238,8 @@ export class TrackerState {
 
   /** The whole state as records (the header first), at the last applied entry. */
   snapshotRecords(epoch: number): SnapshotRecord[] {
-    const records: SnapshotRecord[] = [{ k: 'head', index: this.appliedIndex, term: this.appliedTerm, epoch }];
+    // A copy taken from a tracker that lost its holder lists carries that loss: the copy's lists are empty too.
+    const records: SnapshotRecord[] = [{ k: 'head', index: this.appliedIndex, term: this.appliedTerm, epoch, holdersLost: this.holdersLost }];
     records.push(...this.durableRecords());
     for (const p of this.peers.values()) {
       records.push({
@@ -288,7 +289,7 @@ export class TrackerState {
     for (const r of records) if (r.k === 'peer') this.register(r.peer, r.files);
     this.appliedIndex = head.index;
     this.appliedTerm = head.term;
-    this.holdersLost = false;
+    this.holdersLost = head.holdersLost === true;
     const change: BlacklistChange = { added: [], removed: [] };
     for (const [target, b] of this.banned) if (!before.has(target)) change.added.push(plainBan(b));
     for (const target of before.keys()) if (!this.banned.has(target)) change.removed.push(target);

@@ -54,6 +54,11 @@ export class TrackerLink {
     return !!this.conn && !this.conn.isClosed;
   }
 
+  /** Bytes accepted for this tracker and not yet written to the network. */
+  get unsentBytes(): number {
+    return this.conn && !this.conn.isClosed ? this.conn.unsentBytes : 0;
+  }
+
   /** Sends one message (JSON); opens the link first if it is down. Never throws. */
   send(message: string): void {
     if (this.closed) return;

@@ -60,6 +60,11 @@ export interface RaftNodeOptions {
   now: number;
   /** Applied entries kept in the log (KEEP_ENTRIES); the simulation keeps few, to fold the log often. */
   keepEntries?: number;
+  /**
+   * Bytes queued for that tracker and not yet written to the network. While the link is still writing
+   * what was sent, nothing counts as lost: a slow link gets each batch once, not a new copy every beat.
+   */
+  unsent?: (to: number) => number;
 }
 
 /** What this tracker knows of another, from anything it last heard from it. */
@@ -80,6 +85,8 @@ interface Follower {
   /** When the last append (or snapshot part) went out, and whether its answer is awaited. */
   sentAt: number;
   awaiting: boolean;
+  /** The last entry of the append awaited: an answer that stops short of it answers an older message. */
+  awaitingTo: number;
   repliedAt: number;
   snapshot: { id: number; parts: string[]; part: number; head: LogPosition; agrees: boolean } | undefined;
   needSnapshot: boolean;
@@ -367,7 +374,7 @@ export class RaftNode {
     this.followers.clear();
     for (let r = 0; r < this.o.size; r++) {
       if (r === this.o.rank) continue;
-      this.followers.set(r, { next: this.log.lastIndex + 1, match: 0, sentAt: -Infinity, awaiting: false, repliedAt: this.now, snapshot: undefined, needSnapshot: false, applied: undefined, served: 0, want: 0 });
+      this.followers.set(r, { next: this.log.lastIndex + 1, match: 0, sentAt: -Infinity, awaiting: false, awaitingTo: 0, repliedAt: this.now, snapshot: undefined, needSnapshot: false, applied: undefined, served: 0, want: 0 });
     }
     this.setRole('primary', `main in term ${this.term}`);
     this.o.note?.('info', { term: this.term, last: this.log.lastIndex }, `main in term ${this.term}`);
@@ -396,6 +403,10 @@ export class RaftNode {
       this.handoverAfter = now + this.o.failoverMs; // take writes for a while before trying again
     }
     for (const [r, f] of this.followers) {
+      if (f.awaiting && (this.o.unsent?.(r) ?? 0) > 0) {
+        f.sentAt = now; // still on its way out: the wait for an answer starts once it has left
+        continue;
+      }
       const due = now - f.sentAt >= this.o.heartbeatMs;
       const lost = f.awaiting && now - f.sentAt >= (f.snapshot ? this.o.failoverMs : 2 * this.o.heartbeatMs);
       if (!due && !lost) continue;
@@ -419,14 +430,23 @@ export class RaftNode {
     const entries = this.log.slice(f.next, MAX_BATCH_BYTES);
     f.sentAt = this.now;
     f.awaiting = true;
+    f.awaitingTo = prev.index + entries.length;
     this.o.send(r, { t: 'append', term: this.term, prev, entries, commit: this.commit });
   }
 
   private onAppendReply(from: number, m: Extract<RaftMessage, { t: 'append-reply' }>): void {
     const f = this.followers.get(from);
     if (this.role !== 'primary' || m.term !== this.term || !f) return;
-    f.awaiting = false;
     f.repliedAt = this.now;
+    if (m.ok && m.want === 0 && f.awaiting && m.match < f.awaitingTo && !f.snapshot) {
+      // The answer to an earlier message (a heartbeat, say) while a batch is on its way: note it and
+      // keep waiting, rather than send that batch again.
+      f.match = Math.max(f.match, m.match);
+      f.applied = m.applied;
+      this.advanceCommit();
+      return;
+    }
+    f.awaiting = false;
     f.applied = m.applied;
     if (m.ok) {
       f.match = Math.max(f.match, m.match);
@@ -444,7 +464,7 @@ export class RaftNode {
     f.needSnapshot = (beyond || (m.want !== 0 && m.want !== f.served)) && !f.snapshot;
     if (f.needSnapshot) {
       this.startSnapshot(from, f);
-    } else if (!m.ok || f.next <= this.log.lastIndex) {
+    } else if (!f.awaiting && (!m.ok || f.next <= this.log.lastIndex)) {
       this.sendAppend(from, f);
     }
   }
@@ -725,6 +745,8 @@ export class RaftNode {
       const op = decodeOp(e.op);
       this.state.apply({ index: e.index, term: e.term, op });
       this.o.onApplied?.(e.index, e.term, op);
+      // A main that kept its holder lists took over while this tracker's are lost: ask for a copy.
+      if (op.op === 'term' && !op.resetHolders && this.state.holdersLost && this.role !== 'primary') this.want = this.newWant();
       const waiting = this.mergesWaiting.get(e.index);
       if (waiting) this.mergesWaiting.delete(e.index);
       if (waiting?.term === e.term) {

@@ -17,10 +17,14 @@ const BANS = Number(process.env.BANS ?? 12_000);
 class Pair {
   now = 0;
   connected = false;
+  /** The link's speed each way, in bytes per ms (Infinity: every message arrives at once). */
+  bytesPerMs = Infinity;
+  /** When each side's link has written out everything sent on it. */
+  private readonly wireFreeAt = [0, 0];
   readonly nodes: RaftNode[] = [];
   readonly stores: Store[] = [];
   readonly sizes: Array<{ t: string; bytes: number }> = [];
-  private queue: Array<{ to: number; from: number; m: RaftMessage }> = [];
+  private queue: Array<{ to: number; from: number; m: RaftMessage; at: number }> = [];
 
   constructor() {
     for (let rank = 0; rank < 2; rank++) this.boot(rank, new Store(':memory:'));
@@ -37,9 +41,14 @@ class Pair {
       random: () => 0.5,
       now: this.now,
       send: (to, m) => {
-        this.sizes.push({ t: m.t, bytes: JSON.stringify(m).length });
-        if (this.connected) this.queue.push({ to, from: rank, m });
+        const bytes = JSON.stringify(m).length;
+        this.sizes.push({ t: m.t, bytes });
+        if (!this.connected) return;
+        const at = Math.max(this.now, this.wireFreeAt[rank]!) + bytes / this.bytesPerMs;
+        this.wireFreeAt[rank] = at;
+        this.queue.push({ to, from: rank, m, at });
       },
+      unsent: () => Math.max(0, this.wireFreeAt[rank]! - this.now) * this.bytesPerMs || 0,
     });
   }
 
@@ -50,7 +59,9 @@ class Pair {
       this.now += HEARTBEAT_MS / 4;
       for (const n of this.nodes) n.tick(this.now);
       for (let guard = 0; this.queue.length > 0 && guard < 100_000; guard++) {
-        const { to, from, m } = this.queue.shift()!;
+        const next = this.queue.findIndex((q) => q.at <= this.now);
+        if (next < 0) break;
+        const { to, from, m } = this.queue.splice(next, 1)[0]!;
         this.nodes[to]!.receive(this.now, from, m);
       }
       if (until?.()) return;
@@ -107,5 +118,30 @@ t.test(`${BANS} bans written on one side of a split reach the other as a merge i
   for (const [i, s] of states.entries()) t.equal(s.blacklistEntries().length, BANS + 10, `rank ${i} holds every ban acknowledged on either side`);
   t.equal(states[0]!.stateHash(), states[1]!.stateHash(), 'and both hold the same state');
   t.notOk(b.hasPendingMerge, 'nothing is left waiting to be merged');
+  t.end();
+});
+
+t.test('over a slow link the main sends each batch once, not a new copy every heartbeat while one is on its way', (t) => {
+  const pair = new Pair();
+  pair.connected = true;
+  pair.run(4 * FAILOVER_MS, () => pair.nodes[0]!.isPrimary && pair.nodes[1]!.role === 'backup');
+  const [main, backup] = pair.nodes as [RaftNode, RaftNode];
+  t.ok(main.isPrimary && backup.role === 'backup', 'rank 0 leads, rank 1 follows');
+  // About 175 ms on the wire for a full batch: longer than the two heartbeats after which an unanswered
+  // batch counts as lost, shorter than failover-ms.
+  pair.bytesPerMs = 4500;
+  const writes = 4000;
+  for (let i = 0; i < writes; i++) main.propose(ban(i, '3'));
+  pair.sizes.length = 0;
+  const sent: string[] = [];
+  const send = (main as unknown as { o: { send: (to: number, m: RaftMessage) => void } }).o.send;
+  (main as unknown as { o: { send: (to: number, m: RaftMessage) => void } }).o.send = (to, m) => {
+    if (m.t === 'append' && m.entries.length > 0) sent.push(`${m.prev.index}+${m.entries.length}`);
+    send(to, m);
+  };
+  pair.run(40 * FAILOVER_MS, () => backup.commit === main.log.lastIndex && main.commit === main.log.lastIndex);
+  t.equal(main.commit, main.log.lastIndex, `all ${writes} writes committed`);
+  t.ok(sent.length > 1, `the entries went in ${sent.length} batches`);
+  t.same([...new Set(sent)], sent, `no batch went twice (${sent.join(', ')})`);
   t.end();
 });
