@@ -438,6 +438,12 @@ export class RaftNode {
     const f = this.followers.get(from);
     if (this.role !== 'primary' || m.term !== this.term || !f) return;
     f.repliedAt = this.now;
+    if (f.snapshot) {
+      // An answer to an append sent before the snapshot: the snapshot's own answers drive what comes next
+      // (answering this one with another append would keep the snapshot from ever being sent again).
+      f.applied = m.applied;
+      return;
+    }
     if (m.ok && m.want === 0 && f.awaiting && m.match < f.awaitingTo && !f.snapshot) {
       // The answer to an earlier message (a heartbeat, say) while a batch is on its way: note it and
       // keep waiting, rather than send that batch again.

@@ -41,9 +41,11 @@ t.test('a seed replays exactly', (t) => {
  * Seeds that once broke a guarantee, kept as regressions. Both: a main that had restarted (its holder
  * lists lost, soft state) copied its state to a backup before its first entry committed; the copy did
  * not say the lists were lost, so the backup later led without asking peers to announce again, and kept
- * lists that differed from the others' (1039638), or waited for a copy forever (3019706).
+ * lists that differed from the others' (1039638), or waited for a copy forever (3019706). And: a main
+ * answered each refused append with another at once, so the snapshot the backup needed, once lost, was
+ * never sent again (6017120, two trackers).
  */
-for (const seed of [1039638, 3019706]) {
+for (const seed of [1039638, 3019706, 6017120]) {
   t.test(`seed ${seed}, which once failed, keeps every guarantee`, (t) => {
     const r = runSchedule(seed, { ...DEFAULT_SIM, trackers: sizeOf(seed) });
     t.same(r.violations, [], `no violation (replay: npm run bench:sim -- --replay ${seed})`);
