@@ -72,7 +72,7 @@ export function buildParser(args: string[], onInvocation: (invocation: Invocatio
     )
     .command('admin', 'administer the trackers (needs --tracker and --token-file)', (y: Argv) =>
       y
-        .option('tracker', { type: 'string', demandOption: true, describe: 'a tracker HOST:PORT' })
+        .option('tracker', { type: 'string', demandOption: true, describe: 'a tracker HOST:PORT, or ID@HOST:PORT to pin its key' })
         .option('token-file', { type: 'string', demandOption: true, describe: 'file holding the admin token' })
         .command('status', "every tracker's address, role, term and replication state", {}, (argv) => onInvocation({ command: 'admin status', ...adminArgs(argv) }))
         .command('reports', 'the reports received', {}, (argv) => onInvocation({ command: 'admin reports', ...adminArgs(argv) }))

@@ -16,7 +16,8 @@
  */
 import os from 'node:os';
 import type { Logger } from 'pino';
-import { formatAddress, P2PError, type Address, type Body, type Clock, type Connection, type Timer } from '../protocol/index.js';
+import { formatAddress, P2PError, type Address, type Body, type Clock, type Connection, type PinnedAddress, type Timer, type TlsIdentity } from '../protocol/index.js';
+import type { MemberKeys } from './member-keys.js';
 import type { Op } from './ops.js';
 import { isRaftMessage, type RaftMessage } from './raft/messages.js';
 import { NotMainError, RaftNode, type TrackerRole } from './raft/node.js';
@@ -27,7 +28,7 @@ export type { TrackerRole } from './raft/node.js';
 
 export interface ClusterOptions {
   self: Address;
-  members: Address[];
+  members: PinnedAddress[];
   state: TrackerState;
   heartbeatMs: number;
   failoverMs: number;
@@ -38,8 +39,10 @@ export interface ClusterOptions {
   /** A blacklist change was applied here (a ban or a removal): tell the peers. */
   onApplied: (op: Op) => void;
   onRoleChange: (from: TrackerRole, to: TrackerRole) => void;
-  /** Shared by every tracker of the cluster; links prove it both ways. */
-  clusterSecret?: string | undefined;
+  /** This tracker's key and certificate, presented on its links. */
+  identity: TlsIdentity;
+  /** The key each member must prove. */
+  memberKeys: MemberKeys;
   /** Whether a peer has a session with this tracker (for the sweep after a takeover). */
   isPeerConnected?: (peerId: string) => boolean;
 }
@@ -122,6 +125,11 @@ export class Cluster {
     return leader === undefined ? undefined : this.labels[leader];
   }
 
+  /** Opens this tracker's link to `rank` if it is down (dialling it learns or checks its key). */
+  reach(rank: number): void {
+    this.links[rank]?.open().catch(() => undefined);
+  }
+
   start(bound: Address): void {
     this.selfAddress = this.size === 1 ? formatAddress(bound.host, bound.port) : this.labels[this.selfRank]!;
     this.opts.members.forEach((address, rank) => {
@@ -132,7 +140,8 @@ export class Cluster {
         address,
         label: this.labels[rank]!,
         selfPort: bound.port,
-        clusterSecret: this.opts.clusterSecret,
+        identity: this.opts.identity,
+        verifyKey: (key) => this.opts.memberKeys.checkDialled(rank, key),
         connectTimeoutMs: Math.max(200, Math.min(this.opts.failoverMs, 2000)),
         logger: this.log,
         clock: this.clock,

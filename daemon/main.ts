@@ -2,7 +2,8 @@
 import fs from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { parseAddress, parseAddressList } from '../protocol/index.js';
+import path from 'node:path';
+import { ensureDataDir, loadIdentityFile, parseAddress, parsePinnedAddressList } from '../protocol/index.js';
 import { LOG_LEVELS, onShutdownSignal, packageVersion, stderrLogger, usageError } from '../protocol/program.js';
 import { parseReportPolicy } from './reports.js';
 import { DEFAULTS, Tracker } from './tracker.js';
@@ -13,10 +14,9 @@ const argv = yargs(hideBin(process.argv))
   .scriptName(PROGRAM)
   .usage('$0 --listen HOST:PORT --data DIR [options]\n\nThe p2pshare tracker: knows who holds which file; keeps the blacklist. Never carries file data.')
   .option('listen', { type: 'string', demandOption: true, describe: 'where it accepts peers and the other trackers' })
-  .option('cluster', { type: 'string', describe: 'every tracker in rank order, this one included (default: --listen alone)' })
+  .option('cluster', { type: 'string', describe: 'every tracker in rank order, this one included (default: --listen alone); ID@HOST:PORT pins a tracker\'s key' })
   .option('data', { type: 'string', demandOption: true, describe: 'durable state folder (created if missing)' })
   .option('admin-token-file', { type: 'string', describe: 'file holding the admin secret; without it admin commands are refused' })
-  .option('cluster-secret-file', { type: 'string', describe: 'secret the trackers of the cluster prove to each other (default: the admin token)' })
   .option('handshake-timeout-ms', { type: 'number', default: DEFAULTS.handshakeTimeoutMs, describe: 'a connection must finish its handshake within this' })
   .option('read-timeout-ms', { type: 'number', default: DEFAULTS.readTimeoutMs, describe: 'a frame must arrive whole within this' })
   .option('max-in-flight', { type: 'number', default: DEFAULTS.maxInFlight, describe: 'requests in flight per connection' })
@@ -28,6 +28,7 @@ const argv = yargs(hideBin(process.argv))
   .option('max-connections-per-ip', { type: 'number', default: DEFAULTS.maxConnectionsPerIp })
   .option('max-files-per-register', { type: 'number', default: DEFAULTS.maxFilesPerRegister })
   .option('reports-per-minute', { type: 'number', default: DEFAULTS.reportsPerMinute })
+  .option('print-id', { type: 'boolean', default: false, describe: "print the id of this tracker's key (made in --data if missing), to pin as ID@HOST:PORT, and exit" })
   .option('log-level', { type: 'string', default: 'info', choices: LOG_LEVELS })
   .strict()
   .version(packageVersion())
@@ -35,11 +36,21 @@ const argv = yargs(hideBin(process.argv))
   .fail((msg, err) => usageError(PROGRAM, msg ?? err?.message ?? 'bad arguments'))
   .parseSync();
 
+if (argv['print-id']) {
+  try {
+    ensureDataDir(argv.data);
+    process.stdout.write(`${loadIdentityFile(path.join(argv.data, 'identity.key')).keys.peerId}\n`);
+    process.exit(0);
+  } catch (err) {
+    process.stderr.write(`${PROGRAM}: cannot read or make the key in ${argv.data}: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+}
 const log = stderrLogger(argv['log-level'], PROGRAM);
 let tracker: Tracker;
 try {
   const listen = parseAddress(argv.listen, true);
-  const cluster = argv.cluster ? parseAddressList(argv.cluster) : undefined;
+  const cluster = argv.cluster ? parsePinnedAddressList(argv.cluster) : undefined;
   for (const [flag, v] of [['heartbeat-ms', argv['heartbeat-ms']], ['failover-ms', argv['failover-ms']], ['lease-ms', argv['lease-ms']]] as const) {
     if (!Number.isInteger(v) || v <= 0) usageError(PROGRAM, `--${flag} must be a positive integer`);
   }
@@ -55,7 +66,6 @@ try {
     return v;
   };
   const adminToken = readSecret('admin-token-file', argv['admin-token-file']);
-  const clusterSecret = readSecret('cluster-secret-file', argv['cluster-secret-file']);
   for (const flag of ['handshake-timeout-ms', 'read-timeout-ms', 'max-in-flight'] as const) {
     if (!Number.isInteger(argv[flag]) || argv[flag] <= 0) usageError(PROGRAM, `--${flag} must be a positive integer`);
   }
@@ -64,7 +74,6 @@ try {
     cluster,
     dataDir: argv.data,
     adminToken,
-    clusterSecret,
     handshakeTimeoutMs: argv['handshake-timeout-ms'],
     readTimeoutMs: argv['read-timeout-ms'],
     maxInFlight: argv['max-in-flight'],
@@ -82,9 +91,6 @@ try {
   usageError(PROGRAM, (err as Error).message);
 }
 onShutdownSignal(log, () => tracker.close());
-if (argv.cluster && argv.cluster.includes(',') && !argv['admin-token-file'] && !argv['cluster-secret-file']) {
-  log.warn('tracker links are not authenticated (no --cluster-secret-file or --admin-token-file): only the hosts in --cluster are trusted');
-}
 tracker.listen().catch((err: Error) => {
   log.fatal({ err }, 'cannot start');
   process.stderr.write(`${PROGRAM}: cannot listen on ${argv.listen}: ${err.message}\n`);

@@ -87,6 +87,7 @@ const SCHEMA = `
   CREATE TABLE IF NOT EXISTS log (
     idx INTEGER PRIMARY KEY, term INTEGER NOT NULL, epoch INTEGER NOT NULL, op TEXT NOT NULL);
   CREATE TABLE IF NOT EXISTS pending_merge (id INTEGER PRIMARY KEY AUTOINCREMENT, record TEXT NOT NULL);
+  CREATE TABLE IF NOT EXISTS known_keys (address TEXT PRIMARY KEY, key BLOB NOT NULL, learned_at INTEGER NOT NULL);
 `;
 
 /** Audit rows kept; older ones are dropped as new ones come. */
@@ -184,6 +185,15 @@ export class Store {
 
   setMeta(key: string, value: string | number): void {
     this.stmts.setMeta.run(key, String(value));
+  }
+
+  /** The key learned for another tracker's address on first contact (not replicated; kept across wipes of state). */
+  knownKey(address: string): Buffer | undefined {
+    return (this.db.prepare('SELECT key FROM known_keys WHERE address = ?').get(address) as { key: Buffer } | undefined)?.key;
+  }
+
+  learnKey(address: string, key: Buffer, at: number): void {
+    this.db.prepare('INSERT INTO known_keys (address, key, learned_at) VALUES (?, ?, ?) ON CONFLICT(address) DO UPDATE SET key = excluded.key, learned_at = excluded.learned_at').run(address, key, at);
   }
 
   metaNumber(key: string): number {

@@ -1,23 +1,22 @@
 /**
  * One tracker's outgoing connection to another member of the cluster. Everything this tracker says to
  * that one (daemon/raft/messages.ts) goes over it, in order, as RAFT events; the other side answers on
- * its own link to us. Opening it says HELLO as a tracker, with the ranks of both ends, and proves the
- * cluster secret (when there is one) over both nonces and both ranks. Messages sent while it is down are
+ * its own link to us. It runs in TLS: this tracker presents its own key, and the other must prove the key
+ * pinned or learned for its rank (member-keys.ts); then HELLO says the ranks of both ends, and the other
+ * side checks our key against our rank. Messages sent while it is down are
  * kept (the most recent few) and go out once it is up; a link whose writes back up is reset.
  */
-import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
-  clusterProof,
   dial,
   encodeLinkClaim,
-  verifyClusterProof,
   P2PError,
   Role,
   toP2PError,
   type Address,
   type Clock,
   type Connection,
+  type TlsIdentity,
 } from '../protocol/index.js';
 
 /** Messages kept while the link is down; older ones are dropped (the cluster resends what matters). */
@@ -32,8 +31,10 @@ export interface TrackerLinkOptions {
   address: Address;
   /** HOST:PORT as listed in --cluster, for messages. */
   label: string;
-  /** The cluster secret both sides must prove; absent: links are not authenticated. */
-  clusterSecret?: string | undefined;
+  /** What this tracker presents in TLS. */
+  identity: TlsIdentity;
+  /** Checks the key the other tracker proved (throws a P2PError to refuse it). */
+  verifyKey: (key: Buffer | undefined) => void;
   /** Our own listen port, sent in HELLO. */
   selfPort: number;
   connectTimeoutMs: number;
@@ -102,24 +103,15 @@ export class TrackerLink {
     const { address, label, logger, clock } = this.opts;
     let conn: Connection | undefined;
     try {
-      conn = await dial(address, { connectTimeoutMs: this.opts.connectTimeoutMs, logger, clock, readTimeoutMs: 30_000 });
-      const timeoutMs = this.opts.connectTimeoutMs;
-      const clientNonce = randomBytes(32);
-      // The proofs both ways cover both nonces, our rank and the rank we dial.
-      const claim = { from: this.opts.selfRank, to: this.opts.rank };
-      const hello = { role: Role.tracker, publicKey: encodeLinkClaim(claim), nonce: clientNonce, listenPort: this.opts.selfPort, software: 'p2p-tracker' };
-      const challenge = await conn.request('HELLO', hello, 'CHALLENGE', { timeoutMs });
-      const secret = this.opts.clusterSecret;
-      if (secret) {
-        const handshake = { clientNonce, serverNonce: Buffer.from(challenge.nonce), claim };
-        if (!verifyClusterProof(secret, 'server', handshake, challenge.signature)) {
-          throw new P2PError(
-            'P2P_UNAUTHORIZED',
-            `tracker ${label} does not prove the cluster secret as rank ${claim.to}; check that every tracker has the same --cluster list, in the same order, and the same --cluster-secret-file (or --admin-token-file)`,
-          );
-        }
-        await conn.request('AUTH', { signature: clusterProof(secret, 'client', handshake) }, 'WELCOME', { timeoutMs });
-      }
+      conn = await dial(address, {
+        connectTimeoutMs: this.opts.connectTimeoutMs,
+        logger,
+        clock,
+        readTimeoutMs: 30_000,
+        tls: { identity: this.opts.identity, verify: this.opts.verifyKey },
+      });
+      const hello = { role: Role.tracker, listenPort: this.opts.selfPort, software: 'p2p-tracker', link: encodeLinkClaim({ from: this.opts.selfRank, to: this.opts.rank }) };
+      await conn.request('HELLO', hello, 'WELCOME', { timeoutMs: this.opts.connectTimeoutMs });
       if (this.closed) throw new P2PError('P2P_SHUTTING_DOWN', 'this tracker is shutting down');
       const opened = conn;
       this.conn = opened;

@@ -18,33 +18,38 @@ import {
   Role,
   silentLogger,
   systemClock,
-  clusterProof,
+  adminProof,
+  ADMIN_BINDING_LABEL,
+  channelBinding,
   decodeLinkClaim,
+  loadIdentityFile,
+  serverContext,
   validateName,
-  verifyClusterProof,
   type Address,
+  type PinnedAddress,
+  type TlsIdentity,
   type Body,
   type Clock,
   type IncomingRequest,
   type ServerHandshake,
   type TrackerLinkClaim,
 } from '../protocol/index.js';
+import path from 'node:path';
+import type tls from 'node:tls';
 import { Cluster, rankOf } from './cluster.js';
+import { MemberKeys } from './member-keys.js';
 import { checkReport, EVIDENCE_BAD_DATA, type ReportPolicy } from './reports.js';
 import { normalizeHostForMatch, normalizeTarget, TrackerState, type Op } from './state.js';
 import { Store } from './store.js';
 
 export interface TrackerOptions {
   listen: Address;
-  /** Every tracker in rank order, this one included (default: listen alone). */
-  cluster?: Address[];
+  /** Every tracker in rank order, this one included (default: listen alone); each may pin its key's id. */
+  cluster?: PinnedAddress[];
   dataDir: string;
+  /** This tracker's key and certificate (default: DATA/identity.key, made on first start). */
+  identity?: TlsIdentity;
   adminToken?: string | undefined;
-  /**
-   * The secret trackers of one cluster prove to each other (default: the admin token). Without either, a
-   * tracker accepts tracker links only from the hosts listed in the cluster, and says so at start.
-   */
-  clusterSecret?: string | undefined;
   /** A frame must arrive whole within this (default 5000 ms). */
   readTimeoutMs?: number;
   heartbeatMs?: number;
@@ -65,16 +70,12 @@ export interface TrackerOptions {
 
 interface Session {
   conn: Connection;
-  /** Its state, the nonce it was challenged with and a peer's key (protocol/server.ts). */
+  /** Where its handshake stands (protocol/server.ts). */
   hs: ServerHandshake;
   role: number;
   peerId?: string;
   listenPort: number;
-  /** A tracker link: the nonce of its HELLO (a copy: the frame buffer is reused), which its AUTH must cover. */
-  clientNonce?: Buffer;
-  /** A tracker link: the ranks its HELLO claims, if it claims any. */
-  linkClaim?: TrackerLinkClaim | undefined;
-  /** A tracker link: the rank of the tracker at the other end, once proven (or, without a secret, accepted). */
+  /** A tracker link: the rank of the tracker at the other end, once its key is checked. */
   trackerRank?: number | undefined;
 }
 
@@ -102,9 +103,11 @@ export class Tracker extends EventEmitter {
   private readonly reportBuckets: LRUCache<string, { tokens: number; at: number }>;
   private readonly log: Logger;
   private readonly clock: Clock;
-  private readonly opts: Required<Omit<TrackerOptions, 'adminToken' | 'clusterSecret' | 'logger' | 'clock' | 'cluster'>>;
-  private readonly clusterSecret: string | undefined;
-  private readonly clusterHosts: Set<string>;
+  private readonly opts: Required<Omit<TrackerOptions, 'adminToken' | 'identity' | 'logger' | 'clock' | 'cluster'>>;
+  /** This tracker's own key and certificate; its id is what other hosts pin. */
+  readonly identity: TlsIdentity;
+  private readonly memberKeys: MemberKeys;
+  private readonly adminToken: string | undefined;
   /** This tracker's place in --cluster, and how many trackers it lists: what a link's claim is checked against. */
   private readonly selfRank: number;
   private readonly clusterSize: number;
@@ -132,12 +135,14 @@ export class Tracker extends EventEmitter {
       reportsPerMinute: options.reportsPerMinute ?? DEFAULTS.reportsPerMinute,
     };
     this.adminTokenHash = options.adminToken ? createHash('sha256').update(options.adminToken).digest() : undefined;
-    this.clusterSecret = options.clusterSecret ?? options.adminToken;
-    this.clusterHosts = new Set((options.cluster ?? [options.listen]).map((a) => normalizeHostForMatch(a.host)));
+    this.adminToken = options.adminToken;
     this.reportBuckets = new LRUCache({ max: 100_000 });
     this.state = new TrackerState(new Store(options.dataDir));
+    this.identity = options.identity ?? loadIdentityFile(path.join(options.dataDir, 'identity.key'));
+    this.memberKeys = new MemberKeys(options.cluster ?? [options.listen], this.state.store, this.log, () => Date.now());
     this.cluster = new Cluster({
-      clusterSecret: this.clusterSecret,
+      identity: this.identity,
+      memberKeys: this.memberKeys,
       self: options.listen,
       members: options.cluster ?? [options.listen],
       state: this.state,
@@ -163,6 +168,7 @@ export class Tracker extends EventEmitter {
       },
       // One spelling per address, the blacklist's: '::ffff:10.0.0.1' and '10.0.0.1' share one count.
       addressKey: normalizeHostForMatch,
+      tls: serverContext(this.identity),
     });
     this.server = net.createServer((socket) => this.onSocket(socket));
   }
@@ -178,7 +184,7 @@ export class Tracker extends EventEmitter {
     const a = this.server.address() as net.AddressInfo;
     this.address = { host: this.opts.listen.host, port: a.port };
     this.cluster.start(this.address);
-    this.log.info({ listen: formatAddress(this.address.host, this.address.port), role: this.cluster.role }, 'tracker listening');
+    this.log.info({ listen: formatAddress(this.address.host, this.address.port), role: this.cluster.role, id: this.identity.keys.peerId }, `tracker listening; its key's id is ${this.identity.keys.peerId}`);
     return this.address;
   }
 
@@ -224,7 +230,6 @@ export class Tracker extends EventEmitter {
       return;
     }
     if (req.name === 'HELLO') return this.onHello(s, req as IncomingRequest<'HELLO'>);
-    if (req.name === 'AUTH') return this.onAuth(s, req as IncomingRequest<'AUTH'>);
     s.hs.requireReady(req);
 
     if (s.role === Role.tracker) return this.cluster.onTrackerRequest(req, conn, s.trackerRank);
@@ -233,44 +238,35 @@ export class Tracker extends EventEmitter {
   }
 
   private onHello(s: Session, req: IncomingRequest<'HELLO'>): void {
-    const nonce = s.hs.acceptHello();
-    const { role, publicKey, listenPort } = req.body;
+    s.hs.acceptHello();
+    const { role, listenPort, link } = req.body;
     s.role = role;
     s.listenPort = listenPort;
-    if (role === Role.peer) {
-      // A tracker does not prove a key of its own: clients find it by address.
-      s.hs.challengePeer(req, { badKeyMessage: 'a peer must present a 32-byte Ed25519 public key' });
-      return;
-    }
+    if (role === Role.peer) return this.welcomePeer(s, req);
     if (role === Role.tracker) {
-      const claim = decodeLinkClaim(publicKey);
-      if (this.clusterSecret) {
-        // Both sides prove the cluster secret over both nonces and the claimed ranks (protocol/identity.ts).
-        // A claim that cannot be a link to this tracker gets no proof, and its AUTH is refused.
-        const problem = this.linkClaimProblem(claim);
-        if (problem) this.log.warn({ remote: s.conn.remoteAddress, claim }, `tracker link refused: ${problem}`);
-        s.hs.markChallenged();
-        s.clientNonce = Buffer.from(req.body.nonce);
-        s.linkClaim = problem ? undefined : claim;
-        const proof = s.linkClaim ? clusterProof(this.clusterSecret, 'server', { clientNonce: s.clientNonce, serverNonce: nonce, claim: s.linkClaim }) : Buffer.alloc(0);
-        s.conn.reply(req.requestId, 'CHALLENGE', { nonce, publicKey: Buffer.alloc(0), signature: proof });
-        return;
-      }
-      if (!this.clusterHosts.has(normalizeHostForMatch(s.conn.remoteAddress))) {
-        this.log.warn({ remote: s.conn.remoteAddress }, 'tracker link refused: not from a host of --cluster');
-        throw new P2PError('P2P_UNAUTHORIZED', 'tracker links are accepted only from the hosts in --cluster');
-      }
+      // TLS proved the dialler's key; it must be the key of the member whose rank it claims.
+      const claim = decodeLinkClaim(link);
       const problem = this.linkClaimProblem(claim);
       if (problem || !claim) {
         this.log.warn({ remote: s.conn.remoteAddress, claim }, `tracker link refused: ${problem}`);
         throw new P2PError('P2P_UNAUTHORIZED', `tracker link refused: ${problem}`);
       }
+      try {
+        this.memberKeys.checkIncoming(claim.from, s.conn.remoteKey);
+      } catch (err) {
+        this.log.warn({ remote: s.conn.remoteAddress, claim, err: (err as Error).message }, 'tracker link refused');
+        // Not known yet: dialling that member learns its key; its next attempt then gets in.
+        this.cluster.reach(claim.from);
+        throw err;
+      }
       s.trackerRank = claim.from;
       this.cluster.attach(s.conn, s.trackerRank);
     } else if (role !== Role.admin) throw new P2PError('P2P_BAD_REQUEST', `unknown role ${role}`);
-    // Admins prove themselves with the token on every request.
+    // Admins send the token with every request; first this tracker proves it knows the token too, for
+    // this TLS session only, so that an impostor never gets to read it.
+    const proof = role === Role.admin && this.adminToken ? adminProof(this.adminToken, channelBinding(s.conn.socket as tls.TLSSocket, ADMIN_BINDING_LABEL)) : Buffer.alloc(0);
     s.hs.markReady();
-    s.conn.reply(req.requestId, 'CHALLENGE', { nonce, publicKey: Buffer.alloc(0), signature: Buffer.alloc(0) });
+    s.conn.reply(req.requestId, 'WELCOME', { peerId: '', observedHost: s.conn.remoteAddress, observedPort: s.listenPort, leaseMs: 0, role: this.cluster.role, term: this.state.term, primary: this.cluster.primaryAddress ?? '', proof });
   }
 
   /** Why a tracker link's claim cannot be a link from another member of --cluster to this tracker. */
@@ -282,25 +278,9 @@ export class Tracker extends EventEmitter {
     return undefined;
   }
 
-  private onAuth(s: Session, req: IncomingRequest<'AUTH'>): void {
-    if (s.hs.state === 'challenged' && s.role === Role.tracker && this.clusterSecret && s.hs.nonce && s.clientNonce) {
-      const claim = s.linkClaim; // undefined: refused (and logged) at HELLO
-      if (!claim || !verifyClusterProof(this.clusterSecret, 'client', { clientNonce: s.clientNonce, serverNonce: s.hs.nonce, claim }, req.body.signature)) {
-        if (claim) this.log.warn({ remote: s.conn.remoteAddress, claim }, 'tracker link refused: wrong cluster secret, or a proof made for another connection or link');
-        // The caller has proven nothing yet: it learns no more than that it is refused.
-        const err = new P2PError('P2P_UNAUTHORIZED', 'tracker link refused: no proof of the cluster secret for a link to this tracker');
-        s.conn.replyError(req.requestId, err);
-        s.conn.close(err);
-        return;
-      }
-      s.trackerRank = claim.from;
-      this.cluster.attach(s.conn, s.trackerRank);
-      s.hs.markReady();
-      s.conn.reply(req.requestId, 'WELCOME', { peerId: '', observedHost: s.conn.remoteAddress, observedPort: s.listenPort, leaseMs: 0, role: this.cluster.role, term: this.state.term, primary: this.cluster.primaryAddress ?? '' });
-      return;
-    }
-    const peerId = s.hs.verifyPeerAuth(req);
-    if (!peerId) return; // refused and closed
+  /** A peer's HELLO: its id is the key TLS proved; a blacklisted peer is refused. */
+  private welcomePeer(s: Session, req: IncomingRequest<'HELLO'>): void {
+    const peerId = s.hs.peerId(req, 'a peer must present the certificate of its Ed25519 key');
     const banned = this.state.isBanned(peerId, s.conn.remoteAddress);
     if (banned) {
       this.log.info({ peerId, remote: s.conn.remoteAddress }, 'blacklisted peer refused');
@@ -322,6 +302,7 @@ export class Tracker extends EventEmitter {
       role: this.cluster.role,
       term: this.state.term,
       primary: this.cluster.primaryAddress ?? '',
+      proof: Buffer.alloc(0),
     });
   }
 
@@ -341,7 +322,7 @@ export class Tracker extends EventEmitter {
         for (const f of files) validateName(f.name);
         await this.cluster.commit({
           op: 'register',
-          peer: { peerId, publicKey: s.hs.publicKey!.toString('hex'), host: conn.remoteAddress, port: s.listenPort },
+          peer: { peerId, publicKey: conn.remoteKey!.toString('hex'), host: conn.remoteAddress, port: s.listenPort },
           files: files.map((f) => ({ id: f.id.toString('hex'), size: f.size, name: f.name, complete: f.complete })),
         });
         conn.reply(req.requestId, 'OK', {});

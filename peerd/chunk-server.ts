@@ -23,7 +23,9 @@ import {
   type Address,
   type Connection,
   type IncomingRequest,
+  serverContext,
   type KeyPair,
+  type TlsIdentity,
   type ServerHandshake,
 } from '../protocol/index.js';
 import type { BlacklistCache } from './blacklist-cache.js';
@@ -34,6 +36,8 @@ import type { RateMeter, TokenBucket } from './rate.js';
 
 export interface ChunkServerOptions {
   keys: KeyPair;
+  /** Our key's certificate: every chunk connection runs in TLS. */
+  identity: TlsIdentity;
   library: Library;
   blacklist: BlacklistCache;
   logger: Logger;
@@ -114,6 +118,7 @@ export class ChunkServer {
       connection: { logger: this.log, maxInFlight: 64, readTimeoutMs: opts.readTimeoutMs ?? 5000, idleTimeoutMs: 120_000, maxBodyBytes: 64 * 1024 },
       tooManyMessage: 'this peer has too many connections',
       handshakeTimeoutMessage: 'no handshake within the deadline',
+      tls: serverContext(opts.identity),
     });
     this.server = net.createServer((s) => this.onSocket(s));
   }
@@ -166,14 +171,10 @@ export class ChunkServer {
       case 'PING':
         conn.reply(req.requestId, 'PONG', {});
         return;
-      case 'HELLO':
+      case 'HELLO': {
         pc.hs.acceptHello();
-        // A serving peer proves its own key: a downloader checks it against the one the tracker lists.
-        pc.hs.challengePeer(req as IncomingRequest<'HELLO'>, { keys: this.opts.keys, badKeyMessage: 'only peers with a 32-byte key are served' });
-        return;
-      case 'AUTH': {
-        const peerId = pc.hs.verifyPeerAuth(req as IncomingRequest<'AUTH'>);
-        if (!peerId) return; // refused and closed
+        // TLS proved the downloader's key (and ours to it, which it checks against the tracker's list).
+        const peerId = pc.hs.peerId(req as IncomingRequest<'HELLO'>, 'only peers that present the certificate of their key are served');
         if (await this.opts.blacklist.isBanned(peerId, conn.remoteAddress)) {
           this.log.info({ peerId, remote: conn.remoteAddress }, 'refused a blacklisted downloader');
           const err = new P2PError('P2P_BLACKLISTED', 'you are blacklisted; this peer will not serve you');
@@ -183,7 +184,7 @@ export class ChunkServer {
         }
         pc.peerId = peerId;
         pc.hs.markReady();
-        conn.reply(req.requestId, 'WELCOME', { peerId, observedHost: conn.remoteAddress, observedPort: conn.remotePort, leaseMs: 0, role: 'peer', term: 0, primary: '' });
+        conn.reply(req.requestId, 'WELCOME', { peerId, observedHost: conn.remoteAddress, observedPort: conn.remotePort, leaseMs: 0, role: 'peer', term: 0, primary: '', proof: Buffer.alloc(0) });
         return;
       }
     }

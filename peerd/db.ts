@@ -50,6 +50,7 @@ export class PeerDb {
         path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ms REAL NOT NULL, id TEXT NOT NULL, manifest BLOB NOT NULL);
       CREATE INDEX IF NOT EXISTS manifests_id ON manifests(id);
       CREATE TABLE IF NOT EXISTS shared_paths (path TEXT PRIMARY KEY, added INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS known_trackers (address TEXT PRIMARY KEY, key BLOB NOT NULL, learned_at INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS excluded_paths (path TEXT PRIMARY KEY);
       CREATE TABLE IF NOT EXISTS transfers (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, file_id TEXT NOT NULL, name TEXT NOT NULL, path TEXT NOT NULL,
@@ -61,6 +62,15 @@ export class PeerDb {
         file_id TEXT PRIMARY KEY, part_path TEXT NOT NULL, target TEXT NOT NULL, name TEXT NOT NULL, manifest BLOB NOT NULL);
       CREATE TABLE IF NOT EXISTS journal (file_id TEXT NOT NULL, chunk INTEGER NOT NULL, PRIMARY KEY (file_id, chunk));
     `);
+  }
+
+  /** The key a tracker proved on first contact (`HOST:PORT`), kept like SSH's known_hosts. */
+  knownTrackerKey(address: string): Buffer | undefined {
+    return (this.db.prepare('SELECT key FROM known_trackers WHERE address = ?').get(address) as { key: Buffer } | undefined)?.key;
+  }
+
+  learnTrackerKey(address: string, key: Buffer): void {
+    this.db.prepare('INSERT INTO known_trackers (address, key, learned_at) VALUES (?, ?, ?) ON CONFLICT(address) DO UPDATE SET key = excluded.key, learned_at = excluded.learned_at').run(address, key, Date.now());
   }
 
   cachedManifest(p: string): CachedManifest | undefined {

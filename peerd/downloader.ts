@@ -22,6 +22,7 @@ import {
   type Body,
   type Clock,
   type KeyPair,
+  type TlsIdentity,
   type Manifest,
   type Timer,
 } from '../protocol/index.js';
@@ -41,6 +42,8 @@ export { choosePeerCount, isStrategy, type Strategy } from './strategies.js';
 
 export interface DownloadDeps {
   keys: KeyPair;
+  /** Our key and certificate, presented to the peers we download from. */
+  identity: TlsIdentity;
   tracker: TrackerClient;
   blacklist: BlacklistCache;
   db: PeerDb;
@@ -297,7 +300,7 @@ export class Download extends EventEmitter {
       maxPeers: this.req.maxPeers,
       alive: () => this.alive(),
       spareCount: () => this.spares.length,
-      measure: (h) => connectSource(h, { keys: this.deps.keys, logger: this.log, advertisePort: this.deps.advertisePort, now: () => this.clock.now(), signal: this.hangUp.signal }),
+      measure: (h) => connectSource(h, { identity: this.deps.identity, logger: this.log, advertisePort: this.deps.advertisePort, now: () => this.clock.now(), signal: this.hangUp.signal }),
       use: (s) => this.use(s),
       keepSpare: (s) => this.keepSpare(s),
       useSpares: (n) => {

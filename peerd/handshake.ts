@@ -1,36 +1,23 @@
-import { randomBytes } from 'node:crypto';
-import {
-  authPayload,
-  P2PError,
-  Role,
-  serverProofPayload,
-  signPayload,
-  verifyPayload,
-  type Body,
-  type Connection,
-  type KeyPair,
-} from '../protocol/index.js';
+import { P2PError, Role, type Body, type Connection, type TlsDialOptions, type TlsIdentity } from '../protocol/index.js';
 
 export const SOFTWARE = 'p2pshare-peerd/0.1';
 
 /**
- * Client side of the handshake: HELLO (our key and a nonce) -> CHALLENGE -> AUTH (our signature over the
- * server's nonce) -> WELCOME. With `serverKey`, the server must also prove that key by signing our nonce:
- * a peer that only claims another's address cannot pass.
+ * The client's side of a peer session, once TLS has proven both keys: HELLO (our role and the port we
+ * serve chunks on) -> WELCOME (our peer id as the server sees it, our address, the lease, the tracker's role).
  */
-export async function clientHandshake(
-  conn: Connection,
-  keys: KeyPair,
-  listenPort: number,
-  serverKey?: Buffer,
-  timeoutMs = 3000,
-): Promise<Body<'WELCOME'>> {
-  const nonce = randomBytes(32);
-  const challenge = await conn.request('HELLO', { role: Role.peer, publicKey: keys.publicKey, nonce, listenPort, software: SOFTWARE }, 'CHALLENGE', { timeoutMs });
-  if (serverKey) {
-    if (!challenge.publicKey.equals(serverKey) || !verifyPayload(serverKey, serverProofPayload(nonce), challenge.signature)) {
-      throw new P2PError('P2P_BAD_SIGNATURE', `${conn.remoteAddress}:${conn.remotePort} could not prove the identity the tracker lists for it`);
-    }
-  }
-  return conn.request('AUTH', { signature: signPayload(keys, authPayload(challenge.nonce)) }, 'WELCOME', { timeoutMs });
+export function clientHandshake(conn: Connection, listenPort: number, timeoutMs = 3000): Promise<Body<'WELCOME'>> {
+  return conn.request('HELLO', { role: Role.peer, listenPort, software: SOFTWARE, link: Buffer.alloc(0) }, 'WELCOME', { timeoutMs });
+}
+
+/** TLS for dialling a peer: we present our key, and it must prove the key the tracker lists for it. */
+export function peerTls(identity: TlsIdentity, expected: Buffer, label: string): TlsDialOptions {
+  return {
+    identity,
+    verify: (key) => {
+      if (!key || !key.equals(expected)) {
+        throw new P2PError('P2P_KEY_MISMATCH', `${label} did not prove the key the tracker lists for it: it may be another host at that address`);
+      }
+    },
+  };
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { parseAddress, parseAddressList } from '../protocol/index.js';
+import { parseAddress, parsePinnedAddressList } from '../protocol/index.js';
 import { LOG_LEVELS, onShutdownSignal, packageVersion, stderrLogger, usageError } from '../protocol/program.js';
 import { PeerDaemon } from './peerd.js';
 import { parseRate } from './rate.js';
@@ -11,7 +11,7 @@ const PROGRAM = 'p2p-peerd';
 const argv = yargs(hideBin(process.argv))
   .scriptName(PROGRAM)
   .usage('$0 --trackers A,B,... --share DIR --data DIR [options]\n\nThe p2pshare peer daemon: shares files, serves chunks, downloads from many peers at once.')
-  .option('trackers', { type: 'string', demandOption: true, describe: 'the trackers in rank order' })
+  .option('trackers', { type: 'string', demandOption: true, describe: 'the trackers in rank order; ID@HOST:PORT pins a tracker\'s key (else it is learned on first contact)' })
   .option('share', { type: 'string', demandOption: true, describe: 'folder whose files it shares; downloads land here unless --out says otherwise' })
   .option('data', { type: 'string', demandOption: true, describe: 'identity key, partial downloads, caches (created with mode 0700)' })
   .option('listen', { type: 'string', default: '0.0.0.0:0', describe: 'where it serves chunks to other peers' })
@@ -45,7 +45,7 @@ try {
     }
   };
   daemon = new PeerDaemon({
-    trackers: parseAddressList(argv.trackers),
+    trackers: parsePinnedAddressList(argv.trackers),
     shareDir: argv.share,
     dataDir: argv.data,
     listen: parseAddress(argv.listen, true),

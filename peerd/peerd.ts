@@ -17,6 +17,9 @@ import {
   type Body,
   type IncomingRequest,
   type KeyPair,
+  type PinnedAddress,
+  type TlsIdentity,
+  tlsIdentity,
 } from '../protocol/index.js';
 import { BlacklistCache } from './blacklist-cache.js';
 import { ChunkPool } from './chunk-pool.js';
@@ -31,7 +34,8 @@ import { Library, type SharedFile } from './library.js';
 import { TrackerClient } from './tracker-client.js';
 
 export interface PeerDaemonOptions {
-  trackers: Address[];
+  /** The trackers in rank order; each may pin its key's id (`ID@HOST:PORT`). */
+  trackers: PinnedAddress[];
   shareDir: string;
   dataDir: string;
   listen?: Address;
@@ -77,6 +81,8 @@ export function safeFileName(name: string, fallback: string): string {
 
 export class PeerDaemon {
   readonly keys: KeyPair;
+  /** Our key's certificate, presented on every TLS link. */
+  readonly identity: TlsIdentity;
   readonly db: PeerDb;
   readonly library: Library;
   readonly tracker: TrackerClient;
@@ -102,12 +108,14 @@ export class PeerDaemon {
     this.hasher = new WorkerHasher(this.log);
     ensurePrivateDir(opts.dataDir);
     this.keys = loadIdentity(opts.dataDir);
+    this.identity = tlsIdentity(this.keys, path.join(opts.dataDir, 'identity.crt'));
     this.db = new PeerDb(opts.dataDir);
     this.socketPath = opts.socketPath ?? path.join(opts.dataDir, 'peerd.sock');
     this.library = new Library(opts.shareDir, this.db, this.log);
     this.tracker = new TrackerClient({
       trackers: opts.trackers,
-      keys: this.keys,
+      identity: this.identity,
+      knownTrackers: { get: (a) => this.db.knownTrackerKey(a), learn: (a, key) => this.db.learnTrackerKey(a, key) },
       advertisePort: () => this.opts.advertise?.port ?? this.chunkServer.address?.port ?? 0,
       announce: () => this.announcement(),
       logger: this.log,
@@ -116,6 +124,7 @@ export class PeerDaemon {
     this.downloadBucket = opts.maxDownloadRate ? new TokenBucket(opts.maxDownloadRate) : undefined;
     this.chunkServer = new ChunkServer({
       keys: this.keys,
+      identity: this.identity,
       library: this.library,
       blacklist: this.blacklist,
       logger: this.log,
@@ -424,6 +433,7 @@ export class PeerDaemon {
     return new Download(
       {
         keys: this.keys,
+        identity: this.identity,
         tracker: this.tracker,
         blacklist: this.blacklist,
         db: this.db,

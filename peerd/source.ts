@@ -3,8 +3,8 @@
  * then its requests in flight and what it has delivered.
  */
 import type { Logger } from 'pino';
-import { dial, formatAddress, type Connection, type KeyPair } from '../protocol/index.js';
-import { clientHandshake } from './handshake.js';
+import { dial, formatAddress, type Connection, type TlsIdentity } from '../protocol/index.js';
+import { clientHandshake, peerTls } from './handshake.js';
 
 /** A holder as the tracker lists it. */
 export interface Holder {
@@ -39,7 +39,7 @@ export interface Source {
 }
 
 export interface ConnectDeps {
-  keys: KeyPair;
+  identity: TlsIdentity;
   logger: Logger;
   advertisePort: () => number;
   now: () => number;
@@ -54,15 +54,16 @@ export async function connectSource(h: Holder, deps: ConnectDeps): Promise<Sourc
   const hangUp = (): void => conn?.destroy();
   deps.signal.addEventListener('abort', hangUp);
   try {
-    conn = await dial({ host: h.host, port: h.port }, { connectTimeoutMs: 2000, requestTimeoutMs: 30_000, readTimeoutMs: 60_000, maxBodyBytes: 64 * 1024 * 1024, logger: deps.logger });
+    // TLS proves the key the tracker lists for this holder, and ours to it.
+    conn = await dial({ host: h.host, port: h.port }, { connectTimeoutMs: 2000, requestTimeoutMs: 30_000, readTimeoutMs: 60_000, maxBodyBytes: 64 * 1024 * 1024, logger: deps.logger, tls: peerTls(deps.identity, h.publicKey, `peer ${address}`) });
     deps.signal.throwIfAborted();
     const t0 = deps.now();
-    await clientHandshake(conn, deps.keys, deps.advertisePort(), h.publicKey, 3000);
-    // Round-trip time: the handshake is two round trips (including signature checks), then one ping;
+    await clientHandshake(conn, deps.advertisePort(), 3000);
+    // Round-trip time: the handshake is one round trip (its blacklist check included), then one ping;
     // the smaller estimate wins.
     const t1 = deps.now();
     await conn.request('PING', {}, 'PONG', { timeoutMs: 2000 });
-    const rttMs = Math.min(deps.now() - t1, (t1 - t0) / 2);
+    const rttMs = Math.min(deps.now() - t1, t1 - t0);
     return {
       peerId: h.peerId,
       publicKey: h.publicKey,

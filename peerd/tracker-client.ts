@@ -17,16 +17,24 @@ import {
   type Address,
   type Body,
   type Connection,
-  type KeyPair,
+  type KnownKeys,
   type MessageName,
+  type PinnedAddress,
+  type TlsIdentity,
+  checkPinnedKey,
+  peerIdOf,
 } from '../protocol/index.js';
 import { clientHandshake } from './handshake.js';
 
 export type TrackerClientState = 'connecting' | 'connected' | 'blacklisted' | 'closed';
 
 export interface TrackerClientOptions {
-  trackers: Address[];
-  keys: KeyPair;
+  /** In rank order; an entry may pin the id of the tracker's key. */
+  trackers: PinnedAddress[];
+  /** Our key's certificate, presented to the trackers (our peer id is its key's). */
+  identity: TlsIdentity;
+  /** Keys trackers proved on first contact, by address (peerd's database). */
+  knownTrackers: KnownKeys;
   /** The port other peers should use to reach this one. */
   advertisePort: () => number;
   /** Every file to announce, called on each (re)connection. */
@@ -129,9 +137,23 @@ export class TrackerClient extends EventEmitter {
 
   /** Dials and handshakes one tracker. */
   private async open(addr: Address): Promise<{ conn: Connection; welcome: Body<'WELCOME'> }> {
-    const conn = await dial(addr, { connectTimeoutMs: this.opts.connectTimeoutMs ?? 1000, requestTimeoutMs: 5000, logger: this.opts.logger, maxBodyBytes: 64 * 1024 * 1024 });
+    const label = formatAddress(addr.host, addr.port);
+    const pinned = this.opts.trackers.find((t) => formatAddress(t.host, t.port) === label) ?? addr;
+    const verify = (key: Buffer | undefined): void => {
+      if (checkPinnedKey(pinned, key, this.opts.knownTrackers, 'tracker', '--trackers') === 'learned') {
+        const id = peerIdOf(key!);
+        this.opts.logger.warn({ tracker: label, id }, `learned the key of tracker ${label} on first contact (${id}); pin it with ${id}@${label} in --trackers`);
+      }
+    };
+    const conn = await dial(addr, {
+      connectTimeoutMs: this.opts.connectTimeoutMs ?? 1000,
+      requestTimeoutMs: 5000,
+      logger: this.opts.logger,
+      maxBodyBytes: 64 * 1024 * 1024,
+      tls: { identity: this.opts.identity, verify },
+    });
     try {
-      return { conn, welcome: await clientHandshake(conn, this.opts.keys, this.opts.advertisePort(), undefined, 2000) };
+      return { conn, welcome: await clientHandshake(conn, this.opts.advertisePort(), 2000) };
     } catch (err) {
       conn.destroy();
       throw err;

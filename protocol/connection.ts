@@ -5,6 +5,7 @@
  */
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Logger } from 'pino';
 import { systemClock, type Clock, type Timer } from './clock.js';
 import {
@@ -19,6 +20,7 @@ import {
 } from './errors.js';
 import { decodeBody, encodeFrame, encodeFrameHead, Framer, DEFAULT_MAX_BODY_BYTES, SCRATCH_BYTES, type Frame, type FrameHeader } from './framer.js';
 import { Messages, type Body, type MessageName } from './messages.js';
+import { clientOptions, remoteKey, verifyServer, type TlsDialOptions } from './tls.js';
 
 export interface ConnectionOptions {
   maxBodyBytes?: number;
@@ -162,6 +164,18 @@ export class Connection extends EventEmitter {
     this.handler = handler;
     return this;
   }
+
+  /**
+   * The Ed25519 key (raw 32 bytes) the other side proved in the TLS handshake; undefined on a plain
+   * socket (the control socket) or when it presented no certificate (an admin).
+   */
+  get remoteKey(): Buffer | undefined {
+    if (!(this.socket instanceof tls.TLSSocket)) return undefined;
+    this.remoteKeyCache ??= remoteKey(this.socket) ?? null;
+    return this.remoteKeyCache ?? undefined;
+  }
+
+  private remoteKeyCache: Buffer | null | undefined;
 
   /** Bytes written but not yet handed to the kernel (a peer that does not read makes this grow). */
   get unsentBytes(): number {
@@ -574,10 +588,13 @@ export function normalizeHost(host: string): string {
 
 export interface DialOptions extends ConnectionOptions {
   connectTimeoutMs?: number;
+  /** TLS 1.3 (every link between hosts): what we present and how the server's key is checked. */
+  tls?: TlsDialOptions | undefined;
 }
 
 /** Opens a TCP connection (or a Unix socket when `path` is given) and wraps it. */
 export function dial(target: { host: string; port: number } | { path: string }, options: DialOptions = {}): Promise<Connection> {
+  if (options.tls && 'host' in target) return dialTls(target, options, options.tls);
   const connectTimeoutMs = options.connectTimeoutMs ?? 3000;
   return new Promise((resolve, reject) => {
     // Reads go where the connection's framer says (a chunk's body straight into its buffer), through a
@@ -606,6 +623,39 @@ export function dial(target: { host: string; port: number } | { path: string }, 
     const onError = (err: NodeJS.ErrnoException): void => {
       clearTimeout(timer);
       reject(new P2PError('P2P_CONNECT_FAILED', `cannot connect to ${label}: ${err.code ?? err.message}`, { cause: err }));
+    };
+    socket.once('error', onError);
+  });
+}
+
+/**
+ * Opens a TLS 1.3 connection and checks the key the server proved before anything is sent. TLS decrypts
+ * into its own buffers, so the framer copies each body once (no reads straight into a chunk buffer).
+ */
+function dialTls(target: { host: string; port: number }, options: DialOptions, o: TlsDialOptions): Promise<Connection> {
+  const connectTimeoutMs = options.connectTimeoutMs ?? 3000;
+  const label = formatAddress(target.host, target.port);
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ ...clientOptions(o, target.host), host: target.host, port: target.port });
+    const fail = (err: P2PError): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(err);
+    };
+    const timer = setTimeout(() => fail(new P2PError('P2P_CONNECT_FAILED', `${label} did not complete a TLS handshake in ${connectTimeoutMs} ms`)), connectTimeoutMs);
+    socket.once('secureConnect', () => {
+      socket.removeListener('error', onError);
+      try {
+        verifyServer(socket, o);
+      } catch (err) {
+        return fail(toP2PError(err));
+      }
+      clearTimeout(timer);
+      resolve(new Connection(socket, options));
+    });
+    const onError = (err: NodeJS.ErrnoException): void => {
+      const what = err.code?.startsWith('ERR_SSL') || err.code?.startsWith('ERR_TLS') ? `no TLS 1.3 handshake with ${label} (${err.message})` : `cannot connect to ${label}: ${err.code ?? err.message}`;
+      fail(new P2PError('P2P_CONNECT_FAILED', what, { cause: err }));
     };
     socket.once('error', onError);
   });

@@ -37,6 +37,7 @@ export const ErrorCodes = {
   P2P_REPLICATION_FAILED: 'a write could not be replicated to the backups',
   P2P_EXISTS: 'the target already exists',
   P2P_INTERNAL: 'an internal error',
+  P2P_KEY_MISMATCH: 'the other side proved a key other than the one pinned or learned for it',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

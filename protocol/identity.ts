@@ -60,16 +60,6 @@ export function verifyPayload(publicKey: Buffer, payload: Buffer, signature: Buf
   }
 }
 
-/** What a client signs to prove its key: the server's fresh nonce, bound to this purpose. */
-export function authPayload(serverNonce: Buffer): Buffer {
-  return Buffer.concat([Buffer.from('p2pshare auth v1\0'), serverNonce]);
-}
-
-/** What a serving peer signs to prove its key to a client: the client's nonce, bound to this purpose. */
-export function serverProofPayload(clientNonce: Buffer): Buffer {
-  return Buffer.concat([Buffer.from('p2pshare server v1\0'), clientNonce]);
-}
-
 /**
  * A chunk receipt: the serving peer's signed statement "I sent chunk `index` of `fileId`, whose bytes hash
  * to `hash`, to `downloaderId`". The downloader keeps it; a report carries it as evidence.
@@ -89,8 +79,8 @@ export function receiptPayload(fileId: Buffer, index: number, hash: Buffer, down
 
 /**
  * A tracker link as its dialler claims it in HELLO: its own place in --cluster and the place of the tracker
- * it meant to reach. It travels in HELLO's `publicKey` field, which a tracker otherwise leaves empty (until
- * trackers get keys of their own): two bytes, `from` then `to`.
+ * it meant to reach, two bytes, `from` then `to` (HELLO's `link`). TLS proved the dialler's key; the
+ * accepting tracker checks that it is the key of the member at rank `from`.
  */
 export interface TrackerLinkClaim {
   readonly from: number;
@@ -111,37 +101,20 @@ function isRank(n: number): boolean {
   return Number.isInteger(n) && n >= 0 && n <= 255;
 }
 
-/** Everything one tracker-link handshake is about; both proofs cover all of it. */
-export interface ClusterHandshake {
-  /** The dialler's nonce, from HELLO. */
-  readonly clientNonce: Buffer;
-  /** The accepting tracker's nonce, from CHALLENGE. */
-  readonly serverNonce: Buffer;
-  readonly claim: TrackerLinkClaim;
-}
-
-export type ClusterProofSide = 'client' | 'server';
-
 /**
- * What each side of a tracker link MACs with the cluster secret (93 bytes): ASCII `p2pshare cluster v2
- * client` or `... server`, a zero byte, the client nonce, the server nonce, the dialler's rank, the rank it
- * meant to reach. Both nonces make a proof good for one connection only; the side label keeps the server's
- * proof from passing as the client's; the ranks tie it to one link in one direction. A tracker's own proof
- * relayed back to it covers the link (other -> it) while, dialling, it expects (it -> other); and it accepts
- * no link that claims its own rank.
+ * What a tracker proves to an admin in WELCOME: HMAC-SHA256 under the admin token of a label and this
+ * TLS session's keying material (tls.ts, channelBinding). Only a tracker that knows the token can make
+ * it, and only for this connection: an impostor cannot make one, nor relay a real tracker's. The admin
+ * checks it before it sends the token, so the token never reaches an impostor.
  */
-export function clusterProofPayload(side: ClusterProofSide, h: ClusterHandshake): Buffer {
-  if (h.clientNonce.length !== 32 || h.serverNonce.length !== 32) throw new TypeError('cluster proof: both nonces must be 32 bytes');
-  const claim = encodeLinkClaim(h.claim);
-  return Buffer.concat([Buffer.from(`p2pshare cluster v2 ${side}\0`, 'latin1'), h.clientNonce, h.serverNonce, claim]);
+export function adminProof(token: string, binding: Buffer): Buffer {
+  return createHmac('sha256', token).update('p2pshare admin v3 server\0').update(binding).digest();
 }
 
-/** HMAC-SHA512 (64 bytes, the size of a signature) of the proof payload under the cluster secret. */
-export function clusterProof(secret: string, side: ClusterProofSide, h: ClusterHandshake): Buffer {
-  return createHmac('sha512', secret).update(clusterProofPayload(side, h)).digest();
-}
-
-export function verifyClusterProof(secret: string, side: ClusterProofSide, h: ClusterHandshake, proof: Buffer): boolean {
-  const expected = clusterProof(secret, side, h);
+export function verifyAdminProof(token: string, binding: Buffer, proof: Buffer): boolean {
+  const expected = adminProof(token, binding);
   return proof.length === expected.length && timingSafeEqual(proof, expected);
 }
+
+/** The label of the keying material an admin proof covers. */
+export const ADMIN_BINDING_LABEL = 'EXPORTER-p2pshare-admin';

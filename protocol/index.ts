@@ -9,3 +9,6 @@ export * from './manifest.js';
 export * from './messages.js';
 export * from './names.js';
 export * from './server.js';
+export * from './tls.js';
+export * from './pinning.js';
+export * from './key-file.js';

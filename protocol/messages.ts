@@ -33,13 +33,17 @@ export const Messages = {
   /** Withdraws an earlier request of the sender; the receiver may still answer it, and the answer is dropped. */
   CANCEL: msg(0x05, 'event', { requestId: 'u32' }),
 
-  // --- handshake (every connection starts with HELLO) ---------------------------------------------
-  /** role: 1 peer, 2 tracker, 3 admin. A peer sends its Ed25519 public key and a nonce for the server to sign. */
-  HELLO: msg(0x10, 'request', { role: 'u8', publicKey: 'bytes', nonce: 'id32', listenPort: 'u16', software: 'str' }),
-  /** The server's nonce for the client to sign, and (for a peer) the server's own key and proof. */
-  CHALLENGE: msg(0x11, 'response', { nonce: 'id32', publicKey: 'bytes', signature: 'bytes' }),
-  AUTH: msg(0x12, 'request', { signature: 'sig64' }),
-  /** Session facts: the caller's peer id and address as the server sees them, the lease, and the tracker role. */
+  // --- handshake (inside TLS 1.3, which has proven each side's key; every connection starts with HELLO) --
+  /**
+   * role: 1 peer, 2 tracker, 3 admin. listenPort: where a peer serves chunks. link: a tracker link's
+   * claim (the dialler's rank and the rank it dials, two bytes), else empty.
+   */
+  HELLO: msg(0x10, 'request', { role: 'u8', listenPort: 'u16', software: 'str', link: 'bytes' }),
+  /**
+   * Session facts: the caller's peer id and address as the server sees them, the lease, and the tracker
+   * role. proof: to an admin, the tracker's proof that it knows the admin token, made for this TLS session
+   * only (see README.md, section 6); empty otherwise.
+   */
   WELCOME: msg(0x13, 'response', {
     peerId: 'str',
     observedHost: 'str',
@@ -48,6 +52,7 @@ export const Messages = {
     role: 'str',
     term: 'u64',
     primary: 'str',
+    proof: 'bytes',
   }),
 
   // --- peer -> tracker ----------------------------------------------------------------------------

@@ -4,14 +4,15 @@
  * server's half of the peer handshake (section 6 of README.md). Who may connect and what a server says in
  * WELCOME stay with each server; this file only enforces the limits and checks the proofs.
  */
-import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
+import type tls from 'node:tls';
 import type { Logger } from 'pino';
 import { systemClock, type Clock, type Timer } from './clock.js';
 import { Connection, silentLogger, type ConnectionOptions, type IncomingRequest } from './connection.js';
 import { P2PError } from './errors.js';
-import { authPayload, peerIdOf, serverProofPayload, signPayload, verifyPayload, type KeyPair } from './identity.js';
+import { peerIdOf } from './identity.js';
 import { Role } from './messages.js';
+import { acceptTls } from './tls.js';
 
 export interface ConnectionLimits {
   /** Open connections in total; one more is refused with P2P_TOO_MANY_CONNECTIONS. */
@@ -32,6 +33,8 @@ export interface ConnectionLimiterOptions {
   tooManyMessage?: string;
   /** The deadline's message (default: names the deadline). */
   handshakeTimeoutMessage?: string;
+  /** The server's TLS settings: every accepted socket starts TLS 1.3 at once (see tls.ts). */
+  tls?: tls.SecureContext;
 }
 
 export interface AcceptedConnection {
@@ -71,7 +74,10 @@ export class ConnectionLimiter {
    * the client gets the reason as an ERROR and is closed, and this returns undefined.
    */
   accept(socket: net.Socket): AcceptedConnection | undefined {
-    const conn = new Connection(socket, this.options.connection);
+    // A refusal too travels inside TLS (the client reads it as a coded error, not as garbage); the
+    // handshake deadline below covers TLS's own handshake.
+    const wrapped = this.options.tls ? acceptTls(socket, this.options.tls) : socket;
+    const conn = new Connection(wrapped, this.options.connection);
     if (this.refusal) {
       conn.close(this.refusal);
       return undefined;
@@ -103,7 +109,7 @@ export class ConnectionLimiter {
   }
 }
 
-export type HandshakeState = 'hello' | 'challenged' | 'ready';
+export type HandshakeState = 'hello' | 'ready';
 
 export interface ServerHandshakeOptions {
   timeoutMs: number;
@@ -114,22 +120,15 @@ export interface ServerHandshakeOptions {
 }
 
 /**
- * The server's side of one connection's handshake: where it stands, the nonce the client was challenged
- * with and, from a peer, the key its HELLO presented. The deadline runs from the accept until `markReady`.
- * A server handles other roles (admins, tracker links) itself, with `acceptHello`, `markChallenged` and
- * `markReady`; the peer handshake is `challengePeer` then `verifyPeerAuth`.
+ * The server's side of one connection's handshake: TLS has already proven the client's key (if it
+ * presented one); the first frame must be HELLO, which says the client's role. The deadline runs from the
+ * accept, TLS included, until `markReady`.
  */
 export class ServerHandshake {
   private current: HandshakeState = 'hello';
-  /** The fresh nonce of this connection's CHALLENGE. */
-  nonce: Buffer | undefined;
-  /** A peer's key from its HELLO (a copy: the frame buffer is reused). */
-  publicKey: Buffer | undefined;
   private deadline: Timer | undefined;
-  private readonly log: Logger;
 
   constructor(readonly conn: Connection, options: ServerHandshakeOptions) {
-    this.log = options.logger ?? silentLogger;
     const clock = options.clock ?? systemClock;
     const message = options.timeoutMessage ?? `no handshake within ${options.timeoutMs} ms`;
     this.deadline = clock.setTimeout(() => {
@@ -146,63 +145,30 @@ export class ServerHandshake {
     return this.current === 'ready';
   }
 
-  /** Refuses any request but PING, HELLO and AUTH until the handshake is complete. */
+  /** Refuses any request but PING and HELLO until the handshake is complete. */
   requireReady(req: IncomingRequest): void {
     if (this.current !== 'ready') throw new P2PError('P2P_NOT_AUTHENTICATED', `${req.name} before the handshake completed`);
   }
 
-  /** A HELLO, of any role: only the first of a connection is allowed. Draws the nonce to challenge with. */
-  acceptHello(): Buffer {
+  /** A HELLO, of any role: only the first of a connection is allowed. */
+  acceptHello(): void {
     if (this.current !== 'hello') throw new P2PError('P2P_UNEXPECTED_MESSAGE', 'HELLO twice');
-    this.nonce = randomBytes(32);
-    return this.nonce;
   }
 
-  /** The CHALLENGE is sent: the next step is the client's AUTH. */
-  markChallenged(): void {
-    this.current = 'challenged';
+  /**
+   * A peer's HELLO: the peer id of the key its TLS certificate proved. A peer without one is refused with
+   * P2P_NOT_AUTHENTICATED (and `message`).
+   */
+  peerId(req: IncomingRequest<'HELLO'>, message: string): string {
+    const key = this.conn.remoteKey;
+    if (req.body.role !== Role.peer || !key) throw new P2PError('P2P_NOT_AUTHENTICATED', message);
+    return peerIdOf(key);
   }
 
   /** The handshake is complete: the deadline no longer applies. */
   markReady(): void {
     this.current = 'ready';
     this.stopDeadline();
-  }
-
-  /**
-   * Answers a peer's HELLO (after `acceptHello`): keeps its key and sends CHALLENGE with the fresh nonce.
-   * With `keys`, the server also proves its own key by signing the client's nonce, as a serving peer does;
-   * a tracker, which clients find by address, sends an empty key and signature.
-   */
-  challengePeer(req: IncomingRequest<'HELLO'>, options: { keys?: KeyPair | undefined; badKeyMessage: string }): void {
-    const { role, publicKey, nonce: clientNonce } = req.body;
-    if (role !== Role.peer || publicKey.length !== 32) throw new P2PError('P2P_BAD_REQUEST', options.badKeyMessage);
-    if (!this.nonce) throw new P2PError('P2P_INTERNAL', 'challengePeer before acceptHello');
-    this.publicKey = Buffer.from(publicKey);
-    this.markChallenged();
-    const { keys } = options;
-    this.conn.reply(req.requestId, 'CHALLENGE', {
-      nonce: this.nonce,
-      publicKey: keys ? keys.publicKey : Buffer.alloc(0),
-      signature: keys ? signPayload(keys, serverProofPayload(clientNonce)) : Buffer.alloc(0),
-    });
-  }
-
-  /**
-   * A peer's AUTH: its signature over our nonce must verify against the key of its HELLO. Returns the
-   * peer's id; the server decides whether to welcome it. A bad signature is answered with
-   * P2P_BAD_SIGNATURE and closes the connection, and this returns undefined.
-   */
-  verifyPeerAuth(req: IncomingRequest<'AUTH'>): string | undefined {
-    if (this.current !== 'challenged' || !this.publicKey || !this.nonce) throw new P2PError('P2P_UNEXPECTED_MESSAGE', 'AUTH without HELLO');
-    if (!verifyPayload(this.publicKey, authPayload(this.nonce), req.body.signature)) {
-      this.log.warn({ remote: this.conn.remoteAddress }, 'handshake signature did not verify');
-      const err = new P2PError('P2P_BAD_SIGNATURE', 'the handshake signature does not match the public key');
-      this.conn.replyError(req.requestId, err);
-      this.conn.close(err);
-      return undefined;
-    }
-    return peerIdOf(this.publicKey);
   }
 
   private stopDeadline(): void {

@@ -12,7 +12,6 @@ const hashA = filled(32, 0x22);
 const sigA = filled(64, 0x33);
 const keyA = filled(32, 0xaa);
 const keyB = filled(32, 0xcc);
-const nonceA = filled(32, 0xbb);
 const peerA = 'a1'.repeat(20);
 const peerB = 'b2'.repeat(20);
 const TB = 2 ** 40;
@@ -42,28 +41,28 @@ export const handBuiltSamples: Sample[] = [
   {
     name: 'HELLO',
     requestId: 1,
-    body: { role: 1, publicKey: keyA, nonce: nonceA, listenPort: 7070, software: 'p2pshare/0.1.0' },
-    frame: frame(0x10, 1, cat(u8(1), bytes(keyA), nonceA, u16(7070), str('p2pshare/0.1.0'))),
+    body: { role: 1, listenPort: 7070, software: 'p2pshare/0.1.0', link: Buffer.alloc(0) },
+    frame: frame(0x10, 1, cat(u8(1), u16(7070), str('p2pshare/0.1.0'), hex('00000000'))),
   },
   {
-    name: 'CHALLENGE',
+    name: 'HELLO',
     requestId: 1,
-    body: { nonce: nonceA, publicKey: keyB, signature: sigA },
-    frame: frame(0x11, 1, cat(nonceA, hex('00000020'), keyB, hex('00000040'), sigA)),
+    body: { role: 2, listenPort: 7071, software: 'p2p-tracker', link: hex('0102') },
+    frame: frame(0x10, 1, cat(u8(2), u16(7071), str('p2p-tracker'), hex('00000002 0102'))),
+    title: 'HELLO of a tracker link: rank 1 dials rank 2',
   },
-  {
-    name: 'CHALLENGE',
-    requestId: 1,
-    body: { nonce: nonceA, publicKey: Buffer.alloc(0), signature: Buffer.alloc(0) },
-    frame: frame(0x11, 1, cat(nonceA, hex('00000000 00000000'))),
-    title: 'CHALLENGE with no server proof (empty key and signature)',
-  },
-  { name: 'AUTH', requestId: 2, body: { signature: sigA }, frame: frame(0x12, 2, sigA) },
   {
     name: 'WELCOME',
     requestId: 2,
-    body: { peerId: peerA, observedHost: '127.0.0.1', observedPort: 54321, leaseMs: 30_000, role: 'primary', term: 3, primary: '127.0.0.1:7070' },
-    frame: frame(0x13, 2, cat(str(peerA), str('127.0.0.1'), hex('d431'), hex('00007530'), str('primary'), hex('0000000000000003'), str('127.0.0.1:7070'))),
+    body: { peerId: peerA, observedHost: '127.0.0.1', observedPort: 54321, leaseMs: 30_000, role: 'primary', term: 3, primary: '127.0.0.1:7070', proof: Buffer.alloc(0) },
+    frame: frame(0x13, 2, cat(str(peerA), str('127.0.0.1'), hex('d431'), hex('00007530'), str('primary'), hex('0000000000000003'), str('127.0.0.1:7070'), hex('00000000'))),
+  },
+  {
+    name: 'WELCOME',
+    requestId: 2,
+    body: { peerId: '', observedHost: '::1', observedPort: 0, leaseMs: 0, role: 'backup', term: 4, primary: '', proof: sigA.subarray(0, 32) },
+    frame: frame(0x13, 2, cat(str(''), str('::1'), hex('0000'), hex('00000000'), str('backup'), hex('0000000000000004'), str(''), hex('00000020'), sigA.subarray(0, 32))),
+    title: "WELCOME to an admin, with the tracker's proof of the token",
   },
 
   // --- peer -> tracker ---------------------------------------------------------------------------------

@@ -188,7 +188,6 @@ export interface TrackerProcessOptions {
   dataDir: string;
   tokenFile: string;
   token: string;
-  clusterSecretFile?: string | undefined;
   heartbeatMs: number;
   failoverMs: number;
   extraArgs?: string[];
@@ -231,7 +230,6 @@ export class TrackerProcess {
     const o = this.opts;
     const args = [TRACKER_BIN, '--listen', this.address, '--cluster', o.cluster.join(','), '--data', o.dataDir, '--admin-token-file', o.tokenFile,
       '--heartbeat-ms', String(o.heartbeatMs), '--failover-ms', String(o.failoverMs), '--log-level', 'info'];
-    if (o.clusterSecretFile) args.push('--cluster-secret-file', o.clusterSecretFile);
     args.push(...(o.extraArgs ?? []));
     const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     this.log += `--- ${this.name} started (pid ${proc.pid}) ---\n`;
@@ -287,10 +285,20 @@ export class TrackerProcess {
     return code;
   }
 
-  /** Removes its --data folder (the tracker must be down): it comes back as a fresh tracker. */
+  /**
+   * Removes its --data folder (the tracker must be down): it comes back as a fresh tracker. Its identity
+   * key stays, as an operator restores it from where keys are provisioned: with a new key, the others
+   * would refuse it as an impostor until it is pinned anew (README, "Identities").
+   */
   wipeData(): void {
     if (this.running) throw new Error(`wipe the data of ${this.name} only while it is down`);
+    const keep = ['identity.key', 'identity.crt'].flatMap((f) => {
+      const p = path.join(this.opts.dataDir, f);
+      return fs.existsSync(p) ? [[f, fs.readFileSync(p)] as const] : [];
+    });
     fs.rmSync(this.opts.dataDir, { recursive: true, force: true });
+    fs.mkdirSync(this.opts.dataDir, { recursive: true, mode: 0o700 });
+    for (const [f, bytes] of keep) fs.writeFileSync(path.join(this.opts.dataDir, f), bytes, { mode: 0o600 });
   }
 
   /** Its own row of admin status, or undefined if it is down or does not answer. */
@@ -451,8 +459,6 @@ export interface TrackerClusterOptions {
   failoverMs: number;
   /** Put a proxy on every link between two trackers, so that partitions can be made. */
   proxies?: boolean;
-  /** A --cluster-secret-file for every tracker (by default the admin token is the cluster secret). */
-  clusterSecret?: string;
   extraArgs?: string[];
 }
 
@@ -489,11 +495,6 @@ export class TrackerCluster {
     const { opts, ports, dir } = this;
     const tokenFile = path.join(dir, 'admin-token');
     fs.writeFileSync(tokenFile, this.token, { mode: 0o600 });
-    let clusterSecretFile: string | undefined;
-    if (opts.clusterSecret) {
-      clusterSecretFile = path.join(dir, 'cluster-secret');
-      fs.writeFileSync(clusterSecretFile, opts.clusterSecret, { mode: 0o600 });
-    }
     if (opts.proxies) {
       const reserved = new Set(ports);
       for (let i = 0; i < ports.length; i++) {
@@ -516,7 +517,6 @@ export class TrackerCluster {
           dataDir: path.join(dir, `t${i}`),
           tokenFile,
           token: this.token,
-          clusterSecretFile,
           heartbeatMs: opts.heartbeatMs,
           failoverMs: opts.failoverMs,
           ...(opts.extraArgs ? { extraArgs: opts.extraArgs } : {}),

@@ -16,11 +16,10 @@
  *      banned the same target earlier; additions from both sides are kept.
  * A write that fails or times out is "unknown": it may or may not be kept. Every acknowledged one must be.
  */
-import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import t from 'tap';
-import { clientHandshake } from '../../peerd/handshake.js';
-import { Connection, dial, generateKeyPair, Messages, toP2PError, type Body, type IncomingRequest } from '../../protocol/index.js';
+import { dial, encodeLinkClaim, generateKeyPair, Role, toP2PError, type Body } from '../../protocol/index.js';
+import { peerSession, tlsAs } from '../helpers/tls.js';
 import { settle, TrackerCluster, type ProxyMode, type StatusRow, type TrackerProcess, type WriteOutcome } from '../helpers/tracker-process.js';
 
 const HEARTBEAT_MS = 50;
@@ -390,9 +389,8 @@ t.test('issue 9 (5): three trackers, nothing visible before it is committed: a b
 
   // A real peer session with the main: the target of the ban is this very peer.
   const { keys } = generateKeyPair();
-  const peer = await dial({ host: '127.0.0.1', port: t0.port }, { connectTimeoutMs: 1000, requestTimeoutMs: 3000 });
+  const peer = await peerSession(t0.port, keys);
   t.teardown(() => peer.destroy());
-  await clientHandshake(peer, keys, 1);
   const told: string[] = [];
   peer.on('event', (name: string, body: unknown) => {
     if (name === 'BLACKLIST_CHANGED') told.push(...(body as Body<'BLACKLIST_CHANGED'>).added.map((a) => a.target));
@@ -437,44 +435,26 @@ t.test('issue 9 (5): three trackers, nothing visible before it is committed: a b
   t.ok(healed.ok, `after SIGCONT: one main and one blacklist on all three (${healed.last ? `${c.describe(healed.last.seen)}; ${[...healed.last.lists].map(([tr, l]) => `${tr.name}: [${l?.join(', ') ?? '?'}]`).join(' ')}` : 'no answer'})`);
 });
 
-/** One reflection attempt against the tracker that dialled the attacker's --cluster address. */
-interface Attempt {
-  variant: 'mirror' | 'mirror-reclaimed' | 'nonce-swap';
-  victim: number;
-  /** What the victim's own outgoing link said to our relayed CHALLENGE: it sent AUTH, or gave up. */
-  victimAuth: 'sent AUTH' | string;
-  /** The answer to the relayed AUTH on the attacker's connection to the victim. */
-  auth: 'WELCOME' | string;
-  /** What became of the heartbeat the attacker then sends there, claiming to be main in term 1000. */
-  heartbeat: 'HEARTBEAT_ACK' | string;
-}
-
 /**
- * Someone who holds one address of --cluster (rank `rank`) but not the cluster secret. A tracker that
- * dials it is answered with proofs that tracker itself made on connections the attacker opened to it,
- * and the AUTH it sends back is replayed on the attacker's own connection:
- *  - mirror: the victim's HELLO, CHALLENGE and AUTH relayed verbatim between its outgoing link and the
- *    attacker's connection to it (the tracker talks to itself);
- *  - mirror-reclaimed: the same, but the attacker's HELLO claims to come from rank `rank` (if HELLO
- *    carries a link claim: two bytes `from`, `to` in publicKey; otherwise as the mirror);
- *  - nonce-swap (two connections to the victim): the first gets the victim's nonce to be signed, the
- *    second the victim's server proof over the nonce of its outgoing HELLO; both are spliced into one
- *    CHALLENGE, and the AUTH the victim answers with is replayed on the first.
- * Then, on that connection, a heartbeat claiming rank `rank`, main in term 1000 (see claimCommand).
+ * Someone who holds one address of --cluster (rank `rank`, whose tracker died) but not that tracker's key.
+ * Each tracker that dials it is relayed, byte for byte, to a genuine tracker in turn (to itself, or to the
+ * other): its TLS handshake then meets a key other than the one it learned for rank `rank`. And the
+ * attacker dials each tracker itself, with a key of its own, claiming rank `rank`, and claims command
+ * (a RAFT append in term 1000) on that connection.
  */
-class ReflectingAttacker {
-  readonly attempts: Attempt[] = [];
+class RelayingAttacker {
+  readonly relayed: number[] = [];
+  readonly claims: string[] = [];
   private readonly server: net.Server;
-  private readonly conns = new Set<Connection>();
-  private readonly plan: Attempt['variant'][] = ['mirror', 'mirror-reclaimed', 'nonce-swap'];
-  private started = 0;
+  private readonly sockets = new Set<net.Socket>();
+  private readonly keys = generateKeyPair().keys;
 
-  /** `ports`: the --listen port of each genuine tracker, by rank. */
   constructor(
     private readonly rank: number,
-    private readonly ports: Map<number, number>,
+    /** The --listen port of each genuine tracker, by rank. */
+    private readonly ports: number[],
   ) {
-    this.server = net.createServer((socket) => this.onDial(socket));
+    this.server = net.createServer((socket) => this.relay(socket));
   }
 
   listen(port: number): Promise<void> {
@@ -484,124 +464,67 @@ class ReflectingAttacker {
     });
   }
 
-  private track(conn: Connection): Connection {
-    this.conns.add(conn);
-    conn.on('close', () => this.conns.delete(conn));
-    return conn;
+  private relay(inbound: net.Socket): void {
+    const to = this.ports[this.relayed.length % this.ports.length]!;
+    this.relayed.push(to);
+    const outbound = net.connect(to, '127.0.0.1');
+    for (const s of [inbound, outbound]) {
+      this.sockets.add(s);
+      s.on('error', () => undefined);
+      s.on('close', () => this.sockets.delete(s));
+    }
+    inbound.pipe(outbound).pipe(inbound);
   }
 
-  private onDial(socket: net.Socket): void {
-    const inbound = this.track(new Connection(socket, { requestTimeoutMs: 2000 }));
-    let hello: ((req: IncomingRequest<'HELLO'>) => void) | undefined;
-    let auth: ((req: IncomingRequest<'AUTH'> | undefined) => void) | undefined;
-    const gotHello = new Promise<IncomingRequest<'HELLO'>>((r) => (hello = r));
-    const gotAuth = new Promise<IncomingRequest<'AUTH'> | undefined>((r) => (auth = r));
-    inbound.on('close', () => auth!(undefined));
-    inbound.onRequest((req) => {
-      if (req.name === 'HELLO') hello!(req as IncomingRequest<'HELLO'>);
-      else if (req.name === 'AUTH') auth!(req as IncomingRequest<'AUTH'>);
-      // Anything else (the victim's HEARTBEAT once it thinks the link is up) goes unanswered.
-    });
-    void gotHello.then((req) => this.attack(inbound, req, gotAuth));
-  }
-
-  private async attack(inbound: Connection, hello: IncomingRequest<'HELLO'>, gotAuth: Promise<IncomingRequest<'AUTH'> | undefined>): Promise<void> {
-    // The dialler says where it listens; a link claim (two bytes: from, to) says its rank as well.
-    const claim = hello.body.publicKey;
-    const byPort = [...this.ports].find(([, port]) => port === hello.body.listenPort)?.[0];
-    const victim = byPort ?? (claim.length === 2 && this.ports.has(claim[0]!) ? claim[0]! : undefined);
-    const variant = this.plan[this.started];
-    if (victim === undefined || !variant) return inbound.destroy();
-    const victimPort = this.ports.get(victim)!;
-    this.started++;
-    const attempt: Attempt = { variant, victim, victimAuth: '', auth: 'not tried', heartbeat: 'not tried' };
+  /** Dials the tracker at `port` with the attacker's own key as rank `rank`, then claims command there. */
+  async claimCommand(port: number): Promise<string> {
     const code = (err: unknown): string => toP2PError(err).code;
-    const open = async (): Promise<Connection> => this.track(await dial({ host: '127.0.0.1', port: victimPort }, { connectTimeoutMs: 1000, requestTimeoutMs: 2000 }));
-    const reclaimed = claim.length === 2 ? Buffer.from([this.rank, claim[0]!]) : claim;
-    let own: Connection | undefined;
+    const conn = await dial({ host: '127.0.0.1', port }, { connectTimeoutMs: 1000, requestTimeoutMs: 2000, tls: tlsAs(this.keys) }).catch((err: unknown) => code(err));
+    if (typeof conn === 'string') return `no TLS: ${conn}`;
     try {
-      let challenge: Body<'CHALLENGE'>;
-      if (variant === 'nonce-swap') {
-        own = await open();
-        const toSign = await own.request('HELLO', { ...hello.body, nonce: randomBytes(32), publicKey: reclaimed }, 'CHALLENGE');
-        const second = await open();
-        const proof = await second.request('HELLO', { ...hello.body }, 'CHALLENGE');
-        second.destroy();
-        challenge = { ...proof, nonce: toSign.nonce };
-      } else {
-        own = await open();
-        challenge = await own.request('HELLO', variant === 'mirror' ? hello.body : { ...hello.body, publicKey: reclaimed }, 'CHALLENGE');
-      }
-      inbound.reply(hello.requestId, 'CHALLENGE', challenge);
-      const auth = await Promise.race([gotAuth, new Promise<undefined>((r) => setTimeout(() => r(undefined), 2000))]);
-      attempt.victimAuth = auth ? 'sent AUTH' : 'no AUTH (the victim refused our CHALLENGE or gave up)';
-      if (auth) {
-        attempt.auth = await own.request('AUTH', auth.body, 'WELCOME').then(
-          () => 'WELCOME',
-          (err: unknown) => code(err),
-        );
-      }
-    } catch (err) {
-      attempt.victimAuth ||= `relay failed: ${code(err)}`;
+      const hello = await conn.request('HELLO', { role: Role.tracker, listenPort: 0, software: 'attacker', link: encodeLinkClaim({ from: this.rank, to: this.ports.indexOf(port) }) }, 'WELCOME').then(() => 'WELCOME', code);
+      const append = { t: 'append', term: 1000, prev: { index: 0, term: 0, epoch: 0 }, entries: [], commit: 0 };
+      conn.sendEvent('RAFT', { message: JSON.stringify(append) });
+      const after = await conn.request('PING', {}, 'PONG', { timeoutMs: 1000 }).then(() => 'kept open', code);
+      return `HELLO: ${hello}; after a RAFT append in term 1000: ${after}`;
+    } finally {
+      conn.destroy();
     }
-    if (own && !own.isClosed) attempt.heartbeat = await this.claimCommand(own);
-    else if (own) attempt.heartbeat = 'connection closed before it';
-    own?.destroy();
-    inbound.destroy();
-    this.attempts.push(attempt);
-  }
-
-  /**
-   * Claims to be the main in term 1000 on an (allegedly) authenticated link: a HEARTBEAT request where the
-   * catalogue has one (answered with HEARTBEAT_ACK if accepted), else a one-way RAFT heartbeat (an empty
-   * append, daemon/raft/messages.ts) whose effect, a term of 1000 on the victim, the test looks for.
-   */
-  private async claimCommand(conn: Connection): Promise<string> {
-    const loose = conn as unknown as { request(name: string, body: unknown, expect: string): Promise<unknown>; sendEvent(name: string, body: unknown): boolean };
-    const code = (err: unknown): string => toP2PError(err).code;
-    if (Object.hasOwn(Messages, 'HEARTBEAT')) {
-      const view = { rank: this.rank, term: 1000, seq: 1_000_000, primary: true, stateful: true };
-      return loose.request('HEARTBEAT', view, 'HEARTBEAT_ACK').then(() => 'HEARTBEAT_ACK', code);
-    }
-    const append = { t: 'append', term: 1000, prev: { index: 0, term: 0, epoch: 0 }, entries: [], commit: 0 };
-    loose.sendEvent('RAFT', { message: JSON.stringify(append) });
-    // No answer comes on this connection either way; a PING shows whether the victim kept it open.
-    return conn.request('PING', {}, 'PONG', { timeoutMs: 1000 }).then(() => 'RAFT append sent, connection kept', (err: unknown) => `RAFT append sent, then ${code(err)}`);
   }
 
   async close(): Promise<void> {
-    for (const c of this.conns) c.destroy();
+    for (const s of this.sockets) s.destroy();
     await new Promise((r) => this.server.close(r));
   }
 }
 
-t.test("issue 9 (6): a tracker's own link proof relayed back to it does not let a stranger without the cluster secret in", async (t) => {
-  // Three trackers with the secret form the cluster; then the third dies and an attacker who does not
-  // know the secret takes its address.
-  const c = await TrackerCluster.create(t, { size: 3, ...timings, clusterSecret: randomBytes(18).toString('hex') });
+t.test("issue 9 (6): a tracker's own link relayed back to it, or to another, does not let a stranger without a member's key in", async (t) => {
+  // Three trackers form the cluster, learning each other's keys; then the third dies and an attacker
+  // without its key takes its address.
+  const c = await TrackerCluster.create(t, { size: 3, ...timings });
   const [t0, t1, t2] = c.trackers as [TrackerProcess, TrackerProcess, TrackerProcess];
   for (const tr of c.trackers) tr.start();
   const before = await c.converged(c.trackers, { main: t0 });
-  t.pass('t0, t1 and t2, with the secret, form the cluster; t0 is main');
+  t.pass('t0, t1 and t2 form the cluster; t0 is main');
   const termBefore = before.rows.get(t0)!.term;
   await t2.kill9();
-  const attacker = new ReflectingAttacker(2, new Map([[0, t0.port], [1, t1.port]]));
+  const attacker = new RelayingAttacker(2, [t0.port, t1.port]);
   t.teardown(() => attacker.close());
   await attacker.listen(t2.port);
 
-  const done = await settle('the trackers to dial the attacker three times', 10_000, async () => attacker.attempts.length, (n) => n >= 3);
-  t.ok(done.ok, `the trackers dialled the attacker's --cluster address (${attacker.attempts.length} reflection attempts)`);
-  for (const a of attacker.attempts) {
-    const what = `${a.variant} against t${a.victim} (victim's link: ${a.victimAuth}; AUTH: ${a.auth}; HEARTBEAT: ${a.heartbeat})`;
-    t.not(a.auth, 'WELCOME', `${what}: the relayed proof does not authenticate the attacker`);
-    t.not(a.heartbeat, 'HEARTBEAT_ACK', `${what}: the attacker can send no HEARTBEAT`);
+  const done = await settle("the trackers to dial the attacker's address four times", 10_000, async () => attacker.relayed.length, (n) => n >= 4);
+  t.ok(done.ok, `the trackers dialled the attacker's --cluster address and were relayed (${attacker.relayed.length} times, to ${[...new Set(attacker.relayed)].join(' and ')})`);
+  for (const tr of [t0, t1]) {
+    const claim = await attacker.claimCommand(tr.port);
+    t.match(claim, /^HELLO: P2P_KEY_MISMATCH/, `${tr.name} refuses the attacker's own link as rank 2 (${claim})`);
   }
 
   const after = await c.oneMain([t0, t1], { deadlineMs: 3000, stableMs: 2 * FAILOVER_MS }).catch((err: Error) => err);
   t.notOk(after instanceof Error, after instanceof Error ? after.message : `the chain of command is undisturbed: ${after.main.name} main`);
   const rows = await t0.admin.status().catch(() => [] as StatusRow[]);
   const attackerRow = rows.find((r) => r.address === t2.address);
-  t.not(attackerRow?.role, 'primary', `t0 does not take the attacker for the main (its row: ${attackerRow ? `${attackerRow.role}, term ${attackerRow.term}, reachable ${attackerRow.reachable}` : 'none'})`);
+  t.notOk(attackerRow?.reachable, `t0 hears nobody as rank 2 (its row: ${attackerRow ? `${attackerRow.role}, term ${attackerRow.term}, reachable ${attackerRow.reachable}` : 'none'})`);
+  t.not(attackerRow?.role, 'primary', 't0 does not take the attacker for the main');
   const terms = await c.sight([t0, t1]);
   for (const [tr, row] of terms) {
     t.ok(row && row.term < 1000, `${tr.name}'s term was not pushed to the attacker's 1000 (${tr === t0 ? `${termBefore} before, ` : ''}${row?.term ?? 'no answer'} now)`);

@@ -14,6 +14,7 @@ import { PeerDb } from '../../peerd/db.js';
 import type { BlacklistCache } from '../../peerd/blacklist-cache.js';
 import type { TrackerClient } from '../../peerd/tracker-client.js';
 import { generateKeyPair, silentLogger, type Body } from '../../protocol/index.js';
+import { identityOf } from '../helpers/tls.js';
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
@@ -24,8 +25,10 @@ function deps(t: Tap, lookup: () => Promise<Body<'LOOKUP_RESULT'>>): DownloadDep
     db.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });
+  const keys = generateKeyPair().keys;
   return {
-    keys: generateKeyPair().keys,
+    keys,
+    identity: identityOf(keys),
     tracker: { request: lookup } as unknown as TrackerClient,
     blacklist: { knownBanned: () => false } as unknown as BlacklistCache,
     db,

@@ -13,11 +13,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { AdminClient } from '../../cli/admin.js';
-import { clientHandshake } from '../../peerd/handshake.js';
 import type { DownloadProgress } from '../../peerd/index.js';
-import { dial, generateKeyPair } from '../../protocol/index.js';
 import { ADMIN_TOKEN, Fleet, type TestPeer } from '../helpers/fleet.js';
 import { reservePorts } from '../helpers/wait.js';
+import { peerSession } from '../helpers/tls.js';
 
 const TRACKER_BIN = fileURLToPath(new URL('../../dist/daemon/main.js', import.meta.url));
 const MIB = 1024 * 1024;
@@ -161,9 +160,8 @@ t.test('a download under way when the main tracker is killed -9 finishes intact 
   );
 
   // Registered with the new main, as a complete holder: asked of the new main itself.
-  const conn = await dial({ host: '127.0.0.1', port: pb! }, { connectTimeoutMs: 1000, requestTimeoutMs: 3000 });
+  const conn = await peerSession(pb!);
   t.teardown(() => conn.close());
-  await clientHandshake(conn, generateKeyPair().keys, 1);
   const holder = await Fleet.until('the downloader listed by the new main as a complete holder', async () => {
     const { peers } = await conn.request('LOOKUP', { id: Buffer.from(r.id, 'hex') }, 'LOOKUP_RESULT');
     const h = peers.find((p) => p.peerId === d.daemon.peerId);

@@ -1,7 +1,8 @@
 /**
  * Fuzzing live daemons (issue 3): random and mutated bytes sent to a running tracker, a peer's chunk
- * server and its control socket, and malformed RAFT events and garbage frames on a tracker link that
- * proved the cluster secret. The only acceptable outcomes are ERROR frames with our own codes and a
+ * server and its control socket, inside TLS as every client speaks (issue 10), and malformed RAFT events
+ * and garbage frames on a tracker link that proved a member's key; plus raw bytes to the TLS listeners
+ * themselves, before any TLS. The only acceptable outcomes are ERROR frames with our own codes and a
  * closed connection; a P2P_INTERNAL answer (an unexpected exception behind a handler), bytes our own
  * framer cannot read, or a connection that never closes are failures. Meanwhile healthy clients (a
  * peer daemon searching and downloading, a raw session pinging) carry on and the daemons never crash
@@ -11,13 +12,13 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import tls from 'node:tls';
 import fc from 'fast-check';
 import t from 'tap';
 import { AdminClient } from '../../cli/admin.js';
 import type { RaftMessage } from '../../daemon/raft/messages.js';
 import {
-  authPayload,
-  clusterProof,
+  clientOptions,
   decodeBody,
   encodeLinkClaim,
   encodeFrame,
@@ -27,7 +28,6 @@ import {
   Messages,
   messageByCode,
   Role,
-  signPayload,
   type Address,
   type Body,
   type Frame,
@@ -36,6 +36,7 @@ import {
   type TrackerLinkClaim,
 } from '../../protocol/index.js';
 import { ADMIN_TOKEN, Fleet } from '../helpers/fleet.js';
+import { identityOf } from '../helpers/tls.js';
 import { reservePorts } from '../helpers/wait.js';
 
 /** Runs per property; raise it (P2P_FUZZ_RUNS=5000) for a longer hunt. */
@@ -69,10 +70,17 @@ class Raw {
     socket.on('error', () => undefined);
   }
 
-  static async connect(target: Address | string): Promise<Raw> {
-    const socket = typeof target === 'string' ? net.connect(target) : net.connect(target.port, target.host);
+  /** To a daemon's TCP port in TLS as `keys` (a new key if none), as every client speaks; `plain`: raw TCP. */
+  static async connect(target: Address | string, keys: KeyPair = generateKeyPair().keys, plain = false): Promise<Raw> {
+    const secure = typeof target !== 'string' && !plain;
+    const socket =
+      typeof target === 'string'
+        ? net.connect(target)
+        : secure
+          ? tls.connect({ ...clientOptions({ identity: identityOf(keys), verify: () => undefined }, target.host), port: target.port, host: target.host })
+          : net.connect(target.port, target.host);
     await new Promise<void>((resolve, reject) => {
-      socket.once('connect', resolve);
+      socket.once(secure ? 'secureConnect' : 'connect', resolve);
       socket.once('error', reject);
     });
     return new Raw(socket);
@@ -113,22 +121,17 @@ class Raw {
     return id;
   }
 
-  async handshake(keys: KeyPair): Promise<void> {
-    const hello = await this.answer(this.request('HELLO', { role: Role.peer, publicKey: keys.publicKey, nonce: randomBytes(32), listenPort: 0, software: 'fuzz' }));
-    if (hello.name !== 'CHALLENGE') throw new Error(`HELLO answered with ${hello.name}`);
-    const auth = await this.answer(this.request('AUTH', { signature: signPayload(keys, authPayload(decodeBody('CHALLENGE', hello.body).nonce)) }));
-    if (auth.name !== 'WELCOME') throw new Error(`AUTH answered with ${auth.name}`);
+  /** HELLO as a peer (TLS proved the key this Raw connected with). */
+  async handshake(): Promise<void> {
+    const hello = await this.answer(this.request('HELLO', { role: Role.peer, listenPort: 0, software: 'fuzz', link: Buffer.alloc(0) }));
+    if (hello.name !== 'WELCOME') throw new Error(`HELLO answered with ${hello.name}`);
     this.frames.length = 0;
   }
 
-  /** Opens a tracker link as `claim.from` would, proving `secret` (the server's proof is not checked). */
-  async trackerHandshake(secret: string, claim: TrackerLinkClaim): Promise<void> {
-    const clientNonce = randomBytes(32);
-    const hello = await this.answer(this.request('HELLO', { role: Role.tracker, publicKey: encodeLinkClaim(claim), nonce: clientNonce, listenPort: 0, software: 'fuzz' }));
-    if (hello.name !== 'CHALLENGE') throw new Error(`HELLO answered with ${hello.name}`);
-    const serverNonce = Buffer.from(decodeBody('CHALLENGE', hello.body).nonce);
-    const auth = await this.answer(this.request('AUTH', { signature: clusterProof(secret, 'client', { clientNonce, serverNonce, claim }) }));
-    if (auth.name !== 'WELCOME') throw new Error(`AUTH answered with ${auth.name}`);
+  /** HELLO as tracker `claim.from` (this Raw connected with the key pinned for that rank). */
+  async trackerHandshake(claim: TrackerLinkClaim): Promise<void> {
+    const hello = await this.answer(this.request('HELLO', { role: Role.tracker, listenPort: 0, software: 'fuzz', link: encodeLinkClaim(claim) }));
+    if (hello.name !== 'WELCOME') throw new Error(`HELLO answered with ${hello.name}`);
     this.frames.length = 0;
   }
 
@@ -244,11 +247,12 @@ const staleRaftMessage = (term: number): fc.Arbitrary<string> =>
 
 t.test('live daemons answer random and mutated bytes only with our own errors, and healthy clients carry on', async (t) => {
   const fleet = new Fleet(t);
-  // The tracker lists a rank 1 that never comes up, so a tracker link can be opened to it as rank 1 (its
-  // cluster secret is the admin token); alone, it takes command after failover-ms.
+  // The tracker lists a rank 1 that never comes up, its key pinned to one this test holds, so a tracker
+  // link can be opened to it as rank 1; alone, it takes command after failover-ms.
   const [port, ghostPort] = await reservePorts(2);
   const local = (p: number): Address => ({ host: '127.0.0.1', port: p });
-  await fleet.startTracker({ cluster: [local(port!), local(ghostPort!)] }, port!);
+  const ghost = generateKeyPair().keys;
+  await fleet.startTracker({ cluster: [local(port!), { ...local(ghostPort!), id: ghost.peerId }] }, port!);
   await Fleet.until('the tracker to take command alone', () => fleet.tracker.cluster.isPrimary || undefined, 10_000);
   const seeder = await fleet.startPeer('seeder');
   const healthy = await fleet.startPeer('healthy');
@@ -259,7 +263,7 @@ t.test('live daemons answer random and mutated bytes only with our own errors, a
   const seedId = Buffer.from((await healthy.call('search', { text: 'seed.bin' }))[0]!.id, 'hex');
   const steady = await Raw.connect(fleet.trackerAddress);
   t.teardown(() => steady.socket.destroy());
-  await steady.handshake(generateKeyPair().keys);
+  await steady.handshake();
   // The steady client keeps its lease the way a peer daemon does: a PING every second.
   const keepAlive = setInterval(() => void steady.ping().catch(() => undefined), 1000);
   t.teardown(() => clearInterval(keepAlive));
@@ -287,9 +291,9 @@ t.test('live daemons answer random and mutated bytes only with our own errors, a
   };
   /** One probe: connect, optionally authenticate, send, finish; throws (fails the property) on a bad outcome. */
   const probe = async (what: string, target: Address | string, data: Buffer[], login: Login = 'none'): Promise<Outcome> => {
-    const raw = await Raw.connect(target);
-    if (login === 'peer') await raw.handshake(generateKeyPair().keys);
-    if (login === 'rank 1') await raw.trackerHandshake(ADMIN_TOKEN, { from: 1, to: 0 });
+    const raw = await Raw.connect(target, login === 'rank 1' ? ghost : undefined);
+    if (login === 'peer') await raw.handshake();
+    if (login === 'rank 1') await raw.trackerHandshake({ from: 1, to: 0 });
     const o = await raw.finish(data);
     const p = problem(o);
     if (p) throw new Error(`${what}: ${p}; sent ${Buffer.concat(data).toString('hex').slice(0, 400)}`);
@@ -297,7 +301,27 @@ t.test('live daemons answer random and mutated bytes only with our own errors, a
     return o;
   };
 
-  await t.test('random bytes, cut into random pieces', async (t) => {
+  await t.test('raw bytes to the TLS listeners, before any TLS: closed, nothing else', async (t) => {
+    const listeners: Array<[string, Address]> = [
+      ['tracker', tracker],
+      ['chunk server', chunkServer],
+    ];
+    // Random bytes, and a TLS record header followed by garbage (it reaches the TLS parser's deeper paths).
+    const junk = fc.oneof(bytes(400), bytes(300).map((b) => Buffer.concat([Buffer.from([0x16, 0x03, 0x01, b.length >> 8, b.length & 0xff]), b])));
+    for (const [what, target] of listeners) {
+      await fc.assert(
+        fc.asyncProperty(junk, fc.array(fc.nat(), { maxLength: 6 }), async (b, cuts) => {
+          const raw = await Raw.connect(target, undefined, true);
+          const o = await raw.finish(pieces(b, cuts));
+          if (!o.closed) throw new Error(`${what}: a plain socket that sent ${b.length} bytes was still open 3 s later`);
+        }),
+        { numRuns: RUNS },
+      );
+      t.ok(await stillHealthy(), `${what}: ${RUNS} raw byte strings before TLS; healthy clients still work`);
+    }
+  });
+
+  await t.test('random bytes inside TLS, cut into random pieces', async (t) => {
     for (const [what, target] of targets) {
       await fc.assert(fc.asyncProperty(bytes(400), fc.array(fc.nat(), { maxLength: 6 }), async (b, cuts) => void (await probe(what, target, pieces(b, cuts)))), { numRuns: RUNS });
       t.ok(await stillHealthy(), `${what}: ${RUNS} random byte strings; healthy clients still work`);
@@ -330,7 +354,7 @@ t.test('live daemons answer random and mutated bytes only with our own errors, a
     }
   });
 
-  await t.test('a tracker link that proved the secret: malformed RAFT events and garbage frames', async (t) => {
+  await t.test("a tracker link that proved a member's key: malformed RAFT events and garbage frames", async (t) => {
     const what = 'tracker link (rank 1)';
     const term = fleet.tracker.cluster.term;
     await fc.assert(
@@ -364,22 +388,21 @@ t.test('live daemons answer random and mutated bytes only with our own errors, a
   });
 
   await t.test('mutated valid conversations', async (t) => {
-    const key = generateKeyPair().keys;
     const receipt = { publicKey: seeder.daemon.keys.publicKey, index: 0, hash: randomBytes(32), signature: randomBytes(64) };
     // Before a handshake: strangers, admins with a wrong token, and clients that claim to be a tracker.
     const preHandshake = Buffer.concat([
-      enc('HELLO', 1, { role: Role.peer, publicKey: key.publicKey, nonce: randomBytes(32), listenPort: 7, software: 'x' }),
-      enc('AUTH', 2, { signature: randomBytes(64) }),
       enc('SEARCH', 3, { text: 'seed', limit: 5 }),
+      enc('HELLO', 1, { role: Role.peer, listenPort: 7, software: 'x', link: Buffer.alloc(0) }),
+      enc('HELLO', 2, { role: Role.peer, listenPort: 7, software: 'x', link: Buffer.alloc(0) }),
     ]);
     const asAdmin = Buffer.concat([
-      enc('HELLO', 1, { role: Role.admin, publicKey: Buffer.alloc(0), nonce: randomBytes(32), listenPort: 0, software: 'x' }),
+      enc('HELLO', 1, { role: Role.admin, listenPort: 0, software: 'x', link: Buffer.alloc(0) }),
       enc('ADMIN_BLACKLIST_ADD', 2, { token: 'not-the-token', target: seeder.daemon.peerId, reason: 'fuzz' }),
       enc('ADMIN_STATUS', 3, { token: 'not-the-token' }),
     ]);
     const forgedOp = JSON.stringify({ op: 'blacklist-add', entry: { target: seeder.daemon.peerId, reason: 'forged', since: 0, addedBy: 'fuzz' } });
     const asTracker = Buffer.concat([
-      enc('HELLO', 1, { role: Role.tracker, publicKey: Buffer.alloc(0), nonce: randomBytes(32), listenPort: 0, software: 'x' }),
+      enc('HELLO', 1, { role: Role.tracker, listenPort: 0, software: 'x', link: encodeLinkClaim({ from: 1, to: 0 }) }),
       raft(JSON.stringify({ t: 'vote', term: 99, last: { index: 99, term: 99, epoch: 1 }, pre: false, transfer: true } satisfies RaftMessage)),
       raft(JSON.stringify({ t: 'timeout-now', term: 100 } satisfies RaftMessage)),
       raft(JSON.stringify({ t: 'append', term: 100, prev: { index: 0, term: 0, epoch: 0 }, entries: [{ index: 1, term: 100, epoch: 1, op: forgedOp }], commit: 1 } satisfies RaftMessage)),

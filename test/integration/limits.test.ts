@@ -8,17 +8,16 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import t from 'tap';
+import tls from 'node:tls';
 import {
-  authPayload,
+  clientOptions,
   decodeBody,
   encodeFrame,
   Framer,
   generateKeyPair,
   Messages,
+  remoteKey,
   Role,
-  serverProofPayload,
-  signPayload,
-  verifyPayload,
   type Address,
   type Body,
   type Frame,
@@ -26,10 +25,16 @@ import {
   type MessageName,
 } from '../../protocol/index.js';
 import { Fleet, type TestPeer } from '../helpers/fleet.js';
+import { identityOf } from '../helpers/tls.js';
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
-/** A raw client: it writes whatever bytes it is given and decodes whatever frames come back. */
+const newKeys = (): KeyPair => generateKeyPair().keys;
+
+/**
+ * A raw client: it writes whatever bytes it is given and decodes whatever frames come back. To a daemon's
+ * TCP port it speaks TLS, as every client does (with a key of its own); to the control socket, plain.
+ */
 class Raw {
   readonly frames: Frame[] = [];
   private readonly framer = new Framer(64 * 1024 * 1024);
@@ -39,11 +44,14 @@ class Raw {
     socket.on('error', () => undefined); // a reset is one of the outcomes we look at, not a crash
   }
 
-  static async connect(t: Tap, target: Address | string): Promise<Raw> {
-    const socket = typeof target === 'string' ? net.connect(target) : net.connect(target.port, target.host);
+  static async connect(t: Tap, target: Address | string, keys: KeyPair = newKeys()): Promise<Raw> {
+    const socket =
+      typeof target === 'string'
+        ? net.connect(target)
+        : tls.connect({ ...clientOptions({ identity: identityOf(keys), verify: () => undefined }, target.host), port: target.port, host: target.host });
     t.teardown(() => socket.destroy());
     await new Promise<void>((resolve, reject) => {
-      socket.once('connect', resolve);
+      socket.once(typeof target === 'string' ? 'connect' : 'secureConnect', resolve);
       socket.once('error', reject);
     });
     return new Raw(socket);
@@ -82,15 +90,11 @@ class Raw {
     return this.lastWords;
   }
 
-  /** The peer handshake over raw frames; with `serverKey`, also checks the server's proof. */
-  async handshake(keys: KeyPair, serverKey?: Buffer): Promise<void> {
-    const nonce = randomBytes(32);
-    const hello = await this.answer(this.request('HELLO', { role: Role.peer, publicKey: keys.publicKey, nonce, listenPort: 0, software: 'limits-test' }));
-    if (hello.name !== 'CHALLENGE') throw new Error(`HELLO answered with ${hello.name} ${hello.code ?? ''}`);
-    const challenge = decodeBody('CHALLENGE', hello.body);
-    if (serverKey && !verifyPayload(serverKey, serverProofPayload(nonce), challenge.signature)) throw new Error('server proof failed');
-    const auth = await this.answer(this.request('AUTH', { signature: signPayload(keys, authPayload(challenge.nonce)) }));
-    if (auth.name !== 'WELCOME') throw new Error(`AUTH answered with ${auth.name} ${auth.code ?? ''}`);
+  /** The peer handshake over raw frames (TLS proved our key); with `serverKey`, also checks the server's. */
+  async handshake(serverKey?: Buffer): Promise<void> {
+    if (serverKey && !(this.socket instanceof tls.TLSSocket && remoteKey(this.socket)?.equals(serverKey))) throw new Error('the server proved another key');
+    const hello = await this.answer(this.request('HELLO', { role: Role.peer, listenPort: 0, software: 'limits-test', link: Buffer.alloc(0) }));
+    if (hello.name !== 'WELCOME') throw new Error(`HELLO answered with ${hello.name} ${hello.code ?? ''}`);
   }
 
   /** A PING that must come back as PONG (the connection is alive and served). */
@@ -99,7 +103,6 @@ class Raw {
   }
 }
 
-const newKeys = (): KeyPair => generateKeyPair().keys;
 
 /** A frame header that announces `bodyBytes` of body, and `sent` of those bytes. */
 function partialFrame(name: MessageName, bodyBytes: number, sent: number): Buffer {
@@ -129,12 +132,12 @@ t.test('handshake deadline: a client that never finishes the handshake is told a
   await fleet.startTracker({ handshakeTimeoutMs: 300 });
   const silent = await Raw.connect(t, fleet.trackerAddress);
   const halfway = await Raw.connect(t, fleet.trackerAddress);
-  const hello = await halfway.answer(halfway.request('HELLO', { role: Role.peer, publicKey: newKeys().publicKey, nonce: randomBytes(32), listenPort: 0, software: 'x' }));
-  t.equal(hello.name, 'CHALLENGE', 'the half-way client got its challenge');
+  const hello = await halfway.answer(halfway.request('PING', {}));
+  t.equal(hello.name, 'PONG', 'the half-way client is served PING before its HELLO');
   t.same(await silent.closedBy(), ['P2P_HANDSHAKE_TIMEOUT'], 'a socket that sends nothing gets P2P_HANDSHAKE_TIMEOUT and is closed');
-  t.same(await halfway.closedBy(), ['P2P_HANDSHAKE_TIMEOUT'], 'so does one that says HELLO and never AUTH');
+  t.same(await halfway.closedBy(), ['P2P_HANDSHAKE_TIMEOUT'], 'so does one that pings and never says HELLO');
   const honest = await Raw.connect(t, fleet.trackerAddress);
-  await honest.handshake(newKeys());
+  await honest.handshake();
   t.ok(await honest.ping(), 'a client that completes the handshake in time is served');
 });
 
@@ -145,11 +148,11 @@ t.test('read deadline: half a frame, or a frame dribbled byte by byte, is cut of
   const { peer, works } = await healthy(fleet);
 
   const half = await Raw.connect(t, fleet.trackerAddress);
-  await half.handshake(newKeys());
+  await half.handshake();
   half.send(partialFrame('SEARCH', 100, 40));
 
   const dribbler = await Raw.connect(t, fleet.trackerAddress);
-  await dribbler.handshake(newKeys());
+  await dribbler.handshake();
   const slow = partialFrame('SEARCH', 2000, 2000);
   let at = 0;
   const drip = setInterval(() => {
@@ -158,7 +161,7 @@ t.test('read deadline: half a frame, or a frame dribbled byte by byte, is cut of
   t.teardown(() => clearInterval(drip));
 
   const atPeer = await Raw.connect(t, peer.daemon.chunkServer.address!);
-  await atPeer.handshake(newKeys(), peer.daemon.keys.publicKey);
+  await atPeer.handshake(peer.daemon.keys.publicKey);
   atPeer.send(partialFrame('GET_CHUNK', 36, 10));
   // The chunk server's handshake deadline (2 s, not settable through PeerDaemon) in the same wait.
   const noHandshakeAtPeer = await Raw.connect(t, peer.daemon.chunkServer.address!);
@@ -179,7 +182,7 @@ t.test('idle timeout (the lease): a silent session is closed and its files leave
   await fleet.startTracker({ leaseMs: 1000, handshakeTimeoutMs: 60_000 });
   const { peer, works } = await healthy(fleet);
   const idle = await Raw.connect(t, fleet.trackerAddress);
-  await idle.handshake(newKeys());
+  await idle.handshake();
   t.equal((await idle.answer(idle.request('REGISTER', { files: [file('idle.txt')] }))).name, 'OK');
   t.equal((await peer.call('search', { text: 'idle.txt' })).length, 1, 'the idle client registered a file');
   t.same(await idle.closedBy(5000), ['P2P_IDLE_TIMEOUT'], 'after the lease without a word: P2P_IDLE_TIMEOUT and closed');
@@ -238,7 +241,7 @@ t.test('files per registration and file names', async (t) => {
   await fleet.startTracker({ maxFilesPerRegister: 3 });
   const { peer, works } = await healthy(fleet);
   const raw = await Raw.connect(t, fleet.trackerAddress);
-  await raw.handshake(newKeys());
+  await raw.handshake();
   const register = async (...files: Body<'REGISTER'>['files']): Promise<string> => {
     const a = await raw.answer(raw.request('REGISTER', { files }));
     return a.code ?? a.name;

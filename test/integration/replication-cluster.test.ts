@@ -19,6 +19,7 @@ import { dial, generateKeyPair, RemoteError, silentLogger, toP2PError, VirtualCl
 import { clientHandshake } from '../../peerd/handshake.js';
 import { TrackerClient } from '../../peerd/tracker-client.js';
 import { reservePorts, until } from '../helpers/wait.js';
+import { clientIdentity, tlsAs } from '../helpers/tls.js';
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 const TOKEN = 'replication-test-token';
@@ -198,8 +199,8 @@ class Fleet {
 }
 
 async function peerSession(port: number): Promise<{ conn: Connection; welcome: Body<'WELCOME'> }> {
-  const conn = await dial(addr(port), { connectTimeoutMs: 1000, requestTimeoutMs: 3000 });
-  const welcome = await clientHandshake(conn, generateKeyPair().keys, 1);
+  const conn = await dial(addr(port), { connectTimeoutMs: 1000, requestTimeoutMs: 3000, tls: tlsAs(generateKeyPair().keys) });
+  const welcome = await clientHandshake(conn, 1);
   return { conn, welcome };
 }
 
@@ -358,7 +359,7 @@ t.test('after a takeover, holders of peers that never reconnect are dropped afte
   const trackers = ports.map(addr);
   const mk = (list: Address[], name: string): TrackerClient => {
     const files = [{ id: randomBytes(32), size: 10, name, complete: true }];
-    const c = new TrackerClient({ trackers: list, keys: generateKeyPair().keys, advertisePort: () => 9, announce: () => files, logger: silentLogger });
+    const c = new TrackerClient({ trackers: list, ...clientIdentity(), advertisePort: () => 9, announce: () => files, logger: silentLogger });
     c.start();
     t.teardown(() => c.close());
     return c;

@@ -14,10 +14,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { AdminClient } from '../../cli/admin.js';
-import { dial, generateKeyPair, silentLogger, toP2PError, type Body } from '../../protocol/index.js';
-import { clientHandshake } from '../../peerd/handshake.js';
+import { silentLogger, toP2PError, type Body } from '../../protocol/index.js';
 import { TrackerClient } from '../../peerd/tracker-client.js';
 import { reservePorts, until } from '../helpers/wait.js';
+import { clientIdentity, peerSession } from '../helpers/tls.js';
 
 const TRACKER_BIN = fileURLToPath(new URL('../../dist/daemon/main.js', import.meta.url));
 const HEARTBEAT_MS = 100;
@@ -154,9 +154,8 @@ type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
 /** The names of every file a tracker lists, read over a peer session with that very tracker. */
 async function filesOn(port: number): Promise<Set<string>> {
-  const conn = await dial({ host: '127.0.0.1', port }, { connectTimeoutMs: 1000, requestTimeoutMs: 3000 });
+  const conn = await peerSession(port);
   try {
-    await clientHandshake(conn, generateKeyPair().keys, 1);
     const res = await conn.request('SEARCH', { text: '', limit: 100_000 }, 'SEARCH_RESULT');
     return new Set(res.files.map((f) => f.name));
   } finally {
@@ -181,7 +180,7 @@ class Writers {
     const trackers = this.cluster.trackers.map((tr) => ({ host: '127.0.0.1', port: tr.port }));
     for (let w = 0; w < fileWriters; w++) {
       const files: Body<'REGISTER'>['files'] = [];
-      const client = new TrackerClient({ trackers, keys: generateKeyPair().keys, advertisePort: () => 20_000 + w, announce: () => files, logger: silentLogger, retryMs: 3000 });
+      const client = new TrackerClient({ trackers, ...clientIdentity(), advertisePort: () => 20_000 + w, announce: () => files, logger: silentLogger, retryMs: 3000 });
       client.start();
       this.clients.push(client);
       this.loops.push(this.fileLoop(w, client, files));

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
+import tls from 'node:tls';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
@@ -14,9 +14,9 @@ import t from 'tap';
 import { AdminClient } from '../../cli/admin.js';
 import { clientHandshake } from '../../peerd/handshake.js';
 import {
-  authPayload,
   Connection,
   dial,
+  encodeLinkClaim,
   formatAddress,
   generateKeyPair,
   receiptPayload,
@@ -28,6 +28,7 @@ import {
   type KeyPair,
 } from '../../protocol/index.js';
 import { ADMIN_TOKEN, Fleet, type TestPeer } from '../helpers/fleet.js';
+import { identityOf, tlsAs } from '../helpers/tls.js';
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 type Receipt = Body<'REPORT'>['receipts'][number];
@@ -39,24 +40,23 @@ const addr = (a: Address): string => formatAddress(a.host, a.port);
 /** The last word (ERROR with request id 0) each connection received before it was closed. */
 const lastWords = new WeakMap<Connection, string>();
 
-/** A connection that is closed when the test ends. */
-async function open(t: Tap, a: Address): Promise<Connection> {
-  const conn = await dial(a, { requestTimeoutMs: 5000 });
+/** A connection in TLS as `keys` (a new key if none), that is closed when the test ends; with `expect`, the server must prove that key. */
+async function open(t: Tap, a: Address, keys: KeyPair = newKeys(), expect?: Buffer): Promise<Connection> {
+  const conn = await dial(a, { requestTimeoutMs: 5000, tls: tlsAs(keys, expect) });
   conn.on('remoteError', (e: { code: string }) => lastWords.set(conn, e.code));
   t.teardown(() => conn.destroy());
   return conn;
 }
 
-/** HELLO with `keys`' public key, AUTH signed by `signWith` (the same key for an honest client). */
-async function handshake(conn: Connection, keys: KeyPair, signWith: KeyPair = keys): Promise<Body<'WELCOME'>> {
-  const challenge = await conn.request('HELLO', { role: Role.peer, publicKey: keys.publicKey, nonce: randomBytes(32), listenPort: 0, software: 'safety-test' }, 'CHALLENGE');
-  return conn.request('AUTH', { signature: signPayload(signWith, authPayload(challenge.nonce)) }, 'WELCOME');
+/** HELLO as a peer (TLS has proven the key). */
+function handshake(conn: Connection, listenPort = 0): Promise<Body<'WELCOME'>> {
+  return clientHandshake(conn, listenPort);
 }
 
 /** An authenticated raw session with the tracker, as a hand-written client would have. */
 async function session(t: Tap, a: Address, keys: KeyPair): Promise<Connection> {
-  const conn = await open(t, a);
-  await handshake(conn, keys);
+  const conn = await open(t, a, keys);
+  await handshake(conn);
   return conn;
 }
 
@@ -94,8 +94,8 @@ function randomFile(fleet: Fleet, mib: number, extra = 12345): string {
 
 /** A chunk fetched by `keys` straight from `from`'s chunk server, and the receipt that came with it. */
 async function fetchReceipt(t: Tap, from: TestPeer, keys: KeyPair, fileId: string, index: number): Promise<Receipt> {
-  const conn = await open(t, from.daemon.chunkServer.address!);
-  await clientHandshake(conn, keys, 0, from.daemon.keys.publicKey);
+  const conn = await open(t, from.daemon.chunkServer.address!, keys, from.daemon.keys.publicKey);
+  await clientHandshake(conn, 0);
   const chunk = await conn.request('GET_CHUNK', { fileId: Buffer.from(fileId, 'hex'), index }, 'CHUNK');
   conn.close();
   return { publicKey: from.daemon.keys.publicKey, index, hash: chunk.hash, signature: chunk.signature };
@@ -110,38 +110,23 @@ t.test('identity spoofing is refused by the tracker, by a serving peer and by a 
   await Fleet.held(b, 'a.txt', 1);
   const mallory = newKeys();
 
-  // Claiming A's key at the tracker without A's private key.
-  const toTracker = await open(t, fleet.trackerAddress);
-  await t.rejects(handshake(toTracker, a.daemon.keys, mallory), { code: 'P2P_BAD_SIGNATURE' }, "the tracker refuses a HELLO with A's key signed by another");
-  t.equal(await closedWith(toTracker, 'the spoofing tracker session'), 'P2P_BAD_SIGNATURE', 'and closes that connection saying why');
+  // Claiming A's key without A's private key: TLS needs the key of the certificate one presents.
+  const stolen = { ...identityOf(a.daemon.keys), key: identityOf(mallory).key };
+  const spoof = (to: Address): Promise<Connection> => dial(to, { connectTimeoutMs: 2000, tls: { identity: stolen, verify: () => undefined } });
+  await t.rejects(spoof(fleet.trackerAddress), /key values mismatch/i, "A's certificate with another private key opens no session at the tracker");
+  await t.rejects(spoof(b.daemon.chunkServer.address!), /key values mismatch/i, 'nor at a serving peer');
   t.equal((await a.call('status', {})).tracker.state, 'connected', "A's own session is untouched");
   t.equal((await b.call('search', { text: 'a.txt' }))[0]?.peers, 1, "A's files are still listed");
 
-  // The same at A's neighbour's chunk server: claiming A's key to be served as A.
-  const toPeer = await open(t, b.daemon.chunkServer.address!);
-  await t.rejects(handshake(toPeer, a.daemon.keys, mallory), { code: 'P2P_BAD_SIGNATURE' }, "a serving peer refuses a HELLO with A's key signed by another");
-  t.equal(await closedWith(toPeer, 'the spoofing peer session'), 'P2P_BAD_SIGNATURE');
-
   // A serving side that claims to be A: B's real server, reached where the tracker lists A.
-  const impostorReal = await open(t, b.daemon.chunkServer.address!);
-  await t.rejects(clientHandshake(impostorReal, mallory, 0, a.daemon.keys.publicKey), { code: 'P2P_BAD_SIGNATURE' }, 'a downloader refuses a server whose key is not the one listed');
+  await t.rejects(open(t, b.daemon.chunkServer.address!, mallory, a.daemon.keys.publicKey), { code: 'P2P_KEY_MISMATCH' }, 'a downloader refuses a server whose key is not the one listed');
 
-  // A fake server that presents A's public key but cannot sign with it.
-  const fake = net.createServer((socket) => {
-    const conn = new Connection(socket);
-    conn.onRequest((req) => {
-      if (req.name === 'HELLO') conn.reply(req.requestId, 'CHALLENGE', { nonce: randomBytes(32), publicKey: a.daemon.keys.publicKey, signature: signPayload(mallory, randomBytes(32)) });
-      else conn.reply(req.requestId, 'WELCOME', { peerId: '', observedHost: '', observedPort: 0, leaseMs: 0, role: 'peer', term: 0, primary: '' });
-    });
-  });
-  await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => fake.close());
-  const toFake = await open(t, { host: '127.0.0.1', port: (fake.address() as net.AddressInfo).port });
-  await t.rejects(clientHandshake(toFake, mallory, 0, a.daemon.keys.publicKey), { code: 'P2P_BAD_SIGNATURE' }, "a server that claims A's key without proving it is refused");
+  // A fake server that presents A's certificate but holds another key cannot even start.
+  t.throws(() => tls.createSecureContext({ cert: identityOf(a.daemon.keys).cert, key: identityOf(mallory).key }), /key values mismatch/i, "a server cannot present A's certificate without A's key");
 
   // Control: with the right keys, both handshakes pass (the refusals above are about identity only).
-  await t.resolves(handshake(await open(t, fleet.trackerAddress), mallory), 'an honest new key is welcome at the tracker');
-  await t.resolves(clientHandshake(await open(t, a.daemon.chunkServer.address!), mallory, 0, a.daemon.keys.publicKey), 'and at A, which proves its key');
+  await t.resolves(handshake(await open(t, fleet.trackerAddress, mallory)), 'an honest new key is welcome at the tracker');
+  await t.resolves(handshake(await open(t, a.daemon.chunkServer.address!, mallory, a.daemon.keys.publicKey)), 'and at A, which proves its key');
 });
 
 t.test("a peer that registers someone else's address (and a file it does not hold) is never used", async (t) => {
@@ -153,9 +138,8 @@ t.test("a peer that registers someone else's address (and a file it does not hol
   const id = await seed([seeder], orig, 'f.bin', d);
   // Mallory's session says its chunks are served at the seeder's port, and that it holds f.bin.
   const mallory = newKeys();
-  const conn = await open(t, fleet.trackerAddress);
-  const challenge = await conn.request('HELLO', { role: Role.peer, publicKey: mallory.publicKey, nonce: randomBytes(32), listenPort: seeder.daemon.chunkServer.address!.port, software: 'x' }, 'CHALLENGE');
-  const welcome = await conn.request('AUTH', { signature: signPayload(mallory, authPayload(challenge.nonce)) }, 'WELCOME');
+  const conn = await open(t, fleet.trackerAddress, mallory);
+  const welcome = await handshake(conn, seeder.daemon.chunkServer.address!.port);
   t.equal(welcome.observedHost, '127.0.0.1', 'the tracker records the address it sees, not one the peer names');
   await conn.request('REGISTER', { files: [{ id: Buffer.from(id, 'hex'), size: fs.statSync(orig).size, name: 'f.bin', complete: true }] }, 'OK');
   await Fleet.held(d, 'f.bin', 2);
@@ -174,7 +158,7 @@ t.test('a stranger that claims to be a tracker or an admin gets no peer service 
   fs.writeFileSync(path.join(p.shareDir, 'p.txt'), 'p');
   await Fleet.held(p, 'p.txt', 1);
   const hello = (conn: Connection, role: number): Promise<unknown> =>
-    conn.request('HELLO', { role, publicKey: Buffer.alloc(0), nonce: randomBytes(32), listenPort: 0, software: 'x' }, 'CHALLENGE');
+    conn.request('HELLO', { role, listenPort: 0, software: 'x', link: role === Role.tracker ? encodeLinkClaim({ from: 1, to: 0 }) : Buffer.alloc(0) }, 'WELCOME').catch(() => undefined);
 
   const asTracker = await open(t, fleet.trackerAddress);
   await hello(asTracker, Role.tracker);
@@ -218,7 +202,7 @@ t.test('a blacklisted peer id: session cut, files gone, every operation refused,
   await t.rejects(s1!.call('search', { text: '' }), { code: 'P2P_BLACKLISTED' }, 'its own search is refused');
   await t.rejects(s1!.call('get', { key: 'shared.bin', overwrite: true }), { code: 'P2P_BLACKLISTED' }, 'and so is its get');
   t.equal((await s1!.call('status', {})).tracker.state, 'blacklisted', 'its daemon knows its session was cut for the ban');
-  await t.rejects(handshake(await open(t, fleet.trackerAddress), s1!.daemon.keys), { code: 'P2P_BLACKLISTED' }, 'a fresh session with its key (to register, look up or report) is refused');
+  await t.rejects(handshake(await open(t, fleet.trackerAddress, s1!.daemon.keys)), { code: 'P2P_BLACKLISTED' }, 'a fresh session with its key (to register, look up or report) is refused');
 
   const out = path.join(fleet.dir, 'got.bin');
   const r = await d.call('get', { key: 'shared.bin', out, overwrite: false });
@@ -228,7 +212,7 @@ t.test('a blacklisted peer id: session cut, files gone, every operation refused,
 
   await adm.remove(s1!.daemon.peerId);
   t.same(await banned(adm), [], 'rm empties the blacklist');
-  await t.resolves(handshake(await open(t, fleet.trackerAddress), s1!.daemon.keys), 'its key is welcome again at once');
+  await t.resolves(handshake(await open(t, fleet.trackerAddress, s1!.daemon.keys)), 'its key is welcome again at once');
   await t.rejects(adm.remove(s1!.daemon.peerId), { code: 'P2P_NOT_FOUND' }, 'removing an absent entry says so');
   // The daemon itself retries on its own schedule; it comes back and re-announces its files.
   t.equal(await Fleet.held(d, 'only-s1.txt', 1), 1, "after rm the peer's files return to search");
@@ -250,11 +234,11 @@ t.test('a blacklisted IP address bans every peer from it; the admin can still li
   t.equal(await closedWith(watcher, 'a live raw session from 127.0.0.1'), 'P2P_BLACKLISTED', 'live sessions from that address are cut, saying why');
   await t.rejects(p.call('search', { text: '' }), { code: 'P2P_BLACKLISTED' }, 'every peer daemon on it is refused');
   await t.rejects(q.call('search', { text: '' }), { code: 'P2P_BLACKLISTED' });
-  await t.rejects(handshake(await open(t, fleet.trackerAddress), newKeys()), { code: 'P2P_BLACKLISTED' }, 'a brand-new key from that address is refused too');
+  await t.rejects(handshake(await open(t, fleet.trackerAddress, newKeys())), { code: 'P2P_BLACKLISTED' }, 'a brand-new key from that address is refused too');
   t.same(await banned(adm), ['127.0.0.1'], 'the admin (from the same address) still gets answers');
 
   await adm.remove('127.0.0.1');
-  await t.resolves(handshake(await open(t, fleet.trackerAddress), newKeys()), 'after rm new sessions from the address are welcome');
+  await t.resolves(handshake(await open(t, fleet.trackerAddress, newKeys())), 'after rm new sessions from the address are welcome');
 });
 
 t.test('a serving peer refuses a blacklisted downloader, whether it was told or has to ask', async (t) => {
@@ -266,23 +250,23 @@ t.test('a serving peer refuses a blacklisted downloader, whether it was told or 
   await Fleet.held(d, 'f.txt', 1);
   const fileId = (await d.call('search', { text: 'f.txt' }))[0]!.id;
 
-  const live = await open(t, s1.daemon.chunkServer.address!);
-  await clientHandshake(live, d.daemon.keys, 0, s1.daemon.keys.publicKey);
+  const live = await open(t, s1.daemon.chunkServer.address!, d.daemon.keys, s1.daemon.keys.publicKey);
+  await clientHandshake(live, 0);
   await live.request('GET_MANIFEST', { fileId: Buffer.from(fileId, 'hex') }, 'MANIFEST');
 
   const adm = await admin(t, fleet);
   await adm.add(d.daemon.peerId, 'leecher');
   t.equal(await closedWith(live, "the downloader's open connection to a seeder"), 'P2P_BLACKLISTED', 'a seeder told of the ban cuts the connection it was serving');
-  const again = await open(t, s1.daemon.chunkServer.address!);
-  await t.rejects(clientHandshake(again, d.daemon.keys, 0, s1.daemon.keys.publicKey), { code: 'P2P_BLACKLISTED' }, 'and refuses a new one');
+  const again = await open(t, s1.daemon.chunkServer.address!, d.daemon.keys, s1.daemon.keys.publicKey);
+  await t.rejects(clientHandshake(again, 0), { code: 'P2P_BLACKLISTED' }, 'and refuses a new one');
 
   // A seeder that joined after the ban was never pushed it: it must ask the tracker.
   const s2 = await fleet.startPeer('s2');
   fs.writeFileSync(path.join(s2.shareDir, 'f.txt'), 'payload');
   await Fleet.held(s1, 'f.txt', 2);
-  const late = await open(t, s2.daemon.chunkServer.address!);
-  await t.rejects(clientHandshake(late, d.daemon.keys, 0, s2.daemon.keys.publicKey), { code: 'P2P_BLACKLISTED' }, 'a seeder that was never told asks the tracker and refuses');
-  await t.resolves(clientHandshake(await open(t, s2.daemon.chunkServer.address!), newKeys(), 0, s2.daemon.keys.publicKey), 'while it still serves everyone else');
+  const late = await open(t, s2.daemon.chunkServer.address!, d.daemon.keys, s2.daemon.keys.publicKey);
+  await t.rejects(clientHandshake(late, 0), { code: 'P2P_BLACKLISTED' }, 'a seeder that was never told asks the tracker and refuses');
+  await t.resolves(clientHandshake(await open(t, s2.daemon.chunkServer.address!, newKeys(), s2.daemon.keys.publicKey), 0), 'while it still serves everyone else');
 });
 
 t.test('a malicious seeder is blacklisted by evidence while the download completes from honest peers', async (t) => {
@@ -453,21 +437,27 @@ t.test('policy review leaves reported peers pending for an admin', async (t) => 
 });
 
 t.test('admin: refused without a configured token and with a wrong one; the right one works', async (t) => {
-  const everyCommand = (c: AdminClient): Array<[string, Promise<unknown>]> => [
-    ['status', c.status()],
-    ['blacklist ls', c.blacklist()],
-    ['blacklist add', c.add('10.1.2.3', 'x')],
-    ['blacklist rm', c.remove('10.1.2.3')],
-    ['reports', c.reports()],
+  /** An admin session that skips the tracker's proof (not the CLI): whatever it sends reaches the tracker. */
+  const rawAdmin = async (t: Tap, fleet: Fleet): Promise<Connection> => {
+    const conn = await open(t, fleet.trackerAddress);
+    await conn.request('HELLO', { role: Role.admin, listenPort: 0, software: 'x', link: Buffer.alloc(0) }, 'WELCOME');
+    return conn;
+  };
+  const rawCommands = (conn: Connection, token: string): Array<[string, Promise<unknown>]> => [
+    ['status', conn.request('ADMIN_STATUS', { token }, 'ADMIN_STATUS_RESULT')],
+    ['blacklist ls', conn.request('ADMIN_BLACKLIST_LIST', { token }, 'ADMIN_BLACKLIST')],
+    ['blacklist add', conn.request('ADMIN_BLACKLIST_ADD', { token, target: '10.1.2.3', reason: 'x' }, 'OK')],
+    ['blacklist rm', conn.request('ADMIN_BLACKLIST_REMOVE', { token, target: '10.1.2.3' }, 'OK')],
+    ['reports', conn.request('ADMIN_REPORTS', { token }, 'ADMIN_REPORTS_RESULT')],
   ];
 
   t.test('no token configured', async (t) => {
     const fleet = new Fleet(t);
     await fleet.startTracker({ adminToken: undefined });
-    const c = await admin(t, fleet, ADMIN_TOKEN);
-    for (const [name, p] of everyCommand(c)) await t.rejects(p, { code: 'P2P_UNAUTHORIZED' }, `${name} is refused`);
-    const empty = await admin(t, fleet, '');
-    await t.rejects(empty.status(), { code: 'P2P_UNAUTHORIZED' }, 'an empty token is refused too');
+    await t.rejects(admin(t, fleet, ADMIN_TOKEN), { code: 'P2P_UNAUTHORIZED', message: /takes no admin commands/ }, 'the CLI is told at once, before it sends the token');
+    const raw = await rawAdmin(t, fleet);
+    for (const [name, p] of rawCommands(raw, ADMIN_TOKEN)) await t.rejects(p, { code: 'P2P_UNAUTHORIZED' }, `${name}, sent anyway, is refused`);
+    for (const [name, p] of rawCommands(raw, '')) await t.rejects(p, { code: 'P2P_UNAUTHORIZED' }, `${name} with an empty token is refused too`);
   });
 
   t.test('wrong token', async (t) => {
@@ -477,9 +467,10 @@ t.test('admin: refused without a configured token and with a wrong one; the righ
     await fleet.startTracker({ logger });
     const good = await admin(t, fleet);
     await good.add('10.9.9.9', 'kept');
-    const c = await admin(t, fleet, `${ADMIN_TOKEN}x`);
-    for (const [name, p] of everyCommand(c)) await t.rejects(p, { code: 'P2P_UNAUTHORIZED' }, `${name} is refused`);
-    await t.rejects((await admin(t, fleet, ADMIN_TOKEN.slice(0, -1))).status(), { code: 'P2P_UNAUTHORIZED' }, 'a prefix of the token is refused');
+    await t.rejects(admin(t, fleet, `${ADMIN_TOKEN}x`), { code: 'P2P_UNAUTHORIZED', message: /does not prove the token/ }, 'the CLI with a wrong token is refused before it sends it (the proofs differ)');
+    await t.rejects(admin(t, fleet, ADMIN_TOKEN.slice(0, -1)), { code: 'P2P_UNAUTHORIZED' }, 'so is a prefix of the token');
+    const raw = await rawAdmin(t, fleet);
+    for (const [name, p] of rawCommands(raw, `${ADMIN_TOKEN}x`)) await t.rejects(p, { code: 'P2P_UNAUTHORIZED' }, `${name} with a wrong token, sent anyway, is refused`);
     t.same(await banned(good), ['10.9.9.9'], 'the refused add and rm changed nothing');
     t.ok(lines.some((l) => l.includes('wrong token')), 'the wrong token is logged');
     t.notOk(lines.some((l) => l.includes(ADMIN_TOKEN)), 'without the token itself');
@@ -516,7 +507,7 @@ t.test('the blacklist survives a tracker restart', async (t) => {
   await fleet.startTracker({}, port);
   const adm2 = await admin(t, fleet);
   t.same((await adm2.blacklist()).entries, before, 'every entry, reason, time and author is back');
-  await t.rejects(handshake(await open(t, fleet.trackerAddress), p.daemon.keys), { code: 'P2P_BLACKLISTED' }, 'and enforced');
+  await t.rejects(handshake(await open(t, fleet.trackerAddress, p.daemon.keys)), { code: 'P2P_BLACKLISTED' }, 'and enforced');
   await adm2.remove('10.20.30.40');
   await fleet.tracker.close();
   await fleet.startTracker({}, port);

@@ -4,17 +4,17 @@ import {
   CHUNK_SIZE,
   MalformedMessageError,
   PEER_ID_PATTERN,
-  authPayload,
   chunkCount,
   chunkLength,
   decodeManifest,
   encodeManifest,
+  adminProof,
   generateKeyPair,
+  verifyAdminProof,
   keyPairFromPem,
   manifestId,
   peerIdOf,
   receiptPayload,
-  serverProofPayload,
   sha256,
   signPayload,
   verifyManifest,
@@ -131,13 +131,13 @@ t.test('Ed25519 identities', (t) => {
 t.test('signatures', (t) => {
   const alice = generateKeyPair().keys;
   const mallory = generateKeyPair().keys;
-  const payload = authPayload(filled(32, 7));
+  const payload = cat(Buffer.from('a payload\0'), filled(32, 7));
   const sig = signPayload(alice, payload);
   t.equal(sig.length, 64, 'a 64-byte signature');
   t.ok(verifyPayload(alice.publicKey, payload, sig), "verifies under the signer's key");
   t.notOk(verifyPayload(mallory.publicKey, payload, sig), "does not verify under another key");
   t.notOk(verifyPayload(alice.publicKey, payload, signPayload(mallory, payload)), 'a signature by another key fails');
-  t.notOk(verifyPayload(alice.publicKey, authPayload(filled(32, 8)), sig), 'a signature over another nonce fails');
+  t.notOk(verifyPayload(alice.publicKey, cat(Buffer.from('a payload\0'), filled(32, 8)), sig), 'a signature over other bytes fails');
   const flipped = Buffer.from(sig);
   flipped[10]! ^= 1;
   t.notOk(verifyPayload(alice.publicKey, payload, flipped), 'a tampered signature fails');
@@ -147,14 +147,15 @@ t.test('signatures', (t) => {
   t.end();
 });
 
-t.test('signed payloads are bound to their purpose', (t) => {
-  const nonce = filled(32, 0x42);
-  t.equal(authPayload(nonce).toString('hex'), cat(Buffer.from('p2pshare auth v1\0'), nonce).toString('hex'), 'auth: "p2pshare auth v1" NUL nonce');
-  t.equal(serverProofPayload(nonce).toString('hex'), cat(Buffer.from('p2pshare server v1\0'), nonce).toString('hex'), 'server proof: "p2pshare server v1" NUL nonce');
-  const keys = generateKeyPair().keys;
-  const proof = signPayload(keys, serverProofPayload(nonce));
-  t.notOk(verifyPayload(keys.publicKey, authPayload(nonce), proof), 'a server proof cannot be replayed as a client auth');
-  t.notOk(verifyPayload(keys.publicKey, serverProofPayload(nonce), signPayload(keys, authPayload(nonce))), 'nor the other way round');
+t.test('an admin proof is made with the token, for one TLS session only', (t) => {
+  const binding = filled(32, 0x42);
+  const proof = adminProof('token-1', binding);
+  t.equal(proof.length, 32, 'HMAC-SHA256: 32 bytes');
+  t.ok(verifyAdminProof('token-1', binding, proof), 'verifies with the same token over the same session');
+  t.notOk(verifyAdminProof('token-2', binding, proof), 'not with another token');
+  t.notOk(verifyAdminProof('token-1', filled(32, 0x43), proof), 'not over another session (a relayed proof)');
+  t.notOk(verifyAdminProof('token-1', binding, proof.subarray(0, 31)), 'a short proof is refused, not thrown');
+  t.notOk(verifyAdminProof('token-1', binding, Buffer.alloc(0)), 'an empty proof (a tracker without a token) is refused');
   t.end();
 });
 

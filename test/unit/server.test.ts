@@ -1,14 +1,15 @@
 /**
- * protocol/server.ts on real sockets (127.0.0.x, port 0): the connection limits in total and per address,
- * the handshake deadline on the virtual clock, and the server side of the peer handshake, each seen the way
- * a client meets it: the ERROR frame with its code, and a closed connection.
+ * protocol/server.ts on real sockets (127.0.0.x, port 0), in TLS as every server runs: the connection
+ * limits in total and per address, the handshake deadline on the virtual clock (TLS's own handshake
+ * included), and the server side of the peer handshake, each seen the way a client meets it: the ERROR
+ * frame with its code, and a closed connection.
  */
 import { once } from 'node:events';
 import net from 'node:net';
-import { randomBytes } from 'node:crypto';
+import tls from 'node:tls';
 import t from 'tap';
 import {
-  authPayload,
+  clientOptions,
   ConnectionLimiter,
   decodeBody,
   encodeFrame,
@@ -16,11 +17,10 @@ import {
   generateKeyPair,
   P2PError,
   peerIdOf,
+  remoteKey,
   Role,
-  serverProofPayload,
-  signPayload,
+  serverContext,
   VirtualClock,
-  verifyPayload,
   type Body,
   type Clock,
   type ConnectionLimits,
@@ -30,6 +30,7 @@ import {
   type MessageName,
 } from '../../protocol/index.js';
 import type { Tap } from '../helpers/roundtrip.js';
+import { identityOf } from '../helpers/tls.js';
 import { until } from '../helpers/wait.js';
 
 const LONG = 60_000;
@@ -48,6 +49,7 @@ async function limitedServer(t: Tap, limits: ConnectionLimits, options: { clock?
     limits,
     connection: options.clock ? { clock: options.clock } : {},
     ...(options.addressKey ? { addressKey: options.addressKey } : {}),
+    tls: serverContext(identityOf(options.keys ?? serverKeys)),
   });
   const sockets = new Set<net.Socket>();
   const server = net.createServer((socket) => {
@@ -61,15 +63,11 @@ async function limitedServer(t: Tap, limits: ConnectionLimits, options: { clock?
         case 'PING':
           conn.reply(req.requestId, 'PONG', {});
           return;
-        case 'HELLO':
+        case 'HELLO': {
           handshake.acceptHello();
-          handshake.challengePeer(req as IncomingRequest<'HELLO'>, { keys: options.keys, badKeyMessage: 'peers only, with a 32-byte key' });
-          return;
-        case 'AUTH': {
-          const peerId = handshake.verifyPeerAuth(req as IncomingRequest<'AUTH'>);
-          if (!peerId) return;
+          const peerId = handshake.peerId(req as IncomingRequest<'HELLO'>, 'peers only, with the certificate of their key');
           handshake.markReady();
-          conn.reply(req.requestId, 'WELCOME', { peerId, observedHost: conn.remoteAddress, observedPort: conn.remotePort, leaseMs: 0, role: 'peer', term: 0, primary: '' });
+          conn.reply(req.requestId, 'WELCOME', { peerId, observedHost: conn.remoteAddress, observedPort: conn.remotePort, leaseMs: 0, role: 'peer', term: 0, primary: '', proof: Buffer.alloc(0) });
           return;
         }
       }
@@ -86,21 +84,30 @@ async function limitedServer(t: Tap, limits: ConnectionLimits, options: { clock?
   return { port: (server.address() as net.AddressInfo).port, limiter };
 }
 
-/** A raw client bound to a chosen loopback address (any 127.x.y.z reaches a server on 127.0.0.1 on Linux). */
+const serverKeys = generateKeyPair().keys;
+
+/**
+ * A raw client in TLS, bound to a chosen loopback address (any 127.x.y.z reaches a server on 127.0.0.1 on
+ * Linux), presenting the certificate of `keys` (null: none, like an admin).
+ */
 class Client {
   readonly frames: Frame[] = [];
   private readonly framer = new Framer();
   private nextId = 1;
 
-  private constructor(readonly socket: net.Socket) {
+  private constructor(readonly socket: tls.TLSSocket) {
     socket.on('data', (chunk: Buffer) => this.framer.push(chunk, (f) => this.frames.push({ ...f, body: Buffer.from(f.body) })));
     socket.on('error', () => undefined); // a reset is an outcome we look at, not a crash
   }
 
-  static async connect(t: Tap, port: number, from = '127.0.0.1'): Promise<Client> {
-    const socket = net.connect({ port, host: '127.0.0.1', localAddress: from });
+  static async connect(t: Tap, port: number, from = '127.0.0.1', keys: KeyPair | null = generateKeyPair().keys): Promise<Client> {
+    const options = clientOptions({ identity: keys ? identityOf(keys) : undefined, verify: () => undefined }, '127.0.0.1');
+    const raw = net.connect({ port, host: '127.0.0.1', localAddress: from });
+    t.teardown(() => raw.destroy());
+    await once(raw, 'connect');
+    const socket = tls.connect({ ...options, socket: raw });
     t.teardown(() => socket.destroy());
-    await once(socket, 'connect');
+    await once(socket, 'secureConnect');
     return new Client(socket);
   }
 
@@ -133,16 +140,11 @@ class Client {
     return this.lastWords;
   }
 
-  /** HELLO with `keys`' public key, then AUTH signed by `signer` (by default the same keys). */
-  async handshake(keys: KeyPair, signer = keys): Promise<{ name: MessageName; body: Buffer; code?: string; message?: string }> {
-    const hello = await this.answer(this.request('HELLO', { role: Role.peer, publicKey: keys.publicKey, nonce: randomBytes(32), listenPort: 0, software: 'server-test' }));
-    if (hello.name !== 'CHALLENGE') throw new Error(`HELLO answered with ${hello.name} ${hello.code ?? ''}`);
-    const challenge = decodeBody('CHALLENGE', hello.body);
-    return this.answer(this.request('AUTH', { signature: signPayload(signer, authPayload(challenge.nonce)) }));
+  /** HELLO as a peer: answered with WELCOME (or an ERROR). */
+  handshake(role: number = Role.peer): Promise<{ name: MessageName; body: Buffer; code?: string; message?: string }> {
+    return this.answer(this.request('HELLO', { role, listenPort: 0, software: 'server-test', link: Buffer.alloc(0) }));
   }
 }
-
-const newKeys = (): KeyPair => generateKeyPair().keys;
 
 t.test('per-address limit: one connection too many from an address is refused and closed; a close frees its slot', async (t) => {
   const { port, limiter } = await limitedServer(t, { maxConnections: 10, maxConnectionsPerIp: 2, handshakeTimeoutMs: LONG });
@@ -184,6 +186,7 @@ t.test('the address key decides what counts as one address, and the refusal text
     connection: {},
     addressKey: () => 'one subnet',
     tooManyMessage: 'this peer has too many connections',
+    tls: serverContext(identityOf(serverKeys)),
   });
   const server = net.createServer((socket) => limiter.accept(socket)?.conn.onRequest((req, conn) => void conn.reply(req.requestId, 'PONG', {})));
   server.listen(0, '127.0.0.1');
@@ -207,57 +210,51 @@ t.test('refuseAll: a server shutting down refuses new connections with its reaso
   t.equal(limiter.size, 1, 'the refused connection was never counted');
 });
 
-t.test('handshake deadline: a silent client, or one that stops after HELLO, is told and closed; a finished handshake is not', async (t) => {
+t.test('handshake deadline: a silent client, one that never starts TLS, or one that stops before HELLO, is closed; a finished handshake is not', async (t) => {
   const clock = new VirtualClock();
   const { port, limiter } = await limitedServer(t, { maxConnections: 10, maxConnectionsPerIp: 10, handshakeTimeoutMs: 1000 }, { clock });
   const silent = await Client.connect(t, port);
-  const halfway = await Client.connect(t, port);
   const honest = await Client.connect(t, port);
-  t.equal((await halfway.answer(halfway.request('HELLO', { role: Role.peer, publicKey: newKeys().publicKey, nonce: randomBytes(32), listenPort: 0, software: 'x' }))).name, 'CHALLENGE');
-  t.equal((await honest.handshake(newKeys())).name, 'WELCOME', 'the honest client finishes its handshake');
+  const plain = net.connect({ port, host: '127.0.0.1' });
+  plain.on('error', () => undefined);
+  t.teardown(() => plain.destroy());
+  await once(plain, 'connect');
+  t.equal((await honest.handshake()).name, 'WELCOME', 'the honest client finishes its handshake');
   t.ok(await silent.served(), 'the silent client is accepted (PING is allowed before the handshake)');
-  t.equal(limiter.size, 3);
+  await until('the plain client to be counted', () => limiter.size === 3, 5000, 5);
 
   clock.advance(999);
   t.ok(await silent.served(), 'one millisecond before the deadline it is still open');
   clock.advance(1);
-  const deadline = [{ code: 'P2P_HANDSHAKE_TIMEOUT', message: 'no handshake within 1000 ms' }];
-  t.same(await silent.closedBy(), deadline, 'at the deadline a client that sent nothing is told and closed');
-  t.same(await halfway.closedBy(), deadline, 'and so is one that said HELLO and never AUTH');
+  t.same(await silent.closedBy(), [{ code: 'P2P_HANDSHAKE_TIMEOUT', message: 'no handshake within 1000 ms' }], 'at the deadline a client that sent no HELLO is told and closed');
+  if (!plain.closed) await once(plain, 'close');
+  t.pass('and one that never started TLS is closed too');
   await until('the timed-out connections to leave the count', () => limiter.size === 1, 5000, 5);
 
   clock.advance(10 * 1000);
   t.equal((await honest.answer(honest.request('SEARCH', { text: 'x', limit: 1 }))).name, 'SEARCH_RESULT', 'a client that finished in time is served long after the deadline');
 });
 
-t.test('peer handshake: the key of HELLO must sign the nonce of CHALLENGE; a bad AUTH is refused and closed', async (t) => {
-  const serverKeys = newKeys();
-  const { port, limiter } = await limitedServer(t, { maxConnections: 10, maxConnectionsPerIp: 10, handshakeTimeoutMs: LONG }, { keys: serverKeys });
-  const alice = newKeys();
-
-  const honest = await Client.connect(t, port);
-  const clientNonce = randomBytes(32);
-  const hello = await honest.answer(honest.request('HELLO', { role: Role.peer, publicKey: alice.publicKey, nonce: clientNonce, listenPort: 0, software: 'x' }));
-  const challenge = decodeBody('CHALLENGE', hello.body);
-  t.ok(challenge.publicKey.equals(serverKeys.publicKey), "a serving peer's CHALLENGE carries its key");
-  t.ok(verifyPayload(serverKeys.publicKey, serverProofPayload(clientNonce), challenge.signature), 'and its signature over the client nonce');
-  const welcome = await honest.answer(honest.request('AUTH', { signature: signPayload(alice, authPayload(challenge.nonce)) }));
+t.test("peer handshake: a peer's id is the key its TLS certificate proved; without one it is refused", async (t) => {
+  const { port, limiter } = await limitedServer(t, { maxConnections: 10, maxConnectionsPerIp: 10, handshakeTimeoutMs: LONG });
+  const alice = generateKeyPair().keys;
+  const honest = await Client.connect(t, port, '127.0.0.1', alice);
+  t.ok(remoteKey(honest.socket)?.equals(serverKeys.publicKey), "the client reads the server's key from its certificate");
+  const welcome = await honest.handshake();
   t.equal(welcome.name, 'WELCOME');
-  t.equal(decodeBody('WELCOME', welcome.body).peerId, peerIdOf(alice.publicKey), 'the peer id is the one of the key HELLO presented');
+  t.equal(decodeBody('WELCOME', welcome.body).peerId, peerIdOf(alice.publicKey), 'the peer id is the one of the key TLS proved');
 
-  const mallory = await Client.connect(t, port);
-  const refused = await mallory.handshake(alice, newKeys());
-  t.same({ code: refused.code, message: refused.message }, { code: 'P2P_BAD_SIGNATURE', message: 'the handshake signature does not match the public key' }, "an AUTH signed by another key than HELLO's is refused");
-  t.same((await mallory.closedBy()).map((w) => w.code), ['P2P_BAD_SIGNATURE'], 'and the connection is closed saying why');
+  const anonymous = await Client.connect(t, port, '127.0.0.1', null);
+  const refused = await anonymous.handshake();
+  t.same({ code: refused.code, message: refused.message }, { code: 'P2P_NOT_AUTHENTICATED', message: 'peers only, with the certificate of their key' }, 'a client without a certificate is refused as a peer');
+  const admin = await anonymous.handshake(Role.admin);
+  t.same(admin.code, 'P2P_NOT_AUTHENTICATED', 'nor is it served in another role by a server of peers');
+  t.equal((await anonymous.answer(anonymous.request('SEARCH', { text: 'x', limit: 1 }))).code, 'P2P_NOT_AUTHENTICATED', 'and nothing is served to it');
 
-  const replay = await Client.connect(t, port);
-  const replayHello = await replay.answer(replay.request('HELLO', { role: Role.peer, publicKey: alice.publicKey, nonce: randomBytes(32), listenPort: 0, software: 'x' }));
-  t.not(decodeBody('CHALLENGE', replayHello.body).nonce.toString('hex'), challenge.nonce.toString('hex'), 'every connection is challenged with a fresh nonce');
-  const replayed = await replay.answer(replay.request('AUTH', { signature: signPayload(alice, authPayload(challenge.nonce)) }));
-  t.equal(replayed.code, 'P2P_BAD_SIGNATURE', "a signature over another connection's nonce does not verify");
-  t.same((await replay.closedBy()).map((w) => w.code), ['P2P_BAD_SIGNATURE']);
+  // A certificate for a key one does not hold cannot even be presented: TLS needs the private key.
+  t.throws(() => tls.createSecureContext({ cert: identityOf(alice).cert, key: identityOf(generateKeyPair().keys).key }), /key values mismatch/i, "alice's certificate with another key is refused before any byte is sent");
 
-  await until('the refused connections to leave the count', () => limiter.size === 1, 5000, 5);
+  await until('the refused connection to stay counted until closed', () => limiter.size >= 2, 5000, 5);
   t.equal((await honest.answer(honest.request('SEARCH', { text: 'x', limit: 1 }))).name, 'SEARCH_RESULT', 'the honest session notices nothing');
 });
 
@@ -266,17 +263,8 @@ t.test('peer handshake: the order of messages is enforced', async (t) => {
   const c = await Client.connect(t, port);
   const early = await c.answer(c.request('SEARCH', { text: 'x', limit: 1 }));
   t.same([early.code, early.message], ['P2P_NOT_AUTHENTICATED', 'SEARCH before the handshake completed'], 'no request before the handshake');
-  t.equal((await c.answer(c.request('AUTH', { signature: Buffer.alloc(64) }))).message, 'AUTH without HELLO');
-  const badKey = await c.answer(c.request('HELLO', { role: Role.peer, publicKey: Buffer.alloc(31), nonce: randomBytes(32), listenPort: 0, software: 'x' }));
-  t.same([badKey.code, badKey.message], ['P2P_BAD_REQUEST', 'peers only, with a 32-byte key'], "a key that is not 32 bytes gets the server's own message");
-  const notPeer = await c.answer(c.request('HELLO', { role: Role.admin, publicKey: Buffer.alloc(32), nonce: randomBytes(32), listenPort: 0, software: 'x' }));
-  t.equal(notPeer.code, 'P2P_BAD_REQUEST', 'the peer handshake is for peers only');
-  const keys = newKeys();
-  const hello = await c.answer(c.request('HELLO', { role: Role.peer, publicKey: keys.publicKey, nonce: randomBytes(32), listenPort: 0, software: 'x' }));
-  const challenge = decodeBody('CHALLENGE', hello.body);
-  t.same([challenge.publicKey.length, challenge.signature.length], [0, 0], 'a server without keys (a tracker) proves nothing in CHALLENGE');
-  const twice = await c.answer(c.request('HELLO', { role: Role.peer, publicKey: keys.publicKey, nonce: randomBytes(32), listenPort: 0, software: 'x' }));
+  t.equal((await c.handshake()).name, 'WELCOME', 'HELLO is answered with WELCOME');
+  const twice = await c.handshake();
   t.same([twice.code, twice.message], ['P2P_UNEXPECTED_MESSAGE', 'HELLO twice']);
-  t.equal((await c.answer(c.request('AUTH', { signature: signPayload(keys, authPayload(challenge.nonce)) }))).name, 'WELCOME', 'the first challenge still stands');
   t.ok(await c.served());
 });

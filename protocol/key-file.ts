@@ -1,0 +1,31 @@
+/**
+ * An identity key on disk: the Ed25519 private key (PKCS#8 PEM, mode 0600) and, next to it, the
+ * self-signed certificate TLS presents for it. Made on first start; kept for good, since other hosts pin
+ * the key (a new key is a new identity).
+ */
+import fs from 'node:fs';
+import { generateKeyPair, keyPairFromPem } from './identity.js';
+import { tlsIdentity, type TlsIdentity } from './tls.js';
+
+/** Creates the data folder `dir` (mode 0700) if it is missing. */
+export function ensureDataDir(dir: string): void {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+}
+
+/** Loads `keyFile` (making it first if missing) and its certificate `keyFile` with `.crt` for `.key`. */
+export function loadIdentityFile(keyFile: string): TlsIdentity {
+  let pem: string | undefined;
+  try {
+    pem = fs.readFileSync(keyFile, 'utf8');
+    if ((fs.statSync(keyFile).mode & 0o077) !== 0) fs.chmodSync(keyFile, 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (pem === undefined) {
+    pem = generateKeyPair().pem;
+    const tmp = `${keyFile}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, pem, { mode: 0o600 });
+    fs.renameSync(tmp, keyFile);
+  }
+  return tlsIdentity(keyPairFromPem(pem), keyFile.replace(/\.key$/, '') + '.crt');
+}
