@@ -29,6 +29,7 @@ import {
   type ServerHandshake,
   type TrackerLinkClaim,
 } from '../protocol/index.js';
+import { ensurePrivateDir } from '../protocol/local-files.js';
 import { Cluster, rankOf } from './cluster.js';
 import { checkReport, EVIDENCE_BAD_DATA, type ReportPolicy } from './reports.js';
 import { normalizeHostForMatch, normalizeTarget, TrackerState, type Op } from './state.js';
@@ -135,6 +136,7 @@ export class Tracker extends EventEmitter {
     this.clusterSecret = options.clusterSecret ?? options.adminToken;
     this.clusterHosts = new Set((options.cluster ?? [options.listen]).map((a) => normalizeHostForMatch(a.host)));
     this.reportBuckets = new LRUCache({ max: 100_000 });
+    ensurePrivateDir(options.dataDir, this.log);
     this.state = new TrackerState(new Store(options.dataDir));
     this.cluster = new Cluster({
       clusterSecret: this.clusterSecret,

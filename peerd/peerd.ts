@@ -18,6 +18,7 @@ import {
   type IncomingRequest,
   type KeyPair,
 } from '../protocol/index.js';
+import { ensurePrivateDir } from '../protocol/local-files.js';
 import { BlacklistCache } from './blacklist-cache.js';
 import { ChunkPool } from './chunk-pool.js';
 import { ChunkServer } from './chunk-server.js';
@@ -26,7 +27,7 @@ import type { CommandName, ControlCommands, FileInfo, GetArgs, StatusInfo } from
 import { PeerDb } from './db.js';
 import { Download, isStrategy, type DownloadResult, type Strategy } from './downloader.js';
 import { RateMeter, TokenBucket } from './rate.js';
-import { ensurePrivateDir, loadIdentity } from './identity.js';
+import { loadIdentity } from './identity.js';
 import { Library, type SharedFile } from './library.js';
 import { TrackerClient } from './tracker-client.js';
 
@@ -100,7 +101,7 @@ export class PeerDaemon {
   constructor(private readonly opts: PeerDaemonOptions) {
     this.log = opts.logger ?? silentLogger;
     this.hasher = new WorkerHasher(this.log);
-    ensurePrivateDir(opts.dataDir);
+    ensurePrivateDir(opts.dataDir, this.log);
     this.keys = loadIdentity(opts.dataDir);
     this.db = new PeerDb(opts.dataDir);
     this.socketPath = opts.socketPath ?? path.join(opts.dataDir, 'peerd.sock');

@@ -37,6 +37,7 @@ export const ErrorCodes = {
   P2P_REPLICATION_FAILED: 'a write could not be replicated to the backups',
   P2P_EXISTS: 'the target already exists',
   P2P_INTERNAL: 'an internal error',
+  P2P_UNSAFE_FILE: 'a local file to write is not a regular file of this user (a planted symbolic link, say)',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
