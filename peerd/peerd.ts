@@ -41,6 +41,8 @@ export interface PeerDaemonOptions {
   logger?: Logger;
   /** Chunks read or sent at once (each holds a 1 MiB buffer): the cap on concurrent uploads. */
   maxUploads?: number;
+  /** A downloader that takes none of the chunks queued for it for this long is cut off (default 20 s, chunk-server.ts SEND_TIMEOUT_MS). */
+  sendTimeoutMs?: number;
   /** Limits on the chunk server (defaults: 2000 ms, 5000 ms, 1024, 128). */
   handshakeTimeoutMs?: number;
   readTimeoutMs?: number;
@@ -121,6 +123,7 @@ export class PeerDaemon {
       blacklist: this.blacklist,
       logger: this.log,
       poolSize: opts.maxUploads ?? 8,
+      sendTimeoutMs: opts.sendTimeoutMs,
       handshakeTimeoutMs: opts.handshakeTimeoutMs,
       readTimeoutMs: opts.readTimeoutMs,
       maxConnections: opts.maxConnections,
