@@ -36,6 +36,7 @@ import {
 } from '../protocol/index.js';
 import path from 'node:path';
 import type tls from 'node:tls';
+import { ensurePrivateDir } from '../protocol/local-files.js';
 import { Cluster, rankOf } from './cluster.js';
 import { MemberKeys } from './member-keys.js';
 import { checkReport, EVIDENCE_BAD_DATA, type ReportPolicy } from './reports.js';
@@ -137,6 +138,7 @@ export class Tracker extends EventEmitter {
     this.adminTokenHash = options.adminToken ? createHash('sha256').update(options.adminToken).digest() : undefined;
     this.adminToken = options.adminToken;
     this.reportBuckets = new LRUCache({ max: 100_000 });
+    ensurePrivateDir(options.dataDir, this.log);
     this.state = new TrackerState(new Store(options.dataDir));
     this.identity = options.identity ?? loadIdentityFile(path.join(options.dataDir, 'identity.key'));
     this.memberKeys = new MemberKeys(options.cluster ?? [options.listen], this.state.store, this.log, () => Date.now());

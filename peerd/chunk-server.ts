@@ -9,6 +9,10 @@
  * file, so the chunk is what the manifest says and is not hashed again; once it differs, every chunk is
  * hashed before it goes out (as are chunks of partial downloads, which are still being written), and the
  * file is hashed again in the background.
+ *
+ * A reader that does not read cannot hold the uploads: the buffers are shared fairly between connections
+ * (upload-slots.ts), and a connection with chunks queued for it that finishes taking none of them for
+ * `sendTimeoutMs` is closed with P2P_SEND_TIMEOUT, which gives its buffers back.
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
@@ -20,19 +24,32 @@ import {
   receiptPayload,
   sha256,
   signPayload,
+  systemClock,
   type Address,
+  type Clock,
   type Connection,
   type IncomingRequest,
   serverContext,
   type KeyPair,
   type TlsIdentity,
   type ServerHandshake,
+  type Timer,
 } from '../protocol/index.js';
 import type { BlacklistCache } from './blacklist-cache.js';
 import { fileStamp, type Library, type SharedFile } from './library.js';
 import { OpenFiles } from './open-files.js';
 import type { Hasher } from './hasher.js';
 import type { RateMeter, TokenBucket } from './rate.js';
+import { UploadSlots } from './upload-slots.js';
+
+/**
+ * A connection with chunks queued for it that finishes taking none of them for this long is closed: a
+ * reader that stopped reading would otherwise keep its upload buffers until the idle timeout (120 s).
+ * Progress is counted in whole chunks (1 MiB), so a downloader must get about 0.42 Mbit/s of this
+ * seeder's uplink; with the 8 buffers all sending, an uplink of 3.4 Mbit/s gives each that much. (The
+ * downloader's own patience for a chunk is 60 s.)
+ */
+export const SEND_TIMEOUT_MS = 20_000;
 
 export interface ChunkServerOptions {
   keys: KeyPair;
@@ -41,8 +58,11 @@ export interface ChunkServerOptions {
   library: Library;
   blacklist: BlacklistCache;
   logger: Logger;
-  /** Chunk buffers in the pool: the most chunks being read or sent at once. */
+  /** Chunk buffers in the pool: the most chunks being read or sent at once (one connection: half of them). */
   poolSize?: number;
+  /** The send deadline (SEND_TIMEOUT_MS). */
+  sendTimeoutMs?: number;
+  clock?: Clock;
   handshakeTimeoutMs?: number;
   /** A request frame must arrive whole within this. */
   readTimeoutMs?: number;
@@ -71,33 +91,19 @@ interface PeerConn {
   /** Its state, the nonce it was challenged with and the downloader's key (protocol/server.ts). */
   hs: ServerHandshake;
   peerId?: string;
-}
-
-/** A fixed set of reusable chunk buffers; acquire waits while all are out. */
-class BufferPool {
-  private readonly free: Buffer[] = [];
-  private readonly waiting: Array<(b: Buffer) => void> = [];
-  constructor(count: number, size: number) {
-    // Shared memory: a chunk that must be hashed is hashed where it is, on the hash worker.
-    for (let i = 0; i < count; i++) this.free.push(Buffer.from(new SharedArrayBuffer(size)));
-  }
-  acquire(): Promise<Buffer> {
-    const b = this.free.pop();
-    if (b) return Promise.resolve(b);
-    return new Promise((resolve) => this.waiting.push(resolve));
-  }
-  release(b: Buffer): void {
-    const next = this.waiting.shift();
-    if (next) next(b);
-    else this.free.push(b);
-  }
+  /** Chunks handed to the socket that it has not taken whole yet. */
+  chunksUnsent: number;
+  /** The send deadline, running while chunksUnsent > 0; each chunk taken starts it again. */
+  sendTimer: Timer | undefined;
 }
 
 export class ChunkServer {
   private readonly server: net.Server;
   private readonly conns = new Set<PeerConn>();
   private readonly limiter: ConnectionLimiter;
-  private readonly pool: BufferPool;
+  private readonly slots: UploadSlots<PeerConn>;
+  private readonly clock: Clock;
+  private readonly sendTimeoutMs: number;
   private readonly files = new OpenFiles();
   /** Files found changed since they were hashed, already sent for re-hashing. */
   private readonly rechecked = new WeakSet<SharedFile>();
@@ -108,7 +114,9 @@ export class ChunkServer {
 
   constructor(private readonly opts: ChunkServerOptions) {
     this.log = opts.logger;
-    this.pool = new BufferPool(opts.poolSize ?? 8, CHUNK_SIZE);
+    this.slots = new UploadSlots(opts.poolSize ?? 8, CHUNK_SIZE);
+    this.clock = opts.clock ?? systemClock;
+    this.sendTimeoutMs = opts.sendTimeoutMs ?? SEND_TIMEOUT_MS;
     this.limiter = new ConnectionLimiter({
       limits: {
         maxConnections: opts.maxConnections ?? 1024,
@@ -159,10 +167,41 @@ export class ChunkServer {
   private onSocket(socket: net.Socket): void {
     const accepted = this.limiter.accept(socket);
     if (!accepted) return;
-    const pc: PeerConn = { conn: accepted.conn, hs: accepted.handshake };
+    const pc: PeerConn = { conn: accepted.conn, hs: accepted.handshake, chunksUnsent: 0, sendTimer: undefined };
     this.conns.add(pc);
     pc.conn.onRequest((req) => this.onRequest(pc, req));
-    pc.conn.on('close', () => this.conns.delete(pc));
+    pc.conn.on('close', () => {
+      this.conns.delete(pc);
+      pc.sendTimer?.cancel();
+      pc.sendTimer = undefined;
+      // Requests still waiting for a buffer get none; the socket gives back the ones its chunks held.
+      this.slots.drop(pc);
+    });
+  }
+
+  /** A chunk was handed to the socket: the send deadline runs until the socket has taken every one. */
+  private chunkQueued(pc: PeerConn): void {
+    pc.chunksUnsent++;
+    if (!pc.sendTimer) this.startSendDeadline(pc);
+  }
+
+  /** The socket took a chunk's bytes: progress, so the deadline starts again (or stops). */
+  private chunkTaken(pc: PeerConn): void {
+    pc.chunksUnsent--;
+    pc.sendTimer?.cancel();
+    pc.sendTimer = undefined;
+    if (pc.chunksUnsent > 0 && !pc.conn.isClosed) this.startSendDeadline(pc);
+  }
+
+  private startSendDeadline(pc: PeerConn): void {
+    pc.sendTimer = this.clock.setTimeout(() => {
+      pc.sendTimer = undefined;
+      const err = new P2PError('P2P_SEND_TIMEOUT', `this peer read none of the ${pc.chunksUnsent} chunks sent to it in ${this.sendTimeoutMs} ms; closing the connection`);
+      this.log.warn({ code: err.code, peerId: pc.peerId, remote: pc.conn.remoteAddress, chunksUnsent: pc.chunksUnsent, heldBuffers: this.slots.heldBy(pc) }, 'a downloader stopped reading; closing its connection');
+      // At once, without a last word: an ERROR frame would wait behind the bytes it does not read, and
+      // destroying the socket is what gives its buffers back.
+      pc.conn.destroy(err);
+    }, this.sendTimeoutMs);
   }
 
   private async onRequest(pc: PeerConn, req: IncomingRequest): Promise<void> {
@@ -235,13 +274,15 @@ export class ChunkServer {
     const manifest = source.manifest;
     if (index >= manifest.hashes.length) throw new P2PError('P2P_NOT_FOUND', `chunk ${index} is beyond the end of the file`);
     if (partial && !partial.has(index)) throw new P2PError('P2P_CHUNK_UNAVAILABLE', `chunk ${index} is not here yet`);
-    const buf = await this.pool.acquire();
+    if (conn.isClosed) return;
+    const buf = await this.slots.acquire(pc);
+    if (!buf) return; // the connection closed while it waited for a buffer
     let released = false;
     const release = (): void => {
       if (released) return;
       released = true;
       this.uploadsInProgress--;
-      this.pool.release(buf);
+      this.slots.release(pc, buf);
     };
     this.uploadsInProgress++;
     try {
@@ -283,7 +324,11 @@ export class ChunkServer {
       if (conn.isClosed || conn.isCancelled(req.requestId)) return release();
       this.bytesSent += len;
       this.opts.uploadMeter?.add(len);
-      conn.replyWithTail(req.requestId, 'CHUNK', { fileId, index, hash, signature, data: Buffer.alloc(0) }, data, release);
+      this.chunkQueued(pc);
+      conn.replyWithTail(req.requestId, 'CHUNK', { fileId, index, hash, signature, data: Buffer.alloc(0) }, data, () => {
+        this.chunkTaken(pc);
+        release();
+      });
     } catch (err) {
       release();
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {

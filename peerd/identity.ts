@@ -1,14 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { generateKeyPair, keyPairFromPem, type KeyPair } from '../protocol/index.js';
-
-/** Creates `dir` with mode 0700 if missing; refuses a data folder that others can write to. */
-export function ensurePrivateDir(dir: string): void {
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const st = fs.statSync(dir);
-  if (!st.isDirectory()) throw new Error(`${dir} is not a folder`);
-  if ((st.mode & 0o022) !== 0) fs.chmodSync(dir, st.mode & ~0o077 & 0o777);
-}
+import { syncFolderSync } from '../protocol/local-files.js';
 
 /** Loads DATA/identity.key, or makes a new Ed25519 key there (mode 0600) on first start. */
 export function loadIdentity(dataDir: string): KeyPair {
@@ -23,7 +16,10 @@ export function loadIdentity(dataDir: string): KeyPair {
   }
   const { pem, keys } = generateKeyPair();
   const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, pem, { mode: 0o600 });
+  // Synced before the rename and the folder after it: a power loss must not leave an empty key file
+  // (the daemon could not start) or lose the key its peer id was announced under.
+  fs.writeFileSync(tmp, pem, { mode: 0o600, flush: true });
   fs.renameSync(tmp, file);
+  syncFolderSync(dataDir);
   return keys;
 }

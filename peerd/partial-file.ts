@@ -9,11 +9,21 @@
  * `journalMaxBytes` (256 MiB) are waiting: an fdatasync every 16 chunks, as before, cost 65 syncs per GiB,
  * while a less frequent journal only costs some hashing at resume. One datasync runs at a time and writes
  * carry on meanwhile.
+ *
+ * The folder may be shared with other local users (`--out /tmp/...`), who can plant any name in it. So the
+ * partial file is never opened through a symbolic link: a new one is created exclusively (O_EXCL, which
+ * also refuses a symlink, even a dangling one), and an existing one is opened with O_NOFOLLOW and checked
+ * (a regular file of ours with no other name) before a byte is written or trusted. Anything else is
+ * refused with P2P_UNSAFE_FILE. The journal lives in the peer database inside the private `--data`.
  */
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { chunkLength, P2PError, sha256, systemClock, type Clock, type Manifest, type Timer } from '../protocol/index.js';
+import { syncFolder } from '../protocol/local-files.js';
 import type { PeerDb } from './db.js';
+
+const { O_RDWR, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
 
 export const JOURNAL_DEFAULTS = {
   journalIntervalMs: 2000,
@@ -26,7 +36,7 @@ export function partialPathFor(target: string, fileId: string): string {
 }
 
 /** The file operations a partial file uses: a `fs.promises` FileHandle (tests wrap one to slow its syncs). */
-export type PartialHandle = Pick<fsp.FileHandle, 'read' | 'writev' | 'datasync' | 'truncate' | 'close'>;
+export type PartialHandle = Pick<fsp.FileHandle, 'read' | 'writev' | 'datasync' | 'truncate' | 'close' | 'stat'>;
 
 /** Chunks next to each other in the file are written with one call, up to this many. */
 const MAX_CHUNKS_PER_WRITE = 16;
@@ -50,8 +60,10 @@ export interface PartialFileOptions {
   journalMaxBytes?: number;
   /** Stops the read-back of unjournaled chunks at resume (it reads the whole file). */
   signal?: AbortSignal;
-  /** Test hook: opens the file. */
-  openFile?: (file: string, flags: string, mode?: number) => Promise<PartialHandle>;
+  /** Test hook: opens the file (`flags` are the numeric O_* flags). */
+  openFile?: (file: string, flags: number, mode?: number) => Promise<PartialHandle>;
+  /** Test hook: makes a new or renamed entry of a folder durable (protocol/local-files.ts). */
+  syncFolder?: (folder: string) => Promise<void>;
 }
 
 export interface ResumeInfo {
@@ -111,13 +123,15 @@ export class PartialFile {
   static async open(opts: PartialFileOptions): Promise<PartialFile> {
     const m = opts.manifest;
     const partPath = partialPathFor(opts.target, opts.fileId);
-    const openFile = opts.openFile ?? ((file: string, flags: string, mode?: number) => fsp.open(file, flags, mode));
+    const openFile = opts.openFile ?? ((file: string, flags: number, mode?: number) => fsp.open(file, flags, mode));
     const prior = opts.db.partial(opts.fileId);
-    const resumable = prior !== undefined && prior.partPath === partPath && (await sizeOf(partPath)) === m.size;
-    const fh = await openFile(partPath, resumable ? 'r+' : 'w+', 0o644);
+    const resumed = prior !== undefined && prior.partPath === partPath ? await openToResume(openFile, partPath, m.size) : undefined;
+    const fh = resumed ?? (await createExclusive(openFile, partPath));
     try {
-      if (!resumable) {
+      if (!resumed || !prior) {
         await fh.truncate(m.size);
+        // The new name made durable before any chunk is journaled against it.
+        await (opts.syncFolder ?? syncFolder)(path.dirname(partPath));
         opts.db.startPartial(opts.fileId, partPath, opts.target, opts.name, opts.encodedManifest);
         return new PartialFile(fh, opts, partPath, undefined);
       }
@@ -221,7 +235,8 @@ export class PartialFile {
     this.handleOpen = false;
     await this.fh.close();
     await fsp.rename(this.path, this.opts.target);
-    await syncFolder(path.dirname(this.opts.target));
+    // Only the folder's own sync makes the rename survive a power loss; the journal goes after it.
+    await (this.opts.syncFolder ?? syncFolder)(path.dirname(this.opts.target));
     this.opts.db.finishPartial(this.opts.fileId);
   }
 
@@ -309,11 +324,71 @@ function syncFailed(file: string, err: unknown): P2PError {
   return new P2PError('P2P_INTERNAL', `cannot sync ${file}: ${(err as Error).message}; the partial file is kept and checked again when the download resumes`);
 }
 
-async function sizeOf(file: string): Promise<number | undefined> {
+function unsafeFile(file: string, what: string): P2PError {
+  return new P2PError(
+    'P2P_UNSAFE_FILE',
+    `${file} ${what}; nothing was written through it. Another user may have planted it in a shared folder: remove it, or download with --out into a folder only you can write to`,
+  );
+}
+
+/** Why `st` is not a partial file this daemon may write and trust, or undefined when it is one. */
+function notOurs(st: fs.Stats): string | undefined {
+  if (st.isSymbolicLink()) return 'is a symbolic link';
+  if (!st.isFile()) return 'is not a regular file';
+  const uid = process.geteuid?.();
+  if (uid !== undefined && st.uid !== uid) return `belongs to another user (uid ${st.uid})`;
+  if (st.nlink !== 1) return `has ${st.nlink} names (hard links)`;
+  return undefined;
+}
+
+/**
+ * The partial file an interrupted download left, opened without following a symlink and checked on the
+ * open handle (no window between the check and the use); undefined when it is gone or not of the file's
+ * size (it is then replaced).
+ */
+async function openToResume(openFile: NonNullable<PartialFileOptions['openFile']>, partPath: string, size: number): Promise<PartialHandle | undefined> {
+  let fh: PartialHandle;
   try {
-    return (await fsp.stat(file)).size;
-  } catch {
-    return undefined;
+    fh = await openFile(partPath, O_RDWR | O_NOFOLLOW);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    // O_NOFOLLOW on a symlink: ELOOP (Linux), EMLINK (FreeBSD).
+    if (code === 'ELOOP' || code === 'EMLINK') throw unsafeFile(partPath, 'is a symbolic link');
+    throw err;
+  }
+  try {
+    const st = await fh.stat();
+    const why = notOurs(st);
+    if (why) throw unsafeFile(partPath, why);
+    if (st.size === size) return fh;
+  } catch (err) {
+    await fh.close().catch(() => undefined);
+    throw err;
+  }
+  await fh.close();
+  return undefined;
+}
+
+/**
+ * A new, empty partial file, created exclusively. A stale partial file of ours in its place (another
+ * download's, or one of the wrong size) is removed first; anything else there is refused.
+ */
+async function createExclusive(openFile: NonNullable<PartialFileOptions['openFile']>, partPath: string): Promise<PartialHandle> {
+  const flags = O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW;
+  try {
+    return await openFile(partPath, flags, 0o644);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  const why = notOurs(await fsp.lstat(partPath));
+  if (why) throw unsafeFile(partPath, why);
+  await fsp.unlink(partPath);
+  try {
+    return await openFile(partPath, flags, 0o644);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw unsafeFile(partPath, 'was created again by someone else while it was being replaced');
+    throw err;
   }
 }
 
@@ -344,19 +419,6 @@ async function recoverUnjournaled(fh: PartialHandle, m: Manifest, onDisk: Uint8A
     recovered.push(i);
   }
   return recovered;
-}
-
-/** Makes a rename in `folder` durable. Best effort: some platforms cannot sync a folder. */
-async function syncFolder(folder: string): Promise<void> {
-  let dir: fsp.FileHandle | undefined;
-  try {
-    dir = await fsp.open(folder, 'r');
-    await dir.sync();
-  } catch {
-    // not supported here; the rename is still atomic, only its durability waits for the kernel
-  } finally {
-    await dir?.close().catch(() => undefined);
-  }
 }
 
 /** The bytes of `buffers` after the first `skip`, as views. */

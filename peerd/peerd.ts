@@ -21,6 +21,7 @@ import {
   type TlsIdentity,
   tlsIdentity,
 } from '../protocol/index.js';
+import { ensurePrivateDir } from '../protocol/local-files.js';
 import { BlacklistCache } from './blacklist-cache.js';
 import { ChunkPool } from './chunk-pool.js';
 import { ChunkServer } from './chunk-server.js';
@@ -29,7 +30,7 @@ import type { CommandName, ControlCommands, FileInfo, GetArgs, StatusInfo } from
 import { PeerDb } from './db.js';
 import { Download, isStrategy, type DownloadResult, type Strategy } from './downloader.js';
 import { RateMeter, TokenBucket } from './rate.js';
-import { ensurePrivateDir, loadIdentity } from './identity.js';
+import { loadIdentity } from './identity.js';
 import { Library, type SharedFile } from './library.js';
 import { TrackerClient } from './tracker-client.js';
 
@@ -44,6 +45,8 @@ export interface PeerDaemonOptions {
   logger?: Logger;
   /** Chunks read or sent at once (each holds a 1 MiB buffer): the cap on concurrent uploads. */
   maxUploads?: number;
+  /** A downloader that takes none of the chunks queued for it for this long is cut off (default 20 s, chunk-server.ts SEND_TIMEOUT_MS). */
+  sendTimeoutMs?: number;
   /** Limits on the chunk server (defaults: 2000 ms, 5000 ms, 1024, 128). */
   handshakeTimeoutMs?: number;
   readTimeoutMs?: number;
@@ -106,7 +109,7 @@ export class PeerDaemon {
   constructor(private readonly opts: PeerDaemonOptions) {
     this.log = opts.logger ?? silentLogger;
     this.hasher = new WorkerHasher(this.log);
-    ensurePrivateDir(opts.dataDir);
+    ensurePrivateDir(opts.dataDir, this.log);
     this.keys = loadIdentity(opts.dataDir);
     this.identity = tlsIdentity(this.keys, path.join(opts.dataDir, 'identity.crt'));
     this.db = new PeerDb(opts.dataDir);
@@ -129,6 +132,7 @@ export class PeerDaemon {
       blacklist: this.blacklist,
       logger: this.log,
       poolSize: opts.maxUploads ?? 8,
+      sendTimeoutMs: opts.sendTimeoutMs,
       handshakeTimeoutMs: opts.handshakeTimeoutMs,
       readTimeoutMs: opts.readTimeoutMs,
       maxConnections: opts.maxConnections,

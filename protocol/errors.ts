@@ -38,6 +38,8 @@ export const ErrorCodes = {
   P2P_EXISTS: 'the target already exists',
   P2P_INTERNAL: 'an internal error',
   P2P_KEY_MISMATCH: 'the other side proved a key other than the one pinned or learned for it',
+  P2P_UNSAFE_FILE: 'a local file to write is not a regular file of this user (a planted symbolic link, say)',
+  P2P_SEND_TIMEOUT: 'the other side did not read what was sent to it in time',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

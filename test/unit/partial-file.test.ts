@@ -64,11 +64,12 @@ class Disk {
   writing = 0;
   maxConcurrentWrites = 0;
   private held: Array<() => void> = [];
-  open = async (file: string, flags: string, mode?: number): Promise<PartialHandle> => {
+  open = async (file: string, flags: number, mode?: number): Promise<PartialHandle> => {
     const fh = await fsp.open(file, flags, mode);
     const disk = this;
     return {
       read: fh.read.bind(fh) as PartialHandle['read'],
+      stat: fh.stat.bind(fh) as PartialHandle['stat'],
       truncate: (len?: number) => fh.truncate(len),
       close: () => fh.close(),
       writev: (async (buffers: Buffer[], position: number) => {
@@ -379,4 +380,91 @@ t.test('a database that is already closed (the daemon shutting down) does not br
   };
   await f.close();
   t.equal(s.disk.syncs, 1, 'synced; the chunk is checked again at resume instead');
+});
+
+t.test('issue 10: a new partial file and the finished rename are made durable by syncing their folder', async (t) => {
+  const s = setup(t, 2);
+  const syncs: Array<{ folder: string; partialRegistered: boolean; renamed: boolean; journalForgotten: boolean }> = [];
+  const syncFolder = async (folder: string): Promise<void> => {
+    syncs.push({
+      folder,
+      partialRegistered: s.db.record !== undefined,
+      renamed: fs.existsSync(s.target) && !fs.existsSync(partialPathFor(s.target, FILE_ID)),
+      journalForgotten: s.db.finished,
+    });
+  };
+  const f = await s.open({ syncFolder });
+  t.same(syncs, [{ folder: s.dir, partialRegistered: false, renamed: false, journalForgotten: false }], 'the new name is synced before anything is journaled against it');
+  await f.write(0, s.chunk(0));
+  await f.write(1, s.chunk(1));
+  await f.finish();
+  t.equal(syncs.length, 2);
+  t.same(syncs[1], { folder: s.dir, partialRegistered: true, renamed: true, journalForgotten: false }, 'after the rename, before the journal is dropped');
+});
+
+t.test('issue 10: a folder sync that fails for real fails the download; the rename is not reported as durable', async (t) => {
+  const s = setup(t, 1);
+  let failing = false;
+  const f = await s.open({
+    syncFolder: async () => {
+      if (failing) throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+    },
+  });
+  await f.write(0, s.chunk(0));
+  failing = true;
+  await t.rejects(f.finish(), { message: /EIO/ });
+  t.notOk(s.db.finished, 'the journal is kept');
+});
+
+t.test('issue 10: a planted symlink in place of a new partial file is refused; the file it points to is untouched', async (t) => {
+  const s = setup(t, 3);
+  const victim = path.join(s.dir, 'victim.txt');
+  fs.writeFileSync(victim, 'precious');
+  fs.symlinkSync(victim, partialPathFor(s.target, FILE_ID));
+  await t.rejects(s.open(), { code: 'P2P_UNSAFE_FILE', message: /is a symbolic link/ });
+  t.equal(fs.readFileSync(victim, 'utf8'), 'precious', 'not truncated, not written');
+  // A dangling one too: following it would create a file wherever it points.
+  const elsewhere = path.join(s.dir, 'created-through-the-link');
+  fs.unlinkSync(partialPathFor(s.target, FILE_ID));
+  fs.symlinkSync(elsewhere, partialPathFor(s.target, FILE_ID));
+  await t.rejects(s.open(), { code: 'P2P_UNSAFE_FILE' });
+  t.notOk(fs.existsSync(elsewhere), 'nothing was created through a dangling link');
+  t.equal(s.db.record, undefined, 'no journal was started');
+});
+
+t.test('issue 10: resuming refuses a partial file swapped for a symlink or given a second name; a stale one of ours is replaced', async (t) => {
+  const s = setup(t, 3);
+  const first = await s.open();
+  await first.write(0, s.chunk(0));
+  s.clock.advance(2000);
+  await s.db.batchesWritten(1);
+  await first.close();
+  const part = first.path;
+
+  // Swapped for a symlink to a file of the right size: resuming would trust and write into it.
+  const victim = path.join(s.dir, 'victim.bin');
+  const victimBytes = randomBytes(s.data.length);
+  fs.writeFileSync(victim, victimBytes);
+  fs.renameSync(part, `${part}.moved`);
+  fs.symlinkSync(victim, part);
+  await t.rejects(s.open(), { code: 'P2P_UNSAFE_FILE', message: /is a symbolic link/ }, 'a symlink is refused');
+  t.ok(fs.readFileSync(victim).equals(victimBytes), 'the file it points to is untouched');
+
+  // A hard link: the same inode has another name, which another user may have made to one of our files.
+  fs.unlinkSync(part);
+  fs.renameSync(`${part}.moved`, part);
+  fs.linkSync(part, path.join(s.dir, 'second-name'));
+  await t.rejects(s.open(), { code: 'P2P_UNSAFE_FILE', message: /has 2 names/ }, 'a partial file with two names is refused');
+  fs.unlinkSync(path.join(s.dir, 'second-name'));
+
+  const resumed = await s.open();
+  t.same(resumed.resume?.chunks, [0], 'our own partial file resumes as before');
+  await resumed.close();
+
+  // A stale partial file of ours (the wrong size) is replaced by a new one, as before.
+  fs.truncateSync(part, 5);
+  const fresh = await s.open();
+  t.equal(fresh.resume, undefined);
+  t.equal(fs.statSync(part).size, s.data.length);
+  await fresh.close();
 });
