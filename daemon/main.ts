@@ -27,6 +27,8 @@ const argv = yargs(hideBin(process.argv))
   .option('max-connections', { type: 'number', default: DEFAULTS.maxConnections })
   .option('max-connections-per-ip', { type: 'number', default: DEFAULTS.maxConnectionsPerIp })
   .option('max-files-per-register', { type: 'number', default: DEFAULTS.maxFilesPerRegister })
+  .option('max-files-per-peer', { type: 'number', default: DEFAULTS.maxFilesPerPeer, describe: 'files one peer may register in all' })
+  .option('max-name-bytes-per-peer', { type: 'number', default: DEFAULTS.maxNameBytesPerPeer, describe: "bytes of one peer's file names in all" })
   .option('reports-per-minute', { type: 'number', default: DEFAULTS.reportsPerMinute })
   .option('log-level', { type: 'string', default: 'info', choices: LOG_LEVELS })
   .strict()
@@ -56,7 +58,7 @@ try {
   };
   const adminToken = readSecret('admin-token-file', argv['admin-token-file']);
   const clusterSecret = readSecret('cluster-secret-file', argv['cluster-secret-file']);
-  for (const flag of ['handshake-timeout-ms', 'read-timeout-ms', 'max-in-flight'] as const) {
+  for (const flag of ['handshake-timeout-ms', 'read-timeout-ms', 'max-in-flight', 'max-files-per-peer', 'max-name-bytes-per-peer'] as const) {
     if (!Number.isInteger(argv[flag]) || argv[flag] <= 0) usageError(PROGRAM, `--${flag} must be a positive integer`);
   }
   tracker = new Tracker({
@@ -75,6 +77,8 @@ try {
     maxConnections: argv['max-connections'],
     maxConnectionsPerIp: argv['max-connections-per-ip'],
     maxFilesPerRegister: argv['max-files-per-register'],
+    maxFilesPerPeer: argv['max-files-per-peer'],
+    maxNameBytesPerPeer: argv['max-name-bytes-per-peer'],
     reportsPerMinute: argv['reports-per-minute'],
     logger: log,
   });

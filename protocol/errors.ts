@@ -37,6 +37,8 @@ export const ErrorCodes = {
   P2P_REPLICATION_FAILED: 'a write could not be replicated to the backups',
   P2P_EXISTS: 'the target already exists',
   P2P_INTERNAL: 'an internal error',
+  P2P_TOO_MANY_RECEIPTS: 'a report carried more receipts than evidence needs',
+  P2P_REGISTRATION_QUOTA: "a registration would take a peer's files or name bytes past its cap",
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
