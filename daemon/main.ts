@@ -27,6 +27,8 @@ const argv = yargs(hideBin(process.argv))
   .option('max-connections', { type: 'number', default: DEFAULTS.maxConnections })
   .option('max-connections-per-ip', { type: 'number', default: DEFAULTS.maxConnectionsPerIp })
   .option('max-files-per-register', { type: 'number', default: DEFAULTS.maxFilesPerRegister })
+  .option('max-files-per-peer', { type: 'number', default: DEFAULTS.maxFilesPerPeer, describe: 'files one peer may register in all' })
+  .option('max-name-bytes-per-peer', { type: 'number', default: DEFAULTS.maxNameBytesPerPeer, describe: "bytes of one peer's file names in all" })
   .option('reports-per-minute', { type: 'number', default: DEFAULTS.reportsPerMinute })
   .option('print-id', { type: 'boolean', default: false, describe: "print the id of this tracker's key (made in --data if missing), to pin as ID@HOST:PORT, and exit" })
   .option('log-level', { type: 'string', default: 'info', choices: LOG_LEVELS })
@@ -66,7 +68,7 @@ try {
     return v;
   };
   const adminToken = readSecret('admin-token-file', argv['admin-token-file']);
-  for (const flag of ['handshake-timeout-ms', 'read-timeout-ms', 'max-in-flight'] as const) {
+  for (const flag of ['handshake-timeout-ms', 'read-timeout-ms', 'max-in-flight', 'max-files-per-peer', 'max-name-bytes-per-peer'] as const) {
     if (!Number.isInteger(argv[flag]) || argv[flag] <= 0) usageError(PROGRAM, `--${flag} must be a positive integer`);
   }
   tracker = new Tracker({
@@ -84,6 +86,8 @@ try {
     maxConnections: argv['max-connections'],
     maxConnectionsPerIp: argv['max-connections-per-ip'],
     maxFilesPerRegister: argv['max-files-per-register'],
+    maxFilesPerPeer: argv['max-files-per-peer'],
+    maxNameBytesPerPeer: argv['max-name-bytes-per-peer'],
     reportsPerMinute: argv['reports-per-minute'],
     logger: log,
   });

@@ -25,6 +25,14 @@ interface FileRecord {
 
 interface PeerRecord extends PeerInfo {
   files: Map<string, string>; // fileId -> name
+  /** UTF-8 bytes of the names in `files`, what the per-peer cap counts. */
+  nameBytes: number;
+}
+
+/** What one peer has registered: the two things capped per peer (issue 10). */
+export interface RegistrationTotals {
+  files: number;
+  nameBytes: number;
 }
 
 export interface SearchHit {
@@ -87,12 +95,20 @@ export class TrackerState {
   holdersLost: boolean;
   /** Called after each change of the blacklist (apply, merge, install). */
   onBlacklistChange: (change: BlacklistChange) => void = () => undefined;
+  /**
+   * Names the blacklist's targets as of one log entry, `term.index`: the last entry that changed them (or a
+   * later one: the snapshot installed, the entry applied before a restart). An entry's (term, index) is
+   * unique in a cluster and fixes the log up to it, so two trackers with one version hold one list; peers
+   * compare versions for equality only (BLACKLIST_SYNC).
+   */
+  blacklistVersion: string;
 
   constructor(readonly store: Store) {
     this.appliedIndex = store.metaNumber('applied');
     this.appliedTerm = store.metaNumber('applied_term');
     this.holdersLost = this.appliedIndex > 0;
     for (const b of store.bans()) this.banned.set(b.target, b);
+    this.blacklistVersion = versionOf(this.appliedTerm, this.appliedIndex);
   }
 
   /** The index of the last entry applied (the old name, kept for messages and report ids). */
@@ -121,7 +137,10 @@ export class TrackerState {
     }
     this.appliedIndex = e.index;
     this.appliedTerm = e.term;
-    if (change.added.length > 0 || change.removed.length > 0) this.onBlacklistChange(change);
+    if (change.added.length > 0 || change.removed.length > 0) {
+      this.blacklistVersion = versionOf(e.term, e.index);
+      this.onBlacklistChange(change);
+    }
   }
 
   private applySoft(op: Extract<Op, { op: 'register' | 'unregister' | 'drop-peer' }>): void {
@@ -289,6 +308,7 @@ export class TrackerState {
     for (const r of records) if (r.k === 'peer') this.register(r.peer, r.files);
     this.appliedIndex = head.index;
     this.appliedTerm = head.term;
+    this.blacklistVersion = versionOf(head.term, head.index);
     this.holdersLost = head.holdersLost === true;
     const change: BlacklistChange = { added: [], removed: [] };
     for (const [target, b] of this.banned) if (!before.has(target)) change.added.push(plainBan(b));
@@ -309,7 +329,7 @@ export class TrackerState {
   private register(info: PeerInfo, files: FileReg[]): void {
     let peer = this.peers.get(info.peerId);
     if (!peer) {
-      peer = { ...info, files: new Map() };
+      peer = { ...info, files: new Map(), nameBytes: 0 };
       this.peers.set(info.peerId, peer);
     } else {
       peer.host = info.host;
@@ -324,7 +344,9 @@ export class TrackerState {
       }
       const oldName = peer.files.get(f.id);
       if (oldName !== undefined && oldName !== f.name) this.removeName(rec, oldName, peer.peerId);
+      if (oldName !== undefined) peer.nameBytes -= Buffer.byteLength(oldName);
       peer.files.set(f.id, f.name);
+      peer.nameBytes += Buffer.byteLength(f.name);
       rec.holders.set(peer.peerId, f.complete);
       let holders = rec.names.get(f.name);
       if (!holders) rec.names.set(f.name, (holders = new Set()));
@@ -347,6 +369,7 @@ export class TrackerState {
       const name = peer.files.get(id);
       if (name === undefined) continue;
       peer.files.delete(id);
+      peer.nameBytes -= Buffer.byteLength(name);
       const rec = this.files.get(id);
       if (!rec) continue;
       rec.holders.delete(peerId);
@@ -373,6 +396,26 @@ export class TrackerState {
 
   peerFileCount(peerId: string): number {
     return this.peers.get(peerId)?.files.size ?? 0;
+  }
+
+  /** What `peerId` has registered now, or would have once `files` were registered too (a file id counts once). */
+  registrationTotals(peerId: string, files: ReadonlyArray<{ id: string; name: string }> = []): RegistrationTotals {
+    const peer = this.peers.get(peerId);
+    const totals = { files: peer?.files.size ?? 0, nameBytes: peer?.nameBytes ?? 0 };
+    const names = new Map<string, string>();
+    for (const f of files) names.set(f.id, f.name); // as register() does: the last name of an id wins
+    for (const [id, name] of names) {
+      const old = peer?.files.get(id);
+      if (old === undefined) totals.files++;
+      else totals.nameBytes -= Buffer.byteLength(old);
+      totals.nameBytes += Buffer.byteLength(name);
+    }
+    return totals;
+  }
+
+  /** Every target on the blacklist (peer ids and addresses), for a peer that re-syncs. */
+  blacklistTargets(): string[] {
+    return [...this.banned.keys()].sort();
   }
 
   search(text: string, limit: number): { hits: SearchHit[]; truncated: boolean } {
@@ -412,6 +455,10 @@ export class TrackerState {
     h.update(JSON.stringify(peers));
     return h.digest('hex');
   }
+}
+
+function versionOf(term: number, index: number): string {
+  return `${term}.${index}`;
 }
 
 function plainBan(b: StampedBan): BlacklistEntry {

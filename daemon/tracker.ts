@@ -14,6 +14,7 @@ import {
   Connection,
   ConnectionLimiter,
   formatAddress,
+  MAX_REPORT_RECEIPTS,
   P2PError,
   Role,
   silentLogger,
@@ -39,8 +40,9 @@ import type tls from 'node:tls';
 import { ensurePrivateDir } from '../protocol/local-files.js';
 import { Cluster, rankOf } from './cluster.js';
 import { MemberKeys } from './member-keys.js';
-import { checkReport, EVIDENCE_BAD_DATA, type ReportPolicy } from './reports.js';
-import { normalizeHostForMatch, normalizeTarget, TrackerState, type Op } from './state.js';
+import { EVIDENCE_BAD_DATA, planReport, reportChecks, type ReportPolicy } from './reports.js';
+import { SlicedWork } from './sliced-work.js';
+import { normalizeHostForMatch, normalizeTarget, TrackerState, type Op, type RegistrationTotals } from './state.js';
 import { Store } from './store.js';
 
 export interface TrackerOptions {
@@ -62,9 +64,15 @@ export interface TrackerOptions {
   maxConnections?: number;
   maxConnectionsPerIp?: number;
   maxFilesPerRegister?: number;
+  /** Files one peer may have registered in all, across its REGISTERs. */
+  maxFilesPerPeer?: number;
+  /** UTF-8 bytes of the names of one peer's registered files, in all. */
+  maxNameBytesPerPeer?: number;
   maxInFlight?: number;
   /** Reports one reporter may file per minute. */
   reportsPerMinute?: number;
+  /** Receipt signatures the tracker checks for one reporter per minute (at least MAX_REPORT_RECEIPTS). */
+  receiptChecksPerMinute?: number;
   logger?: Logger;
   clock?: Clock;
 }
@@ -89,8 +97,17 @@ export const DEFAULTS = {
   maxConnections: 10_000,
   maxConnectionsPerIp: 256,
   maxFilesPerRegister: 10_000,
+  /** A peer sharing a big folder stays far below; 100,000 files of 100-byte names are about 60 MB of tracker memory. */
+  maxFilesPerPeer: 100_000,
+  maxNameBytesPerPeer: 8 * 1024 * 1024,
   maxInFlight: 32,
   reportsPerMinute: 10,
+  /** Two full reports a minute (MAX_REPORT_RECEIPTS each); a bad-data report needs one. */
+  receiptChecksPerMinute: 2048,
+  /** Receipt checks (about 0.15 ms each) run per event-loop turn: a lookup waits at most about 1 ms for them. */
+  receiptChecksPerTurn: 8,
+  /** Receipt checks waiting at once, for every reporter together (about 2 s of work); more are refused. */
+  maxQueuedReceiptChecks: 16_384,
 } as const;
 
 export class Tracker extends EventEmitter {
@@ -102,6 +119,12 @@ export class Tracker extends EventEmitter {
   private readonly peerSessions = new Map<string, Session>();
   private readonly limiter: ConnectionLimiter;
   private readonly reportBuckets: LRUCache<string, { tokens: number; at: number }>;
+  /** Per reporter: the receipt signatures it may still have checked (a token bucket per minute). */
+  private readonly receiptCheckBuckets: LRUCache<string, { tokens: number; at: number }>;
+  /** Receipt checks and manifest hashing, in slices between the event loop's turns. */
+  private readonly reportWork: SlicedWork;
+  /** Per peer: what its REGISTERs still being committed add, so concurrent ones cannot pass the caps together. */
+  private readonly registering = new Map<string, RegistrationTotals>();
   private readonly log: Logger;
   private readonly clock: Clock;
   private readonly opts: Required<Omit<TrackerOptions, 'adminToken' | 'identity' | 'logger' | 'clock' | 'cluster'>>;
@@ -132,13 +155,19 @@ export class Tracker extends EventEmitter {
       maxConnections: options.maxConnections ?? DEFAULTS.maxConnections,
       maxConnectionsPerIp: options.maxConnectionsPerIp ?? DEFAULTS.maxConnectionsPerIp,
       maxFilesPerRegister: options.maxFilesPerRegister ?? DEFAULTS.maxFilesPerRegister,
+      maxFilesPerPeer: options.maxFilesPerPeer ?? DEFAULTS.maxFilesPerPeer,
+      maxNameBytesPerPeer: options.maxNameBytesPerPeer ?? DEFAULTS.maxNameBytesPerPeer,
       maxInFlight: options.maxInFlight ?? DEFAULTS.maxInFlight,
       reportsPerMinute: options.reportsPerMinute ?? DEFAULTS.reportsPerMinute,
+      // A budget below one full report would refuse honest reports for good.
+      receiptChecksPerMinute: Math.max(MAX_REPORT_RECEIPTS, options.receiptChecksPerMinute ?? DEFAULTS.receiptChecksPerMinute),
     };
     this.adminTokenHash = options.adminToken ? createHash('sha256').update(options.adminToken).digest() : undefined;
     this.adminToken = options.adminToken;
     this.reportBuckets = new LRUCache({ max: 100_000 });
     ensurePrivateDir(options.dataDir, this.log);
+    this.receiptCheckBuckets = new LRUCache({ max: 100_000 });
+    this.reportWork = new SlicedWork({ unitsPerTurn: DEFAULTS.receiptChecksPerTurn, maxQueuedUnits: DEFAULTS.maxQueuedReceiptChecks });
     this.state = new TrackerState(new Store(options.dataDir));
     this.identity = options.identity ?? loadIdentityFile(path.join(options.dataDir, 'identity.key'));
     this.memberKeys = new MemberKeys(options.cluster ?? [options.listen], this.state.store, this.log, () => Date.now());
@@ -194,6 +223,7 @@ export class Tracker extends EventEmitter {
     if (this.closing) return;
     this.closing = true;
     this.cluster.stop();
+    this.reportWork.stop(new P2PError('P2P_SHUTTING_DOWN', 'tracker is shutting down'));
     this.limiter.refuseAll(new P2PError('P2P_SHUTTING_DOWN', 'tracker is shutting down'));
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const s of this.sessions) s.conn.close(new P2PError('P2P_SHUTTING_DOWN', 'tracker is shutting down'));
@@ -322,11 +352,13 @@ export class Tracker extends EventEmitter {
           throw new P2PError('P2P_TOO_MANY_FILES', `${files.length} files in one registration; the limit is ${this.opts.maxFilesPerRegister}`);
         }
         for (const f of files) validateName(f.name);
-        await this.cluster.commit({
-          op: 'register',
-          peer: { peerId, publicKey: conn.remoteKey!.toString('hex'), host: conn.remoteAddress, port: s.listenPort },
-          files: files.map((f) => ({ id: f.id.toString('hex'), size: f.size, name: f.name, complete: f.complete })),
-        });
+        const reg = files.map((f) => ({ id: f.id.toString('hex'), size: f.size, name: f.name, complete: f.complete }));
+        const adds = this.reserveRegistration(peerId, reg);
+        try {
+          await this.cluster.commit({ op: 'register', peer: { peerId, publicKey: conn.remoteKey!.toString('hex'), host: conn.remoteAddress, port: s.listenPort }, files: reg });
+        } finally {
+          this.releaseRegistration(peerId, adds);
+        }
         conn.reply(req.requestId, 'OK', {});
         return;
       }
@@ -362,6 +394,13 @@ export class Tracker extends EventEmitter {
         });
         return;
       }
+      case 'BLACKLIST_SYNC': {
+        // A peer (re)connected: it may have missed pushes while it had no session here.
+        const version = this.state.blacklistVersion;
+        const changed = (req as IncomingRequest<'BLACKLIST_SYNC'>).body.version !== version;
+        conn.reply(req.requestId, 'BLACKLIST_STATE', { version, changed, targets: changed ? this.state.blacklistTargets().map((target) => ({ target })) : [] });
+        return;
+      }
       case 'BLACKLIST_CHECK': {
         const { peerId: who, host } = (req as IncomingRequest<'BLACKLIST_CHECK'>).body;
         const entry = this.state.isBanned(who, host);
@@ -375,30 +414,65 @@ export class Tracker extends EventEmitter {
     }
   }
 
-  private takeReportToken(peerId: string): boolean {
-    const now = this.clock.now();
-    const rate = this.opts.reportsPerMinute;
-    const b = this.reportBuckets.get(peerId) ?? { tokens: rate, at: now };
-    b.tokens = Math.min(rate, b.tokens + ((now - b.at) / 60_000) * rate);
-    b.at = now;
-    if (b.tokens < 1) {
-      this.reportBuckets.set(peerId, b);
-      return false;
+  /**
+   * Checks a REGISTER against the per-peer caps, counting what this peer's REGISTERs still in flight add,
+   * and reserves what this one adds until it is committed. The cap is enforced here, on the main, before
+   * the write is proposed: backups apply the log as it is.
+   */
+  private reserveRegistration(peerId: string, files: ReadonlyArray<{ id: string; name: string }>): RegistrationTotals {
+    const now = this.state.registrationTotals(peerId);
+    const after = this.state.registrationTotals(peerId, files);
+    const pending = this.registering.get(peerId) ?? { files: 0, nameBytes: 0 };
+    const adds = { files: Math.max(0, after.files - now.files), nameBytes: Math.max(0, after.nameBytes - now.nameBytes) };
+    const { maxFilesPerPeer, maxNameBytesPerPeer } = this.opts;
+    if (adds.files > 0 && after.files + pending.files > maxFilesPerPeer) {
+      throw new P2PError('P2P_REGISTRATION_QUOTA', `this registration would bring this peer to ${after.files + pending.files} files; a peer may register at most ${maxFilesPerPeer}`);
     }
-    b.tokens -= 1;
-    this.reportBuckets.set(peerId, b);
-    return true;
+    if (adds.nameBytes > 0 && after.nameBytes + pending.nameBytes > maxNameBytesPerPeer) {
+      throw new P2PError('P2P_REGISTRATION_QUOTA', `this registration would bring this peer's file names to ${after.nameBytes + pending.nameBytes} bytes; a peer may register at most ${maxNameBytesPerPeer}`);
+    }
+    this.registering.set(peerId, { files: pending.files + adds.files, nameBytes: pending.nameBytes + adds.nameBytes });
+    return adds;
+  }
+
+  private releaseRegistration(peerId: string, adds: RegistrationTotals): void {
+    const pending = this.registering.get(peerId);
+    if (!pending) return;
+    pending.files -= adds.files;
+    pending.nameBytes -= adds.nameBytes;
+    if (pending.files <= 0 && pending.nameBytes <= 0) this.registering.delete(peerId);
+  }
+
+  /** Takes `n` tokens from `key`'s bucket, which refills to `perMinute` over a minute; false (taking none) when short. */
+  private takeTokens(buckets: LRUCache<string, { tokens: number; at: number }>, key: string, perMinute: number, n: number): boolean {
+    const now = this.clock.now();
+    const b = buckets.get(key) ?? { tokens: perMinute, at: now };
+    b.tokens = Math.min(perMinute, b.tokens + ((now - b.at) / 60_000) * perMinute);
+    b.at = now;
+    const ok = b.tokens >= n;
+    if (ok) b.tokens -= n;
+    buckets.set(key, b);
+    return ok;
   }
 
   private async onReport(s: Session, req: IncomingRequest<'REPORT'>): Promise<void> {
     this.cluster.requirePrimary();
     const reporter = s.peerId!;
-    if (!this.takeReportToken(reporter)) {
+    if (!this.takeTokens(this.reportBuckets, reporter, this.opts.reportsPerMinute, 1)) {
       throw new P2PError('P2P_RATE_LIMITED', `more than ${this.opts.reportsPerMinute} reports a minute from this peer`);
     }
     const body = req.body;
     validateReason(body.reason);
-    const checked = checkReport(body, reporter);
+    // The caps and the choice of receipts cost nothing; the signatures are checked in slices (issue 10),
+    // within the reporter's budget and the tracker's queue.
+    const plan = planReport(body, reporter);
+    if (!this.reportWork.canTake(plan.units)) {
+      throw new P2PError('P2P_RATE_LIMITED', 'the tracker is busy checking other reports; try again in a few seconds');
+    }
+    if (!this.takeTokens(this.receiptCheckBuckets, reporter, this.opts.receiptChecksPerMinute, plan.signatureChecks)) {
+      throw new P2PError('P2P_RATE_LIMITED', `this report needs ${plan.signatureChecks} receipt checks, more than this peer has left of its ${this.opts.receiptChecksPerMinute} a minute`);
+    }
+    const checked = await this.reportWork.run(plan.units, reportChecks(plan));
     const badData = body.evidence === EVIDENCE_BAD_DATA;
     // Evidence of bad data condemns exactly the peers it proves; a user's report names every peer served.
     const targets = (badData ? checked.badData : checked.servedBy).filter((t) => t !== reporter);
@@ -432,6 +506,9 @@ export class Tracker extends EventEmitter {
     });
     for (const target of toBan) {
       if (this.state.isBanned(target, '')) continue;
+      // A lone main commits at once: without this, a report naming hundreds of peers would write them all
+      // in one turn of the event loop.
+      await new Promise((resolve) => setImmediate(resolve));
       await this.cluster.commit({
         op: 'blacklist-add',
         entry: { target, reason: badData ? `sent data that fails verification (reported by ${reporter})` : `reported by ${reporter}: ${body.reason}`, since: now, addedBy: `report:${reporter}` },

@@ -1,36 +1,114 @@
 /**
- * What this peer knows of the blacklist: entries the tracker pushed (BLACKLIST_CHANGED) plus verdicts
- * asked of the tracker for peers met, cached briefly with lru-cache. If the tracker cannot be asked, the
- * pushed entries still apply and the peer is let through (a tracker outage must not stop transfers).
+ * What this peer knows of the blacklist: the tracker's list of targets, kept current by its pushes
+ * (BLACKLIST_CHANGED) and re-synced by version on every (re)connection (BLACKLIST_SYNC), so a change
+ * pushed while this peer had no session (failing over, a cut link) is not lost until a restart; plus
+ * verdicts asked of the tracker for peers met, cached briefly with lru-cache. If the tracker cannot be
+ * asked, the known entries still apply and the peer is let through (a tracker outage must not stop
+ * transfers). Every change, pushed or re-synced, is emitted as 'change' ({ added, removed }): the daemon
+ * cuts the connections of a peer just banned either way.
  */
+import { EventEmitter } from 'node:events';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { Body } from '../protocol/index.js';
 import type { TrackerClient } from './tracker-client.js';
 
-export class BlacklistCache {
-  private readonly pushed = new Set<string>();
+/** Re-syncs asked in a row when pushes keep arriving during the answer's round trip. */
+const SYNC_ATTEMPTS = 3;
+
+export type BlacklistChange = Body<'BLACKLIST_CHANGED'>;
+
+export class BlacklistCache extends EventEmitter {
+  private readonly known = new Set<string>();
   private readonly verdicts: LRUCache<string, boolean>;
+  /** The tracker's version of the list `known` was last synced to ('' before the first sync). */
+  private version = '';
+  /** Pushes applied so far: a sync answer that crossed a push is stale and asked again. */
+  private pushes = 0;
+  private syncing: Promise<void> | undefined;
+  private syncAgain = false;
 
   constructor(
     private readonly tracker: TrackerClient,
     private readonly log: Logger,
     ttlMs = 30_000,
   ) {
+    super();
     this.verdicts = new LRUCache({ max: 10_000, ttl: ttlMs });
-    tracker.on('blacklist', (change: Body<'BLACKLIST_CHANGED'>) => this.apply(change));
+    tracker.on('blacklist', (change: BlacklistChange) => {
+      this.pushes++;
+      this.apply(change);
+    });
+    tracker.on('session', () => {
+      this.sync().catch((err: unknown) => {
+        this.log.warn({ err: (err as Error).message }, 'could not re-sync the blacklist with the tracker; pushes and checks still apply');
+      });
+    });
   }
 
-  apply(change: Body<'BLACKLIST_CHANGED'>): void {
-    for (const { target } of change.added) this.pushed.add(target);
-    for (const { target } of change.removed) this.pushed.delete(target);
+  /** The version of the tracker's list this peer last synced to. */
+  get syncedVersion(): string {
+    return this.version;
+  }
+
+  apply(change: BlacklistChange): void {
+    const added = change.added.filter(({ target }) => !this.known.has(target));
+    const removed = change.removed.filter(({ target }) => this.known.has(target));
+    for (const { target } of added) this.known.add(target);
+    for (const { target } of removed) this.known.delete(target);
     // Any cached verdict may be stale now.
     this.verdicts.clear();
+    if (added.length > 0 || removed.length > 0) this.emit('change', { added, removed });
   }
 
-  /** Known bad from pushes alone (no network). */
+  /**
+   * Asks the tracker whether its list changed since the version held, and takes the whole list when it
+   * did. A sync asked while one runs runs again after it (the newer session may be another tracker's).
+   */
+  sync(): Promise<void> {
+    if (this.syncing) {
+      this.syncAgain = true;
+      return this.syncing;
+    }
+    this.syncing = (async () => {
+      try {
+        do {
+          this.syncAgain = false;
+          await this.syncOnce();
+        } while (this.syncAgain);
+      } finally {
+        this.syncing = undefined;
+      }
+    })();
+    return this.syncing;
+  }
+
+  private async syncOnce(): Promise<void> {
+    for (let attempt = 0; attempt < SYNC_ATTEMPTS; attempt++) {
+      const pushesBefore = this.pushes;
+      const state = await this.tracker.request('BLACKLIST_SYNC', { version: this.version }, 'BLACKLIST_STATE', 3);
+      // A push that arrived meanwhile may be newer than the answer: ask again rather than undo it.
+      if (this.pushes !== pushesBefore) continue;
+      if (state.changed) {
+        const targets = new Set(state.targets.map((t) => t.target));
+        const change: BlacklistChange = {
+          added: [...targets].filter((t) => !this.known.has(t)).map((target) => ({ target })),
+          removed: [...this.known].filter((t) => !targets.has(t)).map((target) => ({ target })),
+        };
+        if (change.added.length > 0 || change.removed.length > 0) {
+          this.log.info({ added: change.added.length, removed: change.removed.length, version: state.version }, 'blacklist re-synced: changes missed while away');
+        }
+        this.apply(change);
+      }
+      this.version = state.version;
+      return;
+    }
+    this.log.info('blacklist pushes kept crossing the re-sync; keeping what the pushes said');
+  }
+
+  /** Known bad from the tracker's list alone (no network). */
   knownBanned(peerId: string, host: string): boolean {
-    return this.pushed.has(peerId) || this.pushed.has(host);
+    return this.known.has(peerId) || this.known.has(host);
   }
 
   async isBanned(peerId: string, host: string): Promise<boolean> {
@@ -43,7 +121,7 @@ export class BlacklistCache {
       this.verdicts.set(key, v.banned);
       return v.banned;
     } catch (err) {
-      this.log.warn({ peerId, host, err: (err as Error).message }, 'cannot ask the tracker about a peer; using pushed entries only');
+      this.log.warn({ peerId, host, err: (err as Error).message }, 'cannot ask the tracker about a peer; using known entries only');
       return false;
     }
   }

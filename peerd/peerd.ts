@@ -10,6 +10,8 @@ import {
   CHUNK_SIZE,
   Connection,
   formatAddress,
+  MAX_RECEIPTS_PER_SERVER,
+  MAX_REPORT_RECEIPTS,
   P2PError,
   silentLogger,
   toP2PError,
@@ -63,7 +65,6 @@ export interface PeerDaemonOptions {
 }
 
 const HEX_ID = /^[0-9a-f]{64}$/;
-const MAX_USER_RECEIPTS_PER_PEER = 16;
 /** A CHUNK body's fields before its data: file id 32, index 4, hash 32, signature 64. */
 const CHUNK_HEAD_BYTES = 132;
 /**
@@ -148,7 +149,8 @@ export class PeerDaemon {
         return { path: d.partialPath, encodedManifest: info.encoded, manifest: info.manifest, has: (i) => d.has(i) };
       },
     });
-    this.tracker.on('blacklist', (change: Body<'BLACKLIST_CHANGED'>) => {
+    // Pushed or re-synced after a reconnection alike: a peer just banned loses what it has here.
+    this.blacklist.on('change', (change: Body<'BLACKLIST_CHANGED'>) => {
       for (const { target } of change.added) {
         this.chunkServer.dropPeer(target);
         for (const d of this.downloads.values()) d.dropPeer(target);
@@ -512,13 +514,17 @@ export class PeerDaemon {
       if (byName) t = this.db.lastTransfer(byName.id);
     }
     if (!t) throw new P2PError('P2P_NOT_FOUND', `this peer has no download of '${key}' to report`);
+    // One receipt proves a download from its signer; the tracker takes a few per peer and a bounded total,
+    // so many peers get fewer each (at least one: every peer that served is named).
+    const servers = new Set(t.receipts.map((r) => r.publicKey.toString('hex'))).size;
+    const perServer = Math.max(1, Math.min(MAX_RECEIPTS_PER_SERVER, Math.floor(MAX_REPORT_RECEIPTS / Math.max(1, servers))));
     const perPeer = new Map<string, number>();
     const receipts = t.receipts.filter((r) => {
       const k2 = r.publicKey.toString('hex');
       const n = perPeer.get(k2) ?? 0;
       perPeer.set(k2, n + 1);
-      return n < MAX_USER_RECEIPTS_PER_PEER;
-    });
+      return n < perServer;
+    }).slice(0, MAX_REPORT_RECEIPTS);
     if (receipts.length === 0) throw new P2PError('P2P_NOT_FOUND', `the download of '${key}' has no receipts (resumed from an older version?)`);
     const res = await this.tracker.request(
       'REPORT',

@@ -2,6 +2,8 @@
  * The peer's session with the tracker cluster. It keeps the ordered tracker list, uses the acting main,
  * fails over to the next tracker within about a second when the one in use fails or stops answering,
  * re-announces every shared file on each (re)connection, and moves to a new main when told of one.
+ * Events: 'state' (its state changed), 'session' (a new tracker session is up: what was pushed while there
+ * was none may be missed), 'blacklist' (a BLACKLIST_CHANGED push).
  * While no main answers it stays with a backup: reads (search, lookup, blacklist checks) work there,
  * and writes are retried until a main takes them or the retry budget runs out.
  */
@@ -208,6 +210,7 @@ export class TrackerClient extends EventEmitter {
     this.current = label;
     this.lastError = '';
     this.setState('connected');
+    this.emit('session', label);
     conn.on('event', (name: MessageName, body: unknown) => this.onEvent(name, body));
     conn.on('close', (err?: P2PError) => {
       clearInterval(this.pingTimer);

@@ -4,7 +4,7 @@
  * from the same schema). Declaring a message once keeps both directions in step by construction.
  */
 import { Parser } from 'binary-parser';
-import { MalformedMessageError, P2PError } from './errors.js';
+import { MalformedMessageError, P2PError, ProtocolError, type ErrorCode } from './errors.js';
 
 /** Field types. Integers are big-endian; u64 decodes to a JS number and refuses values above 2^53. */
 export type FieldType =
@@ -23,6 +23,13 @@ export type FieldType =
 
 export interface ListType {
   readonly list: Schema;
+  /**
+   * Most items a receiver takes. A longer count fails the decode before a single item is read (a list of
+   * small items costs far more to decode than its bytes to send), with `tooMany` as the error's code
+   * (default P2P_MALFORMED).
+   */
+  readonly max?: number;
+  readonly tooMany?: ErrorCode;
 }
 
 export type Schema = { readonly [field: string]: FieldType };
@@ -47,6 +54,12 @@ export interface Codec<S extends Schema> {
   write(value: Decoded<S>, buf: Buffer, offset: number): number;
   /** Decodes a whole body; throws MalformedMessageError unless the body is exactly one valid value. */
   decode(body: Buffer): Decoded<S>;
+  /**
+   * Checks the first bytes of a body still on its way against the schema's list maxima: throws
+   * TooManyItemsError as soon as a capped list's count has arrived and is over its maximum, so the rest is
+   * never buffered. Returns true once nothing more can be checked early, false while it needs more bytes.
+   */
+  checkPrefix(prefix: Buffer): boolean;
 }
 
 const U16_MAX = 0xffff;
@@ -187,6 +200,42 @@ function minBytes(schema: Schema): number {
   return total;
 }
 
+/** A list longer than its schema's `max`: refused from its count alone, and the connection is closed. */
+export class TooManyItemsError extends ProtocolError {
+  constructor(field: string, count: number, max: number, code: ErrorCode = 'P2P_MALFORMED') {
+    super(code, `${field}: ${count} items; at most ${max} are accepted`);
+  }
+}
+
+/**
+ * The early check of checkPrefix: walks the top-level fields over the bytes that have arrived, skipping
+ * fixed fields and length-prefixed ones, up to the first list. A capped list's count is checked; an
+ * uncapped one would need its items walked, so the early check stops there (the whole decode checks the rest).
+ */
+function checkListCaps(schema: Schema, prefix: Buffer): boolean {
+  let o = 0;
+  for (const name in schema) {
+    const type = schema[name]!;
+    const fixed = fixedSize(type);
+    if (fixed !== undefined) {
+      o += fixed;
+      continue;
+    }
+    if (typeof type === 'object') {
+      if (type.max === undefined) return true;
+      if (prefix.length < o + 4) return false;
+      const n = prefix.readUInt32BE(o);
+      if (n > type.max) throw new TooManyItemsError(name, n, type.max, type.tooMany);
+      return true;
+    }
+    if (type === 'rest') return true;
+    const lengthBytes = type === 'str' ? 2 : 4;
+    if (prefix.length < o + lengthBytes) return false;
+    o += lengthBytes + (lengthBytes === 2 ? prefix.readUInt16BE(o) : prefix.readUInt32BE(o));
+  }
+  return true;
+}
+
 /** Length of the body being decoded (decode is synchronous, so one slot suffices). */
 let decodingBytes = 0;
 
@@ -196,12 +245,14 @@ function buildParser(schema: Schema): Parser {
     const type = schema[name]!;
     if (typeof type === 'object') {
       const itemBytes = Math.max(1, minBytes(type.list));
+      const { max, tooMany } = type;
       const list = new Parser()
         .uint32be('n')
         .saveOffset('at')
         .array('v', {
           type: buildParser(type.list),
           length: function (this: { n: number; at: number }) {
+            if (max !== undefined && this.n > max) throw new TooManyItemsError(name, this.n, max, tooMany);
             if (this.n * itemBytes > decodingBytes - this.at) throw new RangeError(`list of ${this.n} items cannot fit`);
             return this.n;
           },
@@ -276,8 +327,13 @@ export function defineCodec<S extends Schema>(schema: S, what = 'message'): Code
   // Built and compiled on the first decode, not here: compiling the whole catalogue's parsers took about
   // a tenth of every `p2p` command's start-up, and most programs decode only a few message types (issue 8).
   let parser: Parser | undefined;
+  const capped = names.some((n) => {
+    const type = schema[n]!;
+    return typeof type === 'object' && type.max !== undefined;
+  });
   return {
     schema,
+    checkPrefix: capped ? (prefix) => checkListCaps(schema, prefix) : () => true,
     size: fixed !== undefined ? () => fixed : (value) => schemaSize(schema, value as Record<string, unknown>),
     write: (value, buf, offset) => {
       try {
@@ -294,6 +350,7 @@ export function defineCodec<S extends Schema>(schema: S, what = 'message'): Code
         decodingBytes = body.length;
         out = parser.parse(body) as { m: Decoded<S>; end: number };
       } catch (err) {
+        if (err instanceof TooManyItemsError) throw err;
         throw new MalformedMessageError(what, err);
       }
       // binary-parser's readUntil:'eof' does not advance the offset, so with a trailing `rest` field the

@@ -325,9 +325,13 @@ export class Connection extends EventEmitter {
     }
     this.closed = true;
     this.stopTimers();
+    // Bad input: read no more of it (the rest of an 8 MiB frame would only be read to be dropped, issue 10).
+    const badInput = err instanceof ProtocolError;
+    if (badInput) this.socket.pause();
     this.socket.end();
     const t = setTimeout(() => this.socket.destroy(), 500);
-    t.unref();
+    // A socket that reads no more never sees the other side's FIN: only this timer ends it, so it must run.
+    if (!badInput) t.unref();
     this.socket.once('close', () => clearTimeout(t));
     this.failPending(err ?? new ConnectionClosedError());
   }

@@ -40,6 +40,8 @@ export const ErrorCodes = {
   P2P_KEY_MISMATCH: 'the other side proved a key other than the one pinned or learned for it',
   P2P_UNSAFE_FILE: 'a local file to write is not a regular file of this user (a planted symbolic link, say)',
   P2P_SEND_TIMEOUT: 'the other side did not read what was sent to it in time',
+  P2P_TOO_MANY_RECEIPTS: 'a report carried more receipts than evidence needs',
+  P2P_REGISTRATION_QUOTA: "a registration would take a peer's files or name bytes past its cap",
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -7,7 +7,8 @@
  *   offset 6  u32  body length in bytes
  *
  * The header is read by hand (binary-parser is several times slower for it, and this runs per frame).
- * Every limit is checked from the header alone, before a single body byte is buffered.
+ * Every limit is checked from the header alone, before a single body byte is buffered; a list the
+ * catalogue caps is checked as soon as its count has arrived, before the rest of the body is buffered.
  */
 import { BadVersionError, FrameTooLargeError, UnknownMessageError } from './errors.js';
 import { Messages, messageByCode, type Body, type MessageName } from './messages.js';
@@ -69,6 +70,8 @@ export class Framer {
   private scratch: Buffer | undefined;
   /** A body being read straight into its sink's buffer. */
   private direct: DirectBody | undefined;
+  /** The frame being received has passed its early check (its capped lists' counts, see Codec.checkPrefix). */
+  private prefixChecked = false;
 
   constructor(
     private readonly maxBodyBytes = DEFAULT_MAX_BODY_BYTES,
@@ -163,13 +166,17 @@ export class Framer {
       const total = HEADER_BYTES + h.bodyBytes;
       if (this.end - o < total) {
         if (this.toSink(b, o, this.end, h)) {
+          this.prefixChecked = false;
           this.start = this.end;
           break;
         }
         this.frameBytes = total;
+        // A REPORT that announces 63,000 receipts is refused on its first bytes, not after 8 MiB (issue 10).
+        this.prefixChecked ||= Messages[h.name].codec.checkPrefix(b.subarray(o + HEADER_BYTES, this.end));
         break;
       }
       this.frameBytes = 0;
+      this.prefixChecked = false;
       this.start = o + total;
       onFrame({ type: h.type, name: h.name, requestId: h.requestId, body: b.subarray(o + HEADER_BYTES, o + total) });
     }

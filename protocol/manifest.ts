@@ -37,7 +37,11 @@ export function encodeManifest(m: Manifest): Buffer {
   return buf;
 }
 
-export function decodeManifest(buf: Buffer): Manifest {
+/**
+ * A manifest's header, checked with every rule of decodeManifest (the length included) but without copying
+ * its hashes: an 8 MiB manifest holds 262,144 of them, and a tracker checking a report needs a few.
+ */
+export function manifestHead(buf: Buffer): { size: number; chunkSize: number; count: number } {
   if (buf.length < HEAD_BYTES || !buf.subarray(0, 4).equals(MAGIC) || buf[4] !== 1) throw new MalformedMessageError('manifest header');
   const size = Number(buf.readBigUInt64BE(5));
   const chunkSize = buf.readUInt32BE(13);
@@ -45,6 +49,17 @@ export function decodeManifest(buf: Buffer): Manifest {
   if (!Number.isSafeInteger(size) || chunkSize === 0 || count !== chunkCount(size, chunkSize) || buf.length !== HEAD_BYTES + 32 * count) {
     throw new MalformedMessageError('manifest: size, chunk size and hash count disagree');
   }
+  return { size, chunkSize, count };
+}
+
+/** The hash of chunk `index` of an encoded manifest that passed manifestHead, as a view (undefined past the end). */
+export function manifestHashAt(buf: Buffer, index: number): Buffer | undefined {
+  const at = HEAD_BYTES + 32 * index;
+  return index >= 0 && at + 32 <= buf.length ? buf.subarray(at, at + 32) : undefined;
+}
+
+export function decodeManifest(buf: Buffer): Manifest {
+  const { size, chunkSize, count } = manifestHead(buf);
   const hashes: Buffer[] = [];
   for (let i = 0; i < count; i++) hashes.push(Buffer.from(buf.subarray(HEAD_BYTES + 32 * i, HEAD_BYTES + 32 * (i + 1))));
   return { size, chunkSize, hashes };

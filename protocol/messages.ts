@@ -23,6 +23,15 @@ const fileEntry = { id: 'id32', size: 'u64', name: 'str', complete: 'bool' } as 
 const target = { target: 'str' } as const;
 const receipt = { publicKey: 'id32', index: 'u32', hash: 'id32', signature: 'sig64' } as const;
 
+/**
+ * What a report's evidence needs, and no more: one receipt proves a download from its signer, and a few
+ * per accused peer are plenty (a bad-data report needs one). Every receipt costs the tracker a signature
+ * check (about 0.15 ms), so these caps bound what one REPORT can make it do (issue 10).
+ */
+export const MAX_REPORT_RECEIPTS = 1024;
+/** Receipts signed by one serving peer in one REPORT. */
+export const MAX_RECEIPTS_PER_SERVER = 16;
+
 export const Messages = {
   // --- common -------------------------------------------------------------------------------------
   /** The answer to a failed request (same request id), or a last word before closing (request id 0). */
@@ -79,12 +88,19 @@ export const Messages = {
     reason: 'str',
     evidence: 'u8',
     manifest: 'bytes',
-    receipts: { list: receipt },
+    receipts: { list: receipt, max: MAX_REPORT_RECEIPTS, tooMany: 'P2P_TOO_MANY_RECEIPTS' },
   }),
   REPORT_RESULT: msg(0x2a, 'response', { blacklisted: { list: target }, pending: { list: target } }),
   LEAVE: msg(0x2b, 'request', {}),
   /** Pushed to sessions when a new main takes command, so peers move to it. */
   TRACKER_CHANGED: msg(0x2c, 'event', { primary: 'str', term: 'u64' }),
+  /**
+   * Sent by a peer on every (re)connection, so a change pushed while it was away is not lost: `version`
+   * is the blacklist version it holds ('' for none).
+   */
+  BLACKLIST_SYNC: msg(0x2d, 'request', { version: 'str' }),
+  /** The tracker's blacklist version and, when it differs from the one asked about, every target on it. */
+  BLACKLIST_STATE: msg(0x2e, 'response', { version: 'str', changed: 'bool', targets: { list: target } }),
 
   // --- peer -> peer ---------------------------------------------------------------------------------
   GET_MANIFEST: msg(0x40, 'request', { fileId: 'id32' }),

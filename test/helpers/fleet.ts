@@ -10,7 +10,7 @@ import { Tracker, type TrackerOptions } from '../../daemon/tracker.js';
 import { ControlClient, PeerDaemon, type PeerDaemonOptions } from '../../peerd/index.js';
 import type { Address } from '../../protocol/index.js';
 import type tap from 'tap';
-import { until } from './wait.js';
+import { reservePorts, until } from './wait.js';
 
 type Tap = Parameters<Parameters<typeof tap.test>[0]>[0];
 
@@ -30,6 +30,8 @@ export class Fleet {
   readonly dir: string;
   tracker!: Tracker;
   trackerAddress!: Address;
+  /** Every tracker started by startCluster, in rank order. */
+  readonly trackers: Tracker[] = [];
   readonly peers: TestPeer[] = [];
 
   constructor(t: Tap) {
@@ -41,6 +43,23 @@ export class Fleet {
     this.tracker = new Tracker({ listen: { host: '127.0.0.1', port }, dataDir: path.join(this.dir, 'tracker'), adminToken: ADMIN_TOKEN, ...opts });
     this.trackerAddress = await this.tracker.listen();
     return this.tracker;
+  }
+
+  /**
+   * `n` trackers of one cluster in this process, in rank order; `tracker` is the first, and this resolves
+   * once it is the main and the others its backups.
+   */
+  async startCluster(n: number, opts: Partial<TrackerOptions> = {}): Promise<Tracker[]> {
+    const cluster = (await reservePorts(n)).map((port) => ({ host: '127.0.0.1', port }));
+    const trackers = cluster.map((listen, i) => new Tracker({ listen, cluster, dataDir: path.join(this.dir, `tracker${i}`), adminToken: ADMIN_TOKEN, ...opts }));
+    this.trackers.push(...trackers);
+    for (const tr of trackers) await tr.listen();
+    this.tracker = trackers[0]!;
+    this.trackerAddress = this.tracker.address!;
+    await until('the first tracker of the cluster as main, the others as its backups', () =>
+      this.tracker.cluster.isPrimary && trackers.slice(1).every((tr) => tr.cluster.role === 'backup'),
+    );
+    return trackers;
   }
 
   async startPeer(name: string, opts: Partial<PeerDaemonOptions> = {}): Promise<TestPeer> {
@@ -98,7 +117,7 @@ export class Fleet {
 
   async close(): Promise<void> {
     for (const p of this.peers) await p.stop().catch(() => undefined);
-    await this.tracker?.close().catch(() => undefined);
+    for (const tr of new Set([...this.trackers, this.tracker])) await tr?.close().catch(() => undefined);
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -1,9 +1,11 @@
 import t from 'tap';
 import {
   MalformedMessageError,
+  MAX_REPORT_RECEIPTS,
   Messages,
   P2PError,
   ProtocolError,
+  TooManyItemsError,
   decodeBody,
   defineCodec,
   encodeFrame,
@@ -130,13 +132,33 @@ t.test('a list count larger than the body can hold is refused without building t
   }
   t.notOk(thrown instanceof BudgetExceeded, `the decoder does not build ids past the end of the body (${String(thrown)})`);
   t.equal((thrown as P2PError | undefined)?.code, 'P2P_MALFORMED', 'the body is refused as P2P_MALFORMED');
-  for (const [name, bytes] of [
-    ['BLACKLIST_CHANGED', cat(u32(0xffffffff), u32(0))],
-    ['REPORT', cat(filled(32, 1), str(''), u8(0), u32(0), u32(0xffffffff))],
-    ['SEARCH_RESULT', cat(u32(0xffffffff), bool(false))],
+  for (const [name, bytes, code] of [
+    ['BLACKLIST_CHANGED', cat(u32(0xffffffff), u32(0)), 'P2P_MALFORMED'],
+    // A list with a maximum is refused by its own code (the catalogue names it).
+    ['REPORT', cat(filled(32, 1), str(''), u8(0), u32(0), u32(0xffffffff)), 'P2P_TOO_MANY_RECEIPTS'],
+    ['SEARCH_RESULT', cat(u32(0xffffffff), bool(false)), 'P2P_MALFORMED'],
   ] as const) {
-    t.throws(() => decodeWithBudget(name, bytes), { code: 'P2P_MALFORMED' }, `${name} with a count of 2^32-1 is refused`);
+    t.throws(() => decodeWithBudget(name, bytes), { code }, `${name} with a count of 2^32-1 is refused (${code})`);
   }
+  t.end();
+});
+
+t.test("a count above a list's maximum is refused from the count alone, before an item is read (issue 10)", (t) => {
+  const receipt = cat(filled(32, 2), u32(7), filled(32, 3), filled(64, 4));
+  const report = (n: number): Buffer => cat(filled(32, 1), str('r'), u8(0), u32(0), u32(n), ...new Array<Buffer>(n).fill(receipt));
+  const full = decodeWithBudget('REPORT', report(MAX_REPORT_RECEIPTS)) as { receipts: unknown[] };
+  t.equal(full.receipts.length, MAX_REPORT_RECEIPTS, `${MAX_REPORT_RECEIPTS} receipts (the maximum) decode`);
+  let thrown: unknown;
+  try {
+    // The count says one more than the maximum, and no item follows: only the count can have been read.
+    decodeWithBudget('REPORT', cat(filled(32, 1), str('r'), u8(0), u32(0), u32(MAX_REPORT_RECEIPTS + 1)));
+  } catch (err) {
+    thrown = err;
+  }
+  t.type(thrown, TooManyItemsError, 'one more is refused from the count, not as a body too short for it');
+  t.ok(thrown instanceof ProtocolError, 'a ProtocolError: the connection that sent it is closed');
+  t.equal((thrown as P2PError).code, 'P2P_TOO_MANY_RECEIPTS', 'with the code the catalogue names');
+  t.throws(() => decodeWithBudget('REPORT', report(MAX_REPORT_RECEIPTS + 1)), { code: 'P2P_TOO_MANY_RECEIPTS' }, 'so is a body that really holds them');
   t.end();
 });
 

@@ -36,7 +36,7 @@ t.test('the README error table lists every code once, and only real codes', (t) 
 
 function describe(schema: Schema): string {
   return Object.entries(schema)
-    .map(([field, type]) => (typeof type === 'object' ? `\`${field}\`: list of { ${describe(type.list)} }` : `\`${field}\`: ${type}`))
+    .map(([field, type]) => (typeof type === 'object' ? `\`${field}\`: list of ${type.max !== undefined ? `at most ${type.max} ` : ''}{ ${describe(type.list)} }` : `\`${field}\`: ${type}`))
     .join(', ');
 }
 

@@ -6,6 +6,7 @@ import {
   FrameTooLargeError,
   Framer,
   HEADER_BYTES,
+  MAX_REPORT_RECEIPTS,
   Messages,
   ProtocolError,
   UnknownMessageError,
@@ -13,7 +14,7 @@ import {
   encodeFrameHead,
   type Frame,
 } from '../../protocol/index.js';
-import { cat, filled, frame, header, hex, u32 } from '../helpers/bytes.js';
+import { cat, filled, frame, header, hex, str, u32, u8 } from '../helpers/bytes.js';
 import { framesFrom, oneBytePieces, sampleTitle, splitAt } from '../helpers/roundtrip.js';
 import { handBuiltSamples } from '../helpers/samples.js';
 
@@ -157,6 +158,37 @@ t.test('limits are enforced from the header alone', (t) => {
     t.equal(got.length, 1, 'the good frame before it was delivered');
     t.end();
   });
+  t.end();
+});
+
+t.test("a capped list over its maximum is refused as soon as its count arrives, before the body (issue 10)", (t) => {
+  const receipt = filled(164, 7);
+  // REPORT: file id, reason, evidence, an empty manifest, then the receipt count.
+  const head = (n: number): Buffer => cat(filled(32, 1), str('flood'), u8(0), u32(0), u32(n));
+  const over = MAX_REPORT_RECEIPTS + 1;
+  const bodyBytes = head(over).length + over * receipt.length;
+  const prefix = cat(header(Messages.REPORT.code, 9, bodyBytes), head(over));
+  for (let at = 1; at < prefix.length; at++) {
+    // Every way the first bytes can arrive: nothing is refused before the count is whole.
+    const framer = new Framer();
+    let thrown: unknown;
+    try {
+      for (const piece of splitAt(prefix, [at])) framer.push(piece, () => t.fail('no frame may come out'));
+    } catch (err) {
+      thrown = err;
+    }
+    if ((thrown as { code?: string } | undefined)?.code !== 'P2P_TOO_MANY_RECEIPTS') {
+      t.fail(`split at ${at}: ${String(thrown)}`);
+      return t.end();
+    }
+  }
+  t.pass(`a REPORT announcing ${over} receipts is refused on its first ${prefix.length} bytes however they arrive, of ${bodyBytes + 10}`);
+  const framer = new Framer();
+  t.doesNotThrow(() => framer.push(prefix.subarray(0, prefix.length - 1), () => undefined), 'not before its count is whole');
+  const ok = cat(header(Messages.REPORT.code, 9, head(MAX_REPORT_RECEIPTS).length + MAX_REPORT_RECEIPTS * receipt.length), head(MAX_REPORT_RECEIPTS));
+  const fine = new Framer();
+  fine.push(ok, () => t.fail('the body is not there yet'));
+  t.ok(fine.pendingBytes > 0, `a REPORT announcing ${MAX_REPORT_RECEIPTS} is awaited`);
   t.end();
 });
 
