@@ -215,7 +215,7 @@ export class Tracker extends EventEmitter {
     const a = this.server.address() as net.AddressInfo;
     this.address = { host: this.opts.listen.host, port: a.port };
     this.cluster.start(this.address);
-    this.log.info({ listen: formatAddress(this.address.host, this.address.port), role: this.cluster.role, id: this.identity.keys.peerId }, `tracker listening; its key's id is ${this.identity.keys.peerId}`);
+    this.log.info({ listen: formatAddress(this.address.host, this.address.port), role: this.cluster.role, id: this.identity.keys.peerId }, 'tracker listening');
     return this.address;
   }
 

@@ -55,7 +55,7 @@ export async function connectSource(h: Holder, deps: ConnectDeps): Promise<Sourc
   deps.signal.addEventListener('abort', hangUp);
   try {
     // TLS proves the key the tracker lists for this holder, and ours to it.
-    conn = await dial({ host: h.host, port: h.port }, { connectTimeoutMs: 2000, requestTimeoutMs: 30_000, readTimeoutMs: 60_000, maxBodyBytes: 64 * 1024 * 1024, logger: deps.logger, tls: peerTls(deps.identity, h.publicKey, `peer ${address}`) });
+    conn = await dial({ host: h.host, port: h.port }, { connectTimeoutMs: 2000, requestTimeoutMs: 30_000, readTimeoutMs: 60_000, maxBodyBytes: 64 * 1024 * 1024, logger: deps.logger, tls: peerTls(deps.identity, h.publicKey, `peer ${address}`), signal: deps.signal });
     deps.signal.throwIfAborted();
     const t0 = deps.now();
     await clientHandshake(conn, deps.advertisePort(), 3000);

@@ -330,8 +330,9 @@ export class Connection extends EventEmitter {
     if (badInput) this.socket.pause();
     this.socket.end();
     const t = setTimeout(() => this.socket.destroy(), 500);
-    // A socket that reads no more never sees the other side's FIN: only this timer ends it, so it must run.
-    if (!badInput) t.unref();
+    // A socket that reads no more never sees the other side's FIN, and a TLS socket may wait on the other
+    // side's close_notify: only this timer ends them, so it must run.
+    if (!badInput && !(this.socket instanceof tls.TLSSocket)) t.unref();
     this.socket.once('close', () => clearTimeout(t));
     this.failPending(err ?? new ConnectionClosedError());
   }
@@ -594,6 +595,8 @@ export interface DialOptions extends ConnectionOptions {
   connectTimeoutMs?: number;
   /** TLS 1.3 (every link between hosts): what we present and how the server's key is checked. */
   tls?: TlsDialOptions | undefined;
+  /** Aborting gives up the connection attempt at once (P2P_CONNECT_FAILED); a connection already made is the caller's. */
+  signal?: AbortSignal | undefined;
 }
 
 /** Opens a TCP connection (or a Unix socket when `path` is given) and wraps it. */
@@ -641,11 +644,15 @@ function dialTls(target: { host: string; port: number }, options: DialOptions, o
   const label = formatAddress(target.host, target.port);
   return new Promise((resolve, reject) => {
     const socket = tls.connect({ ...clientOptions(o, target.host), host: target.host, port: target.port });
+    const onAbort = (): void => fail(new P2PError('P2P_CONNECT_FAILED', `gave up connecting to ${label}`));
     const fail = (err: P2PError): void => {
       clearTimeout(timer);
+      options.signal?.removeEventListener('abort', onAbort);
       socket.destroy();
       reject(err);
     };
+    if (options.signal?.aborted) return onAbort();
+    options.signal?.addEventListener('abort', onAbort, { once: true });
     const timer = setTimeout(() => fail(new P2PError('P2P_CONNECT_FAILED', `${label} did not complete a TLS handshake in ${connectTimeoutMs} ms`)), connectTimeoutMs);
     socket.once('secureConnect', () => {
       socket.removeListener('error', onError);
@@ -655,6 +662,7 @@ function dialTls(target: { host: string; port: number }, options: DialOptions, o
         return fail(toP2PError(err));
       }
       clearTimeout(timer);
+      options.signal?.removeEventListener('abort', onAbort);
       resolve(new Connection(socket, options));
     });
     const onError = (err: NodeJS.ErrnoException): void => {

@@ -97,6 +97,13 @@ interface Follower {
   want: number;
 }
 
+/**
+ * A link with more than this unsent is still writing a batch (batches are up to 512 KiB). Less is the
+ * small change any link holds for a moment (TLS writes leave a status message in the buffer until the
+ * next turn of the event loop): it must not keep a lost batch from being sent again.
+ */
+const BUSY_LINK_BYTES = 64 * 1024;
+
 /** Entries kept in the log after they are applied, so a backup briefly behind catches up without a snapshot. */
 export const KEEP_ENTRIES = 4096;
 
@@ -403,7 +410,7 @@ export class RaftNode {
       this.handoverAfter = now + this.o.failoverMs; // take writes for a while before trying again
     }
     for (const [r, f] of this.followers) {
-      if (f.awaiting && (this.o.unsent?.(r) ?? 0) > 0) {
+      if (f.awaiting && (this.o.unsent?.(r) ?? 0) > BUSY_LINK_BYTES) {
         f.sentAt = now; // still on its way out: the wait for an answer starts once it has left
         continue;
       }

@@ -336,7 +336,13 @@ t.test('a tracker with fresh data never becomes main while one with state is rea
   await until('the write on t1', async () => (await blacklistOn(fleet, 1)).includes('10.7.0.1'));
   await fleet.stop(0);
   await fleet.stop(1);
-  fs.rmSync(fleet.members[0]!.dataDir, { recursive: true }); // t0 loses its disk
+  // t0 loses its disk, all but its identity key (restored from where keys are provisioned: with a new key
+  // the other tracker would rightly refuse it as an impostor).
+  const dataDir = fleet.members[0]!.dataDir;
+  const key = fs.readFileSync(path.join(dataDir, 'identity.key'));
+  fs.rmSync(dataDir, { recursive: true });
+  fs.mkdirSync(dataDir, { mode: 0o700 });
+  fs.writeFileSync(path.join(dataDir, 'identity.key'), key, { mode: 0o600 });
   fleet.members[0]!.log.length = 0;
 
   await fleet.start(0);
