@@ -5,8 +5,8 @@
  *
  * `--cluster` is positional (a tracker's rank is the place of its own --listen in the list), so each
  * tracker can be given its own list: its own entry is its real address, the others' entries are the
- * proxies through which it reaches them. Every port comes from listen(0): the trackers' ports are
- * reserved (bound, then freed) before anything starts, and no proxy ever listens on one of them.
+ * proxies through which it reaches them. The trackers' ports are
+ * reserved (bound, then freed: reservePorts) before anything starts; the proxies listen on port 0, never on one of them.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

@@ -1,15 +1,22 @@
 /** Small helpers shared by the integration tests: ports known before a cluster starts, and polling. */
 import net from 'node:net';
 
-/** Ports for daemons that must know each other's addresses before they start (bound on port 0, then freed). */
+/** Ports for daemons that must know each other's addresses before they start (bound, then freed). */
 export async function reservePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<net.Server>((resolve) => {
-      const s = net.createServer().listen(0, '127.0.0.1', () => resolve(s));
-    })),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  // Below the ephemeral range (32768-60999 on Linux): a port from listen(0), once released, can be taken
+  // as the local port of any outgoing connection of a test running alongside before the tracker binds it.
+  const held: net.Server[] = [];
+  while (held.length < n) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const server = await new Promise<net.Server | undefined>((resolve) => {
+      const s = net.createServer();
+      s.once('error', () => resolve(undefined));
+      s.listen(port, '127.0.0.1', () => resolve(s));
+    });
+    if (server) held.push(server);
+  }
+  const ports = held.map((s) => (s.address() as net.AddressInfo).port);
+  await Promise.all(held.map((s) => new Promise((r) => s.close(r))));
   return ports;
 }
 
