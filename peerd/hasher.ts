@@ -109,9 +109,12 @@ export class WorkerHasher implements Hasher {
     }
     const id = this.nextId++;
     if (this.pending.size === 0) worker.ref(); // a hash in progress keeps the process up
+    // The receipt's fields may be views into a large buffer (a TLS read's, a frame's): a message copies
+    // the whole buffer under a view, so each field goes as a copy of exactly its own bytes.
+    const own = receipt && { publicKey: new Uint8Array(receipt.publicKey), payload: new Uint8Array(receipt.payload), signature: new Uint8Array(receipt.signature) };
     return new Promise((resolve) => {
       this.pending.set(id, { data, receipt, resolve });
-      worker.postMessage({ id, slot, offset: data.byteOffset, length: data.length, receipt });
+      worker.postMessage({ id, slot, offset: data.byteOffset, length: data.length, receipt: own });
     });
   }
 
