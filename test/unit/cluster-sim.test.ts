@@ -9,7 +9,7 @@ import t from 'tap';
 import { DEFAULT_SIM, runSchedule } from '../../bench/cluster-sim.js';
 import { sizeOf } from '../../bench/sim.js';
 
-const SCHEDULES = Number(process.env.P2P_SIM_SCHEDULES ?? 1000);
+const SCHEDULES = Number(process.env.P2P_SIM_SCHEDULES ?? 600);
 const base = Number(process.env.P2P_SIM_SEED ?? Math.floor(Math.random() * 1e9));
 
 t.test(`${SCHEDULES} random schedules from seed ${base}: one main per term, nothing acknowledged lost, a main once healed, one state`, (t) => {
