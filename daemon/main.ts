@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import path from 'node:path';
-import { ensureDataDir, loadIdentityFile, parseAddress, parsePinnedAddressList } from '../protocol/index.js';
+import { loadIdentityFile, parseAddress, parsePinnedAddressList } from '../protocol/index.js';
+import { ensurePrivateDir } from '../protocol/local-files.js';
 import { LOG_LEVELS, onShutdownSignal, packageVersion, stderrLogger, usageError } from '../protocol/program.js';
 import { parseReportPolicy } from './reports.js';
 import { DEFAULTS, Tracker } from './tracker.js';
@@ -40,7 +41,7 @@ const argv = yargs(hideBin(process.argv))
 
 if (argv['print-id']) {
   try {
-    ensureDataDir(argv.data);
+    ensurePrivateDir(argv.data, { warn: () => undefined });
     process.stdout.write(`${loadIdentityFile(path.join(argv.data, 'identity.key')).keys.peerId}\n`);
     process.exit(0);
   } catch (err) {

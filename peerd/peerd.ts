@@ -21,7 +21,7 @@ import {
   type KeyPair,
   type PinnedAddress,
   type TlsIdentity,
-  tlsIdentity,
+  loadIdentityFile,
 } from '../protocol/index.js';
 import { ensurePrivateDir } from '../protocol/local-files.js';
 import { BlacklistCache } from './blacklist-cache.js';
@@ -32,7 +32,6 @@ import type { CommandName, ControlCommands, FileInfo, GetArgs, StatusInfo } from
 import { PeerDb } from './db.js';
 import { Download, isStrategy, type DownloadResult, type Strategy } from './downloader.js';
 import { RateMeter, TokenBucket } from './rate.js';
-import { loadIdentity } from './identity.js';
 import { Library, type SharedFile } from './library.js';
 import { TrackerClient } from './tracker-client.js';
 
@@ -111,8 +110,8 @@ export class PeerDaemon {
     this.log = opts.logger ?? silentLogger;
     this.hasher = new WorkerHasher(this.log);
     ensurePrivateDir(opts.dataDir, this.log);
-    this.keys = loadIdentity(opts.dataDir);
-    this.identity = tlsIdentity(this.keys, path.join(opts.dataDir, 'identity.crt'));
+    this.identity = loadIdentityFile(path.join(opts.dataDir, 'identity.key'));
+    this.keys = this.identity.keys;
     this.db = new PeerDb(opts.dataDir);
     this.socketPath = opts.socketPath ?? path.join(opts.dataDir, 'peerd.sock');
     this.library = new Library(opts.shareDir, this.db, this.log);

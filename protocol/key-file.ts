@@ -4,13 +4,10 @@
  * the key (a new key is a new identity).
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { generateKeyPair, keyPairFromPem } from './identity.js';
+import { syncFolderSync } from './local-files.js';
 import { tlsIdentity, type TlsIdentity } from './tls.js';
-
-/** Creates the data folder `dir` (mode 0700) if it is missing. */
-export function ensureDataDir(dir: string): void {
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-}
 
 /** Loads `keyFile` (making it first if missing) and its certificate `keyFile` with `.crt` for `.key`. */
 export function loadIdentityFile(keyFile: string): TlsIdentity {
@@ -24,8 +21,11 @@ export function loadIdentityFile(keyFile: string): TlsIdentity {
   if (pem === undefined) {
     pem = generateKeyPair().pem;
     const tmp = `${keyFile}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, pem, { mode: 0o600 });
+    // Synced before the rename and the folder after it: a power loss must not leave an empty key file
+    // (the daemon could not start) or lose the key its id was announced under.
+    fs.writeFileSync(tmp, pem, { mode: 0o600, flush: true });
     fs.renameSync(tmp, keyFile);
+    syncFolderSync(path.dirname(keyFile));
   }
   return tlsIdentity(keyPairFromPem(pem), keyFile.replace(/\.key$/, '') + '.crt');
 }
