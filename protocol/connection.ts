@@ -147,7 +147,7 @@ export class Connection extends EventEmitter {
     this.remotePort = socket.remotePort ?? 0;
     this.log = (options.logger ?? silentLogger).child({ conn: this.id, remote: `${this.remoteAddress}:${this.remotePort}` });
     socket.setNoDelay(true);
-    if (!options.readScratch) socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    if (!options.readScratch) socket.on('data', (chunk: Buffer) => this.receive(chunk));
     socket.on('drain', () => {
       if (!this.closed) socket.resume();
       this.emit('drain');
@@ -375,7 +375,8 @@ export class Connection extends EventEmitter {
     this.consume(() => this.framer.commitRead(n, (frame) => this.onFrame(frame)));
   }
 
-  private onData(chunk: Buffer): void {
+  /** Bytes read from the socket outside `onread` ('data' events, or reads before the connection existed). */
+  receive(chunk: Buffer): void {
     if (this.closed) return;
     if (this.retiring.length > 0) this.releaseRetired();
     this.consume(() => this.framer.push(chunk, (frame) => this.onFrame(frame)));
@@ -599,51 +600,35 @@ export interface DialOptions extends ConnectionOptions {
   signal?: AbortSignal | undefined;
 }
 
-/** Opens a TCP connection (or a Unix socket when `path` is given) and wraps it. */
+/**
+ * Opens a connection and wraps it: TCP, TLS 1.3 when `options.tls` is given (the key the server proved is
+ * checked before anything is sent), or a Unix socket when `path` is given. Reads go where the
+ * connection's framer says, through `onread` (TLS too: Node decrypts straight into our buffer), so a
+ * chunk's body lands in its pooled buffer without a copy in JavaScript or a buffer per read.
+ */
 export function dial(target: { host: string; port: number } | { path: string }, options: DialOptions = {}): Promise<Connection> {
-  if (options.tls && 'host' in target) return dialTls(target, options, options.tls);
   const connectTimeoutMs = options.connectTimeoutMs ?? 3000;
+  const tlsOptions = 'host' in target ? options.tls : undefined;
+  const label = 'path' in target ? target.path : formatAddress(target.host, target.port);
   return new Promise((resolve, reject) => {
-    // Reads go where the connection's framer says (a chunk's body straight into its buffer), through a
-    // scratch buffer the framer keeps; until the connection exists nothing can be read into it.
     const readScratch = Buffer.allocUnsafe(SCRATCH_BYTES);
     let conn: Connection | undefined;
+    // Bytes read before the connection exists (TLS can deliver some with the end of its handshake).
+    const early: Buffer[] = [];
     const onread = {
       buffer: (): Buffer => conn?.readBuffer() ?? readScratch,
       callback: (n: number): boolean => {
-        conn?.onRead(n);
+        if (conn) conn.onRead(n);
+        else early.push(Buffer.from(readScratch.subarray(0, n)));
         return true;
       },
     };
-    const socket = 'path' in target ? net.connect({ path: target.path, onread }) : net.connect({ port: target.port, host: target.host, onread });
-    const label = 'path' in target ? target.path : formatAddress(target.host, target.port);
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new P2PError('P2P_CONNECT_FAILED', `${label} did not accept a connection in ${connectTimeoutMs} ms`));
-    }, connectTimeoutMs);
-    socket.once('connect', () => {
-      clearTimeout(timer);
-      socket.removeListener('error', onError);
-      conn = new Connection(socket, { ...options, readScratch });
-      resolve(conn);
-    });
-    const onError = (err: NodeJS.ErrnoException): void => {
-      clearTimeout(timer);
-      reject(new P2PError('P2P_CONNECT_FAILED', `cannot connect to ${label}: ${err.code ?? err.message}`, { cause: err }));
-    };
-    socket.once('error', onError);
-  });
-}
-
-/**
- * Opens a TLS 1.3 connection and checks the key the server proved before anything is sent. TLS decrypts
- * into its own buffers, so the framer copies each body once (no reads straight into a chunk buffer).
- */
-function dialTls(target: { host: string; port: number }, options: DialOptions, o: TlsDialOptions): Promise<Connection> {
-  const connectTimeoutMs = options.connectTimeoutMs ?? 3000;
-  const label = formatAddress(target.host, target.port);
-  return new Promise((resolve, reject) => {
-    const socket = tls.connect({ ...clientOptions(o, target.host), host: target.host, port: target.port });
+    const socket =
+      'path' in target
+        ? net.connect({ path: target.path, onread })
+        : tlsOptions
+          ? tls.connect(tlsWithOnread({ ...clientOptions(tlsOptions, target.host), host: target.host, port: target.port }, onread))
+          : net.connect({ port: target.port, host: target.host, onread });
     const onAbort = (): void => fail(new P2PError('P2P_CONNECT_FAILED', `gave up connecting to ${label}`));
     const fail = (err: P2PError): void => {
       clearTimeout(timer);
@@ -653,24 +638,34 @@ function dialTls(target: { host: string; port: number }, options: DialOptions, o
     };
     if (options.signal?.aborted) return onAbort();
     options.signal?.addEventListener('abort', onAbort, { once: true });
-    const timer = setTimeout(() => fail(new P2PError('P2P_CONNECT_FAILED', `${label} did not complete a TLS handshake in ${connectTimeoutMs} ms`)), connectTimeoutMs);
-    socket.once('secureConnect', () => {
+    const what = tlsOptions ? 'complete a TLS handshake' : 'accept a connection';
+    const timer = setTimeout(() => fail(new P2PError('P2P_CONNECT_FAILED', `${label} did not ${what} in ${connectTimeoutMs} ms`)), connectTimeoutMs);
+    socket.once(tlsOptions ? 'secureConnect' : 'connect', () => {
       socket.removeListener('error', onError);
-      try {
-        verifyServer(socket, o);
-      } catch (err) {
-        return fail(toP2PError(err));
+      if (tlsOptions) {
+        try {
+          verifyServer(socket as tls.TLSSocket, tlsOptions);
+        } catch (err) {
+          return fail(toP2PError(err));
+        }
       }
       clearTimeout(timer);
       options.signal?.removeEventListener('abort', onAbort);
-      resolve(new Connection(socket, options));
+      conn = new Connection(socket, { ...options, readScratch });
+      for (const bytes of early) conn.receive(bytes);
+      resolve(conn);
     });
     const onError = (err: NodeJS.ErrnoException): void => {
-      const what = err.code?.startsWith('ERR_SSL') || err.code?.startsWith('ERR_TLS') ? `no TLS 1.3 handshake with ${label} (${err.message})` : `cannot connect to ${label}: ${err.code ?? err.message}`;
-      fail(new P2PError('P2P_CONNECT_FAILED', what, { cause: err }));
+      const tlsFailed = err.code?.startsWith('ERR_SSL') || err.code?.startsWith('ERR_TLS');
+      fail(new P2PError('P2P_CONNECT_FAILED', tlsFailed ? `no TLS 1.3 handshake with ${label} (${err.message})` : `cannot connect to ${label}: ${err.code ?? err.message}`, { cause: err }));
     };
     socket.once('error', onError);
   });
+}
+
+/** tls.connect takes `onread` like net.connect when it opens the socket itself (Node >= 14.16; @types/node lacks it). */
+function tlsWithOnread(options: tls.ConnectionOptions, onread: net.OnReadOpts): tls.ConnectionOptions {
+  return Object.assign(options, { onread });
 }
 
 export function formatAddress(host: string, port: number): string {
