@@ -53,7 +53,11 @@ interface Options {
   seederNodeArgs: string[];
   warmup: number;
   waitQuietSeconds: number;
+  /** Chunk links to measure: in TLS (the default), and plain (both sides with --plain-chunk-links). */
+  links: LinkMode[];
 }
+
+type LinkMode = 'tls' | 'plain';
 
 interface RunRecord {
   run: number;
@@ -108,6 +112,7 @@ function parseFlags() {
       'seeder-node-args': { type: 'string', default: '' },
       warmup: { type: 'string', default: '1' },
       'wait-quiet': { type: 'string', default: '0' },
+      links: { type: 'string', default: 'tls,plain' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -136,6 +141,8 @@ function parseOptions(): Options {
         '  --warmup N     untimed baseline transfers first (default 1; see bench/README.md)',
         '  --wait-quiet S on a shared machine, before each round wait up to S seconds for other work to',
         '                 drop below 10% of the CPUs (default 0: do not wait)',
+        '  --links LIST   chunk links to measure: tls (the default setting), plain (downloader and seeders',
+        '                 with --plain-chunk-links); default tls,plain',
         '  --downloader-node-args=ARGS',
         '                 node flags for the downloading daemons only, to investigate a result, e.g.',
         '                 --downloader-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof" or ="--trace-gc"',
@@ -150,6 +157,11 @@ function parseOptions(): Options {
   const int = (flag: string, v: string, min = 1): number => intFlag('loopback', flag, v, min);
   const sizeMiB = int('size-mib', values['size-mib'], 1);
   const peers = values.peers.split(',').map((p) => int('peers', p.trim(), 1));
+  const links = [...new Set(values.links.split(',').map((l) => l.trim()))];
+  for (const l of links) if (l !== 'tls' && l !== 'plain') {
+    process.stderr.write(`loopback: --links: '${l}' is neither tls nor plain\n`);
+    process.exit(2);
+  }
   const results = values.results ?? (sizeMiB === FULL_SIZE_MIB ? path.join(ROOT, 'bench', 'results') : undefined);
   return {
     sizeMiB,
@@ -161,7 +173,13 @@ function parseOptions(): Options {
     waitQuietSeconds: int('wait-quiet', values['wait-quiet'], 0),
     downloaderNodeArgs: values['downloader-node-args'].split(/\s+/).filter(Boolean),
     seederNodeArgs: values['seeder-node-args'].split(/\s+/).filter(Boolean),
+    links: links as LinkMode[],
   };
+}
+
+/** `peers-4` (chunk links in TLS, the default) or `peers-4-plain` (--plain-chunk-links on both sides). */
+function scenarioKey(holders: number, link: LinkMode): string {
+  return link === 'plain' ? `peers-${holders}-plain` : `peers-${holders}`;
 }
 
 function log(line: string): void {
@@ -291,7 +309,8 @@ function markdown(report: Report): string {
     `the whole \`p2p get\` process instead (its start included). curl from nginx: curl's whole run plus \`sync -d\` of`,
     `the file; its CPU is curl's and sync's, its senders' CPU nginx's. CPU and RSS are the receiving process's:`,
     `the downloading p2p-peerd, or the baseline receiver; the last column adds up the sending processes (the`,
-    `seeders, or the baseline sender). RSS in MB (10^6 bytes).`,
+    `seeders, or the baseline sender). RSS in MB (10^6 bytes). Chunk links run in TLS 1.3 (the default), or, in`,
+    `the "plain chunk links" rows, without it (downloader and seeders with \`--plain-chunk-links\`; README.md, section 6).`,
     '',
     '| scenario | runs | median MiB/s | ratio to baseline | by wall time | median s | CPU s/GiB | peak RSS MB | senders\' CPU s/GiB |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
@@ -358,16 +377,19 @@ async function main(): Promise<void> {
     }
     for (let i = 1; i <= maxHolders; i++) {
       const held = opts.peers.filter((holders) => holders >= i).map((holders) => files.get(holders)!.source);
-      seeders.push(await startPeer(ws, `seeder${i}`, tracker, { files: held, nodeArgs: opts.seederNodeArgs }));
+      // With plain links measured, the seeders take both kinds (a TLS downloader is served as without the flag).
+      const args = opts.links.includes('plain') ? ['--plain-chunk-links'] : [];
+      seeders.push(await startPeer(ws, `seeder${i}`, tracker, { files: held, nodeArgs: opts.seederNodeArgs, args }));
     }
     log(`starting ${seeders.length} seeder(s); each hashes its files before it shares them`);
     await Promise.all(seeders.map((s, i) => waitReady(ws, s, opts.peers.filter((holders) => holders >= i + 1).length)));
     // A downloader per scenario, started fresh, so its VmHWM is that scenario's peak.
-    const downloaders = new Map<number, { peer: Peer; id: string }>();
-    for (const holders of opts.peers) {
-      const peer = await startPeer(ws, `downloader-${holders}`, tracker, { nodeArgs: opts.downloaderNodeArgs });
+    const scenarioKeys = opts.peers.flatMap((holders) => opts.links.map((link) => ({ holders, link, key: scenarioKey(holders, link) })));
+    const downloaders = new Map<string, { peer: Peer; id: string }>();
+    for (const { holders, link, key } of scenarioKeys) {
+      const peer = await startPeer(ws, `downloader-${key}`, tracker, { nodeArgs: opts.downloaderNodeArgs, args: link === 'plain' ? ['--plain-chunk-links'] : [] });
       await waitReady(ws, peer, 0);
-      downloaders.set(holders, { peer, id: await waitHolders(peer, files.get(holders)!.name, holders) });
+      downloaders.set(key, { peer, id: await waitHolders(peer, files.get(holders)!.name, holders) });
     }
 
     const quiet = async (): Promise<void> => {
@@ -390,7 +412,7 @@ async function main(): Promise<void> {
     // all scenarios alike rather than on whichever ran while it lasted.
     const baselineRuns: RunRecord[] = [];
     const curlRuns: RunRecord[] = [];
-    const p2pRuns = new Map<number, RunRecord[]>(opts.peers.map((holders) => [holders, []]));
+    const p2pRuns = new Map<string, RunRecord[]>(scenarioKeys.map(({ key }) => [key, []]));
     for (let run = 1; run <= opts.runs; run++) {
       if (run > 1) await quiet();
       const out = path.join(outDir, 'baseline.bin');
@@ -412,14 +434,14 @@ async function main(): Promise<void> {
         curlRuns.push(cr);
         log(`run ${run} curl from nginx: ${fmt(cr.mibPerSec, 0)} MiB/s (${fmt(c.seconds, 2)} s with the sync), CPU ${fmt(cr.cpuSecondsPerGiB, 2)} s/GiB, nginx ${fmt(cr.senderCpuSecondsPerGiB, 2)} s/GiB`);
       }
-      for (const holders of opts.peers) {
-        const { peer, id } = downloaders.get(holders)!;
+      for (const { holders, link, key } of scenarioKeys) {
+        const { peer, id } = downloaders.get(key)!;
         const r = await download(peer, seeders.slice(0, holders), trackerProc, id, path.join(outDir, files.get(holders)!.name), run);
         if (r.bytes !== opts.sizeMiB * MIB) throw new Error(`the download reported ${r.bytes} bytes, not ${opts.sizeMiB * MIB}`);
-        p2pRuns.get(holders)!.push(r);
+        p2pRuns.get(key)!.push(r);
         const parts = r.perPeerBytes!.map((p) => `${fmt(p.bytes / MIB, 0)}`).join('/');
         log(
-          `run ${run} from ${holders} peer(s): ${fmt(r.mibPerSec, 0)} MiB/s (${fmt(r.seconds, 2)} s), CPU ${fmt(r.cpuSecondsPerGiB, 2)} s/GiB ` +
+          `run ${run} from ${holders} peer(s), ${link} links: ${fmt(r.mibPerSec, 0)} MiB/s (${fmt(r.seconds, 2)} s), CPU ${fmt(r.cpuSecondsPerGiB, 2)} s/GiB ` +
             `(kernel ${fmt(r.cpuSystemSecondsPerGiB, 2)}), senders ${fmt(r.senderCpuSecondsPerGiB, 2)} s/GiB, RSS ${fmt(r.peakRssBytes / 1e6, 0)} MB, MiB per peer ${parts}, others ${fmt(r.otherCpuSeconds, 1)} CPU s`,
         );
       }
@@ -428,9 +450,10 @@ async function main(): Promise<void> {
     const baselineMedian = median(baselineRuns.map((r) => r.mibPerSec));
     const scenarios: ScenarioResult[] = [summarize('baseline', 'baseline: plain TCP, 1 connection', 1, baselineRuns, baselineMedian)];
     if (curlRuns.length > 0) scenarios.push(summarize('curl-nginx', 'curl from nginx, then sync -d', 1, curlRuns, baselineMedian));
-    for (const holders of opts.peers) {
-      const hwm = memoryBytes(downloaders.get(holders)!.peer.proc.pid, 'VmHWM');
-      scenarios.push(summarize(`peers-${holders}`, `p2p get from ${holders} peer${holders > 1 ? 's' : ''}`, holders, p2pRuns.get(holders)!, baselineMedian, hwm));
+    for (const { holders, link, key } of scenarioKeys) {
+      const hwm = memoryBytes(downloaders.get(key)!.peer.proc.pid, 'VmHWM');
+      const title = `p2p get from ${holders} peer${holders > 1 ? 's' : ''}${link === 'plain' ? ', plain chunk links' : ''}`;
+      scenarios.push(summarize(key, title, holders, p2pRuns.get(key)!, baselineMedian, hwm));
     }
 
     const p2pScenarios = scenarios.filter((s) => s.key.startsWith('peers-'));

@@ -41,6 +41,8 @@ export interface PeerOptions {
   command?: string;
   commandArgs?: string[];
   env?: NodeJS.ProcessEnv;
+  /** More p2p-peerd flags (e.g. --plain-chunk-links). */
+  args?: string[];
 }
 
 /** Hard-links `file` into `dir` (already there: nothing to do). */
@@ -58,7 +60,7 @@ export async function startPeer(ws: Workspace, name: string, tracker: string, op
   const data = await ws.mkdir(name, 'data');
   for (const f of opts.files ?? []) await linkInto(share, f);
   const socket = path.join(data, 'peerd.sock');
-  const args = ['--trackers', tracker, '--share', share, '--data', data, '--listen', '127.0.0.1:0', '--log-level', 'warn'];
+  const args = ['--trackers', tracker, '--share', share, '--data', data, '--listen', '127.0.0.1:0', '--log-level', 'warn', ...(opts.args ?? [])];
   const proc = ws.start(name, PROGRAMS.peerd, args, {
     ...(opts.command ? { command: opts.command, commandArgs: [...(opts.commandArgs ?? []), process.execPath, ...(opts.nodeArgs ?? [])] } : { commandArgs: opts.nodeArgs ?? [] }),
     ...(opts.env ? { env: opts.env } : {}),

@@ -13,6 +13,7 @@ import { LRUCache } from 'lru-cache';
 import {
   Connection,
   ConnectionLimiter,
+  type AcceptedConnection,
   formatAddress,
   MAX_REPORT_RECEIPTS,
   P2PError,
@@ -236,9 +237,10 @@ export class Tracker extends EventEmitter {
   }
 
   private onSocket(socket: net.Socket): void {
-    const accepted = this.limiter.accept(socket);
-    if (!accepted) return;
-    const { conn, handshake } = accepted;
+    this.limiter.accept(socket, (accepted) => this.onAccepted(accepted));
+  }
+
+  private onAccepted({ conn, handshake }: AcceptedConnection): void {
     const session: Session = { conn, hs: handshake, role: 0, listenPort: 0 };
     this.sessions.add(session);
     conn.onRequest((req) => this.onRequest(session, req));

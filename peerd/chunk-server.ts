@@ -33,6 +33,7 @@ import {
   type KeyPair,
   type TlsIdentity,
   type ServerHandshake,
+  type AcceptedConnection,
   type Timer,
 } from '../protocol/index.js';
 import type { BlacklistCache } from './blacklist-cache.js';
@@ -53,8 +54,13 @@ export const SEND_TIMEOUT_MS = 20_000;
 
 export interface ChunkServerOptions {
   keys: KeyPair;
-  /** Our key's certificate: every chunk connection runs in TLS. */
+  /** Our key's certificate: every chunk connection runs in TLS, unless `plainLinks`. */
   identity: TlsIdentity;
+  /**
+   * --plain-chunk-links: also serve downloaders that come without TLS (they prove their key with
+   * PLAIN_AUTH; see protocol/plain-link.ts). Off: they are refused with P2P_TLS_REQUIRED.
+   */
+  plainLinks?: boolean;
   library: Library;
   blacklist: BlacklistCache;
   logger: Logger;
@@ -127,6 +133,7 @@ export class ChunkServer {
       tooManyMessage: 'this peer has too many connections',
       handshakeTimeoutMessage: 'no handshake within the deadline',
       tls: serverContext(opts.identity),
+      plain: opts.plainLinks ?? false,
     });
     this.server = net.createServer((s) => this.onSocket(s));
   }
@@ -165,8 +172,10 @@ export class ChunkServer {
   }
 
   private onSocket(socket: net.Socket): void {
-    const accepted = this.limiter.accept(socket);
-    if (!accepted) return;
+    this.limiter.accept(socket, (accepted) => this.onAccepted(accepted));
+  }
+
+  private onAccepted(accepted: AcceptedConnection): void {
     const pc: PeerConn = { conn: accepted.conn, hs: accepted.handshake, chunksUnsent: 0, sendTimer: undefined };
     this.conns.add(pc);
     pc.conn.onRequest((req) => this.onRequest(pc, req));
@@ -177,6 +186,22 @@ export class ChunkServer {
       // Requests still waiting for a buffer get none; the socket gives back the ones its chunks held.
       this.slots.drop(pc);
     });
+  }
+
+  /** The downloader's key is proven: served, unless it or its address is blacklisted. */
+  private async welcome(pc: PeerConn, requestId: number, peerId: string): Promise<void> {
+    const { conn } = pc;
+    if (await this.opts.blacklist.isBanned(peerId, conn.remoteAddress)) {
+      this.log.info({ peerId, remote: conn.remoteAddress }, 'refused a blacklisted downloader');
+      const err = new P2PError('P2P_BLACKLISTED', 'you are blacklisted; this peer will not serve you');
+      conn.replyError(requestId, err);
+      conn.close(err);
+      return;
+    }
+    pc.peerId = peerId;
+    pc.hs.markReady();
+    if (pc.hs.plain) this.log.debug({ peerId, remote: conn.remoteAddress }, 'plain chunk link (--plain-chunk-links)');
+    conn.reply(requestId, 'WELCOME', { peerId, observedHost: conn.remoteAddress, observedPort: conn.remotePort, leaseMs: 0, role: 'peer', term: 0, primary: '', proof: Buffer.alloc(0) });
   }
 
   /** A chunk was handed to the socket: the send deadline runs until the socket has taken every one. */
@@ -211,21 +236,20 @@ export class ChunkServer {
         conn.reply(req.requestId, 'PONG', {});
         return;
       case 'HELLO': {
-        pc.hs.acceptHello();
-        // TLS proved the downloader's key (and ours to it, which it checks against the tracker's list).
-        const peerId = pc.hs.peerId(req as IncomingRequest<'HELLO'>, 'only peers that present the certificate of their key are served');
-        if (await this.opts.blacklist.isBanned(peerId, conn.remoteAddress)) {
-          this.log.info({ peerId, remote: conn.remoteAddress }, 'refused a blacklisted downloader');
-          const err = new P2PError('P2P_BLACKLISTED', 'you are blacklisted; this peer will not serve you');
-          conn.replyError(req.requestId, err);
-          conn.close(err);
+        const hello = req as IncomingRequest<'HELLO'>;
+        if (pc.hs.plain) {
+          // No TLS: the downloader proves its key by signing this nonce (PLAIN_AUTH).
+          conn.reply(req.requestId, 'PLAIN_CHALLENGE', { nonce: pc.hs.challenge(hello, 'only peers are served') });
           return;
         }
-        pc.peerId = peerId;
-        pc.hs.markReady();
-        conn.reply(req.requestId, 'WELCOME', { peerId, observedHost: conn.remoteAddress, observedPort: conn.remotePort, leaseMs: 0, role: 'peer', term: 0, primary: '', proof: Buffer.alloc(0) });
+        pc.hs.acceptHello();
+        // TLS proved the downloader's key (and ours to it, which it checks against the tracker's list).
+        await this.welcome(pc, req.requestId, pc.hs.peerId(hello, 'only peers that present the certificate of their key are served'));
         return;
       }
+      case 'PLAIN_AUTH':
+        await this.welcome(pc, req.requestId, pc.hs.answer((req as IncomingRequest<'PLAIN_AUTH'>).body, this.opts.keys.publicKey));
+        return;
     }
     pc.hs.requireReady(req);
     if (this.opts.blacklist.knownBanned(pc.peerId!, conn.remoteAddress)) {

@@ -61,6 +61,8 @@ export interface DownloadDeps {
   chunkPool?: ChunkPool | undefined;
   /** Checks chunks (hash and receipt) off the main thread; without it, a hasher of this download's own. */
   hasher?: Hasher | undefined;
+  /** --plain-chunk-links: holders are tried without TLS first (see source.ts). */
+  plainLinks?: boolean | undefined;
 }
 
 export interface DownloadRequest {
@@ -300,7 +302,7 @@ export class Download extends EventEmitter {
       maxPeers: this.req.maxPeers,
       alive: () => this.alive(),
       spareCount: () => this.spares.length,
-      measure: (h) => connectSource(h, { identity: this.deps.identity, logger: this.log, advertisePort: this.deps.advertisePort, now: () => this.clock.now(), signal: this.hangUp.signal }),
+      measure: (h) => connectSource(h, { identity: this.deps.identity, logger: this.log, advertisePort: this.deps.advertisePort, now: () => this.clock.now(), signal: this.hangUp.signal, plainLinks: this.deps.plainLinks ?? false }),
       use: (s) => this.use(s),
       keepSpare: (s) => this.keepSpare(s),
       useSpares: (n) => {

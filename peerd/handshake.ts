@@ -1,4 +1,4 @@
-import { P2PError, Role, type Body, type Connection, type TlsDialOptions, type TlsIdentity } from '../protocol/index.js';
+import { P2PError, Role, plainAuthPayload, signPayload, type Body, type Connection, type KeyPair, type TlsDialOptions, type TlsIdentity } from '../protocol/index.js';
 
 export const SOFTWARE = 'p2pshare-peerd/0.1';
 
@@ -8,6 +8,17 @@ export const SOFTWARE = 'p2pshare-peerd/0.1';
  */
 export function clientHandshake(conn: Connection, listenPort: number, timeoutMs = 3000): Promise<Body<'WELCOME'>> {
   return conn.request('HELLO', { role: Role.peer, listenPort, software: SOFTWARE, link: Buffer.alloc(0) }, 'WELCOME', { timeoutMs });
+}
+
+/**
+ * The client's side on a plain chunk link (no TLS; --plain-chunk-links): HELLO -> PLAIN_CHALLENGE, then
+ * PLAIN_AUTH, our key's signature of the nonce and of the key of the seeder we meant to reach -> WELCOME.
+ * A seeder that takes only TLS answers HELLO with P2P_TLS_REQUIRED.
+ */
+export async function plainClientHandshake(conn: Connection, listenPort: number, keys: KeyPair, serverKey: Buffer, timeoutMs = 3000): Promise<Body<'WELCOME'>> {
+  const { nonce } = await conn.request('HELLO', { role: Role.peer, listenPort, software: SOFTWARE, link: Buffer.alloc(0) }, 'PLAIN_CHALLENGE', { timeoutMs });
+  const signature = signPayload(keys, plainAuthPayload(nonce, serverKey));
+  return conn.request('PLAIN_AUTH', { publicKey: keys.publicKey, signature }, 'WELCOME', { timeoutMs });
 }
 
 /** TLS for dialling a peer: we present our key, and it must prove the key the tracker lists for it. */

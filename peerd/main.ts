@@ -25,6 +25,7 @@ const argv = yargs(hideBin(process.argv))
   .option('max-connections-per-ip', { type: 'number', default: 128, describe: 'connections from one address' })
   .option('handshake-timeout-ms', { type: 'number', default: 2000, describe: 'a connecting peer must prove its key within this' })
   .option('read-timeout-ms', { type: 'number', default: 5000, describe: 'a request frame must arrive whole within this' })
+  .option('plain-chunk-links', { type: 'boolean', default: false, describe: 'chunk connections with peers that also set this skip TLS (less CPU per byte; chunks are still verified and receipts signed, but travel in clear): only on a network you trust' })
   .option('log-level', { type: 'string', default: 'info', choices: LOG_LEVELS })
   .strict()
   .version(packageVersion())
@@ -59,6 +60,7 @@ try {
     maxUploadRate: rate('max-upload-rate', argv['max-upload-rate']),
     maxDownloadRate: rate('max-download-rate', argv['max-download-rate']),
     strategy: argv.strategy as 'adaptive' | 'original',
+    plainChunkLinks: argv['plain-chunk-links'],
     logger: log,
     version: packageVersion(),
   });

@@ -58,6 +58,11 @@ export interface PeerDaemonOptions {
   maxDownloadRate?: number;
   /** Peer choice for downloads: 'adaptive' (default) or 'original' (the original design's rule). */
   strategy?: Strategy;
+  /**
+   * --plain-chunk-links: chunk connections between peers that both set it skip TLS (trusted networks only;
+   * README.md, section 6). Links to trackers stay in TLS.
+   */
+  plainChunkLinks?: boolean;
   /** Test hook: serve wrong bytes on purpose (a malicious seeder). */
   corruptChunks?: boolean;
   version?: string;
@@ -140,6 +145,7 @@ export class PeerDaemon {
       uploadBucket: opts.maxUploadRate ? new TokenBucket(opts.maxUploadRate) : undefined,
       uploadMeter: this.uploadMeter,
       corruptChunks: opts.corruptChunks ?? false,
+      plainLinks: opts.plainChunkLinks ?? false,
       hasher: this.hasher,
       partialSource: (id) => {
         const d = this.downloads.get(id);
@@ -447,6 +453,7 @@ export class PeerDaemon {
         downloadBucket: this.downloadBucket,
         downloadMeter: this.downloadMeter,
         onBadData: (ev) => void this.reportBadData(ev),
+        plainLinks: this.opts.plainChunkLinks ?? false,
         chunkPool: this.chunkPool,
         hasher: this.hasher,
       },

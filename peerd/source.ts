@@ -3,8 +3,8 @@
  * then its requests in flight and what it has delivered.
  */
 import type { Logger } from 'pino';
-import { dial, formatAddress, type Connection, type TlsIdentity } from '../protocol/index.js';
-import { clientHandshake, peerTls } from './handshake.js';
+import { dial, formatAddress, P2PError, type Connection, type DialOptions, type TlsIdentity } from '../protocol/index.js';
+import { clientHandshake, peerTls, plainClientHandshake } from './handshake.js';
 
 /** A holder as the tracker lists it. */
 export interface Holder {
@@ -45,6 +45,11 @@ export interface ConnectDeps {
   now: () => number;
   /** The download ended: a holder still being measured is hung up on. */
   signal: AbortSignal;
+  /**
+   * --plain-chunk-links: try the holder without TLS first (it proves nothing at the start, but signs every
+   * chunk's receipt); one that takes only TLS is dialled again with it.
+   */
+  plainLinks?: boolean;
 }
 
 /** Dials a holder, proves who it is, and measures it; undefined (logged) when it cannot be used. */
@@ -54,11 +59,28 @@ export async function connectSource(h: Holder, deps: ConnectDeps): Promise<Sourc
   const hangUp = (): void => conn?.destroy();
   deps.signal.addEventListener('abort', hangUp);
   try {
-    // TLS proves the key the tracker lists for this holder, and ours to it.
-    conn = await dial({ host: h.host, port: h.port }, { connectTimeoutMs: 2000, requestTimeoutMs: 30_000, readTimeoutMs: 60_000, maxBodyBytes: 64 * 1024 * 1024, logger: deps.logger, tls: peerTls(deps.identity, h.publicKey, `peer ${address}`), signal: deps.signal });
-    deps.signal.throwIfAborted();
-    const t0 = deps.now();
-    await clientHandshake(conn, deps.advertisePort(), 3000);
+    const options: DialOptions = { connectTimeoutMs: 2000, requestTimeoutMs: 30_000, readTimeoutMs: 60_000, maxBodyBytes: 64 * 1024 * 1024, logger: deps.logger, signal: deps.signal };
+    let t0 = 0;
+    if (deps.plainLinks) {
+      conn = await dial({ host: h.host, port: h.port }, options);
+      deps.signal.throwIfAborted();
+      t0 = deps.now();
+      try {
+        await plainClientHandshake(conn, deps.advertisePort(), deps.identity.keys, h.publicKey, 3000);
+      } catch (err) {
+        if (!(err instanceof P2PError && (err.code === 'P2P_TLS_REQUIRED' || err.code === 'P2P_CONNECTION_CLOSED'))) throw err;
+        deps.logger.debug({ peer: address }, 'holder takes chunk links only in TLS');
+        conn.destroy();
+        conn = undefined;
+      }
+    }
+    if (!conn) {
+      // TLS proves the key the tracker lists for this holder, and ours to it.
+      conn = await dial({ host: h.host, port: h.port }, { ...options, tls: peerTls(deps.identity, h.publicKey, `peer ${address}`) });
+      deps.signal.throwIfAborted();
+      t0 = deps.now();
+      await clientHandshake(conn, deps.advertisePort(), 3000);
+    }
     // Round-trip time: the handshake is one round trip (its blacklist check included), then one ping;
     // the smaller estimate wins.
     const t1 = deps.now();

@@ -42,6 +42,7 @@ export const ErrorCodes = {
   P2P_SEND_TIMEOUT: 'the other side did not read what was sent to it in time',
   P2P_TOO_MANY_RECEIPTS: 'a report carried more receipts than evidence needs',
   P2P_REGISTRATION_QUOTA: "a registration would take a peer's files or name bytes past its cap",
+  P2P_TLS_REQUIRED: 'the server takes this connection only inside TLS 1.3',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -12,3 +12,4 @@ export * from './server.js';
 export * from './tls.js';
 export * from './pinning.js';
 export * from './key-file.js';
+export * from './plain-link.js';

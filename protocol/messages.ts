@@ -53,6 +53,16 @@ export const Messages = {
    * role. proof: to an admin, the tracker's proof that it knows the admin token, made for this TLS session
    * only (see README.md, section 6); empty otherwise.
    */
+  /**
+   * A plain chunk link (both peers run with --plain-chunk-links; README.md, section 6): no TLS, so the
+   * answer to HELLO is a fresh nonce, and the downloader proves its key with PLAIN_AUTH.
+   */
+  PLAIN_CHALLENGE: msg(0x11, 'response', { nonce: 'id32' }),
+  /**
+   * The downloader's Ed25519 key and its signature of plainAuthPayload(nonce, the seeder's key) (see
+   * plain-link.ts); answered with WELCOME.
+   */
+  PLAIN_AUTH: msg(0x12, 'request', { publicKey: 'id32', signature: 'sig64' }),
   WELCOME: msg(0x13, 'response', {
     peerId: 'str',
     observedHost: 'str',

@@ -8,10 +8,11 @@ import type net from 'node:net';
 import type tls from 'node:tls';
 import type { Logger } from 'pino';
 import { systemClock, type Clock, type Timer } from './clock.js';
-import { Connection, silentLogger, type ConnectionOptions, type IncomingRequest } from './connection.js';
+import { Connection, normalizeHost, silentLogger, type ConnectionOptions, type IncomingRequest } from './connection.js';
 import { P2PError } from './errors.js';
-import { peerIdOf } from './identity.js';
-import { Role } from './messages.js';
+import { peerIdOf, verifyPayload } from './identity.js';
+import { Role, type Body } from './messages.js';
+import { TLS_HANDSHAKE_RECORD, plainAuthPayload, plainNonce } from './plain-link.js';
 import { acceptTls } from './tls.js';
 
 export interface ConnectionLimits {
@@ -35,6 +36,11 @@ export interface ConnectionLimiterOptions {
   handshakeTimeoutMessage?: string;
   /** The server's TLS settings: every accepted socket starts TLS 1.3 at once (see tls.ts). */
   tls?: tls.SecureContext;
+  /**
+   * With `tls`: a client whose first byte does not start TLS is served in plain TCP (a peer's chunk link
+   * with --plain-chunk-links) instead of being refused with P2P_TLS_REQUIRED.
+   */
+  plain?: boolean;
 }
 
 export interface AcceptedConnection {
@@ -70,48 +76,80 @@ export class ConnectionLimiter {
   }
 
   /**
-   * Wraps `socket` in a Connection and starts its handshake deadline. Over a limit (or after `refuseAll`),
-   * the client gets the reason as an ERROR and is closed, and this returns undefined.
+   * Wraps `socket` in a Connection, starts its handshake deadline and gives it to `onAccepted`. With TLS
+   * the client's first byte decides how: a TLS record starts TLS, anything else is a plain client (served
+   * if `plain`, else refused with P2P_TLS_REQUIRED). Over a limit (or after `refuseAll`), the client gets
+   * the reason as an ERROR and is closed, and `onAccepted` is not called.
    */
-  accept(socket: net.Socket): AcceptedConnection | undefined {
-    // A refusal too travels inside TLS (the client reads it as a coded error, not as garbage); the
-    // handshake deadline below covers TLS's own handshake.
-    const wrapped = this.options.tls ? acceptTls(socket, this.options.tls) : socket;
-    const conn = new Connection(wrapped, this.options.connection);
-    if (this.refusal) {
-      conn.close(this.refusal);
-      return undefined;
-    }
+  accept(socket: net.Socket, onAccepted: (accepted: AcceptedConnection) => void): void {
+    // Counted from the accept, so that clients that never say anything count too.
     const { limits } = this.options;
-    const ip = this.options.addressKey ? this.options.addressKey(conn.remoteAddress) : conn.remoteAddress;
+    const ip = this.addressOf(socket);
     const fromIp = this.perAddress.get(ip) ?? 0;
-    if (this.open >= limits.maxConnections || fromIp >= limits.maxConnectionsPerIp) {
+    let refusal = this.refusal;
+    if (!refusal && (this.open >= limits.maxConnections || fromIp >= limits.maxConnectionsPerIp)) {
       this.log.warn({ ip, total: this.open, fromIp }, 'connection refused: too many connections');
       const message = this.options.tooManyMessage ?? `too many connections (limit ${limits.maxConnections} in total, ${limits.maxConnectionsPerIp} per address)`;
-      conn.close(new P2PError('P2P_TOO_MANY_CONNECTIONS', message));
-      return undefined;
+      refusal = new P2PError('P2P_TOO_MANY_CONNECTIONS', message);
     }
-    this.perAddress.set(ip, fromIp + 1);
-    this.open++;
+    if (!refusal) {
+      this.perAddress.set(ip, fromIp + 1);
+      this.open++;
+      socket.once('close', () => {
+        this.open--;
+        const n = (this.perAddress.get(ip) ?? 1) - 1;
+        if (n <= 0) this.perAddress.delete(ip);
+        else this.perAddress.set(ip, n);
+      });
+    }
+    const deadline = this.clock.now() + limits.handshakeTimeoutMs;
+    const context = this.options.tls;
+    if (!context) return this.admit(socket, false, refusal, deadline, onAccepted);
+    // The first byte says how the client speaks; until it comes, the handshake deadline applies.
+    const silent = this.clock.setTimeout(() => socket.destroy(), limits.handshakeTimeoutMs);
+    const ignore = (): void => {};
+    socket.on('error', ignore);
+    socket.once('close', () => silent.cancel());
+    socket.once('data', (first: Buffer) => {
+      silent.cancel();
+      socket.off('error', ignore);
+      socket.pause();
+      socket.unshift(first);
+      // A refusal too travels in the client's own terms: inside TLS for a TLS client, as a coded ERROR frame
+      // for a plain one (not garbage, nor a dropped connection).
+      if (first[0] === TLS_HANDSHAKE_RECORD) return this.admit(acceptTls(socket, context), false, refusal, deadline, onAccepted);
+      this.admit(socket, true, refusal, deadline, onAccepted);
+      socket.resume();
+    });
+  }
+
+  private addressOf(socket: net.Socket): string {
+    const host = normalizeHost(socket.remoteAddress ?? '');
+    return this.options.addressKey ? this.options.addressKey(host) : host;
+  }
+
+  private admit(socket: net.Socket, plain: boolean, refusal: P2PError | undefined, deadline: number, onAccepted: (accepted: AcceptedConnection) => void): void {
+    const conn = new Connection(socket, this.options.connection);
+    if (plain && !this.options.plain && !refusal) {
+      refusal = new P2PError('P2P_TLS_REQUIRED', 'this server takes connections only inside TLS 1.3 (is the other side an older version, or not p2pshare?)');
+    }
+    if (refusal) return conn.close(refusal);
     const handshake = new ServerHandshake(conn, {
+      plain,
       logger: this.log,
       clock: this.clock,
-      timeoutMs: limits.handshakeTimeoutMs,
-      timeoutMessage: this.options.handshakeTimeoutMessage,
+      timeoutMs: Math.max(0, deadline - this.clock.now()),
+      timeoutMessage: this.options.handshakeTimeoutMessage ?? `no handshake within ${this.options.limits.handshakeTimeoutMs} ms`,
     });
-    conn.on('close', () => {
-      this.open--;
-      const n = (this.perAddress.get(ip) ?? 1) - 1;
-      if (n <= 0) this.perAddress.delete(ip);
-      else this.perAddress.set(ip, n);
-    });
-    return { conn, handshake };
+    onAccepted({ conn, handshake });
   }
 }
 
-export type HandshakeState = 'hello' | 'ready';
+export type HandshakeState = 'hello' | 'auth' | 'ready';
 
 export interface ServerHandshakeOptions {
+  /** A plain TCP client (no TLS): its key is proven by PLAIN_AUTH after HELLO. */
+  plain?: boolean;
   timeoutMs: number;
   /** The deadline's message (default: names the deadline). */
   timeoutMessage?: string | undefined;
@@ -127,8 +165,12 @@ export interface ServerHandshakeOptions {
 export class ServerHandshake {
   private current: HandshakeState = 'hello';
   private deadline: Timer | undefined;
+  private nonce: Buffer | undefined;
+  /** The client came without TLS (a plain chunk link). */
+  readonly plain: boolean;
 
   constructor(readonly conn: Connection, options: ServerHandshakeOptions) {
+    this.plain = options.plain ?? false;
     const clock = options.clock ?? systemClock;
     const message = options.timeoutMessage ?? `no handshake within ${options.timeoutMs} ms`;
     this.deadline = clock.setTimeout(() => {
@@ -153,6 +195,27 @@ export class ServerHandshake {
   /** A HELLO, of any role: only the first of a connection is allowed. */
   acceptHello(): void {
     if (this.current !== 'hello') throw new P2PError('P2P_UNEXPECTED_MESSAGE', 'HELLO twice');
+  }
+
+  /** A plain client's HELLO: the nonce its PLAIN_AUTH must sign (the answer to HELLO). */
+  challenge(req: IncomingRequest<'HELLO'>, message: string): Buffer {
+    this.acceptHello();
+    if (!this.plain || req.body.role !== Role.peer) throw new P2PError('P2P_NOT_AUTHENTICATED', message);
+    this.current = 'auth';
+    this.nonce = plainNonce();
+    return this.nonce;
+  }
+
+  /**
+   * A plain client's PLAIN_AUTH: the peer id of the key it signed our nonce and `serverKey` with. A wrong
+   * signature is refused with P2P_BAD_SIGNATURE, a PLAIN_AUTH out of turn with P2P_UNEXPECTED_MESSAGE.
+   */
+  answer(body: Body<'PLAIN_AUTH'>, serverKey: Buffer): string {
+    if (this.current !== 'auth' || !this.nonce) throw new P2PError('P2P_UNEXPECTED_MESSAGE', 'PLAIN_AUTH without a PLAIN_CHALLENGE');
+    const ok = verifyPayload(body.publicKey, plainAuthPayload(this.nonce, serverKey), body.signature);
+    this.nonce = undefined;
+    if (!ok) throw new P2PError('P2P_BAD_SIGNATURE', 'PLAIN_AUTH: the signature does not prove that key for this connection');
+    return peerIdOf(body.publicKey);
   }
 
   /**

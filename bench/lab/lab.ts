@@ -96,6 +96,12 @@ export interface ProgressSample {
 }
 
 /** How long a download waits for the machine to calm down first (`--quiet-wait`). */
+/** Flags every p2p-peerd of this lab run gets (--plain-chunk-links for a run with plain chunk links). */
+let peerdFlags: string[] = [];
+export function setPeerdFlags(flags: string[]): void {
+  peerdFlags = flags;
+}
+
 let defaultQuietWaitMs = 5_000;
 export function setQuietWait(ms: number): void {
   defaultQuietWaitMs = ms;
@@ -244,7 +250,7 @@ export class Lab {
     const args = ['--trackers', this.trackerAddress, '--share', share, '--data', data, '--listen', `${h.ip}:0`, '--log-level', 'info'];
     if (opts.strategy) args.push('--strategy', opts.strategy);
     if (opts.advertisePort) args.push('--advertise', `${h.ip}:${opts.advertisePort}`);
-    args.push(...(opts.extraArgs ?? []));
+    args.push(...peerdFlags, ...(opts.extraArgs ?? []));
     const proc = this.spawn(`${name}.${++this.seq}`, host, programs.peerd, args);
     const peer: LabPeer = { name, host, ip: h.ip, proc, socket, share, data };
     await this.waitReady(peer);

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { assertBuilt, machineInfo, ROOT, Workspace } from '../harness.js';
 import { cleanupStaleCgroups, startCpuAccount, stopCpuAccount } from './cpu-account.js';
-import { emergencyTeardown, setQuietWait, snapshotDist } from './lab.js';
+import { emergencyTeardown, setPeerdFlags, setQuietWait, snapshotDist } from './lab.js';
 import { BRIDGE, bridgeExists, cleanupStale, labNamespaces, NS_PREFIX } from './network.js';
 import { engineVersion, writeReport } from './report.js';
 import { COMPARATORS, isComparator, type Comparator } from './comparator.js';
@@ -51,6 +51,8 @@ p2p-tracker and p2p-peerd in it and writes bench/results/lab-SCENARIO.{json,md,s
                       results go to bench/.work/lab-smoke unless --results says otherwise
   --quiet-wait S      before each download, wait up to S seconds for the machine to be mostly idle
                       (other work on a 2-core machine distorts the measurement; default 5)
+  --plain-chunk-links every p2p-peerd runs with --plain-chunk-links (chunk links without TLS); results go
+                      to lab-SCENARIO-plain.{json,md,svg}, beside the TLS run's
   --results DIR       where to write the results (default bench/results)
   --keep              keep the working folder (logs of every process) in the temp directory
   --cleanup           remove what a lab killed without a chance to clean up left behind, and exit
@@ -169,6 +171,7 @@ async function main(): Promise<void> {
         crowd: { type: 'string' },
         'quiet-wait': { type: 'string' },
         smoke: { type: 'boolean', default: false },
+        'plain-chunk-links': { type: 'boolean', default: false },
         results: { type: 'string' },
         keep: { type: 'boolean', default: false },
         cleanup: { type: 'boolean', default: false },
@@ -248,6 +251,8 @@ async function main(): Promise<void> {
   });
   if (!startCpuAccount()) opts.log('lab: no cgroup for CPU accounting; other load on the machine will not be told apart');
   setQuietWait(quietWaitSeconds * 1000);
+  const plain = parsed['plain-chunk-links'];
+  setPeerdFlags(plain ? ['--plain-chunk-links'] : []);
   const t0 = performance.now();
   const written: string[] = [];
   let failed = 0;
@@ -260,6 +265,12 @@ async function main(): Promise<void> {
         const report = await SCENARIOS[name]!({ ws, opts, testFile: (sizeMiB) => makeTestFile(ws, sizeMiB) });
         report.engine = engine;
         report.params.loadAverageAtStart = loadAverageAtStart;
+        report.params.chunkLinks = plain ? 'plain' : 'tls';
+        if (plain) {
+          // Its own files beside the TLS run's: lab-SCENARIO-plain.{json,md,svg}.
+          report.scenario = `${report.scenario}-plain`;
+          report.title = `${report.title}, plain chunk links (every p2p-peerd with --plain-chunk-links)`;
+        }
         written.push(...(await writeReport(resultsDir, report)));
         for (const t of report.targets) opts.log(`scenario ${name}: ${t.holds ? 'holds' : 'DOES NOT HOLD'}: ${t.target}: ${t.measured}`);
         opts.log(`scenario ${name}: done in ${Math.round(report.elapsedSeconds)} s`);

@@ -5,42 +5,13 @@
  * - A peer refuses a tracker that proves another key than the one pinned for it, or than the one it
  *   proved on first contact; pinning the new id lets it in again.
  */
-import { once } from 'node:events';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import t from 'tap';
 import { AdminClient } from '../../cli/admin.js';
-import { generateKeyPair, formatAddress, type Address } from '../../protocol/index.js';
+import { generateKeyPair, formatAddress } from '../../protocol/index.js';
 import { ADMIN_TOKEN, Fleet } from '../helpers/fleet.js';
-import type { Tap } from '../helpers/roundtrip.js';
-
-/** A TCP relay to `target()` that records every byte it passes, both ways: what a sniffer on the wire sees. */
-async function sniffer(t: Tap, target: () => number): Promise<{ address: Address; seen: () => Buffer; bytes: () => number }> {
-  const chunks: Buffer[] = [];
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(target(), '127.0.0.1');
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('error', () => undefined);
-      s.on('close', () => sockets.delete(s));
-      s.on('data', (d: Buffer) => chunks.push(Buffer.from(d)));
-    }
-    client.on('data', (d: Buffer) => upstream.write(d));
-    upstream.on('data', (d: Buffer) => client.write(d));
-    client.on('end', () => upstream.end());
-    upstream.on('end', () => client.end());
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(async () => {
-    for (const s of sockets) s.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  const address = { host: '127.0.0.1', port: (server.address() as net.AddressInfo).port };
-  return { address, seen: () => Buffer.concat(chunks), bytes: () => chunks.reduce((n, c) => n + c.length, 0) };
-}
+import { sniffer } from '../helpers/net.js';
 
 t.test('a sniffer on every link sees no admin token, no file name and no file content', async (t) => {
   const fleet = new Fleet(t);

@@ -55,24 +55,23 @@ async function limitedServer(t: Tap, limits: ConnectionLimits, options: { clock?
   const server = net.createServer((socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
-    const accepted = limiter.accept(socket);
-    if (!accepted) return;
-    const { conn, handshake } = accepted;
-    conn.onRequest((req) => {
-      switch (req.name) {
-        case 'PING':
-          conn.reply(req.requestId, 'PONG', {});
-          return;
-        case 'HELLO': {
-          handshake.acceptHello();
-          const peerId = handshake.peerId(req as IncomingRequest<'HELLO'>, 'peers only, with the certificate of their key');
-          handshake.markReady();
-          conn.reply(req.requestId, 'WELCOME', { peerId, observedHost: conn.remoteAddress, observedPort: conn.remotePort, leaseMs: 0, role: 'peer', term: 0, primary: '', proof: Buffer.alloc(0) });
-          return;
+    limiter.accept(socket, ({ conn, handshake }) => {
+      conn.onRequest((req) => {
+        switch (req.name) {
+          case 'PING':
+            conn.reply(req.requestId, 'PONG', {});
+            return;
+          case 'HELLO': {
+            handshake.acceptHello();
+            const peerId = handshake.peerId(req as IncomingRequest<'HELLO'>, 'peers only, with the certificate of their key');
+            handshake.markReady();
+            conn.reply(req.requestId, 'WELCOME', { peerId, observedHost: conn.remoteAddress, observedPort: conn.remotePort, leaseMs: 0, role: 'peer', term: 0, primary: '', proof: Buffer.alloc(0) });
+            return;
+          }
         }
-      }
-      handshake.requireReady(req);
-      conn.reply(req.requestId, 'SEARCH_RESULT', { files: [], truncated: false });
+        handshake.requireReady(req);
+        conn.reply(req.requestId, 'SEARCH_RESULT', { files: [], truncated: false });
+      });
     });
   });
   server.listen(0, '127.0.0.1');
@@ -188,7 +187,7 @@ t.test('the address key decides what counts as one address, and the refusal text
     tooManyMessage: 'this peer has too many connections',
     tls: serverContext(identityOf(serverKeys)),
   });
-  const server = net.createServer((socket) => limiter.accept(socket)?.conn.onRequest((req, conn) => void conn.reply(req.requestId, 'PONG', {})));
+  const server = net.createServer((socket) => limiter.accept(socket, ({ conn }) => conn.onRequest((req, c) => void c.reply(req.requestId, 'PONG', {}))));
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
