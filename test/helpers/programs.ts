@@ -1,0 +1,108 @@
+/**
+ * The three programs as a user runs them: built into dist/ by `npm test`'s pretest, or installed
+ * elsewhere (a global install from the package's tarball: `bin` names its bin folder). One-shot runs
+ * with their output and exit code, and long-running daemons with their JSON log lines parsed.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Tap } from './roundtrip.js';
+import { until } from './wait.js';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const PROGRAMS = { 'p2p': 'dist/cli/main.js', 'p2p-tracker': 'dist/daemon/main.js', 'p2p-peerd': 'dist/peerd/main.js' } as const;
+export type Program = keyof typeof PROGRAMS;
+export const VERSION = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+
+export interface Result {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+export interface ProgramOptions {
+  /** A bin folder with the installed programs (their links from a global install); default: this checkout's dist/. */
+  bin?: string;
+}
+
+/** The script to run for `program`: this checkout's build, or what an installed bin link points at. */
+function scriptOf(program: Program, options: ProgramOptions): string {
+  return options.bin ? fs.realpathSync(path.join(options.bin, program)) : path.join(ROOT, PROGRAMS[program]);
+}
+
+/** Runs a program to completion (killed after `timeoutMs`, which then fails the assertion on `code`). */
+export function run(program: Program, args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 15_000, options: ProgramOptions = {}): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn(process.execPath, [scriptOf(program, options), ...args], { cwd: ROOT, env: { ...process.env, P2P_SOCKET: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr, ms: performance.now() - started });
+    });
+  });
+}
+
+/** A long-running program, with its JSON log lines parsed as they arrive. */
+export interface Daemon {
+  child: ChildProcess;
+  logs: Array<Record<string, unknown>>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
+  /** Waits for a log line with this `msg`. */
+  logged(msg: string): Promise<Record<string, unknown>>;
+}
+
+/** Starts a daemon at log level info; it is killed (SIGKILL) at the end of the test if still running. */
+export function start(t: Tap, program: 'p2p-tracker' | 'p2p-peerd', args: string[], options: ProgramOptions = {}): Daemon {
+  const child = spawn(process.execPath, [scriptOf(program, options), ...args, '--log-level', 'info'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  const logs: Array<Record<string, unknown>> = [];
+  let partial = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    const lines = (partial + d.toString()).split('\n');
+    partial = lines.pop()!;
+    for (const line of lines) {
+      try {
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        logs.push({ msg: `(not JSON) ${line}` });
+      }
+    }
+  });
+  let signalledAt = 0;
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal, ms: signalledAt ? performance.now() - signalledAt : 0 })),
+  );
+  const kill = child.kill.bind(child);
+  child.kill = (signal?: NodeJS.Signals | number): boolean => {
+    signalledAt = performance.now();
+    return kill(signal);
+  };
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) kill('SIGKILL');
+  });
+  return {
+    child,
+    logs,
+    exited,
+    logged: (msg) =>
+      until(`${program} to log '${msg}' (logs so far: ${JSON.stringify(logs.map((l) => l.msg))})`, () => {
+        if (child.exitCode !== null) throw new Error(`${program} exited with ${child.exitCode}: ${JSON.stringify(logs)}`);
+        return logs.find((l) => l.msg === msg);
+      }, 10_000, 50),
+  };
+}
+
+/** A temporary folder, removed after the test. */
+export function tempDir(t: Tap, prefix = 'p2p-cli-'): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
