@@ -5,7 +5,7 @@ import { hideBin } from 'yargs/helpers';
 import path from 'node:path';
 import { loadIdentityFile, parseAddress, parsePinnedAddressList } from '../protocol/index.js';
 import { ensurePrivateDir } from '../protocol/local-files.js';
-import { LOG_LEVELS, onShutdownSignal, packageVersion, stderrLogger, usageError } from '../protocol/program.js';
+import { LOG_LEVELS, onShutdownSignal, packageVersion, setupFailed, stderrLogger, usageError } from '../protocol/program.js';
 import { parseReportPolicy } from './reports.js';
 import { DEFAULTS, Tracker } from './tracker.js';
 
@@ -93,7 +93,7 @@ try {
     logger: log,
   });
 } catch (err) {
-  usageError(PROGRAM, (err as Error).message);
+  setupFailed(PROGRAM, log, err);
 }
 onShutdownSignal(log, () => tracker.close());
 tracker.listen().catch((err: Error) => {

@@ -11,6 +11,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { migrate, type Migration, type MigrationResult } from '../protocol/schema.js';
 
 /** The (term, index) of the log entry that made a change: a logical order shared by every tracker. */
 export type Stamp = readonly [term: number, index: number];
@@ -90,11 +91,46 @@ const SCHEMA = `
   CREATE TABLE IF NOT EXISTS known_keys (address TEXT PRIMARY KEY, key BLOB NOT NULL, learned_at INTEGER NOT NULL);
 `;
 
+/**
+ * The tracker database's schema versions (protocol/schema.ts). Version 1 is the schema of release 0.2,
+ * reached from any earlier data folder (0.1 had no version): the tables, the stamp columns that 0.1's
+ * first data folders lacked, and the old replication position turned into the start of the log.
+ */
+const STORE_MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    what: 'tables of release 0.2; stamps on old rows; the old replication position as the start of the log',
+    up: (db) => {
+      db.exec(SCHEMA);
+      const columns = (table: string): Set<string> => new Set((db.prepare(`PRAGMA table_info(${table})`).all() as Array<{ name: string }>).map((c) => c.name));
+      const add = (table: string, column: string): void => {
+        if (!columns(table).has(column)) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} INTEGER NOT NULL DEFAULT 0`);
+      };
+      const meta = (key: string): string | undefined => (db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined)?.value;
+      const setMeta = (key: string, value: string): void => void db.prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)').run(key, value);
+      // Data folders written before stamps existed: every old row gets stamp (0, 0), older than any new write.
+      for (const c of ['stamp_term', 'stamp_index']) add('blacklist', c);
+      for (const c of ['stamp_term', 'stamp_index', 'status_term', 'status_index']) add('reports', c);
+      // The old replication position becomes the point the (empty) log starts after.
+      const oldSeq = meta('seq');
+      if (oldSeq !== undefined && meta('log_start_index') === undefined) {
+        setMeta('log_start_index', oldSeq);
+        setMeta('log_start_term', meta('term') ?? '0');
+        setMeta('applied', oldSeq);
+        setMeta('applied_term', meta('term') ?? '0');
+      }
+      db.exec('DROP TABLE IF EXISTS merge_journal');
+    },
+  },
+];
+
 /** Audit rows kept; older ones are dropped as new ones come. */
 const AUDIT_KEEP = 100_000;
 
 export class Store {
   readonly db: Database.Database;
+  /** The schema version the database had when opened, and the migrations that ran (for the start-up log). */
+  readonly schema: MigrationResult;
   private readonly stmts: ReturnType<Store['prepare']>;
   private pendingRows: number | undefined;
   /** One transaction wrapper for every call (better-sqlite3 builds a wrapper per `transaction()`). */
@@ -109,33 +145,9 @@ export class Store {
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = FULL');
     }
-    this.db.exec(SCHEMA);
-    this.migrate();
+    this.schema = migrate(this.db, STORE_MIGRATIONS, dataDir === ':memory:' ? 'the tracker database' : path.join(dataDir, 'tracker.sqlite'));
     this.stmts = this.prepare();
     this.runInTransaction = this.db.transaction((fn: () => unknown) => fn());
-  }
-
-  /** Data folders written before stamps existed: every old row gets stamp (0, 0), older than any new write. */
-  private migrate(): void {
-    const columns = (table: string): Set<string> => new Set((this.db.prepare(`PRAGMA table_info(${table})`).all() as Array<{ name: string }>).map((c) => c.name));
-    const add = (table: string, column: string): void => {
-      if (!columns(table).has(column)) this.db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} INTEGER NOT NULL DEFAULT 0`);
-    };
-    const meta = (key: string): string | undefined => (this.db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined)?.value;
-    const setMeta = (key: string, value: string): void => void this.db.prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)').run(key, value);
-    for (const c of ['stamp_term', 'stamp_index']) add('blacklist', c);
-    for (const c of ['stamp_term', 'stamp_index', 'status_term', 'status_index']) add('reports', c);
-    // The old replication position becomes the point the (empty) log starts after.
-    const oldSeq = meta('seq');
-    if (oldSeq !== undefined && meta('log_start_index') === undefined) {
-      this.db.transaction(() => {
-        setMeta('log_start_index', oldSeq);
-        setMeta('log_start_term', meta('term') ?? '0');
-        setMeta('applied', oldSeq);
-        setMeta('applied_term', meta('term') ?? '0');
-      })();
-    }
-    this.db.exec('DROP TABLE IF EXISTS merge_journal');
   }
 
   private prepare() {

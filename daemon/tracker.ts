@@ -170,6 +170,8 @@ export class Tracker extends EventEmitter {
     this.receiptCheckBuckets = new LRUCache({ max: 100_000 });
     this.reportWork = new SlicedWork({ unitsPerTurn: DEFAULTS.receiptChecksPerTurn, maxQueuedUnits: DEFAULTS.maxQueuedReceiptChecks });
     this.state = new TrackerState(new Store(options.dataDir));
+    const { schema } = this.state.store;
+    if (schema.applied.length > 0) this.log.info({ from: schema.from, to: schema.to, applied: schema.applied }, 'database schema migrated');
     this.identity = options.identity ?? loadIdentityFile(path.join(options.dataDir, 'identity.key'));
     this.memberKeys = new MemberKeys(options.cluster ?? [options.listen], this.state.store, this.log, () => Date.now());
     this.cluster = new Cluster({

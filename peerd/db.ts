@@ -5,6 +5,7 @@
  */
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { migrate, type Migration, type MigrationResult } from '../protocol/schema.js';
 
 export interface CachedManifest {
   path: string;
@@ -38,14 +39,16 @@ export interface ReceiptRecord {
   signature: Buffer;
 }
 
-export class PeerDb {
-  readonly db: Database.Database;
-
-  constructor(dataDir: string) {
-    this.db = new Database(path.join(dataDir, 'peerd.sqlite'));
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
-    this.db.exec(`
+/**
+ * The peer database's schema versions (protocol/schema.ts). Version 1 is the schema of release 0.2,
+ * reached from any earlier data folder (0.1 had no version and the same tables).
+ */
+const PEER_DB_MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    what: 'tables of release 0.2',
+    up: (db) =>
+      db.exec(`
       CREATE TABLE IF NOT EXISTS manifests (
         path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ms REAL NOT NULL, id TEXT NOT NULL, manifest BLOB NOT NULL);
       CREATE INDEX IF NOT EXISTS manifests_id ON manifests(id);
@@ -61,7 +64,20 @@ export class PeerDb {
       CREATE TABLE IF NOT EXISTS partials (
         file_id TEXT PRIMARY KEY, part_path TEXT NOT NULL, target TEXT NOT NULL, name TEXT NOT NULL, manifest BLOB NOT NULL);
       CREATE TABLE IF NOT EXISTS journal (file_id TEXT NOT NULL, chunk INTEGER NOT NULL, PRIMARY KEY (file_id, chunk));
-    `);
+      `),
+  },
+];
+
+export class PeerDb {
+  readonly db: Database.Database;
+  /** The schema version the database had when opened, and the migrations that ran (for the start-up log). */
+  readonly schema: MigrationResult;
+
+  constructor(dataDir: string) {
+    this.db = new Database(path.join(dataDir, 'peerd.sqlite'));
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.schema = migrate(this.db, PEER_DB_MIGRATIONS, path.join(dataDir, 'peerd.sqlite'));
   }
 
   /** The key a tracker proved on first contact (`HOST:PORT`), kept like SSH's known_hosts. */

@@ -2,7 +2,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { parseAddress, parsePinnedAddressList } from '../protocol/index.js';
-import { LOG_LEVELS, onShutdownSignal, packageVersion, stderrLogger, usageError } from '../protocol/program.js';
+import { LOG_LEVELS, onShutdownSignal, packageVersion, setupFailed, stderrLogger, usageError } from '../protocol/program.js';
 import { PeerDaemon } from './peerd.js';
 import { parseRate } from './rate.js';
 
@@ -65,7 +65,7 @@ try {
     version: packageVersion(),
   });
 } catch (err) {
-  usageError(PROGRAM, (err as Error).message);
+  setupFailed(PROGRAM, log, err);
 }
 onShutdownSignal(log, () => daemon.close());
 daemon.start().catch((err: Error) => {

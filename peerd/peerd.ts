@@ -118,6 +118,7 @@ export class PeerDaemon {
     this.identity = loadIdentityFile(path.join(opts.dataDir, 'identity.key'));
     this.keys = this.identity.keys;
     this.db = new PeerDb(opts.dataDir);
+    if (this.db.schema.applied.length > 0) this.log.info({ from: this.db.schema.from, to: this.db.schema.to, applied: this.db.schema.applied }, 'database schema migrated');
     this.socketPath = opts.socketPath ?? path.join(opts.dataDir, 'peerd.sock');
     this.library = new Library(opts.shareDir, this.db, this.log);
     this.tracker = new TrackerClient({

@@ -18,7 +18,7 @@ import {
   TimeoutError,
   toP2PError,
 } from './errors.js';
-import { decodeBody, encodeFrame, encodeFrameHead, Framer, DEFAULT_MAX_BODY_BYTES, SCRATCH_BYTES, type Frame, type FrameHeader } from './framer.js';
+import { decodeBody, encodeFrame, encodeFrameHead, Framer, DEFAULT_MAX_BODY_BYTES, PROTOCOL_VERSION, SCRATCH_BYTES, type Frame, type FrameHeader } from './framer.js';
 import { Messages, type Body, type MessageName } from './messages.js';
 import { clientOptions, remoteKey, verifyServer, type TlsDialOptions } from './tls.js';
 
@@ -450,7 +450,11 @@ export class Connection extends EventEmitter {
       if (frame.name === 'ERROR') {
         const body = decodeBody('ERROR', frame.body);
         const code = isErrorCode(body.code) ? body.code : 'P2P_INTERNAL';
-        this.closeError = new RemoteError(code, body.message);
+        // Our frames are well formed: release 0.1 said P2P_BAD_VERSION only to a version it did not speak.
+        this.closeError =
+          code === 'P2P_BAD_VERSION'
+            ? new RemoteError('P2P_VERSION', `the other side is an older release that does not speak p2pshare protocol version ${PROTOCOL_VERSION} (it said: ${body.message}): upgrade the older of the two`)
+            : new RemoteError(code, body.message);
         this.emit('remoteError', this.closeError);
         return;
       }

@@ -43,6 +43,7 @@ export const ErrorCodes = {
   P2P_TOO_MANY_RECEIPTS: 'a report carried more receipts than evidence needs',
   P2P_REGISTRATION_QUOTA: "a registration would take a peer's files or name bytes past its cap",
   P2P_TLS_REQUIRED: 'the server takes this connection only inside TLS 1.3',
+  P2P_VERSION: 'the other side, or a data folder, is from a release this one cannot work with',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
@@ -71,6 +72,13 @@ export class FrameTooLargeError extends ProtocolError {
 export class BadVersionError extends ProtocolError {
   constructor(version: number) {
     super('P2P_BAD_VERSION', `unsupported protocol version ${version}`);
+  }
+}
+/** A frame of a p2pshare protocol version this release does not speak: the other side is too old or too new. */
+export class VersionError extends ProtocolError {
+  constructor(version: number, ours: { min: number; max: number }) {
+    const range = ours.min === ours.max ? `version ${ours.min}` : `versions ${ours.min} to ${ours.max}`;
+    super('P2P_VERSION', `p2pshare protocol version ${version} is not spoken here (this release speaks ${range}): upgrade the older of the two`);
   }
 }
 export class UnknownMessageError extends ProtocolError {

@@ -10,10 +10,19 @@
  * Every limit is checked from the header alone, before a single body byte is buffered; a list the
  * catalogue caps is checked as soon as its count has arrived, before the rest of the body is buffered.
  */
-import { BadVersionError, FrameTooLargeError, UnknownMessageError } from './errors.js';
+import { BadVersionError, FrameTooLargeError, UnknownMessageError, VersionError } from './errors.js';
 import { Messages, messageByCode, type Body, type MessageName } from './messages.js';
 
-export const PROTOCOL_VERSION = 1;
+/**
+ * The protocol versions this release speaks, oldest to newest (protocol/README.md, "Versions"). The first
+ * byte of every frame is its version; a connection speaks the newest version both sides know. A release
+ * keeps the previous release's newest version, so a fleet can be upgraded one daemon at a time.
+ */
+export const PROTOCOL_VERSIONS = { min: 1, max: 1 } as const;
+/** The version this release writes (its newest). */
+export const PROTOCOL_VERSION = PROTOCOL_VERSIONS.max;
+/** A first byte up to this is taken for a p2pshare frame of another version; above, for garbage. */
+const PLAUSIBLE_VERSION_MAX = 31;
 export const HEADER_BYTES = 10;
 /** Default body limit: a 1 MiB chunk plus its receipt fits many times; a manifest of a 200 GiB file fits. */
 export const DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024;
@@ -218,7 +227,9 @@ export class Framer {
   /** The header at `o` in `b` (whole there), every limit checked from it alone. */
   private header(b: Buffer, o: number): FrameHeader {
     const version = b[o]!;
-    if (version !== PROTOCOL_VERSION) throw new BadVersionError(version);
+    if (version < PROTOCOL_VERSIONS.min || version > PROTOCOL_VERSIONS.max) {
+      throw version >= 1 && version <= PLAUSIBLE_VERSION_MAX ? new VersionError(version, PROTOCOL_VERSIONS) : new BadVersionError(version);
+    }
     const type = b[o + 1]!;
     const name = messageByCode[type];
     if (name === undefined) throw new UnknownMessageError(type);

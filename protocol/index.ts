@@ -13,3 +13,4 @@ export * from './tls.js';
 export * from './pinning.js';
 export * from './key-file.js';
 export * from './plain-link.js';
+export * from './schema.js';

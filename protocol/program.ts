@@ -7,6 +7,7 @@ import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { P2PError } from './errors.js';
 
 export function packageVersion(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));
@@ -55,4 +56,17 @@ export function onShutdownSignal(log: Logger, stop: () => Promise<void>): void {
 export function usageError(program: string, message: string): never {
   process.stderr.write(`${program}: ${message.split('\n')[0]} (see ${program} --help)\n`);
   process.exit(2);
+}
+
+/**
+ * What a program says when setting up fails: a data folder from a newer release (P2P_VERSION) cannot
+ * start (exit 1, logged); anything else is taken as a bad flag (exit 2).
+ */
+export function setupFailed(program: string, log: Logger, err: unknown): never {
+  if (err instanceof P2PError && err.code === 'P2P_VERSION') {
+    log.fatal({ err, code: err.code }, 'cannot start');
+    process.stderr.write(`${program}: cannot start: ${err.message}\n`);
+    process.exit(1);
+  }
+  return usageError(program, (err as Error).message);
 }

@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import t from 'tap';
 import {
   BadVersionError,
+  VersionError,
   DEFAULT_MAX_BODY_BYTES,
   FrameTooLargeError,
   Framer,
@@ -128,10 +129,16 @@ t.test('limits are enforced from the header alone', (t) => {
     t.end();
   });
 
-  t.test('an unsupported version throws BadVersionError', (t) => {
-    for (const version of [0, 2, 0x47, 0xff]) {
+  t.test('a version this release does not speak throws VersionError; a first byte no release writes, BadVersionError', (t) => {
+    for (const version of [2, 3, 31]) {
       const err = pushHeader(header(0x03, 1, 0, version));
-      t.ok(err instanceof BadVersionError, `version ${version}`);
+      t.ok(err instanceof VersionError, `version ${version}: another release's frame`);
+      t.equal((err as VersionError).code, 'P2P_VERSION');
+      t.match((err as VersionError).message, new RegExp(`version ${version} is not spoken here \\(this release speaks version 1\\): upgrade the older of the two`), 'and it names both versions');
+    }
+    for (const version of [0, 0x47, 0xff]) {
+      const err = pushHeader(header(0x03, 1, 0, version));
+      t.ok(err instanceof BadVersionError, `version ${version}: not a p2pshare frame`);
       t.equal((err as BadVersionError).code, 'P2P_BAD_VERSION');
     }
     t.ok(pushHeader(Buffer.from('GET / HTTP/1.1\r\n\r\n')) instanceof BadVersionError, 'an HTTP request is refused by version');
