@@ -3,99 +3,16 @@
  * and exit codes, --json output, a dead daemon socket, a real tracker and peer daemons driven by `p2p`,
  * and a clean exit on SIGTERM and SIGINT.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { ADMIN_TOKEN, Fleet } from '../helpers/fleet.js';
+import { PROGRAMS, ROOT, run, start, tempDir as tempFolder, type Daemon, type Program, type Result } from '../helpers/programs.js';
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const PROGRAMS = { 'p2p': 'dist/cli/main.js', 'p2p-tracker': 'dist/daemon/main.js', 'p2p-peerd': 'dist/peerd/main.js' } as const;
-type Program = keyof typeof PROGRAMS;
 const VERSION = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
-
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  ms: number;
-}
-
-/** Runs a program to completion (killed after `timeoutMs`, which then fails the assertion on `code`). */
-function run(program: Program, args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 15_000): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const started = performance.now();
-    const child = spawn(process.execPath, [path.join(ROOT, PROGRAMS[program]), ...args], { cwd: ROOT, env: { ...process.env, P2P_SOCKET: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr, ms: performance.now() - started });
-    });
-  });
-}
-
-/** A long-running program, with its JSON log lines parsed as they arrive. */
-interface Daemon {
-  child: ChildProcess;
-  logs: Array<Record<string, unknown>>;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
-  /** Waits for a log line with this `msg`. */
-  logged(msg: string): Promise<Record<string, unknown>>;
-}
-
-function start(t: Tap, program: 'p2p-tracker' | 'p2p-peerd', args: string[]): Daemon {
-  const child = spawn(process.execPath, [path.join(ROOT, PROGRAMS[program]), ...args, '--log-level', 'info'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
-  const logs: Array<Record<string, unknown>> = [];
-  let partial = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    const lines = (partial + d.toString()).split('\n');
-    partial = lines.pop()!;
-    for (const line of lines) {
-      try {
-        logs.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        logs.push({ msg: `(not JSON) ${line}` });
-      }
-    }
-  });
-  let signalledAt = 0;
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>((resolve) =>
-    child.on('exit', (code, signal) => resolve({ code, signal, ms: signalledAt ? performance.now() - signalledAt : 0 })),
-  );
-  const kill = child.kill.bind(child);
-  child.kill = (signal?: NodeJS.Signals | number): boolean => {
-    signalledAt = performance.now();
-    return kill(signal);
-  };
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) kill('SIGKILL');
-  });
-  return {
-    child,
-    logs,
-    exited,
-    logged: (msg) =>
-      Fleet.until(`${program} to log '${msg}' (logs so far: ${JSON.stringify(logs.map((l) => l.msg))})`, () => {
-        if (child.exitCode !== null) throw new Error(`${program} exited with ${child.exitCode}: ${JSON.stringify(logs)}`);
-        return logs.find((l) => l.msg === msg);
-      }),
-  };
-}
-
-function tempDir(t: Tap): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p2p-cli-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+const tempDir = (t: Tap): string => tempFolder(t, 'p2p-cli-');
 
 const noStack = (stderr: string): boolean => !/^\s+at .+[:(]/m.test(stderr);
 
