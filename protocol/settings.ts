@@ -176,8 +176,9 @@ export function loadSettings<T extends OptionTable>(program: string, usage: stri
     .fail((msg, err) => usageError(program, (msg ?? err?.message ?? 'bad arguments').replace(/:?\s*\n\s*/g, ': ')))
     .parseSync() as Record<string, unknown>;
 
-  const configPath = typeof argv.config === 'string' ? path.resolve(argv.config) : undefined;
-  if (argv.config !== undefined && !configPath) usageError(program, '--config needs a file name');
+  const configArg: unknown = Array.isArray(argv.config) ? argv.config[argv.config.length - 1] : argv.config;
+  if (configArg !== undefined && (typeof configArg !== 'string' || configArg === '')) usageError(program, '--config needs a file name');
+  const configPath = typeof configArg === 'string' ? path.resolve(configArg) : undefined;
   const file = configPath ? readConfigFile(program, configPath, table) : undefined;
 
   const settings = new Map<string, Setting>();
