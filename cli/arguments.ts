@@ -89,6 +89,8 @@ export function buildParser(args: string[], onInvocation: (invocation: Invocatio
         )
         .demandCommand(1, 'admin needs status, blacklist or reports'),
     )
+    // The script calls `p2p --get-yargs-completions ...`, which the fast path leaves to this parser.
+    .completion('completion', 'print a bash/zsh completion script (source it from ~/.bashrc or ~/.zshrc)')
     .demandCommand(1, 'a command is required')
     .strict()
     .version(packageVersion())

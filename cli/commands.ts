@@ -98,7 +98,8 @@ async function confirm(question: string): Promise<boolean> {
   }
 }
 
-function printGet(r: DownloadResult): string {
+function printGet(r: DownloadResult & { alreadyPresent?: true }): string {
+  if (r.alreadyPresent) return `${r.name}: ${r.path} already is this file (id ${r.id}); nothing downloaded`;
   const lines = [`${r.name}: ${formatBytes(r.size)} in ${r.seconds.toFixed(2)} s (${formatRate(r.size / Math.max(r.seconds, 0.001))}) -> ${r.path}`, `id ${r.id}`];
   if (r.resumedChunks > 0) lines.push(`resumed: ${r.resumedChunks} chunks were already verified on disk`);
   lines.push(table(['peer', 'address', 'bytes', 'chunks', 'share'], r.peers.map((p) => [p.id.slice(0, 16), p.address, formatBytes(p.bytes), p.chunks, `${r.size ? ((100 * p.bytes) / r.size).toFixed(1) : '0'}%`])));
@@ -112,7 +113,7 @@ async function get(a: CommandArgs['get']): Promise<void> {
     let overwrite = a.overwrite;
     if (overwrite === undefined && process.stdin.isTTY && process.stderr.isTTY) {
       const r = await c.call('resolve', { key: a.key, out: outPath });
-      if (r.exists) {
+      if (r.exists && !r.sameFile) {
         if (!(await confirm(`${r.target} exists. Overwrite it?`))) throw new P2PError('P2P_EXISTS', `${r.target} exists; not overwritten`);
         overwrite = true;
       }
@@ -133,7 +134,7 @@ async function get(a: CommandArgs['get']): Promise<void> {
         if (ev.type === 'started') bar.start(total, Number(ev.bytes), payload);
         else bar.update(Number(ev.bytes), payload);
       });
-      bar?.update(result.size, { done: formatBytes(result.size), size: formatBytes(result.size), rate: formatRate(result.size / Math.max(result.seconds, 0.001)), peers: result.peers.length });
+      if (!result.alreadyPresent) bar?.update(result.size, { done: formatBytes(result.size), size: formatBytes(result.size), rate: formatRate(result.size / Math.max(result.seconds, 0.001)), peers: result.peers.length });
       bar?.stop();
       out(g, result, () => printGet(result));
     } catch (err) {

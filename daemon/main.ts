@@ -1,43 +1,45 @@
 #!/usr/bin/env node
 import fs from 'node:fs';
-import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import path from 'node:path';
 import { loadIdentityFile, parseAddress, parsePinnedAddressList } from '../protocol/index.js';
 import { ensurePrivateDir } from '../protocol/local-files.js';
-import { LOG_LEVELS, onShutdownSignal, packageVersion, setupFailed, stderrLogger, usageError } from '../protocol/program.js';
+import { LOG_OPTIONS, onShutdownSignal, setupFailed, stderrLogger, usageError } from '../protocol/program.js';
+import { loadSettings, type OptionTable } from '../protocol/settings.js';
 import { parseReportPolicy } from './reports.js';
 import { DEFAULTS, Tracker } from './tracker.js';
 
 const PROGRAM = 'p2p-tracker';
 
-const argv = yargs(hideBin(process.argv))
-  .scriptName(PROGRAM)
-  .usage('$0 --listen HOST:PORT --data DIR [options]\n\nThe p2pshare tracker: knows who holds which file; keeps the blacklist. Never carries file data.')
-  .option('listen', { type: 'string', demandOption: true, describe: 'where it accepts peers and the other trackers' })
-  .option('cluster', { type: 'string', describe: 'every tracker in rank order, this one included (default: --listen alone); ID@HOST:PORT pins a tracker\'s key' })
-  .option('data', { type: 'string', demandOption: true, describe: 'durable state folder (created if missing)' })
-  .option('admin-token-file', { type: 'string', describe: 'file holding the admin secret; without it admin commands are refused' })
-  .option('handshake-timeout-ms', { type: 'number', default: DEFAULTS.handshakeTimeoutMs, describe: 'a connection must finish its handshake within this' })
-  .option('read-timeout-ms', { type: 'number', default: DEFAULTS.readTimeoutMs, describe: 'a frame must arrive whole within this' })
-  .option('max-in-flight', { type: 'number', default: DEFAULTS.maxInFlight, describe: 'requests in flight per connection' })
-  .option('heartbeat-ms', { type: 'number', default: DEFAULTS.heartbeatMs, describe: 'heartbeat period between trackers' })
-  .option('failover-ms', { type: 'number', default: DEFAULTS.failoverMs, describe: 'silence after which a backup acts' })
-  .option('report-policy', { type: 'string', default: 'immediate', describe: 'immediate | threshold:K | review' })
-  .option('lease-ms', { type: 'number', default: DEFAULTS.leaseMs, describe: 'a silent peer is dropped after this' })
-  .option('max-connections', { type: 'number', default: DEFAULTS.maxConnections })
-  .option('max-connections-per-ip', { type: 'number', default: DEFAULTS.maxConnectionsPerIp })
-  .option('max-files-per-register', { type: 'number', default: DEFAULTS.maxFilesPerRegister })
-  .option('max-files-per-peer', { type: 'number', default: DEFAULTS.maxFilesPerPeer, describe: 'files one peer may register in all' })
-  .option('max-name-bytes-per-peer', { type: 'number', default: DEFAULTS.maxNameBytesPerPeer, describe: "bytes of one peer's file names in all" })
-  .option('reports-per-minute', { type: 'number', default: DEFAULTS.reportsPerMinute })
-  .option('print-id', { type: 'boolean', default: false, describe: "print the id of this tracker's key (made in --data if missing), to pin as ID@HOST:PORT, and exit" })
-  .option('log-level', { type: 'string', default: 'info', choices: LOG_LEVELS })
-  .strict()
-  .version(packageVersion())
-  .help()
-  .fail((msg, err) => usageError(PROGRAM, msg ?? err?.message ?? 'bad arguments'))
-  .parseSync();
+/** Every option of p2p-tracker, once: the command line, the config file and --print-config follow it. */
+const OPTIONS = {
+  listen: { type: 'string', required: true, describe: 'where it accepts peers and the other trackers' },
+  cluster: { type: 'string', list: true, describe: "every tracker in rank order, this one included (default: --listen alone); ID@HOST:PORT pins a tracker's key" },
+  data: { type: 'string', required: true, describe: 'durable state folder (created if missing)' },
+  'admin-token-file': { type: 'string', describe: 'file holding the admin secret; without it admin commands are refused' },
+  'handshake-timeout-ms': { type: 'number', default: DEFAULTS.handshakeTimeoutMs, describe: 'a connection must finish its handshake within this' },
+  'read-timeout-ms': { type: 'number', default: DEFAULTS.readTimeoutMs, describe: 'a frame must arrive whole within this' },
+  'max-in-flight': { type: 'number', default: DEFAULTS.maxInFlight, describe: 'requests in flight per connection' },
+  'heartbeat-ms': { type: 'number', default: DEFAULTS.heartbeatMs, describe: 'heartbeat period between trackers' },
+  'failover-ms': { type: 'number', default: DEFAULTS.failoverMs, describe: 'silence after which a backup acts' },
+  'report-policy': { type: 'string', default: 'immediate', describe: 'immediate | threshold:K | review' },
+  'lease-ms': { type: 'number', default: DEFAULTS.leaseMs, describe: 'a silent peer is dropped after this' },
+  'max-connections': { type: 'number', default: DEFAULTS.maxConnections },
+  'max-connections-per-ip': { type: 'number', default: DEFAULTS.maxConnectionsPerIp },
+  'max-files-per-register': { type: 'number', default: DEFAULTS.maxFilesPerRegister },
+  'max-files-per-peer': { type: 'number', default: DEFAULTS.maxFilesPerPeer, describe: 'files one peer may register in all' },
+  'max-name-bytes-per-peer': { type: 'number', default: DEFAULTS.maxNameBytesPerPeer, describe: "bytes of one peer's file names in all" },
+  'reports-per-minute': { type: 'number', default: DEFAULTS.reportsPerMinute },
+  'print-id': { type: 'boolean', default: false, commandLineOnly: true, describe: "print the id of this tracker's key (made in --data if missing), to pin as ID@HOST:PORT, and exit" },
+  ...LOG_OPTIONS,
+} as const satisfies OptionTable;
+
+const argv = loadSettings(
+  PROGRAM,
+  '$0 --listen HOST:PORT --data DIR [options]\n\nThe p2pshare tracker: knows who holds which file; keeps the blacklist. Never carries file data.',
+  OPTIONS,
+  hideBin(process.argv),
+);
 
 if (argv['print-id']) {
   try {
@@ -49,7 +51,7 @@ if (argv['print-id']) {
     process.exit(1);
   }
 }
-const log = stderrLogger(argv['log-level'], PROGRAM);
+const log = stderrLogger(argv['log-level'], PROGRAM, argv['log-format']);
 let tracker: Tracker;
 try {
   const listen = parseAddress(argv.listen, true);

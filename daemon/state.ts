@@ -24,7 +24,8 @@ interface FileRecord {
 }
 
 interface PeerRecord extends PeerInfo {
-  files: Map<string, string>; // fileId -> name
+  /** fileId -> the names (sorted) this peer holds it under: the same bytes may be shared under several names. */
+  files: Map<string, string[]>;
   /** UTF-8 bytes of the names in `files`, what the per-peer cap counts. */
   nameBytes: number;
 }
@@ -264,7 +265,7 @@ export class TrackerState {
       records.push({
         k: 'peer',
         peer: { peerId: p.peerId, publicKey: p.publicKey, host: p.host, port: p.port },
-        files: [...p.files].map(([id, name]) => ({ id, name, size: this.files.get(id)!.size, complete: this.files.get(id)!.holders.get(p.peerId) ?? true })),
+        files: [...p.files].flatMap(([id, names]) => names.map((name) => ({ id, name, size: this.files.get(id)!.size, complete: this.files.get(id)!.holders.get(p.peerId) ?? true }))),
       });
     }
     for (const audit of this.store.audit(1000).reverse()) records.push({ k: 'audit', audit });
@@ -336,21 +337,24 @@ export class TrackerState {
       peer.port = info.port;
       peer.publicKey = info.publicKey;
     }
-    for (const f of files) {
-      let rec = this.files.get(f.id);
+    for (const [id, regs] of byFileId(files)) {
+      let rec = this.files.get(id);
       if (!rec) {
-        rec = { id: f.id, size: f.size, names: new Map(), holders: new Map() };
-        this.files.set(f.id, rec);
+        rec = { id, size: regs[0]!.size, names: new Map(), holders: new Map() };
+        this.files.set(id, rec);
       }
-      const oldName = peer.files.get(f.id);
-      if (oldName !== undefined && oldName !== f.name) this.removeName(rec, oldName, peer.peerId);
-      if (oldName !== undefined) peer.nameBytes -= Buffer.byteLength(oldName);
-      peer.files.set(f.id, f.name);
-      peer.nameBytes += Buffer.byteLength(f.name);
-      rec.holders.set(peer.peerId, f.complete);
-      let holders = rec.names.get(f.name);
-      if (!holders) rec.names.set(f.name, (holders = new Set()));
-      holders.add(peer.peerId);
+      // The names registered for an id replace the ones this peer had for it (a rename, an unshared copy).
+      const names = namesOf(regs);
+      const oldNames = peer.files.get(id) ?? [];
+      for (const old of oldNames) if (!names.includes(old)) this.removeName(rec, old, peer.peerId);
+      peer.nameBytes += nameBytes(names) - nameBytes(oldNames);
+      peer.files.set(id, names);
+      rec.holders.set(peer.peerId, regs.some((r) => r.complete));
+      for (const name of names) {
+        let holders = rec.names.get(name);
+        if (!holders) rec.names.set(name, (holders = new Set()));
+        holders.add(peer.peerId);
+      }
     }
   }
 
@@ -366,14 +370,14 @@ export class TrackerState {
     if (!peer) return;
     const list = ids === 'all' ? [...peer.files.keys()] : ids;
     for (const id of list) {
-      const name = peer.files.get(id);
-      if (name === undefined) continue;
+      const names = peer.files.get(id);
+      if (names === undefined) continue;
       peer.files.delete(id);
-      peer.nameBytes -= Buffer.byteLength(name);
+      peer.nameBytes -= nameBytes(names);
       const rec = this.files.get(id);
       if (!rec) continue;
       rec.holders.delete(peerId);
-      this.removeName(rec, name, peerId);
+      for (const name of names) this.removeName(rec, name, peerId);
       if (rec.holders.size === 0) this.files.delete(id);
     }
   }
@@ -402,13 +406,12 @@ export class TrackerState {
   registrationTotals(peerId: string, files: ReadonlyArray<{ id: string; name: string }> = []): RegistrationTotals {
     const peer = this.peers.get(peerId);
     const totals = { files: peer?.files.size ?? 0, nameBytes: peer?.nameBytes ?? 0 };
-    const names = new Map<string, string>();
-    for (const f of files) names.set(f.id, f.name); // as register() does: the last name of an id wins
-    for (const [id, name] of names) {
+    // As register() does: the names registered for an id replace the ones the peer had for it.
+    for (const [id, regs] of byFileId(files)) {
       const old = peer?.files.get(id);
       if (old === undefined) totals.files++;
-      else totals.nameBytes -= Buffer.byteLength(old);
-      totals.nameBytes += Buffer.byteLength(name);
+      else totals.nameBytes -= nameBytes(old);
+      totals.nameBytes += nameBytes(namesOf(regs));
     }
     return totals;
   }
@@ -456,6 +459,22 @@ export class TrackerState {
     return h.digest('hex');
   }
 }
+
+/** A registration's entries grouped by file id, in the order the ids first appear. */
+function byFileId<F extends { id: string }>(files: ReadonlyArray<F>): Map<string, F[]> {
+  const groups = new Map<string, F[]>();
+  for (const f of files) {
+    const group = groups.get(f.id);
+    if (group) group.push(f);
+    else groups.set(f.id, [f]);
+  }
+  return groups;
+}
+
+/** The distinct names of one id's entries, sorted (every tracker applies and hashes them alike). */
+const namesOf = (regs: ReadonlyArray<{ name: string }>): string[] => [...new Set(regs.map((r) => r.name))].sort();
+
+const nameBytes = (names: readonly string[]): number => names.reduce((sum, name) => sum + Buffer.byteLength(name), 0);
 
 function versionOf(term: number, index: number): string {
   return `${term}.${index}`;

@@ -48,8 +48,10 @@ export interface ControlCommands {
   share: { args: { paths: string[] }; result: FileInfo[] };
   unshare: { args: { key: string }; result: FileInfo[] };
   search: { args: { text: string }; result: SearchInfo[] };
-  get: { args: GetArgs; result: import('./downloader.js').DownloadResult };
-  resolve: { args: { key: string; out?: string | undefined }; result: { name: string; id: string; size: number; target: string; exists: boolean } };
+  /** `alreadyPresent`: the target already was this very file (same id), so nothing was downloaded. */
+  get: { args: GetArgs; result: import('./downloader.js').DownloadResult & { alreadyPresent?: true } };
+  /** `sameFile`: the existing target already is this very file (same id). */
+  resolve: { args: { key: string; out?: string | undefined }; result: { name: string; id: string; size: number; target: string; exists: boolean; sameFile: boolean } };
   transfers: { args: Record<string, never>; result: import('./db.js').TransferRecord[] };
   report: { args: { key: string; reason: string }; result: { blacklisted: string[]; pending: string[]; fileId: string } };
 }

@@ -1,39 +1,41 @@
 #!/usr/bin/env node
-import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { parseAddress, parsePinnedAddressList } from '../protocol/index.js';
-import { LOG_LEVELS, onShutdownSignal, packageVersion, setupFailed, stderrLogger, usageError } from '../protocol/program.js';
+import { LOG_OPTIONS, onShutdownSignal, packageVersion, setupFailed, stderrLogger, usageError } from '../protocol/program.js';
+import { loadSettings, type OptionTable } from '../protocol/settings.js';
 import { PeerDaemon } from './peerd.js';
 import { parseRate } from './rate.js';
 
 const PROGRAM = 'p2p-peerd';
 
-const argv = yargs(hideBin(process.argv))
-  .scriptName(PROGRAM)
-  .usage('$0 --trackers A,B,... --share DIR --data DIR [options]\n\nThe p2pshare peer daemon: shares files, serves chunks, downloads from many peers at once.')
-  .option('trackers', { type: 'string', demandOption: true, describe: 'the trackers in rank order; ID@HOST:PORT pins a tracker\'s key (else it is learned on first contact)' })
-  .option('share', { type: 'string', demandOption: true, describe: 'folder whose files it shares; downloads land here unless --out says otherwise' })
-  .option('data', { type: 'string', demandOption: true, describe: 'identity key, partial downloads, caches (created with mode 0700)' })
-  .option('listen', { type: 'string', default: '0.0.0.0:0', describe: 'where it serves chunks to other peers' })
-  .option('advertise', { type: 'string', describe: 'the address other peers should use, where it differs from what the tracker sees' })
-  .option('socket', { type: 'string', describe: 'the control socket for p2p (default DATA/peerd.sock)' })
-  .option('max-uploads', { type: 'number', default: 8, describe: 'chunks read or sent at once, to all peers together (each holds a 1 MiB buffer)' })
-  .option('max-upload-rate', { type: 'string', default: '0', describe: 'upload limit in bytes/s (10M, 500k; 100mbit); 0 = unlimited' })
-  .option('max-download-rate', { type: 'string', default: '0', describe: 'download limit in bytes/s (10M, 500k; 100mbit); 0 = unlimited' })
-  .option('strategy', { type: 'string', default: 'adaptive', choices: ['adaptive', 'original'], describe: "peer choice: keep measuring and adapt, or the original design's fixed rule" })
-  .option('max-connections', { type: 'number', default: 1024, describe: 'connections from other peers, in total' })
-  .option('max-connections-per-ip', { type: 'number', default: 128, describe: 'connections from one address' })
-  .option('handshake-timeout-ms', { type: 'number', default: 2000, describe: 'a connecting peer must prove its key within this' })
-  .option('read-timeout-ms', { type: 'number', default: 5000, describe: 'a request frame must arrive whole within this' })
-  .option('plain-chunk-links', { type: 'boolean', default: false, describe: 'chunk connections with peers that also set this skip TLS (less CPU per byte; chunks are still verified and receipts signed, but travel in clear): only on a network you trust' })
-  .option('log-level', { type: 'string', default: 'info', choices: LOG_LEVELS })
-  .strict()
-  .version(packageVersion())
-  .help()
-  .fail((msg, err) => usageError(PROGRAM, msg ?? err?.message ?? 'bad arguments'))
-  .parseSync();
+/** Every option of p2p-peerd, once: the command line, the config file and --print-config follow it. */
+const OPTIONS = {
+  trackers: { type: 'string', list: true, required: true, describe: "the trackers in rank order; ID@HOST:PORT pins a tracker's key (else it is learned on first contact)" },
+  share: { type: 'string', required: true, describe: 'folder whose files it shares; downloads land here unless --out says otherwise' },
+  data: { type: 'string', required: true, describe: 'identity key, partial downloads, caches (created with mode 0700)' },
+  listen: { type: 'string', default: '0.0.0.0:0', describe: 'where it serves chunks to other peers' },
+  advertise: { type: 'string', describe: 'the address other peers should use, where it differs from what the tracker sees' },
+  socket: { type: 'string', describe: 'the control socket for p2p (default DATA/peerd.sock)' },
+  'max-uploads': { type: 'number', default: 8, describe: 'chunks read or sent at once, to all peers together (each holds a 1 MiB buffer)' },
+  'max-upload-rate': { type: 'string', default: '0', describe: 'upload limit in bytes/s (10M, 500k; 100mbit); 0 = unlimited' },
+  'max-download-rate': { type: 'string', default: '0', describe: 'download limit in bytes/s (10M, 500k; 100mbit); 0 = unlimited' },
+  strategy: { type: 'string', default: 'adaptive', choices: ['adaptive', 'original'], describe: "peer choice: keep measuring and adapt, or the original design's fixed rule" },
+  'max-connections': { type: 'number', default: 1024, describe: 'connections from other peers, in total' },
+  'max-connections-per-ip': { type: 'number', default: 128, describe: 'connections from one address' },
+  'handshake-timeout-ms': { type: 'number', default: 2000, describe: 'a connecting peer must prove its key within this' },
+  'read-timeout-ms': { type: 'number', default: 5000, describe: 'a request frame must arrive whole within this' },
+  'plain-chunk-links': { type: 'boolean', default: false, describe: 'chunk connections with peers that also set this skip TLS (less CPU per byte; chunks are still verified and receipts signed, but travel in clear): only on a network you trust' },
+  ...LOG_OPTIONS,
+} as const satisfies OptionTable;
 
-const log = stderrLogger(argv['log-level'], PROGRAM);
+const argv = loadSettings(
+  PROGRAM,
+  '$0 --trackers A,B,... --share DIR --data DIR [options]\n\nThe p2pshare peer daemon: shares files, serves chunks, downloads from many peers at once.',
+  OPTIONS,
+  hideBin(process.argv),
+);
+
+const log = stderrLogger(argv['log-level'], PROGRAM, argv['log-format']);
 let daemon: PeerDaemon;
 try {
   if (!Number.isInteger(argv['max-uploads']) || argv['max-uploads'] < 1) usageError(PROGRAM, '--max-uploads must be a positive integer');

@@ -32,7 +32,7 @@ import type { CommandName, ControlCommands, FileInfo, GetArgs, StatusInfo } from
 import { PeerDb } from './db.js';
 import { Download, isStrategy, type DownloadResult, type Strategy } from './downloader.js';
 import { RateMeter, TokenBucket } from './rate.js';
-import { Library, type SharedFile } from './library.js';
+import { hashFile, Library, type SharedFile } from './library.js';
 import { TrackerClient } from './tracker-client.js';
 
 export interface PeerDaemonOptions {
@@ -165,7 +165,8 @@ export class PeerDaemon {
     this.library.on('added', (f: SharedFile) => void this.registerFiles([f]).catch(() => undefined));
     this.library.on('removed', (f: SharedFile) => {
       this.chunkServer.forgetFile(f.path);
-      if (this.library.byId(f.id)) return; // still shared under another path
+      // Still shared under another path: register the names left, which replace the gone one at the tracker.
+      if (this.library.byId(f.id)) return void this.registerFiles([f]).catch(() => undefined);
       void this.tracker.request('UNREGISTER', { all: false, ids: [{ id: f.idBuf }] }, 'OK').catch(() => undefined);
     });
   }
@@ -233,9 +234,12 @@ export class PeerDaemon {
     return files;
   }
 
+  /** Registers the ids of `files` with every name each is shared under here (the tracker replaces an id's names with those). */
   private async registerFiles(files: SharedFile[]): Promise<void> {
-    if (files.length === 0) return;
-    await this.tracker.request('REGISTER', { files: files.map((f) => ({ id: f.idBuf, size: f.size, name: f.name, complete: true })) }, 'OK');
+    const ids = new Set(files.map((f) => f.id));
+    const named = this.library.list().filter((f) => ids.has(f.id));
+    if (named.length === 0) return;
+    await this.tracker.request('REGISTER', { files: named.map((f) => ({ id: f.idBuf, size: f.size, name: f.name, complete: true })) }, 'OK');
   }
 
   private async listenControl(): Promise<void> {
@@ -319,7 +323,8 @@ export class PeerDaemon {
       case 'resolve': {
         const r = await this.resolve(str(a.key, 'key'));
         const target = this.targetFor(r.name, r.id, typeof a.out === 'string' ? a.out : undefined);
-        return { ...r, target, exists: fs.existsSync(target) };
+        const exists = fs.existsSync(target);
+        return { ...r, target, exists, sameFile: exists && (await this.holdsFile(target, r.id, r.size)) };
       }
       case 'get':
         return this.get(a as unknown as GetArgs, conn, requestId);
@@ -395,7 +400,29 @@ export class PeerDaemon {
     return abs;
   }
 
-  private async get(args: GetArgs, conn: Connection, requestId: number): Promise<DownloadResult> {
+  /**
+   * Whether the file at `target` is the file `id` (of `size` bytes; 0 when unknown): by size first, then
+   * by the id the library or the manifest cache knows for it while its size and mtime are unchanged, and
+   * only then by hashing it.
+   */
+  private async holdsFile(target: string, id: string, size: number): Promise<boolean> {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(target);
+    } catch {
+      return false;
+    }
+    if (!st.isFile() || (size > 0 && st.size !== size)) return false;
+    const known = this.library.list().find((f) => f.path === target) ?? this.db.cachedManifest(target);
+    if (known && known.size === st.size && known.mtimeMs === st.mtimeMs) return known.id === id;
+    try {
+      return (await hashFile(target)).id.toString('hex') === id;
+    } catch {
+      return false;
+    }
+  }
+
+  private async get(args: GetArgs, conn: Connection, requestId: number): Promise<DownloadResult & { alreadyPresent?: true }> {
     const key = str(args.key, 'key');
     const r = await this.resolve(key);
     const target = this.targetFor(r.name, r.id, args.out);
@@ -406,6 +433,10 @@ export class PeerDaemon {
     if (!fs.existsSync(path.dirname(target))) throw new P2PError('P2P_BAD_REQUEST', `folder ${path.dirname(target)} does not exist`);
     if (fs.existsSync(target)) {
       if (fs.statSync(target).isDirectory()) throw new P2PError('P2P_BAD_REQUEST', `${target} is a folder`);
+      // Issue 11: getting a file that is already there is done, not a conflict (nor a reason to fetch it again).
+      if (await this.holdsFile(target, r.id, r.size)) {
+        return { name: r.name, id: r.id, path: target, size: fs.statSync(target).size, seconds: 0, firstByteSeconds: null, peers: [], resumedChunks: 0, alreadyPresent: true };
+      }
       if (!args.overwrite) throw new P2PError('P2P_EXISTS', `${target} already exists; pass --overwrite to replace it`);
     }
     if (this.downloads.has(r.id)) throw new P2PError('P2P_BAD_REQUEST', `${r.name} is already being downloaded`);

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
+import type { OptionTable } from './settings.js';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { P2PError } from './errors.js';
@@ -24,11 +25,37 @@ export function packageVersion(): string {
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
-/** JSON log lines on stderr (fd 2), synchronously so nothing is lost at exit. */
-export function stderrLogger(level: string, name: string): Logger {
-  // Loaded here, not at import: `p2p` starts without it (about 40 files) unless it logs.
-  const pino = createRequire(import.meta.url)('pino') as typeof import('pino').default;
-  return pino({ name, level, base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }));
+export const LOG_FORMATS = ['pretty', 'json'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
+/** The daemons' logging options, for their option tables (protocol/settings.ts). */
+export const LOG_OPTIONS = {
+  'log-level': { type: 'string', default: 'info', choices: LOG_LEVELS, describe: 'the least severe level logged' },
+  'log-format': {
+    type: 'string',
+    // Human lines for whoever watches a terminal; JSON lines for journald, files and log shippers.
+    default: process.stderr.isTTY ? 'pretty' : 'json',
+    defaultDescription: 'pretty on a terminal, json otherwise',
+    choices: LOG_FORMATS,
+    describe: 'log lines on stderr: pretty (human text) or json (one object a line)',
+  },
+} as const satisfies OptionTable;
+
+/**
+ * Log lines on stderr (fd 2), synchronously so nothing is lost at exit: JSON, or human text through
+ * pino-pretty (`pretty`).
+ */
+export function stderrLogger(level: string, name: string, format: string = 'json'): Logger {
+  // Loaded here, not at import: `p2p` starts without them (pino is about 40 files) unless it logs, and
+  // pino-pretty (with its colour and date modules) only for `--log-format pretty`.
+  const load = createRequire(import.meta.url);
+  const pino = load('pino') as typeof import('pino').default;
+  const options = { name, level, base: { pid: process.pid } };
+  if (format === 'pretty') {
+    const pretty = load('pino-pretty') as typeof import('pino-pretty');
+    return pino(options, pretty({ destination: 2, sync: true, colorize: process.stderr.isTTY === true, translateTime: 'SYS:yyyy-mm-dd HH:MM:ss.l', ignore: 'pid,hostname' }));
+  }
+  return pino(options, pino.destination({ fd: 2, sync: true }));
 }
 
 /** Runs `stop` once on SIGTERM or SIGINT, then exits 0 (or 1 if stopping failed). */

@@ -1,36 +1,38 @@
 /**
- * The three programs as a user runs them: built into dist/ by `npm test`'s pretest, or installed
- * elsewhere (a global install from the package's tarball: `bin` names its bin folder). One-shot runs
- * with their output and exit code, and long-running daemons with their JSON log lines parsed.
+ * The three programs as a user runs them, built into dist/ (by `npm test`'s pretest) or installed
+ * elsewhere (a global install of the package's tarball: `bin` names its bin folder): run one to
+ * completion, or start a daemon and follow its log lines on stderr.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Tap } from './roundtrip.js';
+import type t from 'tap';
 import { until } from './wait.js';
+
+type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const PROGRAMS = { 'p2p': 'dist/cli/main.js', 'p2p-tracker': 'dist/daemon/main.js', 'p2p-peerd': 'dist/peerd/main.js' } as const;
 export type Program = keyof typeof PROGRAMS;
 export const VERSION = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 
-export interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  ms: number;
-}
-
 export interface ProgramOptions {
-  /** A bin folder with the installed programs (their links from a global install); default: this checkout's dist/. */
+  /** A bin folder with the installed programs (links from a global install); default: this checkout's dist/. */
   bin?: string;
 }
 
 /** The script to run for `program`: this checkout's build, or what an installed bin link points at. */
 function scriptOf(program: Program, options: ProgramOptions): string {
   return options.bin ? fs.realpathSync(path.join(options.bin, program)) : path.join(ROOT, PROGRAMS[program]);
+}
+
+export interface Result {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
 }
 
 /** Runs a program to completion (killed after `timeoutMs`, which then fails the assertion on `code`). */
@@ -51,21 +53,25 @@ export function run(program: Program, args: string[], env: NodeJS.ProcessEnv = {
   });
 }
 
-/** A long-running program, with its JSON log lines parsed as they arrive. */
+/** A long-running program, with its log lines on stderr as they arrive (parsed when they are JSON). */
 export interface Daemon {
   child: ChildProcess;
   logs: Array<Record<string, unknown>>;
+  /** Everything it wrote on stderr so far. */
+  stderr(): string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
   /** Waits for a log line with this `msg`. */
   logged(msg: string): Promise<Record<string, unknown>>;
 }
 
-/** Starts a daemon at log level info; it is killed (SIGKILL) at the end of the test if still running. */
+/** Starts a daemon (killed at the test's end if still running); `args` are all its arguments. */
 export function start(t: Tap, program: 'p2p-tracker' | 'p2p-peerd', args: string[], options: ProgramOptions = {}): Daemon {
-  const child = spawn(process.execPath, [scriptOf(program, options), ...args, '--log-level', 'info'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [scriptOf(program, options), ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   const logs: Array<Record<string, unknown>> = [];
+  let text = '';
   let partial = '';
   child.stderr!.on('data', (d: Buffer) => {
+    text += d.toString();
     const lines = (partial + d.toString()).split('\n');
     partial = lines.pop()!;
     for (const line of lines) {
@@ -91,6 +97,7 @@ export function start(t: Tap, program: 'p2p-tracker' | 'p2p-peerd', args: string
   return {
     child,
     logs,
+    stderr: () => text,
     exited,
     logged: (msg) =>
       until(`${program} to log '${msg}' (logs so far: ${JSON.stringify(logs.map((l) => l.msg))})`, () => {
@@ -100,8 +107,8 @@ export function start(t: Tap, program: 'p2p-tracker' | 'p2p-peerd', args: string
   };
 }
 
-/** A temporary folder, removed after the test. */
-export function tempDir(t: Tap, prefix = 'p2p-cli-'): string {
+/** A temporary folder, removed at the test's end. */
+export function tempDir(t: Tap, prefix = 'p2p-test-'): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   return dir;

@@ -111,8 +111,11 @@ t.test('the real programs: --json, exit codes 3 and 4, admin, report, and a clea
   );
   t.match(got, { name: 'report.pdf', id: hits[0]!.id, path: out, size: content.length, seconds: Number, peers: [{ id: status.peerId, address: /:\d+$/, bytes: content.length, chunks: 4 }] }, 'get --json: {name, id, path, size, seconds, peers}');
   t.ok(fs.readFileSync(out).equals(content), 'the file arrived intact');
-  const again = await p2p(leecher, 'get', 'report.pdf', '--out', out, '--no-progress');
-  t.equal(again.code, 1, 'get onto an existing file without --overwrite exits 1 (no terminal to ask on)');
+  const taken = path.join(dir, 'taken.pdf');
+  fs.writeFileSync(taken, 'another file');
+  const again = await p2p(leecher, 'get', 'report.pdf', '--out', taken, '--no-progress');
+  t.equal(again.code, 1, 'get onto an existing other file without --overwrite exits 1 (no terminal to ask on)');
+  t.equal((await p2p(leecher, 'get', 'report.pdf', '--out', out, '--no-progress')).code, 0, 'get onto the very same file exits 0 (issue 11)');
 
   const missing = await p2p(leecher, 'get', 'no-such-file.bin', '--no-progress');
   t.equal(missing.code, 3, 'get of a file no one has exits 3');

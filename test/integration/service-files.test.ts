@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { PROGRAMS, ROOT, tempDir } from '../helpers/programs.js';
+import { PROGRAMS, ROOT, run, tempDir } from '../helpers/programs.js';
 
 const exec = promisify(execFile);
 const UNITS = ['p2p-tracker.service', 'p2p-peerd.service'] as const;
@@ -41,6 +41,21 @@ t.test('each unit runs its daemon as user p2pshare, hardened, restarted on failu
   const peerd = settings(fs.readFileSync(path.join(ROOT, 'ops', 'systemd', 'p2p-peerd.service'), 'utf8'));
   const share = /--share (\S+)/.exec(peerd.get('ExecStart')![0]!)?.[1];
   t.ok(share && peerd.get('ReadWritePaths')?.includes(share), `the peer daemon may write its share folder (${share}), where downloads land`);
+});
+
+t.test("each unit's command line, with the example config from ops/config, is accepted (--print-config)", async (t) => {
+  for (const [unit, program, config] of [
+    ['p2p-tracker.service', 'p2p-tracker', 'tracker.toml'],
+    ['p2p-peerd.service', 'p2p-peerd', 'peerd.toml'],
+  ] as const) {
+    const exec = settings(fs.readFileSync(path.join(ROOT, 'ops', 'systemd', unit), 'utf8')).get('ExecStart')![0]!.split(' ');
+    t.equal(exec[0], `/usr/local/bin/${program}`, `${unit} runs ${program}`);
+    const args = exec.slice(1).map((a) => (a === `/etc/p2pshare/${config}` ? path.join(ROOT, 'ops', 'config', config) : a));
+    const r = await run(program, [...args, '--print-config', '--json']);
+    t.equal(r.code, 0, `${unit}: its flags and ops/config/${config} are accepted (${r.stderr.trim()})`);
+    const printed = JSON.parse(r.stdout) as { settings: Record<string, { source: string }> };
+    t.ok(Object.values(printed.settings).some((v) => v.source === 'config'), 'and the example config sets some of them');
+  }
 });
 
 t.test('systemd-analyze verify accepts the units', async (t) => {

@@ -87,6 +87,8 @@ t.test('everything else is left to yargs', (t) => {
     ['get', 'a.txt'],
     ['admin', 'status'],
     ['constructor'],
+    ['completion'],
+    ['--get-yargs-completions', 'p2p', 'st'],
   ];
   for (const args of cases) t.equal(parseFast(args), undefined, `p2p ${args.join(' ')}`);
   t.end();
