@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { parseAddress, parsePinnedAddressList } from '../protocol/index.js';
+import { parseAddress, parsePinnedAddressList, type Address } from '../protocol/index.js';
 import { LOG_LEVELS, onShutdownSignal, packageVersion, stderrLogger, usageError } from '../protocol/program.js';
 import { PeerDaemon } from './peerd.js';
 import { parseRate } from './rate.js';
@@ -26,6 +26,7 @@ const argv = yargs(hideBin(process.argv))
   .option('handshake-timeout-ms', { type: 'number', default: 2000, describe: 'a connecting peer must prove its key within this' })
   .option('read-timeout-ms', { type: 'number', default: 5000, describe: 'a request frame must arrive whole within this' })
   .option('plain-chunk-links', { type: 'boolean', default: false, describe: 'chunk connections with peers that also set this skip TLS (less CPU per byte; chunks are still verified and receipts signed, but travel in clear): only on a network you trust' })
+  .option('metrics', { type: 'string', describe: 'serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP; off by default)' })
   .option('log-level', { type: 'string', default: 'info', choices: LOG_LEVELS })
   .strict()
   .version(packageVersion())
@@ -45,6 +46,13 @@ try {
       return usageError(PROGRAM, `--${flag}: ${(err as Error).message}`);
     }
   };
+  const metricsAddress = (v: string): Address => {
+    try {
+      return parseAddress(v, true);
+    } catch (err) {
+      return usageError(PROGRAM, `--metrics: ${(err as Error).message}`);
+    }
+  };
   daemon = new PeerDaemon({
     trackers: parsePinnedAddressList(argv.trackers),
     shareDir: argv.share,
@@ -61,6 +69,7 @@ try {
     maxDownloadRate: rate('max-download-rate', argv['max-download-rate']),
     strategy: argv.strategy as 'adaptive' | 'original',
     plainChunkLinks: argv['plain-chunk-links'],
+    metrics: argv.metrics === undefined ? undefined : metricsAddress(argv.metrics),
     logger: log,
     version: packageVersion(),
   });
