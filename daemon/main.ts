@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import path from 'node:path';
-import { loadIdentityFile, parseAddress, parsePinnedAddressList } from '../protocol/index.js';
+import { loadIdentityFile, parseAddress, parsePinnedAddressList, type Address } from '../protocol/index.js';
 import { ensurePrivateDir } from '../protocol/local-files.js';
 import { LOG_LEVELS, onShutdownSignal, packageVersion, stderrLogger, usageError } from '../protocol/program.js';
 import { parseReportPolicy } from './reports.js';
@@ -32,6 +32,7 @@ const argv = yargs(hideBin(process.argv))
   .option('max-name-bytes-per-peer', { type: 'number', default: DEFAULTS.maxNameBytesPerPeer, describe: "bytes of one peer's file names in all" })
   .option('reports-per-minute', { type: 'number', default: DEFAULTS.reportsPerMinute })
   .option('print-id', { type: 'boolean', default: false, describe: "print the id of this tracker's key (made in --data if missing), to pin as ID@HOST:PORT, and exit" })
+  .option('metrics', { type: 'string', describe: 'serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP; off by default)' })
   .option('log-level', { type: 'string', default: 'info', choices: LOG_LEVELS })
   .strict()
   .version(packageVersion())
@@ -54,6 +55,13 @@ let tracker: Tracker;
 try {
   const listen = parseAddress(argv.listen, true);
   const cluster = argv.cluster ? parsePinnedAddressList(argv.cluster) : undefined;
+  const metricsAddress = (v: string): Address => {
+    try {
+      return parseAddress(v, true);
+    } catch (err) {
+      return usageError(PROGRAM, `--metrics: ${(err as Error).message}`);
+    }
+  };
   for (const [flag, v] of [['heartbeat-ms', argv['heartbeat-ms']], ['failover-ms', argv['failover-ms']], ['lease-ms', argv['lease-ms']]] as const) {
     if (!Number.isInteger(v) || v <= 0) usageError(PROGRAM, `--${flag} must be a positive integer`);
   }
@@ -91,6 +99,7 @@ try {
     maxNameBytesPerPeer: argv['max-name-bytes-per-peer'],
     reportsPerMinute: argv['reports-per-minute'],
     logger: log,
+    metrics: argv.metrics === undefined ? undefined : metricsAddress(argv.metrics),
   });
 } catch (err) {
   usageError(PROGRAM, (err as Error).message);
@@ -98,6 +107,6 @@ try {
 onShutdownSignal(log, () => tracker.close());
 tracker.listen().catch((err: Error) => {
   log.fatal({ err }, 'cannot start');
-  process.stderr.write(`${PROGRAM}: cannot listen on ${argv.listen}: ${err.message}\n`);
+  process.stderr.write(`${PROGRAM}: cannot start: ${err.message}\n`);
   process.exit(1);
 });
