@@ -15,7 +15,7 @@ import { PeerDaemon } from '../../peerd/index.js';
 import type { Address } from '../../protocol/index.js';
 import { Fleet } from '../helpers/fleet.js';
 import { parsePrometheusText, sampleValue, scrape, type Family } from '../helpers/prometheus.js';
-import { runProgram } from '../helpers/programs.js';
+import { ROOT, runProgram } from '../helpers/programs.js';
 import type { Tap } from '../helpers/roundtrip.js';
 
 const MiB = 1024 * 1024;
@@ -49,6 +49,53 @@ function checkNaming(t: Tap, families: Map<string, Family>, prefix: string): voi
     if (f.type === 'histogram' && !f.name.endsWith('_seconds')) t.fail(`histogram ${f.name} is not in seconds`);
   }
   t.ok(families.has('process_cpu_user_seconds_total') && families.has('nodejs_heap_size_used_bytes'), 'with the default process and Node.js metrics');
+}
+
+interface DashboardPanel {
+  type: string;
+  title: string;
+  gridPos: { x: number; y: number; w: number; h: number };
+  datasource?: { uid: string };
+  targets?: Array<{ expr: string; datasource: { uid: string } }>;
+}
+
+/**
+ * ops/grafana/p2pshare.json: a Grafana dashboard on a Prometheus datasource variable, whose panels do not
+ * overlap, and whose every p2p_* metric is one the daemons really serve (`families`, scraped).
+ */
+function checkDashboard(t: Tap, families: Map<string, Family>): void {
+  const dashboard = JSON.parse(fs.readFileSync(path.join(ROOT, 'ops/grafana/p2pshare.json'), 'utf8')) as {
+    title: string;
+    uid: string;
+    schemaVersion: number;
+    templating: { list: Array<{ name: string; type: string; query: unknown }> };
+    panels: DashboardPanel[];
+  };
+  t.ok(dashboard.title && dashboard.uid && dashboard.schemaVersion > 30, 'the dashboard has a title, a uid and a current schema version');
+  t.ok(dashboard.templating.list.some((v) => v.name === 'datasource' && v.type === 'datasource' && v.query === 'prometheus'), 'with a Prometheus datasource variable');
+  const cells = new Set<string>();
+  const named = new Set<string>();
+  for (const p of dashboard.panels) {
+    const { x, y, w, h } = p.gridPos;
+    if (x < 0 || w < 1 || x + w > 24) t.fail(`panel '${p.title}' is outside the 24-column grid`);
+    for (let i = x; i < x + w; i++) {
+      for (let j = y; j < y + h; j++) {
+        if (cells.has(`${i},${j}`)) t.fail(`panel '${p.title}' overlaps another`);
+        cells.add(`${i},${j}`);
+      }
+    }
+    if (p.type === 'row') continue;
+    if (p.datasource?.uid !== '${datasource}' || !p.targets?.length) t.fail(`panel '${p.title}' does not query the datasource variable`);
+    for (const target of p.targets ?? []) {
+      if (target.datasource.uid !== '${datasource}') t.fail(`a query of '${p.title}' does not use the datasource variable`);
+      for (const [name] of target.expr.matchAll(/\bp2p_(?:tracker|peerd)_[a-z_]+/g)) named.add(name);
+    }
+  }
+  const missing = [...named].filter((n) => !families.has(n) && !families.has(n.replace(/_(bucket|sum|count)$/, '')));
+  t.same(missing, [], `every one of the ${named.size} metrics on the dashboard is served`);
+  const shown = new Set([...named].map((n) => n.replace(/_(bucket|sum|count)$/, '')));
+  const unshown = [...families.keys()].filter((n) => /^p2p_(tracker|peerd)_/.test(n) && !shown.has(n));
+  t.same(unshown, [], 'and every metric served is on the dashboard');
 }
 
 function refusedToConnect(address: Address): Promise<boolean> {
@@ -135,8 +182,16 @@ t.test('a download, scraped during and after: the counters of the tracker, the s
   t.equal(sampleValue(tr, 'p2p_tracker_blacklist_entries'), 0, 'an empty blacklist');
   checkNaming(t, tr, 'p2p_tracker_');
 
+  await downloader.call('report', { key: name, reason: 'the metrics test reports its seeder' });
+  const afterReport = await metricsOf(at.tracker);
+  t.equal(sampleValue(afterReport, 'p2p_tracker_reports_total', { outcome: 'blacklisted' }), 1, 'a report is counted by its outcome');
+  t.equal(sampleValue(afterReport, 'p2p_tracker_reports_total', { outcome: 'refused' }), 0, 'and none refused');
+  t.equal(sampleValue(afterReport, 'p2p_tracker_blacklist_entries'), 1, 'the blacklist grew by the seeder');
+
   t.match((await scrape(at.tracker)).contentType, /^text\/plain; version=0\.0\.4/, 'served as Prometheus text format 0.0.4');
   for (const p of ['/', '/metrics/x', '/favicon.ico']) t.equal((await scrape(at.tracker, p)).status, 404, `GET ${p}: 404`);
+
+  checkDashboard(t, new Map([...tr, ...d]));
 
   await downloader.stop();
   await seeder.stop();
