@@ -76,8 +76,8 @@ export class MetricsServer {
 
 function metricsListenProblem(address: Address, err: NodeJS.ErrnoException): string {
   const where = `--metrics ${formatAddress(address.host, address.port)}`;
-  if (err.code === 'EADDRINUSE') return `cannot serve metrics on ${where}: the address is already in use (another daemon's --metrics, or another program)`;
-  if (err.code === 'EADDRNOTAVAIL') return `cannot serve metrics on ${where}: that address is not one of this host's`;
-  if (err.code === 'EACCES') return `cannot serve metrics on ${where}: permission denied (ports below 1024 need privileges)`;
-  return `cannot serve metrics on ${where}: ${err.message}`;
+  if (err.code === 'EADDRINUSE') return `${where}: the address is already in use (by another daemon's --metrics, or another program); choose a free port`;
+  if (err.code === 'EADDRNOTAVAIL') return `${where}: that address is not one of this host's`;
+  if (err.code === 'EACCES') return `${where}: permission denied (ports below 1024 need privileges)`;
+  return `${where}: ${err.message}`;
 }
