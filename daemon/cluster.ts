@@ -45,6 +45,11 @@ export interface ClusterOptions {
   memberKeys: MemberKeys;
   /** Whether a peer has a session with this tracker (for the sweep after a takeover). */
   isPeerConnected?: (peerId: string) => boolean;
+  /**
+   * A write made here through commit() ended: committed (`failure` undefined) after `seconds` from
+   * propose to commit, or not kept (`failure` is the error's code). For --metrics.
+   */
+  onWriteDone?: (op: Op['op'], seconds: number, failure?: string) => void;
 }
 
 /** Finds this tracker's rank: the place of its listen address in the cluster list. */
@@ -67,6 +72,9 @@ export function rankOf(self: Address, members: Address[]): number {
 
 interface Waiter {
   term: number;
+  op: Op['op'];
+  /** performance.now() at propose. */
+  proposedAt: number;
   resolve: () => void;
   reject: (err: P2PError) => void;
   timer: Timer;
@@ -202,6 +210,7 @@ export class Cluster {
     const node = this.node!;
     let index: number;
     let term: number;
+    const proposedAt = performance.now();
     try {
       ({ index, term } = node.propose(op));
     } catch (err) {
@@ -211,14 +220,19 @@ export class Cluster {
       }
       throw err;
     }
-    if (this.state.appliedIndex >= index) return Promise.resolve(); // committed at once (acting alone)
+    if (this.state.appliedIndex >= index) {
+      this.opts.onWriteDone?.(op.op, (performance.now() - proposedAt) / 1000);
+      return Promise.resolve(); // committed at once (acting alone)
+    }
     return new Promise<void>((resolve, reject) => {
       const limitMs = 5 * this.opts.failoverMs;
       const timer = this.clock.setTimeout(() => {
-        if (!this.waiters.delete(index)) return;
-        reject(new P2PError('P2P_REPLICATION_FAILED', `write ${index} was not committed within ${limitMs} ms; it may or may not be kept`));
+        const w = this.waiters.get(index);
+        if (!w) return;
+        this.waiters.delete(index);
+        this.fail(w, new P2PError('P2P_REPLICATION_FAILED', `write ${index} was not committed within ${limitMs} ms; it may or may not be kept`));
       }, limitMs);
-      this.waiters.set(index, { term, resolve, reject, timer });
+      this.waiters.set(index, { term, op: op.op, proposedAt, resolve, reject, timer });
     });
   }
 
@@ -228,14 +242,20 @@ export class Cluster {
     if (!w) return;
     this.waiters.delete(index);
     w.timer.cancel();
-    if (w.term === term) w.resolve();
-    else w.reject(new P2PError('P2P_REPLICATION_FAILED', `write ${index} was replaced by another main's; it was not kept`));
+    if (w.term !== term) return this.fail(w, new P2PError('P2P_REPLICATION_FAILED', `write ${index} was replaced by another main's; it was not kept`));
+    this.opts.onWriteDone?.(w.op, (performance.now() - w.proposedAt) / 1000);
+    w.resolve();
+  }
+
+  private fail(w: Waiter, err: P2PError): void {
+    this.opts.onWriteDone?.(w.op, (performance.now() - w.proposedAt) / 1000, err.code);
+    w.reject(err);
   }
 
   private failWaiters(err: P2PError): void {
     for (const w of this.waiters.values()) {
       w.timer.cancel();
-      w.reject(err);
+      this.fail(w, err);
     }
     this.waiters.clear();
   }
@@ -303,6 +323,23 @@ export class Cluster {
   async onTrackerRequest(req: { name: string }, conn: Connection, authenticatedRank?: number): Promise<void> {
     this.attach(conn, authenticatedRank);
     throw new P2PError('P2P_UNEXPECTED_MESSAGE', `${req.name} is not a tracker-to-tracker request; trackers speak RAFT events`);
+  }
+
+  /**
+   * On the main: each other tracker of --cluster, whether it was heard within failover-ms, and how many
+   * entries of the main's log it has not applied yet (as of its last status, at most a heartbeat old).
+   * Empty on a tracker that is not the main. For --metrics.
+   */
+  backups(): Array<{ rank: number; address: string; reachable: boolean; lagEntries: number }> {
+    const node = this.node;
+    if (!node?.isPrimary) return [];
+    const now = this.clock.now();
+    return this.opts.members.flatMap((_, rank) => {
+      if (rank === this.selfRank) return [];
+      const p = node.peers[rank];
+      const reachable = !!p && now - p.heardAt < this.opts.failoverMs;
+      return [{ rank, address: this.labels[rank]!, reachable, lagEntries: Math.max(0, node.log.lastIndex - (p?.applied ?? 0)) }];
+    });
   }
 
   async status(): Promise<Body<'ADMIN_STATUS_RESULT'>['trackers']> {

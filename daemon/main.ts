@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import { hideBin } from 'yargs/helpers';
 import path from 'node:path';
-import { loadIdentityFile, parseAddress, parsePinnedAddressList } from '../protocol/index.js';
+import { loadIdentityFile, parseAddress, parsePinnedAddressList, type Address } from '../protocol/index.js';
 import { ensurePrivateDir } from '../protocol/local-files.js';
 import { LOG_OPTIONS, onShutdownSignal, setupFailed, stderrLogger, usageError } from '../protocol/program.js';
 import { loadSettings, type OptionTable } from '../protocol/settings.js';
@@ -31,6 +31,7 @@ const OPTIONS = {
   'max-name-bytes-per-peer': { type: 'number', default: DEFAULTS.maxNameBytesPerPeer, describe: "bytes of one peer's file names in all" },
   'reports-per-minute': { type: 'number', default: DEFAULTS.reportsPerMinute },
   'print-id': { type: 'boolean', default: false, commandLineOnly: true, describe: "print the id of this tracker's key (made in --data if missing), to pin as ID@HOST:PORT, and exit" },
+  metrics: { type: 'string', describe: 'serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP; off by default)' },
   ...LOG_OPTIONS,
 } as const satisfies OptionTable;
 
@@ -56,6 +57,13 @@ let tracker: Tracker;
 try {
   const listen = parseAddress(argv.listen, true);
   const cluster = argv.cluster ? parsePinnedAddressList(argv.cluster) : undefined;
+  const metricsAddress = (v: string): Address => {
+    try {
+      return parseAddress(v, true);
+    } catch (err) {
+      return usageError(PROGRAM, `--metrics: ${(err as Error).message}`);
+    }
+  };
   for (const [flag, v] of [['heartbeat-ms', argv['heartbeat-ms']], ['failover-ms', argv['failover-ms']], ['lease-ms', argv['lease-ms']]] as const) {
     if (!Number.isInteger(v) || v <= 0) usageError(PROGRAM, `--${flag} must be a positive integer`);
   }
@@ -93,6 +101,7 @@ try {
     maxNameBytesPerPeer: argv['max-name-bytes-per-peer'],
     reportsPerMinute: argv['reports-per-minute'],
     logger: log,
+    metrics: argv.metrics === undefined ? undefined : metricsAddress(argv.metrics),
   });
 } catch (err) {
   setupFailed(PROGRAM, log, err);
@@ -100,6 +109,6 @@ try {
 onShutdownSignal(log, () => tracker.close());
 tracker.listen().catch((err: Error) => {
   log.fatal({ err }, 'cannot start');
-  process.stderr.write(`${PROGRAM}: cannot listen on ${argv.listen}: ${err.message}\n`);
+  process.stderr.write(`${PROGRAM}: cannot start: ${err.message}\n`);
   process.exit(1);
 });

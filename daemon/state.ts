@@ -416,6 +416,13 @@ export class TrackerState {
     return totals;
   }
 
+  /** How much the tracker holds, for --metrics: files, (peer, file) holder entries, peers with files, blacklist entries. */
+  sizes(): { files: number; holders: number; peers: number; blacklist: number } {
+    let holders = 0;
+    for (const p of this.peers.values()) holders += p.files.size;
+    return { files: this.files.size, holders, peers: this.peers.size, blacklist: this.banned.size };
+  }
+
   /** Every target on the blacklist (peer ids and addresses), for a peer that re-syncs. */
   blacklistTargets(): string[] {
     return [...this.banned.keys()].sort();

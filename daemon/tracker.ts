@@ -41,6 +41,7 @@ import type tls from 'node:tls';
 import { ensurePrivateDir } from '../protocol/local-files.js';
 import { Cluster, rankOf } from './cluster.js';
 import { MemberKeys } from './member-keys.js';
+import type { ReportOutcome, SessionRole, TrackerMetrics } from './metrics.js';
 import { EVIDENCE_BAD_DATA, planReport, reportChecks, type ReportPolicy } from './reports.js';
 import { SlicedWork } from './sliced-work.js';
 import { normalizeHostForMatch, normalizeTarget, TrackerState, type Op, type RegistrationTotals } from './state.js';
@@ -76,6 +77,8 @@ export interface TrackerOptions {
   receiptChecksPerMinute?: number;
   logger?: Logger;
   clock?: Clock;
+  /** --metrics: serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (port 0: a free port). Off when absent. */
+  metrics?: Address | undefined;
 }
 
 interface Session {
@@ -128,7 +131,9 @@ export class Tracker extends EventEmitter {
   private readonly registering = new Map<string, RegistrationTotals>();
   private readonly log: Logger;
   private readonly clock: Clock;
-  private readonly opts: Required<Omit<TrackerOptions, 'adminToken' | 'identity' | 'logger' | 'clock' | 'cluster'>>;
+  private readonly opts: Required<Omit<TrackerOptions, 'adminToken' | 'identity' | 'logger' | 'clock' | 'cluster' | 'metrics'>>;
+  private readonly metricsAt: Address | undefined;
+  private metrics: TrackerMetrics | undefined;
   /** This tracker's own key and certificate; its id is what other hosts pin. */
   readonly identity: TlsIdentity;
   private readonly memberKeys: MemberKeys;
@@ -163,6 +168,7 @@ export class Tracker extends EventEmitter {
       // A budget below one full report would refuse honest reports for good.
       receiptChecksPerMinute: Math.max(MAX_REPORT_RECEIPTS, options.receiptChecksPerMinute ?? DEFAULTS.receiptChecksPerMinute),
     };
+    this.metricsAt = options.metrics;
     this.adminTokenHash = options.adminToken ? createHash('sha256').update(options.adminToken).digest() : undefined;
     this.adminToken = options.adminToken;
     this.reportBuckets = new LRUCache({ max: 100_000 });
@@ -187,7 +193,11 @@ export class Tracker extends EventEmitter {
       clock: this.clock,
       isPeerConnected: (peerId) => this.peerSessions.has(peerId),
       onApplied: (op) => this.afterApply(op),
-      onRoleChange: () => this.announcePrimary(),
+      onRoleChange: (from, to) => {
+        this.metrics?.roleChanged(from, to);
+        this.announcePrimary();
+      },
+      onWriteDone: (op, seconds, failure) => this.metrics?.writeDone(op, seconds, failure),
     });
     this.selfRank = rankOf(options.listen, options.cluster ?? [options.listen]);
     this.clusterSize = (options.cluster ?? [options.listen]).length;
@@ -203,18 +213,29 @@ export class Tracker extends EventEmitter {
       // One spelling per address, the blacklist's: '::ffff:10.0.0.1' and '10.0.0.1' share one count.
       addressKey: normalizeHostForMatch,
       tls: serverContext(this.identity),
+      onRefused: (code) => this.metrics?.refused(code),
     });
     this.server = net.createServer((socket) => this.onSocket(socket));
   }
 
   async listen(): Promise<Address> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.opts.listen.port, this.opts.listen.host, () => {
-        this.server.off('error', reject);
-        resolve();
+    // First: a --metrics address that cannot be bound stops the start before the tracker is reachable.
+    if (this.metricsAt) {
+      const { TrackerMetrics } = await import('./metrics.js');
+      this.metrics = await TrackerMetrics.serve(this.metricsAt, { state: this.state, cluster: this.cluster, sessions: () => this.sessionsByRole() }, this.log);
+    }
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.server.once('error', reject);
+        this.server.listen(this.opts.listen.port, this.opts.listen.host, () => {
+          this.server.off('error', reject);
+          resolve();
+        });
       });
-    });
+    } catch (err) {
+      await this.metrics?.close();
+      throw err;
+    }
     const a = this.server.address() as net.AddressInfo;
     this.address = { host: this.opts.listen.host, port: a.port };
     this.cluster.start(this.address);
@@ -231,11 +252,23 @@ export class Tracker extends EventEmitter {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const s of this.sessions) s.conn.close(new P2PError('P2P_SHUTTING_DOWN', 'tracker is shutting down'));
     await closed;
+    await this.metrics?.close();
     this.state.store.close();
   }
 
   get sessionCount(): number {
     return this.sessions.size;
+  }
+
+  /** Where --metrics is served (with the port bound), once listening. */
+  get metricsAddress(): Address | undefined {
+    return this.metrics?.address;
+  }
+
+  private sessionsByRole(): Record<SessionRole, number> {
+    const counts: Record<SessionRole, number> = { handshake: 0, peer: 0, tracker: 0, admin: 0 };
+    for (const s of this.sessions) counts[s.role === Role.peer ? 'peer' : s.role === Role.tracker ? 'tracker' : s.role === Role.admin ? 'admin' : 'handshake']++;
+    return counts;
   }
 
   private onSocket(socket: net.Socket): void {
@@ -285,12 +318,14 @@ export class Tracker extends EventEmitter {
       const problem = this.linkClaimProblem(claim);
       if (problem || !claim) {
         this.log.warn({ remote: s.conn.remoteAddress, claim }, `tracker link refused: ${problem}`);
+        this.metrics?.refused('P2P_UNAUTHORIZED');
         throw new P2PError('P2P_UNAUTHORIZED', `tracker link refused: ${problem}`);
       }
       try {
         this.memberKeys.checkIncoming(claim.from, s.conn.remoteKey);
       } catch (err) {
         this.log.warn({ remote: s.conn.remoteAddress, claim, err: (err as Error).message }, 'tracker link refused');
+        this.metrics?.refused(err instanceof P2PError ? err.code : 'P2P_UNAUTHORIZED');
         // Not known yet: dialling that member learns its key; its next attempt then gets in.
         this.cluster.reach(claim.from);
         throw err;
@@ -320,6 +355,7 @@ export class Tracker extends EventEmitter {
     const banned = this.state.isBanned(peerId, s.conn.remoteAddress);
     if (banned) {
       this.log.info({ peerId, remote: s.conn.remoteAddress }, 'blacklisted peer refused');
+      this.metrics?.refused('P2P_BLACKLISTED');
       const err = new P2PError('P2P_BLACKLISTED', `blacklisted: ${banned.reason || 'by an administrator'}`);
       s.conn.replyError(req.requestId, err);
       s.conn.close(err);
@@ -379,23 +415,30 @@ export class Tracker extends EventEmitter {
         return;
       }
       case 'SEARCH': {
+        const startedAt = performance.now();
         const { text, limit } = (req as IncomingRequest<'SEARCH'>).body;
         const { hits, truncated } = this.state.search(text, Math.min(Math.max(limit, 1), 10_000));
         conn.reply(req.requestId, 'SEARCH_RESULT', {
           files: hits.map((h) => ({ id: Buffer.from(h.id, 'hex'), name: h.name, size: h.size, peers: h.peers })),
           truncated,
         });
+        this.metrics?.search((performance.now() - startedAt) / 1000);
         return;
       }
       case 'LOOKUP': {
+        const startedAt = performance.now();
         const found = this.state.lookup((req as IncomingRequest<'LOOKUP'>).body.id.toString('hex'));
-        if (!found) throw new P2PError('P2P_NOT_FOUND', 'no peer holds that file');
+        if (!found) {
+          this.metrics?.lookup((performance.now() - startedAt) / 1000, false);
+          throw new P2PError('P2P_NOT_FOUND', 'no peer holds that file');
+        }
         conn.reply(req.requestId, 'LOOKUP_RESULT', {
           size: found.size,
           peers: found.holders
             .filter((h) => !this.state.isBanned(h.peerId, h.host))
             .map((h) => ({ peerId: h.peerId, publicKey: Buffer.from(h.publicKey, 'hex'), host: h.host, port: h.port, complete: h.complete })),
         });
+        this.metrics?.lookup((performance.now() - startedAt) / 1000, true);
         return;
       }
       case 'BLACKLIST_SYNC': {
@@ -411,8 +454,15 @@ export class Tracker extends EventEmitter {
         conn.reply(req.requestId, 'BLACKLIST_VERDICT', { banned: !!entry, reason: entry?.reason ?? '' });
         return;
       }
-      case 'REPORT':
-        return this.onReport(s, req as IncomingRequest<'REPORT'>);
+      case 'REPORT': {
+        let outcome: ReportOutcome = 'refused';
+        try {
+          outcome = await this.onReport(s, req as IncomingRequest<'REPORT'>);
+        } finally {
+          this.metrics?.report(outcome);
+        }
+        return;
+      }
       default:
         throw new P2PError('P2P_UNEXPECTED_MESSAGE', `${req.name} is not a peer request`);
     }
@@ -459,7 +509,8 @@ export class Tracker extends EventEmitter {
     return ok;
   }
 
-  private async onReport(s: Session, req: IncomingRequest<'REPORT'>): Promise<void> {
+  /** Decides a report and answers it; resolves with what it came to (for --metrics). */
+  private async onReport(s: Session, req: IncomingRequest<'REPORT'>): Promise<Exclude<ReportOutcome, 'refused'>> {
     this.cluster.requirePrimary();
     const reporter = s.peerId!;
     if (!this.takeTokens(this.reportBuckets, reporter, this.opts.reportsPerMinute, 1)) {
@@ -520,6 +571,7 @@ export class Tracker extends EventEmitter {
     }
     this.log.info({ reporter, targets, toBan, pending, evidence: body.evidence }, 'report accepted');
     s.conn.reply(req.requestId, 'REPORT_RESULT', { blacklisted: toBan.map((target) => ({ target })), pending: pending.map((target) => ({ target })) });
+    return status;
   }
 
   private checkAdmin(token: string, what: string, conn: Connection): void {

@@ -37,6 +37,7 @@ import {
   type Timer,
 } from '../protocol/index.js';
 import type { BlacklistCache } from './blacklist-cache.js';
+import type { PeerCounters } from './counters.js';
 import { fileStamp, type Library, type SharedFile } from './library.js';
 import { OpenFiles } from './open-files.js';
 import type { Hasher } from './hasher.js';
@@ -83,6 +84,8 @@ export interface ChunkServerOptions {
   hasher?: Hasher | undefined;
   /** Test hook: a malicious seeder that sends wrong bytes (with an honest receipt of what it sent). */
   corruptChunks?: boolean;
+  /** Chunks and bytes sent by link, connections refused (--metrics). */
+  counters?: PeerCounters | undefined;
 }
 
 export interface PartialSource {
@@ -134,6 +137,7 @@ export class ChunkServer {
       handshakeTimeoutMessage: 'no handshake within the deadline',
       tls: serverContext(opts.identity),
       plain: opts.plainLinks ?? false,
+      onRefused: opts.counters && ((code) => opts.counters!.connectionRefused(code)),
     });
     this.server = net.createServer((s) => this.onSocket(s));
   }
@@ -157,6 +161,11 @@ export class ChunkServer {
     for (const c of this.conns) c.conn.close(new P2PError('P2P_SHUTTING_DOWN', 'peer daemon is shutting down'));
     await closed;
     this.files.closeAll();
+  }
+
+  /** Upload buffers (slots) out right now, and in all (--max-uploads). */
+  get uploadSlots(): { inUse: number; count: number } {
+    return { inUse: this.slots.inUse, count: this.slots.count };
   }
 
   /** `filePath` is no longer served from (a finished download's partial file, a file that left). */
@@ -193,6 +202,7 @@ export class ChunkServer {
     const { conn } = pc;
     if (await this.opts.blacklist.isBanned(peerId, conn.remoteAddress)) {
       this.log.info({ peerId, remote: conn.remoteAddress }, 'refused a blacklisted downloader');
+      this.opts.counters?.connectionRefused('P2P_BLACKLISTED');
       const err = new P2PError('P2P_BLACKLISTED', 'you are blacklisted; this peer will not serve you');
       conn.replyError(requestId, err);
       conn.close(err);
@@ -348,6 +358,7 @@ export class ChunkServer {
       if (conn.isClosed || conn.isCancelled(req.requestId)) return release();
       this.bytesSent += len;
       this.opts.uploadMeter?.add(len);
+      this.opts.counters?.uploaded(pc.hs.plain, len);
       this.chunkQueued(pc);
       conn.replyWithTail(req.requestId, 'CHUNK', { fileId, index, hash, signature, data: Buffer.alloc(0) }, data, () => {
         this.chunkTaken(pc);

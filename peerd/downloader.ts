@@ -28,6 +28,7 @@ import {
 } from '../protocol/index.js';
 import type { BlacklistCache } from './blacklist-cache.js';
 import type { ChunkPool } from './chunk-pool.js';
+import type { DropReason, PeerCounters, VerificationFailure } from './counters.js';
 import type { PeerDb, ReceiptRecord, TransferRecord } from './db.js';
 import { PartialFile } from './partial-file.js';
 import { WorkerHasher, type Hasher } from './hasher.js';
@@ -63,6 +64,8 @@ export interface DownloadDeps {
   hasher?: Hasher | undefined;
   /** --plain-chunk-links: holders are tried without TLS first (see source.ts). */
   plainLinks?: boolean | undefined;
+  /** Chunks and bytes received by link, peers dropped, verification failures, resumes (--metrics). */
+  counters?: PeerCounters | undefined;
 }
 
 export interface DownloadRequest {
@@ -302,14 +305,18 @@ export class Download extends EventEmitter {
       maxPeers: this.req.maxPeers,
       alive: () => this.alive(),
       spareCount: () => this.spares.length,
-      measure: (h) => connectSource(h, { identity: this.deps.identity, logger: this.log, advertisePort: this.deps.advertisePort, now: () => this.clock.now(), signal: this.hangUp.signal, plainLinks: this.deps.plainLinks ?? false }),
+      measure: async (h) => {
+        const s = await connectSource(h, { identity: this.deps.identity, logger: this.log, advertisePort: this.deps.advertisePort, now: () => this.clock.now(), signal: this.hangUp.signal, plainLinks: this.deps.plainLinks ?? false });
+        if (!s && !this.hangUp.signal.aborted) this.deps.counters?.drop('unreachable');
+        return s;
+      },
       use: (s) => this.use(s),
       keepSpare: (s) => this.keepSpare(s),
       useSpares: (n) => {
         for (const s of this.spares.splice(0, n)) this.use(s);
       },
       discard: (s) => s.conn.close(),
-      drop: (s, why) => this.lose(s, why),
+      drop: (s, reason, why) => this.lose(s, reason, why),
       refreshIdleHaves: () => {
         const now = this.clock.now();
         for (const s of this.alive()) if (!s.complete && s.inFlight.size === 0 && now - s.haveAskedAt > HAVE_REFRESH_MS) void this.refreshHave(s);
@@ -346,7 +353,7 @@ export class Download extends EventEmitter {
     }
     this.sources.push(s);
     s.startedAt = this.clock.now();
-    s.conn.on('close', () => this.lose(s, 'connection closed'));
+    s.conn.on('close', () => this.lose(s, 'connection_closed', 'connection closed'));
     if (this.scheduler) this.enlist(s);
   }
 
@@ -387,9 +394,10 @@ export class Download extends EventEmitter {
   }
 
   /** A peer that fails or vanishes loses its chunks to the others. */
-  private lose(s: Source, why: string): void {
+  private lose(s: Source, reason: DropReason, why: string = reason): void {
     if (!s.alive) return;
     s.alive = false;
+    this.deps.counters?.drop(reason);
     this.log.info({ peer: s.address, why }, 'peer dropped from this download');
     for (const ac of s.inFlight.values()) ac.abort();
     s.inFlight.clear();
@@ -430,14 +438,14 @@ export class Download extends EventEmitter {
         const m = verifyManifest(manifest, this.req.fileId);
         if (!m) {
           this.log.warn({ peer: s.address }, 'peer sent a manifest that does not match the file id; dropping it');
-          this.lose(s, 'bad manifest');
+          this.lose(s, 'bad_manifest', 'bad manifest');
           continue;
         }
         this.manifest = m;
         this.encodedManifest = Buffer.from(manifest);
         return;
       } catch (err) {
-        this.lose(s, (err as Error).message);
+        this.lose(s, 'bad_manifest', (err as Error).message);
       }
     }
     throw new P2PError('P2P_NOT_FOUND', `no peer could provide a valid manifest for ${this.req.name}`);
@@ -464,6 +472,10 @@ export class Download extends EventEmitter {
     const done = resume?.chunks ?? [];
     if (resume) this.log.info({ journaled: resume.journaled, recovered: resume.recovered }, 'resuming a partial download');
     this.resumed = done.length;
+    if (done.length > 0 && this.deps.counters) {
+      this.deps.counters.downloadsResumed++;
+      this.deps.counters.chunksResumed += done.length;
+    }
     for (const i of done) this.bytesDone += chunkLength(m, i);
     // The adaptive strategy takes chunks in a random order: downloaders that start together then hold
     // different chunks and can trade them (swarming), instead of all waiting on the seeder for the same ones.
@@ -538,7 +550,7 @@ export class Download extends EventEmitter {
       if (this.over) return;
       if (rejected) {
         scheduler.release(s, index);
-        this.lose(s, rejected);
+        this.lose(s, rejected, rejected === 'bad_data' ? 'sent data that fails verification' : 'bad receipt');
         return;
       }
       // The first verified copy wins; withdraw the others (endgame).
@@ -572,23 +584,29 @@ export class Download extends EventEmitter {
   }
 
   /** Why a chunk is refused (undefined when it is good). Bad data is reported with its signed receipt. */
-  private async verify(s: Source, index: number, chunk: Body<'CHUNK'>): Promise<string | undefined> {
+  private async verify(s: Source, index: number, chunk: Body<'CHUNK'>): Promise<VerificationFailure | undefined> {
+    const why = await this.verdict(s, index, chunk);
+    if (why && this.deps.counters) this.deps.counters.verificationFailures[why]++;
+    return why;
+  }
+
+  private async verdict(s: Source, index: number, chunk: Body<'CHUNK'>): Promise<VerificationFailure | undefined> {
     const m = this.manifest!;
     if (chunk.index !== index || !chunk.fileId.equals(this.req.fileId)) {
       this.log.warn({ peer: s.address, index }, 'chunk came with a receipt for another chunk; dropping the peer');
-      return 'bad receipt';
+      return 'bad_receipt';
     }
     // The hash and the receipt's signature are checked together off the main thread.
     const payload = receiptPayload(this.req.fileId, index, chunk.hash, this.deps.keys.peerId);
     const { hash: actual, signed } = await this.hasher.check(chunk.data, { publicKey: s.publicKey, payload, signature: chunk.signature });
     if (!signed || !chunk.hash.equals(actual)) {
       this.log.warn({ peer: s.address, index }, 'chunk came with a receipt that does not match; dropping the peer');
-      return 'bad receipt';
+      return 'bad_receipt';
     }
     if (chunk.data.length !== chunkLength(m, index) || !actual.equals(m.hashes[index]!)) {
       // Checks finish in any order, and may finish after the peer was dropped or the download ended:
       // every peer caught is reported, once.
-      if (this.reported.has(s.peerId)) return 'sent data that fails verification';
+      if (this.reported.has(s.peerId)) return 'bad_data';
       this.reported.add(s.peerId);
       this.log.warn({ peer: s.address, peerId: s.peerId, index }, 'chunk failed verification; fetching it elsewhere and reporting the sender');
       this.deps.onBadData({
@@ -597,7 +615,7 @@ export class Download extends EventEmitter {
         receipt: receiptOf(s, index, chunk),
         peerId: s.peerId,
       });
-      return 'sent data that fails verification';
+      return 'bad_data';
     }
     return undefined;
   }
@@ -609,6 +627,7 @@ export class Download extends EventEmitter {
     this.bytesDone += len;
     this.bytesFetched += len;
     this.deps.downloadMeter?.add(len);
+    this.deps.counters?.downloaded(s.plain, len);
     recordDelivery(s, len, ms, this.manifest!.chunkSize, this.clock.now());
     this.receipts.set(index, receiptOf(s, index, chunk));
     const now = this.clock.now();
@@ -624,7 +643,7 @@ export class Download extends EventEmitter {
     const scheduler = this.scheduler!;
     scheduler.release(s, index);
     const e = toP2PError(err);
-    if (e.code === 'P2P_CONNECTION_CLOSED' || e.code === 'P2P_BLACKLISTED') return this.lose(s, e.message);
+    if (e.code === 'P2P_CONNECTION_CLOSED' || e.code === 'P2P_BLACKLISTED') return this.lose(s, e.code === 'P2P_BLACKLISTED' ? 'blacklisted' : 'connection_closed', e.message);
     if (e.code === 'P2P_CHUNK_UNAVAILABLE' && !s.complete) {
       // A partial holder that does not have it yet: not a failure; look at its chunks again.
       scheduler.lacks(s, index);
@@ -634,7 +653,7 @@ export class Download extends EventEmitter {
     }
     s.failures++;
     this.log.info({ peer: s.address, index, err: e.message }, 'chunk request failed');
-    if (s.failures >= MAX_PEER_FAILURES) return this.lose(s, `${s.failures} failed requests`);
+    if (s.failures >= MAX_PEER_FAILURES) return this.lose(s, 'request_failures', `${s.failures} failed requests`);
     this.pumpAll();
   }
 }

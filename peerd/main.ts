@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { hideBin } from 'yargs/helpers';
-import { parseAddress, parsePinnedAddressList } from '../protocol/index.js';
+import { parseAddress, parsePinnedAddressList, type Address } from '../protocol/index.js';
 import { LOG_OPTIONS, onShutdownSignal, packageVersion, setupFailed, stderrLogger, usageError } from '../protocol/program.js';
 import { loadSettings, type OptionTable } from '../protocol/settings.js';
 import { PeerDaemon } from './peerd.js';
@@ -25,6 +25,7 @@ const OPTIONS = {
   'handshake-timeout-ms': { type: 'number', default: 2000, describe: 'a connecting peer must prove its key within this' },
   'read-timeout-ms': { type: 'number', default: 5000, describe: 'a request frame must arrive whole within this' },
   'plain-chunk-links': { type: 'boolean', default: false, describe: 'chunk connections with peers that also set this skip TLS (less CPU per byte; chunks are still verified and receipts signed, but travel in clear): only on a network you trust' },
+  metrics: { type: 'string', describe: 'serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP; off by default)' },
   ...LOG_OPTIONS,
 } as const satisfies OptionTable;
 
@@ -47,6 +48,13 @@ try {
       return usageError(PROGRAM, `--${flag}: ${(err as Error).message}`);
     }
   };
+  const metricsAddress = (v: string): Address => {
+    try {
+      return parseAddress(v, true);
+    } catch (err) {
+      return usageError(PROGRAM, `--metrics: ${(err as Error).message}`);
+    }
+  };
   daemon = new PeerDaemon({
     trackers: parsePinnedAddressList(argv.trackers),
     shareDir: argv.share,
@@ -63,6 +71,7 @@ try {
     maxDownloadRate: rate('max-download-rate', argv['max-download-rate']),
     strategy: argv.strategy as 'adaptive' | 'original',
     plainChunkLinks: argv['plain-chunk-links'],
+    metrics: argv.metrics === undefined ? undefined : metricsAddress(argv.metrics),
     logger: log,
     version: packageVersion(),
   });

@@ -27,6 +27,8 @@ import { ensurePrivateDir } from '../protocol/local-files.js';
 import { BlacklistCache } from './blacklist-cache.js';
 import { ChunkPool } from './chunk-pool.js';
 import { ChunkServer } from './chunk-server.js';
+import { PeerCounters } from './counters.js';
+import type { PeerMetrics, PeerMetricsSource } from './metrics.js';
 import { WorkerHasher } from './hasher.js';
 import type { CommandName, ControlCommands, FileInfo, GetArgs, StatusInfo } from './control.js';
 import { PeerDb } from './db.js';
@@ -66,6 +68,8 @@ export interface PeerDaemonOptions {
   /** Test hook: serve wrong bytes on purpose (a malicious seeder). */
   corruptChunks?: boolean;
   version?: string;
+  /** --metrics: serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (port 0: a free port). Off when absent. */
+  metrics?: Address | undefined;
 }
 
 const HEX_ID = /^[0-9a-f]{64}$/;
@@ -106,6 +110,10 @@ export class PeerDaemon {
   private readonly uploadMeter = new RateMeter();
   private readonly downloadMeter = new RateMeter();
   private readonly downloadBucket: TokenBucket | undefined;
+  private readonly uploadBucket: TokenBucket | undefined;
+  /** What --metrics reports: counted always (a few additions per chunk), served only with --metrics. */
+  readonly counters = new PeerCounters();
+  private metrics: PeerMetrics | undefined;
   /** Chunk buffers shared by every download: a chunk is read into one, checked, written, given back. */
   private readonly chunkPool = new ChunkPool(CHUNK_SIZE + CHUNK_HEAD_BYTES, MAX_CHUNK_BUFFERS);
   /** Checks every downloaded chunk (hash and receipt) on a worker thread. */
@@ -131,6 +139,7 @@ export class PeerDaemon {
     });
     this.blacklist = new BlacklistCache(this.tracker, this.log);
     this.downloadBucket = opts.maxDownloadRate ? new TokenBucket(opts.maxDownloadRate) : undefined;
+    this.uploadBucket = opts.maxUploadRate ? new TokenBucket(opts.maxUploadRate) : undefined;
     this.chunkServer = new ChunkServer({
       keys: this.keys,
       identity: this.identity,
@@ -143,8 +152,9 @@ export class PeerDaemon {
       readTimeoutMs: opts.readTimeoutMs,
       maxConnections: opts.maxConnections,
       maxConnectionsPerIp: opts.maxConnectionsPerIp,
-      uploadBucket: opts.maxUploadRate ? new TokenBucket(opts.maxUploadRate) : undefined,
+      uploadBucket: this.uploadBucket,
       uploadMeter: this.uploadMeter,
+      counters: this.counters,
       corruptChunks: opts.corruptChunks ?? false,
       plainLinks: opts.plainChunkLinks ?? false,
       hasher: this.hasher,
@@ -176,10 +186,20 @@ export class PeerDaemon {
   }
 
   async start(): Promise<void> {
-    await this.chunkServer.listen(this.opts.listen ?? { host: '0.0.0.0', port: 0 });
-    await this.library.start();
-    this.tracker.start();
-    await this.listenControl();
+    // First: a --metrics address that cannot be bound stops the start before anything else is up.
+    if (this.opts.metrics) {
+      const { PeerMetrics } = await import('./metrics.js');
+      this.metrics = await PeerMetrics.serve(this.opts.metrics, this.metricsSource(), this.log);
+    }
+    try {
+      await this.chunkServer.listen(this.opts.listen ?? { host: '0.0.0.0', port: 0 });
+      await this.library.start();
+      this.tracker.start();
+      await this.listenControl();
+    } catch (err) {
+      await this.metrics?.close();
+      throw err;
+    }
     this.resumePartials();
     this.log.info(
       { peerId: this.peerId, listen: this.listenAddress, socket: this.socketPath, shared: this.library.list().length },
@@ -201,6 +221,24 @@ export class PeerDaemon {
     }
   }
 
+  /** Where --metrics is served (with the port bound), once started. */
+  get metricsAddress(): Address | undefined {
+    return this.metrics?.address;
+  }
+
+  /** What the metrics read when scraped: the counters, and the daemon's state as it is then. */
+  private metricsSource(): PeerMetricsSource {
+    return {
+      counters: this.counters,
+      downloadsActive: () => this.downloads.size,
+      uploadSlots: () => this.chunkServer.uploadSlots,
+      uploadBucket: this.uploadBucket,
+      downloadBucket: this.downloadBucket,
+      sharedFiles: () => this.library.list().length,
+      trackerConnected: () => this.tracker.state === 'connected',
+    };
+  }
+
   get listenAddress(): string {
     const a = this.chunkServer.address;
     return a ? formatAddress(a.host, a.port) : '';
@@ -216,6 +254,7 @@ export class PeerDaemon {
     await this.tracker.close();
     await this.chunkServer.close();
     await this.hasher.close();
+    await this.metrics?.close();
     try {
       fs.unlinkSync(this.socketPath);
     } catch {
@@ -486,6 +525,7 @@ export class PeerDaemon {
         downloadMeter: this.downloadMeter,
         onBadData: (ev) => void this.reportBadData(ev),
         plainLinks: this.opts.plainChunkLinks ?? false,
+        counters: this.counters,
         chunkPool: this.chunkPool,
         hasher: this.hasher,
       },
@@ -519,8 +559,10 @@ export class PeerDaemon {
       await this.registerFiles(this.library.list().filter((f) => f.id === id)).catch((err: unknown) => {
         this.log.warn({ err: (err as Error).message }, 'downloaded file not yet registered with the tracker');
       });
+      this.counters.downloadsDone++;
       return result;
     } catch (err) {
+      this.counters.downloadFailed(toP2PError(err).code);
       if (d.manifestInfo && !this.library.byId(id)) {
         void this.tracker.request('UNREGISTER', { all: false, ids: [{ id: d.req.fileId }] }, 'OK').catch(() => undefined);
       }

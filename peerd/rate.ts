@@ -7,6 +7,9 @@ export class TokenBucket {
   private tokens: number;
   private last = performance.now();
   private queue: Promise<void> = Promise.resolve();
+  /** Takes that had to sleep for tokens, and how long they waited in all, from take() to the grant (for --metrics). */
+  waits = 0;
+  waitedMs = 0;
 
   constructor(
     readonly bytesPerSec: number,
@@ -22,13 +25,18 @@ export class TokenBucket {
   }
 
   take(n: number): Promise<void> {
+    const askedAt = performance.now();
     const run = this.queue.then(async () => {
       this.refill();
       // A request larger than the burst may go once the bucket is full, leaving it in debt.
       const need = Math.min(n, this.burstBytes);
-      while (this.tokens < need) {
-        await new Promise((r) => setTimeout(r, Math.max(1, ((need - this.tokens) / this.bytesPerSec) * 1000)).unref());
-        this.refill();
+      if (this.tokens < need) {
+        while (this.tokens < need) {
+          await new Promise((r) => setTimeout(r, Math.max(1, ((need - this.tokens) / this.bytesPerSec) * 1000)).unref());
+          this.refill();
+        }
+        this.waits++;
+        this.waitedMs += performance.now() - askedAt;
       }
       this.tokens -= n;
     });

@@ -36,6 +36,8 @@ export interface Source {
   haveAskedAt: number;
   /** Far behind the others (mean + 3 standard deviations): kept at one request in flight. */
   deweighted: boolean;
+  /** The link runs in plain TCP (both peers set --plain-chunk-links), not TLS. */
+  plain: boolean;
 }
 
 export interface ConnectDeps {
@@ -61,12 +63,14 @@ export async function connectSource(h: Holder, deps: ConnectDeps): Promise<Sourc
   try {
     const options: DialOptions = { connectTimeoutMs: 2000, requestTimeoutMs: 30_000, readTimeoutMs: 60_000, maxBodyBytes: 64 * 1024 * 1024, logger: deps.logger, signal: deps.signal };
     let t0 = 0;
+    let plain = false;
     if (deps.plainLinks) {
       conn = await dial({ host: h.host, port: h.port }, options);
       deps.signal.throwIfAborted();
       t0 = deps.now();
       try {
         await plainClientHandshake(conn, deps.advertisePort(), deps.identity.keys, h.publicKey, 3000);
+        plain = true;
       } catch (err) {
         if (!(err instanceof P2PError && (err.code === 'P2P_TLS_REQUIRED' || err.code === 'P2P_CONNECTION_CLOSED'))) throw err;
         deps.logger.debug({ peer: address }, 'holder takes chunk links only in TLS');
@@ -103,6 +107,7 @@ export async function connectSource(h: Holder, deps: ConnectDeps): Promise<Sourc
       chunkMs: [],
       haveAskedAt: 0,
       deweighted: false,
+      plain,
     };
   } catch (err) {
     if (!deps.signal.aborted) deps.logger.info({ peer: address, err: (err as Error).message }, 'holder unusable for this download');

@@ -12,6 +12,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../protocol/index.js';
 import type { Holder, Source } from './source.js';
+import type { DropReason } from './counters.js';
 
 /** What a strategy may see of a download and do to it. */
 export interface Swarm {
@@ -33,7 +34,7 @@ export interface Swarm {
   /** Closes a measured holder that is not wanted. */
   discard(s: Source): void;
   /** Stops using a source; its chunks in flight go to the others. */
-  drop(s: Source, why: string): void;
+  drop(s: Source, reason: DropReason, why: string): void;
   /** Asks idle partial holders what they have now. */
   refreshIdleHaves(): void;
   /** Asks the tracker for holders again and brings the new ones in through `connect`. */
@@ -205,7 +206,7 @@ class AdaptiveStrategy implements PeerStrategy {
       const mine = mean(s.chunkMs.slice(-8));
       if (mine > 20 * m) {
         this.swarm.logger.info({ peer: s.address, chunkMs: Math.round(mine), meanMs: Math.round(m) }, 'peer far behind the others; dropping it');
-        this.swarm.drop(s, 'far slower than the others');
+        this.swarm.drop(s, 'slow', 'far slower than the others');
       } else if (sd > 0 && mine > m + 3 * sd && mine > 2 * m) {
         // Behind, but not hopeless: one request at a time, so it cannot hold many chunks back.
         s.deweighted = true;

@@ -41,6 +41,11 @@ export interface ConnectionLimiterOptions {
    * with --plain-chunk-links) instead of being refused with P2P_TLS_REQUIRED.
    */
   plain?: boolean;
+  /**
+   * A connection was refused before or during its handshake, with this code (P2P_TOO_MANY_CONNECTIONS,
+   * P2P_TLS_REQUIRED, P2P_SHUTTING_DOWN, P2P_HANDSHAKE_TIMEOUT): for the daemons' metrics.
+   */
+  onRefused?: (code: string) => void;
 }
 
 export interface AcceptedConnection {
@@ -106,7 +111,10 @@ export class ConnectionLimiter {
     const context = this.options.tls;
     if (!context) return this.admit(socket, false, refusal, deadline, onAccepted);
     // The first byte says how the client speaks; until it comes, the handshake deadline applies.
-    const silent = this.clock.setTimeout(() => socket.destroy(), limits.handshakeTimeoutMs);
+    const silent = this.clock.setTimeout(() => {
+      this.options.onRefused?.('P2P_HANDSHAKE_TIMEOUT');
+      socket.destroy();
+    }, limits.handshakeTimeoutMs);
     const ignore = (): void => {};
     socket.on('error', ignore);
     socket.once('close', () => silent.cancel());
@@ -133,9 +141,13 @@ export class ConnectionLimiter {
     if (plain && !this.options.plain && !refusal) {
       refusal = new P2PError('P2P_TLS_REQUIRED', 'this server takes connections only inside TLS 1.3 (is the other side an older version, or not p2pshare?)');
     }
-    if (refusal) return conn.close(refusal);
+    if (refusal) {
+      this.options.onRefused?.(refusal.code);
+      return conn.close(refusal);
+    }
     const handshake = new ServerHandshake(conn, {
       plain,
+      onTimeout: this.options.onRefused && (() => this.options.onRefused!('P2P_HANDSHAKE_TIMEOUT')),
       logger: this.log,
       clock: this.clock,
       timeoutMs: Math.max(0, deadline - this.clock.now()),
@@ -155,6 +167,8 @@ export interface ServerHandshakeOptions {
   timeoutMessage?: string | undefined;
   logger?: Logger;
   clock?: Clock;
+  /** The deadline passed before the handshake completed (the connection is being closed). */
+  onTimeout?: (() => void) | undefined;
 }
 
 /**
@@ -174,7 +188,9 @@ export class ServerHandshake {
     const clock = options.clock ?? systemClock;
     const message = options.timeoutMessage ?? `no handshake within ${options.timeoutMs} ms`;
     this.deadline = clock.setTimeout(() => {
-      if (this.current !== 'ready') conn.close(new P2PError('P2P_HANDSHAKE_TIMEOUT', message));
+      if (this.current === 'ready') return;
+      options.onTimeout?.();
+      conn.close(new P2PError('P2P_HANDSHAKE_TIMEOUT', message));
     }, options.timeoutMs);
     conn.on('close', () => this.stopDeadline());
   }
