@@ -176,8 +176,6 @@ export class Tracker extends EventEmitter {
     this.receiptCheckBuckets = new LRUCache({ max: 100_000 });
     this.reportWork = new SlicedWork({ unitsPerTurn: DEFAULTS.receiptChecksPerTurn, maxQueuedUnits: DEFAULTS.maxQueuedReceiptChecks });
     this.state = new TrackerState(new Store(options.dataDir));
-    const { schema } = this.state.store;
-    if (schema.applied.length > 0) this.log.info({ from: schema.from, to: schema.to, applied: schema.applied }, 'database schema migrated');
     this.identity = options.identity ?? loadIdentityFile(path.join(options.dataDir, 'identity.key'));
     this.memberKeys = new MemberKeys(options.cluster ?? [options.listen], this.state.store, this.log, () => Date.now());
     this.cluster = new Cluster({
@@ -239,6 +237,8 @@ export class Tracker extends EventEmitter {
     const a = this.server.address() as net.AddressInfo;
     this.address = { host: this.opts.listen.host, port: a.port };
     this.cluster.start(this.address);
+    const { schema } = this.state.store;
+    if (schema.applied.length > 0) this.log.info({ from: schema.from, to: schema.to, applied: schema.applied }, 'database schema migrated');
     this.log.info({ listen: formatAddress(this.address.host, this.address.port), role: this.cluster.role, id: this.identity.keys.peerId }, 'tracker listening');
     return this.address;
   }

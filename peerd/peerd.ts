@@ -126,7 +126,6 @@ export class PeerDaemon {
     this.identity = loadIdentityFile(path.join(opts.dataDir, 'identity.key'));
     this.keys = this.identity.keys;
     this.db = new PeerDb(opts.dataDir);
-    if (this.db.schema.applied.length > 0) this.log.info({ from: this.db.schema.from, to: this.db.schema.to, applied: this.db.schema.applied }, 'database schema migrated');
     this.socketPath = opts.socketPath ?? path.join(opts.dataDir, 'peerd.sock');
     this.library = new Library(opts.shareDir, this.db, this.log);
     this.tracker = new TrackerClient({
@@ -186,6 +185,8 @@ export class PeerDaemon {
   }
 
   async start(): Promise<void> {
+    const { schema } = this.db;
+    if (schema.applied.length > 0) this.log.info({ from: schema.from, to: schema.to, applied: schema.applied }, 'database schema migrated');
     // First: a --metrics address that cannot be bound stops the start before anything else is up.
     if (this.opts.metrics) {
       const { PeerMetrics } = await import('./metrics.js');
