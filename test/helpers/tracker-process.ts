@@ -14,16 +14,16 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type tap from 'tap';
 import { AdminClient } from '../../cli/admin.js';
 import { toP2PError, type Body } from '../../protocol/index.js';
 import { reservePorts, until } from './wait.js';
+import { repoPath } from './root.js';
 
 export type Tap = Parameters<Parameters<typeof tap.test>[0]>[0];
 export type StatusRow = Body<'ADMIN_STATUS_RESULT'>['trackers'][number];
 
-export const TRACKER_BIN = fileURLToPath(new URL('../../dist/daemon/main.js', import.meta.url));
+export const TRACKER_BIN = repoPath('dist/daemon/main.js');
 
 const label = (port: number): string => `127.0.0.1:${port}`;
 const errorCode = (err: unknown): string => (err instanceof TestTimeoutError ? TEST_TIMEOUT : toP2PError(err).code);

@@ -50,8 +50,14 @@ t.test('a missing or dead daemon socket fails fast with exit 1 and says how to s
   const missing = path.join(dir, 'missing.sock');
   const stale = path.join(dir, 'stale.sock');
   fs.writeFileSync(stale, ''); // a leftover that no daemon listens on
-  // One at a time, next to a --version run: what is measured is the failing, not node's start-up.
-  const baseline = await run('p2p', ['--version']);
+  // What is measured is the failing, not node's start-up: each case and a --version run, one at a time,
+  // three times each, and the quickest of each (a busy machine slows some runs, never all three).
+  const quickest = async (args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<number> => {
+    let best = Infinity;
+    for (let i = 0; i < 3; i++) best = Math.min(best, (await run('p2p', [...args], env)).ms);
+    return best;
+  };
+  const baseline = await quickest(['--version']);
   const cases = [
     ['--socket', ['--socket', missing, 'status'], {}, missing],
     ['P2P_SOCKET, a stale socket file', ['search', 'x'], { P2P_SOCKET: stale }, stale],
@@ -62,7 +68,8 @@ t.test('a missing or dead daemon socket fails fast with exit 1 and says how to s
     t.match(r.stderr, 'p2p-peerd', `${what}: the message says how to start p2p-peerd`);
     t.match(r.stderr, sock, `${what}: and names the socket it tried`);
     t.equal(r.stderr.trim().split('\n').length, 1, `${what}: in one line`);
-    t.ok(r.ms - baseline.ms < 1000, `${what}: it fails within a second (${Math.round(r.ms)} ms, of which ~${Math.round(baseline.ms)} ms is node start-up)`);
+    const ms = Math.min(r.ms, await quickest(args, env));
+    t.ok(ms - baseline < 1000, `${what}: it fails within a second (${Math.round(ms)} ms, of which ~${Math.round(baseline)} ms is node start-up)`);
   }
 });
 

@@ -10,15 +10,15 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { AdminClient } from '../../cli/admin.js';
 import type { DownloadProgress } from '../../peerd/index.js';
 import { ADMIN_TOKEN, Fleet, type TestPeer } from '../helpers/fleet.js';
 import { reservePorts } from '../helpers/wait.js';
 import { peerSession } from '../helpers/tls.js';
+import { repoPath } from '../helpers/root.js';
 
-const TRACKER_BIN = fileURLToPath(new URL('../../dist/daemon/main.js', import.meta.url));
+const TRACKER_BIN = repoPath('dist/daemon/main.js');
 const MIB = 1024 * 1024;
 /** Seeders' upload limit: three of them make the download last about 3 s, long enough to span a takeover. */
 const SEEDER_RATE = 2.5 * MIB;

@@ -11,15 +11,15 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { AdminClient } from '../../cli/admin.js';
 import { silentLogger, toP2PError, type Body } from '../../protocol/index.js';
 import { TrackerClient } from '../../peerd/tracker-client.js';
 import { reservePorts, until } from '../helpers/wait.js';
 import { clientIdentity, peerSession } from '../helpers/tls.js';
+import { repoPath } from '../helpers/root.js';
 
-const TRACKER_BIN = fileURLToPath(new URL('../../dist/daemon/main.js', import.meta.url));
+const TRACKER_BIN = repoPath('dist/daemon/main.js');
 const HEARTBEAT_MS = 100;
 const FAILOVER_MS = 500;
 type StatusRow = Body<'ADMIN_STATUS_RESULT'>['trackers'][number];

@@ -5,8 +5,9 @@
 import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { ErrorCodes, Messages, type MessageName, type Schema } from '../../protocol/index.js';
+import { repoPath } from '../helpers/root.js';
 
-const readme = readFileSync(new URL('../../protocol/README.md', import.meta.url), 'utf8');
+const readme = readFileSync(repoPath('protocol/README.md'), 'utf8');
 
 /** Rows of the markdown table whose header row starts with `| first |`, as arrays of trimmed cells. */
 function tableAfter(first: string): string[][] {

@@ -3,6 +3,7 @@ import t from 'tap';
 import { ChunkPool } from '../../peerd/chunk-pool.js';
 import { WorkerHasher } from '../../peerd/hasher.js';
 import { sha256 } from '../../protocol/index.js';
+import { repoPath } from '../helpers/root.js';
 
 const reference = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
@@ -90,9 +91,7 @@ t.test('a chunk and its receipt are checked in one trip: a forged or foreign sig
 
 t.test('a warmed-up worker that has nothing to hash does not keep the daemon process alive', async (t) => {
   const { execFile } = await import('node:child_process');
-  const { fileURLToPath } = await import('node:url');
-  const path = await import('node:path');
-  const hasher = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/peerd/hasher.js');
+  const hasher = repoPath('dist/peerd/hasher.js');
   const started = performance.now();
   const code = await new Promise<number | null>((resolve) => {
     const child = execFile(process.execPath, ['--input-type=module', '-e', `const { WorkerHasher } = await import(${JSON.stringify(hasher)}); new WorkerHasher().warm();`], { timeout: 20_000 });
