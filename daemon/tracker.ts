@@ -13,6 +13,8 @@ import { LRUCache } from 'lru-cache';
 import {
   Connection,
   ConnectionLimiter,
+  dispatch,
+  type HandlerTable,
   type AcceptedConnection,
   formatAddress,
   MAX_REPORT_RECEIPTS,
@@ -294,17 +296,19 @@ export class Tracker extends EventEmitter {
 
   private async onRequest(s: Session, req: IncomingRequest): Promise<void> {
     const { conn } = s;
-    if (req.name === 'PING') {
-      conn.reply(req.requestId, 'PONG', {});
-      return;
-    }
-    if (req.name === 'HELLO') return this.onHello(s, req as IncomingRequest<'HELLO'>);
+    if (req.name in this.anytimeRequests) return dispatch(this.anytimeRequests, req, s, 'a handshake request');
     s.hs.requireReady(req);
 
     if (s.role === Role.tracker) return this.cluster.onTrackerRequest(req, conn, s.trackerRank);
     if (s.role === Role.admin) return this.onAdmin(req, conn);
     return this.onPeerRequest(s, req);
   }
+
+  /** Requests of every session, before its handshake too. */
+  private readonly anytimeRequests: HandlerTable<Session> = {
+    PING: (req, s) => void s.conn.reply(req.requestId, 'PONG', {}),
+    HELLO: (req, s) => this.onHello(s, req),
+  };
 
   private onHello(s: Session, req: IncomingRequest<'HELLO'>): void {
     s.hs.acceptHello();
@@ -378,95 +382,104 @@ export class Tracker extends EventEmitter {
     });
   }
 
-  private async onPeerRequest(s: Session, req: IncomingRequest): Promise<void> {
-    const { conn } = s;
-    const peerId = s.peerId!;
-    if (this.state.isBanned(peerId, conn.remoteAddress)) {
+  private onPeerRequest(s: Session, req: IncomingRequest): void | Promise<void> {
+    if (this.state.isBanned(s.peerId!, s.conn.remoteAddress)) {
       throw new P2PError('P2P_BLACKLISTED', 'this peer is blacklisted');
     }
-    switch (req.name) {
-      case 'REGISTER': {
-        this.cluster.requirePrimary();
-        const { files } = (req as IncomingRequest<'REGISTER'>).body;
-        if (files.length > this.opts.maxFilesPerRegister) {
-          throw new P2PError('P2P_TOO_MANY_FILES', `${files.length} files in one registration; the limit is ${this.opts.maxFilesPerRegister}`);
-        }
-        for (const f of files) validateName(f.name);
-        const reg = files.map((f) => ({ id: f.id.toString('hex'), size: f.size, name: f.name, complete: f.complete }));
-        const adds = this.reserveRegistration(peerId, reg);
-        try {
-          await this.cluster.commit({ op: 'register', peer: { peerId, publicKey: conn.remoteKey!.toString('hex'), host: conn.remoteAddress, port: s.listenPort }, files: reg });
-        } finally {
-          this.releaseRegistration(peerId, adds);
-        }
-        conn.reply(req.requestId, 'OK', {});
-        return;
-      }
-      case 'UNREGISTER': {
-        this.cluster.requirePrimary();
-        const { all, ids } = (req as IncomingRequest<'UNREGISTER'>).body;
-        await this.cluster.commit({ op: 'unregister', peerId, ids: all ? 'all' : ids.map((x) => x.id.toString('hex')) });
-        conn.reply(req.requestId, 'OK', {});
-        return;
-      }
-      case 'LEAVE': {
-        if (this.cluster.isPrimary && this.state.hasPeer(peerId)) await this.cluster.commit({ op: 'drop-peer', peerId });
-        conn.reply(req.requestId, 'OK', {});
-        return;
-      }
-      case 'SEARCH': {
-        const startedAt = performance.now();
-        const { text, limit } = (req as IncomingRequest<'SEARCH'>).body;
-        const { hits, truncated } = this.state.search(text, Math.min(Math.max(limit, 1), 10_000));
-        conn.reply(req.requestId, 'SEARCH_RESULT', {
-          files: hits.map((h) => ({ id: Buffer.from(h.id, 'hex'), name: h.name, size: h.size, peers: h.peers })),
-          truncated,
-        });
-        this.metrics?.search((performance.now() - startedAt) / 1000);
-        return;
-      }
-      case 'LOOKUP': {
-        const startedAt = performance.now();
-        const found = this.state.lookup((req as IncomingRequest<'LOOKUP'>).body.id.toString('hex'));
-        if (!found) {
-          this.metrics?.lookup((performance.now() - startedAt) / 1000, false);
-          throw new P2PError('P2P_NOT_FOUND', 'no peer holds that file');
-        }
-        conn.reply(req.requestId, 'LOOKUP_RESULT', {
-          size: found.size,
-          peers: found.holders
-            .filter((h) => !this.state.isBanned(h.peerId, h.host))
-            .map((h) => ({ peerId: h.peerId, publicKey: Buffer.from(h.publicKey, 'hex'), host: h.host, port: h.port, complete: h.complete })),
-        });
-        this.metrics?.lookup((performance.now() - startedAt) / 1000, true);
-        return;
-      }
-      case 'BLACKLIST_SYNC': {
-        // A peer (re)connected: it may have missed pushes while it had no session here.
-        const version = this.state.blacklistVersion;
-        const changed = (req as IncomingRequest<'BLACKLIST_SYNC'>).body.version !== version;
-        conn.reply(req.requestId, 'BLACKLIST_STATE', { version, changed, targets: changed ? this.state.blacklistTargets().map((target) => ({ target })) : [] });
-        return;
-      }
-      case 'BLACKLIST_CHECK': {
-        const { peerId: who, host } = (req as IncomingRequest<'BLACKLIST_CHECK'>).body;
-        const entry = this.state.isBanned(who, host);
-        conn.reply(req.requestId, 'BLACKLIST_VERDICT', { banned: !!entry, reason: entry?.reason ?? '' });
-        return;
-      }
-      case 'REPORT': {
-        let outcome: ReportOutcome = 'refused';
-        try {
-          outcome = await this.onReport(s, req as IncomingRequest<'REPORT'>);
-        } finally {
-          this.metrics?.report(outcome);
-        }
-        return;
-      }
-      default:
-        throw new P2PError('P2P_UNEXPECTED_MESSAGE', `${req.name} is not a peer request`);
-    }
+    return dispatch(this.peerRequests, req, s, 'a peer request');
   }
+
+  /** A peer's requests, one handler per message (after its HELLO, and while it is not blacklisted). */
+  private readonly peerRequests: HandlerTable<Session> = {
+    REGISTER: async (req, s) => {
+      const { conn } = s;
+      const peerId = s.peerId!;
+      this.cluster.requirePrimary();
+      const { files } = req.body;
+      if (files.length > this.opts.maxFilesPerRegister) {
+        throw new P2PError('P2P_TOO_MANY_FILES', `${files.length} files in one registration; the limit is ${this.opts.maxFilesPerRegister}`);
+      }
+      for (const f of files) validateName(f.name);
+      const reg = files.map((f) => ({ id: f.id.toString('hex'), size: f.size, name: f.name, complete: f.complete }));
+      const adds = this.reserveRegistration(peerId, reg);
+      try {
+        await this.cluster.commit({ op: 'register', peer: { peerId, publicKey: conn.remoteKey!.toString('hex'), host: conn.remoteAddress, port: s.listenPort }, files: reg });
+      } finally {
+        this.releaseRegistration(peerId, adds);
+      }
+      conn.reply(req.requestId, 'OK', {});
+      return;
+    },
+    UNREGISTER: async (req, s) => {
+      const { conn } = s;
+      const peerId = s.peerId!;
+      this.cluster.requirePrimary();
+      const { all, ids } = req.body;
+      await this.cluster.commit({ op: 'unregister', peerId, ids: all ? 'all' : ids.map((x) => x.id.toString('hex')) });
+      conn.reply(req.requestId, 'OK', {});
+      return;
+    },
+    LEAVE: async (req, s) => {
+      const { conn } = s;
+      const peerId = s.peerId!;
+      if (this.cluster.isPrimary && this.state.hasPeer(peerId)) await this.cluster.commit({ op: 'drop-peer', peerId });
+      conn.reply(req.requestId, 'OK', {});
+      return;
+    },
+    SEARCH: (req, s) => {
+      const { conn } = s;
+      const startedAt = performance.now();
+      const { text, limit } = req.body;
+      const { hits, truncated } = this.state.search(text, Math.min(Math.max(limit, 1), 10_000));
+      conn.reply(req.requestId, 'SEARCH_RESULT', {
+        files: hits.map((h) => ({ id: Buffer.from(h.id, 'hex'), name: h.name, size: h.size, peers: h.peers })),
+        truncated,
+      });
+      this.metrics?.search((performance.now() - startedAt) / 1000);
+      return;
+    },
+    LOOKUP: (req, s) => {
+      const { conn } = s;
+      const startedAt = performance.now();
+      const found = this.state.lookup(req.body.id.toString('hex'));
+      if (!found) {
+        this.metrics?.lookup((performance.now() - startedAt) / 1000, false);
+        throw new P2PError('P2P_NOT_FOUND', 'no peer holds that file');
+      }
+      conn.reply(req.requestId, 'LOOKUP_RESULT', {
+        size: found.size,
+        peers: found.holders
+          .filter((h) => !this.state.isBanned(h.peerId, h.host))
+          .map((h) => ({ peerId: h.peerId, publicKey: Buffer.from(h.publicKey, 'hex'), host: h.host, port: h.port, complete: h.complete })),
+      });
+      this.metrics?.lookup((performance.now() - startedAt) / 1000, true);
+      return;
+    },
+    BLACKLIST_SYNC: (req, s) => {
+      const { conn } = s;
+      // A peer (re)connected: it may have missed pushes while it had no session here.
+      const version = this.state.blacklistVersion;
+      const changed = req.body.version !== version;
+      conn.reply(req.requestId, 'BLACKLIST_STATE', { version, changed, targets: changed ? this.state.blacklistTargets().map((target) => ({ target })) : [] });
+      return;
+    },
+    BLACKLIST_CHECK: (req, s) => {
+      const { conn } = s;
+      const { peerId: who, host } = req.body;
+      const entry = this.state.isBanned(who, host);
+      conn.reply(req.requestId, 'BLACKLIST_VERDICT', { banned: !!entry, reason: entry?.reason ?? '' });
+      return;
+    },
+    REPORT: async (req, s) => {
+      let outcome: ReportOutcome = 'refused';
+      try {
+        outcome = await this.onReport(s, req);
+      } finally {
+        this.metrics?.report(outcome);
+      }
+      return;
+    },
+  };
 
   /**
    * Checks a REGISTER against the per-peer caps, counting what this peer's REGISTERs still in flight add,
@@ -585,54 +598,52 @@ export class Tracker extends EventEmitter {
     }
   }
 
-  private async onAdmin(req: IncomingRequest, conn: Connection): Promise<void> {
+  private onAdmin(req: IncomingRequest, conn: Connection): void | Promise<void> {
     const body = req.body as { token?: string };
     if (typeof body.token !== 'string') throw new P2PError('P2P_UNEXPECTED_MESSAGE', `${req.name} is not an admin request`);
     this.checkAdmin(body.token, req.name, conn);
-    const actor = `admin@${conn.remoteAddress}`;
-    switch (req.name) {
-      case 'ADMIN_STATUS':
-        conn.reply(req.requestId, 'ADMIN_STATUS_RESULT', { trackers: await this.cluster.status() });
-        return;
-      case 'ADMIN_BLACKLIST_LIST':
-        conn.reply(req.requestId, 'ADMIN_BLACKLIST', { entries: this.state.blacklistEntries() });
-        return;
-      case 'ADMIN_BLACKLIST_ADD': {
-        this.cluster.requirePrimary();
-        const { target, reason } = (req as IncomingRequest<'ADMIN_BLACKLIST_ADD'>).body;
-        const t = normalizeTarget(target);
-        validateReason(reason);
-        if (!this.state.isBanned(t, '') || this.state.blacklistEntries().every((e) => e.target !== t)) {
-          await this.cluster.commit({ op: 'blacklist-add', entry: { target: t, reason, since: this.clock.wallNow(), addedBy: actor } });
-        }
-        conn.reply(req.requestId, 'OK', {});
-        return;
-      }
-      case 'ADMIN_BLACKLIST_REMOVE': {
-        this.cluster.requirePrimary();
-        const t = normalizeTarget((req as IncomingRequest<'ADMIN_BLACKLIST_REMOVE'>).body.target);
-        if (this.state.blacklistEntries().every((e) => e.target !== t)) throw new P2PError('P2P_NOT_FOUND', `${t} is not on the blacklist`);
-        await this.cluster.commit({ op: 'blacklist-rm', target: t, by: actor, time: this.clock.wallNow() });
-        conn.reply(req.requestId, 'OK', {});
-        return;
-      }
-      case 'ADMIN_REPORTS':
-        conn.reply(req.requestId, 'ADMIN_REPORTS_RESULT', {
-          reports: this.state.store.reports().map((r) => ({
-            reporter: r.reporter,
-            fileId: Buffer.from(r.fileId, 'hex'),
-            reason: r.reason,
-            targets: r.targets.join(','),
-            evidence: r.evidence,
-            time: r.time,
-            status: r.status,
-          })),
-        });
-        return;
-      default:
-        throw new P2PError('P2P_UNEXPECTED_MESSAGE', `${req.name} is not an admin request`);
-    }
+    return dispatch(this.adminRequests, req, conn, 'an admin request');
   }
+
+  /** An admin's requests (each carries the token, checked first), one handler per message. */
+  private readonly adminRequests: HandlerTable<Connection> = {
+    ADMIN_STATUS: async (req, conn) => {
+      conn.reply(req.requestId, 'ADMIN_STATUS_RESULT', { trackers: await this.cluster.status() });
+    },
+    ADMIN_BLACKLIST_LIST: (req, conn) => {
+      conn.reply(req.requestId, 'ADMIN_BLACKLIST', { entries: this.state.blacklistEntries() });
+    },
+    ADMIN_BLACKLIST_ADD: async (req, conn) => {
+      this.cluster.requirePrimary();
+      const { target, reason } = req.body;
+      const t = normalizeTarget(target);
+      validateReason(reason);
+      if (!this.state.isBanned(t, '') || this.state.blacklistEntries().every((e) => e.target !== t)) {
+        await this.cluster.commit({ op: 'blacklist-add', entry: { target: t, reason, since: this.clock.wallNow(), addedBy: `admin@${conn.remoteAddress}` } });
+      }
+      conn.reply(req.requestId, 'OK', {});
+    },
+    ADMIN_BLACKLIST_REMOVE: async (req, conn) => {
+      this.cluster.requirePrimary();
+      const t = normalizeTarget(req.body.target);
+      if (this.state.blacklistEntries().every((e) => e.target !== t)) throw new P2PError('P2P_NOT_FOUND', `${t} is not on the blacklist`);
+      await this.cluster.commit({ op: 'blacklist-rm', target: t, by: `admin@${conn.remoteAddress}`, time: this.clock.wallNow() });
+      conn.reply(req.requestId, 'OK', {});
+    },
+    ADMIN_REPORTS: (req, conn) => {
+      conn.reply(req.requestId, 'ADMIN_REPORTS_RESULT', {
+        reports: this.state.store.reports().map((r) => ({
+          reporter: r.reporter,
+          fileId: Buffer.from(r.fileId, 'hex'),
+          reason: r.reason,
+          targets: r.targets.join(','),
+          evidence: r.evidence,
+          time: r.time,
+          status: r.status,
+        })),
+      });
+    },
+  };
 
   /** Side effects of an applied op on live sessions (on the main and on backups alike). */
   private afterApply(op: Op): void {

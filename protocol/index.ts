@@ -14,3 +14,4 @@ export * from './pinning.js';
 export * from './key-file.js';
 export * from './plain-link.js';
 export * from './schema.js';
+export * from './handlers.js';

@@ -41,6 +41,8 @@ type Receipt = Body<'REPORT'>['receipts'][number];
 /** Receipts of 164 bytes that fill most of an 8 MiB frame: what the attack in the issue sends. */
 const HUGE_REPORT_RECEIPTS = 63_000;
 const FLOOD_MS = 3000;
+/** Lookups to time at the least: on a busy machine the flood goes on (up to 30 s) until there are this many. */
+const MIN_LOOKUPS = 100;
 const P99_BOUND_MS = 50;
 /** Huge reports sent a second, one after another on fresh sessions: before issue 10, one froze the main for seconds. */
 const HUGE_REPORTS_PER_SEC = 50;
@@ -105,10 +107,12 @@ t.test('a flood of huge and of full reports: lookups stay under 50 ms at p99, an
 
   const started = performance.now();
   const floodEnds = started + FLOOD_MS;
+  const lookupsMs: number[] = [];
+  const flooding = (): boolean => performance.now() < floodEnds || (lookupsMs.length < MIN_LOOKUPS && performance.now() < started + 30_000);
   const hugeOutcomes: string[] = [];
   /** Huge reports, one after another on fresh sessions, each dropped once refused, until the flood ends. */
   const hugeFlood = async (): Promise<void> => {
-    for (let i = 0; performance.now() < floodEnds; i++) {
+    for (let i = 0; flooding(); i++) {
       const { keys, frame } = hugeSenders[i % hugeSenders.length]!;
       const conn = await session(t, at, keys);
       const outcome = new Promise<string>((resolve) => {
@@ -143,11 +147,10 @@ t.test('a flood of huge and of full reports: lookups stay under 50 ms at p99, an
       }
     }
   };
-  const lookupsMs: number[] = [];
   const controlMs: number[] = [];
   const lookupFailures: string[] = [];
   const lookups = async (conn: Connection, into: number[]): Promise<void> => {
-    while (performance.now() < floodEnds) {
+    while (flooding()) {
       const sent = performance.now();
       try {
         const found = await conn.request('LOOKUP', { id: fileId }, 'LOOKUP_RESULT', { timeoutMs: 2000 });
@@ -166,7 +169,7 @@ t.test('a flood of huge and of full reports: lookups stay under 50 ms at p99, an
 
   const worst = Math.max(...lookupsMs);
   t.comment(`${lookupsMs.length} lookups during the flood: p99 ${p99(lookupsMs).toFixed(1)} ms, max ${worst.toFixed(1)} ms; ${hugeOutcomes.length} huge reports (${HUGE_REPORT_RECEIPTS} receipts each), full reports: ${fullOutcomes.join(', ')}`);
-  t.ok(lookupsMs.length >= 100, `enough lookups to measure (${lookupsMs.length})`);
+  t.ok(lookupsMs.length >= MIN_LOOKUPS, `enough lookups to measure (${lookupsMs.length})`);
   // Under 50 ms at p99 on a quiet machine (10-16 ms measured alone). On a busy one (a parallel test run)
   // the main, which also does the flood's legitimate work, loses more to the other processes than the
   // idle control: the bound allows twice the control's p99 on top. Before issue 10: 2 s, and a takeover.
