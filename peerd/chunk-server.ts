@@ -34,6 +34,8 @@ import {
   type TlsIdentity,
   type ServerHandshake,
   type AcceptedConnection,
+  type HandlerTable,
+  dispatch,
   type Timer,
 } from '../protocol/index.js';
 import type { BlacklistCache } from './blacklist-cache.js';
@@ -239,63 +241,57 @@ export class ChunkServer {
     }, this.sendTimeoutMs);
   }
 
-  private async onRequest(pc: PeerConn, req: IncomingRequest): Promise<void> {
-    const { conn } = pc;
-    switch (req.name) {
-      case 'PING':
-        conn.reply(req.requestId, 'PONG', {});
-        return;
-      case 'HELLO': {
-        const hello = req as IncomingRequest<'HELLO'>;
-        if (pc.hs.plain) {
-          // No TLS: the downloader proves its key by signing this nonce (PLAIN_AUTH).
-          conn.reply(req.requestId, 'PLAIN_CHALLENGE', { nonce: pc.hs.challenge(hello, 'only peers are served') });
-          return;
-        }
-        pc.hs.acceptHello();
-        // TLS proved the downloader's key (and ours to it, which it checks against the tracker's list).
-        await this.welcome(pc, req.requestId, pc.hs.peerId(hello, 'only peers that present the certificate of their key are served'));
-        return;
-      }
-      case 'PLAIN_AUTH':
-        await this.welcome(pc, req.requestId, pc.hs.answer((req as IncomingRequest<'PLAIN_AUTH'>).body, this.opts.keys.publicKey));
-        return;
-    }
+  private onRequest(pc: PeerConn, req: IncomingRequest): void | Promise<void> {
+    if (req.name in this.handshakeRequests) return dispatch(this.handshakeRequests, req, pc, 'a handshake request');
     pc.hs.requireReady(req);
-    if (this.opts.blacklist.knownBanned(pc.peerId!, conn.remoteAddress)) {
-      conn.close(new P2PError('P2P_BLACKLISTED', 'you are blacklisted'));
+    if (this.opts.blacklist.knownBanned(pc.peerId!, pc.conn.remoteAddress)) {
+      pc.conn.close(new P2PError('P2P_BLACKLISTED', 'you are blacklisted'));
       return;
     }
-    switch (req.name) {
-      case 'GET_MANIFEST': {
-        const id = (req as IncomingRequest<'GET_MANIFEST'>).body.fileId.toString('hex');
-        const f = this.opts.library.byId(id);
-        const encoded = f?.encoded ?? this.opts.partialSource?.(id)?.encodedManifest;
-        if (!encoded) throw new P2PError('P2P_NOT_FOUND', 'this peer does not hold that file');
-        conn.reply(req.requestId, 'MANIFEST', { manifest: encoded });
-        return;
-      }
-      case 'GET_HAVE': {
-        const id = (req as IncomingRequest<'GET_HAVE'>).body.fileId.toString('hex');
-        const f = this.opts.library.byId(id);
-        if (f) {
-          conn.reply(req.requestId, 'HAVE', { complete: true, bits: Buffer.alloc(0) });
-          return;
-        }
-        const p = this.opts.partialSource?.(id);
-        if (!p) throw new P2PError('P2P_NOT_FOUND', 'this peer does not hold that file');
-        const n = p.manifest.hashes.length;
-        const bits = Buffer.alloc(Math.ceil(n / 8));
-        for (let i = 0; i < n; i++) if (p.has(i)) bits[i >> 3]! |= 0x80 >> (i & 7);
-        conn.reply(req.requestId, 'HAVE', { complete: false, bits });
-        return;
-      }
-      case 'GET_CHUNK':
-        return this.serveChunk(pc, req as IncomingRequest<'GET_CHUNK'>);
-      default:
-        throw new P2PError('P2P_UNEXPECTED_MESSAGE', `${req.name} is not served by peers`);
-    }
+    return dispatch(this.peerRequests, req, pc, 'served by peers');
   }
+
+  /** Requests before the handshake is complete: PING, and the handshake itself. */
+  private readonly handshakeRequests: HandlerTable<PeerConn> = {
+    PING: (req, pc) => void pc.conn.reply(req.requestId, 'PONG', {}),
+    HELLO: (req, pc) => {
+      if (pc.hs.plain) {
+        // No TLS: the downloader proves its key by signing this nonce (PLAIN_AUTH).
+        pc.conn.reply(req.requestId, 'PLAIN_CHALLENGE', { nonce: pc.hs.challenge(req, 'only peers are served') });
+        return;
+      }
+      pc.hs.acceptHello();
+      // TLS proved the downloader's key (and ours to it, which it checks against the tracker's list).
+      return this.welcome(pc, req.requestId, pc.hs.peerId(req, 'only peers that present the certificate of their key are served'));
+    },
+    PLAIN_AUTH: (req, pc) => this.welcome(pc, req.requestId, pc.hs.answer(req.body, this.opts.keys.publicKey)),
+  };
+
+  /** A downloader's requests, once its key is proven and while it is not blacklisted. */
+  private readonly peerRequests: HandlerTable<PeerConn> = {
+    GET_MANIFEST: (req, pc) => {
+      const id = req.body.fileId.toString('hex');
+      const f = this.opts.library.byId(id);
+      const encoded = f?.encoded ?? this.opts.partialSource?.(id)?.encodedManifest;
+      if (!encoded) throw new P2PError('P2P_NOT_FOUND', 'this peer does not hold that file');
+      pc.conn.reply(req.requestId, 'MANIFEST', { manifest: encoded });
+    },
+    GET_HAVE: (req, pc) => {
+      const id = req.body.fileId.toString('hex');
+      const f = this.opts.library.byId(id);
+      if (f) {
+        pc.conn.reply(req.requestId, 'HAVE', { complete: true, bits: Buffer.alloc(0) });
+        return;
+      }
+      const p = this.opts.partialSource?.(id);
+      if (!p) throw new P2PError('P2P_NOT_FOUND', 'this peer does not hold that file');
+      const n = p.manifest.hashes.length;
+      const bits = Buffer.alloc(Math.ceil(n / 8));
+      for (let i = 0; i < n; i++) if (p.has(i)) bits[i >> 3]! |= 0x80 >> (i & 7);
+      pc.conn.reply(req.requestId, 'HAVE', { complete: false, bits });
+    },
+    GET_CHUNK: (req, pc) => this.serveChunk(pc, req),
+  };
 
   private async serveChunk(pc: PeerConn, req: IncomingRequest<'GET_CHUNK'>): Promise<void> {
     const { conn } = pc;

@@ -18,6 +18,8 @@ import {
   type Address,
   type Body,
   type IncomingRequest,
+  type HandlerTable,
+  dispatch,
   type KeyPair,
   type PinnedAddress,
   type TlsIdentity,
@@ -305,7 +307,7 @@ export class PeerDaemon {
       const conn = new Connection(socket, { logger: this.log, maxInFlight: 16, readTimeoutMs: 10_000, maxBodyBytes: 1024 * 1024 });
       this.controlConns.add(conn);
       conn.on('close', () => this.controlConns.delete(conn));
-      conn.onRequest((req) => this.onControl(conn, req));
+      conn.onRequest((req) => dispatch(this.controlRequests, req, conn, 'a control request'));
     });
     await new Promise<void>((resolve, reject) => {
       const oldUmask = process.umask(0o177);
@@ -319,13 +321,14 @@ export class PeerDaemon {
     fs.chmodSync(p, 0o600);
   }
 
-  private async onControl(conn: Connection, req: IncomingRequest): Promise<void> {
-    if (req.name === 'PING') {
-      conn.reply(req.requestId, 'PONG', {});
-      return;
-    }
-    if (req.name !== 'CONTROL') throw new P2PError('P2P_UNEXPECTED_MESSAGE', `${req.name} is not a control request`);
-    const { command, args } = (req as IncomingRequest<'CONTROL'>).body;
+  /** What the control socket answers: PING, and the commands of `p2p`. */
+  private readonly controlRequests: HandlerTable<Connection> = {
+    PING: (req, conn) => void conn.reply(req.requestId, 'PONG', {}),
+    CONTROL: (req, conn) => this.onControl(conn, req),
+  };
+
+  private async onControl(conn: Connection, req: IncomingRequest<'CONTROL'>): Promise<void> {
+    const { command, args } = req.body;
     let parsed: unknown;
     try {
       parsed = JSON.parse(args);
