@@ -5,6 +5,7 @@
  * than the rest of a `p2p status`.
  */
 import yargs, { type Argv } from 'yargs';
+import { STRATEGY_NAMES, type StrategyName } from '../protocol/client.js';
 import { packageVersion, usageError } from '../protocol/program.js';
 import { PROGRAM, type Globals, type Invocation } from './commands.js';
 
@@ -46,7 +47,7 @@ export function buildParser(args: string[], onInvocation: (invocation: Invocatio
           .option('out', { type: 'string', describe: 'where to save it (a file or a folder)' })
           .option('overwrite', { type: 'boolean', describe: 'replace an existing file (--no-overwrite: never)' })
           .option('max-peers', { type: 'number', describe: 'use at most K peers' })
-          .option('strategy', { type: 'string', choices: ['adaptive', 'original'], describe: "peer choice (default: the daemon's)" })
+          .option('strategy', { type: 'string', choices: [...STRATEGY_NAMES], describe: "peer choice (default: the daemon's)" })
           .option('progress', { type: 'boolean', default: true, describe: 'show a progress bar on a terminal (--no-progress to hide)' }),
       (argv) => {
         const maxPeers = argv['max-peers'] as number | undefined;
@@ -59,7 +60,7 @@ export function buildParser(args: string[], onInvocation: (invocation: Invocatio
           overwrite: argv.overwrite as boolean | undefined,
           maxPeers,
           progress: argv.progress !== false,
-          strategy: argv.strategy as 'adaptive' | 'original' | undefined,
+          strategy: argv.strategy as StrategyName | undefined,
         });
       },
     )

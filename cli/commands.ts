@@ -9,7 +9,7 @@ import path from 'node:path';
 // The client entry points, not the index ones: ESM evaluates every module an entry point re-exports, so
 // '../peerd/index.js' would load the whole daemon and better-sqlite3, and '../protocol/index.js' the
 // identity and manifest code, at every `p2p` start (issue 8).
-import { P2PError } from '../protocol/client.js';
+import { P2PError, type StrategyName } from '../protocol/client.js';
 import { ControlClient, type DownloadResult } from '../peerd/client.js';
 import type { AdminClient } from './admin.js';
 import { formatBytes, formatRate, table } from './format.js';
@@ -50,7 +50,7 @@ interface CommandArgs {
     overwrite: boolean | undefined;
     maxPeers: number | undefined;
     progress: boolean;
-    strategy: 'adaptive' | 'original' | undefined;
+    strategy: StrategyName | undefined;
   };
   transfers: { globals: Globals };
   report: { globals: Globals; key: string; reason: string };

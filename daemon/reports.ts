@@ -12,6 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import {
+  Evidence,
   MAX_RECEIPTS_PER_SERVER,
   MAX_REPORT_RECEIPTS,
   manifestHashAt,
@@ -33,8 +34,8 @@ export function parseReportPolicy(text: string): ReportPolicy {
   throw new P2PError('P2P_BAD_REQUEST', `report policy '${text}' is not immediate, threshold:K (K >= 1) or review`);
 }
 
-export const EVIDENCE_USER = 0;
-export const EVIDENCE_BAD_DATA = 1;
+export const EVIDENCE_USER = Evidence.user;
+export const EVIDENCE_BAD_DATA = Evidence.badData;
 
 /** Bytes of the manifest hashed per unit of work (about 0.1 ms, as one signature check takes 0.15). */
 const MANIFEST_BYTES_PER_UNIT = 64 * 1024;

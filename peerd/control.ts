@@ -3,7 +3,7 @@
  * arguments over the daemon's Unix socket, answered by CONTROL_RESULT (JSON), with CONTROL_EVENT progress
  * under the same request id. This file holds the shapes both sides agree on and the client the CLI uses.
  */
-import { dial, P2PError, toP2PError, type Connection } from '../protocol/client.js';
+import { dial, P2PError, toP2PError, type Connection, type StrategyName } from '../protocol/client.js';
 
 export interface FileInfo {
   name: string;
@@ -39,7 +39,7 @@ export interface GetArgs {
   out?: string | undefined;
   overwrite: boolean;
   maxPeers?: number | undefined;
-  strategy?: 'adaptive' | 'original' | undefined;
+  strategy?: StrategyName | undefined;
 }
 
 export interface ControlCommands {

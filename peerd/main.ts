@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { hideBin } from 'yargs/helpers';
-import { parseAddress, parsePinnedAddressList, type Address } from '../protocol/index.js';
+import { parseAddress, parsePinnedAddressList, STRATEGY_NAMES, type Address, type StrategyName } from '../protocol/index.js';
 import { LOG_OPTIONS, onShutdownSignal, packageVersion, setupFailed, stderrLogger, usageError } from '../protocol/program.js';
 import { loadSettings, type OptionTable } from '../protocol/settings.js';
 import { PeerDaemon } from './peerd.js';
@@ -19,7 +19,7 @@ const OPTIONS = {
   'max-uploads': { type: 'number', default: 8, describe: 'chunks read or sent at once, to all peers together (each holds a 1 MiB buffer)' },
   'max-upload-rate': { type: 'string', default: '0', describe: 'upload limit in bytes/s (10M, 500k; 100mbit); 0 = unlimited' },
   'max-download-rate': { type: 'string', default: '0', describe: 'download limit in bytes/s (10M, 500k; 100mbit); 0 = unlimited' },
-  strategy: { type: 'string', default: 'adaptive', choices: ['adaptive', 'original'], describe: "peer choice: keep measuring and adapt, or the original design's fixed rule" },
+  strategy: { type: 'string', default: 'adaptive', choices: STRATEGY_NAMES, describe: "peer choice: keep measuring and adapt, or the original design's fixed rule" },
   'max-connections': { type: 'number', default: 1024, describe: 'connections from other peers, in total' },
   'max-connections-per-ip': { type: 'number', default: 128, describe: 'connections from one address' },
   'handshake-timeout-ms': { type: 'number', default: 2000, describe: 'a connecting peer must prove its key within this' },
@@ -69,7 +69,7 @@ try {
     readTimeoutMs: positive('read-timeout-ms', argv['read-timeout-ms']),
     maxUploadRate: rate('max-upload-rate', argv['max-upload-rate']),
     maxDownloadRate: rate('max-download-rate', argv['max-download-rate']),
-    strategy: argv.strategy as 'adaptive' | 'original',
+    strategy: argv.strategy as StrategyName,
     plainChunkLinks: argv['plain-chunk-links'],
     metrics: argv.metrics === undefined ? undefined : metricsAddress(argv.metrics),
     logger: log,

@@ -20,6 +20,7 @@ import {
   type IncomingRequest,
   type HandlerTable,
   dispatch,
+  Evidence,
   type KeyPair,
   type PinnedAddress,
   type TlsIdentity,
@@ -581,7 +582,7 @@ export class PeerDaemon {
     try {
       const res = await this.tracker.request(
         'REPORT',
-        { fileId: ev.fileId, reason: `chunk ${ev.receipt.index} failed verification`, evidence: 1, manifest: ev.manifest, receipts: [ev.receipt] },
+        { fileId: ev.fileId, reason: `chunk ${ev.receipt.index} failed verification`, evidence: Evidence.badData, manifest: ev.manifest, receipts: [ev.receipt] },
         'REPORT_RESULT',
       );
       this.log.warn({ peerId: ev.peerId, blacklisted: res.blacklisted.map((x) => x.target) }, 'reported a peer that sent bad data');
@@ -612,7 +613,7 @@ export class PeerDaemon {
     if (receipts.length === 0) throw new P2PError('P2P_NOT_FOUND', `the download of '${key}' has no receipts (resumed from an older version?)`);
     const res = await this.tracker.request(
       'REPORT',
-      { fileId: Buffer.from(t.transfer.id, 'hex'), reason: reason.slice(0, 500), evidence: 0, manifest: Buffer.alloc(0), receipts },
+      { fileId: Buffer.from(t.transfer.id, 'hex'), reason: reason.slice(0, 500), evidence: Evidence.user, manifest: Buffer.alloc(0), receipts },
       'REPORT_RESULT',
     );
     return { fileId: t.transfer.id, blacklisted: res.blacklisted.map((x) => x.target), pending: res.pending.map((x) => x.target) };

@@ -10,7 +10,7 @@
  * A strategy sees the download only through `Swarm`, so it never touches requests, chunks or the file.
  */
 import type { Logger } from 'pino';
-import type { Clock } from '../protocol/index.js';
+import { isStrategyName, type Clock, type StrategyName } from '../protocol/index.js';
 import type { Holder, Source } from './source.js';
 import type { DropReason } from './counters.js';
 
@@ -54,16 +54,14 @@ export interface PeerStrategy {
   onTick(): void;
 }
 
-export const STRATEGIES = {
-  adaptive: (swarm: Swarm): PeerStrategy => new AdaptiveStrategy(swarm),
-  original: (swarm: Swarm): PeerStrategy => new OriginalStrategy(swarm),
-} as const;
+/** One implementation per name of the catalogue (protocol/messages.ts, STRATEGY_NAMES). */
+export const STRATEGIES: Readonly<Record<StrategyName, (swarm: Swarm) => PeerStrategy>> = {
+  adaptive: (swarm) => new AdaptiveStrategy(swarm),
+  original: (swarm) => new OriginalStrategy(swarm),
+};
 
-export type Strategy = keyof typeof STRATEGIES;
-
-export function isStrategy(name: unknown): name is Strategy {
-  return typeof name === 'string' && Object.hasOwn(STRATEGIES, name);
-}
+export type Strategy = StrategyName;
+export const isStrategy = isStrategyName;
 
 /** The original design's rule: every holder while at most 5 hold the file, beyond that the fastest half. */
 export function choosePeerCount(holders: number, maxPeers?: number): number {

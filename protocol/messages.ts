@@ -172,3 +172,18 @@ export const messageByCode: ReadonlyArray<MessageName | undefined> = (() => {
 
 export const Role = { peer: 1, tracker: 2, admin: 3 } as const;
 export type RoleName = keyof typeof Role;
+
+/** REPORT's `evidence`: what the report claims (a user's word, or bad data proven by a receipt). */
+export const Evidence = { user: 0, badData: 1 } as const;
+export type EvidenceName = keyof typeof Evidence;
+
+/**
+ * How a download chooses its peers (`--strategy`, the control socket's `get`): the names every side
+ * uses; peerd/strategies.ts has one implementation per name.
+ */
+export const STRATEGY_NAMES = ['adaptive', 'original'] as const;
+export type StrategyName = (typeof STRATEGY_NAMES)[number];
+
+export function isStrategyName(name: unknown): name is StrategyName {
+  return typeof name === 'string' && (STRATEGY_NAMES as readonly string[]).includes(name);
+}
