@@ -44,16 +44,11 @@ import { fileStamp, type Library, type SharedFile } from './library.js';
 import { OpenFiles } from './open-files.js';
 import type { Hasher } from './hasher.js';
 import type { RateMeter, TokenBucket } from './rate.js';
+import { PEER_DEFAULTS } from './defaults.js';
 import { UploadSlots } from './upload-slots.js';
 
-/**
- * A connection with chunks queued for it that finishes taking none of them for this long is closed: a
- * reader that stopped reading would otherwise keep its upload buffers until the idle timeout (120 s).
- * Progress is counted in whole chunks (1 MiB), so a downloader must get about 0.42 Mbit/s of this
- * seeder's uplink; with the 8 buffers all sending, an uplink of 3.4 Mbit/s gives each that much. (The
- * downloader's own patience for a chunk is 60 s.)
- */
-export const SEND_TIMEOUT_MS = 20_000;
+/** The send deadline (PEER_DEFAULTS.sendTimeoutMs, where it is explained). */
+export const SEND_TIMEOUT_MS = PEER_DEFAULTS.sendTimeoutMs;
 
 export interface ChunkServerOptions {
   keys: KeyPair;
@@ -125,16 +120,16 @@ export class ChunkServer {
 
   constructor(private readonly opts: ChunkServerOptions) {
     this.log = opts.logger;
-    this.slots = new UploadSlots(opts.poolSize ?? 8, CHUNK_SIZE);
+    this.slots = new UploadSlots(opts.poolSize ?? PEER_DEFAULTS.maxUploads, CHUNK_SIZE);
     this.clock = opts.clock ?? systemClock;
     this.sendTimeoutMs = opts.sendTimeoutMs ?? SEND_TIMEOUT_MS;
     this.limiter = new ConnectionLimiter({
       limits: {
-        maxConnections: opts.maxConnections ?? 1024,
-        maxConnectionsPerIp: opts.maxConnectionsPerIp ?? 128,
-        handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 2000,
+        maxConnections: opts.maxConnections ?? PEER_DEFAULTS.maxConnections,
+        maxConnectionsPerIp: opts.maxConnectionsPerIp ?? PEER_DEFAULTS.maxConnectionsPerIp,
+        handshakeTimeoutMs: opts.handshakeTimeoutMs ?? PEER_DEFAULTS.handshakeTimeoutMs,
       },
-      connection: { logger: this.log, maxInFlight: 64, readTimeoutMs: opts.readTimeoutMs ?? 5000, idleTimeoutMs: 120_000, maxBodyBytes: 64 * 1024 },
+      connection: { logger: this.log, maxInFlight: 64, readTimeoutMs: opts.readTimeoutMs ?? PEER_DEFAULTS.readTimeoutMs, idleTimeoutMs: PEER_DEFAULTS.chunkIdleTimeoutMs, maxBodyBytes: 64 * 1024 },
       tooManyMessage: 'this peer has too many connections',
       handshakeTimeoutMessage: 'no handshake within the deadline',
       tls: serverContext(opts.identity),

@@ -3,6 +3,7 @@ import { hideBin } from 'yargs/helpers';
 import { parseAddress, parsePinnedAddressList, STRATEGY_NAMES, type Address, type StrategyName } from '../protocol/index.js';
 import { LOG_OPTIONS, onShutdownSignal, packageVersion, setupFailed, stderrLogger, usageError } from '../protocol/program.js';
 import { loadSettings, type OptionTable } from '../protocol/settings.js';
+import { PEER_DEFAULTS } from './defaults.js';
 import { PeerDaemon } from './peerd.js';
 import { parseRate } from './rate.js';
 
@@ -16,14 +17,14 @@ const OPTIONS = {
   listen: { type: 'string', default: '0.0.0.0:0', describe: 'where it serves chunks to other peers' },
   advertise: { type: 'string', describe: 'the address other peers should use, where it differs from what the tracker sees' },
   socket: { type: 'string', describe: 'the control socket for p2p (default DATA/peerd.sock)' },
-  'max-uploads': { type: 'number', default: 8, describe: 'chunks read or sent at once, to all peers together (each holds a 1 MiB buffer)' },
+  'max-uploads': { type: 'number', default: PEER_DEFAULTS.maxUploads, describe: 'chunks read or sent at once, to all peers together (each holds a 1 MiB buffer)' },
   'max-upload-rate': { type: 'string', default: '0', describe: 'upload limit in bytes/s (10M, 500k; 100mbit); 0 = unlimited' },
   'max-download-rate': { type: 'string', default: '0', describe: 'download limit in bytes/s (10M, 500k; 100mbit); 0 = unlimited' },
   strategy: { type: 'string', default: 'adaptive', choices: STRATEGY_NAMES, describe: "peer choice: keep measuring and adapt, or the original design's fixed rule" },
-  'max-connections': { type: 'number', default: 1024, describe: 'connections from other peers, in total' },
-  'max-connections-per-ip': { type: 'number', default: 128, describe: 'connections from one address' },
-  'handshake-timeout-ms': { type: 'number', default: 2000, describe: 'a connecting peer must prove its key within this' },
-  'read-timeout-ms': { type: 'number', default: 5000, describe: 'a request frame must arrive whole within this' },
+  'max-connections': { type: 'number', default: PEER_DEFAULTS.maxConnections, describe: 'connections from other peers, in total' },
+  'max-connections-per-ip': { type: 'number', default: PEER_DEFAULTS.maxConnectionsPerIp, describe: 'connections from one address' },
+  'handshake-timeout-ms': { type: 'number', default: PEER_DEFAULTS.handshakeTimeoutMs, describe: 'a connecting peer must prove its key within this' },
+  'read-timeout-ms': { type: 'number', default: PEER_DEFAULTS.readTimeoutMs, describe: 'a request frame must arrive whole within this' },
   'plain-chunk-links': { type: 'boolean', default: false, describe: 'chunk connections with peers that also set this skip TLS (less CPU per byte; chunks are still verified and receipts signed, but travel in clear): only on a network you trust' },
   metrics: { type: 'string', describe: 'serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP; off by default)' },
   ...LOG_OPTIONS,

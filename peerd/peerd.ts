@@ -35,6 +35,7 @@ import type { PeerMetrics, PeerMetricsSource } from './metrics.js';
 import { WorkerHasher } from './hasher.js';
 import type { CommandName, ControlCommands, FileInfo, GetArgs, StatusInfo } from './control.js';
 import { PeerDb } from './db.js';
+import { PEER_DEFAULTS } from './defaults.js';
 import { Download, isStrategy, type DownloadResult, type Strategy } from './downloader.js';
 import { RateMeter, TokenBucket } from './rate.js';
 import { hashFile, Library, type SharedFile } from './library.js';
@@ -51,7 +52,7 @@ export interface PeerDaemonOptions {
   logger?: Logger;
   /** Chunks read or sent at once (each holds a 1 MiB buffer): the cap on concurrent uploads. */
   maxUploads?: number;
-  /** A downloader that takes none of the chunks queued for it for this long is cut off (default 20 s, chunk-server.ts SEND_TIMEOUT_MS). */
+  /** A downloader that takes none of the chunks queued for it for this long is cut off (default PEER_DEFAULTS.sendTimeoutMs, 20 s). */
   sendTimeoutMs?: number;
   /** Limits on the chunk server (defaults: 2000 ms, 5000 ms, 1024, 128). */
   handshakeTimeoutMs?: number;
@@ -148,7 +149,7 @@ export class PeerDaemon {
       library: this.library,
       blacklist: this.blacklist,
       logger: this.log,
-      poolSize: opts.maxUploads ?? 8,
+      poolSize: opts.maxUploads ?? PEER_DEFAULTS.maxUploads,
       sendTimeoutMs: opts.sendTimeoutMs,
       handshakeTimeoutMs: opts.handshakeTimeoutMs,
       readTimeoutMs: opts.readTimeoutMs,
@@ -396,7 +397,7 @@ export class PeerDaemon {
       uploads: this.chunkServer.uploadsInProgress,
       bytesSent: this.chunkServer.bytesSent,
       rates: { uploadBytesPerSec: this.uploadMeter.bytesPerSec, downloadBytesPerSec: this.downloadMeter.bytesPerSec },
-      limits: { maxUploadRate: this.opts.maxUploadRate ?? 0, maxDownloadRate: this.opts.maxDownloadRate ?? 0, maxUploads: this.opts.maxUploads ?? 8 },
+      limits: { maxUploadRate: this.opts.maxUploadRate ?? 0, maxDownloadRate: this.opts.maxDownloadRate ?? 0, maxUploads: this.opts.maxUploads ?? PEER_DEFAULTS.maxUploads },
       version: this.opts.version ?? '',
     };
   }

@@ -26,6 +26,7 @@ import {
   checkPinnedKey,
   peerIdOf,
 } from '../protocol/index.js';
+import { PEER_DEFAULTS } from './defaults.js';
 import { clientHandshake } from './handshake.js';
 
 export type TrackerClientState = 'connecting' | 'connected' | 'blacklisted' | 'closed';
@@ -148,7 +149,7 @@ export class TrackerClient extends EventEmitter {
       }
     };
     const conn = await dial(addr, {
-      connectTimeoutMs: this.opts.connectTimeoutMs ?? 1000,
+      connectTimeoutMs: this.opts.connectTimeoutMs ?? PEER_DEFAULTS.trackerConnectTimeoutMs,
       requestTimeoutMs: 5000,
       logger: this.opts.logger,
       maxBodyBytes: 64 * 1024 * 1024,
@@ -274,7 +275,7 @@ export class TrackerClient extends EventEmitter {
 
   /** Waits (up to waitMs) for a usable session. */
   private async session(): Promise<Connection> {
-    const deadline = Date.now() + (this.opts.waitMs ?? 3000);
+    const deadline = Date.now() + (this.opts.waitMs ?? PEER_DEFAULTS.trackerWaitMs);
     for (;;) {
       if (this.state === 'closed') throw new P2PError('P2P_SHUTTING_DOWN', 'the peer daemon is shutting down');
       if (this.state === 'blacklisted') {
@@ -312,7 +313,7 @@ export class TrackerClient extends EventEmitter {
    * (or `attempts` tries): every tracker request is idempotent.
    */
   async request<N extends MessageName, R extends MessageName>(name: N, body: Body<N>, expect: R, attempts = Infinity): Promise<Body<R>> {
-    const deadline = Date.now() + (this.opts.retryMs ?? 6000);
+    const deadline = Date.now() + (this.opts.retryMs ?? PEER_DEFAULTS.trackerRetryMs);
     let lastErr: P2PError | undefined;
     for (let i = 0; i < attempts; i++) {
       const conn = await this.session();

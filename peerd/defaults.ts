@@ -1,0 +1,33 @@
+/**
+ * Every default of the peer daemon, in one table (like the tracker's DEFAULTS in daemon/tracker.ts):
+ * the flags of p2p-peerd (peerd/main.ts), the daemon's own fallbacks and README.md's interface table
+ * all take them from here.
+ */
+export const PEER_DEFAULTS = {
+  /** --max-uploads: chunks read or sent at once, to all peers together (each holds a 1 MiB buffer). */
+  maxUploads: 8,
+  /** --max-connections: connections from other peers, in total. */
+  maxConnections: 1024,
+  /** --max-connections-per-ip. */
+  maxConnectionsPerIp: 128,
+  /** --handshake-timeout-ms: a connecting peer must prove its key within this. */
+  handshakeTimeoutMs: 2000,
+  /** --read-timeout-ms: a request frame must arrive whole within this. */
+  readTimeoutMs: 5000,
+  /**
+   * A connection with chunks queued for it that takes none of them for this long is closed: a reader
+   * that stopped reading would otherwise keep its upload buffers until the idle timeout. Progress is
+   * counted in whole chunks (1 MiB), so a downloader must get about 0.42 Mbit/s of this seeder's
+   * uplink; with the 8 buffers all sending, an uplink of 3.4 Mbit/s gives each that much. (The
+   * downloader's own patience for a chunk is 60 s.)
+   */
+  sendTimeoutMs: 20_000,
+  /** A chunk connection with no traffic for this long is closed. */
+  chunkIdleTimeoutMs: 120_000,
+  /** Dialling a tracker: a TCP and TLS handshake within this. */
+  trackerConnectTimeoutMs: 1000,
+  /** A request waits this long for a tracker session to exist (during a reconnection). */
+  trackerWaitMs: 3000,
+  /** A tracker request is tried again, on the next session where needed, for this long. */
+  trackerRetryMs: 6000,
+} as const;
