@@ -3,7 +3,9 @@
  * arguments over the daemon's Unix socket, answered by CONTROL_RESULT (JSON), with CONTROL_EVENT progress
  * under the same request id. This file holds the shapes both sides agree on and the client the CLI uses.
  */
-import { dial, P2PError, toP2PError, type Connection, type StrategyName } from '../protocol/client.js';
+import { dial, P2PError, toP2PError, type CommandName, type Connection, type ControlArgs, type GetArgs } from '../protocol/client.js';
+
+export type { CommandName, GetArgs };
 
 export interface FileInfo {
   name: string;
@@ -34,29 +36,22 @@ export interface StatusInfo {
   version: string;
 }
 
-export interface GetArgs {
-  key: string;
-  out?: string | undefined;
-  overwrite: boolean;
-  maxPeers?: number | undefined;
-  strategy?: StrategyName | undefined;
-}
-
-export interface ControlCommands {
-  status: { args: Record<string, never>; result: StatusInfo };
-  files: { args: Record<string, never>; result: FileInfo[] };
-  share: { args: { paths: string[] }; result: FileInfo[] };
-  unshare: { args: { key: string }; result: FileInfo[] };
-  search: { args: { text: string }; result: SearchInfo[] };
+/** What each command of the catalogue (protocol/control.ts) answers. */
+export interface ControlResults {
+  status: StatusInfo;
+  files: FileInfo[];
+  share: FileInfo[];
+  unshare: FileInfo[];
+  search: SearchInfo[];
   /** `alreadyPresent`: the target already was this very file (same id), so nothing was downloaded. */
-  get: { args: GetArgs; result: import('./downloader.js').DownloadResult & { alreadyPresent?: true } };
+  get: import('./downloader.js').DownloadResult & { alreadyPresent?: true };
   /** `sameFile`: the existing target already is this very file (same id). */
-  resolve: { args: { key: string; out?: string | undefined }; result: { name: string; id: string; size: number; target: string; exists: boolean; sameFile: boolean } };
-  transfers: { args: Record<string, never>; result: import('./db.js').TransferRecord[] };
-  report: { args: { key: string; reason: string }; result: { blacklisted: string[]; pending: string[]; fileId: string } };
+  resolve: { name: string; id: string; size: number; target: string; exists: boolean; sameFile: boolean };
+  transfers: import('./db.js').TransferRecord[];
+  report: { blacklisted: string[]; pending: string[]; fileId: string };
 }
 
-export type CommandName = keyof ControlCommands;
+export type ControlCommands = { [C in CommandName]: { args: ControlArgs<C>; result: ControlResults[C] } };
 
 /** The CLI's side: one connection to the daemon's socket. */
 export class ControlClient {

@@ -21,6 +21,12 @@ import {
   type HandlerTable,
   dispatch,
   Evidence,
+  CONTROL_COMMANDS,
+  isCommandName,
+  type CommandName,
+  type ControlArgs,
+  type GetArgs,
+  type RawArgs,
   type KeyPair,
   type PinnedAddress,
   type TlsIdentity,
@@ -33,10 +39,10 @@ import { ChunkServer } from './chunk-server.js';
 import { PeerCounters } from './counters.js';
 import type { PeerMetrics, PeerMetricsSource } from './metrics.js';
 import { WorkerHasher } from './hasher.js';
-import type { CommandName, ControlCommands, FileInfo, GetArgs, StatusInfo } from './control.js';
+import type { ControlCommands, FileInfo, StatusInfo } from './control.js';
 import { PeerDb } from './db.js';
 import { PEER_DEFAULTS } from './defaults.js';
-import { Download, isStrategy, type DownloadResult, type Strategy } from './downloader.js';
+import { Download, type DownloadResult, type Strategy } from './downloader.js';
 import { RateMeter, TokenBucket } from './rate.js';
 import { hashFile, Library, type SharedFile } from './library.js';
 import { TrackerClient } from './tracker-client.js';
@@ -338,49 +344,46 @@ export class PeerDaemon {
       throw new P2PError('P2P_BAD_REQUEST', 'control arguments are not JSON');
     }
     if (typeof parsed !== 'object' || parsed === null) throw new P2PError('P2P_BAD_REQUEST', 'control arguments must be an object');
-    const result = await this.runCommand(command as CommandName, parsed as Record<string, unknown>, conn, req.requestId);
+    if (!isCommandName(command)) throw new P2PError('P2P_BAD_REQUEST', `unknown command '${command}'`);
+    const result = await this.runCommand(command, CONTROL_COMMANDS[command](parsed as RawArgs), conn, req.requestId);
     conn.reply(req.requestId, 'CONTROL_RESULT', { result: JSON.stringify(result) });
   }
 
-  private async runCommand(command: CommandName, a: Record<string, unknown>, conn: Connection, requestId: number): Promise<unknown> {
-    switch (command) {
-      case 'status':
-        return this.status();
-      case 'files':
-        return this.library.list().map(fileInfo);
-      case 'share': {
-        const paths = a.paths;
-        if (!Array.isArray(paths) || paths.length === 0 || !paths.every((x) => typeof x === 'string')) throw new P2PError('P2P_BAD_REQUEST', 'share needs at least one path');
-        const files = await this.library.share(paths as string[]);
-        await this.registerFiles(files);
-        return files.map(fileInfo);
-      }
-      case 'unshare': {
-        const removed = this.library.unshare(str(a.key, 'key'));
-        const ids = removed.filter((f) => !this.library.byId(f.id)).map((f) => ({ id: f.idBuf }));
-        if (ids.length) await this.tracker.request('UNREGISTER', { all: false, ids }, 'OK');
-        return removed.map(fileInfo);
-      }
-      case 'search': {
-        const res = await this.tracker.request('SEARCH', { text: typeof a.text === 'string' ? a.text : '', limit: 10_000 }, 'SEARCH_RESULT');
-        return res.files.map((f) => ({ name: f.name, id: f.id.toString('hex'), size: f.size, peers: f.peers }));
-      }
-      case 'resolve': {
-        const r = await this.resolve(str(a.key, 'key'));
-        const target = this.targetFor(r.name, r.id, typeof a.out === 'string' ? a.out : undefined);
-        const exists = fs.existsSync(target);
-        return { ...r, target, exists, sameFile: exists && (await this.holdsFile(target, r.id, r.size)) };
-      }
-      case 'get':
-        return this.get(a as unknown as GetArgs, conn, requestId);
-      case 'transfers':
-        return this.db.transfers();
-      case 'report':
-        return this.report(str(a.key, 'key'), typeof a.reason === 'string' ? a.reason : '');
-      default:
-        throw new P2PError('P2P_BAD_REQUEST', `unknown command '${String(command)}'`);
-    }
+  /** Runs a command with its checked arguments (the one place a command's name meets its handler). */
+  private runCommand<C extends CommandName>(command: C, args: ControlArgs<C>, conn: Connection, requestId: number): unknown {
+    const run = this.commands[command] as (args: ControlArgs<C>, conn: Connection, requestId: number) => unknown;
+    return run(args, conn, requestId);
   }
+
+  /** The control commands (protocol/control.ts), each with its arguments already checked. */
+  private readonly commands: { readonly [C in CommandName]: (args: ControlArgs<C>, conn: Connection, requestId: number) => unknown } = {
+    status: () => this.status(),
+    files: () => this.library.list().map(fileInfo),
+    share: async ({ paths }) => {
+      const files = await this.library.share(paths);
+      await this.registerFiles(files);
+      return files.map(fileInfo);
+    },
+    unshare: async ({ key }) => {
+      const removed = this.library.unshare(key);
+      const ids = removed.filter((f) => !this.library.byId(f.id)).map((f) => ({ id: f.idBuf }));
+      if (ids.length) await this.tracker.request('UNREGISTER', { all: false, ids }, 'OK');
+      return removed.map(fileInfo);
+    },
+    search: async ({ text }) => {
+      const res = await this.tracker.request('SEARCH', { text, limit: 10_000 }, 'SEARCH_RESULT');
+      return res.files.map((f) => ({ name: f.name, id: f.id.toString('hex'), size: f.size, peers: f.peers }));
+    },
+    resolve: async ({ key, out }) => {
+      const r = await this.resolve(key);
+      const target = this.targetFor(r.name, r.id, out);
+      const exists = fs.existsSync(target);
+      return { ...r, target, exists, sameFile: exists && (await this.holdsFile(target, r.id, r.size)) };
+    },
+    get: (args, conn, requestId) => this.get(args, conn, requestId),
+    transfers: () => this.db.transfers(),
+    report: ({ key, reason }) => this.report(key, reason),
+  };
 
   status(): StatusInfo {
     return {
@@ -468,8 +471,7 @@ export class PeerDaemon {
   }
 
   private async get(args: GetArgs, conn: Connection, requestId: number): Promise<DownloadResult & { alreadyPresent?: true }> {
-    const key = str(args.key, 'key');
-    const r = await this.resolve(key);
+    const r = await this.resolve(args.key);
     const target = this.targetFor(r.name, r.id, args.out);
     // The same download is already running (resumed on its own after a restart, say): follow it.
     const running = this.downloads.get(r.id);
@@ -485,11 +487,8 @@ export class PeerDaemon {
       if (!args.overwrite) throw new P2PError('P2P_EXISTS', `${target} already exists; pass --overwrite to replace it`);
     }
     if (this.downloads.has(r.id)) throw new P2PError('P2P_BAD_REQUEST', `${r.name} is already being downloaded`);
-    const maxPeers = args.maxPeers !== undefined && args.maxPeers !== null ? Number(args.maxPeers) : undefined;
-    if (maxPeers !== undefined && (!Number.isInteger(maxPeers) || maxPeers < 1)) throw new P2PError('P2P_BAD_REQUEST', '--max-peers must be a positive integer');
     const strategy = args.strategy ?? this.opts.strategy;
-    if (strategy !== undefined && !isStrategy(strategy)) throw new P2PError('P2P_BAD_REQUEST', `unknown strategy '${String(strategy)}'`);
-    const d = this.newDownload({ fileId: Buffer.from(r.id, 'hex'), name: r.name, target, maxPeers, overwrite: args.overwrite, strategy });
+    const d = this.newDownload({ fileId: Buffer.from(r.id, 'hex'), name: r.name, target, maxPeers: args.maxPeers, overwrite: args.overwrite, strategy });
     const onGone = (): void => d.abort('the p2p command went away; the partial download is kept for resuming');
     conn.once('close', onGone);
     try {
@@ -625,10 +624,6 @@ function fileInfo(f: SharedFile): FileInfo {
   return { name: f.name, id: f.id, size: f.size, path: f.path };
 }
 
-function str(v: unknown, what: string): string {
-  if (typeof v !== 'string' || v.length === 0) throw new P2PError('P2P_BAD_REQUEST', `missing ${what}`);
-  return v;
-}
 
 export { toP2PError };
 export type { ControlCommands };

@@ -6,3 +6,4 @@
 export * from './connection.js';
 export * from './errors.js';
 export * from './messages.js';
+export * from './control.js';

@@ -15,3 +15,4 @@ export * from './key-file.js';
 export * from './plain-link.js';
 export * from './schema.js';
 export * from './handlers.js';
+export * from './control.js';
