@@ -267,12 +267,11 @@ export class Library extends EventEmitter {
   }
 
   /** A downloaded, verified file: shared at once, with the manifest already known (no re-hash). */
-  async addVerified(p: string, manifest: Manifest, encoded: Buffer, id: string): Promise<SharedFile> {
+  async addVerified(p: string, encoded: Buffer, id: string): Promise<SharedFile> {
     const st = await fsp.stat(p);
     this.db.putManifest({ path: p, size: st.size, mtimeMs: st.mtimeMs, id, manifest: encoded });
     if (path.dirname(p) !== path.resolve(this.shareDir)) this.db.addSharedPath(p);
     if (this.excluded.delete(p)) this.db.setExcluded(p, false);
-    void manifest;
     await this.scanning;
     return this.ensure(p);
   }

@@ -39,7 +39,7 @@ import { ChunkServer } from './chunk-server.js';
 import { PeerCounters } from './counters.js';
 import type { PeerMetrics, PeerMetricsSource } from './metrics.js';
 import { WorkerHasher } from './hasher.js';
-import type { ControlCommands, FileInfo, StatusInfo } from './control.js';
+import type { FileInfo, StatusInfo } from './control.js';
 import { PeerDb } from './db.js';
 import { PEER_DEFAULTS } from './defaults.js';
 import { Download, type DownloadResult, type Strategy } from './downloader.js';
@@ -294,7 +294,7 @@ export class PeerDaemon {
 
   private async listenControl(): Promise<void> {
     const p = this.socketPath;
-    if (Buffer.byteLength(p) > 100) throw new Error(`control socket path is too long for a Unix socket (${p}); pass a shorter --socket`);
+    if (Buffer.byteLength(p) > 100) throw new P2PError('P2P_BAD_REQUEST', `control socket path is too long for a Unix socket (${p}); pass a shorter --socket`);
     if (fs.existsSync(p)) {
       // A socket left by a daemon that died: remove it, unless a live daemon answers there.
       const alive = await new Promise<boolean>((resolve) => {
@@ -305,7 +305,7 @@ export class PeerDaemon {
         });
         s.once('error', () => resolve(false));
       });
-      if (alive) throw new Error(`another p2p-peerd is already running on ${p}`);
+      if (alive) throw new P2PError('P2P_EXISTS', `another p2p-peerd is already running on ${p}`);
       fs.unlinkSync(p);
     }
     const dir = path.dirname(p);
@@ -560,7 +560,7 @@ export class PeerDaemon {
     try {
       const result = await d.run();
       const info = d.manifestInfo!;
-      await this.library.addVerified(d.req.target, info.manifest, info.encoded, id);
+      await this.library.addVerified(d.req.target, info.encoded, id);
       await this.registerFiles(this.library.list().filter((f) => f.id === id)).catch((err: unknown) => {
         this.log.warn({ err: (err as Error).message }, 'downloaded file not yet registered with the tracker');
       });
@@ -624,6 +624,3 @@ function fileInfo(f: SharedFile): FileInfo {
   return { name: f.name, id: f.id, size: f.size, path: f.path };
 }
 
-
-export { toP2PError };
-export type { ControlCommands };

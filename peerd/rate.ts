@@ -1,6 +1,7 @@
 /**
  * Token buckets for --max-upload-rate / --max-download-rate, and rate meters for `p2p status`.
  */
+import { P2PError } from '../protocol/errors.js';
 
 /** A token bucket in bytes: `take(n)` resolves when n bytes may pass. Waiters are served in order. */
 export class TokenBucket {
@@ -86,7 +87,7 @@ export class RateMeter {
 /** Parses a rate like "10M", "500k", "1.5G", "100mbit" into bytes per second (0 = unlimited). */
 export function parseRate(text: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([kmg]?)(i?b?|bit)?(\/s)?$/i.exec(text.trim());
-  if (!m) throw new Error(`'${text}' is not a rate (examples: 500k, 10M, 1.5G bytes per second, or 100mbit)`);
+  if (!m) throw new P2PError('P2P_BAD_REQUEST', `'${text}' is not a rate (examples: 500k, 10M, 1.5G bytes per second, or 100mbit)`);
   const prefix = m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g';
   // Bits are SI (100mbit = 100e6 bit/s, as tc counts them); bytes are binary (10M = 10 MiB/s).
   const value = m[3]?.toLowerCase() === 'bit' ? (Number(m[1]) * { '': 1, k: 1e3, m: 1e6, g: 1e9 }[prefix]) / 8 : Number(m[1]) * { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[prefix];

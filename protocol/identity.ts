@@ -4,6 +4,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import { createHash, createHmac, timingSafeEqual, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { P2PError } from './errors.js';
 
 const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 
@@ -28,7 +29,7 @@ export function generateKeyPair(): { pem: string; keys: KeyPair } {
 
 export function keyPairFromPem(pem: string): KeyPair {
   const privateKey = createPrivateKey(pem);
-  if (privateKey.asymmetricKeyType !== 'ed25519') throw new Error('identity key is not an Ed25519 key');
+  if (privateKey.asymmetricKeyType !== 'ed25519') throw new P2PError('P2P_BAD_SIGNATURE', 'identity key is not an Ed25519 key');
   const spki = createPublicKey(privateKey).export({ type: 'spki', format: 'der' });
   const publicKey = Buffer.from(spki.subarray(spki.length - 32));
   return { privateKey, publicKey, peerId: peerIdOf(publicKey) };

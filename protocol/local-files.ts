@@ -14,13 +14,13 @@ import { P2PError } from './errors.js';
 export function ensurePrivateDir(dir: string, log: Pick<Logger, 'warn'>): void {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const st = fs.statSync(dir);
-  if (!st.isDirectory()) throw new Error(`${dir} is not a folder`);
+  if (!st.isDirectory()) throw new P2PError('P2P_UNSAFE_FILE', `${dir} is not a folder`);
   const mode = st.mode & 0o777;
   if ((mode & 0o077) === 0) return;
   try {
     fs.chmodSync(dir, 0o700);
   } catch (err) {
-    throw new Error(`${dir} has mode ${formatMode(mode)} and cannot be made private (0700): ${(err as Error).message}; chmod 700 it or choose another folder`);
+    throw new P2PError('P2P_UNSAFE_FILE', `${dir} has mode ${formatMode(mode)} and cannot be made private (0700): ${(err as Error).message}; chmod 700 it or choose another folder`);
   }
   log.warn({ dataDir: dir, mode: formatMode(mode), now: '0700' }, 'data folder was open to other users; tightened it to 0700');
 }
