@@ -15,10 +15,18 @@ import {
   encodeManifest,
   manifestId,
   P2PError,
+  systemClock,
   validateName,
+  type Clock,
   type Manifest,
+  type Timer,
 } from '../protocol/index.js';
 import type { PeerDb } from './db.js';
+
+/** Watchers miss events on some filesystems (NFS, some containers): a slow rescan catches up. */
+const RESCAN_EVERY_MS = 10_000;
+/** A burst of changes in the share folder (a copy in progress) is scanned once, this long after the last. */
+const RESCAN_DEBOUNCE_MS = 150;
 
 export interface SharedFile {
   name: string;
@@ -76,8 +84,8 @@ export class Library extends EventEmitter {
   /** One entry per id (the chunk server looks a file up by id for every chunk). */
   private readonly byIdIndex = new Map<string, SharedFile>();
   private watcher: fs.FSWatcher | undefined;
-  private rescanTimer: NodeJS.Timeout | undefined;
-  private periodic: NodeJS.Timeout | undefined;
+  private rescanTimer: Timer | undefined;
+  private periodic: Timer | undefined;
   private scanning: Promise<void> = Promise.resolve();
   private closed = false;
   private excluded: Set<string>;
@@ -86,6 +94,7 @@ export class Library extends EventEmitter {
     readonly shareDir: string,
     private readonly db: PeerDb,
     private readonly log: Logger,
+    private readonly clock: Clock = systemClock,
   ) {
     super();
     this.excluded = db.excludedPaths();
@@ -101,15 +110,14 @@ export class Library extends EventEmitter {
       this.log.warn({ err }, 'cannot watch the share folder; relying on periodic rescans');
     }
     // Watchers miss events on some filesystems (NFS, some containers); a slow rescan catches up.
-    this.periodic = setInterval(() => this.scheduleRescan(), 10_000);
-    this.periodic.unref();
+    this.periodic = this.clock.setInterval(() => this.scheduleRescan(), RESCAN_EVERY_MS);
   }
 
   close(): void {
     this.closed = true;
     this.watcher?.close();
-    clearTimeout(this.rescanTimer);
-    clearInterval(this.periodic);
+    this.rescanTimer?.cancel();
+    this.periodic?.cancel();
   }
 
   list(): SharedFile[] {
@@ -155,9 +163,8 @@ export class Library extends EventEmitter {
 
   scheduleRescan(): void {
     if (this.closed) return;
-    clearTimeout(this.rescanTimer);
-    this.rescanTimer = setTimeout(() => void this.rescan(), 150);
-    this.rescanTimer.unref();
+    this.rescanTimer?.cancel();
+    this.rescanTimer = this.clock.setTimeout(() => void this.rescan(), RESCAN_DEBOUNCE_MS);
   }
 
   /** Brings the shared set in line with the disk; one scan at a time. */

@@ -18,6 +18,7 @@ import {
   type Address,
   type Body,
   type IncomingRequest,
+  type Clock,
   type HandlerTable,
   dispatch,
   Evidence,
@@ -45,7 +46,7 @@ import { PEER_DEFAULTS } from './defaults.js';
 import { Download, type DownloadResult, type Strategy } from './downloader.js';
 import { RateMeter, TokenBucket } from './rate.js';
 import { hashFile, Library, type SharedFile } from './library.js';
-import { TrackerClient } from './tracker-client.js';
+import { TrackerClient, type RetryStrategy } from './tracker-client.js';
 
 export interface PeerDaemonOptions {
   /** The trackers in rank order; each may pin its key's id (`ID@HOST:PORT`). */
@@ -77,6 +78,10 @@ export interface PeerDaemonOptions {
   plainChunkLinks?: boolean;
   /** Test hook: serve wrong bytes on purpose (a malicious seeder). */
   corruptChunks?: boolean;
+  /** Time and timers for the tracker session, the share folder's rescans, the chunk server and downloads (default: the system clock). */
+  clock?: Clock;
+  /** How long to wait before trying the trackers again after a round in which none answered (default: reconnectBackoff). */
+  trackerRetry?: RetryStrategy;
   version?: string;
   /** --metrics: serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (port 0: a free port). Off when absent. */
   metrics?: Address | undefined;
@@ -137,7 +142,7 @@ export class PeerDaemon {
     this.keys = this.identity.keys;
     this.db = new PeerDb(opts.dataDir);
     this.socketPath = opts.socketPath ?? path.join(opts.dataDir, 'peerd.sock');
-    this.library = new Library(opts.shareDir, this.db, this.log);
+    this.library = new Library(opts.shareDir, this.db, this.log, opts.clock);
     this.tracker = new TrackerClient({
       trackers: opts.trackers,
       identity: this.identity,
@@ -145,6 +150,8 @@ export class PeerDaemon {
       advertisePort: () => this.opts.advertise?.port ?? this.chunkServer.address?.port ?? 0,
       announce: () => this.announcement(),
       logger: this.log,
+      clock: opts.clock,
+      retry: opts.trackerRetry,
     });
     this.blacklist = new BlacklistCache(this.tracker, this.log);
     this.downloadBucket = opts.maxDownloadRate ? new TokenBucket(opts.maxDownloadRate) : undefined;
@@ -166,6 +173,7 @@ export class PeerDaemon {
       counters: this.counters,
       corruptChunks: opts.corruptChunks ?? false,
       plainLinks: opts.plainChunkLinks ?? false,
+      clock: opts.clock,
       hasher: this.hasher,
       partialSource: (id) => {
         const d = this.downloads.get(id);
@@ -530,6 +538,7 @@ export class PeerDaemon {
         downloadMeter: this.downloadMeter,
         onBadData: (ev) => void this.reportBadData(ev),
         plainLinks: this.opts.plainChunkLinks ?? false,
+        clock: this.opts.clock,
         counters: this.counters,
         chunkPool: this.chunkPool,
         hasher: this.hasher,

@@ -16,7 +16,10 @@ import {
   parseAddress,
   RemoteError,
   toP2PError,
+  systemClock,
   type Address,
+  type Clock,
+  type Timer,
   type Body,
   type Connection,
   type KnownKeys,
@@ -48,7 +51,20 @@ export interface TrackerClientOptions {
   waitMs?: number;
   /** How long a request keeps retrying across failovers and takeovers (default 6000 ms). */
   retryMs?: number;
+  /** Timers and time (the system clock unless a test passes a virtual one). */
+  clock?: Clock;
+  /** How long to wait before the next round of connection attempts (default: reconnectBackoff). */
+  retry?: RetryStrategy;
 }
+
+/**
+ * How long to wait before the next round of connection attempts, after `failures` rounds in a row in
+ * which no tracker took a session; `blacklisted`: the last answer was a ban.
+ */
+export type RetryStrategy = (failures: number, blacklisted: boolean) => number;
+
+/** 200 ms, doubling to 2 s; 5 s after a ban (a lifted ban is also noticed when a command asks). */
+export const reconnectBackoff: RetryStrategy = (failures, blacklisted) => (blacklisted ? 5000 : Math.min(2000, 100 * 2 ** Math.min(failures, 5)));
 
 /** Errors after which the same request may succeed on another session or a moment later. */
 const RETRIABLE = new Set(['P2P_CONNECTION_CLOSED', 'P2P_TIMEOUT', 'P2P_NOT_PRIMARY', 'P2P_SHUTTING_DOWN', 'P2P_STALE_TERM', 'P2P_REPLICATION_FAILED', 'P2P_CONNECT_FAILED']);
@@ -66,13 +82,22 @@ export class TrackerClient extends EventEmitter {
   private preferred: string | undefined;
   private loopRunning = false;
   private blacklistReason = '';
-  private pingTimer: NodeJS.Timeout | undefined;
+  private pingTimer: Timer | undefined;
+  private readonly clock: Clock;
+  private readonly retry: RetryStrategy;
   private readonly waiters = new Set<() => void>();
   private lastError = '';
   private failures = 0;
 
   constructor(private readonly opts: TrackerClientOptions) {
     super();
+    this.clock = opts.clock ?? systemClock;
+    this.retry = opts.retry ?? reconnectBackoff;
+  }
+
+  /** Resolves after `ms` on this client's clock. */
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => this.clock.setTimeout(resolve, ms));
   }
 
   start(): void {
@@ -82,7 +107,7 @@ export class TrackerClient extends EventEmitter {
   async close(): Promise<void> {
     const conn = this.conn;
     this.setState('closed');
-    clearInterval(this.pingTimer);
+    this.pingTimer?.cancel();
     if (conn && !conn.isClosed) {
       await conn.request('LEAVE', {}, 'OK', { timeoutMs: 500 }).catch(() => undefined);
       conn.close();
@@ -91,7 +116,7 @@ export class TrackerClient extends EventEmitter {
   }
 
   private setState(to: TrackerClientState): void {
-    if (to === 'blacklisted') this.blacklistCheckedAt = Date.now();
+    if (to === 'blacklisted') this.blacklistCheckedAt = this.clock.now();
     if (this.state === to) return;
     const from = this.state;
     this.state = to;
@@ -130,8 +155,7 @@ export class TrackerClient extends EventEmitter {
           return;
         }
         this.failures++;
-        const backoff = this.state === 'blacklisted' ? 5000 : Math.min(2000, 100 * 2 ** Math.min(this.failures, 5));
-        await new Promise((r) => setTimeout(r, backoff).unref());
+        await this.sleep(this.retry(this.failures, this.state === 'blacklisted'));
       }
     } finally {
       this.loopRunning = false;
@@ -214,7 +238,7 @@ export class TrackerClient extends EventEmitter {
     this.emit('session', label);
     conn.on('event', (name: MessageName, body: unknown) => this.onEvent(name, body));
     conn.on('close', (err?: P2PError) => {
-      clearInterval(this.pingTimer);
+      this.pingTimer?.cancel();
       if (this.conn !== conn || this.state === 'closed') return;
       if (err?.code === 'P2P_BLACKLISTED') {
         this.blacklistReason = err.message;
@@ -226,10 +250,10 @@ export class TrackerClient extends EventEmitter {
       this.conn = undefined;
       void this.loop();
     });
-    clearInterval(this.pingTimer);
+    this.pingTimer?.cancel();
     // Heartbeats: a third of the lease, and often enough that a hung tracker is left within about a second.
     const every = Math.max(100, Math.min(Math.floor(leaseMs / 3), 300));
-    this.pingTimer = setInterval(() => {
+    this.pingTimer = this.clock.setInterval(() => {
       conn.request('PING', {}, 'PONG', { timeoutMs: 750 }).catch(() => {
         if (this.conn === conn) {
           this.opts.logger.warn({ tracker: label }, `tracker ${label} did not answer a heartbeat; trying the others`);
@@ -237,7 +261,6 @@ export class TrackerClient extends EventEmitter {
         }
       });
     }, every);
-    this.pingTimer.unref();
   }
 
   private onEvent(name: MessageName, body: unknown): void {
@@ -275,13 +298,13 @@ export class TrackerClient extends EventEmitter {
 
   /** Waits (up to waitMs) for a usable session. */
   private async session(): Promise<Connection> {
-    const deadline = Date.now() + (this.opts.waitMs ?? PEER_DEFAULTS.trackerWaitMs);
+    const deadline = this.clock.now() + (this.opts.waitMs ?? PEER_DEFAULTS.trackerWaitMs);
     for (;;) {
       if (this.state === 'closed') throw new P2PError('P2P_SHUTTING_DOWN', 'the peer daemon is shutting down');
       if (this.state === 'blacklisted') {
         // A user's command asks again (at most once a second), so a lifted ban takes effect at once.
-        if (Date.now() - this.blacklistCheckedAt > 1000) {
-          this.blacklistCheckedAt = Date.now();
+        if (this.clock.now() - this.blacklistCheckedAt > 1000) {
+          this.blacklistCheckedAt = this.clock.now();
           for (const addr of this.order()) {
             if ((await this.tryConnect(addr)) || this.state === 'blacklisted') break;
           }
@@ -289,20 +312,20 @@ export class TrackerClient extends EventEmitter {
         if (this.state === 'blacklisted') throw new P2PError('P2P_BLACKLISTED', `this peer is refused by the tracker: ${this.blacklistReason}`);
       }
       if (this.conn && !this.conn.isClosed) return this.conn;
-      const left = deadline - Date.now();
+      const left = deadline - this.clock.now();
       if (left <= 0) {
         const tried = this.opts.trackers.map((a) => formatAddress(a.host, a.port)).join(', ');
         throw new P2PError('P2P_CONNECT_FAILED', `no tracker reachable (tried ${tried})${this.lastError ? `; last error: ${this.lastError}` : ''}`);
       }
       void this.loop();
       await new Promise<void>((resolve) => {
-        const t = setTimeout(done, Math.min(left, 200));
-        function done(): void {
-          clearTimeout(t);
+        const done = (): void => {
+          t.cancel();
+          this.waiters.delete(done);
           resolve();
-        }
+        };
+        const t = this.clock.setTimeout(done, Math.min(left, 200));
         this.waiters.add(done);
-        setTimeout(() => this.waiters.delete(done), left + 10).unref();
       });
     }
   }
@@ -313,7 +336,7 @@ export class TrackerClient extends EventEmitter {
    * (or `attempts` tries): every tracker request is idempotent.
    */
   async request<N extends MessageName, R extends MessageName>(name: N, body: Body<N>, expect: R, attempts = Infinity): Promise<Body<R>> {
-    const deadline = Date.now() + (this.opts.retryMs ?? PEER_DEFAULTS.trackerRetryMs);
+    const deadline = this.clock.now() + (this.opts.retryMs ?? PEER_DEFAULTS.trackerRetryMs);
     let lastErr: P2PError | undefined;
     for (let i = 0; i < attempts; i++) {
       const conn = await this.session();
@@ -327,10 +350,10 @@ export class TrackerClient extends EventEmitter {
           this.setState('blacklisted');
           throw e;
         }
-        if (!RETRIABLE.has(e.code) || Date.now() >= deadline || i + 1 >= attempts) throw e;
+        if (!RETRIABLE.has(e.code) || this.clock.now() >= deadline || i + 1 >= attempts) throw e;
         // P2P_NOT_PRIMARY: a takeover is under way; the tracker in use tells us (TRACKER_CHANGED) where
         // the main is once there is one, and we move then.
-        if (e.code !== 'P2P_CONNECTION_CLOSED') await new Promise((r) => setTimeout(r, Math.min(200, Math.max(0, deadline - Date.now()))).unref());
+        if (e.code !== 'P2P_CONNECTION_CLOSED') await this.sleep(Math.min(200, Math.max(0, deadline - this.clock.now())));
       }
     }
     throw lastErr ?? new P2PError('P2P_CONNECT_FAILED', 'tracker request failed');
