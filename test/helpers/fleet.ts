@@ -9,10 +9,9 @@ import path from 'node:path';
 import { Tracker, type TrackerOptions } from '../../daemon/tracker.js';
 import { ControlClient, PeerDaemon, type PeerDaemonOptions } from '../../peerd/index.js';
 import type { Address } from '../../protocol/index.js';
-import type tap from 'tap';
 import { reservePorts, until } from './wait.js';
+import type { Tap } from './tap.js';
 
-type Tap = Parameters<Parameters<typeof tap.test>[0]>[0];
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 

@@ -5,7 +5,7 @@
 import { once } from 'node:events';
 import net from 'node:net';
 import { Connection, Framer, decodeBody, dial, type Address, type ConnectionOptions, type DialOptions, type Frame, type RequestHandler } from '../../protocol/index.js';
-import type { Tap } from './roundtrip.js';
+import type { Tap } from './tap.js';
 
 export interface TestServer {
   readonly port: number;

@@ -14,13 +14,12 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type tap from 'tap';
 import { AdminClient } from '../../cli/admin.js';
 import { toP2PError, type Body } from '../../protocol/index.js';
 import { reservePorts, until } from './wait.js';
 import { repoPath } from './root.js';
+import type { Tap } from './tap.js';
 
-export type Tap = Parameters<Parameters<typeof tap.test>[0]>[0];
 export type StatusRow = Body<'ADMIN_STATUS_RESULT'>['trackers'][number];
 
 export const TRACKER_BIN = repoPath('dist/daemon/main.js');

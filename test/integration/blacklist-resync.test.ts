@@ -15,8 +15,8 @@ import { dial, formatAddress, generateKeyPair, toP2PError, type Address, type Co
 import { ADMIN_TOKEN, Fleet, type TestPeer } from '../helpers/fleet.js';
 import { TcpProxy } from '../helpers/tracker-process.js';
 import { tlsAs } from '../helpers/tls.js';
+import type { Tap } from '../helpers/tap.js';
 
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
 const addr = (a: Address): string => formatAddress(a.host, a.port);
 

@@ -26,8 +26,8 @@ import {
 } from '../../protocol/index.js';
 import { Fleet, type TestPeer } from '../helpers/fleet.js';
 import { identityOf } from '../helpers/tls.js';
+import type { Tap } from '../helpers/tap.js';
 
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
 const newKeys = (): KeyPair => generateKeyPair().keys;
 

@@ -16,7 +16,7 @@ import type { Address } from '../../protocol/index.js';
 import { Fleet } from '../helpers/fleet.js';
 import { parsePrometheusText, sampleValue, scrape, type Family } from '../helpers/prometheus.js';
 import { ROOT, run } from '../helpers/programs.js';
-import type { Tap } from '../helpers/roundtrip.js';
+import type { Tap } from '../helpers/tap.js';
 
 const MiB = 1024 * 1024;
 const ANY_PORT: Address = { host: '127.0.0.1', port: 0 };

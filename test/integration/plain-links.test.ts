@@ -16,7 +16,7 @@ import { SOFTWARE } from '../../peerd/handshake.js';
 import { dial, formatAddress, generateKeyPair, plainAuthPayload, Role, signPayload, type Address, type Connection, type KeyPair } from '../../protocol/index.js';
 import { ADMIN_TOKEN, Fleet } from '../helpers/fleet.js';
 import { sniffer } from '../helpers/net.js';
-import type { Tap } from '../helpers/roundtrip.js';
+import type { Tap } from '../helpers/tap.js';
 
 const marker = 'THE-CONTENT-MARKER-5d1c2';
 const content = `${marker}\n`.repeat(50_000);

@@ -10,8 +10,8 @@ import { clientHandshake } from '../../peerd/handshake.js';
 import { dial, generateKeyPair, type Address, type Body, type Connection, type KeyPair } from '../../protocol/index.js';
 import { Fleet } from '../helpers/fleet.js';
 import { tlsAs } from '../helpers/tls.js';
+import type { Tap } from '../helpers/tap.js';
 
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 type FileEntry = Body<'REGISTER'>['files'][number];
 
 const MAX_FILES = 10;

@@ -20,8 +20,8 @@ import { clientHandshake } from '../../peerd/handshake.js';
 import { TrackerClient } from '../../peerd/tracker-client.js';
 import { reservePorts, until } from '../helpers/wait.js';
 import { clientIdentity, tlsAs } from '../helpers/tls.js';
+import type { Tap } from '../helpers/tap.js';
 
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 const TOKEN = 'replication-test-token';
 const HEARTBEAT_MS = 100;
 const FAILOVER_MS = 500;

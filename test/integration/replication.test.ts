@@ -18,6 +18,7 @@ import { TrackerClient } from '../../peerd/tracker-client.js';
 import { reservePorts, until } from '../helpers/wait.js';
 import { clientIdentity, peerSession } from '../helpers/tls.js';
 import { repoPath } from '../helpers/root.js';
+import type { Tap } from '../helpers/tap.js';
 
 const TRACKER_BIN = repoPath('dist/daemon/main.js');
 const HEARTBEAT_MS = 100;
@@ -150,7 +151,6 @@ async function newCluster(t: Tap, n: number): Promise<Cluster> {
   });
   return c;
 }
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
 /** The names of every file a tracker lists, read over a peer session with that very tracker. */
 async function filesOn(port: number): Promise<Set<string>> {

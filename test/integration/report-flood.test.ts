@@ -34,8 +34,8 @@ import {
 import { Fleet } from '../helpers/fleet.js';
 import { tlsAs } from '../helpers/tls.js';
 import { TrackerCluster } from '../helpers/tracker-process.js';
+import type { Tap } from '../helpers/tap.js';
 
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 type Receipt = Body<'REPORT'>['receipts'][number];
 
 /** Receipts of 164 bytes that fill most of an 8 MiB frame: what the attack in the issue sends. */

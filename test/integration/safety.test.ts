@@ -29,8 +29,8 @@ import {
 } from '../../protocol/index.js';
 import { ADMIN_TOKEN, Fleet, type TestPeer } from '../helpers/fleet.js';
 import { identityOf, tlsAs } from '../helpers/tls.js';
+import type { Tap } from '../helpers/tap.js';
 
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 type Receipt = Body<'REPORT'>['receipts'][number];
 
 const same = (a: string, b: string): boolean => fs.readFileSync(a).equals(fs.readFileSync(b));
