@@ -1,7 +1,7 @@
 /**
  * What the benchmarks share: the processes they start (and always stop, by pid, also on Ctrl-C), the
- * temporary folder, the `p2p` command line, polling for readiness, the test file, and what /proc says about
- * a process's CPU time and memory. Benchmarks drive the real programs in dist/, never the classes.
+ * temporary folder, the `p2p` command line, polling for readiness (test/helpers/wait.ts, shared with the
+ * tests), the test file, and what /proc says about a process's CPU time and memory. Benchmarks drive the real programs in dist/, never the classes.
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
@@ -11,6 +11,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sleep } from '../test/helpers/wait.js';
 
 export const MIB = 1024 * 1024;
 export const GIB = 1024 * MIB;
@@ -40,34 +41,7 @@ export function intFlag(program: string, flag: string, v: string, min = 1): numb
   return n;
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Thrown by a probe to stop waiting at once (a process died), rather than retrying until the deadline. */
-export class GiveUp extends Error {}
-
-/**
- * Polls `probe` every `intervalMs` until it returns a value (not undefined), or fails after `timeoutMs`.
- * A probe that throws is tried again (the thing is not up yet), unless it throws GiveUp.
- */
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000, intervalMs = 100): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      if (err instanceof GiveUp) throw err;
-      last = err;
-    }
-    if (performance.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
-    }
-    await sleep(intervalMs);
-  }
-}
+export { GiveUp, sleep, until } from '../test/helpers/wait.js';
 
 /** A free TCP port on loopback (the tracker needs a known one; a tiny race is fine for a benchmark). */
 export async function freePort(): Promise<number> {

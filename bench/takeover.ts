@@ -42,7 +42,7 @@ import {
   PROGRAMS,
   ROOT,
   sleep,
-  waitFor,
+  until,
   waitQuiet,
   Workspace,
   type Started, intFlag } from './harness.js';
@@ -300,7 +300,7 @@ async function takeoverRounds(ws: Workspace, opts: Options, tokenFile: string, t
   const peers: Peer[] = [];
   try {
     for (const t of trackers) t.start();
-    await waitFor('the main and its backup', () => chainRestored(trackers).catch(() => undefined), 30_000, 50);
+    await until('the main and its backup', () => chainRestored(trackers).catch(() => undefined), 30_000, 50);
 
     // Each peer shares a file of its own and one they all hold (hard links of one file).
     const common = Buffer.alloc(SMALL_FILE_BYTES);
@@ -315,13 +315,13 @@ async function takeoverRounds(ws: Workspace, opts: Options, tokenFile: string, t
       await fsp.writeFile(path.join(share, `${name}.bin`), randomBytes(SMALL_FILE_BYTES));
       const proc = ws.start(name, PROGRAMS.peerd, ['--trackers', cluster, '--share', share, '--data', data, '--listen', '127.0.0.1:0', '--log-level', 'info']);
       const socket = path.join(data, 'peerd.sock');
-      const client = await waitFor(`${name} to answer on its control socket`, async () => {
+      const client = await until(`${name} to answer on its control socket`, async () => {
         if (proc.child.exitCode !== null) throw new GiveUp(`${name} exited: ${ws.tail(proc)}`);
         return ControlClient.connect(socket);
       }, 30_000, 50);
       peers.push(new Peer(name, proc, client));
     }
-    await waitFor('every peer with the main, every file with all its holders', async () => {
+    await until('every peer with the main, every file with all its holders', async () => {
       const st = await Promise.all(peers.map((p) => p.status()));
       if (!st.every((s) => withMain(s, a.address) && s.shared === 2)) return undefined;
       return allHolders(peers[0]!, opts.peers);
@@ -343,7 +343,7 @@ async function takeoverRounds(ws: Workspace, opts: Options, tokenFile: string, t
 
       const restartedAt = performance.now();
       a.start();
-      await waitFor('the chain of command back (rank 0 main, states identical, every peer with it)', async () => {
+      await until('the chain of command back (rank 0 main, states identical, every peer with it)', async () => {
         if (!(await chainRestored(trackers))) return undefined;
         const st = await Promise.all(peers.map((p) => p.status()));
         return st.every((s) => withMain(s, a.address)) ? true : undefined;
@@ -404,7 +404,7 @@ async function writeRun(ws: Workspace, setup: WriteRun['setup'], label: string, 
   const trackers = await makeTrackers(ws, label, setup === 'lone' ? 1 : 2, opts, tokenFile, token);
   try {
     for (const t of trackers) t.start();
-    await waitFor(`the ${setup} setup to be ready`, () => chainRestored(trackers).catch(() => undefined), 30_000, 50);
+    await until(`the ${setup} setup to be ready`, () => chainRestored(trackers).catch(() => undefined), 30_000, 50);
     const admin = await trackers[0]!.session();
     await blast(admin, 1, WARMUP_WRITES, opts.inFlight);
     const pids = trackers.map((t) => t.proc!.pid);

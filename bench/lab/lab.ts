@@ -9,7 +9,7 @@ import os from 'node:os';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { ControlClient, type CommandName, type ControlCommands, type DownloadResult, type StatusInfo } from '../../peerd/index.js';
-import { cpuTimes, GiveUp, machineBusySeconds, memoryBytes, PROGRAMS, ROOT, sleep, waitFor, type Started, type Workspace } from '../harness.js';
+import { cpuTimes, GiveUp, machineBusySeconds, memoryBytes, PROGRAMS, ROOT, sleep, until, type Started, type Workspace } from '../harness.js';
 import { groupCpu, inGroup, labCpuSeconds, type CpuGroupName, type CpuUsage } from './cpu-account.js';
 import { LabNetwork, type LinkCaps } from './network.js';
 
@@ -233,10 +233,10 @@ export class Lab {
     this.trackerAddress = `${h.ip}:${TRACKER_PORT}`;
     const proc = this.spawn('tracker', host, programs.tracker, ['--listen', this.trackerAddress, '--data', await this.ws.mkdir('tracker'), '--log-level', 'info']);
     // The lab's own namespace has no address on the bridge, so readiness is read from the tracker's log.
-    await waitFor('the tracker to listen', async () => {
+    await until('the tracker to listen', async () => {
       if (proc.child.exitCode !== null) throw new GiveUp(`the tracker exited: ${this.ws.tail(proc)}`);
       return fs.readFileSync(proc.logPath, 'utf8').includes('tracker listening') ? true : undefined;
-    });
+    }, 60_000, 100);
     return proc;
   }
 
@@ -259,7 +259,7 @@ export class Lab {
 
   /** Until the daemon answers on its socket and is connected to the tracker. */
   async waitReady(peer: LabPeer, timeoutMs = 30_000): Promise<StatusInfo> {
-    return waitFor(
+    return until(
       `${peer.name} to connect to the tracker`,
       async () => {
         if (peer.proc.child.exitCode !== null || peer.proc.child.signalCode !== null) throw new GiveUp(`${peer.name} exited: ${this.ws.tail(peer.proc)}`);
@@ -295,7 +295,7 @@ export class Lab {
 
   /** Until the tracker lists exactly `holders` peers for the file, as seen from `peer`. */
   async waitHolders(peer: LabPeer, fileName: string, holders: number, timeoutMs = 30_000): Promise<void> {
-    await waitFor(
+    await until(
       `${holders} holders of ${fileName}`,
       async () => {
         const hits = await control(peer.socket, 'search', { text: fileName });
@@ -312,10 +312,10 @@ export class Lab {
     const h = this.net.host(host);
     // Network emulation, not the product: no CPU group, so its CPU is the lab's, not the product's.
     const proc = this.run(`proxy-${host}-${listenPort}`, host, process.execPath, [programs.delayProxy, '--listen', `${h.ip}:${listenPort}`, '--target', target, '--delay-ms', String(delayMs)]);
-    await waitFor(`the delay proxy in ${host}`, async () => {
+    await until(`the delay proxy in ${host}`, async () => {
       if (proc.child.exitCode !== null) throw new GiveUp(`the delay proxy exited: ${this.ws.tail(proc)}`);
       return fs.readFileSync(proc.logPath, 'utf8').includes('delay proxy listening') ? true : undefined;
-    });
+    }, 60_000, 100);
     return proc;
   }
 

@@ -100,18 +100,13 @@ export class Fleet {
     fs.closeSync(fd);
   }
 
-  /** Polls until `fn` returns a value (not undefined) or the deadline passes. */
-  static until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, ms = 10_000): Promise<T> {
-    return until(what, fn, ms, 50);
-  }
-
   /** Waits until a search from `peer` shows `name` held by at least `n` peers. */
   static held(peer: TestPeer, name: string, n: number): Promise<number> {
-    return Fleet.until(`${name} on ${n} peers`, async () => {
+    return until(`${name} on ${n} peers`, async () => {
       const hits = await peer.call('search', { text: name });
       const h = hits.find((x) => x.name === name);
       return h && h.peers >= n ? h.peers : undefined;
-    });
+    }, 10_000, 50);
   }
 
   async close(): Promise<void> {

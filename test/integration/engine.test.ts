@@ -8,6 +8,7 @@ import t from 'tap';
 import { ControlClient } from '../../peerd/index.js';
 import { partialPathFor } from '../../peerd/downloader.js';
 import { Fleet } from '../helpers/fleet.js';
+import { until } from '../helpers/wait.js';
 
 const MiB = 1024 * 1024;
 const same = (a: string, b: string): boolean => fs.readFileSync(a).equals(fs.readFileSync(b));
@@ -74,7 +75,7 @@ t.test('swarming: a peer serves the verified chunks of a file it is still downlo
   const first = d1.call('get', { key: 'f.bin', out: path.join(fleet.dir, 'one.bin'), overwrite: false });
   // Once the tracker lists d1 as a (partial) holder and d1 has some chunks, d2 starts.
   await Fleet.held(d2, 'f.bin', 2);
-  await Fleet.until('d1 to hold a few chunks', async () => {
+  await until('d1 to hold a few chunks', async () => {
     const s = await d1.call('status', {});
     return s.transfers[0] && s.transfers[0].bytes >= 4 * MiB ? true : undefined;
   });
@@ -104,7 +105,7 @@ t.test('a cancelled download resumes where it stopped, without fetching verified
       }
     }).catch(() => resolve());
   });
-  await Fleet.until('the download to stop', async () => ((await d.call('status', {})).transfers.length === 0 ? true : undefined));
+  await until('the download to stop', async () => ((await d.call('status', {})).transfers.length === 0 ? true : undefined));
   t.notOk(fs.existsSync(out), 'nothing is saved under the final name before it is complete');
   const r = await d.call('get', { key: 'f.bin', out, overwrite: false });
   t.ok(same(orig, out), 'the resumed download is intact');
@@ -123,7 +124,7 @@ t.test('a daemon stopped mid-download finishes the download on its own when it s
   await Fleet.held(d, 'f.bin', 1);
   const out = path.join(fleet.dir, 'got.bin');
   const running = d.call('get', { key: 'f.bin', out, overwrite: false }).catch((err: Error) => err);
-  await Fleet.until('half the file', async () => {
+  await until('half the file', async () => {
     const s = await d.call('status', {});
     return s.transfers[0] && s.transfers[0].bytes >= 6 * MiB ? true : undefined;
   });
@@ -131,7 +132,7 @@ t.test('a daemon stopped mid-download finishes the download on its own when it s
   t.type(await running, Error, 'the interrupted get reports a failure');
   // Restarted slower, so the download it resumes on its own is still running when the user asks again.
   const again = await fleet.startPeer('d1', { maxDownloadRate: 4 * MiB });
-  await Fleet.until('the download to resume on its own', async () => ((await again.call('status', {})).transfers.length === 1 ? true : undefined));
+  await until('the download to resume on its own', async () => ((await again.call('status', {})).transfers.length === 1 ? true : undefined));
   const followed = await again.call('get', { key: 'f.bin', out, overwrite: false });
   t.equal(followed.path, out, 'running get again follows the resumed download instead of refusing');
   t.ok(same(orig, out), 'intact after the restart');

@@ -14,7 +14,7 @@ import t from 'tap';
 import { AdminClient } from '../../cli/admin.js';
 import type { DownloadProgress } from '../../peerd/index.js';
 import { ADMIN_TOKEN, Fleet, type TestPeer } from '../helpers/fleet.js';
-import { reservePorts } from '../helpers/wait.js';
+import { reservePorts, until } from '../helpers/wait.js';
 import { peerSession } from '../helpers/tls.js';
 import { repoPath } from '../helpers/root.js';
 
@@ -89,7 +89,7 @@ t.test('a download under way when the main tracker is killed -9 finishes intact 
   });
   main.start();
   backup.start();
-  await Fleet.until('the first tracker of --cluster as main, the other as its backup', async () =>
+  await until('the first tracker of --cluster as main, the other as its backup', async () =>
     (await main.role()) === 'primary' && (await backup.role()) === 'backup' ? true : undefined,
   );
 
@@ -136,7 +136,7 @@ t.test('a download under way when the main tracker is killed -9 finishes intact 
       await new Promise((r) => setTimeout(r, 50));
     }
   })();
-  const tookOver = Fleet.until('the backup to take over', async () => ((await backup.role()) === 'primary' ? Date.now() : undefined));
+  const tookOver = until('the backup to take over', async () => ((await backup.role()) === 'primary' ? Date.now() : undefined));
 
   const searchMs = await searched;
   t.ok(searchMs !== undefined && searchMs <= 3000, searchMs === undefined ? 'search on the downloader did not find the file within 3 s of the kill' : `search on the downloader answered ${searchMs} ms after the kill`);
@@ -162,7 +162,7 @@ t.test('a download under way when the main tracker is killed -9 finishes intact 
   // Registered with the new main, as a complete holder: asked of the new main itself.
   const conn = await peerSession(pb!);
   t.teardown(() => conn.close());
-  const holder = await Fleet.until('the downloader listed by the new main as a complete holder', async () => {
+  const holder = await until('the downloader listed by the new main as a complete holder', async () => {
     const { peers } = await conn.request('LOOKUP', { id: Buffer.from(r.id, 'hex') }, 'LOOKUP_RESULT');
     const h = peers.find((p) => p.peerId === d.daemon.peerId);
     return h?.complete ? h : undefined;

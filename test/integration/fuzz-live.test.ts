@@ -37,7 +37,7 @@ import {
 } from '../../protocol/index.js';
 import { ADMIN_TOKEN, Fleet } from '../helpers/fleet.js';
 import { identityOf } from '../helpers/tls.js';
-import { reservePorts } from '../helpers/wait.js';
+import { reservePorts, until } from '../helpers/wait.js';
 
 /** Runs per property; raise it (P2P_FUZZ_RUNS=5000) for a longer hunt. */
 const RUNS = Math.max(2, Number(process.env.P2P_FUZZ_RUNS) || 100);
@@ -253,7 +253,7 @@ t.test('live daemons answer random and mutated bytes only with our own errors, a
   const local = (p: number): Address => ({ host: '127.0.0.1', port: p });
   const ghost = generateKeyPair().keys;
   await fleet.startTracker({ cluster: [local(port!), { ...local(ghostPort!), id: ghost.peerId }] }, port!);
-  await Fleet.until('the tracker to take command alone', () => fleet.tracker.cluster.isPrimary || undefined, 10_000);
+  await until('the tracker to take command alone', () => fleet.tracker.cluster.isPrimary || undefined, 10_000);
   const seeder = await fleet.startPeer('seeder');
   const healthy = await fleet.startPeer('healthy');
   const orig = path.join(fleet.dir, 'seed.bin');
@@ -454,7 +454,7 @@ t.test('live daemons answer random and mutated bytes only with our own errors, a
 
   const classes = [...seen.entries()].map(([what, codes]) => `${what}: ${[...codes].sort().join(' ')}`);
   t.ok(seen.get('tracker')?.size, `the daemons did object, with our codes (${classes.join('; ')})`);
-  t.equal(await Fleet.until('fuzz sessions to be gone', () => (fleet.tracker.sessionCount === baselineSessions ? baselineSessions : undefined), 5000), baselineSessions, 'no fuzz session is left behind on the tracker');
+  t.equal(await until('fuzz sessions to be gone', () => (fleet.tracker.sessionCount === baselineSessions ? baselineSessions : undefined), 5000), baselineSessions, 'no fuzz session is left behind on the tracker');
   const out = path.join(fleet.dir, 'after-fuzz.bin');
   await healthy.call('get', { key: 'seed.bin', out, overwrite: false });
   t.ok(fs.readFileSync(out).equals(fs.readFileSync(orig)), 'after all that, a real download from the fuzzed seeder is intact');

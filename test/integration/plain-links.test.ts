@@ -15,6 +15,7 @@ import { AdminClient } from '../../cli/admin.js';
 import { SOFTWARE } from '../../peerd/handshake.js';
 import { dial, formatAddress, generateKeyPair, plainAuthPayload, Role, signPayload, type Address, type Connection, type KeyPair } from '../../protocol/index.js';
 import { ADMIN_TOKEN, Fleet } from '../helpers/fleet.js';
+import { until } from '../helpers/wait.js';
 import { sniffer } from '../helpers/net.js';
 import type { Tap } from '../helpers/tap.js';
 
@@ -128,7 +129,7 @@ t.test('on plain links a seeder that serves bad data is still caught and blackli
   t.equal(r.peers.find((p) => p.id === bad.daemon.peerId)?.bytes ?? 0, 0, 'the bad seeder contributed 0 verified bytes');
   const admin = await AdminClient.connect(formatAddress(fleet.trackerAddress.host, fleet.trackerAddress.port), ADMIN_TOKEN);
   t.teardown(() => admin.close());
-  const list = await Fleet.until('the bad seeder on the blacklist', async () => {
+  const list = await until('the bad seeder on the blacklist', async () => {
     const l = (await admin.blacklist()).entries.map((e) => e.target);
     return l.includes(bad.daemon.peerId) ? l : undefined;
   });

@@ -9,6 +9,7 @@ import t from 'tap';
 import { clientHandshake } from '../../peerd/handshake.js';
 import { dial, generateKeyPair, type Address, type Body, type Connection, type KeyPair } from '../../protocol/index.js';
 import { Fleet } from '../helpers/fleet.js';
+import { until } from '../helpers/wait.js';
 import { tlsAs } from '../helpers/tls.js';
 import type { Tap } from '../helpers/tap.js';
 
@@ -64,7 +65,7 @@ t.test('a peer cannot register more files than its cap, split over REGISTERs or 
   t.ok(burst.filter((o) => o !== 'ok').every((o) => o === 'P2P_REGISTRATION_QUOTA'), 'the others are refused with P2P_REGISTRATION_QUOTA');
   t.equal(main!.state.peerFileCount(other.peerId), 9, 'the main holds 9 files of that peer');
 
-  await Fleet.until('the backup to apply every registration', () => (backup!.state.stateHash() === main!.state.stateHash() ? true : undefined));
+  await until('the backup to apply every registration', () => (backup!.state.stateHash() === main!.state.stateHash() ? true : undefined));
   t.equal(backup!.state.peerFileCount(peerId), MAX_FILES, 'the backup (and its snapshots) holds no more than the cap of the first peer');
   t.equal(backup!.state.peerFileCount(other.peerId), 9, 'nor of the second');
 

@@ -32,6 +32,7 @@ import {
   type KeyPair,
 } from '../../protocol/index.js';
 import { Fleet } from '../helpers/fleet.js';
+import { until } from '../helpers/wait.js';
 import { tlsAs } from '../helpers/tls.js';
 import { TrackerCluster } from '../helpers/tracker-process.js';
 import type { Tap } from '../helpers/tap.js';
@@ -161,7 +162,7 @@ t.test('a flood of huge and of full reports: lookups stay under 50 ms at p99, an
   };
   // The control: the same lookups, at the same time, to the backup, which the flood does not reach. What
   // this machine's other work (a parallel test run) adds to every lookup shows there, not the flood's cost.
-  await Fleet.until('the backup to list the probe file', async () => ((await control.request('LOOKUP', { id: fileId }, 'LOOKUP_RESULT')).peers.length === 1 ? true : undefined), 5000);
+  await until('the backup to list the probe file', async () => ((await control.request('LOOKUP', { id: fileId }, 'LOOKUP_RESULT')).peers.length === 1 ? true : undefined), 5000);
   await Promise.all([hugeFlood(), fullFlood(), lookups(looker, lookupsMs), lookups(control, controlMs)]);
 
   const worst = Math.max(...lookupsMs);
@@ -203,7 +204,7 @@ t.test('the caps on receipts, and what a bad-data report needs checked', async (
   const other = await session(t, fleet.trackerAddress);
   const tooMany = new Array<Receipt>(MAX_REPORT_RECEIPTS + 1).fill(seventeen[0]!);
   await t.rejects(report(tooMany, other), { code: 'P2P_TOO_MANY_RECEIPTS' }, `${MAX_REPORT_RECEIPTS + 1} receipts are refused from their count`);
-  await Fleet.until('that connection to be closed', () => (other.isClosed ? true : undefined));
+  await until('that connection to be closed', () => (other.isClosed ? true : undefined));
   t.pass('and that connection is closed, as for a malformed request');
 
   // Bad data: the manifest says what chunk 0 should hash to; only a receipt that disagrees is evidence.

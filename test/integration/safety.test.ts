@@ -28,6 +28,7 @@ import {
   type KeyPair,
 } from '../../protocol/index.js';
 import { ADMIN_TOKEN, Fleet, type TestPeer } from '../helpers/fleet.js';
+import { until } from '../helpers/wait.js';
 import { identityOf, tlsAs } from '../helpers/tls.js';
 import type { Tap } from '../helpers/tap.js';
 
@@ -62,7 +63,7 @@ async function session(t: Tap, a: Address, keys: KeyPair): Promise<Connection> {
 
 /** The code the other side gave for closing `conn`, once its socket is closed (bounded wait). */
 async function closedWith(conn: Connection, what: string): Promise<string | undefined> {
-  await Fleet.until(`${what} to be closed`, () => (conn.isClosed && conn.socket.closed ? true : undefined), 5000);
+  await until(`${what} to be closed`, () => (conn.isClosed && conn.socket.closed ? true : undefined), 5000);
   return lastWords.get(conn);
 }
 
@@ -287,7 +288,7 @@ t.test('a malicious seeder is blacklisted by evidence while the download complet
   t.ok(m.daemon.chunkServer.bytesSent > 0, 'the malicious seeder did try (it sent bytes that failed verification)');
 
   const adm = await admin(t, fleet);
-  const list = await Fleet.until('the malicious seeder on the blacklist', async () => {
+  const list = await until('the malicious seeder on the blacklist', async () => {
     const l = await banned(adm);
     return l.includes(m.daemon.peerId) ? l : undefined;
   });
@@ -406,7 +407,7 @@ t.test('policy threshold:2 needs two distinct reporters', async (t) => {
   await d1.call('get', { key: 'f.bin', out: path.join(fleet.dir, 'got1.bin'), overwrite: false });
   // d1 now shares it too; withdraw it so that d2's download comes from s1 alone.
   await d1.call('unshare', { key: id });
-  await Fleet.until('f.bin back to one holder', async () => ((await d2.call('search', { text: 'f.bin' }))[0]?.peers === 1 ? true : undefined));
+  await until('f.bin back to one holder', async () => ((await d2.call('search', { text: 'f.bin' }))[0]?.peers === 1 ? true : undefined));
   const r2 = await d2.call('get', { key: 'f.bin', out: path.join(fleet.dir, 'got2.bin'), overwrite: false });
   t.same(r2.peers.filter((p) => p.bytes > 0).map((p) => p.id), [s1.daemon.peerId], 'both downloads came from s1');
 

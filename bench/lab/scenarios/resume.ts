@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import { control, MBIT, withLab, type LabPeer } from '../lab.js';
 import { mdTable, secs, type ScenarioReport } from '../report.js';
 import { LINK_BPS, maxOf, med, sha256File, type Scenario, type Strategy } from '../scenario.js';
-import { sleep, waitFor } from '../../harness.js';
+import { sleep, until } from '../../harness.js';
 import { COLORS, renderChart } from '../svg.js';
 
 const SEEDERS = 4;
@@ -115,7 +115,7 @@ export const resumeScenario: Scenario = async (ctx) => {
         const again = await lab.get(dl, file.name, { strategy, overwrite: false, sampleMs: 0 });
         run.getAgain = { code: again.code, message: again.code === 0 ? `ok: resumedChunks ${again.result?.resumedChunks}` : again.stderr.split('\n').pop() ?? '' };
         try {
-          const record = await waitFor(
+          const record = await until(
             'the resumed download to finish',
             async () => (await control(dl.socket, 'transfers', {})).find((t) => t.id && t.name === file.name),
             300_000,
