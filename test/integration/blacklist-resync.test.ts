@@ -14,7 +14,7 @@ import { clientHandshake } from '../../peerd/handshake.js';
 import { dial, formatAddress, generateKeyPair, toP2PError, type Address, type Connection, type KeyPair } from '../../protocol/index.js';
 import { ADMIN_TOKEN, Fleet, type TestPeer } from '../helpers/fleet.js';
 import { until } from '../helpers/wait.js';
-import { TcpProxy } from '../helpers/tracker-process.js';
+import { TcpProxy } from '../helpers/relay.js';
 import { tlsAs } from '../helpers/tls.js';
 import type { Tap } from '../helpers/tap.js';
 

@@ -8,7 +8,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
@@ -18,6 +17,7 @@ import { Tracker } from '../../daemon/tracker.js';
 import { dial, generateKeyPair, RemoteError, silentLogger, toP2PError, VirtualClock, type Address, type Body, type Clock, type Connection } from '../../protocol/index.js';
 import { clientHandshake } from '../../peerd/handshake.js';
 import { TrackerClient } from '../../peerd/tracker-client.js';
+import { TcpProxy, type ProxyMode } from '../helpers/relay.js';
 import { reservePorts, until } from '../helpers/wait.js';
 import { clientIdentity, tlsAs } from '../helpers/tls.js';
 import type { Tap } from '../helpers/tap.js';
@@ -27,74 +27,6 @@ const HEARTBEAT_MS = 100;
 const FAILOVER_MS = 500;
 const addr = (port: number): Address => ({ host: '127.0.0.1', port });
 const label = (port: number): string => `127.0.0.1:${port}`;
-
-/**
- * A TCP proxy between two trackers that passes, drops (resets every connection, refuses new ones) or
- * stalls (holds every byte, in order, until healed) the traffic.
- */
-class TcpProxy {
-  mode: 'pass' | 'drop' | 'stall' = 'pass';
-  port = 0;
-  private server: net.Server;
-  private readonly pipes = new Set<{ from: net.Socket; to: net.Socket; held: Buffer[] }>();
-  private readonly sockets = new Set<net.Socket>();
-
-  constructor(private readonly targetPort: number) {
-    this.server = net.createServer((client) => this.accept(client));
-  }
-
-  /**
-   * Listens on a port the kernel picks, never one in `avoid`: the trackers' ports are reserved and freed
-   * before they start, so the kernel may hand one of them out again.
-   */
-  async listen(avoid: ReadonlySet<number>): Promise<void> {
-    const refused: net.Server[] = [];
-    for (;;) {
-      await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
-      this.port = (this.server.address() as net.AddressInfo).port;
-      if (!avoid.has(this.port)) break;
-      refused.push(this.server);
-      this.server = net.createServer((client) => this.accept(client));
-    }
-    await Promise.all(refused.map((s) => new Promise((r) => s.close(r))));
-  }
-
-  private accept(client: net.Socket): void {
-    if (this.mode === 'drop') return void client.destroy();
-    const upstream = net.connect(this.targetPort, '127.0.0.1');
-    for (const s of [client, upstream]) {
-      this.sockets.add(s);
-      s.on('error', () => undefined);
-      s.on('close', () => {
-        this.sockets.delete(s);
-        client.destroy();
-        upstream.destroy();
-      });
-    }
-    this.pipe(client, upstream);
-    this.pipe(upstream, client);
-  }
-
-  private pipe(from: net.Socket, to: net.Socket): void {
-    const p = { from, to, held: [] as Buffer[] };
-    this.pipes.add(p);
-    from.on('close', () => this.pipes.delete(p));
-    from.on('data', (d: Buffer) => (this.mode === 'pass' ? to.write(d) : p.held.push(d)));
-  }
-
-  set(mode: 'pass' | 'drop' | 'stall'): void {
-    this.mode = mode;
-    if (mode === 'drop') for (const s of this.sockets) s.destroy();
-    if (mode === 'pass') {
-      for (const p of this.pipes) for (const d of p.held.splice(0)) p.to.write(d);
-    }
-  }
-
-  async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await new Promise((r) => this.server.close(r));
-  }
-}
 
 interface Member {
   name: string;
@@ -140,7 +72,7 @@ class Fleet {
   }
 
   /** Cuts (or heals) every link between tracker i and the trackers in `others`. */
-  link(i: number, others: number[], mode: 'pass' | 'drop' | 'stall'): void {
+  link(i: number, others: number[], mode: ProxyMode): void {
     for (const j of others) {
       this.proxies[i]![j]!.set(mode);
       this.proxies[j]![i]!.set(mode);
