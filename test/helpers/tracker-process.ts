@@ -7,6 +7,7 @@
  * tracker can be given its own list: its own entry is its real address, the others' entries are the
  * proxies through which it reaches them. The trackers' ports are
  * reserved (bound, then freed: reservePorts) before anything starts; the proxies (relay.ts) listen on port 0, never on one of them.
+ * Nothing here imports tap: the takeover benchmark runs its trackers with TrackerProcess too.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -18,7 +19,11 @@ import { toP2PError, type Body } from '../../protocol/index.js';
 import { TcpProxy, type ProxyMode } from './relay.js';
 import { reservePorts, until } from './wait.js';
 import { repoPath } from './root.js';
-import type { Tap } from './tap.js';
+
+/** What a cluster needs of a tap test (or of anything that ends): a place to register its cleanup. */
+export interface Scope {
+  teardown(fn: () => unknown): void;
+}
 
 export type StatusRow = Body<'ADMIN_STATUS_RESULT'>['trackers'][number];
 
@@ -183,7 +188,7 @@ export interface TrackerProcessOptions {
   name: string;
   /** Its --listen port, on 127.0.0.1. */
   port: number;
-  /** Its --cluster list, in rank order; its own entry must be its --listen address. */
+  /** Its --cluster list, in rank order; its own entry must be its --listen address. A list of one: a lone tracker, no --cluster. */
   cluster: string[];
   dataDir: string;
   tokenFile: string;
@@ -192,6 +197,11 @@ export interface TrackerProcessOptions {
   heartbeatMs?: number;
   failoverMs?: number;
   extraArgs?: string[];
+  /**
+   * Starts the process from its arguments (after `node`): by default a child of this process whose stderr
+   * is kept in `log`. The benchmarks start it in their Workspace instead (stderr to a file, stopped at cleanup).
+   */
+  launch?: (args: string[]) => ChildProcess;
 }
 
 /** One real p2p-tracker process, started and faulted at will; its stderr (JSON log lines) is kept. */
@@ -229,13 +239,13 @@ export class TrackerProcess {
   start(): void {
     if (this.running) throw new Error(`${this.name} is already running`);
     const o = this.opts;
-    const args = [TRACKER_BIN, '--listen', this.address, '--cluster', o.cluster.join(','), '--data', o.dataDir, '--admin-token-file', o.tokenFile];
+    const args = [TRACKER_BIN, '--listen', this.address, ...(o.cluster.length > 1 ? ['--cluster', o.cluster.join(',')] : []), '--data', o.dataDir, '--admin-token-file', o.tokenFile];
     if (o.heartbeatMs !== undefined) args.push('--heartbeat-ms', String(o.heartbeatMs));
     if (o.failoverMs !== undefined) args.push('--failover-ms', String(o.failoverMs));
     args.push('--log-level', 'info', ...(o.extraArgs ?? []));
-    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const proc = o.launch ? o.launch(args) : spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     this.log += `--- ${this.name} started (pid ${proc.pid}) ---\n`;
-    proc.stderr!.setEncoding('utf8').on('data', (d: string) => (this.log += d));
+    proc.stderr?.setEncoding('utf8').on('data', (d: string) => (this.log += d));
     proc.once('exit', (code, signal) => (this.log += `--- ${this.name} exited (${signal ?? code}) ---\n`));
     this.proc = proc;
     this.paused = false;
@@ -354,7 +364,7 @@ export class TrackerCluster {
     this.trackers = [];
   }
 
-  static async create(t: Tap, opts: TrackerClusterOptions): Promise<TrackerCluster> {
+  static async create(t: Scope, opts: TrackerClusterOptions): Promise<TrackerCluster> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p2p-faults-'));
     const c = new TrackerCluster(dir, await reservePorts(opts.size), opts);
     t.teardown(() => c.close());
