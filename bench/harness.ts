@@ -249,16 +249,18 @@ export function machineBusySeconds(): number {
 }
 
 /**
- * Waits, at most `maxSeconds`, until the machine is quiet: less than `share` of its CPUs busy over a 2 s
- * window (call it while none of our own processes run). Returns the last busy share seen.
+ * Waits, at most `maxMs`, until the machine is quiet: less than `share` of its CPUs busy over a window of
+ * `windowMs` (call it while none of our own processes run, or while only idle ones do). Returns the last
+ * busy share seen (NaN when `maxMs` is 0: not waiting at all).
  */
-export async function waitQuiet(maxSeconds: number, share = 0.1): Promise<number> {
-  const deadline = performance.now() + maxSeconds * 1000;
+export async function waitQuiet(maxMs: number, { share = 0.1, windowMs = 2000 } = {}): Promise<number> {
+  if (maxMs <= 0) return NaN;
+  const deadline = performance.now() + maxMs;
   const cpus = os.cpus().length;
   for (;;) {
     const before = machineBusySeconds();
-    await sleep(2000);
-    const busy = (machineBusySeconds() - before) / (2 * cpus);
+    await sleep(windowMs);
+    const busy = (machineBusySeconds() - before) / ((windowMs / 1000) * cpus);
     if (busy < share || performance.now() >= deadline) return busy;
   }
 }

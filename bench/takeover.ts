@@ -385,7 +385,7 @@ async function writeThroughput(ws: Workspace, opts: Options, tokenFile: string, 
   for (let pair = 1; pair <= opts.writeRuns; pair++) {
     for (let attempt = 1; attempt <= PAIR_ATTEMPTS; attempt++) {
       if (opts.waitQuietSeconds > 0) {
-        const busy = await waitQuiet(opts.waitQuietSeconds);
+        const busy = await waitQuiet(opts.waitQuietSeconds * 1000);
         if (busy >= 0.1) log(`  the machine is still ${fmt(100 * busy)}% busy after ${opts.waitQuietSeconds} s; going on`);
       }
       const order = pair % 2 ? (['lone', 'replicated'] as const) : (['replicated', 'lone'] as const);

@@ -10,8 +10,8 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { GiveUp, memoryBytes, sleep, until, type Started } from '../harness.js';
-import { costMeter, waitQuiet, quietWaitMs, type Lab, type WindowCost } from './lab.js';
+import { GiveUp, memoryBytes, sleep, until, waitQuiet, type Started } from '../harness.js';
+import { costMeter, LAB_QUIET, quietWaitMs, type Lab, type WindowCost } from './lab.js';
 import { sha256File, type TestFile } from './scenario.js';
 
 export const COMPARATORS = ['aria2c'] as const;
@@ -187,7 +187,7 @@ export async function fetchWithAria2c(lab: Lab, programs: ComparatorPrograms, ho
   const out = path.join(dir, file.name);
   const uris = seederHosts.map((h) => fileUri(lab.net.host(h).ip, file.name));
   const sentBefore = seederHosts.map((h) => lab.net.uplinkStats(h).sentBytes);
-  const otherBusyBefore = await waitQuiet(quietWaitMs());
+  const otherBusyBefore = await waitQuiet(quietWaitMs(), LAB_QUIET);
   const meter = costMeter();
   const t0 = performance.now();
   const proc = lab.run(`aria2c-${host}.${seederHosts.length}`, host, programs.aria2c, aria2cArgs({ uris, dir, outName: file.name }), { group: 'aria2c' });

@@ -9,7 +9,7 @@ import os from 'node:os';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { ControlClient, type CommandName, type ControlCommands, type DownloadResult, type StatusInfo } from '../../peerd/index.js';
-import { cpuTimes, GiveUp, machineBusySeconds, memoryBytes, PROGRAMS, ROOT, sleep, until, type Started, type Workspace } from '../harness.js';
+import { cpuTimes, GiveUp, machineBusySeconds, memoryBytes, PROGRAMS, ROOT, sleep, until, waitQuiet, type Started, type Workspace } from '../harness.js';
 import { groupCpu, inGroup, labCpuSeconds, type CpuGroupName, type CpuUsage } from './cpu-account.js';
 import { LabNetwork, type LinkCaps } from './network.js';
 
@@ -157,21 +157,11 @@ export function costMeter(): (wallSeconds: number) => WindowCost {
 }
 
 /**
- * The lab shares the machine with whatever else runs. Before a measurement, wait (up to `maxWaitMs`)
- * until the machine is mostly idle over half a second (< 15% of its cores busy: the lab's idle daemons
- * use a little); returns the last busy fraction seen.
+ * The lab shares the machine with whatever else runs. Before a measurement it waits (harness waitQuiet)
+ * until the machine is mostly idle over half a second: < 15% of its cores busy, as the lab's idle daemons
+ * use a little.
  */
-export async function waitQuiet(maxWaitMs: number): Promise<number> {
-  if (maxWaitMs <= 0) return NaN;
-  const deadline = performance.now() + maxWaitMs;
-  const cores = os.cpus().length;
-  for (;;) {
-    const b0 = machineBusySeconds();
-    await sleep(500);
-    const frac = (machineBusySeconds() - b0) / (0.5 * cores);
-    if (frac < 0.15 || performance.now() >= deadline) return frac;
-  }
-}
+export const LAB_QUIET = { share: 0.15, windowMs: 500 };
 
 /**
  * From progress samples: when the first verified bytes arrived, and the rate between 10% and 90% of the
@@ -329,7 +319,7 @@ export class Lab {
     fileName: string,
     opts: { strategy?: 'adaptive' | 'original'; overwrite?: boolean; quietWaitMs?: number; timeoutMs?: number; sampleMs?: number; onSample?: (s: ProgressSample) => Promise<void> | void } = {},
   ): Promise<GetOutcome> {
-    const quietBefore = await waitQuiet(opts.quietWaitMs ?? defaultQuietWaitMs);
+    const quietBefore = await waitQuiet(opts.quietWaitMs ?? defaultQuietWaitMs, LAB_QUIET);
     const pid = peer.proc.pid;
     const cpuBefore = cpuTimes(pid);
     const rssBeforeBytes = memoryBytes(pid, 'VmRSS');

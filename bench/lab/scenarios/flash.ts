@@ -6,7 +6,8 @@
  */
 import os from 'node:os';
 import { labCpuSeconds } from '../cpu-account.js';
-import { control, MBIT, waitQuiet, withLab, type GetOutcome, type LabPeer } from '../lab.js';
+import { waitQuiet } from '../../harness.js';
+import { control, LAB_QUIET, MBIT, withLab, type GetOutcome, type LabPeer } from '../lab.js';
 import { mdTable, pct, secs, type ScenarioReport } from '../report.js';
 import { med, sha256File, type Scenario, type Strategy } from '../scenario.js';
 import { COLORS, renderChart } from '../svg.js';
@@ -74,7 +75,7 @@ export const flashScenario: Scenario = async (ctx) => {
         const crowd = await lab.startPeers(K, (i) => `c${i + 1}`, (i) => `c${i + 1}`);
         await lab.waitHolders(crowd[0]!, file.name, 1);
         const sentBefore = (await control(seeder!.socket, 'status', {})).bytesSent;
-        await waitQuiet(10_000);
+        await waitQuiet(10_000, LAB_QUIET);
         const cpuBefore = labCpuSeconds();
         const t0 = performance.now();
         // Waiting for quiet once for all of them: each waiting on its own would stagger the start.
