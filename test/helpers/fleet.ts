@@ -14,7 +14,7 @@ import { AdminClient } from '../../cli/admin.js';
 import { Tracker, type TrackerOptions } from '../../daemon/tracker.js';
 import { ControlClient, PeerDaemon, type PeerDaemonOptions } from '../../peerd/index.js';
 import type { Address } from '../../protocol/index.js';
-import { TcpProxy, type ProxyMode } from './relay.js';
+import { closeMesh, proxyMesh, setLinks, type ProxyMesh, type ProxyMode } from './relay.js';
 import { reservePorts, until } from './wait.js';
 import type { Tap } from './tap.js';
 
@@ -49,7 +49,7 @@ export class Fleet {
   /** The trackers of the planned cluster, in rank order. */
   readonly members: ClusterMember[] = [];
   /** proxies[i][j]: how member i reaches member j (a cluster planned with proxies). */
-  readonly proxies: Array<Array<TcpProxy | undefined>> = [];
+  proxies: ProxyMesh = [];
   readonly peers: TestPeer[] = [];
   private memberOptions: Partial<TrackerOptions> = {};
   private readonly admins: AdminClient[] = [];
@@ -72,16 +72,7 @@ export class Fleet {
   async planCluster(ports: number[], opts: Partial<TrackerOptions> = {}, { proxies = false } = {}): Promise<void> {
     this.memberOptions = opts;
     this.members.push(...ports.map((port, i) => ({ name: `t${i}`, port, dataDir: path.join(this.dir, `tracker${i}`), tracker: undefined, log: [] })));
-    if (!proxies) return;
-    for (let i = 0; i < ports.length; i++) {
-      this.proxies[i] = [];
-      for (let j = 0; j < ports.length; j++) {
-        if (i === j) continue;
-        const p = new TcpProxy(ports[j]!);
-        await p.listen(new Set(ports));
-        this.proxies[i]![j] = p;
-      }
-    }
+    if (proxies) this.proxies = await proxyMesh(ports);
   }
 
   /** Starts member `i` of the planned cluster (again, after stopMember: same folder). */
@@ -119,10 +110,7 @@ export class Fleet {
 
   /** Cuts (drop, stall) or heals (pass) every link between member i and each of `others`, both ways. */
   link(i: number, others: number[], mode: ProxyMode): void {
-    for (const j of others) {
-      this.proxies[i]![j]!.set(mode);
-      this.proxies[j]![i]!.set(mode);
-    }
+    setLinks(this.proxies, i, others, mode);
   }
 
   /** All running members agree: `main` acts, every other one is a backup with the same state. */
@@ -206,7 +194,7 @@ export class Fleet {
     for (const a of this.admins) a.close();
     for (const p of this.peers) await p.stop().catch(() => undefined);
     for (const tr of new Set([...this.trackers, this.tracker])) await tr?.close().catch(() => undefined);
-    for (const row of this.proxies) for (const p of row) await p?.close();
+    await closeMesh(this.proxies);
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }

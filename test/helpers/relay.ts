@@ -170,3 +170,33 @@ export class TcpProxy {
   }
 }
 
+
+/** proxies[i][j]: how member i of a cluster reaches member j (none where i = j). */
+export type ProxyMesh = Array<Array<TcpProxy | undefined>>;
+
+/** A proxy on every link between the daemons listening on `ports`; none of them listens on one of those ports. */
+export async function proxyMesh(ports: number[]): Promise<ProxyMesh> {
+  const mesh: ProxyMesh = [];
+  for (let i = 0; i < ports.length; i++) {
+    mesh[i] = [];
+    for (let j = 0; j < ports.length; j++) {
+      if (i === j) continue;
+      const p = new TcpProxy(ports[j]!);
+      await p.listen(new Set(ports));
+      mesh[i]![j] = p;
+    }
+  }
+  return mesh;
+}
+
+/** Cuts (drop, stall) or heals (pass) every link between member i and each of `others`, both ways. */
+export function setLinks(mesh: ProxyMesh, i: number, others: number[], mode: ProxyMode): void {
+  for (const j of others) {
+    mesh[i]![j]!.set(mode);
+    mesh[j]![i]!.set(mode);
+  }
+}
+
+export async function closeMesh(mesh: ProxyMesh): Promise<void> {
+  for (const row of mesh) for (const p of row) await p?.close();
+}

@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { AdminClient } from '../../cli/admin.js';
 import { toP2PError, type Body } from '../../protocol/index.js';
-import { TcpProxy, type ProxyMode } from './relay.js';
+import { closeMesh, proxyMesh, setLinks, type ProxyMesh, type ProxyMode } from './relay.js';
 import { reservePorts, until } from './wait.js';
 import { repoPath } from './root.js';
 
@@ -353,7 +353,7 @@ export interface MainSighting {
 export class TrackerCluster {
   readonly trackers: TrackerProcess[];
   /** proxies[i][j]: how tracker i reaches tracker j (only with `proxies`). */
-  readonly proxies: Array<Array<TcpProxy | undefined>> = [];
+  proxies: ProxyMesh = [];
   readonly token = randomBytes(18).toString('hex');
 
   private constructor(
@@ -376,18 +376,7 @@ export class TrackerCluster {
     const { opts, ports, dir } = this;
     const tokenFile = path.join(dir, 'admin-token');
     fs.writeFileSync(tokenFile, this.token, { mode: 0o600 });
-    if (opts.proxies) {
-      const reserved = new Set(ports);
-      for (let i = 0; i < ports.length; i++) {
-        this.proxies[i] = [];
-        for (let j = 0; j < ports.length; j++) {
-          if (i === j) continue;
-          const p = new TcpProxy(ports[j]!);
-          await p.listen(reserved);
-          this.proxies[i]![j] = p;
-        }
-      }
-    }
+    if (opts.proxies) this.proxies = await proxyMesh(ports);
     for (let i = 0; i < ports.length; i++) {
       const cluster = ports.map((port, j) => (j === i || !opts.proxies ? label(port) : this.proxies[i]![j]!.address));
       this.trackers.push(
@@ -409,10 +398,7 @@ export class TrackerCluster {
   /** Cuts (drop, stall) or heals (pass) every link between tracker i and each of `others`, both ways. */
   link(i: number, others: number[], mode: ProxyMode): void {
     if (!this.opts.proxies) throw new Error('this cluster was made without proxies');
-    for (const j of others) {
-      this.proxies[i]![j]!.set(mode);
-      this.proxies[j]![i]!.set(mode);
-    }
+    setLinks(this.proxies, i, others, mode);
   }
 
   /**
@@ -509,7 +495,7 @@ export class TrackerCluster {
 
   async close(): Promise<void> {
     await Promise.all(this.trackers.map((tr) => tr.kill9()));
-    for (const row of this.proxies) for (const p of row) await p?.close();
+    await closeMesh(this.proxies);
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }
