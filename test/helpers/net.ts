@@ -5,6 +5,8 @@
 import { once } from 'node:events';
 import net from 'node:net';
 import { Connection, Framer, decodeBody, dial, type Address, type ConnectionOptions, type DialOptions, type Frame, type RequestHandler } from '../../protocol/index.js';
+import type { PeerDaemonOptions } from '../../peerd/index.js';
+import { Fleet, type TestPeer } from './fleet.js';
 import { TcpProxy } from './relay.js';
 import type { Tap } from './tap.js';
 
@@ -103,4 +105,30 @@ export async function sniffer(t: Tap, target: () => number): Promise<{ address: 
   await relay.listen();
   t.teardown(() => relay.close());
   return { address: { host: '127.0.0.1', port: relay.port }, seen: () => relay.seen(), bytes: () => relay.bytes() };
+}
+
+export interface Sniffed {
+  fleet: Fleet;
+  seeder: TestPeer;
+  downloader: TestPeer;
+  /** What passes between the peers and the tracker, and between the downloader and the seeder. */
+  onTrackerLink: Awaited<ReturnType<typeof sniffer>>;
+  onPeerLink: Awaited<ReturnType<typeof sniffer>>;
+}
+
+/**
+ * A tracker, a seeder and a downloader with a sniffer on every link: both peers reach the tracker through
+ * one, and the seeder advertises the other's address, so the tracker sends downloaders through it.
+ */
+export async function sniffedPeers(t: Tap, options: { seeder?: Partial<PeerDaemonOptions>; downloader?: Partial<PeerDaemonOptions> } = {}): Promise<Sniffed> {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  const onTrackerLink = await sniffer(t, () => fleet.trackerAddress.port);
+  let seederPort = 0;
+  const onPeerLink = await sniffer(t, () => seederPort);
+  const trackers = [onTrackerLink.address];
+  const seeder = await fleet.startPeer('seeder', { trackers, advertise: onPeerLink.address, ...options.seeder });
+  seederPort = seeder.daemon.chunkServer.address!.port;
+  const downloader = await fleet.startPeer('downloader', { trackers, ...options.downloader });
+  return { fleet, seeder, downloader, onTrackerLink, onPeerLink };
 }

@@ -12,19 +12,11 @@ import { AdminClient } from '../../cli/admin.js';
 import { generateKeyPair, formatAddress } from '../../protocol/index.js';
 import { ADMIN_TOKEN, Fleet } from '../helpers/fleet.js';
 import { until } from '../helpers/wait.js';
-import { sniffer } from '../helpers/net.js';
+import { sniffedPeers } from '../helpers/net.js';
 
 t.test('a sniffer on every link sees no admin token, no file name and no file content', async (t) => {
-  const fleet = new Fleet(t);
-  await fleet.startTracker();
-  const onTrackerLink = await sniffer(t, () => fleet.trackerAddress.port);
-  let seederPort = 0;
-  const onPeerLink = await sniffer(t, () => seederPort);
-  const trackers = [onTrackerLink.address];
   // The seeder tells the tracker to send downloaders through the sniffer.
-  const seeder = await fleet.startPeer('seeder', { trackers, advertise: onPeerLink.address });
-  seederPort = seeder.daemon.chunkServer.address!.port;
-  const downloader = await fleet.startPeer('downloader', { trackers });
+  const { fleet, seeder, downloader, onTrackerLink, onPeerLink } = await sniffedPeers(t);
 
   const name = 'quarterly-secret-plans.txt';
   const marker = 'THE-CONTENT-MARKER-7f3a9';
