@@ -232,3 +232,8 @@ export function efficiencyPanel<T extends { strategy: Strategy }>(
     format: (v) => v.toFixed(2),
   };
 }
+
+/** The efficiency panel of the whole download and of its steady state (10-90% of the file). */
+export function wholeAndSteadyPanel<T extends { strategy: Strategy; medianEfficiency: number; medianSteadyEfficiency: number }>(summary: T[], title: string, target: { y: number; label: string }): BarPanel {
+  return efficiencyPanel(summary, { title, yMax: 1.1, categories: ['whole download', 'steady state (10-90%)'], values: (x) => [x.medianEfficiency, x.medianSteadyEfficiency], target });
+}

@@ -5,7 +5,7 @@
  */
 import { analyzeSamples, MBIT } from '../lab.js';
 import { mdTable, pct, secs } from '../report.js';
-import { busyPercent, downloadRun, efficiencyPanel, failedNotes, failure, freshDownload, idealSeconds, labScenario, LINK_BPS, med, minOf, perStrategy, primaryOf, strategyColor, type DownloadRun } from '../scenario.js';
+import { busyPercent, downloadRun, failedNotes, failure, freshDownload, idealSeconds, labScenario, LINK_BPS, med, minOf, perStrategy, primaryOf, strategyColor, wholeAndSteadyPanel, type DownloadRun } from '../scenario.js';
 import { COLORS, renderChart } from '../svg.js';
 
 const HOSTS = 5;
@@ -87,13 +87,7 @@ export const saturatedScenario = labScenario<SaturatedRun>('saturated', ({ opts 
       ];
       const notes = [`20 holders but 5 uplinks: a strategy that counts daemons rather than hosts (the original rule picks the 10 lowest-latency daemons) may land on fewer than 5 hosts.`, ...failedNotes(runs)];
       const svg = renderChart(`Lab 3: saturated hosts (${opts.sizeMiB} MiB; 4 daemons on each of 5 hosts at 100 Mbit/s)`, `medians of ${opts.runs} run(s); ideal = size / 500 Mbit/s`, [
-        efficiencyPanel(summary, {
-          title: 'Efficiency against the ideal',
-          yMax: 1.1,
-          categories: ['whole download', 'steady state (10-90%)'],
-          values: (x) => [x.medianEfficiency, x.medianSteadyEfficiency],
-          target: { y: 0.9, label: '0.9 (scenario 1 bar)' },
-        }),
+        wholeAndSteadyPanel(summary, 'Efficiency against the ideal', { y: 0.9, label: '0.9 (scenario 1 bar)' }),
         {
           kind: 'bar',
           title: 'Share of the file each host sent (fair: 0.2 each)',

@@ -6,7 +6,7 @@
  */
 import { analyzeSamples, MBIT } from '../lab.js';
 import { mdTable, pct, secs } from '../report.js';
-import { busyPercent, downloadRun, efficiencyPanel, failedNotes, failure, freshDownload, idealSeconds, labScenario, LINK_BPS, med, minOf, perStrategy, primaryOf, strategyColor, type DownloadRun } from '../scenario.js';
+import { busyPercent, downloadRun, failedNotes, failure, freshDownload, idealSeconds, labScenario, LINK_BPS, med, minOf, perStrategy, primaryOf, strategyColor, wholeAndSteadyPanel, type DownloadRun } from '../scenario.js';
 import { COLORS, renderChart } from '../svg.js';
 
 /** Uplink and one-way added delay per seeder: fast-and-far, slow-and-near and everything between. */
@@ -112,13 +112,7 @@ export const unevenScenario = labScenario<UnevenRun>('uneven', ({ opts }, file) 
       ];
 
       const svg = renderChart(`Lab 2: uneven peers (${opts.sizeMiB} MiB, ${UNEVEN_SEEDERS.length} seeders, ${totalMbit} Mbit/s in total)`, `medians of ${opts.runs} run(s); uplinks 10-200 Mbit/s, added delays 1-100 ms each way`, [
-        efficiencyPanel(summary, {
-          title: 'Efficiency against the ideal from the actual uplinks',
-          yMax: 1.1,
-          categories: ['whole download', 'steady state (10-90%)'],
-          values: (x) => [x.medianEfficiency, x.medianSteadyEfficiency],
-          target: { y: 0.85, label: 'target 0.85' },
-        }),
+        wholeAndSteadyPanel(summary, 'Efficiency against the ideal from the actual uplinks', { y: 0.85, label: 'target 0.85' }),
         {
           kind: 'bar',
           title: 'Share of the file each seeder sent (seeder: uplink in Mbit/s, delay each way)',
