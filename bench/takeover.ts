@@ -209,13 +209,8 @@ async function allHolders(via: Peer, peerCount: number): Promise<true | undefine
 
 /** Polls `check` every `everyMs` from now; resolves with the ms since `since` at which it first held. */
 async function timeUntil(what: string, since: number, everyMs: number, check: () => Promise<boolean>): Promise<number> {
-  for (;;) {
-    const ok = await check().catch(() => false);
-    const at = performance.now() - since;
-    if (ok) return at;
-    if (at > MEASURE_TIMEOUT_MS) throw new Error(`${what}: not within ${MEASURE_TIMEOUT_MS / 1000} s of the kill`);
-    await sleep(everyMs);
-  }
+  await until(`${what} (within ${MEASURE_TIMEOUT_MS / 1000} s of the kill)`, check, MEASURE_TIMEOUT_MS - (performance.now() - since), everyMs);
+  return performance.now() - since;
 }
 
 interface Round {

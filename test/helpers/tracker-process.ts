@@ -436,24 +436,24 @@ export class TrackerCluster {
    * Fails after `deadlineMs`, saying what each tracker said last.
    */
   async oneMain(among: TrackerProcess[] = this.trackers, { deadlineMs = 5000, stableMs = 0 } = {}): Promise<MainSighting> {
-    const deadline = Date.now() + deadlineMs;
     let since: { main: TrackerProcess; term: number; at: number } | undefined;
     let last = new Map<TrackerProcess, StatusRow | undefined>();
-    for (;;) {
-      last = await this.sight(among);
-      const rows = [...last.values()];
-      const mains = [...last].filter(([, r]) => r?.role === 'primary');
-      if (rows.every((r) => r) && mains.length === 1) {
+    const what = `single main among ${among.map((tr) => tr.name).join(', ')}`;
+    try {
+      return await until(what, async () => {
+        last = await this.sight(among);
+        const rows = [...last.values()];
+        const mains = [...last].filter(([, r]) => r?.role === 'primary');
+        if (!rows.every((r) => r) || mains.length !== 1) {
+          since = undefined;
+          return undefined;
+        }
         const [main, row] = mains[0]!;
         if (!since || since.main !== main || since.term !== row!.term) since = { main, term: row!.term, at: Date.now() };
-        if (Date.now() - since.at >= stableMs) return { main, rows: new Map([...last].map(([tr, r]) => [tr, r!])) };
-      } else {
-        since = undefined;
-      }
-      if (Date.now() > deadline) {
-        throw new Error(`no single main among ${among.map((tr) => tr.name).join(', ')} within ${deadlineMs} ms${stableMs ? ` (stable for ${stableMs} ms)` : ''}: ${this.describe(last)}`);
-      }
-      await new Promise((r) => setTimeout(r, 25));
+        return Date.now() - since.at >= stableMs ? { main, rows: new Map([...last].map(([tr, r]) => [tr, r!])) } : undefined;
+      }, deadlineMs);
+    } catch {
+      throw new Error(`no ${what} within ${deadlineMs} ms${stableMs ? ` (stable for ${stableMs} ms)` : ''}: ${this.describe(last)}`);
     }
   }
 

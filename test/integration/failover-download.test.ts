@@ -68,14 +68,10 @@ t.test('a download under way when the main tracker is killed -9 finishes intact 
   t.equal(peersAtKill, 3, 'all three seeders were in use when the main died');
 
   // While the backup takes over: search on the downloader, and when the backup reports itself main.
-  const searched = (async (): Promise<number | undefined> => {
-    for (;;) {
-      const hits = await d.call('search', { text: 'film' }).catch(() => []);
-      if (hits.some((h) => h.name === 'film.bin')) return Date.now() - killedAt;
-      if (Date.now() - killedAt > 3000) return undefined;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  })();
+  const searched = until('search on the downloader to find film.bin', async () => (await d.call('search', { text: 'film' })).some((h) => h.name === 'film.bin'), 3000 - (Date.now() - killedAt), 50).then(
+    () => Date.now() - killedAt,
+    () => undefined,
+  );
   const tookOver = until('the backup to take over', async () => ((await role(backup)) === 'primary' ? Date.now() : undefined));
 
   const searchMs = await searched;
