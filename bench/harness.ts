@@ -10,14 +10,14 @@ import fsp from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { ROOT } from '../test/helpers/root.js';
 import { sleep } from '../test/helpers/wait.js';
 
 export const MIB = 1024 * 1024;
 export const GIB = 1024 * MIB;
 
-/** The checkout: this file runs as dist/bench/harness.js. */
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** The checkout (test/helpers/root.ts finds it for the tests and the benchmarks alike). */
+export { ROOT };
 export const PROGRAMS = {
   tracker: path.join(ROOT, 'dist', 'daemon', 'main.js'),
   peerd: path.join(ROOT, 'dist', 'peerd', 'main.js'),

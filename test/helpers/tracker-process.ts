@@ -18,6 +18,7 @@ import { AdminClient } from '../../cli/admin.js';
 import { toP2PError, type Body } from '../../protocol/index.js';
 import { closeMesh, proxyMesh, setLinks, type ProxyMesh, type ProxyMode } from './relay.js';
 import { reservePorts, until } from './wait.js';
+import { PROGRAMS } from './programs.js';
 import { repoPath } from './root.js';
 
 /** What a cluster needs of a tap test (or of anything that ends): a place to register its cleanup. */
@@ -27,7 +28,7 @@ export interface Scope {
 
 export type StatusRow = Body<'ADMIN_STATUS_RESULT'>['trackers'][number];
 
-export const TRACKER_BIN = repoPath('dist/daemon/main.js');
+export const TRACKER_BIN = repoPath(PROGRAMS['p2p-tracker']);
 
 const label = (port: number): string => `127.0.0.1:${port}`;
 const errorCode = (err: unknown): string => (err instanceof TestTimeoutError ? TEST_TIMEOUT : toP2PError(err).code);
