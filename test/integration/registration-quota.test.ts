@@ -6,11 +6,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
-import { clientHandshake } from '../../peerd/handshake.js';
-import { dial, generateKeyPair, type Address, type Body, type Connection, type KeyPair } from '../../protocol/index.js';
+import { generateKeyPair, type Address, type Body, type Connection, type KeyPair } from '../../protocol/index.js';
 import { Fleet } from '../helpers/fleet.js';
 import { until } from '../helpers/wait.js';
-import { tlsAs } from '../helpers/tls.js';
+import { peerHandshake } from '../helpers/tls.js';
 import type { Tap } from '../helpers/tap.js';
 
 type FileEntry = Body<'REGISTER'>['files'][number];
@@ -20,9 +19,8 @@ const MAX_NAME_BYTES = 400;
 
 /** A peer session with the tracker at `a`, as a hand-written client would have it. */
 async function session(t: Tap, a: Address, keys: KeyPair = generateKeyPair().keys): Promise<{ conn: Connection; peerId: string }> {
-  const conn = await dial(a, { requestTimeoutMs: 5000, tls: tlsAs(keys) });
+  const { conn, welcome } = await peerHandshake(a, keys, { requestTimeoutMs: 5000 }, 0);
   t.teardown(() => conn.destroy());
-  const welcome = await clientHandshake(conn, 0);
   return { conn, peerId: welcome.peerId };
 }
 

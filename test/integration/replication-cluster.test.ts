@@ -11,12 +11,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import type { TrackerOptions } from '../../daemon/tracker.js';
-import { dial, generateKeyPair, RemoteError, silentLogger, toP2PError, VirtualClock, type Address, type Body, type Connection } from '../../protocol/index.js';
-import { clientHandshake } from '../../peerd/handshake.js';
+import { RemoteError, silentLogger, toP2PError, VirtualClock, type Address } from '../../protocol/index.js';
 import { TrackerClient } from '../../peerd/tracker-client.js';
 import { Fleet } from '../helpers/fleet.js';
 import { reservePorts, until } from '../helpers/wait.js';
-import { clientIdentity, tlsAs } from '../helpers/tls.js';
+import { clientIdentity, peerHandshake } from '../helpers/tls.js';
 import type { Tap } from '../helpers/tap.js';
 
 const HEARTBEAT_MS = 100;
@@ -31,12 +30,6 @@ async function clusterOn(t: Tap, ports: number[], opts: Partial<TrackerOptions> 
   return fleet;
 }
 
-async function peerSession(port: number): Promise<{ conn: Connection; welcome: Body<'WELCOME'> }> {
-  const conn = await dial(addr(port), { connectTimeoutMs: 1000, requestTimeoutMs: 3000, tls: tlsAs(generateKeyPair().keys) });
-  const welcome = await clientHandshake(conn, 1);
-  return { conn, welcome };
-}
-
 async function blacklistOn(fleet: Fleet, i: number): Promise<string[]> {
   return fleet.trackerAt(i).state.blacklistEntries().map((e) => e.target);
 }
@@ -48,7 +41,7 @@ t.test('a backup answers reads from its copy, refuses writes naming the main, an
   await fleet.startMember(1);
   await until('a main and an in-sync backup', () => fleet.converged(0));
 
-  const seeder = await peerSession(ports[0]!);
+  const seeder = await peerHandshake(ports[0]!);
   t.teardown(() => seeder.conn.close());
   t.equal(seeder.welcome.role, 'primary', 'the main says it is the main');
   const fileId = randomBytes(32);
@@ -56,7 +49,7 @@ t.test('a backup answers reads from its copy, refuses writes naming the main, an
   const admin = await fleet.admin(0);
   await admin.add('10.3.3.3', 'test');
 
-  const reader = await peerSession(ports[1]!);
+  const reader = await peerHandshake(ports[1]!);
   t.teardown(() => reader.conn.close());
   t.equal(reader.welcome.role, 'backup', 'WELCOME from the backup says backup');
   t.equal(reader.welcome.primary, label(ports[0]!), 'and names the main');

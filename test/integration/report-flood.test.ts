@@ -13,9 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import t from 'tap';
-import { clientHandshake } from '../../peerd/handshake.js';
 import {
-  dial,
   encodeFrame,
   encodeManifest,
   generateKeyPair,
@@ -33,7 +31,7 @@ import {
 } from '../../protocol/index.js';
 import { Fleet } from '../helpers/fleet.js';
 import { until } from '../helpers/wait.js';
-import { tlsAs } from '../helpers/tls.js';
+import { peerSession } from '../helpers/tls.js';
 import { TrackerCluster } from '../helpers/tracker-process.js';
 import type { Tap } from '../helpers/tap.js';
 
@@ -48,9 +46,8 @@ const HUGE_REPORTS_PER_SEC = 50;
 
 /** A peer session with a tracker, as a hand-written client would have it. */
 async function session(t: Tap, a: Address, keys: KeyPair = generateKeyPair().keys): Promise<Connection> {
-  const conn = await dial(a, { requestTimeoutMs: 5000, tls: tlsAs(keys) });
+  const conn = await peerSession(a, keys, { requestTimeoutMs: 5000 }, 0);
   t.teardown(() => conn.destroy());
-  await clientHandshake(conn, 0);
   return conn;
 }
 
