@@ -314,6 +314,13 @@ export function median(values: number[]): number {
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
+/** Nearest-rank percentile (NaN for no values). */
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const s = [...values].sort((x, y) => x - y);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+
 /** The code measured: `git describe --always --dirty` of the checkout, or 'unknown' outside git. */
 export function codeVersion(): string {
   try {

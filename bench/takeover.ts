@@ -41,6 +41,7 @@ import {
   machineBusySeconds,
   machineInfo,
   median,
+  percentile,
   PROGRAMS,
   ROOT,
   sleep,
@@ -399,13 +400,6 @@ async function writeThroughput(ws: Workspace, opts: Options, tokenFile: string, 
     }
   }
   return runs;
-}
-
-/** Nearest-rank percentile. */
-function percentile(values: number[], p: number): number {
-  if (values.length === 0) return NaN;
-  const s = [...values].sort((x, y) => x - y);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
 }
 
 interface Report {
