@@ -21,6 +21,11 @@ import type { Tap } from './tap.js';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 
+/** The two files hold the same bytes. */
+export function sameContent(a: string, b: string): boolean {
+  return fs.readFileSync(a).equals(fs.readFileSync(b));
+}
+
 export interface TestPeer {
   name: string;
   daemon: PeerDaemon;

@@ -27,14 +27,13 @@ import {
   type Body,
   type KeyPair,
 } from '../../protocol/index.js';
-import { ADMIN_TOKEN, Fleet, type TestPeer } from '../helpers/fleet.js';
+import { ADMIN_TOKEN, Fleet, sameContent, type TestPeer } from '../helpers/fleet.js';
 import { until } from '../helpers/wait.js';
 import { identityOf, tlsAs } from '../helpers/tls.js';
 import type { Tap } from '../helpers/tap.js';
 
 type Receipt = Body<'REPORT'>['receipts'][number];
 
-const same = (a: string, b: string): boolean => fs.readFileSync(a).equals(fs.readFileSync(b));
 const newKeys = (): KeyPair => generateKeyPair().keys;
 const addr = (a: Address): string => formatAddress(a.host, a.port);
 
@@ -147,7 +146,7 @@ t.test("a peer that registers someone else's address (and a file it does not hol
 
   const out = path.join(fleet.dir, 'got.bin');
   const r = await d.call('get', { key: 'f.bin', out, overwrite: false });
-  t.ok(same(orig, out), 'the download is intact');
+  t.ok(sameContent(orig, out), 'the download is intact');
   t.notOk(r.peers.some((p) => p.id === mallory.peerId), 'the impostor was not used: the server at that address proves a different key');
   t.same(r.peers.filter((p) => p.bytes > 0).map((p) => p.id), [seeder.daemon.peerId], 'everything came from the real seeder');
 });
@@ -207,7 +206,7 @@ t.test('a blacklisted peer id: session cut, files gone, every operation refused,
 
   const out = path.join(fleet.dir, 'got.bin');
   const r = await d.call('get', { key: 'shared.bin', out, overwrite: false });
-  t.ok(same(orig, out), 'a download from the others arrives intact');
+  t.ok(sameContent(orig, out), 'a download from the others arrives intact');
   t.notOk(r.peers.some((p) => p.id === s1!.daemon.peerId), 'the banned peer was not among the sources');
   t.equal(s1!.daemon.chunkServer.bytesSent, 0, 'and sent nothing');
 
@@ -282,7 +281,7 @@ t.test('a malicious seeder is blacklisted by evidence while the download complet
 
   const out = path.join(fleet.dir, 'got.bin');
   const r = await d.call('get', { key: 'data.bin', out, overwrite: false });
-  t.ok(same(orig, out), 'the download is byte-identical');
+  t.ok(sameContent(orig, out), 'the download is byte-identical');
   t.equal(r.peers.find((p) => p.id === m.daemon.peerId)?.bytes ?? 0, 0, 'the malicious seeder contributed 0 verified bytes');
   t.equal(r.peers.reduce((n, p) => n + p.bytes, 0), r.size, 'the honest peers carried all of it');
   t.ok(m.daemon.chunkServer.bytesSent > 0, 'the malicious seeder did try (it sent bytes that failed verification)');
