@@ -38,6 +38,7 @@ import {
 import { frame } from '../helpers/bytes.js';
 import { ADMIN_TOKEN, Fleet } from '../helpers/fleet.js';
 import { anyBytes, mutate, mutation } from '../helpers/mutate.js';
+import { splitAt } from '../helpers/roundtrip.js';
 import { identityOf } from '../helpers/tls.js';
 import { reservePorts, until } from '../helpers/wait.js';
 
@@ -173,17 +174,8 @@ function problem(o: Outcome): string | undefined {
 const codesOf = (o: Outcome): string[] => o.frames.filter((f) => f.name === 'ERROR').map((f) => decodeBody('ERROR', f.body).code);
 
 /** The same bytes cut into pieces (each written separately). */
-const pieces = (b: Buffer, cuts: readonly number[]): Buffer[] => {
-  const at = [...new Set(cuts.map((c) => c % Math.max(1, b.length)))].filter((c) => c > 0).sort((x, y) => x - y);
-  const out: Buffer[] = [];
-  let from = 0;
-  for (const c of at) {
-    out.push(b.subarray(from, c));
-    from = c;
-  }
-  out.push(b.subarray(from));
-  return out.filter((p) => p.length > 0);
-};
+const pieces = (b: Buffer, cuts: readonly number[]): Buffer[] =>
+  splitAt(b, [...new Set(cuts.map((c) => c % Math.max(1, b.length)))].filter((c) => c > 0).sort((x, y) => x - y)).filter((p) => p.length > 0);
 
 const knownCodes = messageByCode.flatMap((n, code) => (n ? [code] : []));
 /** A valid header with a real message type and a random body: reaches the decoders and handlers. */
