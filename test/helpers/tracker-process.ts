@@ -75,7 +75,11 @@ export class TrackerAdmin {
     private readonly token: string,
   ) {}
 
-  /** Runs `fn` on the shared session (opened on first use, reopened after any failure). */
+  /**
+   * Runs `fn` on the shared session (opened on first use, reopened after any failure): the reads below,
+   * and writes that should not pay a handshake each (a writer loop, a benchmark's burst) and that throw
+   * when refused, unlike add and remove.
+   */
   async withSession<T>(fn: (c: AdminClient) => Promise<T>): Promise<T> {
     this.session ??= await AdminClient.connect(this.address, this.token);
     const c = this.session;
