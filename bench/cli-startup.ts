@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ControlClient } from '../peerd/control.js';
-import { assertBuilt, codeVersion, intFlag, machineInfo, median, ownCpuSeconds, PROGRAMS, ROOT, Workspace } from './harness.js';
+import { assertBuilt, codeVersion, intFlag, machineInfo, median, ownCpuSeconds, percentile, PROGRAMS, ROOT, Workspace } from './harness.js';
 import { startPeer, startTracker, waitReady } from './swarm.js';
 
 /** The issue's target: `p2p status` against a running daemon, median wall time... */
@@ -88,12 +88,6 @@ function parseOptions(): Options {
 
 function log(line: string): void {
   process.stderr.write(`${line}\n`);
-}
-
-/** Nearest-rank percentile. */
-function percentile(values: number[], p: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.max(0, Math.ceil((p / 100) * s.length) - 1)]!;
 }
 
 /**

@@ -5,10 +5,9 @@
  * when either is missing the comparison is skipped.
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { nginxConfig } from './lab/comparator.js';
-import { cpuTimes, ownCpuSeconds, type Started, type Workspace } from './harness.js';
+import { canConnect, cpuTimes, freePort, ownCpuSeconds, type Started, type Workspace } from './harness.js';
 
 export const NGINX = '/usr/sbin/nginx';
 export const CURL = '/usr/bin/curl';
@@ -36,7 +35,7 @@ export async function startNginx(ws: Workspace, docroot: string): Promise<{ proc
   fs.writeFileSync(conf, nginxConfig({ ip: '127.0.0.1', port, docroot, dir }));
   const proc = ws.start('nginx', '-p', [dir, '-c', conf, '-e', path.join(dir, 'error.log')], { command: NGINX });
   for (let i = 0; ; i++) {
-    if (await accepts(port)) return { proc, port };
+    if (await canConnect(port)) return { proc, port };
     if (proc.child.exitCode !== null || i > 200) throw new Error(`nginx did not start: ${ws.tail(proc)}`);
     await new Promise((r) => setTimeout(r, 25));
   }
@@ -62,26 +61,4 @@ export async function runCurlNginx(ws: Workspace, nginx: { proc: Started; port: 
     cpuSeconds: ownCpuSeconds() - ownBefore,
     serverCpuSeconds: serverAfter.user + serverAfter.system - serverBefore.user - serverBefore.system,
   };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = net.connect(port, '127.0.0.1');
-    c.once('connect', () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once('error', () => resolve(false));
-  });
 }

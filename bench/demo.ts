@@ -3,52 +3,18 @@
  * Shares a generated file on four peers, downloads it on the fifth from all of them with a progress bar,
  * prints what each peer sent and the checksum, then cleans everything up.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash, randomFillSync } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
 import { ControlClient } from '../peerd/index.js';
+import { canConnect, freePort, generateFile, PROGRAMS, until, Workspace } from './harness.js';
 
-const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const FILE_MIB = Number(process.env.DEMO_MIB ?? 256);
 const SEEDERS = 4;
-const children: ChildProcess[] = [];
-const work = fs.mkdtempSync(path.join(os.tmpdir(), 'p2pshare-demo-'));
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
-
-function start(program: string, args: string[], name: string): ChildProcess {
-  const log = fs.openSync(path.join(work, `${name}.log`), 'a');
-  const child = spawn(process.execPath, [path.join(dist, program), ...args], { stdio: ['ignore', 'ignore', log] });
-  children.push(child);
-  return child;
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch {
-      // not ready yet
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (logs in ${work})`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** How long each wait of the demo may take, and how often it looks. */
+const WAIT_MS = 15_000;
+const POLL_MS = 100;
 
 async function call<T>(sock: string, fn: (c: ControlClient) => Promise<T>): Promise<T> {
   const c = await ControlClient.connect(sock);
@@ -59,52 +25,35 @@ async function call<T>(sock: string, fn: (c: ControlClient) => Promise<T>): Prom
   }
 }
 
-function cleanup(): void {
-  if (process.env.DEMO_KEEP) return;
-  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
-  fs.rmSync(work, { recursive: true, force: true });
-}
-
-async function main(): Promise<void> {
+async function main(ws: Workspace): Promise<void> {
+  const work = ws.dir;
   const [p1, p2] = [await freePort(), await freePort()];
   const cluster = `127.0.0.1:${p1},127.0.0.1:${p2}`;
   console.log(`p2pshare demo in ${work}`);
   console.log(`trackers: main 127.0.0.1:${p1}, backup 127.0.0.1:${p2}`);
-  start('daemon/main.js', ['--listen', `127.0.0.1:${p1}`, '--cluster', cluster, '--data', path.join(work, 't1')], 'tracker-main');
-  start('daemon/main.js', ['--listen', `127.0.0.1:${p2}`, '--cluster', cluster, '--data', path.join(work, 't2')], 'tracker-backup');
-
-  const accepts = (port: number): Promise<true | undefined> =>
-    new Promise((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(undefined));
-    });
-  await until('the trackers to listen', async () => ((await accepts(p1)) && (await accepts(p2)) ? true : undefined));
+  ws.start('tracker-main', PROGRAMS.tracker, ['--listen', `127.0.0.1:${p1}`, '--cluster', cluster, '--data', path.join(work, 't1')]);
+  ws.start('tracker-backup', PROGRAMS.tracker, ['--listen', `127.0.0.1:${p2}`, '--cluster', cluster, '--data', path.join(work, 't2')]);
+  await until('the trackers to listen', async () => (await canConnect(p1)) && (await canConnect(p2)), WAIT_MS, POLL_MS);
 
   const names = [...Array.from({ length: SEEDERS }, (_, i) => `seeder${i + 1}`), 'downloader'];
   const socks = new Map<string, string>();
   for (const n of names) {
     const dir = path.join(work, n);
     fs.mkdirSync(path.join(dir, 'share'), { recursive: true });
-    start('peerd/main.js', ['--trackers', cluster, '--share', path.join(dir, 'share'), '--data', path.join(dir, 'data'), '--listen', '127.0.0.1:0', '--log-level', 'warn'], n);
+    ws.start(n, PROGRAMS.peerd, ['--trackers', cluster, '--share', path.join(dir, 'share'), '--data', path.join(dir, 'data'), '--listen', '127.0.0.1:0', '--log-level', 'warn']);
     socks.set(n, path.join(dir, 'data', 'peerd.sock'));
   }
-  for (const n of names) await until(`${n} to start`, () => call(socks.get(n)!, (c) => c.call('status', {})));
+  for (const n of names) await until(`${n} to start`, () => call(socks.get(n)!, (c) => c.call('status', {})), WAIT_MS, POLL_MS);
   console.log(`peer daemons: ${names.join(', ')}`);
 
   // One generated file, copied to every seeder's share folder (noticed without a restart).
   const file = path.join(work, 'dataset.bin');
-  const block = Buffer.allocUnsafe(1024 * 1024);
-  const fd = fs.openSync(file, 'w');
-  for (let i = 0; i < FILE_MIB; i++) fs.writeSync(fd, randomFillSync(block));
-  fs.closeSync(fd);
+  await generateFile(file, FILE_MIB);
   for (const n of names.slice(0, SEEDERS)) fs.copyFileSync(file, path.join(work, n, 'share', 'dataset.bin'));
   const hits = await until('the seeders to register', async () => {
     const r = await call(socks.get('downloader')!, (c) => c.call('search', { text: 'dataset' }));
     return r.find((h) => h.name === 'dataset.bin' && h.peers >= SEEDERS) ? r : undefined;
-  });
+  }, WAIT_MS, POLL_MS);
   console.log(`shared dataset.bin (${FILE_MIB} MiB) on ${hits[0]!.peers} peers; id ${hits[0]!.id}`);
 
   const bar = new cliProgress.SingleBar(
@@ -137,22 +86,17 @@ async function main(): Promise<void> {
     const r = await call(socks.get('seeder1')!, (c) => c.call('search', { text: 'dataset.bin' }));
     const h = r.find((x) => x.name === 'dataset.bin');
     return h && h.peers > SEEDERS ? h : undefined;
-  });
+  }, WAIT_MS, POLL_MS);
   console.log(`intact; the downloader now shares it too (${after.peers} holders)`);
 }
 
-process.on('SIGINT', () => {
-  cleanup();
-  process.exit(130);
-});
-main().then(
-  () => {
-    cleanup();
-    process.exit(0);
-  },
-  (err: Error) => {
-    console.error(`demo failed: ${err.message}`);
-    cleanup();
-    process.exit(1);
-  },
-);
+// The workspace stops every process and removes the folder (also on Ctrl-C); DEMO_KEEP=1 keeps the folder.
+const ws = await Workspace.create('p2pshare-demo', Boolean(process.env.DEMO_KEEP));
+try {
+  await main(ws);
+} catch (err) {
+  console.error(`demo failed: ${(err as Error).message}${process.env.DEMO_KEEP ? ` (logs in ${ws.dir})` : ''}`);
+  process.exitCode = 1;
+} finally {
+  await ws.cleanup();
+}

@@ -1,7 +1,7 @@
 /**
  * What the benchmarks share: the processes they start (and always stop, by pid, also on Ctrl-C), the
- * temporary folder, the `p2p` command line, polling for readiness, the test file, and what /proc says about
- * a process's CPU time and memory. Benchmarks drive the real programs in dist/, never the classes.
+ * temporary folder, the `p2p` command line, polling for readiness (test/helpers/wait.ts, shared with the
+ * tests), the test file, and what /proc says about a process's CPU time and memory. Benchmarks drive the real programs in dist/, never the classes.
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
@@ -10,13 +10,14 @@ import fsp from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { ROOT } from '../test/helpers/root.js';
+import { sleep } from '../test/helpers/wait.js';
 
 export const MIB = 1024 * 1024;
 export const GIB = 1024 * MIB;
 
-/** The checkout: this file runs as dist/bench/harness.js. */
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** The checkout (test/helpers/root.ts finds it for the tests and the benchmarks alike). */
+export { ROOT };
 export const PROGRAMS = {
   tracker: path.join(ROOT, 'dist', 'daemon', 'main.js'),
   peerd: path.join(ROOT, 'dist', 'peerd', 'main.js'),
@@ -40,34 +41,7 @@ export function intFlag(program: string, flag: string, v: string, min = 1): numb
   return n;
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Thrown by a probe to stop waiting at once (a process died), rather than retrying until the deadline. */
-export class GiveUp extends Error {}
-
-/**
- * Polls `probe` every `intervalMs` until it returns a value (not undefined), or fails after `timeoutMs`.
- * A probe that throws is tried again (the thing is not up yet), unless it throws GiveUp.
- */
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000, intervalMs = 100): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      if (err instanceof GiveUp) throw err;
-      last = err;
-    }
-    if (performance.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
-    }
-    await sleep(intervalMs);
-  }
-}
+export { GiveUp, sleep, until } from '../test/helpers/wait.js';
 
 /** A free TCP port on loopback (the tracker needs a known one; a tiny race is fine for a benchmark). */
 export async function freePort(): Promise<number> {
@@ -275,16 +249,18 @@ export function machineBusySeconds(): number {
 }
 
 /**
- * Waits, at most `maxSeconds`, until the machine is quiet: less than `share` of its CPUs busy over a 2 s
- * window (call it while none of our own processes run). Returns the last busy share seen.
+ * Waits, at most `maxMs`, until the machine is quiet: less than `share` of its CPUs busy over a window of
+ * `windowMs` (call it while none of our own processes run, or while only idle ones do). Returns the last
+ * busy share seen (NaN when `maxMs` is 0: not waiting at all).
  */
-export async function waitQuiet(maxSeconds: number, share = 0.1): Promise<number> {
-  const deadline = performance.now() + maxSeconds * 1000;
+export async function waitQuiet(maxMs: number, { share = 0.1, windowMs = 2000 } = {}): Promise<number> {
+  if (maxMs <= 0) return NaN;
+  const deadline = performance.now() + maxMs;
   const cpus = os.cpus().length;
   for (;;) {
     const before = machineBusySeconds();
-    await sleep(2000);
-    const busy = (machineBusySeconds() - before) / (2 * cpus);
+    await sleep(windowMs);
+    const busy = (machineBusySeconds() - before) / ((windowMs / 1000) * cpus);
     if (busy < share || performance.now() >= deadline) return busy;
   }
 }
@@ -336,6 +312,13 @@ export function median(values: number[]): number {
   const s = [...values].sort((a, b) => a - b);
   const mid = s.length >> 1;
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/** Nearest-rank percentile (NaN for no values). */
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const s = [...values].sort((x, y) => x - y);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
 }
 
 /** The code measured: `git describe --always --dirty` of the checkout, or 'unknown' outside git. */

@@ -394,7 +394,7 @@ async function main(): Promise<void> {
 
     const quiet = async (): Promise<void> => {
       if (opts.waitQuietSeconds <= 0) return;
-      const busy = await waitQuiet(opts.waitQuietSeconds);
+      const busy = await waitQuiet(opts.waitQuietSeconds * 1000);
       log(`other work uses ${fmt(100 * busy, 0)}% of the CPUs${busy >= 0.1 ? ` after waiting ${opts.waitQuietSeconds} s; going on anyway` : ''}`);
     };
     await quiet();

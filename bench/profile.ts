@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { assertBuilt, generateFile, MIB, p2pJson, ROOT, waitFor, Workspace, intFlag } from './harness.js';
+import { assertBuilt, generateFile, MIB, p2pJson, ROOT, until, Workspace, intFlag } from './harness.js';
 import { startPeer, startTracker, waitHolders, waitReady, type GetResult } from './swarm.js';
 
 const TOOLS = ['doctor', 'flame', 'bubbleprof', 'heapprofiler'] as const;
@@ -109,7 +109,7 @@ async function main(): Promise<void> {
     const profiled = childPids(downloader.proc.pid);
     downloader.proc.child.kill('SIGINT');
     for (const pid of profiled) process.kill(pid, 'SIGINT');
-    await waitFor('clinic to write its report', async () => (downloader.proc.child.exitCode !== null || downloader.proc.child.signalCode !== null ? true : undefined), 600_000, 250);
+    await until('clinic to write its report', async () => (downloader.proc.child.exitCode !== null || downloader.proc.child.signalCode !== null ? true : undefined), 600_000, 250);
     const code = downloader.proc.child.exitCode;
     const clinicLog = fs.readFileSync(downloader.proc.logPath, 'utf8');
     const outputs = newOutputs(dest, startedMs);

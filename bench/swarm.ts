@@ -5,7 +5,7 @@
  */
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { canConnect, freePort, GiveUp, p2p, p2pJson, PROGRAMS, waitFor, type Started, type Workspace } from './harness.js';
+import { canConnect, freePort, GiveUp, p2p, p2pJson, PROGRAMS, until, type Started, type Workspace } from './harness.js';
 
 export interface Peer {
   name: string;
@@ -25,10 +25,10 @@ export async function startTracker(ws: Workspace): Promise<{ proc: Started; addr
   const port = await freePort();
   const address = `127.0.0.1:${port}`;
   const proc = ws.start('tracker', PROGRAMS.tracker, ['--listen', address, '--data', await ws.mkdir('tracker'), '--log-level', 'warn']);
-  await waitFor('the tracker to listen', async () => {
+  await until('the tracker to listen', async () => {
     if (proc.child.exitCode !== null) throw new GiveUp(`the tracker exited: ${ws.tail(proc)}`);
     return (await canConnect(port)) ? true : undefined;
-  });
+  }, 60_000, 100);
   return { proc, address };
 }
 
@@ -70,7 +70,7 @@ export async function startPeer(ws: Workspace, name: string, tracker: string, op
 
 /** Waits until a peer answers `p2p status`, connected to the tracker and sharing at least `sharedAtLeast` files. */
 export async function waitReady(ws: Workspace, peer: Peer, sharedAtLeast: number): Promise<void> {
-  await waitFor(
+  await until(
     `${peer.name} to connect and share ${sharedAtLeast} file(s)`,
     async () => {
       if (peer.proc.child.exitCode !== null) throw new GiveUp(`${peer.name} exited: ${ws.tail(peer.proc)}`);
@@ -81,16 +81,17 @@ export async function waitReady(ws: Workspace, peer: Peer, sharedAtLeast: number
     },
     // Hashing a 1 GiB file takes a few seconds per seeder, more when several hash at once on few cores.
     180_000,
+    100,
   );
 }
 
 /** Waits until the tracker lists `holders` peers for the file, as `peer` sees it; returns the file id. */
 export async function waitHolders(peer: Peer, name: string, holders: number): Promise<string> {
-  return waitFor(`the tracker to list ${holders} holder(s) of ${name}`, async () => {
+  return until(`the tracker to list ${holders} holder(s) of ${name}`, async () => {
     const { value } = await p2pJson<Array<{ name: string; id: string; peers: number }>>(peer.socket, ['search', name], 5000);
     const f = value.find((x) => x.name === name);
     return f && f.peers === holders ? f.id : undefined;
-  });
+  }, 60_000, 100);
 }
 
 /** What `p2p get --json` prints (shared/INTERFACE.md). */

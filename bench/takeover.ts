@@ -22,6 +22,7 @@
  * Writes bench/results/takeover.{json,md} for a full run (20 rounds, default timings), or where --results
  * says; a shorter run only prints its table.
  */
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes, randomFillSync } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -30,19 +31,21 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { AdminClient } from '../cli/admin.js';
 import { ControlClient, type StatusInfo } from '../peerd/index.js';
+import { TrackerProcess } from '../test/helpers/tracker-process.js';
+import { reservePorts } from '../test/helpers/wait.js';
 import {
   assertBuilt,
   codeVersion,
   cpuSeconds,
-  freePort,
   GiveUp,
   machineBusySeconds,
   machineInfo,
   median,
+  percentile,
   PROGRAMS,
   ROOT,
   sleep,
-  waitFor,
+  until,
   waitQuiet,
   Workspace,
   type Started, intFlag } from './harness.js';
@@ -141,72 +144,6 @@ function log(line: string): void {
   process.stderr.write(`${line}\n`);
 }
 
-/** One `p2p-tracker` process, restartable, with an admin session to it that is reopened after a failure. */
-class TrackerProc {
-  proc: Started | undefined;
-  private admin: AdminClient | undefined;
-
-  constructor(
-    private readonly ws: Workspace,
-    readonly name: string,
-    readonly port: number,
-    private readonly args: string[],
-    private readonly token: string,
-  ) {}
-
-  get address(): string {
-    return `127.0.0.1:${this.port}`;
-  }
-
-  start(): void {
-    this.proc = this.ws.start(this.name, PROGRAMS.tracker, ['--listen', this.address, ...this.args]);
-  }
-
-  /** kill -9, by the pid this benchmark started; resolves once the process is gone. */
-  async kill9(): Promise<void> {
-    const p = this.proc;
-    this.dropAdmin();
-    if (!p) return;
-    this.proc = undefined;
-    if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
-    await p.exited;
-  }
-
-  /** A clean stop (SIGTERM). */
-  async stop(): Promise<void> {
-    this.dropAdmin();
-    if (this.proc) await this.ws.stop(this.proc);
-    this.proc = undefined;
-  }
-
-  async session(): Promise<AdminClient> {
-    this.admin ??= await AdminClient.connect(this.address, this.token);
-    return this.admin;
-  }
-
-  dropAdmin(): void {
-    this.admin?.close();
-    this.admin = undefined;
-  }
-
-  /** This tracker's own row of `admin status`. */
-  async self(): Promise<{ role: string; term: number; hash: string; seq: number }> {
-    try {
-      const { trackers } = await (await this.session()).status();
-      const row = trackers.find((r) => r.address === this.address);
-      if (!row) throw new Error(`${this.address} is not in its own admin status`);
-      return row;
-    } catch (err) {
-      this.dropAdmin();
-      throw err;
-    }
-  }
-
-  tail(): string {
-    return this.proc ? this.ws.tail(this.proc) : '';
-  }
-}
-
 class Peer {
   constructor(
     readonly name: string,
@@ -219,33 +156,38 @@ class Peer {
   }
 }
 
-/** Trackers of one setup: `--cluster` of all of them (a lone tracker gets no --cluster at all). */
-async function makeTrackers(ws: Workspace, label: string, n: number, opts: Options, tokenFile: string, token: string): Promise<TrackerProc[]> {
-  const ports: number[] = [];
-  while (ports.length < n) {
-    const p = await freePort();
-    if (!ports.includes(p)) ports.push(p);
-  }
-  const cluster = ports.map((p) => `127.0.0.1:${p}`).join(',');
-  const trackers: TrackerProc[] = [];
+/**
+ * Trackers of one setup: `--cluster` of all of them (a lone tracker gets no --cluster at all), each a
+ * process of the workspace (its log in NAME.log there, stopped at cleanup).
+ */
+async function makeTrackers(ws: Workspace, label: string, n: number, opts: Options, tokenFile: string, token: string): Promise<TrackerProcess[]> {
+  const ports = await reservePorts(n);
+  const cluster = ports.map((p) => `127.0.0.1:${p}`);
+  const trackers: TrackerProcess[] = [];
   for (let i = 0; i < n; i++) {
-    const data = await ws.mkdir(`${label}-t${i}`);
-    const args = [
-      ...(n > 1 ? ['--cluster', cluster] : []),
-      '--data', data,
-      '--admin-token-file', tokenFile,
-      '--heartbeat-ms', String(opts.heartbeatMs),
-      '--failover-ms', String(opts.failoverMs),
-      '--log-level', 'info',
-    ];
-    trackers.push(new TrackerProc(ws, `${label}-t${i}`, ports[i]!, args, token));
+    const name = `${label}-t${i}`;
+    const dataDir = await ws.mkdir(name);
+    const launch = (args: string[]): ChildProcess => {
+      const started = ws.start(name, args[0]!, args.slice(1));
+      launched.set(name, started);
+      return started.child;
+    };
+    trackers.push(new TrackerProcess({ name, port: ports[i]!, cluster, dataDir, tokenFile, token, heartbeatMs: opts.heartbeatMs, failoverMs: opts.failoverMs, launch }));
   }
   return trackers;
 }
 
+/** The workspace's record of each tracker's last start, for its log. */
+const launched = new Map<string, Started>();
+
+function tail(ws: Workspace, tr: TrackerProcess): string {
+  const started = launched.get(tr.name);
+  return started ? ws.tail(started) : '';
+}
+
 /** Rank 0 is main, every other tracker is an in-sync backup in its term. */
-async function chainRestored(trackers: TrackerProc[]): Promise<true | undefined> {
-  const rows = await Promise.all(trackers.map((t) => t.self()));
+async function chainRestored(trackers: TrackerProcess[]): Promise<true | undefined> {
+  const rows = await Promise.all(trackers.map((t) => t.admin.self()));
   const main = rows[0]!;
   if (main.role !== 'primary') return undefined;
   const ok = rows.slice(1).every((r) => r.role === 'backup' && r.term === main.term && r.hash === main.hash);
@@ -268,13 +210,8 @@ async function allHolders(via: Peer, peerCount: number): Promise<true | undefine
 
 /** Polls `check` every `everyMs` from now; resolves with the ms since `since` at which it first held. */
 async function timeUntil(what: string, since: number, everyMs: number, check: () => Promise<boolean>): Promise<number> {
-  for (;;) {
-    const ok = await check().catch(() => false);
-    const at = performance.now() - since;
-    if (ok) return at;
-    if (at > MEASURE_TIMEOUT_MS) throw new Error(`${what}: not within ${MEASURE_TIMEOUT_MS / 1000} s of the kill`);
-    await sleep(everyMs);
-  }
+  await until(`${what} (within ${MEASURE_TIMEOUT_MS / 1000} s of the kill)`, check, MEASURE_TIMEOUT_MS - (performance.now() - since), everyMs);
+  return performance.now() - since;
 }
 
 interface Round {
@@ -295,12 +232,12 @@ interface Round {
 
 async function takeoverRounds(ws: Workspace, opts: Options, tokenFile: string, token: string): Promise<Round[]> {
   const trackers = await makeTrackers(ws, 'pair', 2, opts, tokenFile, token);
-  const [a, b] = trackers as [TrackerProc, TrackerProc];
+  const [a, b] = trackers as [TrackerProcess, TrackerProcess];
   const cluster = trackers.map((t) => t.address).join(',');
   const peers: Peer[] = [];
   try {
     for (const t of trackers) t.start();
-    await waitFor('the main and its backup', () => chainRestored(trackers).catch(() => undefined), 30_000, 50);
+    await until('the main and its backup', () => chainRestored(trackers).catch(() => undefined), 30_000, 50);
 
     // Each peer shares a file of its own and one they all hold (hard links of one file).
     const common = Buffer.alloc(SMALL_FILE_BYTES);
@@ -315,13 +252,13 @@ async function takeoverRounds(ws: Workspace, opts: Options, tokenFile: string, t
       await fsp.writeFile(path.join(share, `${name}.bin`), randomBytes(SMALL_FILE_BYTES));
       const proc = ws.start(name, PROGRAMS.peerd, ['--trackers', cluster, '--share', share, '--data', data, '--listen', '127.0.0.1:0', '--log-level', 'info']);
       const socket = path.join(data, 'peerd.sock');
-      const client = await waitFor(`${name} to answer on its control socket`, async () => {
+      const client = await until(`${name} to answer on its control socket`, async () => {
         if (proc.child.exitCode !== null) throw new GiveUp(`${name} exited: ${ws.tail(proc)}`);
         return ControlClient.connect(socket);
       }, 30_000, 50);
       peers.push(new Peer(name, proc, client));
     }
-    await waitFor('every peer with the main, every file with all its holders', async () => {
+    await until('every peer with the main, every file with all its holders', async () => {
       const st = await Promise.all(peers.map((p) => p.status()));
       if (!st.every((s) => withMain(s, a.address) && s.shared === 2)) return undefined;
       return allHolders(peers[0]!, opts.peers);
@@ -332,23 +269,23 @@ async function takeoverRounds(ws: Workspace, opts: Options, tokenFile: string, t
     for (let round = 1; round <= opts.rounds; round++) {
       // Kill at a random point of the heartbeat period, not in step with the previous round's restore.
       await sleep(Math.random() * opts.heartbeatMs);
-      const termBefore = (await a.self()).term;
+      const termBefore = (await a.admin.self()).term;
       const killedAt = performance.now();
       const killed = a.kill9();
-      const takeover = timeUntil('the backup taking over', killedAt, opts.pollMs, async () => (await b.self()).role === 'primary');
+      const takeover = timeUntil('the backup taking over', killedAt, opts.pollMs, async () => (await b.admin.self()).role === 'primary');
       const peerMs = Promise.all(peers.map((p) => timeUntil(`${p.name} with the new main`, killedAt, opts.pollMs * 2, async () => withMain(await p.status(), b.address))));
       const [takeoverMs, perPeer] = await Promise.all([takeover, peerMs, killed]);
       const holdersOkMs = await timeUntil('every holder listed on the new main', killedAt, opts.pollMs * 2, async () => (await allHolders(peers[0]!, opts.peers)) === true);
-      const termAfter = (await b.self()).term;
+      const termAfter = (await b.admin.self()).term;
 
       const restartedAt = performance.now();
       a.start();
-      await waitFor('the chain of command back (rank 0 main, states identical, every peer with it)', async () => {
+      await until('the chain of command back (rank 0 main, states identical, every peer with it)', async () => {
         if (!(await chainRestored(trackers))) return undefined;
         const st = await Promise.all(peers.map((p) => p.status()));
         return st.every((s) => withMain(s, a.address)) ? true : undefined;
       }, 30_000, 20).catch((err: Error) => {
-        throw new Error(`${err.message}\n--- ${a.name}:\n${a.tail()}\n--- ${b.name}:\n${b.tail()}`);
+        throw new Error(`${err.message}\n--- ${a.name}:\n${tail(ws, a)}\n--- ${b.name}:\n${tail(ws, b)}`);
       });
       const restoreMs = performance.now() - restartedAt;
       const peersBackMs = Math.max(...perPeer);
@@ -404,21 +341,21 @@ async function writeRun(ws: Workspace, setup: WriteRun['setup'], label: string, 
   const trackers = await makeTrackers(ws, label, setup === 'lone' ? 1 : 2, opts, tokenFile, token);
   try {
     for (const t of trackers) t.start();
-    await waitFor(`the ${setup} setup to be ready`, () => chainRestored(trackers).catch(() => undefined), 30_000, 50);
-    const admin = await trackers[0]!.session();
-    await blast(admin, 1, WARMUP_WRITES, opts.inFlight);
-    const pids = trackers.map((t) => t.proc!.pid);
+    await until(`the ${setup} setup to be ready`, () => chainRestored(trackers).catch(() => undefined), 30_000, 50);
+    const main = trackers[0]!.admin;
+    await main.withSession((admin) => blast(admin, 1, WARMUP_WRITES, opts.inFlight));
+    const pids = trackers.map((t) => t.proc!.pid!);
     const cpuBefore = pids.map((pid) => cpuSeconds(pid));
     const machineBefore = machineBusySeconds();
     const ownBefore = process.cpuUsage();
-    const seconds = await blast(admin, 2, opts.writes, opts.inFlight);
+    const seconds = await main.withSession((admin) => blast(admin, 2, opts.writes, opts.inFlight));
     const cpuEach = pids.map((pid, i) => cpuSeconds(pid) - cpuBefore[i]!);
     const trackerCpu = cpuEach.reduce((a, b) => a + b, 0);
     const own = process.cpuUsage(ownBefore);
     const other = Math.max(0, machineBusySeconds() - machineBefore - trackerCpu - (own.user + own.system) / 1e6);
     if (setup === 'replicated') {
       // Sanity: the backup really held every write (a lone tracker would be faster for the wrong reason).
-      const { entries } = await (await trackers[1]!.session()).blacklist();
+      const entries = await trackers[1]!.admin.blacklist();
       if (entries.length !== WARMUP_WRITES + opts.writes) throw new Error(`the backup holds ${entries.length} entries, expected ${WARMUP_WRITES + opts.writes}`);
     }
     return {
@@ -444,7 +381,7 @@ async function writeThroughput(ws: Workspace, opts: Options, tokenFile: string, 
   for (let pair = 1; pair <= opts.writeRuns; pair++) {
     for (let attempt = 1; attempt <= PAIR_ATTEMPTS; attempt++) {
       if (opts.waitQuietSeconds > 0) {
-        const busy = await waitQuiet(opts.waitQuietSeconds);
+        const busy = await waitQuiet(opts.waitQuietSeconds * 1000);
         if (busy >= 0.1) log(`  the machine is still ${fmt(100 * busy)}% busy after ${opts.waitQuietSeconds} s; going on`);
       }
       const order = pair % 2 ? (['lone', 'replicated'] as const) : (['replicated', 'lone'] as const);
@@ -463,13 +400,6 @@ async function writeThroughput(ws: Workspace, opts: Options, tokenFile: string, 
     }
   }
   return runs;
-}
-
-/** Nearest-rank percentile. */
-function percentile(values: number[], p: number): number {
-  if (values.length === 0) return NaN;
-  const s = [...values].sort((x, y) => x - y);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
 }
 
 interface Report {

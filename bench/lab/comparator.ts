@@ -10,8 +10,8 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { GiveUp, memoryBytes, sleep, waitFor, type Started } from '../harness.js';
-import { costMeter, waitQuiet, quietWaitMs, type Lab, type WindowCost } from './lab.js';
+import { GiveUp, memoryBytes, sleep, until, waitQuiet, type Started } from '../harness.js';
+import { costMeter, LAB_QUIET, quietWaitMs, type Lab, type WindowCost } from './lab.js';
 import { sha256File, type TestFile } from './scenario.js';
 
 export const COMPARATORS = ['aria2c'] as const;
@@ -137,7 +137,7 @@ export async function startNginx(lab: Lab, programs: ComparatorPrograms, host: s
   const proc = lab.run(`nginx-${host}`, host, programs.nginx, ['-e', path.join(dir, 'error.log'), '-p', dir, '-c', conf], { group: 'nginx' });
   // nginx writes its pid file after it has bound its listening socket, and the lab's own namespace has no
   // address on the bridge to try a connection: the pid file is the sign that it listens.
-  await waitFor(`nginx in ${host} to listen`, async () => {
+  await until(`nginx in ${host} to listen`, async () => {
     if (proc.child.exitCode !== null || proc.child.signalCode !== null) throw new GiveUp(`nginx in ${host} exited: ${lab.ws.tail(proc)} ${readTail(path.join(dir, 'error.log'))}`);
     try {
       const pid = Number(fs.readFileSync(path.join(dir, 'nginx.pid'), 'utf8').trim());
@@ -147,7 +147,7 @@ export async function startNginx(lab: Lab, programs: ComparatorPrograms, host: s
       if (err instanceof GiveUp) throw err;
       return undefined;
     }
-  });
+  }, 60_000, 100);
   return proc;
 }
 
@@ -187,7 +187,7 @@ export async function fetchWithAria2c(lab: Lab, programs: ComparatorPrograms, ho
   const out = path.join(dir, file.name);
   const uris = seederHosts.map((h) => fileUri(lab.net.host(h).ip, file.name));
   const sentBefore = seederHosts.map((h) => lab.net.uplinkStats(h).sentBytes);
-  const otherBusyBefore = await waitQuiet(quietWaitMs());
+  const otherBusyBefore = await waitQuiet(quietWaitMs(), LAB_QUIET);
   const meter = costMeter();
   const t0 = performance.now();
   const proc = lab.run(`aria2c-${host}.${seederHosts.length}`, host, programs.aria2c, aria2cArgs({ uris, dir, outName: file.name }), { group: 'aria2c' });

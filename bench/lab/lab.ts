@@ -9,7 +9,7 @@ import os from 'node:os';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { ControlClient, type CommandName, type ControlCommands, type DownloadResult, type StatusInfo } from '../../peerd/index.js';
-import { cpuTimes, GiveUp, machineBusySeconds, memoryBytes, PROGRAMS, ROOT, sleep, waitFor, type Started, type Workspace } from '../harness.js';
+import { cpuTimes, GiveUp, machineBusySeconds, memoryBytes, PROGRAMS, ROOT, sleep, until, waitQuiet, type Started, type Workspace } from '../harness.js';
 import { groupCpu, inGroup, labCpuSeconds, type CpuGroupName, type CpuUsage } from './cpu-account.js';
 import { LabNetwork, type LinkCaps } from './network.js';
 
@@ -157,21 +157,11 @@ export function costMeter(): (wallSeconds: number) => WindowCost {
 }
 
 /**
- * The lab shares the machine with whatever else runs. Before a measurement, wait (up to `maxWaitMs`)
- * until the machine is mostly idle over half a second (< 15% of its cores busy: the lab's idle daemons
- * use a little); returns the last busy fraction seen.
+ * The lab shares the machine with whatever else runs. Before a measurement it waits (harness waitQuiet)
+ * until the machine is mostly idle over half a second: < 15% of its cores busy, as the lab's idle daemons
+ * use a little.
  */
-export async function waitQuiet(maxWaitMs: number): Promise<number> {
-  if (maxWaitMs <= 0) return NaN;
-  const deadline = performance.now() + maxWaitMs;
-  const cores = os.cpus().length;
-  for (;;) {
-    const b0 = machineBusySeconds();
-    await sleep(500);
-    const frac = (machineBusySeconds() - b0) / (0.5 * cores);
-    if (frac < 0.15 || performance.now() >= deadline) return frac;
-  }
-}
+export const LAB_QUIET = { share: 0.15, windowMs: 500 };
 
 /**
  * From progress samples: when the first verified bytes arrived, and the rate between 10% and 90% of the
@@ -233,10 +223,10 @@ export class Lab {
     this.trackerAddress = `${h.ip}:${TRACKER_PORT}`;
     const proc = this.spawn('tracker', host, programs.tracker, ['--listen', this.trackerAddress, '--data', await this.ws.mkdir('tracker'), '--log-level', 'info']);
     // The lab's own namespace has no address on the bridge, so readiness is read from the tracker's log.
-    await waitFor('the tracker to listen', async () => {
+    await until('the tracker to listen', async () => {
       if (proc.child.exitCode !== null) throw new GiveUp(`the tracker exited: ${this.ws.tail(proc)}`);
       return fs.readFileSync(proc.logPath, 'utf8').includes('tracker listening') ? true : undefined;
-    });
+    }, 60_000, 100);
     return proc;
   }
 
@@ -259,7 +249,7 @@ export class Lab {
 
   /** Until the daemon answers on its socket and is connected to the tracker. */
   async waitReady(peer: LabPeer, timeoutMs = 30_000): Promise<StatusInfo> {
-    return waitFor(
+    return until(
       `${peer.name} to connect to the tracker`,
       async () => {
         if (peer.proc.child.exitCode !== null || peer.proc.child.signalCode !== null) throw new GiveUp(`${peer.name} exited: ${this.ws.tail(peer.proc)}`);
@@ -295,7 +285,7 @@ export class Lab {
 
   /** Until the tracker lists exactly `holders` peers for the file, as seen from `peer`. */
   async waitHolders(peer: LabPeer, fileName: string, holders: number, timeoutMs = 30_000): Promise<void> {
-    await waitFor(
+    await until(
       `${holders} holders of ${fileName}`,
       async () => {
         const hits = await control(peer.socket, 'search', { text: fileName });
@@ -312,10 +302,10 @@ export class Lab {
     const h = this.net.host(host);
     // Network emulation, not the product: no CPU group, so its CPU is the lab's, not the product's.
     const proc = this.run(`proxy-${host}-${listenPort}`, host, process.execPath, [programs.delayProxy, '--listen', `${h.ip}:${listenPort}`, '--target', target, '--delay-ms', String(delayMs)]);
-    await waitFor(`the delay proxy in ${host}`, async () => {
+    await until(`the delay proxy in ${host}`, async () => {
       if (proc.child.exitCode !== null) throw new GiveUp(`the delay proxy exited: ${this.ws.tail(proc)}`);
       return fs.readFileSync(proc.logPath, 'utf8').includes('delay proxy listening') ? true : undefined;
-    });
+    }, 60_000, 100);
     return proc;
   }
 
@@ -329,7 +319,7 @@ export class Lab {
     fileName: string,
     opts: { strategy?: 'adaptive' | 'original'; overwrite?: boolean; quietWaitMs?: number; timeoutMs?: number; sampleMs?: number; onSample?: (s: ProgressSample) => Promise<void> | void } = {},
   ): Promise<GetOutcome> {
-    const quietBefore = await waitQuiet(opts.quietWaitMs ?? defaultQuietWaitMs);
+    const quietBefore = await waitQuiet(opts.quietWaitMs ?? defaultQuietWaitMs, LAB_QUIET);
     const pid = peer.proc.pid;
     const cpuBefore = cpuTimes(pid);
     const rssBeforeBytes = memoryBytes(pid, 'VmRSS');

@@ -5,7 +5,10 @@
 import { once } from 'node:events';
 import net from 'node:net';
 import { Connection, Framer, decodeBody, dial, type Address, type ConnectionOptions, type DialOptions, type Frame, type RequestHandler } from '../../protocol/index.js';
-import type { Tap } from './roundtrip.js';
+import type { PeerDaemonOptions } from '../../peerd/index.js';
+import { Fleet, type TestPeer } from './fleet.js';
+import { TcpProxy } from './relay.js';
+import type { Tap } from './tap.js';
 
 export interface TestServer {
   readonly port: number;
@@ -98,27 +101,34 @@ export const turn = (): Promise<void> => new Promise((resolve) => setImmediate(r
 
 /** A TCP relay to `target()` that records every byte it passes, both ways: what a sniffer on the wire sees. */
 export async function sniffer(t: Tap, target: () => number): Promise<{ address: Address; seen: () => Buffer; bytes: () => number }> {
-  const chunks: Buffer[] = [];
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(target(), '127.0.0.1');
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('error', () => undefined);
-      s.on('close', () => sockets.delete(s));
-      s.on('data', (d: Buffer) => chunks.push(Buffer.from(d)));
-    }
-    client.on('data', (d: Buffer) => upstream.write(d));
-    upstream.on('data', (d: Buffer) => client.write(d));
-    client.on('end', () => upstream.end());
-    upstream.on('end', () => client.end());
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(async () => {
-    for (const s of sockets) s.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  const address = { host: '127.0.0.1', port: (server.address() as net.AddressInfo).port };
-  return { address, seen: () => Buffer.concat(chunks), bytes: () => chunks.reduce((n, c) => n + c.length, 0) };
+  const relay = new TcpProxy(target, { record: true });
+  await relay.listen();
+  t.teardown(() => relay.close());
+  return { address: { host: '127.0.0.1', port: relay.port }, seen: () => relay.seen(), bytes: () => relay.bytes() };
+}
+
+export interface Sniffed {
+  fleet: Fleet;
+  seeder: TestPeer;
+  downloader: TestPeer;
+  /** What passes between the peers and the tracker, and between the downloader and the seeder. */
+  onTrackerLink: Awaited<ReturnType<typeof sniffer>>;
+  onPeerLink: Awaited<ReturnType<typeof sniffer>>;
+}
+
+/**
+ * A tracker, a seeder and a downloader with a sniffer on every link: both peers reach the tracker through
+ * one, and the seeder advertises the other's address, so the tracker sends downloaders through it.
+ */
+export async function sniffedPeers(t: Tap, options: { seeder?: Partial<PeerDaemonOptions>; downloader?: Partial<PeerDaemonOptions> } = {}): Promise<Sniffed> {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  const onTrackerLink = await sniffer(t, () => fleet.trackerAddress.port);
+  let seederPort = 0;
+  const onPeerLink = await sniffer(t, () => seederPort);
+  const trackers = [onTrackerLink.address];
+  const seeder = await fleet.startPeer('seeder', { trackers, advertise: onPeerLink.address, ...options.seeder });
+  seederPort = seeder.daemon.chunkServer.address!.port;
+  const downloader = await fleet.startPeer('downloader', { trackers, ...options.downloader });
+  return { fleet, seeder, downloader, onTrackerLink, onPeerLink };
 }

@@ -7,11 +7,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type t from 'tap';
 import { until } from './wait.js';
 import { ROOT } from './root.js';
+import type { Tap } from './tap.js';
 
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
 export { ROOT };
 export const PROGRAMS = { 'p2p': 'dist/cli/main.js', 'p2p-tracker': 'dist/daemon/main.js', 'p2p-peerd': 'dist/peerd/main.js' } as const;

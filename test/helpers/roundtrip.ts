@@ -2,10 +2,9 @@
  * The round-trip table: one helper turns a list of (message, body, expected frame bytes) into encode,
  * decode and round-trip tests, so adding a row is all a new message needs.
  */
-import type t from 'tap';
 import { Framer, Messages, decodeBody, encodeFrame, type Body, type Frame, type MessageName } from '../../protocol/index.js';
+import type { Tap } from './tap.js';
 
-export type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
 /** One row: `frame` is the whole expected frame (header and body), built without the code under test. */
 export type Sample = {

@@ -3,7 +3,7 @@
  * (protocol/tls.ts). A test client presents a key of its own and, unless it checks one, accepts the
  * server's key.
  */
-import { dial, generateKeyPair, P2PError, tlsIdentity, type Connection, type DialOptions, type KeyPair, type KnownKeys, type TlsDialOptions, type TlsIdentity } from '../../protocol/index.js';
+import { dial, generateKeyPair, P2PError, tlsIdentity, type Address, type Body, type Connection, type DialOptions, type KeyPair, type KnownKeys, type TlsDialOptions, type TlsIdentity } from '../../protocol/index.js';
 import { clientHandshake } from '../../peerd/handshake.js';
 
 const identities = new Map<string, TlsIdentity>();
@@ -28,16 +28,24 @@ export function tlsAs(keys: KeyPair | undefined, expect?: Buffer): TlsDialOption
   };
 }
 
-/** Dials 127.0.0.1:`port` in TLS as a peer with `keys` and completes the handshake (HELLO -> WELCOME). */
-export async function peerSession(port: number, keys: KeyPair = generateKeyPair().keys, options: DialOptions = {}, listenPort = 1): Promise<Connection> {
-  const conn = await dial({ host: '127.0.0.1', port }, { connectTimeoutMs: 1000, requestTimeoutMs: 3000, ...options, tls: tlsAs(keys) });
+/**
+ * Dials `to` (an address, or a port on 127.0.0.1) in TLS as a peer with `keys` and completes the
+ * handshake (HELLO -> WELCOME), as a hand-written client would: the connection and the tracker's WELCOME.
+ */
+export async function peerHandshake(to: Address | number, keys: KeyPair = generateKeyPair().keys, options: DialOptions = {}, listenPort = 1): Promise<{ conn: Connection; welcome: Body<'WELCOME'> }> {
+  const address = typeof to === 'number' ? { host: '127.0.0.1', port: to } : to;
+  const conn = await dial(address, { connectTimeoutMs: 1000, requestTimeoutMs: 3000, ...options, tls: tlsAs(keys) });
   try {
-    await clientHandshake(conn, listenPort);
+    return { conn, welcome: await clientHandshake(conn, listenPort) };
   } catch (err) {
     conn.destroy();
     throw err;
   }
-  return conn;
+}
+
+/** peerHandshake's connection alone. */
+export async function peerSession(to: Address | number, keys: KeyPair = generateKeyPair().keys, options: DialOptions = {}, listenPort = 1): Promise<Connection> {
+  return (await peerHandshake(to, keys, options, listenPort)).conn;
 }
 
 /** What a TrackerClient needs to present: a fresh identity, and its own memory of tracker keys. */

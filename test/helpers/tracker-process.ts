@@ -6,24 +6,29 @@
  * `--cluster` is positional (a tracker's rank is the place of its own --listen in the list), so each
  * tracker can be given its own list: its own entry is its real address, the others' entries are the
  * proxies through which it reaches them. The trackers' ports are
- * reserved (bound, then freed: reservePorts) before anything starts; the proxies listen on port 0, never on one of them.
+ * reserved (bound, then freed: reservePorts) before anything starts; the proxies (relay.ts) listen on port 0, never on one of them.
+ * Nothing here imports tap: the takeover benchmark runs its trackers with TrackerProcess too.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type tap from 'tap';
 import { AdminClient } from '../../cli/admin.js';
 import { toP2PError, type Body } from '../../protocol/index.js';
+import { closeMesh, proxyMesh, setLinks, type ProxyMesh, type ProxyMode } from './relay.js';
 import { reservePorts, until } from './wait.js';
+import { PROGRAMS } from './programs.js';
 import { repoPath } from './root.js';
 
-export type Tap = Parameters<Parameters<typeof tap.test>[0]>[0];
+/** What a cluster needs of a tap test (or of anything that ends): a place to register its cleanup. */
+export interface Scope {
+  teardown(fn: () => unknown): void;
+}
+
 export type StatusRow = Body<'ADMIN_STATUS_RESULT'>['trackers'][number];
 
-export const TRACKER_BIN = repoPath('dist/daemon/main.js');
+export const TRACKER_BIN = repoPath(PROGRAMS['p2p-tracker']);
 
 const label = (port: number): string => `127.0.0.1:${port}`;
 const errorCode = (err: unknown): string => (err instanceof TestTimeoutError ? TEST_TIMEOUT : toP2PError(err).code);
@@ -70,7 +75,12 @@ export class TrackerAdmin {
     private readonly token: string,
   ) {}
 
-  private async read<T>(fn: (c: AdminClient) => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` on the shared session (opened on first use, reopened after any failure): the reads below,
+   * and writes that should not pay a handshake each (a writer loop, a benchmark's burst) and that throw
+   * when refused, unlike add and remove.
+   */
+  async withSession<T>(fn: (c: AdminClient) => Promise<T>): Promise<T> {
     this.session ??= await AdminClient.connect(this.address, this.token);
     const c = this.session;
     try {
@@ -86,7 +96,7 @@ export class TrackerAdmin {
 
   /** Every tracker's row of `admin status`, as this tracker sees them. */
   status(): Promise<StatusRow[]> {
-    return this.read(async (c) => (await c.status()).trackers);
+    return this.withSession(async (c) => (await c.status()).trackers);
   }
 
   /** This tracker's own row (its role, term, seq, state hash). */
@@ -98,7 +108,7 @@ export class TrackerAdmin {
 
   /** `blacklist ls`: the targets, sorted. */
   async blacklist(): Promise<string[]> {
-    return this.read(async (c) => (await c.blacklist()).entries.map((e) => e.target).sort());
+    return this.withSession(async (c) => (await c.blacklist()).entries.map((e) => e.target).sort());
   }
 
   add(target: string, reason = 'test', timeoutMs = 4000): Promise<WriteOutcome> {
@@ -183,14 +193,20 @@ export interface TrackerProcessOptions {
   name: string;
   /** Its --listen port, on 127.0.0.1. */
   port: number;
-  /** Its --cluster list, in rank order; its own entry must be its --listen address. */
+  /** Its --cluster list, in rank order; its own entry must be its --listen address. A list of one: a lone tracker, no --cluster. */
   cluster: string[];
   dataDir: string;
   tokenFile: string;
   token: string;
-  heartbeatMs: number;
-  failoverMs: number;
+  /** Its --heartbeat-ms and --failover-ms; the tracker's defaults where not given. */
+  heartbeatMs?: number;
+  failoverMs?: number;
   extraArgs?: string[];
+  /**
+   * Starts the process from its arguments (after `node`): by default a child of this process whose stderr
+   * is kept in `log`. The benchmarks start it in their Workspace instead (stderr to a file, stopped at cleanup).
+   */
+  launch?: (args: string[]) => ChildProcess;
 }
 
 /** One real p2p-tracker process, started and faulted at will; its stderr (JSON log lines) is kept. */
@@ -228,12 +244,13 @@ export class TrackerProcess {
   start(): void {
     if (this.running) throw new Error(`${this.name} is already running`);
     const o = this.opts;
-    const args = [TRACKER_BIN, '--listen', this.address, '--cluster', o.cluster.join(','), '--data', o.dataDir, '--admin-token-file', o.tokenFile,
-      '--heartbeat-ms', String(o.heartbeatMs), '--failover-ms', String(o.failoverMs), '--log-level', 'info'];
-    args.push(...(o.extraArgs ?? []));
-    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const args = [TRACKER_BIN, '--listen', this.address, ...(o.cluster.length > 1 ? ['--cluster', o.cluster.join(',')] : []), '--data', o.dataDir, '--admin-token-file', o.tokenFile];
+    if (o.heartbeatMs !== undefined) args.push('--heartbeat-ms', String(o.heartbeatMs));
+    if (o.failoverMs !== undefined) args.push('--failover-ms', String(o.failoverMs));
+    args.push('--log-level', 'info', ...(o.extraArgs ?? []));
+    const proc = o.launch ? o.launch(args) : spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     this.log += `--- ${this.name} started (pid ${proc.pid}) ---\n`;
-    proc.stderr!.setEncoding('utf8').on('data', (d: string) => (this.log += d));
+    proc.stderr?.setEncoding('utf8').on('data', (d: string) => (this.log += d));
     proc.once('exit', (code, signal) => (this.log += `--- ${this.name} exited (${signal ?? code}) ---\n`));
     this.proc = proc;
     this.paused = false;
@@ -321,142 +338,11 @@ export class TrackerProcess {
   }
 }
 
-/** How a proxy treats traffic: pass it, drop it (reset every connection, refuse new ones), or stall it. */
-export type ProxyMode = 'pass' | 'drop' | 'stall';
-
-/**
- * A TCP proxy between two trackers: passes, drops (resets every connection, refuses new ones) or stalls
- * (holds every byte, in order, until set to pass again) the traffic. Passing can be throttled (a slow
- * link). Bytes it still holds when either end closes are lost, as a crashed machine's unsent data is.
- */
-export class TcpProxy {
-  mode: ProxyMode = 'pass';
-  port = 0;
-  private server: net.Server;
-  private readonly pipes = new Set<{ from: net.Socket; to: net.Socket; held: Buffer[] }>();
-  private readonly sockets = new Set<net.Socket>();
-  /** Bytes per second that each direction of each connection carries while passing (undefined: no limit). */
-  private bytesPerSec: number | undefined;
-  private pump: NodeJS.Timeout | undefined;
-  private pumpedAt = 0;
-
-  constructor(private readonly targetPort: number) {
-    this.server = net.createServer((client) => this.accept(client));
-  }
-
-  get address(): string {
-    return label(this.port);
-  }
-
-  /**
-   * Listens on a port the kernel picks, never one in `avoid`: the trackers' ports are reserved and freed
-   * before they start, so the kernel may hand one of them out again.
-   */
-  async listen(avoid: ReadonlySet<number>): Promise<void> {
-    const refused: net.Server[] = [];
-    for (;;) {
-      await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
-      this.port = (this.server.address() as net.AddressInfo).port;
-      if (!avoid.has(this.port)) break;
-      refused.push(this.server);
-      this.server = net.createServer((client) => this.accept(client));
-    }
-    await Promise.all(refused.map((s) => new Promise((r) => s.close(r))));
-  }
-
-  private accept(client: net.Socket): void {
-    if (this.mode === 'drop') return void client.destroy();
-    const upstream = net.connect(this.targetPort, '127.0.0.1');
-    for (const s of [client, upstream]) {
-      this.sockets.add(s);
-      s.on('error', () => undefined);
-      s.on('close', () => {
-        this.sockets.delete(s);
-        client.destroy();
-        upstream.destroy();
-      });
-    }
-    this.pipe(client, upstream);
-    this.pipe(upstream, client);
-  }
-
-  private pipe(from: net.Socket, to: net.Socket): void {
-    const p = { from, to, held: [] as Buffer[] };
-    this.pipes.add(p);
-    from.on('close', () => this.pipes.delete(p));
-    from.on('data', (d: Buffer) => {
-      if (this.mode === 'pass' && this.bytesPerSec === undefined && p.held.length === 0) return void to.write(d);
-      p.held.push(d);
-      this.flush();
-    });
-  }
-
-  set(mode: ProxyMode): void {
-    this.mode = mode;
-    if (mode === 'drop') for (const s of this.sockets) s.destroy();
-    this.flush();
-  }
-
-  /** Limits what passes to `bytesPerSec` each way on each connection, or (undefined) lifts the limit. */
-  throttle(bytesPerSec: number | undefined): void {
-    this.bytesPerSec = bytesPerSec;
-    this.flush();
-  }
-
-  /** Passes held bytes: all at once, or (throttled) a share every 10 ms. */
-  private flush(): void {
-    if (this.mode !== 'pass') return;
-    if (this.bytesPerSec === undefined) {
-      this.stopPump();
-      for (const p of this.pipes) for (const d of p.held.splice(0)) p.to.write(d);
-      return;
-    }
-    if (this.pump || ![...this.pipes].some((p) => p.held.length > 0)) return;
-    this.pumpedAt = Date.now();
-    this.pump = setInterval(() => this.passShare(), 10);
-  }
-
-  /** Passes what the time since the last share allows (timers fire late on a loaded machine). */
-  private passShare(): void {
-    if (this.mode !== 'pass' || this.bytesPerSec === undefined) {
-      this.stopPump();
-      return this.flush();
-    }
-    const now = Date.now();
-    const elapsedMs = Math.min(100, now - this.pumpedAt);
-    this.pumpedAt = now;
-    let holding = false;
-    for (const p of this.pipes) {
-      let budget = Math.max(1, Math.floor((this.bytesPerSec * elapsedMs) / 1000));
-      while (budget > 0 && p.held.length > 0) {
-        const d = p.held[0]!;
-        const n = Math.min(budget, d.length);
-        p.to.write(d.subarray(0, n));
-        if (n === d.length) p.held.shift();
-        else p.held[0] = d.subarray(n);
-        budget -= n;
-      }
-      holding ||= p.held.length > 0;
-    }
-    if (!holding) this.stopPump();
-  }
-
-  private stopPump(): void {
-    clearInterval(this.pump);
-    this.pump = undefined;
-  }
-
-  async close(): Promise<void> {
-    this.stopPump();
-    for (const s of this.sockets) s.destroy();
-    await new Promise((r) => this.server.close(r));
-  }
-}
-
 export interface TrackerClusterOptions {
   size: number;
-  heartbeatMs: number;
-  failoverMs: number;
+  /** The trackers' --heartbeat-ms and --failover-ms; their defaults where not given. */
+  heartbeatMs?: number;
+  failoverMs?: number;
   /** Put a proxy on every link between two trackers, so that partitions can be made. */
   proxies?: boolean;
   extraArgs?: string[];
@@ -472,7 +358,7 @@ export interface MainSighting {
 export class TrackerCluster {
   readonly trackers: TrackerProcess[];
   /** proxies[i][j]: how tracker i reaches tracker j (only with `proxies`). */
-  readonly proxies: Array<Array<TcpProxy | undefined>> = [];
+  proxies: ProxyMesh = [];
   readonly token = randomBytes(18).toString('hex');
 
   private constructor(
@@ -483,7 +369,7 @@ export class TrackerCluster {
     this.trackers = [];
   }
 
-  static async create(t: Tap, opts: TrackerClusterOptions): Promise<TrackerCluster> {
+  static async create(t: Scope, opts: TrackerClusterOptions): Promise<TrackerCluster> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p2p-faults-'));
     const c = new TrackerCluster(dir, await reservePorts(opts.size), opts);
     t.teardown(() => c.close());
@@ -495,18 +381,7 @@ export class TrackerCluster {
     const { opts, ports, dir } = this;
     const tokenFile = path.join(dir, 'admin-token');
     fs.writeFileSync(tokenFile, this.token, { mode: 0o600 });
-    if (opts.proxies) {
-      const reserved = new Set(ports);
-      for (let i = 0; i < ports.length; i++) {
-        this.proxies[i] = [];
-        for (let j = 0; j < ports.length; j++) {
-          if (i === j) continue;
-          const p = new TcpProxy(ports[j]!);
-          await p.listen(reserved);
-          this.proxies[i]![j] = p;
-        }
-      }
-    }
+    if (opts.proxies) this.proxies = await proxyMesh(ports);
     for (let i = 0; i < ports.length; i++) {
       const cluster = ports.map((port, j) => (j === i || !opts.proxies ? label(port) : this.proxies[i]![j]!.address));
       this.trackers.push(
@@ -517,8 +392,8 @@ export class TrackerCluster {
           dataDir: path.join(dir, `t${i}`),
           tokenFile,
           token: this.token,
-          heartbeatMs: opts.heartbeatMs,
-          failoverMs: opts.failoverMs,
+          ...(opts.heartbeatMs !== undefined ? { heartbeatMs: opts.heartbeatMs } : {}),
+          ...(opts.failoverMs !== undefined ? { failoverMs: opts.failoverMs } : {}),
           ...(opts.extraArgs ? { extraArgs: opts.extraArgs } : {}),
         }),
       );
@@ -528,10 +403,7 @@ export class TrackerCluster {
   /** Cuts (drop, stall) or heals (pass) every link between tracker i and each of `others`, both ways. */
   link(i: number, others: number[], mode: ProxyMode): void {
     if (!this.opts.proxies) throw new Error('this cluster was made without proxies');
-    for (const j of others) {
-      this.proxies[i]![j]!.set(mode);
-      this.proxies[j]![i]!.set(mode);
-    }
+    setLinks(this.proxies, i, others, mode);
   }
 
   /**
@@ -569,24 +441,24 @@ export class TrackerCluster {
    * Fails after `deadlineMs`, saying what each tracker said last.
    */
   async oneMain(among: TrackerProcess[] = this.trackers, { deadlineMs = 5000, stableMs = 0 } = {}): Promise<MainSighting> {
-    const deadline = Date.now() + deadlineMs;
     let since: { main: TrackerProcess; term: number; at: number } | undefined;
     let last = new Map<TrackerProcess, StatusRow | undefined>();
-    for (;;) {
-      last = await this.sight(among);
-      const rows = [...last.values()];
-      const mains = [...last].filter(([, r]) => r?.role === 'primary');
-      if (rows.every((r) => r) && mains.length === 1) {
+    const what = `single main among ${among.map((tr) => tr.name).join(', ')}`;
+    try {
+      return await until(what, async () => {
+        last = await this.sight(among);
+        const rows = [...last.values()];
+        const mains = [...last].filter(([, r]) => r?.role === 'primary');
+        if (!rows.every((r) => r) || mains.length !== 1) {
+          since = undefined;
+          return undefined;
+        }
         const [main, row] = mains[0]!;
         if (!since || since.main !== main || since.term !== row!.term) since = { main, term: row!.term, at: Date.now() };
-        if (Date.now() - since.at >= stableMs) return { main, rows: new Map([...last].map(([tr, r]) => [tr, r!])) };
-      } else {
-        since = undefined;
-      }
-      if (Date.now() > deadline) {
-        throw new Error(`no single main among ${among.map((tr) => tr.name).join(', ')} within ${deadlineMs} ms${stableMs ? ` (stable for ${stableMs} ms)` : ''}: ${this.describe(last)}`);
-      }
-      await new Promise((r) => setTimeout(r, 25));
+        return Date.now() - since.at >= stableMs ? { main, rows: new Map([...last].map(([tr, r]) => [tr, r!])) } : undefined;
+      }, deadlineMs);
+    } catch {
+      throw new Error(`no ${what} within ${deadlineMs} ms${stableMs ? ` (stable for ${stableMs} ms)` : ''}: ${this.describe(last)}`);
     }
   }
 
@@ -628,7 +500,7 @@ export class TrackerCluster {
 
   async close(): Promise<void> {
     await Promise.all(this.trackers.map((tr) => tr.kill9()));
-    for (const row of this.proxies) for (const p of row) await p?.close();
+    await closeMesh(this.proxies);
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }

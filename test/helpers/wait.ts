@@ -1,4 +1,7 @@
-/** Small helpers shared by the integration tests: ports known before a cluster starts, and polling. */
+/**
+ * Waiting, shared by the tests and the benchmarks (bench/harness.ts re-exports it; nothing here imports
+ * tap): polling until something holds, sleeping, and ports known before a cluster starts.
+ */
 import net from 'node:net';
 
 /** Ports for daemons that must know each other's addresses before they start (bound, then freed). */
@@ -20,7 +23,17 @@ export async function reservePorts(n: number): Promise<number[]> {
   return ports;
 }
 
-/** Polls `check` until it returns a value (not undefined or false), or fails after `ms`. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Thrown by a check to stop waiting at once (a process died), rather than retrying until the deadline. */
+export class GiveUp extends Error {}
+
+/**
+ * Polls `check` every `everyMs` until it returns a value (not undefined or false), or fails after `ms`.
+ * A check that throws is tried again (the thing is not up yet), unless it throws GiveUp.
+ */
 export async function until<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, ms = 10_000, everyMs = 25): Promise<T> {
   const deadline = Date.now() + ms;
   let lastErr: unknown;
@@ -29,9 +42,10 @@ export async function until<T>(what: string, check: () => Promise<T | undefined 
       const v = await check();
       if (v !== undefined && v !== false) return v;
     } catch (err) {
+      if (err instanceof GiveUp) throw err;
       lastErr = err;
     }
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}${lastErr ? ` (last error: ${(lastErr as Error).message})` : ''}`);
-    await new Promise((r) => setTimeout(r, everyMs));
+    await sleep(everyMs);
   }
 }

@@ -13,10 +13,11 @@ import type { Tracker } from '../../daemon/tracker.js';
 import { clientHandshake } from '../../peerd/handshake.js';
 import { dial, formatAddress, generateKeyPair, toP2PError, type Address, type Connection, type KeyPair } from '../../protocol/index.js';
 import { ADMIN_TOKEN, Fleet, type TestPeer } from '../helpers/fleet.js';
-import { TcpProxy } from '../helpers/tracker-process.js';
+import { until } from '../helpers/wait.js';
+import { TcpProxy } from '../helpers/relay.js';
 import { tlsAs } from '../helpers/tls.js';
+import type { Tap } from '../helpers/tap.js';
 
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
 const addr = (a: Address): string => formatAddress(a.host, a.port);
 
@@ -66,14 +67,14 @@ async function connectToSeeder(t: Tap, s: Setup, keys: KeyPair): Promise<{ conn?
 /** Cuts every link of the seeder to the trackers, and waits until it knows. */
 async function cutSeeder(s: Setup): Promise<void> {
   for (const p of s.proxies) p.set('drop');
-  await Fleet.until('the seeder to lose its tracker session', async () => ((await s.seeder.call('status', {})).tracker.state !== 'connected' ? true : undefined));
+  await until('the seeder to lose its tracker session', async () => ((await s.seeder.call('status', {})).tracker.state !== 'connected' ? true : undefined));
 }
 
 /** Heals the seeder's link to tracker `i` only, and waits until it has a session there. */
 async function healSeeder(s: Setup, i: number): Promise<void> {
   s.proxies[i]!.set('pass');
   const via = `127.0.0.1:${s.proxies[i]!.port}`;
-  await Fleet.until(`the seeder back with tracker ${i}`, async () => {
+  await until(`the seeder back with tracker ${i}`, async () => {
     const st = (await s.seeder.call('status', {})).tracker;
     return st.state === 'connected' && st.address === via ? true : undefined;
   });
@@ -81,7 +82,7 @@ async function healSeeder(s: Setup, i: number): Promise<void> {
 
 /** Waits until every tracker holds (or no longer holds) `target`: the change is committed everywhere. */
 async function everywhere(s: Setup, target: string, banned: boolean): Promise<void> {
-  await Fleet.until(`every tracker to ${banned ? 'ban' : 'lift the ban on'} ${target}`, () =>
+  await until(`every tracker to ${banned ? 'ban' : 'lift the ban on'} ${target}`, () =>
     s.trackers.every((tr) => !!tr.state.isBanned(target, '') === banned) ? true : undefined,
   );
 }
@@ -92,14 +93,14 @@ t.test('a missed un-ban heals on reconnect: the seeder serves the un-banned peer
   t.equal((await connectToSeeder(t, s, downloader)).code, 'served', 'the seeder serves the downloader at first');
 
   await s.admin.add(downloader.peerId, 'test ban');
-  await Fleet.until('the pushed ban to reach the seeder', async () => ((await connectToSeeder(t, s, downloader)).code === 'P2P_BLACKLISTED' ? true : undefined));
+  await until('the pushed ban to reach the seeder', async () => ((await connectToSeeder(t, s, downloader)).code === 'P2P_BLACKLISTED' ? true : undefined));
 
   await cutSeeder(s);
   await s.admin.remove(downloader.peerId);
   await everywhere(s, downloader.peerId, false);
   // The seeder fails over to the backup, which holds the un-ban by replication but pushed it to nobody here.
   await healSeeder(s, 1);
-  const served = await Fleet.until('the seeder to serve the un-banned downloader', async () => ((await connectToSeeder(t, s, downloader)).code === 'served' ? true : undefined), 8000).catch(() => false);
+  const served = await until('the seeder to serve the un-banned downloader', async () => ((await connectToSeeder(t, s, downloader)).code === 'served' ? true : undefined), 8000).catch(() => false);
   t.ok(served, 'after reconnecting to another tracker, the seeder follows its list: the un-banned peer is served');
   const held = s.seeder.daemon.blacklist.syncedVersion;
   t.match(held, /^\d+\.\d+$/, `the seeder re-synced to a version (${held})`);
@@ -120,7 +121,7 @@ t.test('a missed ban heals on reconnect: the banned peer loses the connection it
   await s.admin.add(downloader.peerId, 'banned while the seeder was away');
   await everywhere(s, downloader.peerId, true);
   await healSeeder(s, 0);
-  const closed = await Fleet.until('the seeder to cut the banned peer\'s connection', () => (open.isClosed ? true : undefined), 8000).catch(() => false);
+  const closed = await until('the seeder to cut the banned peer\'s connection', () => (open.isClosed ? true : undefined), 8000).catch(() => false);
   t.ok(closed, 'the connection the banned peer already had is closed once the seeder re-syncs, as a pushed ban does');
   t.equal(lastWord, 'P2P_BLACKLISTED', 'saying why');
   t.equal((await connectToSeeder(t, s, downloader)).code, 'P2P_BLACKLISTED', 'and a new connection is refused');

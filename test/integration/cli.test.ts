@@ -6,7 +6,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { ADMIN_TOKEN, Fleet } from '../helpers/fleet.js';
+import { ADMIN_TOKEN } from '../helpers/fleet.js';
+import { until } from '../helpers/wait.js';
 import { PROGRAMS, run, start, tempDir, VERSION, type Daemon, type Program, type Result } from '../helpers/programs.js';
 
 const noStack = (stderr: string): boolean => !/^\s+at .+[:(]/m.test(stderr);
@@ -101,7 +102,7 @@ t.test('the real programs: --json, exit codes 3 and 4, admin, report, and a clea
 
   const content = Buffer.alloc(3 * 1024 * 1024 + 77, 'p2pshare ');
   fs.writeFileSync(path.join(seeder.share, 'report.pdf'), content);
-  const hits = await Fleet.until('report.pdf in search', async () => {
+  const hits = await until('report.pdf in search', async () => {
     const h = json<Array<{ name: string; id: string; size: number; peers: number }>>(await p2p(leecher, 'search', 'REPORT', '--json'));
     return h.length === 1 ? h : undefined;
   });

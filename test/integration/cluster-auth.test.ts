@@ -29,7 +29,7 @@ import {
   type TrackerLinkClaim,
 } from '../../protocol/index.js';
 import { identityOf, tlsAs } from '../helpers/tls.js';
-import type { Tap } from '../helpers/roundtrip.js';
+import type { Tap } from '../helpers/tap.js';
 import { reservePorts, until } from '../helpers/wait.js';
 
 const local = (port: number): Address => ({ host: '127.0.0.1', port });

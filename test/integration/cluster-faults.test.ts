@@ -16,11 +16,11 @@
  *      banned the same target earlier; additions from both sides are kept.
  * A write that fails or times out is "unknown": it may or may not be kept. Every acknowledged one must be.
  */
-import net from 'node:net';
 import t from 'tap';
 import { dial, encodeLinkClaim, generateKeyPair, Role, toP2PError, type Body } from '../../protocol/index.js';
 import { peerSession, tlsAs } from '../helpers/tls.js';
-import { settle, TrackerCluster, type ProxyMode, type StatusRow, type TrackerProcess, type WriteOutcome } from '../helpers/tracker-process.js';
+import { TcpProxy, type ProxyMode } from '../helpers/relay.js';
+import { settle, TrackerCluster, type StatusRow, type TrackerProcess, type WriteOutcome } from '../helpers/tracker-process.js';
 
 const HEARTBEAT_MS = 50;
 const FAILOVER_MS = 300;
@@ -443,10 +443,8 @@ t.test('issue 9 (5): three trackers, nothing visible before it is committed: a b
  * (a RAFT append in term 1000) on that connection.
  */
 class RelayingAttacker {
-  readonly relayed: number[] = [];
   readonly claims: string[] = [];
-  private readonly server: net.Server;
-  private readonly sockets = new Set<net.Socket>();
+  private readonly relay: TcpProxy;
   private readonly keys = generateKeyPair().keys;
 
   constructor(
@@ -454,26 +452,16 @@ class RelayingAttacker {
     /** The --listen port of each genuine tracker, by rank. */
     private readonly ports: number[],
   ) {
-    this.server = net.createServer((socket) => this.relay(socket));
+    this.relay = new TcpProxy(() => this.ports[this.relay.dialed.length % this.ports.length]!);
+  }
+
+  /** The genuine tracker's port each connection was relayed to. */
+  get relayed(): readonly number[] {
+    return this.relay.dialed;
   }
 
   listen(port: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, '127.0.0.1', () => resolve());
-    });
-  }
-
-  private relay(inbound: net.Socket): void {
-    const to = this.ports[this.relayed.length % this.ports.length]!;
-    this.relayed.push(to);
-    const outbound = net.connect(to, '127.0.0.1');
-    for (const s of [inbound, outbound]) {
-      this.sockets.add(s);
-      s.on('error', () => undefined);
-      s.on('close', () => this.sockets.delete(s));
-    }
-    inbound.pipe(outbound).pipe(inbound);
+    return this.relay.listen(new Set(), port);
   }
 
   /** Dials the tracker at `port` with the attacker's own key as rank `rank`, then claims command there. */
@@ -492,9 +480,8 @@ class RelayingAttacker {
     }
   }
 
-  async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await new Promise((r) => this.server.close(r));
+  close(): Promise<void> {
+    return this.relay.close();
   }
 }
 

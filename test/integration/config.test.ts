@@ -8,8 +8,8 @@ import path from 'node:path';
 import t from 'tap';
 import { run, start, tempDir, type Program } from '../helpers/programs.js';
 import { until } from '../helpers/wait.js';
+import type { Tap } from '../helpers/tap.js';
 
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
 interface PrintedConfig {
   program: string;

@@ -6,9 +6,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { Fleet } from '../helpers/fleet.js';
+import { Fleet, sameContent } from '../helpers/fleet.js';
+import { until } from '../helpers/wait.js';
 
-const same = (a: string, b: string): boolean => fs.readFileSync(a).equals(fs.readFileSync(b));
 
 t.test('a file shared on three peers arrives byte-identical on a fourth, from several of them, and is then shared', async (t) => {
   const fleet = new Fleet(t);
@@ -29,7 +29,7 @@ t.test('a file shared on three peers arrives byte-identical on a fourth, from se
   const events: string[] = [];
   const out = path.join(fleet.dir, 'got.bin');
   const r = await d.call('get', { key: 'data set.bin', out, overwrite: false }, (ev) => events.push(String(ev.type)));
-  t.ok(same(orig, out), 'downloaded bytes equal the original');
+  t.ok(sameContent(orig, out), 'downloaded bytes equal the original');
   t.ok(r.peers.filter((p) => p.bytes > 0).length >= 2, 'several peers contributed');
   t.equal(r.peers.reduce((n, p) => n + p.bytes, 0), r.size, "the peers' parts add up to the file");
   t.ok(events.includes('started'), 'progress events reach the client');
@@ -62,11 +62,11 @@ t.test('a seeder whose file was damaged after sharing cannot spoil a download', 
 
   const out = path.join(fleet.dir, 'got.bin');
   const r = await d.call('get', { key: 'f.bin', out, overwrite: false });
-  t.ok(same(orig, out), 'the download is intact');
+  t.ok(sameContent(orig, out), 'the download is intact');
   const fromBad = r.peers.find((x) => x.id === bad.daemon.peerId);
   t.equal(fromBad?.bytes ?? 0, 0, 'the damaged seeder sent nothing');
   // The damaged seeder noticed and re-hashed its copy: it now shares it under a different id.
-  const files = await Fleet.until('the damaged copy to be re-hashed', async () => {
+  const files = await until('the damaged copy to be re-hashed', async () => {
     const f = await bad.call('files', {});
     return f.length === 1 && f[0]!.id !== r.id ? f : undefined;
   });
@@ -95,7 +95,7 @@ t.test('a seeder that dies mid-download loses its chunks to the others', async (
     }
   });
   t.ok(killed, 'a seeder was stopped during the download');
-  t.ok(same(orig, out), 'the download completed intact');
+  t.ok(sameContent(orig, out), 'the download completed intact');
   t.ok(r.peers.filter((p) => p.id !== victim.daemon.peerId && p.bytes > 0).length >= 1, 'the survivors carried it');
 });
 
@@ -136,7 +136,7 @@ t.test('get refuses to overwrite unless told, resolves ids, and reports unknown 
   const s2 = await fleet.startPeer('s2');
   fs.writeFileSync(path.join(s2.shareDir, 'a.txt'), 'version two');
   await s2.call('share', { paths: [path.join(s2.shareDir, 'a.txt')] });
-  await Fleet.until('two a.txt files', async () => ((await d.call('search', { text: 'a.txt' })).length === 2 ? true : undefined));
+  await until('two a.txt files', async () => ((await d.call('search', { text: 'a.txt' })).length === 2 ? true : undefined));
   await t.rejects(d.call('get', { key: 'a.txt', out: path.join(fleet.dir, 'x.txt'), overwrite: false }), { code: 'P2P_BAD_REQUEST', message: new RegExp(shared!.id) });
 });
 
@@ -162,7 +162,7 @@ t.test('a shared file that changes is announced under its new id, and the old id
   await Fleet.held(d, 'log.txt', 1);
   const [before] = await d.call('search', { text: 'log.txt' });
   fs.appendFileSync(p, 'second line, written later\n');
-  const after = await Fleet.until('only the new version listed', async () => {
+  const after = await until('only the new version listed', async () => {
     const hits = await d.call('search', { text: 'log.txt' });
     return hits.length === 1 && hits[0]!.id !== before!.id ? hits : undefined;
   });

@@ -15,8 +15,8 @@ import type { BlacklistCache } from '../../peerd/blacklist-cache.js';
 import type { TrackerClient } from '../../peerd/tracker-client.js';
 import { generateKeyPair, silentLogger, type Body } from '../../protocol/index.js';
 import { identityOf } from '../helpers/tls.js';
+import type { Tap } from '../helpers/tap.js';
 
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
 function deps(t: Tap, lookup: () => Promise<Body<'LOOKUP_RESULT'>>): DownloadDeps {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p2p-download-'));

@@ -11,19 +11,12 @@ import t from 'tap';
 import { AdminClient } from '../../cli/admin.js';
 import { generateKeyPair, formatAddress } from '../../protocol/index.js';
 import { ADMIN_TOKEN, Fleet } from '../helpers/fleet.js';
-import { sniffer } from '../helpers/net.js';
+import { until } from '../helpers/wait.js';
+import { sniffedPeers } from '../helpers/net.js';
 
 t.test('a sniffer on every link sees no admin token, no file name and no file content', async (t) => {
-  const fleet = new Fleet(t);
-  await fleet.startTracker();
-  const onTrackerLink = await sniffer(t, () => fleet.trackerAddress.port);
-  let seederPort = 0;
-  const onPeerLink = await sniffer(t, () => seederPort);
-  const trackers = [onTrackerLink.address];
   // The seeder tells the tracker to send downloaders through the sniffer.
-  const seeder = await fleet.startPeer('seeder', { trackers, advertise: onPeerLink.address });
-  seederPort = seeder.daemon.chunkServer.address!.port;
-  const downloader = await fleet.startPeer('downloader', { trackers });
+  const { fleet, seeder, downloader, onTrackerLink, onPeerLink } = await sniffedPeers(t);
 
   const name = 'quarterly-secret-plans.txt';
   const marker = 'THE-CONTENT-MARKER-7f3a9';
@@ -59,7 +52,7 @@ t.test('a peer refuses a tracker whose key is not the pinned one, or not the one
   const wrongPin = await fleet.startPeer('wrong-pin', { trackers: [{ ...fleet.trackerAddress, id: generateKeyPair().keys.peerId }] });
   const pinned = await fleet.startPeer('pinned', { trackers: [{ ...fleet.trackerAddress, id: realId }] });
   const learner = await fleet.startPeer('learner');
-  await Fleet.until('the pinned peer and the learner to be connected', async () => ((await pinned.call('status', {})).tracker.state === 'connected' && (await learner.call('status', {})).tracker.state === 'connected') || undefined, 5000);
+  await until('the pinned peer and the learner to be connected', async () => ((await pinned.call('status', {})).tracker.state === 'connected' && (await learner.call('status', {})).tracker.state === 'connected') || undefined, 5000);
   t.pass('a peer with the right pin, and one that learns the key on first contact, connect');
   t.not((await wrongPin.call('status', {})).tracker.state, 'connected', 'a peer with another id pinned does not connect');
   await t.rejects(wrongPin.call('search', { text: '' }), 'and can do nothing there');
@@ -69,13 +62,13 @@ t.test('a peer refuses a tracker whose key is not the pinned one, or not the one
   await fleet.startTracker({ dataDir: path.join(fleet.dir, 'tracker-reinstalled') }, port);
   const newId = fleet.tracker.identity.keys.peerId;
   t.not(newId, realId, 'the reinstalled tracker has a new key');
-  await Fleet.until('the learner to notice the tracker went away', async () => ((await learner.call('status', {})).tracker.state !== 'connected' ? true : undefined), 5000);
+  await until('the learner to notice the tracker went away', async () => ((await learner.call('status', {})).tracker.state !== 'connected' ? true : undefined), 5000);
   t.not((await learner.call('status', {})).tracker.state, 'connected', 'the learner refuses the changed key');
   t.not((await pinned.call('status', {})).tracker.state, 'connected', 'the pinned peer refuses it too');
 
   // The operator pins the new id: the peer daemon restarts with it and connects.
   await learner.stop();
   const repinned = await fleet.startPeer('learner-again', { trackers: [{ ...fleet.trackerAddress, id: newId }], dataDir: learner.dataDir });
-  await Fleet.until('the re-pinned peer to connect', async () => ((await repinned.call('status', {})).tracker.state === 'connected' ? true : undefined), 5000);
+  await until('the re-pinned peer to connect', async () => ((await repinned.call('status', {})).tracker.state === 'connected' ? true : undefined), 5000);
   t.pass('with the new id pinned, the same peer (same --data) connects again');
 });

@@ -7,10 +7,10 @@ import path from 'node:path';
 import t from 'tap';
 import { ControlClient } from '../../peerd/index.js';
 import { partialPathFor } from '../../peerd/downloader.js';
-import { Fleet } from '../helpers/fleet.js';
+import { Fleet, sameContent } from '../helpers/fleet.js';
+import { until } from '../helpers/wait.js';
 
 const MiB = 1024 * 1024;
-const same = (a: string, b: string): boolean => fs.readFileSync(a).equals(fs.readFileSync(b));
 
 async function seed(fleet: Fleet, name: string, file: string, opts = {}) {
   const p = await fleet.startPeer(name, opts);
@@ -35,7 +35,7 @@ t.test('--max-download-rate holds a download to its rate, and status shows it', 
   });
   await pending;
   const seconds = (performance.now() - started) / 1000;
-  t.ok(same(orig, out), 'intact');
+  t.ok(sameContent(orig, out), 'intact');
   // 8 MiB at 4 MiB/s with a 2 MiB burst: at least 1.5 s; a behaviour check, not a speed measurement.
   t.ok(seconds >= 1.4, `the limit slowed the download (${seconds.toFixed(2)} s)`);
   const status = await d.call('status', {});
@@ -55,7 +55,7 @@ t.test('endgame: chunks stuck on a crawling peer are fetched from a fast one', a
   await Fleet.held(d, 'f.bin', 2);
   const out = path.join(fleet.dir, 'got.bin');
   const r = await d.call('get', { key: 'f.bin', out, overwrite: false, strategy: 'original' });
-  t.ok(same(orig, out), 'intact');
+  t.ok(sameContent(orig, out), 'intact');
   const fromFast = r.peers.find((p) => p.id === fast.daemon.peerId)!;
   const fromSlow = r.peers.find((p) => p.id === slow.daemon.peerId);
   t.ok(fromFast.chunks >= 5, `the fast peer delivered the chunks the slow one held (${fromFast.chunks} of 6)`);
@@ -74,13 +74,13 @@ t.test('swarming: a peer serves the verified chunks of a file it is still downlo
   const first = d1.call('get', { key: 'f.bin', out: path.join(fleet.dir, 'one.bin'), overwrite: false });
   // Once the tracker lists d1 as a (partial) holder and d1 has some chunks, d2 starts.
   await Fleet.held(d2, 'f.bin', 2);
-  await Fleet.until('d1 to hold a few chunks', async () => {
+  await until('d1 to hold a few chunks', async () => {
     const s = await d1.call('status', {});
     return s.transfers[0] && s.transfers[0].bytes >= 4 * MiB ? true : undefined;
   });
   const second = await d2.call('get', { key: 'f.bin', out: path.join(fleet.dir, 'two.bin'), overwrite: false });
   await first;
-  t.ok(same(orig, path.join(fleet.dir, 'one.bin')) && same(orig, path.join(fleet.dir, 'two.bin')), 'both copies intact');
+  t.ok(sameContent(orig, path.join(fleet.dir, 'one.bin')) && sameContent(orig, path.join(fleet.dir, 'two.bin')), 'both copies intact');
   const fromD1 = second.peers.find((p) => p.id === d1.daemon.peerId);
   t.ok(fromD1 && fromD1.bytes > 0, `the second downloader got chunks from the first while it was downloading (${fromD1?.chunks ?? 0} chunks)`);
 });
@@ -104,10 +104,10 @@ t.test('a cancelled download resumes where it stopped, without fetching verified
       }
     }).catch(() => resolve());
   });
-  await Fleet.until('the download to stop', async () => ((await d.call('status', {})).transfers.length === 0 ? true : undefined));
+  await until('the download to stop', async () => ((await d.call('status', {})).transfers.length === 0 ? true : undefined));
   t.notOk(fs.existsSync(out), 'nothing is saved under the final name before it is complete');
   const r = await d.call('get', { key: 'f.bin', out, overwrite: false });
-  t.ok(same(orig, out), 'the resumed download is intact');
+  t.ok(sameContent(orig, out), 'the resumed download is intact');
   t.ok(r.resumedChunks >= 8, `verified chunks were kept (${r.resumedChunks})`);
   const fetched = r.peers.reduce((n, p) => n + p.chunks, 0);
   t.equal(fetched + r.resumedChunks, 24, 'only the missing chunks were fetched');
@@ -123,7 +123,7 @@ t.test('a daemon stopped mid-download finishes the download on its own when it s
   await Fleet.held(d, 'f.bin', 1);
   const out = path.join(fleet.dir, 'got.bin');
   const running = d.call('get', { key: 'f.bin', out, overwrite: false }).catch((err: Error) => err);
-  await Fleet.until('half the file', async () => {
+  await until('half the file', async () => {
     const s = await d.call('status', {});
     return s.transfers[0] && s.transfers[0].bytes >= 6 * MiB ? true : undefined;
   });
@@ -131,10 +131,10 @@ t.test('a daemon stopped mid-download finishes the download on its own when it s
   t.type(await running, Error, 'the interrupted get reports a failure');
   // Restarted slower, so the download it resumes on its own is still running when the user asks again.
   const again = await fleet.startPeer('d1', { maxDownloadRate: 4 * MiB });
-  await Fleet.until('the download to resume on its own', async () => ((await again.call('status', {})).transfers.length === 1 ? true : undefined));
+  await until('the download to resume on its own', async () => ((await again.call('status', {})).transfers.length === 1 ? true : undefined));
   const followed = await again.call('get', { key: 'f.bin', out, overwrite: false });
   t.equal(followed.path, out, 'running get again follows the resumed download instead of refusing');
-  t.ok(same(orig, out), 'intact after the restart');
+  t.ok(sameContent(orig, out), 'intact after the restart');
   const [transfer] = await again.call('transfers', {});
   t.ok(transfer && transfer.peers.reduce((n, p) => n + p.chunks, 0) < 16, 'the restarted daemon fetched only what was missing');
 });
@@ -162,7 +162,7 @@ t.test('after a crash, chunks written but not yet journaled are recovered by che
   d.daemon.db.startPartial(file!.id, part, out, 'f.bin', shared.encoded);
 
   const r = await d.call('get', { key: 'f.bin', out, overwrite: false });
-  t.ok(same(orig, out), 'intact');
+  t.ok(sameContent(orig, out), 'intact');
   t.equal(r.resumedChunks, 7, 'the seven whole chunks were recovered from disk');
   t.equal(r.peers.reduce((n, p) => n + p.chunks, 0), 12 - 7, 'only the other five were fetched (the torn one among them)');
 });
@@ -176,7 +176,7 @@ t.test('flash crowd: downloaders that start together trade chunks instead of all
   const crowd = [await fleet.startPeer('d1'), await fleet.startPeer('d2'), await fleet.startPeer('d3'), await fleet.startPeer('d4')];
   await Fleet.held(crowd[0]!, 'f.bin', 1);
   const results = await Promise.all(crowd.map((d) => d.call('get', { key: 'f.bin', out: path.join(fleet.dir, `${d.name}.bin`), overwrite: false })));
-  for (const d of crowd) t.ok(same(orig, path.join(fleet.dir, `${d.name}.bin`)), `${d.name} intact`);
+  for (const d of crowd) t.ok(sameContent(orig, path.join(fleet.dir, `${d.name}.bin`)), `${d.name} intact`);
   const fromPeers = results.map((r) => r.peers.filter((p) => p.id !== seeder.daemon.peerId).reduce((n, p) => n + p.chunks, 0));
   t.ok(fromPeers.filter((n) => n > 0).length >= 2, `downloaders fetched from each other (${fromPeers.join(', ')} chunks)`);
   const sent = seeder.daemon.chunkServer.bytesSent;

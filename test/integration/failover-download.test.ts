@@ -5,95 +5,35 @@
  * peers and arrive intact. Meanwhile `search` must work on the downloader within 3 s of the kill, and once
  * the download is done the new main must list the downloader as a complete holder.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { AdminClient } from '../../cli/admin.js';
 import type { DownloadProgress } from '../../peerd/index.js';
-import { ADMIN_TOKEN, Fleet, type TestPeer } from '../helpers/fleet.js';
-import { reservePorts } from '../helpers/wait.js';
+import { Fleet, type TestPeer } from '../helpers/fleet.js';
+import { TrackerCluster, type TrackerProcess } from '../helpers/tracker-process.js';
+import { until } from '../helpers/wait.js';
 import { peerSession } from '../helpers/tls.js';
-import { repoPath } from '../helpers/root.js';
 
-const TRACKER_BIN = repoPath('dist/daemon/main.js');
 const MIB = 1024 * 1024;
 /** Seeders' upload limit: three of them make the download last about 3 s, long enough to span a takeover. */
 const SEEDER_RATE = 2.5 * MIB;
 const FILE_MIB = 24;
 
-/** A real p2p-tracker process with an admin session to it. */
-class TrackerProcess {
-  proc: ChildProcess | undefined;
-  log = '';
-  private admin: AdminClient | undefined;
-
-  constructor(
-    readonly port: number,
-    private readonly args: string[],
-  ) {}
-
-  get address(): string {
-    return `127.0.0.1:${this.port}`;
-  }
-
-  start(): void {
-    const proc = spawn(process.execPath, [TRACKER_BIN, '--listen', this.address, ...this.args, '--log-level', 'info'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    proc.stderr!.setEncoding('utf8').on('data', (d: string) => (this.log += d));
-    this.proc = proc;
-  }
-
-  async kill9(): Promise<void> {
-    this.admin?.close();
-    this.admin = undefined;
-    const proc = this.proc;
-    this.proc = undefined;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-    const exited = new Promise((r) => proc.once('exit', r));
-    proc.kill('SIGKILL');
-    await exited;
-  }
-
-  /** This tracker's role, from its own row of `admin status`. */
-  async role(): Promise<string> {
-    try {
-      this.admin ??= await AdminClient.connect(this.address, ADMIN_TOKEN);
-      const { trackers } = await this.admin.status();
-      return trackers.find((r) => r.address === this.address)?.role ?? 'unknown';
-    } catch (err) {
-      this.admin?.close();
-      this.admin = undefined;
-      throw err;
-    }
-  }
-}
-
 const sha256 = (file: string): string => createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 
 t.test('a download under way when the main tracker is killed -9 finishes intact from the same peers; search and registration move to the new main', async (t) => {
   const fleet = new Fleet(t);
-  const [pa, pb] = await reservePorts(2);
-  const cluster = `127.0.0.1:${pa},127.0.0.1:${pb}`;
-  const trackerDir = fs.mkdtempSync(path.join(os.tmpdir(), 'p2p-failover-'));
-  const tokenFile = path.join(trackerDir, 'admin-token');
-  fs.writeFileSync(tokenFile, ADMIN_TOKEN, { mode: 0o600 });
-  const [main, backup] = ['a', 'b'].map(
-    (name, i) => new TrackerProcess([pa, pb][i]!, ['--cluster', cluster, '--data', path.join(trackerDir, name), '--admin-token-file', tokenFile]),
-  ) as [TrackerProcess, TrackerProcess];
-  t.teardown(async () => {
-    await main.kill9();
-    await backup.kill9();
-    fs.rmSync(trackerDir, { recursive: true, force: true });
-  });
+  const c = await TrackerCluster.create(t, { size: 2 }); // the trackers' default timings
+  const [main, backup] = c.trackers as [TrackerProcess, TrackerProcess];
   main.start();
   backup.start();
-  await Fleet.until('the first tracker of --cluster as main, the other as its backup', async () =>
-    (await main.role()) === 'primary' && (await backup.role()) === 'backup' ? true : undefined,
+  const role = async (tr: TrackerProcess): Promise<string> => (await tr.admin.self()).role;
+  await until('the first tracker of --cluster as main, the other as its backup', async () =>
+    (await role(main)) === 'primary' && (await role(backup)) === 'backup' ? true : undefined,
   );
 
-  const trackers = [{ host: '127.0.0.1', port: pa! }, { host: '127.0.0.1', port: pb! }];
+  const trackers = c.trackers.map((tr) => ({ host: '127.0.0.1', port: tr.port }));
   const orig = path.join(fleet.dir, 'orig.bin');
   Fleet.randomFile(orig, FILE_MIB);
   const seeders: TestPeer[] = [];
@@ -128,15 +68,11 @@ t.test('a download under way when the main tracker is killed -9 finishes intact 
   t.equal(peersAtKill, 3, 'all three seeders were in use when the main died');
 
   // While the backup takes over: search on the downloader, and when the backup reports itself main.
-  const searched = (async (): Promise<number | undefined> => {
-    for (;;) {
-      const hits = await d.call('search', { text: 'film' }).catch(() => []);
-      if (hits.some((h) => h.name === 'film.bin')) return Date.now() - killedAt;
-      if (Date.now() - killedAt > 3000) return undefined;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  })();
-  const tookOver = Fleet.until('the backup to take over', async () => ((await backup.role()) === 'primary' ? Date.now() : undefined));
+  const searched = until('search on the downloader to find film.bin', async () => (await d.call('search', { text: 'film' })).some((h) => h.name === 'film.bin'), 3000 - (Date.now() - killedAt), 50).then(
+    () => Date.now() - killedAt,
+    () => undefined,
+  );
+  const tookOver = until('the backup to take over', async () => ((await role(backup)) === 'primary' ? Date.now() : undefined));
 
   const searchMs = await searched;
   t.ok(searchMs !== undefined && searchMs <= 3000, searchMs === undefined ? 'search on the downloader did not find the file within 3 s of the kill' : `search on the downloader answered ${searchMs} ms after the kill`);
@@ -160,9 +96,9 @@ t.test('a download under way when the main tracker is killed -9 finishes intact 
   );
 
   // Registered with the new main, as a complete holder: asked of the new main itself.
-  const conn = await peerSession(pb!);
+  const conn = await peerSession(backup.port);
   t.teardown(() => conn.close());
-  const holder = await Fleet.until('the downloader listed by the new main as a complete holder', async () => {
+  const holder = await until('the downloader listed by the new main as a complete holder', async () => {
     const { peers } = await conn.request('LOOKUP', { id: Buffer.from(r.id, 'hex') }, 'LOOKUP_RESULT');
     const h = peers.find((p) => p.peerId === d.daemon.peerId);
     return h?.complete ? h : undefined;

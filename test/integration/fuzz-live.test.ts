@@ -35,9 +35,12 @@ import {
   type MessageName,
   type TrackerLinkClaim,
 } from '../../protocol/index.js';
+import { frame } from '../helpers/bytes.js';
 import { ADMIN_TOKEN, Fleet } from '../helpers/fleet.js';
+import { anyBytes, mutate, mutation } from '../helpers/mutate.js';
+import { splitAt } from '../helpers/roundtrip.js';
 import { identityOf } from '../helpers/tls.js';
-import { reservePorts } from '../helpers/wait.js';
+import { reservePorts, until } from '../helpers/wait.js';
 
 /** Runs per property; raise it (P2P_FUZZ_RUNS=5000) for a longer hunt. */
 const RUNS = Math.max(2, Number(process.env.P2P_FUZZ_RUNS) || 100);
@@ -170,51 +173,13 @@ function problem(o: Outcome): string | undefined {
 
 const codesOf = (o: Outcome): string[] => o.frames.filter((f) => f.name === 'ERROR').map((f) => decodeBody('ERROR', f.body).code);
 
-const bytes = (max: number): fc.Arbitrary<Buffer> => fc.uint8Array({ maxLength: max }).map((a) => Buffer.from(a));
-
 /** The same bytes cut into pieces (each written separately). */
-const pieces = (b: Buffer, cuts: readonly number[]): Buffer[] => {
-  const at = [...new Set(cuts.map((c) => c % Math.max(1, b.length)))].filter((c) => c > 0).sort((x, y) => x - y);
-  const out: Buffer[] = [];
-  let from = 0;
-  for (const c of at) {
-    out.push(b.subarray(from, c));
-    from = c;
-  }
-  out.push(b.subarray(from));
-  return out.filter((p) => p.length > 0);
-};
-
-function frameOf(type: number, requestId: number, body: Buffer): Buffer {
-  const head = Buffer.alloc(10);
-  head[0] = 1;
-  head[1] = type;
-  head.writeUInt32BE(requestId >>> 0, 2);
-  head.writeUInt32BE(body.length, 6);
-  return Buffer.concat([head, body]);
-}
+const pieces = (b: Buffer, cuts: readonly number[]): Buffer[] =>
+  splitAt(b, [...new Set(cuts.map((c) => c % Math.max(1, b.length)))].filter((c) => c > 0).sort((x, y) => x - y)).filter((p) => p.length > 0);
 
 const knownCodes = messageByCode.flatMap((n, code) => (n ? [code] : []));
 /** A valid header with a real message type and a random body: reaches the decoders and handlers. */
-const plausibleFrame = fc.tuple(fc.constantFrom(...knownCodes), fc.nat({ max: 0xffffffff }), bytes(160)).map(([type, id, body]) => frameOf(type, id, body));
-
-type Mutation = { kind: 'flip' | 'set' | 'insert' | 'delete' | 'truncate' | 'duplicate'; at: number; byte: number };
-const mutation: fc.Arbitrary<Mutation> = fc.record({ kind: fc.constantFrom('flip', 'set', 'insert', 'delete', 'truncate', 'duplicate'), at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }) });
-
-function mutate(original: Buffer, mutations: readonly Mutation[]): Buffer {
-  let b = Buffer.from(original);
-  for (const m of mutations) {
-    if (b.length === 0) break;
-    const at = m.at % b.length;
-    if (m.kind === 'flip') b[at]! ^= 1 << (m.byte % 8);
-    else if (m.kind === 'set') b[at] = m.byte;
-    else if (m.kind === 'insert') b = Buffer.concat([b.subarray(0, at), Buffer.from([m.byte]), b.subarray(at)]);
-    else if (m.kind === 'delete') b = Buffer.concat([b.subarray(0, at), b.subarray(at + 1)]);
-    else if (m.kind === 'truncate') b = b.subarray(0, at);
-    else b = Buffer.concat([b.subarray(0, at), b.subarray(at, at + 1 + (m.byte % 8)), b.subarray(at)]);
-  }
-  return b;
-}
+const plausibleFrame = fc.tuple(fc.constantFrom(...knownCodes), fc.nat({ max: 0xffffffff }), anyBytes(160)).map(([type, id, body]) => frame(type, id, body));
 
 const enc = <N extends MessageName>(name: N, id: number, body: Body<N>): Buffer => encodeFrame(name, id, body);
 const raft = (message: string): Buffer => enc('RAFT', 0, { message });
@@ -253,7 +218,7 @@ t.test('live daemons answer random and mutated bytes only with our own errors, a
   const local = (p: number): Address => ({ host: '127.0.0.1', port: p });
   const ghost = generateKeyPair().keys;
   await fleet.startTracker({ cluster: [local(port!), { ...local(ghostPort!), id: ghost.peerId }] }, port!);
-  await Fleet.until('the tracker to take command alone', () => fleet.tracker.cluster.isPrimary || undefined, 10_000);
+  await until('the tracker to take command alone', () => fleet.tracker.cluster.isPrimary || undefined, 10_000);
   const seeder = await fleet.startPeer('seeder');
   const healthy = await fleet.startPeer('healthy');
   const orig = path.join(fleet.dir, 'seed.bin');
@@ -307,7 +272,7 @@ t.test('live daemons answer random and mutated bytes only with our own errors, a
       ['chunk server', chunkServer],
     ];
     // Random bytes, and a TLS record header followed by garbage (it reaches the TLS parser's deeper paths).
-    const junk = fc.oneof(bytes(400), bytes(300).map((b) => Buffer.concat([Buffer.from([0x16, 0x03, 0x01, b.length >> 8, b.length & 0xff]), b])));
+    const junk = fc.oneof(anyBytes(400), anyBytes(300).map((b) => Buffer.concat([Buffer.from([0x16, 0x03, 0x01, b.length >> 8, b.length & 0xff]), b])));
     for (const [what, target] of listeners) {
       await fc.assert(
         fc.asyncProperty(junk, fc.array(fc.nat(), { maxLength: 6 }), async (b, cuts) => {
@@ -323,7 +288,7 @@ t.test('live daemons answer random and mutated bytes only with our own errors, a
 
   await t.test('random bytes inside TLS, cut into random pieces', async (t) => {
     for (const [what, target] of targets) {
-      await fc.assert(fc.asyncProperty(bytes(400), fc.array(fc.nat(), { maxLength: 6 }), async (b, cuts) => void (await probe(what, target, pieces(b, cuts)))), { numRuns: RUNS });
+      await fc.assert(fc.asyncProperty(anyBytes(400), fc.array(fc.nat(), { maxLength: 6 }), async (b, cuts) => void (await probe(what, target, pieces(b, cuts)))), { numRuns: RUNS });
       t.ok(await stillHealthy(), `${what}: ${RUNS} random byte strings; healthy clients still work`);
     }
   });
@@ -331,8 +296,8 @@ t.test('live daemons answer random and mutated bytes only with our own errors, a
   await t.test('a header with a wrong version or an unknown type is named as such', async (t) => {
     const badHeader = fc.oneof(
       // Another release's version (2-31) is P2P_VERSION; a first byte no release writes, P2P_BAD_VERSION.
-      fc.tuple(fc.integer({ min: 0, max: 255 }).filter((v) => v !== 1), bytes(40)).map(([v, rest]) => ({ code: v >= 2 && v <= 31 ? 'P2P_VERSION' : 'P2P_BAD_VERSION', b: Buffer.concat([Buffer.from([v, 0x03]), Buffer.alloc(8), rest]) })),
-      fc.tuple(fc.integer({ min: 0, max: 255 }).filter((v) => messageByCode[v] === undefined), bytes(40)).map(([type, rest]) => ({ code: 'P2P_UNKNOWN_MESSAGE', b: Buffer.concat([Buffer.from([1, type]), Buffer.alloc(8), rest]) })),
+      fc.tuple(fc.integer({ min: 0, max: 255 }).filter((v) => v !== 1), anyBytes(40)).map(([v, rest]) => ({ code: v >= 2 && v <= 31 ? 'P2P_VERSION' : 'P2P_BAD_VERSION', b: Buffer.concat([Buffer.from([v, 0x03]), Buffer.alloc(8), rest]) })),
+      fc.tuple(fc.integer({ min: 0, max: 255 }).filter((v) => messageByCode[v] === undefined), anyBytes(40)).map(([type, rest]) => ({ code: 'P2P_UNKNOWN_MESSAGE', b: Buffer.concat([Buffer.from([1, type]), Buffer.alloc(8), rest]) })),
     );
     for (const [what, target] of targets) {
       await fc.assert(
@@ -373,8 +338,8 @@ t.test('live daemons answer random and mutated bytes only with our own errors, a
 
     const garbage = fc.oneof(
       fc.array(plausibleFrame, { minLength: 1, maxLength: 4 }),
-      fc.tuple(bytes(400), fc.array(fc.nat(), { maxLength: 6 })).map(([b, cuts]) => pieces(b, cuts)),
-      fc.tuple(staleRaftMessage(term), bytes(60)).map(([m, tail]) => [raft(m), tail]),
+      fc.tuple(anyBytes(400), fc.array(fc.nat(), { maxLength: 6 })).map(([b, cuts]) => pieces(b, cuts)),
+      fc.tuple(staleRaftMessage(term), anyBytes(60)).map(([m, tail]) => [raft(m), tail]),
     );
     await fc.assert(fc.asyncProperty(garbage, async (data) => void (await probe(what, tracker, data, 'rank 1'))), { numRuns: RUNS / 2 });
     t.ok(await stillHealthy(), 'random frames and bytes on the link: healthy clients still work');
@@ -454,7 +419,7 @@ t.test('live daemons answer random and mutated bytes only with our own errors, a
 
   const classes = [...seen.entries()].map(([what, codes]) => `${what}: ${[...codes].sort().join(' ')}`);
   t.ok(seen.get('tracker')?.size, `the daemons did object, with our codes (${classes.join('; ')})`);
-  t.equal(await Fleet.until('fuzz sessions to be gone', () => (fleet.tracker.sessionCount === baselineSessions ? baselineSessions : undefined), 5000), baselineSessions, 'no fuzz session is left behind on the tracker');
+  t.equal(await until('fuzz sessions to be gone', () => (fleet.tracker.sessionCount === baselineSessions ? baselineSessions : undefined), 5000), baselineSessions, 'no fuzz session is left behind on the tracker');
   const out = path.join(fleet.dir, 'after-fuzz.bin');
   await healthy.call('get', { key: 'seed.bin', out, overwrite: false });
   t.ok(fs.readFileSync(out).equals(fs.readFileSync(orig)), 'after all that, a real download from the fuzzed seeder is intact');

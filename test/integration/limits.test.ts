@@ -25,9 +25,10 @@ import {
   type MessageName,
 } from '../../protocol/index.js';
 import { Fleet, type TestPeer } from '../helpers/fleet.js';
+import { until } from '../helpers/wait.js';
 import { identityOf } from '../helpers/tls.js';
+import type { Tap } from '../helpers/tap.js';
 
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
 const newKeys = (): KeyPair => generateKeyPair().keys;
 
@@ -74,7 +75,7 @@ class Raw {
 
   /** Waits for the answer to request `id`: the message's name, and the code if it is an ERROR. */
   async answer(id: number, ms = 3000): Promise<{ name: MessageName; code?: string; body: Buffer }> {
-    const f = await Fleet.until(`an answer to request ${id}`, () => this.frames.find((x) => x.requestId === id) ?? (this.closed ? null : undefined), ms);
+    const f = await until(`an answer to request ${id}`, () => this.frames.find((x) => x.requestId === id) ?? (this.closed ? null : undefined), ms);
     if (!f) throw new Error(`the connection closed without answering request ${id} (last words: ${this.lastWords.join(', ') || 'none'})`);
     return f.name === 'ERROR' ? { name: f.name, code: decodeBody('ERROR', f.body).code, body: f.body } : { name: f.name, body: f.body };
   }
@@ -86,7 +87,7 @@ class Raw {
 
   /** Waits until the server has closed the connection; returns its last words. */
   async closedBy(ms = 3000): Promise<string[]> {
-    await Fleet.until('the server to close the connection', () => (this.closed ? true : undefined), ms);
+    await until('the server to close the connection', () => (this.closed ? true : undefined), ms);
     return this.lastWords;
   }
 
@@ -200,7 +201,7 @@ t.test('connections per IP address and in total', async (t) => {
     t.same(await c.closedBy(), ['P2P_TOO_MANY_CONNECTIONS'], 'the third connection from one address gets P2P_TOO_MANY_CONNECTIONS and is closed');
     t.ok((await a.ping()) && (await b.ping()), 'the first two are still served');
     a.socket.destroy();
-    const d = await Fleet.until('a slot to free up', async () => {
+    const d = await until('a slot to free up', async () => {
       const r = await Raw.connect(t, fleet.trackerAddress);
       if (await r.ping().catch(() => false)) return r;
       r.socket.destroy();

@@ -14,9 +14,10 @@ import { Tracker } from '../../daemon/tracker.js';
 import { PeerDaemon } from '../../peerd/index.js';
 import type { Address } from '../../protocol/index.js';
 import { Fleet } from '../helpers/fleet.js';
+import { until } from '../helpers/wait.js';
 import { parsePrometheusText, sampleValue, scrape, type Family } from '../helpers/prometheus.js';
 import { ROOT, run } from '../helpers/programs.js';
-import type { Tap } from '../helpers/roundtrip.js';
+import type { Tap } from '../helpers/tap.js';
 
 const MiB = 1024 * 1024;
 const ANY_PORT: Address = { host: '127.0.0.1', port: 0 };
@@ -129,7 +130,7 @@ t.test('a download, scraped during and after: the counters of the tracker, the s
 
   const out = path.join(fleet.dir, 'got.bin');
   const getting = downloader.call('get', { key: name, out, overwrite: false });
-  const during = await Fleet.until('the download under way, with some bytes down', async () => {
+  const during = await until('the download under way, with some bytes down', async () => {
     const m = await metricsOf(at.downloader);
     return sampleValue(m, 'p2p_peerd_downloads_active') === 1 && sampleValue(m, 'p2p_peerd_download_bytes_total', { link: 'tls' }) > 0 ? m : undefined;
   });
@@ -162,7 +163,7 @@ t.test('a download, scraped during and after: the counters of the tracker, the s
   const plainClient = net.connect(fleet.trackerAddress.port, '127.0.0.1');
   plainClient.on('error', () => undefined);
   plainClient.end('GET / HTTP/1.0\r\n\r\n');
-  const tr = await Fleet.until('the tracker to count the refused plain client, and the downloader to register its copy', async () => {
+  const tr = await until('the tracker to count the refused plain client, and the downloader to register its copy', async () => {
     const m = await metricsOf(at.tracker);
     const refused = m.get('p2p_tracker_connections_refused_total')!.samples.find((x) => x.labels.code === 'P2P_TLS_REQUIRED');
     return refused && sampleValue(m, 'p2p_tracker_holder_entries') === 2 ? m : undefined;
@@ -226,7 +227,7 @@ t.test('a cluster of two: role, term, backups and their lag', async (t) => {
   await peer.call('share', { paths: [file] });
   await Fleet.held(peer, 'cluster.bin', 1);
 
-  const m = await Fleet.until('the backup caught up, as the main sees it', async () => {
+  const m = await until('the backup caught up, as the main sees it', async () => {
     const x = await metricsOf(main!.metricsAddress);
     return sampleValue(x, 'p2p_tracker_backups') === 1 && sampleValue(x, 'p2p_tracker_backup_lag_entries', { rank: '1' }) === 0 ? x : undefined;
   });

@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { Fleet } from '../helpers/fleet.js';
+import { until } from '../helpers/wait.js';
 import { ROOT, run, start, tempDir, VERSION, type Result } from '../helpers/programs.js';
 
 const exec = promisify(execFile);
@@ -53,7 +53,7 @@ t.test('npm pack, then npm install -g of the tarball: the installed programs run
 
   const content = Buffer.alloc(2 * 1024 * 1024 + 99, 'installed ');
   fs.writeFileSync(path.join(seeder.share, 'manual.pdf'), content);
-  await Fleet.until('manual.pdf in search', async () => ((await p2p(downloader, 'search', 'manual', '--json')).stdout.includes('manual.pdf') ? true : undefined));
+  await until('manual.pdf in search', async () => ((await p2p(downloader, 'search', 'manual', '--json')).stdout.includes('manual.pdf') ? true : undefined));
   const out = path.join(dir, 'got.pdf');
   const got = await p2p(downloader, 'get', 'manual.pdf', '--out', out, '--no-progress');
   t.equal(got.code, 0, `p2p get exits 0 (${got.stderr.trim()})`);

@@ -15,23 +15,16 @@ import { AdminClient } from '../../cli/admin.js';
 import { SOFTWARE } from '../../peerd/handshake.js';
 import { dial, formatAddress, generateKeyPair, plainAuthPayload, Role, signPayload, type Address, type Connection, type KeyPair } from '../../protocol/index.js';
 import { ADMIN_TOKEN, Fleet } from '../helpers/fleet.js';
-import { sniffer } from '../helpers/net.js';
-import type { Tap } from '../helpers/roundtrip.js';
+import { until } from '../helpers/wait.js';
+import { sniffedPeers } from '../helpers/net.js';
+import type { Tap } from '../helpers/tap.js';
 
 const marker = 'THE-CONTENT-MARKER-5d1c2';
 const content = `${marker}\n`.repeat(50_000);
 
 /** A seeder behind a sniffer (it advertises the sniffer's address), a downloader, one shared text file. */
 async function setup(t: Tap, plain: { seeder: boolean; downloader: boolean }) {
-  const fleet = new Fleet(t);
-  await fleet.startTracker();
-  const onTrackerLink = await sniffer(t, () => fleet.trackerAddress.port);
-  let seederPort = 0;
-  const onPeerLink = await sniffer(t, () => seederPort);
-  const trackers = [onTrackerLink.address];
-  const seeder = await fleet.startPeer('seeder', { trackers, advertise: onPeerLink.address, plainChunkLinks: plain.seeder });
-  seederPort = seeder.daemon.chunkServer.address!.port;
-  const downloader = await fleet.startPeer('downloader', { trackers, plainChunkLinks: plain.downloader });
+  const { fleet, seeder, downloader, onTrackerLink, onPeerLink } = await sniffedPeers(t, { seeder: { plainChunkLinks: plain.seeder }, downloader: { plainChunkLinks: plain.downloader } });
   const name = 'plain-links-plans.txt';
   fs.writeFileSync(path.join(seeder.shareDir, name), content);
   await seeder.call('share', { paths: [path.join(seeder.shareDir, name)] });
@@ -128,7 +121,7 @@ t.test('on plain links a seeder that serves bad data is still caught and blackli
   t.equal(r.peers.find((p) => p.id === bad.daemon.peerId)?.bytes ?? 0, 0, 'the bad seeder contributed 0 verified bytes');
   const admin = await AdminClient.connect(formatAddress(fleet.trackerAddress.host, fleet.trackerAddress.port), ADMIN_TOKEN);
   t.teardown(() => admin.close());
-  const list = await Fleet.until('the bad seeder on the blacklist', async () => {
+  const list = await until('the bad seeder on the blacklist', async () => {
     const l = (await admin.blacklist()).entries.map((e) => e.target);
     return l.includes(bad.daemon.peerId) ? l : undefined;
   });

@@ -6,12 +6,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
-import { clientHandshake } from '../../peerd/handshake.js';
-import { dial, generateKeyPair, type Address, type Body, type Connection, type KeyPair } from '../../protocol/index.js';
+import { generateKeyPair, type Address, type Body, type Connection, type KeyPair } from '../../protocol/index.js';
 import { Fleet } from '../helpers/fleet.js';
-import { tlsAs } from '../helpers/tls.js';
+import { until } from '../helpers/wait.js';
+import { peerHandshake } from '../helpers/tls.js';
+import type { Tap } from '../helpers/tap.js';
 
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 type FileEntry = Body<'REGISTER'>['files'][number];
 
 const MAX_FILES = 10;
@@ -19,9 +19,8 @@ const MAX_NAME_BYTES = 400;
 
 /** A peer session with the tracker at `a`, as a hand-written client would have it. */
 async function session(t: Tap, a: Address, keys: KeyPair = generateKeyPair().keys): Promise<{ conn: Connection; peerId: string }> {
-  const conn = await dial(a, { requestTimeoutMs: 5000, tls: tlsAs(keys) });
+  const { conn, welcome } = await peerHandshake(a, keys, { requestTimeoutMs: 5000 }, 0);
   t.teardown(() => conn.destroy());
-  const welcome = await clientHandshake(conn, 0);
   return { conn, peerId: welcome.peerId };
 }
 
@@ -64,7 +63,7 @@ t.test('a peer cannot register more files than its cap, split over REGISTERs or 
   t.ok(burst.filter((o) => o !== 'ok').every((o) => o === 'P2P_REGISTRATION_QUOTA'), 'the others are refused with P2P_REGISTRATION_QUOTA');
   t.equal(main!.state.peerFileCount(other.peerId), 9, 'the main holds 9 files of that peer');
 
-  await Fleet.until('the backup to apply every registration', () => (backup!.state.stateHash() === main!.state.stateHash() ? true : undefined));
+  await until('the backup to apply every registration', () => (backup!.state.stateHash() === main!.state.stateHash() ? true : undefined));
   t.equal(backup!.state.peerFileCount(peerId), MAX_FILES, 'the backup (and its snapshots) holds no more than the cap of the first peer');
   t.equal(backup!.state.peerFileCount(other.peerId), 9, 'nor of the second');
 

@@ -8,214 +8,40 @@
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import pino, { type Logger } from 'pino';
 import t from 'tap';
-import { AdminClient } from '../../cli/admin.js';
-import { Tracker } from '../../daemon/tracker.js';
-import { dial, generateKeyPair, RemoteError, silentLogger, toP2PError, VirtualClock, type Address, type Body, type Clock, type Connection } from '../../protocol/index.js';
-import { clientHandshake } from '../../peerd/handshake.js';
+import type { TrackerOptions } from '../../daemon/tracker.js';
+import { RemoteError, silentLogger, toP2PError, VirtualClock, type Address } from '../../protocol/index.js';
 import { TrackerClient } from '../../peerd/tracker-client.js';
+import { Fleet } from '../helpers/fleet.js';
 import { reservePorts, until } from '../helpers/wait.js';
-import { clientIdentity, tlsAs } from '../helpers/tls.js';
+import { clientIdentity, peerHandshake } from '../helpers/tls.js';
+import type { Tap } from '../helpers/tap.js';
 
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
-const TOKEN = 'replication-test-token';
 const HEARTBEAT_MS = 100;
 const FAILOVER_MS = 500;
 const addr = (port: number): Address => ({ host: '127.0.0.1', port });
 const label = (port: number): string => `127.0.0.1:${port}`;
 
-/**
- * A TCP proxy between two trackers that passes, drops (resets every connection, refuses new ones) or
- * stalls (holds every byte, in order, until healed) the traffic.
- */
-class TcpProxy {
-  mode: 'pass' | 'drop' | 'stall' = 'pass';
-  port = 0;
-  private server: net.Server;
-  private readonly pipes = new Set<{ from: net.Socket; to: net.Socket; held: Buffer[] }>();
-  private readonly sockets = new Set<net.Socket>();
-
-  constructor(private readonly targetPort: number) {
-    this.server = net.createServer((client) => this.accept(client));
-  }
-
-  /**
-   * Listens on a port the kernel picks, never one in `avoid`: the trackers' ports are reserved and freed
-   * before they start, so the kernel may hand one of them out again.
-   */
-  async listen(avoid: ReadonlySet<number>): Promise<void> {
-    const refused: net.Server[] = [];
-    for (;;) {
-      await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
-      this.port = (this.server.address() as net.AddressInfo).port;
-      if (!avoid.has(this.port)) break;
-      refused.push(this.server);
-      this.server = net.createServer((client) => this.accept(client));
-    }
-    await Promise.all(refused.map((s) => new Promise((r) => s.close(r))));
-  }
-
-  private accept(client: net.Socket): void {
-    if (this.mode === 'drop') return void client.destroy();
-    const upstream = net.connect(this.targetPort, '127.0.0.1');
-    for (const s of [client, upstream]) {
-      this.sockets.add(s);
-      s.on('error', () => undefined);
-      s.on('close', () => {
-        this.sockets.delete(s);
-        client.destroy();
-        upstream.destroy();
-      });
-    }
-    this.pipe(client, upstream);
-    this.pipe(upstream, client);
-  }
-
-  private pipe(from: net.Socket, to: net.Socket): void {
-    const p = { from, to, held: [] as Buffer[] };
-    this.pipes.add(p);
-    from.on('close', () => this.pipes.delete(p));
-    from.on('data', (d: Buffer) => (this.mode === 'pass' ? to.write(d) : p.held.push(d)));
-  }
-
-  set(mode: 'pass' | 'drop' | 'stall'): void {
-    this.mode = mode;
-    if (mode === 'drop') for (const s of this.sockets) s.destroy();
-    if (mode === 'pass') {
-      for (const p of this.pipes) for (const d of p.held.splice(0)) p.to.write(d);
-    }
-  }
-
-  async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await new Promise((r) => this.server.close(r));
-  }
-}
-
-interface Member {
-  name: string;
-  port: number;
-  dataDir: string;
-  tracker: Tracker | undefined;
-  log: Array<Record<string, unknown>>;
-}
-
-/** Trackers in this process; each one's view of the others may go through proxies. */
-class Fleet {
-  readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p2p-repl-'));
-  readonly members: Member[];
-  /** proxies[i][j]: how tracker i reaches tracker j. */
-  readonly proxies: Array<Array<TcpProxy | undefined>> = [];
-  private readonly admins: AdminClient[] = [];
-
-  constructor(
-    t: Tap,
-    ports: number[],
-    private readonly extra: { leaseMs?: number; clock?: Clock } = {},
-  ) {
-    this.members = ports.map((port, i) => ({ name: `t${i}`, port, dataDir: path.join(this.dir, `t${i}`), tracker: undefined, log: [] }));
-    t.teardown(async () => {
-      for (const a of this.admins) a.close();
-      await Promise.all(this.members.map((m) => m.tracker?.close()));
-      for (const row of this.proxies) for (const p of row) await p?.close();
-      fs.rmSync(this.dir, { recursive: true, force: true });
-    });
-  }
-
-  /** Puts a proxy on every link between two trackers (call before starting them). */
-  async withProxies(): Promise<void> {
-    for (let i = 0; i < this.members.length; i++) {
-      this.proxies[i] = [];
-      for (let j = 0; j < this.members.length; j++) {
-        if (i === j) continue;
-        const p = new TcpProxy(this.members[j]!.port);
-        await p.listen(new Set(this.members.map((m) => m.port)));
-        this.proxies[i]![j] = p;
-      }
-    }
-  }
-
-  /** Cuts (or heals) every link between tracker i and the trackers in `others`. */
-  link(i: number, others: number[], mode: 'pass' | 'drop' | 'stall'): void {
-    for (const j of others) {
-      this.proxies[i]![j]!.set(mode);
-      this.proxies[j]![i]!.set(mode);
-    }
-  }
-
-  async start(i: number): Promise<Tracker> {
-    const m = this.members[i]!;
-    const cluster = this.members.map((o, j) => (j === i || !this.proxies[i] ? addr(o.port) : addr(this.proxies[i]![j]!.port)));
-    const logger: Logger = pino({ level: 'info', base: { tracker: m.name } }, { write: (line: string) => void m.log.push(JSON.parse(line) as Record<string, unknown>) });
-    const tracker = new Tracker({
-      listen: addr(m.port),
-      cluster,
-      dataDir: m.dataDir,
-      adminToken: TOKEN,
-      heartbeatMs: HEARTBEAT_MS,
-      failoverMs: FAILOVER_MS,
-      logger,
-      ...(this.extra.leaseMs ? { leaseMs: this.extra.leaseMs } : {}),
-      ...(this.extra.clock ? { clock: this.extra.clock } : {}),
-    });
-    await tracker.listen();
-    m.tracker = tracker;
-    return tracker;
-  }
-
-  async stop(i: number): Promise<void> {
-    const m = this.members[i]!;
-    await m.tracker?.close();
-    m.tracker = undefined;
-  }
-
-  tracker(i: number): Tracker {
-    return this.members[i]!.tracker!;
-  }
-
-  async admin(i: number): Promise<AdminClient> {
-    const c = await AdminClient.connect(label(this.members[i]!.port), TOKEN);
-    this.admins.push(c);
-    return c;
-  }
-
-  /** All running trackers agree: `main` acts, every other one is a backup with the same state. */
-  converged(main: number): boolean {
-    const running = this.members.filter((m) => m.tracker);
-    const mainTracker = this.tracker(main);
-    if (mainTracker.cluster.role !== 'primary') return false;
-    const hash = mainTracker.state.stateHash();
-    return running.every((m) => m.tracker === mainTracker || (m.tracker!.cluster.role === 'backup' && m.tracker!.state.term === mainTracker.state.term && m.tracker!.state.stateHash() === hash));
-  }
-
-  /** Every (tracker, term) in which a tracker became main, from the logs. */
-  primaryTerms(): Array<{ name: string; term: number }> {
-    return this.members.flatMap((m) => m.log.filter((l) => l.to === 'primary').map((l) => ({ name: m.name, term: l.term as number })));
-  }
-}
-
-async function peerSession(port: number): Promise<{ conn: Connection; welcome: Body<'WELCOME'> }> {
-  const conn = await dial(addr(port), { connectTimeoutMs: 1000, requestTimeoutMs: 3000, tls: tlsAs(generateKeyPair().keys) });
-  const welcome = await clientHandshake(conn, 1);
-  return { conn, welcome };
+/** A planned cluster of Trackers in this process, with the timings of these tests (see Fleet.planCluster). */
+async function clusterOn(t: Tap, ports: number[], opts: Partial<TrackerOptions> = {}, proxies = false): Promise<Fleet> {
+  const fleet = new Fleet(t);
+  await fleet.planCluster(ports, { heartbeatMs: HEARTBEAT_MS, failoverMs: FAILOVER_MS, ...opts }, { proxies });
+  return fleet;
 }
 
 async function blacklistOn(fleet: Fleet, i: number): Promise<string[]> {
-  return fleet.tracker(i).state.blacklistEntries().map((e) => e.target);
+  return fleet.trackerAt(i).state.blacklistEntries().map((e) => e.target);
 }
 
 t.test('a backup answers reads from its copy, refuses writes naming the main, and says so in WELCOME and admin status', async (t) => {
   const ports = await reservePorts(2);
-  const fleet = new Fleet(t, ports);
-  await fleet.start(0);
-  await fleet.start(1);
+  const fleet = await clusterOn(t, ports);
+  await fleet.startMember(0);
+  await fleet.startMember(1);
   await until('a main and an in-sync backup', () => fleet.converged(0));
 
-  const seeder = await peerSession(ports[0]!);
+  const seeder = await peerHandshake(ports[0]!);
   t.teardown(() => seeder.conn.close());
   t.equal(seeder.welcome.role, 'primary', 'the main says it is the main');
   const fileId = randomBytes(32);
@@ -223,7 +49,7 @@ t.test('a backup answers reads from its copy, refuses writes naming the main, an
   const admin = await fleet.admin(0);
   await admin.add('10.3.3.3', 'test');
 
-  const reader = await peerSession(ports[1]!);
+  const reader = await peerHandshake(ports[1]!);
   t.teardown(() => reader.conn.close());
   t.equal(reader.welcome.role, 'backup', 'WELCOME from the backup says backup');
   t.equal(reader.welcome.primary, label(ports[0]!), 'and names the main');
@@ -263,33 +89,32 @@ t.test('a backup answers reads from its copy, refuses writes naming the main, an
     ],
     'admin status on the backup lists both trackers, their roles, reachability and lag',
   );
-  t.equal(trackers[1]!.hash, fleet.tracker(0).state.stateHash(), "the backup's state hash equals the main's");
+  t.equal(trackers[1]!.hash, fleet.trackerAt(0).state.stateHash(), "the backup's state hash equals the main's");
   t.equal(trackers[0]!.term, trackers[1]!.term, 'both in the same term');
 });
 
 t.test('three trackers, the main cut off: the majority takes over, the cut-off main cannot make a write stick, never two mains in one term', async (t) => {
   const ports = await reservePorts(3);
-  const fleet = new Fleet(t, ports);
-  await fleet.withProxies();
-  for (let i = 0; i < 3; i++) await fleet.start(i);
+  const fleet = await clusterOn(t, ports, {}, true);
+  for (let i = 0; i < 3; i++) await fleet.startMember(i);
   await until('t0 main, two in-sync backups', () => fleet.converged(0));
   const adminA = await fleet.admin(0);
   const adminB = await fleet.admin(1);
   await adminA.add('10.5.0.1', 'before the partition');
-  const oldTerm = fleet.tracker(0).state.term;
+  const oldTerm = fleet.trackerAt(0).state.term;
 
   // Stall every byte between t0 and the others (held, delivered late when the partition heals).
   const cutAt = Date.now();
   fleet.link(0, [1, 2], 'stall');
   const stale = await adminA.add('10.5.0.66', 'on the cut-off main').then(() => 'acknowledged', (err: unknown) => toP2PError(err).code);
   t.not(stale, 'acknowledged', `the cut-off main could not get a majority for a write (${stale})`);
-  await until('t0 to stop acting as main', () => fleet.tracker(0).cluster.role !== 'primary', FAILOVER_MS * 3);
-  await until('t1 to take over with the vote of t2', () => fleet.tracker(1).cluster.role === 'primary', 5000, 1);
+  await until('t0 to stop acting as main', () => fleet.trackerAt(0).cluster.role !== 'primary', FAILOVER_MS * 3);
+  await until('t1 to take over with the vote of t2', () => fleet.trackerAt(1).cluster.role === 'primary', 5000, 1);
   // At once, before t2 has copied the new main's state: the write waits for a majority, it does not fail.
   await adminB.add('10.5.0.2', 'during the partition');
   t.comment(`takeover by the majority ${Date.now() - cutAt} ms after the cut`);
-  t.ok(fleet.tracker(1).state.term > oldTerm, 'in a newer term');
-  t.equal(fleet.tracker(1).cluster.role, 'primary', 'a write right after the takeover did not unsettle the new main');
+  t.ok(fleet.trackerAt(1).state.term > oldTerm, 'in a newer term');
+  t.equal(fleet.trackerAt(1).cluster.role, 'primary', 'a write right after the takeover did not unsettle the new main');
   await t.rejects(adminA.add('10.5.0.67', ''), { code: 'P2P_NOT_PRIMARY' }, 'the minority refuses writes');
 
   fleet.link(0, [1, 2], 'pass');
@@ -305,10 +130,9 @@ t.test('three trackers, the main cut off: the majority takes over, the cut-off m
 
 t.test('two trackers split apart both act; on healing they merge and nothing acknowledged is lost', async (t) => {
   const ports = await reservePorts(2);
-  const fleet = new Fleet(t, ports);
-  await fleet.withProxies();
-  await fleet.start(0);
-  await fleet.start(1);
+  const fleet = await clusterOn(t, ports, {}, true);
+  await fleet.startMember(0);
+  await fleet.startMember(1);
   await until('t0 main, t1 in sync', () => fleet.converged(0));
   const adminA = await fleet.admin(0);
   const adminB = await fleet.admin(1);
@@ -316,9 +140,9 @@ t.test('two trackers split apart both act; on healing they merge and nothing ack
   await adminA.add('10.6.0.2', 'before');
 
   fleet.link(0, [1], 'drop');
-  await until('t1 to take over alone', () => fleet.tracker(1).cluster.role === 'primary', 5000);
-  t.equal(fleet.tracker(0).cluster.role, 'primary', 't0 still acts: with two trackers a partition leaves two mains (the documented limit)');
-  t.not(fleet.tracker(0).state.term, fleet.tracker(1).state.term, 'in different terms');
+  await until('t1 to take over alone', () => fleet.trackerAt(1).cluster.role === 'primary', 5000);
+  t.equal(fleet.trackerAt(0).cluster.role, 'primary', 't0 still acts: with two trackers a partition leaves two mains (the documented limit)');
+  t.not(fleet.trackerAt(0).state.term, fleet.trackerAt(1).state.term, 'in different terms');
   await adminA.add('10.6.1.1', 'written on t0 alone');
   await adminA.add('10.6.1.2', 'written on t0 alone');
   await adminB.add('10.6.2.1', 'written on t1 alone');
@@ -330,21 +154,21 @@ t.test('two trackers split apart both act; on healing they merge and nothing ack
     const targets = (await blacklistOn(fleet, i)).sort();
     t.same(targets, ['10.6.0.1', '10.6.1.1', '10.6.1.2', '10.6.2.1'], `t${i}: every acknowledged add from both sides, and the removal`);
   }
-  t.equal(fleet.tracker(0).state.stateHash(), fleet.tracker(1).state.stateHash(), 'identical state hashes');
-  t.notOk(fleet.tracker(0).state.store.hasPending() || fleet.tracker(1).state.store.hasPending(), 'nothing is left waiting to be merged');
+  t.equal(fleet.trackerAt(0).state.stateHash(), fleet.trackerAt(1).state.stateHash(), 'identical state hashes');
+  t.notOk(fleet.trackerAt(0).state.store.hasPending() || fleet.trackerAt(1).state.store.hasPending(), 'nothing is left waiting to be merged');
   t.ok(fleet.members[1]!.log.some((l) => String(l.msg).startsWith('merging') && l.from === 0), 't0 handed what it had applied to t1 (a merge) before taking command back');
 });
 
 t.test('a tracker with fresh data never becomes main while one with state is reachable', async (t) => {
   const ports = await reservePorts(2);
-  const fleet = new Fleet(t, ports);
-  await fleet.start(0);
-  await fleet.start(1);
+  const fleet = await clusterOn(t, ports);
+  await fleet.startMember(0);
+  await fleet.startMember(1);
   await until('t0 main, t1 in sync', () => fleet.converged(0));
   await (await fleet.admin(0)).add('10.7.0.1', 'kept by t1');
   await until('the write on t1', async () => (await blacklistOn(fleet, 1)).includes('10.7.0.1'));
-  await fleet.stop(0);
-  await fleet.stop(1);
+  await fleet.stopMember(0);
+  await fleet.stopMember(1);
   // t0 loses its disk, all but its identity key (restored from where keys are provisioned: with a new key
   // the other tracker would rightly refuse it as an impostor).
   const dataDir = fleet.members[0]!.dataDir;
@@ -354,8 +178,8 @@ t.test('a tracker with fresh data never becomes main while one with state is rea
   fs.writeFileSync(path.join(dataDir, 'identity.key'), key, { mode: 0o600 });
   fleet.members[0]!.log.length = 0;
 
-  await fleet.start(0);
-  await fleet.start(1);
+  await fleet.startMember(0);
+  await fleet.startMember(1);
   await until('t0 to copy the state of t1 and take command', () => fleet.converged(0), 10_000);
   const log = fleet.members[0]!.log;
   const firstPrimary = log.find((l) => l.to === 'primary');
@@ -367,9 +191,9 @@ t.test('a tracker with fresh data never becomes main while one with state is rea
 t.test('after a takeover, holders of peers that never reconnect are dropped after the lease; those that reconnect stay', async (t) => {
   const ports = await reservePorts(2);
   const leaseMs = 1200;
-  const fleet = new Fleet(t, ports, { leaseMs });
-  await fleet.start(0);
-  await fleet.start(1);
+  const fleet = await clusterOn(t, ports, { leaseMs });
+  await fleet.startMember(0);
+  await fleet.startMember(1);
   await until('t0 main, t1 in sync', () => fleet.converged(0));
   const trackers = ports.map(addr);
   const mk = (list: Address[], name: string): TrackerClient => {
@@ -381,11 +205,11 @@ t.test('after a takeover, holders of peers that never reconnect are dropped afte
   };
   mk([trackers[0]!], 'gone.bin'); // knows only t0: it never reaches the new main
   const stays = mk(trackers, 'stays.bin');
-  const names = (): string[] => fleet.tracker(1).state.search('', 100).hits.map((h) => h.name).sort();
+  const names = (): string[] => fleet.trackerAt(1).state.search('', 100).hits.map((h) => h.name).sort();
   await until('both files on the backup', () => names().length === 2);
 
-  await fleet.stop(0);
-  await until('t1 to take over', () => fleet.tracker(1).cluster.role === 'primary', 5000);
+  await fleet.stopMember(0);
+  await until('t1 to take over', () => fleet.trackerAt(1).cluster.role === 'primary', 5000);
   const takeoverAt = Date.now();
   await until('the reconnecting peer to be served by t1', () => stays.current === label(ports[1]!) && stays.role === 'primary');
   t.same(names(), ['gone.bin', 'stays.bin'], 'right after the takeover both holders are still listed');
@@ -397,7 +221,7 @@ t.test('after a takeover, holders of peers that never reconnect are dropped afte
 t.test('on a virtual clock: a backup takes over only once failover-ms has passed without a heartbeat', async (t) => {
   const ports = await reservePorts(2);
   const clock = new VirtualClock();
-  const fleet = new Fleet(t, ports, { clock });
+  const fleet = await clusterOn(t, ports, { clock });
   // Moves virtual time in 10 ms steps, letting real socket I/O run between the steps.
   const pump = async (ms: number, stop?: () => boolean): Promise<void> => {
     for (let i = 0; i < ms / 10 && !stop?.(); i++) {
@@ -405,16 +229,16 @@ t.test('on a virtual clock: a backup takes over only once failover-ms has passed
       await new Promise((r) => setTimeout(r, 2));
     }
   };
-  await fleet.start(0);
-  await fleet.start(1);
+  await fleet.startMember(0);
+  await fleet.startMember(1);
   await pump(5000, () => fleet.converged(0));
   t.ok(fleet.converged(0), 't0 main, t1 in sync');
 
-  await fleet.stop(0);
+  await fleet.stopMember(0);
   const stoppedAt = clock.now();
   await pump(FAILOVER_MS - HEARTBEAT_MS - 20);
-  t.not(fleet.tracker(1).cluster.role, 'primary', `no takeover ${clock.now() - stoppedAt} ms (virtual) after the main went silent`);
-  await pump(2 * HEARTBEAT_MS + 40, () => fleet.tracker(1).cluster.role === 'primary');
-  t.equal(fleet.tracker(1).cluster.role, 'primary', `takeover ${clock.now() - stoppedAt} ms (virtual) after the main went silent`);
+  t.not(fleet.trackerAt(1).cluster.role, 'primary', `no takeover ${clock.now() - stoppedAt} ms (virtual) after the main went silent`);
+  await pump(2 * HEARTBEAT_MS + 40, () => fleet.trackerAt(1).cluster.role === 'primary');
+  t.equal(fleet.trackerAt(1).cluster.role, 'primary', `takeover ${clock.now() - stoppedAt} ms (virtual) after the main went silent`);
   t.ok(clock.now() - stoppedAt <= FAILOVER_MS + HEARTBEAT_MS + 20, 'within failover-ms and one heartbeat period');
 });

@@ -13,9 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import t from 'tap';
-import { clientHandshake } from '../../peerd/handshake.js';
 import {
-  dial,
   encodeFrame,
   encodeManifest,
   generateKeyPair,
@@ -32,10 +30,11 @@ import {
   type KeyPair,
 } from '../../protocol/index.js';
 import { Fleet } from '../helpers/fleet.js';
-import { tlsAs } from '../helpers/tls.js';
+import { until } from '../helpers/wait.js';
+import { peerSession } from '../helpers/tls.js';
 import { TrackerCluster } from '../helpers/tracker-process.js';
+import type { Tap } from '../helpers/tap.js';
 
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 type Receipt = Body<'REPORT'>['receipts'][number];
 
 /** Receipts of 164 bytes that fill most of an 8 MiB frame: what the attack in the issue sends. */
@@ -49,9 +48,8 @@ const HUGE_REPORTS_PER_SEC = 50;
 
 /** A peer session with a tracker, as a hand-written client would have it. */
 async function session(t: Tap, a: Address, keys: KeyPair = generateKeyPair().keys): Promise<Connection> {
-  const conn = await dial(a, { requestTimeoutMs: 5000, tls: tlsAs(keys) });
+  const conn = await peerSession(a, keys, { requestTimeoutMs: 5000 }, 0);
   t.teardown(() => conn.destroy());
-  await clientHandshake(conn, 0);
   return conn;
 }
 
@@ -164,7 +162,7 @@ t.test('a flood of huge and of full reports: lookups stay under 50 ms at p99, an
   };
   // The control: the same lookups, at the same time, to the backup, which the flood does not reach. What
   // this machine's other work (a parallel test run) adds to every lookup shows there, not the flood's cost.
-  await Fleet.until('the backup to list the probe file', async () => ((await control.request('LOOKUP', { id: fileId }, 'LOOKUP_RESULT')).peers.length === 1 ? true : undefined), 5000);
+  await until('the backup to list the probe file', async () => ((await control.request('LOOKUP', { id: fileId }, 'LOOKUP_RESULT')).peers.length === 1 ? true : undefined), 5000);
   await Promise.all([hugeFlood(), fullFlood(), lookups(looker, lookupsMs), lookups(control, controlMs)]);
 
   const worst = Math.max(...lookupsMs);
@@ -206,7 +204,7 @@ t.test('the caps on receipts, and what a bad-data report needs checked', async (
   const other = await session(t, fleet.trackerAddress);
   const tooMany = new Array<Receipt>(MAX_REPORT_RECEIPTS + 1).fill(seventeen[0]!);
   await t.rejects(report(tooMany, other), { code: 'P2P_TOO_MANY_RECEIPTS' }, `${MAX_REPORT_RECEIPTS + 1} receipts are refused from their count`);
-  await Fleet.until('that connection to be closed', () => (other.isClosed ? true : undefined));
+  await until('that connection to be closed', () => (other.isClosed ? true : undefined));
   t.pass('and that connection is closed, as for a malformed request');
 
   // Bad data: the manifest says what chunk 0 should hash to; only a receipt that disagrees is evidence.

@@ -27,13 +27,13 @@ import {
   type Body,
   type KeyPair,
 } from '../../protocol/index.js';
-import { ADMIN_TOKEN, Fleet, type TestPeer } from '../helpers/fleet.js';
+import { ADMIN_TOKEN, Fleet, sameContent, type TestPeer } from '../helpers/fleet.js';
+import { until } from '../helpers/wait.js';
 import { identityOf, tlsAs } from '../helpers/tls.js';
+import type { Tap } from '../helpers/tap.js';
 
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 type Receipt = Body<'REPORT'>['receipts'][number];
 
-const same = (a: string, b: string): boolean => fs.readFileSync(a).equals(fs.readFileSync(b));
 const newKeys = (): KeyPair => generateKeyPair().keys;
 const addr = (a: Address): string => formatAddress(a.host, a.port);
 
@@ -62,7 +62,7 @@ async function session(t: Tap, a: Address, keys: KeyPair): Promise<Connection> {
 
 /** The code the other side gave for closing `conn`, once its socket is closed (bounded wait). */
 async function closedWith(conn: Connection, what: string): Promise<string | undefined> {
-  await Fleet.until(`${what} to be closed`, () => (conn.isClosed && conn.socket.closed ? true : undefined), 5000);
+  await until(`${what} to be closed`, () => (conn.isClosed && conn.socket.closed ? true : undefined), 5000);
   return lastWords.get(conn);
 }
 
@@ -146,7 +146,7 @@ t.test("a peer that registers someone else's address (and a file it does not hol
 
   const out = path.join(fleet.dir, 'got.bin');
   const r = await d.call('get', { key: 'f.bin', out, overwrite: false });
-  t.ok(same(orig, out), 'the download is intact');
+  t.ok(sameContent(orig, out), 'the download is intact');
   t.notOk(r.peers.some((p) => p.id === mallory.peerId), 'the impostor was not used: the server at that address proves a different key');
   t.same(r.peers.filter((p) => p.bytes > 0).map((p) => p.id), [seeder.daemon.peerId], 'everything came from the real seeder');
 });
@@ -206,7 +206,7 @@ t.test('a blacklisted peer id: session cut, files gone, every operation refused,
 
   const out = path.join(fleet.dir, 'got.bin');
   const r = await d.call('get', { key: 'shared.bin', out, overwrite: false });
-  t.ok(same(orig, out), 'a download from the others arrives intact');
+  t.ok(sameContent(orig, out), 'a download from the others arrives intact');
   t.notOk(r.peers.some((p) => p.id === s1!.daemon.peerId), 'the banned peer was not among the sources');
   t.equal(s1!.daemon.chunkServer.bytesSent, 0, 'and sent nothing');
 
@@ -281,13 +281,13 @@ t.test('a malicious seeder is blacklisted by evidence while the download complet
 
   const out = path.join(fleet.dir, 'got.bin');
   const r = await d.call('get', { key: 'data.bin', out, overwrite: false });
-  t.ok(same(orig, out), 'the download is byte-identical');
+  t.ok(sameContent(orig, out), 'the download is byte-identical');
   t.equal(r.peers.find((p) => p.id === m.daemon.peerId)?.bytes ?? 0, 0, 'the malicious seeder contributed 0 verified bytes');
   t.equal(r.peers.reduce((n, p) => n + p.bytes, 0), r.size, 'the honest peers carried all of it');
   t.ok(m.daemon.chunkServer.bytesSent > 0, 'the malicious seeder did try (it sent bytes that failed verification)');
 
   const adm = await admin(t, fleet);
-  const list = await Fleet.until('the malicious seeder on the blacklist', async () => {
+  const list = await until('the malicious seeder on the blacklist', async () => {
     const l = await banned(adm);
     return l.includes(m.daemon.peerId) ? l : undefined;
   });
@@ -406,7 +406,7 @@ t.test('policy threshold:2 needs two distinct reporters', async (t) => {
   await d1.call('get', { key: 'f.bin', out: path.join(fleet.dir, 'got1.bin'), overwrite: false });
   // d1 now shares it too; withdraw it so that d2's download comes from s1 alone.
   await d1.call('unshare', { key: id });
-  await Fleet.until('f.bin back to one holder', async () => ((await d2.call('search', { text: 'f.bin' }))[0]?.peers === 1 ? true : undefined));
+  await until('f.bin back to one holder', async () => ((await d2.call('search', { text: 'f.bin' }))[0]?.peers === 1 ? true : undefined));
   const r2 = await d2.call('get', { key: 'f.bin', out: path.join(fleet.dir, 'got2.bin'), overwrite: false });
   t.same(r2.peers.filter((p) => p.bytes > 0).map((p) => p.id), [s1.daemon.peerId], 'both downloads came from s1');
 

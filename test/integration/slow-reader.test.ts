@@ -11,6 +11,7 @@ import t from 'tap';
 import { clientHandshake } from '../../peerd/handshake.js';
 import { dial, generateKeyPair, toP2PError } from '../../protocol/index.js';
 import { Fleet } from '../helpers/fleet.js';
+import { until } from '../helpers/wait.js';
 import { jsonLog, LEVEL } from '../helpers/logs.js';
 import { tlsAs } from '../helpers/tls.js';
 
@@ -44,7 +45,7 @@ t.test('a reader that asks for many chunks and never reads: another downloader s
     ),
   );
   const cutOff = log.when((l) => l.code === 'P2P_SEND_TIMEOUT');
-  await Fleet.until('the seeder to hold buffers for the slow reader', () => server.uploadsInProgress >= 4 || undefined);
+  await until('the seeder to hold buffers for the slow reader', () => server.uploadsInProgress >= 4 || undefined);
 
   // Another downloader wants the same file from the same seeder now.
   const out = path.join(fleet.dir, 'got.bin');
@@ -65,7 +66,7 @@ t.test('a reader that asks for many chunks and never reads: another downloader s
   const warning = await cutOff;
   t.match(warning, { level: LEVEL.warn, code: 'P2P_SEND_TIMEOUT', peerId: String, heldBuffers: Number }, 'the seeder says why it closed the slow reader');
   t.ok((warning.heldBuffers as number) <= 4, `the slow reader held at most half of the 8 buffers (${String(warning.heldBuffers)})`);
-  await Fleet.until('every upload buffer to come back', () => server.uploadsInProgress === 0 || undefined);
+  await until('every upload buffer to come back', () => server.uploadsInProgress === 0 || undefined);
 
   // When the slow reader reads again, it finds its connection closed: what was queued for it is lost.
   const closed = once(slow, 'close');

@@ -14,7 +14,8 @@ import {
 } from '../../protocol/index.js';
 import { bool, cat, filled, frame, hex, list, str, text, u16, u32, u64, u8 } from '../helpers/bytes.js';
 import { BudgetExceeded, decodeWithBudget } from '../helpers/guarded.js';
-import { roundTripTable, type Sample, type Tap } from '../helpers/roundtrip.js';
+import { roundTripTable, type Sample } from '../helpers/roundtrip.js';
+import type { Tap } from '../helpers/tap.js';
 import { handBuiltSamples } from '../helpers/samples.js';
 import { emptyBody, fieldTypesIn, messageNames, referenceEncode, schemaOf, typicalBody } from '../helpers/schema.js';
 

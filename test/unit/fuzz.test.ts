@@ -9,6 +9,7 @@ import t from 'tap';
 import { Framer, Messages, P2PError, ProtocolError, decodeBody, encodeFrame, type Body, type MessageName } from '../../protocol/index.js';
 import { cat, frame } from '../helpers/bytes.js';
 import { decodeWithBudget } from '../helpers/guarded.js';
+import { anyBytes, mutate, mutation } from '../helpers/mutate.js';
 import { splitAt } from '../helpers/roundtrip.js';
 import { arbitraryMessage, messageNames, referenceEncode, schemaOf } from '../helpers/schema.js';
 
@@ -43,54 +44,16 @@ function onlyOurErrors(result: { thrown?: unknown }): void {
 const cutsOf = (length: number, cuts: readonly number[]): number[] =>
   [...new Set(cuts.map((c) => 1 + (c % Math.max(1, length))))].filter((o) => o < length).sort((a, b) => a - b);
 
-const bytes = (max: number): fc.Arbitrary<Buffer> => fc.uint8Array({ maxLength: max }).map((a) => Buffer.from(a));
-
 const anyMessageName = fc.constantFrom(...messageNames);
 
 /** A frame header that passes the framer's checks, so the random body reaches a decoder. */
-const plausibleFrame = fc.tuple(anyMessageName, fc.nat({ max: 0xffffffff }), bytes(200)).map(([name, requestId, body]) => frame(Messages[name].code, requestId, body));
-
-type Mutation = { kind: 'flip' | 'set' | 'insert' | 'delete' | 'truncate' | 'duplicate'; at: number; byte: number };
-const mutation: fc.Arbitrary<Mutation> = fc.record({
-  kind: fc.constantFrom('flip', 'set', 'insert', 'delete', 'truncate', 'duplicate'),
-  at: fc.nat(),
-  byte: fc.integer({ min: 0, max: 255 }),
-});
-
-function mutate(original: Buffer, mutations: readonly Mutation[]): Buffer {
-  let b: Buffer = Buffer.from(original);
-  for (const m of mutations) {
-    if (b.length === 0) break;
-    const at = m.at % b.length;
-    switch (m.kind) {
-      case 'flip':
-        b[at]! ^= 1 << (m.byte % 8);
-        break;
-      case 'set':
-        b[at] = m.byte;
-        break;
-      case 'insert':
-        b = cat(b.subarray(0, at), Buffer.from([m.byte]), b.subarray(at));
-        break;
-      case 'delete':
-        b = cat(b.subarray(0, at), b.subarray(at + 1));
-        break;
-      case 'truncate':
-        b = b.subarray(0, at);
-        break;
-      case 'duplicate':
-        b = cat(b.subarray(0, at), b.subarray(at, at + 1 + (m.byte % 8)), b.subarray(at));
-        break;
-    }
-  }
-  return b;
-}
+const plausibleFrame = fc.tuple(anyMessageName, fc.nat({ max: 0xffffffff }), anyBytes(200)).map(([name, requestId, body]) => frame(Messages[name].code, requestId, body));
 
 const encodeAny = (name: MessageName, requestId: number, body: unknown): Buffer => encodeFrame(name as 'OK', requestId, body as Body<'OK'>);
 
 t.test('random bytes only ever raise our own errors', (t) => {
   fc.assert(
-    fc.property(bytes(300), fc.array(fc.nat(), { maxLength: 8 }), (input, cuts) => onlyOurErrors(feed(splitAt(input, cutsOf(input.length, cuts))))),
+    fc.property(anyBytes(300), fc.array(fc.nat(), { maxLength: 8 }), (input, cuts) => onlyOurErrors(feed(splitAt(input, cutsOf(input.length, cuts))))),
     { numRuns: 1000 },
   );
   t.pass('1000 random inputs, split at random');
@@ -113,7 +76,7 @@ t.test('whatever a decoder accepts, it accepts again after re-encoding, unchange
   // Lenient spellings (a bool byte of 2, invalid UTF-8) may decode; their values must still be stable.
   let accepted = 0;
   fc.assert(
-    fc.property(anyMessageName, bytes(120), (name, body) => {
+    fc.property(anyMessageName, anyBytes(120), (name, body) => {
       let value: unknown;
       try {
         value = decodeWithBudget(name, body);
@@ -187,7 +150,7 @@ t.test('arbitrary valid bodies round-trip through encoder, framer and decoder', 
 t.test('errors raised on bad input carry a code from the table', (t) => {
   const seen = new Set<string>();
   fc.assert(
-    fc.property(fc.oneof(bytes(64), plausibleFrame), (input) => {
+    fc.property(fc.oneof(anyBytes(64), plausibleFrame), (input) => {
       const { thrown } = feed([input]);
       if (thrown instanceof P2PError) seen.add(thrown.code);
     }),

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { OpenFiles } from '../../peerd/open-files.js';
+import { turn } from '../helpers/net.js';
 
 /** Open descriptors of this process that point at `dir` (Linux: /proc/self/fd). */
 function openIn(dir: string): number {
@@ -17,11 +18,9 @@ function openIn(dir: string): number {
   return n;
 }
 
-const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
 /** Closing is asynchronous: let the event loop turn until `dir` has `n` descriptors open (or give up). */
 async function untilOpen(dir: string, n: number): Promise<number> {
-  for (let i = 0; i < 1000 && openIn(dir) !== n; i++) await settle();
+  for (let i = 0; i < 1000 && openIn(dir) !== n; i++) await turn();
   return openIn(dir);
 }
 
@@ -50,7 +49,7 @@ t.test('a file stays open between reads, at most `max` stay open, and none leak'
   let release: () => void = () => undefined;
   const held = open.use(files[4]!, (fh) => new Promise<number>((resolve) => (release = () => void fh.stat().then((s) => resolve(s.size)))));
   open.forget(files[4]!);
-  await settle();
+  await turn();
   release();
   t.equal(await held, 'content 4'.length, 'the forgotten handle still worked for its reader');
   open.closeAll();

@@ -6,8 +6,8 @@ import { randomBytes } from 'node:crypto';
 import t from 'tap';
 import { PartialFile, partialPathFor, type PartialFileOptions, type PartialHandle } from '../../peerd/partial-file.js';
 import { VirtualClock, encodeManifest, sha256, type Manifest } from '../../protocol/index.js';
+import type { Tap } from '../helpers/tap.js';
 
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
 const CHUNK = 1024;
 const FILE_ID = 'ab'.repeat(32);

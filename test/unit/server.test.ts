@@ -29,7 +29,7 @@ import {
   type KeyPair,
   type MessageName,
 } from '../../protocol/index.js';
-import type { Tap } from '../helpers/roundtrip.js';
+import type { Tap } from '../helpers/tap.js';
 import { identityOf } from '../helpers/tls.js';
 import { until } from '../helpers/wait.js';
 

@@ -13,7 +13,6 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { Fleet } from '../helpers/fleet.js';
 import { ROOT, run, start, tempDir, type Daemon, type ProgramOptions, type Result } from '../helpers/programs.js';
 import { reservePorts, until } from '../helpers/wait.js';
 
@@ -88,7 +87,7 @@ t.test(`a rolling upgrade from ${PREVIOUS_RELEASE} to this build, one daemon at 
       if (shared.code !== 0) throw new Error(`${seeder.name}: share failed: ${shared.stderr}`);
     }
     const downloader = peers[2]!;
-    await Fleet.until(`${name} on both seeders`, async () => {
+    await until(`${name} on both seeders`, async () => {
       const hits = JSON.parse((await p2p(downloader, 'search', name, '--json')).stdout || '[]') as Array<{ name: string; peers: number }>;
       return hits.some((h) => h.name === name && h.peers === 2) || undefined;
     }, 30_000);

@@ -3,14 +3,16 @@
  * and strategy, a fresh downloading daemon fetches the file with `p2p get`; time and efficiency against
  * size / min(N x 100 Mbit/s, 1 Gbit/s), and the downloading daemon's CPU seconds and peak memory per GiB.
  * Beside the engine, a comparator row (issue 8): aria2c fetching the same file from an nginx in each of
- * the same N seeder hosts, through the same capped links (see comparator.ts).
+ * the same N seeder hosts, through the same capped links (see comparator.ts). It loops over N as well as
+ * runs and rows, and its report is rendered again from the JSON (--render), so it takes the scaffold's
+ * pieces (forEachRun, freshDownload) rather than labScenario itself.
  */
 import os from 'node:os';
 import { GIB, MIB, type Started } from '../../harness.js';
 import { aria2cArgs, fetchWithAria2c, findComparatorPrograms, fileUri, NGINX_PORT, startNginx, type Comparator, type ComparatorPrograms } from '../comparator.js';
 import { analyzeSamples, MBIT, withLab, type Lab } from '../lab.js';
 import { mb, mdTable, pct, secs, type ScenarioReport } from '../report.js';
-import { idealSeconds, LINK_BPS, maxOf, med, minOf, type Scenario, type Strategy, type TestFile } from '../scenario.js';
+import { failure, forEachRun, freshDownload, idealSeconds, LINK_BPS, maxOf, med, minOf, type Scenario, type Strategy, type TestFile } from '../scenario.js';
 import { COLORS, renderChart, type LineSeries } from '../svg.js';
 
 const SEEDER_BPS = 100 * MBIT;
@@ -75,13 +77,8 @@ const seederHost = (i: number): string => `s${i + 1}`;
 
 async function engineRun(lab: Lab, file: TestFile, n: number, strategy: Strategy, r: number): Promise<PeersRun> {
   const ideal = idealSeconds(file.sizeBytes, Array(n).fill(SEEDER_BPS));
-  const dl = await lab.startPeer('dl', 'dl');
-  await lab.waitHolders(dl, file.name, n);
-  const out = await lab.get(dl, file.name, { strategy });
-  await lab.stop(dl.proc);
-  await lab.removePeerFiles(dl);
+  const { out, ok } = await freshDownload(lab, file, n, strategy);
   const res = out.result;
-  const ok = out.code === 0 && res !== undefined && res.size === file.sizeBytes;
   const { firstBytesSeconds, steadyBitsPerSec } = analyzeSamples(out.samples);
   const idealBps = Math.min(n * SEEDER_BPS, LINK_BPS);
   const run: PeersRun = {
@@ -107,9 +104,9 @@ async function engineRun(lab: Lab, file: TestFile, n: number, strategy: Strategy
   if (out.labCpuSeconds !== undefined) {
     run.labCpuSeconds = out.labCpuSeconds;
     run.cpuCeilingMbit = (os.cpus().length * file.sizeBytes * 8) / out.labCpuSeconds / MBIT;
-    if (ok) run.cpuBoundEfficiency = Math.max(ideal, out.labCpuSeconds / os.cpus().length) / res.seconds;
+    if (ok && res) run.cpuBoundEfficiency = Math.max(ideal, out.labCpuSeconds / os.cpus().length) / res.seconds;
   }
-  if (ok) {
+  if (ok && res) {
     run.seconds = res.seconds;
     run.efficiency = ideal / res.seconds;
     run.wallEfficiency = ideal / out.wallSeconds;
@@ -118,7 +115,7 @@ async function engineRun(lab: Lab, file: TestFile, n: number, strategy: Strategy
     if (typeof res.firstByteSeconds === 'number') run.daemonFirstByteSeconds = res.firstByteSeconds;
     if (steadyBitsPerSec !== undefined) run.steadyEfficiency = steadyBitsPerSec / idealBps;
   } else {
-    run.error = out.stderr || `exit code ${out.code}`;
+    run.error = failure(out);
   }
   return run;
 }
@@ -205,13 +202,11 @@ export const peersScenario: Scenario = async (ctx) => {
         while (nginx.length > n) await lab.stop(nginx.pop()!);
         if (n === counts[0]) opts.log(`peers: comparator at N=${n}: ip netns exec ${lab.net.host('dl').ns} ${programs.aria2c} ${aria2cArgs({ uris: Array.from({ length: n }, (_, i) => fileUri(lab.net.host(seederHost(i)).ip, file.name)), dir: ws.path('aria2c', 'dl'), outName: file.name }).join(' ')}; then sync -d FILE (nginx on port ${NGINX_PORT} in each seeder's host)`);
       }
-      for (let r = 1; r <= opts.runs; r++) {
-        for (const row of rows) {
-          const run = row === 'aria2c' ? await aria2cRun(lab, programs!, file, n, r) : await engineRun(lab, file, n, row, r);
-          runs.push(run);
-          opts.log(`peers: N=${n} ${row} run ${r}: ${run.ok ? `${run.seconds!.toFixed(2)} s, efficiency ${run.efficiency!.toFixed(2)}, ${run.peersUsed} peers used, all processes ${secs(run.allCpuSecondsPerGiB)} CPU s/GiB` : `FAILED ${run.error}`}`);
-        }
-      }
+      await forEachRun(opts.runs, rows, async (row, r) => {
+        const run = row === 'aria2c' ? await aria2cRun(lab, programs!, file, n, r) : await engineRun(lab, file, n, row, r);
+        runs.push(run);
+        opts.log(`peers: N=${n} ${row} run ${r}: ${run.ok ? `${run.seconds!.toFixed(2)} s, efficiency ${run.efficiency!.toFixed(2)}, ${run.peersUsed} peers used, all processes ${secs(run.allCpuSecondsPerGiB)} CPU s/GiB` : `FAILED ${run.error}`}`);
+      });
     }
   });
 

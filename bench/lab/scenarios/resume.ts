@@ -10,10 +10,10 @@
  * they cost show in the seeders' total sent, reported beside.
  */
 import fs from 'node:fs';
-import { control, MBIT, withLab, type LabPeer } from '../lab.js';
-import { mdTable, secs, type ScenarioReport } from '../report.js';
-import { LINK_BPS, maxOf, med, sha256File, type Scenario, type Strategy } from '../scenario.js';
-import { sleep, waitFor } from '../../harness.js';
+import { control, MBIT, type LabPeer } from '../lab.js';
+import { mdTable, secs } from '../report.js';
+import { labScenario, LINK_BPS, maxOf, med, sha256File, type Strategy } from '../scenario.js';
+import { sleep, until } from '../../harness.js';
 import { COLORS, renderChart } from '../svg.js';
 
 const SEEDERS = 4;
@@ -56,20 +56,16 @@ function resumedFromLog(logPath: string): number | undefined {
   return undefined;
 }
 
-export const resumeScenario: Scenario = async (ctx) => {
-  const { opts, ws } = ctx;
-  const started = performance.now();
-  const file = await ctx.testFile(opts.sizeMiB);
+export const resumeScenario = labScenario<ResumeRun>('resume', ({ opts }, file) => {
   const chunks = Math.ceil(file.sizeBytes / CHUNK);
-  const runs: ResumeRun[] = [];
-  await withLab(ws, async (lab) => {
-    lab.addHost('dl', { upBps: LINK_BPS, downBps: LINK_BPS });
-    for (let i = 1; i <= SEEDERS; i++) lab.addHost(`r${i}`, { upBps: SEEDER_BPS });
-    const seeders: LabPeer[] = await lab.startPeers(SEEDERS, (i) => `r${i + 1}`, (i) => `r${i + 1}`);
-    for (const s of seeders) await lab.share(s, file.path);
-    const totalSent = async (): Promise<number> => (await Promise.all(seeders.map((s) => control(s.socket, 'status', {})))).reduce((a, st) => a + st.bytesSent, 0);
-    for (let r = 1; r <= opts.runs; r++) {
-      for (const strategy of opts.strategies) {
+  return {
+    async prepare(lab) {
+      lab.addHost('dl', { upBps: LINK_BPS, downBps: LINK_BPS });
+      for (let i = 1; i <= SEEDERS; i++) lab.addHost(`r${i}`, { upBps: SEEDER_BPS });
+      const seeders: LabPeer[] = await lab.startPeers(SEEDERS, (i) => `r${i + 1}`, (i) => `r${i + 1}`);
+      for (const s of seeders) await lab.share(s, file.path);
+      const totalSent = async (): Promise<number> => (await Promise.all(seeders.map((s) => control(s.socket, 'status', {})))).reduce((a, st) => a + st.bytesSent, 0);
+      return async (strategy, r) => {
         const run: ResumeRun = { strategy, run: r, ok: false, intact: false, chunks };
         let dl = await lab.startPeer('dl', 'dl', { strategy });
         await lab.waitHolders(dl, file.name, SEEDERS);
@@ -105,17 +101,16 @@ export const resumeScenario: Scenario = async (ctx) => {
         });
         if (!killed || finishedFirst) {
           run.error = 'the download finished before it could be killed (the file is too small for this scenario)';
-          runs.push(run);
           await lab.stop(dl.proc);
           await lab.removePeerFiles(dl);
-          continue;
+          return run;
         }
         // Restart on the same data: it resumes by itself. Then do what a user would: p2p get again.
         dl = await lab.startPeer('dl', 'dl', { strategy, keepData: true });
         const again = await lab.get(dl, file.name, { strategy, overwrite: false, sampleMs: 0 });
         run.getAgain = { code: again.code, message: again.code === 0 ? `ok: resumedChunks ${again.result?.resumedChunks}` : again.stderr.split('\n').pop() ?? '' };
         try {
-          const record = await waitFor(
+          const record = await until(
             'the resumed download to finish',
             async () => (await control(dl.socket, 'transfers', {})).find((t) => t.id && t.name === file.name),
             300_000,
@@ -131,68 +126,66 @@ export const resumeScenario: Scenario = async (ctx) => {
         } catch (err) {
           run.error = (err as Error).message;
         }
-        runs.push(run);
-        opts.log(
-          `resume: ${strategy} run ${r}: killed at ${((run.killedAtFraction ?? 0) * 100).toFixed(0)}% with ${run.verifiedAtKill} chunks verified; resumed ${run.resumedChunks}; fetched twice ${run.fetchedTwice}; intact ${run.intact}; p2p get again: exit ${run.getAgain.code} ${run.getAgain.message}`,
-        );
         await lab.stop(dl.proc);
         await lab.removePeerFiles(dl);
-      }
-    }
-  });
-
-  const twice = runs.map((r) => r.fetchedTwice);
-  const worst = maxOf(twice);
-  const table = mdTable(
-    ['strategy', 'run', 'killed at', 'verified at kill', 'resumed (not fetched again)', 'fetched twice', 'fetched after restart', 'seeder chunks beyond one copy', 'resumed part s', 'intact', '`p2p get` again after the restart'],
-    runs.map((r) => [
-      r.strategy,
-      r.run,
-      r.killedAtFraction !== undefined ? `${(r.killedAtFraction * 100).toFixed(0)}%` : 'n/a',
-      r.verifiedAtKill ?? 'n/a',
-      r.resumedChunks ?? 'n/a',
-      r.fetchedTwice ?? 'n/a',
-      r.fetchedAfterRestart ?? 'n/a',
-      r.seederChunksBeyondOne !== undefined ? r.seederChunksBeyondOne.toFixed(1) : 'n/a',
-      secs(r.resumedSeconds),
-      r.ok ? (r.intact ? 'yes' : '**NO**') : `failed: ${r.error ?? ''}`,
-      r.getAgain ? `exit ${r.getAgain.code}: ${r.getAgain.message}` : 'n/a',
-    ]),
-  );
-  const targets = [
-    { target: 'every resumed download completes, intact', measured: `${runs.filter((r) => r.intact).length} of ${runs.length}`, holds: runs.length > 0 && runs.every((r) => r.intact) },
-    { target: 'at most 2 chunks fetched twice (every run)', measured: `median ${med(twice)}, worst ${worst}`, holds: Number.isFinite(worst) && worst <= 2 },
-  ];
-  const notes = [
-    `"Fetched twice" = chunks verified before the kill (read exactly, the seeders paused) minus the chunks the restarted daemon took over from its journal. "Seeder chunks beyond one copy" counts everything the seeders sent over both halves beyond the file's ${chunks} chunks: chunks fetched twice, chunks cut off in flight by the kill, and endgame duplicates.`,
-  ];
-  for (const r of runs.filter((x) => x.error)) notes.push(`${r.strategy} run ${r.run}: ${r.error}`);
-  const svg = renderChart(`Lab 6: downloading daemon SIGKILLed at ${KILL_AT * 100}% and restarted (${opts.sizeMiB} MiB)`, `${SEEDERS} seeders at 100 Mbit/s; per run`, [
-    {
-      kind: 'bar',
-      title: 'Chunks fetched twice per run',
-      yLabel: 'chunks',
-      categories: runs.map((r) => `${r.strategy} ${r.run}`),
-      groups: [
-        { name: 'fetched twice', color: COLORS.adaptive, values: runs.map((r) => r.fetchedTwice) },
-        { name: 'sent beyond one copy', color: COLORS.grey, values: runs.map((r) => r.seederChunksBeyondOne) },
-      ],
-      refLines: [{ y: 2, label: 'target: at most 2' }],
-      format: (v) => v.toFixed(0),
+        return run;
+      };
     },
-  ]);
-  const report: ScenarioReport = {
-    scenario: 'resume',
-    title: 'resume (scenario 6): the downloader killed at 50% and restarted',
-    setup: `Four seeder hosts at 100 Mbit/s (tbf), the downloader's link 1 Gbit/s. Per run a fresh downloading p2p-peerd starts \`p2p get\` on a ${opts.sizeMiB} MiB file; at ${KILL_AT * 100}% it is killed with SIGKILL and started again on the same --data; it resumes on its own, and \`p2p get\` is run again as a user would.`,
-    params: { sizeMiB: opts.sizeMiB, runs: opts.runs, strategies: opts.strategies, seeders: SEEDERS, killAt: KILL_AT, seederMbit: 100 },
-    runs,
-    summary: { medianFetchedTwice: med(twice), worstFetchedTwice: worst },
-    targets,
-    notes,
-    tables: [{ title: 'Run by run', markdown: table }],
-    svg,
-    elapsedSeconds: (performance.now() - started) / 1000,
+    // A run that ended before the kill is only in the report.
+    describe: (run) =>
+      run.getAgain &&
+      `killed at ${((run.killedAtFraction ?? 0) * 100).toFixed(0)}% with ${run.verifiedAtKill} chunks verified; resumed ${run.resumedChunks}; fetched twice ${run.fetchedTwice}; intact ${run.intact}; p2p get again: exit ${run.getAgain.code} ${run.getAgain.message}`,
+    report(runs) {
+      const twice = runs.map((r) => r.fetchedTwice);
+      const worst = maxOf(twice);
+      const table = mdTable(
+        ['strategy', 'run', 'killed at', 'verified at kill', 'resumed (not fetched again)', 'fetched twice', 'fetched after restart', 'seeder chunks beyond one copy', 'resumed part s', 'intact', '`p2p get` again after the restart'],
+        runs.map((r) => [
+          r.strategy,
+          r.run,
+          r.killedAtFraction !== undefined ? `${(r.killedAtFraction * 100).toFixed(0)}%` : 'n/a',
+          r.verifiedAtKill ?? 'n/a',
+          r.resumedChunks ?? 'n/a',
+          r.fetchedTwice ?? 'n/a',
+          r.fetchedAfterRestart ?? 'n/a',
+          r.seederChunksBeyondOne !== undefined ? r.seederChunksBeyondOne.toFixed(1) : 'n/a',
+          secs(r.resumedSeconds),
+          r.ok ? (r.intact ? 'yes' : '**NO**') : `failed: ${r.error ?? ''}`,
+          r.getAgain ? `exit ${r.getAgain.code}: ${r.getAgain.message}` : 'n/a',
+        ]),
+      );
+      const targets = [
+        { target: 'every resumed download completes, intact', measured: `${runs.filter((r) => r.intact).length} of ${runs.length}`, holds: runs.length > 0 && runs.every((r) => r.intact) },
+        { target: 'at most 2 chunks fetched twice (every run)', measured: `median ${med(twice)}, worst ${worst}`, holds: Number.isFinite(worst) && worst <= 2 },
+      ];
+      const notes = [
+        `"Fetched twice" = chunks verified before the kill (read exactly, the seeders paused) minus the chunks the restarted daemon took over from its journal. "Seeder chunks beyond one copy" counts everything the seeders sent over both halves beyond the file's ${chunks} chunks: chunks fetched twice, chunks cut off in flight by the kill, and endgame duplicates.`,
+      ];
+      for (const r of runs.filter((x) => x.error)) notes.push(`${r.strategy} run ${r.run}: ${r.error}`);
+      const svg = renderChart(`Lab 6: downloading daemon SIGKILLed at ${KILL_AT * 100}% and restarted (${opts.sizeMiB} MiB)`, `${SEEDERS} seeders at 100 Mbit/s; per run`, [
+        {
+          kind: 'bar',
+          title: 'Chunks fetched twice per run',
+          yLabel: 'chunks',
+          categories: runs.map((r) => `${r.strategy} ${r.run}`),
+          groups: [
+            { name: 'fetched twice', color: COLORS.adaptive, values: runs.map((r) => r.fetchedTwice) },
+            { name: 'sent beyond one copy', color: COLORS.grey, values: runs.map((r) => r.seederChunksBeyondOne) },
+          ],
+          refLines: [{ y: 2, label: 'target: at most 2' }],
+          format: (v) => v.toFixed(0),
+        },
+      ]);
+      return {
+        title: 'resume (scenario 6): the downloader killed at 50% and restarted',
+        setup: `Four seeder hosts at 100 Mbit/s (tbf), the downloader's link 1 Gbit/s. Per run a fresh downloading p2p-peerd starts \`p2p get\` on a ${opts.sizeMiB} MiB file; at ${KILL_AT * 100}% it is killed with SIGKILL and started again on the same --data; it resumes on its own, and \`p2p get\` is run again as a user would.`,
+        params: { sizeMiB: opts.sizeMiB, runs: opts.runs, strategies: opts.strategies, seeders: SEEDERS, killAt: KILL_AT, seederMbit: 100 },
+        summary: { medianFetchedTwice: med(twice), worstFetchedTwice: worst },
+        targets,
+        notes,
+        tables: [{ title: 'Run by run', markdown: table }],
+        svg,
+      };
+    },
   };
-  return report;
-};
+});

@@ -4,9 +4,9 @@
  * since the tracker pairs the advertised port with the address it sees). Efficiency against the ideal
  * from the actual uplinks, size / min(sum of uplinks, 1 Gbit/s).
  */
-import { analyzeSamples, MBIT, withLab } from '../lab.js';
-import { mdTable, pct, secs, type ScenarioReport } from '../report.js';
-import { idealSeconds, LINK_BPS, med, minOf, type Scenario, type Strategy } from '../scenario.js';
+import { analyzeSamples, MBIT } from '../lab.js';
+import { mdTable, pct, secs } from '../report.js';
+import { busyPercent, downloadRun, failedNotes, failure, freshDownload, idealSeconds, labScenario, LINK_BPS, med, minOf, perStrategy, primaryOf, strategyColor, wholeAndSteadyPanel, type DownloadRun } from '../scenario.js';
 import { COLORS, renderChart } from '../svg.js';
 
 /** Uplink and one-way added delay per seeder: fast-and-far, slow-and-near and everything between. */
@@ -24,52 +24,36 @@ export const UNEVEN_SEEDERS: Array<{ mbit: number; delayMs: number }> = [
 ];
 const PROXY_PORT = 7000;
 
-interface UnevenRun {
-  strategy: Strategy;
-  run: number;
-  ok: boolean;
-  error?: string;
+interface UnevenRun extends DownloadRun {
   seconds?: number;
   efficiency?: number;
   firstBytesSeconds?: number;
   steadyEfficiency?: number;
-  machineBusyFraction: number;
-  otherBusyFraction?: number;
   /** Bytes each seeder sent, in UNEVEN_SEEDERS order. */
   bytesBySeeder?: number[];
 }
 
-export const unevenScenario: Scenario = async (ctx) => {
-  const { opts, ws } = ctx;
-  const started = performance.now();
-  const file = await ctx.testFile(opts.sizeMiB);
+export const unevenScenario = labScenario<UnevenRun>('uneven', ({ opts }, file) => {
   const uplinks = UNEVEN_SEEDERS.map((s) => s.mbit * MBIT);
   const ideal = idealSeconds(file.sizeBytes, uplinks);
   const idealBps = Math.min(uplinks.reduce((a, b) => a + b, 0), LINK_BPS);
-  const runs: UnevenRun[] = [];
-  await withLab(ws, async (lab) => {
-    lab.addHost('dl', { upBps: LINK_BPS, downBps: LINK_BPS });
-    UNEVEN_SEEDERS.forEach((s, i) => lab.addHost(`u${i + 1}`, { upBps: s.mbit * MBIT }));
-    opts.log(`uneven: starting ${UNEVEN_SEEDERS.length} seeders behind delay proxies`);
-    const seeders = await lab.startPeers(UNEVEN_SEEDERS.length, (i) => `u${i + 1}`, (i) => `u${i + 1}`, { advertisePort: PROXY_PORT });
-    for (const [i, s] of seeders.entries()) {
-      const st = await lab.waitReady(s);
-      await lab.startDelayProxy(s.host, PROXY_PORT, st.listen, UNEVEN_SEEDERS[i]!.delayMs);
-      await lab.share(s, file.path);
-    }
-    const byAddress = new Map(seeders.map((s, i) => [`${s.ip}:${PROXY_PORT}`, i]));
-    for (let r = 1; r <= opts.runs; r++) {
-      for (const strategy of opts.strategies) {
-        const dl = await lab.startPeer('dl', 'dl');
-        await lab.waitHolders(dl, file.name, seeders.length);
-        const out = await lab.get(dl, file.name, { strategy });
-        await lab.stop(dl.proc);
-        await lab.removePeerFiles(dl);
+  return {
+    async prepare(lab) {
+      lab.addHost('dl', { upBps: LINK_BPS, downBps: LINK_BPS });
+      UNEVEN_SEEDERS.forEach((s, i) => lab.addHost(`u${i + 1}`, { upBps: s.mbit * MBIT }));
+      opts.log(`uneven: starting ${UNEVEN_SEEDERS.length} seeders behind delay proxies`);
+      const seeders = await lab.startPeers(UNEVEN_SEEDERS.length, (i) => `u${i + 1}`, (i) => `u${i + 1}`, { advertisePort: PROXY_PORT });
+      for (const [i, s] of seeders.entries()) {
+        const st = await lab.waitReady(s);
+        await lab.startDelayProxy(s.host, PROXY_PORT, st.listen, UNEVEN_SEEDERS[i]!.delayMs);
+        await lab.share(s, file.path);
+      }
+      const byAddress = new Map(seeders.map((s, i) => [`${s.ip}:${PROXY_PORT}`, i]));
+      return async (strategy, r) => {
+        const { out, ok } = await freshDownload(lab, file, seeders.length, strategy);
+        const run: UnevenRun = downloadRun(strategy, r, out, ok);
         const res = out.result;
-        const ok = out.code === 0 && res !== undefined && res.size === file.sizeBytes;
-        const run: UnevenRun = { strategy, run: r, ok, machineBusyFraction: out.machineBusyFraction };
-        if (out.otherBusyFraction !== undefined) run.otherBusyFraction = out.otherBusyFraction;
-        if (ok) {
+        if (ok && res) {
           const { firstBytesSeconds, steadyBitsPerSec } = analyzeSamples(out.samples);
           run.seconds = res.seconds;
           run.efficiency = ideal / res.seconds;
@@ -82,91 +66,78 @@ export const unevenScenario: Scenario = async (ctx) => {
           }
           run.bytesBySeeder = bytes;
         } else {
-          run.error = out.stderr || `exit code ${out.code}`;
+          run.error = failure(out);
         }
-        runs.push(run);
-        opts.log(`uneven: ${strategy} run ${r}: ${ok ? `${res.seconds.toFixed(2)} s, efficiency ${run.efficiency!.toFixed(2)}` : `FAILED ${run.error}`}`);
-      }
-    }
-  });
+        return run;
+      };
+    },
+    describe: (run) => (run.ok ? `${run.seconds!.toFixed(2)} s, efficiency ${run.efficiency!.toFixed(2)}` : `FAILED ${run.error}`),
+    report(runs) {
+      const summary = perStrategy(opts.strategies, runs, (all) => {
+        const rs = all.filter((r) => r.ok);
+        return {
+          runs: all.length,
+          failed: all.length - rs.length,
+          medianSeconds: med(rs.map((r) => r.seconds)),
+          medianEfficiency: med(rs.map((r) => r.efficiency)),
+          minEfficiency: minOf(rs.map((r) => r.efficiency)),
+          medianFirstBytesSeconds: med(rs.map((r) => r.firstBytesSeconds)),
+          medianSteadyEfficiency: med(rs.map((r) => r.steadyEfficiency)),
+          medianOtherBusy: med(rs.map((r) => r.otherBusyFraction)),
+          /** Median share of the file each seeder sent, against its share of the total uplink. */
+          medianShareBySeeder: UNEVEN_SEEDERS.map((_, i) => med(rs.map((r) => (r.bytesBySeeder?.[i] ?? 0) / file.sizeBytes))),
+        };
+      });
+      const totalMbit = UNEVEN_SEEDERS.reduce((a, s) => a + s.mbit, 0);
+      const seederTable = mdTable(
+        ['seeder', 'uplink Mbit/s', 'added delay each way ms', 'fair share', ...opts.strategies.map((s) => `${s}: share sent`)],
+        UNEVEN_SEEDERS.map((s, i) => [`u${i + 1}`, s.mbit, s.delayMs, pct(s.mbit / totalMbit), ...summary.map((x) => pct(x.medianShareBySeeder[i]))]),
+      );
+      const mainTable = mdTable(
+        ['strategy', 'ideal s', 'median s', 'median eff.', 'min eff.', 'first bytes s (from CLI launch)', 'steady eff. (10-90%)', 'other work on the machine', 'failed runs'],
+        summary.map((x) => [x.strategy, secs(ideal), secs(x.medianSeconds), pct(x.medianEfficiency), pct(x.minEfficiency), secs(x.medianFirstBytesSeconds), pct(x.medianSteadyEfficiency), busyPercent(x.medianOtherBusy), x.failed]),
+      );
+      const primary = primaryOf(summary);
+      const targets = [
+        {
+          target: `${primary.strategy}: median efficiency >= 0.85 of the ideal from the actual uplinks (${totalMbit} Mbit/s)`,
+          measured: `${pct(primary.medianEfficiency)} (${secs(primary.medianSeconds)} s against ${secs(ideal)} s)`,
+          holds: primary.medianEfficiency >= 0.85,
+        },
+      ];
+      const notes = [
+        `The delay is added in each direction by a user-space proxy in the seeder's host (bench/lab/delay-proxy.ts), so a seeder's round trip grows by twice the delay. The seeder advertises the proxy's port: the tracker pairs the advertised port with the address it observes (daemon/tracker.ts uses only the port of --advertise).`,
+        `"First bytes" is when the first verified chunk showed, from the CLI's launch: the tracker lookup, connecting to and measuring the holders (round trips of up to 200 ms here) and the manifest. TCP also needs several round trips to open its window to a far seeder, which a 1-second download does not leave it: compare the far 200 Mbit/s seeder's share with its fair share.`,
+        ...failedNotes(runs),
+      ];
 
-  const summary = opts.strategies.map((s) => {
-    const rs = runs.filter((r) => r.strategy === s && r.ok);
-    return {
-      strategy: s,
-      runs: runs.filter((r) => r.strategy === s).length,
-      failed: runs.filter((r) => r.strategy === s && !r.ok).length,
-      medianSeconds: med(rs.map((r) => r.seconds)),
-      medianEfficiency: med(rs.map((r) => r.efficiency)),
-      minEfficiency: minOf(rs.map((r) => r.efficiency)),
-      medianFirstBytesSeconds: med(rs.map((r) => r.firstBytesSeconds)),
-      medianSteadyEfficiency: med(rs.map((r) => r.steadyEfficiency)),
-      medianOtherBusy: med(rs.map((r) => r.otherBusyFraction)),
-      /** Median share of the file each seeder sent, against its share of the total uplink. */
-      medianShareBySeeder: UNEVEN_SEEDERS.map((_, i) => med(rs.map((r) => (r.bytesBySeeder?.[i] ?? 0) / file.sizeBytes))),
-    };
-  });
-  const totalMbit = UNEVEN_SEEDERS.reduce((a, s) => a + s.mbit, 0);
-  const seederTable = mdTable(
-    ['seeder', 'uplink Mbit/s', 'added delay each way ms', 'fair share', ...opts.strategies.map((s) => `${s}: share sent`)],
-    UNEVEN_SEEDERS.map((s, i) => [`u${i + 1}`, s.mbit, s.delayMs, pct(s.mbit / totalMbit), ...summary.map((x) => pct(x.medianShareBySeeder[i]))]),
-  );
-  const mainTable = mdTable(
-    ['strategy', 'ideal s', 'median s', 'median eff.', 'min eff.', 'first bytes s (from CLI launch)', 'steady eff. (10-90%)', 'other work on the machine', 'failed runs'],
-    summary.map((x) => [x.strategy, secs(ideal), secs(x.medianSeconds), pct(x.medianEfficiency), pct(x.minEfficiency), secs(x.medianFirstBytesSeconds), pct(x.medianSteadyEfficiency), Number.isFinite(x.medianOtherBusy) ? `${Math.round(x.medianOtherBusy * 100)}%` : 'n/a', x.failed]),
-  );
-  const primary = summary.find((x) => x.strategy === 'adaptive') ?? summary[0]!;
-  const targets = [
-    {
-      target: `${primary.strategy}: median efficiency >= 0.85 of the ideal from the actual uplinks (${totalMbit} Mbit/s)`,
-      measured: `${pct(primary.medianEfficiency)} (${secs(primary.medianSeconds)} s against ${secs(ideal)} s)`,
-      holds: primary.medianEfficiency >= 0.85,
+      const svg = renderChart(`Lab 2: uneven peers (${opts.sizeMiB} MiB, ${UNEVEN_SEEDERS.length} seeders, ${totalMbit} Mbit/s in total)`, `medians of ${opts.runs} run(s); uplinks 10-200 Mbit/s, added delays 1-100 ms each way`, [
+        wholeAndSteadyPanel(summary, 'Efficiency against the ideal from the actual uplinks', { y: 0.85, label: 'target 0.85' }),
+        {
+          kind: 'bar',
+          title: 'Share of the file each seeder sent (seeder: uplink in Mbit/s, delay each way)',
+          yLabel: 'share of the file',
+          categories: UNEVEN_SEEDERS.map((s) => `${s.mbit}M\n${s.delayMs} ms`),
+          groups: [
+            { name: 'fair share', color: COLORS.ideal, values: UNEVEN_SEEDERS.map((s) => s.mbit / totalMbit) },
+            ...summary.map((x) => ({ name: x.strategy, color: strategyColor(x.strategy), values: x.medianShareBySeeder })),
+          ],
+          format: (v) => v.toFixed(2),
+        },
+      ]);
+      return {
+        title: 'uneven peers (scenario 2): mixed uplinks and latencies',
+        setup: `Ten seeder hosts, uplinks capped with tbf at ${UNEVEN_SEEDERS.map((s) => s.mbit).join(', ')} Mbit/s and reached through a delay proxy adding ${UNEVEN_SEEDERS.map((s) => s.delayMs).join(', ')} ms each way; the downloader's link 1 Gbit/s. A fresh downloading p2p-peerd per run fetches one ${opts.sizeMiB} MiB file with \`p2p get\`.`,
+        params: { sizeMiB: opts.sizeMiB, runs: opts.runs, strategies: opts.strategies, seeders: UNEVEN_SEEDERS, idealSeconds: ideal },
+        summary,
+        targets,
+        notes,
+        tables: [
+          { title: 'Time and efficiency', markdown: mainTable },
+          { title: 'Who sent what (median share of the file)', markdown: seederTable },
+        ],
+        svg,
+      };
     },
-  ];
-  const notes = [
-    `The delay is added in each direction by a user-space proxy in the seeder's host (bench/lab/delay-proxy.ts), so a seeder's round trip grows by twice the delay. The seeder advertises the proxy's port: the tracker pairs the advertised port with the address it observes (daemon/tracker.ts uses only the port of --advertise).`,
-    `"First bytes" is when the first verified chunk showed, from the CLI's launch: the tracker lookup, connecting to and measuring the holders (round trips of up to 200 ms here) and the manifest. TCP also needs several round trips to open its window to a far seeder, which a 1-second download does not leave it: compare the far 200 Mbit/s seeder's share with its fair share.`,
-  ];
-  for (const r of runs.filter((x) => !x.ok)) notes.push(`${r.strategy} run ${r.run} failed: ${r.error}`);
-
-  const svg = renderChart(`Lab 2: uneven peers (${opts.sizeMiB} MiB, ${UNEVEN_SEEDERS.length} seeders, ${totalMbit} Mbit/s in total)`, `medians of ${opts.runs} run(s); uplinks 10-200 Mbit/s, added delays 1-100 ms each way`, [
-    {
-      kind: 'bar',
-      title: 'Efficiency against the ideal from the actual uplinks',
-      yLabel: 'efficiency',
-      yMax: 1.1,
-      categories: ['whole download', 'steady state (10-90%)'],
-      groups: summary.map((x) => ({ name: x.strategy, color: x.strategy === 'adaptive' ? COLORS.adaptive : COLORS.original, values: [x.medianEfficiency, x.medianSteadyEfficiency] })),
-      refLines: [{ y: 0.85, label: 'target 0.85' }],
-      format: (v) => v.toFixed(2),
-    },
-    {
-      kind: 'bar',
-      title: 'Share of the file each seeder sent (seeder: uplink in Mbit/s, delay each way)',
-      yLabel: 'share of the file',
-      categories: UNEVEN_SEEDERS.map((s) => `${s.mbit}M\n${s.delayMs} ms`),
-      groups: [
-        { name: 'fair share', color: COLORS.ideal, values: UNEVEN_SEEDERS.map((s) => s.mbit / totalMbit) },
-        ...summary.map((x) => ({ name: x.strategy, color: x.strategy === 'adaptive' ? COLORS.adaptive : COLORS.original, values: x.medianShareBySeeder })),
-      ],
-      format: (v) => v.toFixed(2),
-    },
-  ]);
-  const report: ScenarioReport = {
-    scenario: 'uneven',
-    title: 'uneven peers (scenario 2): mixed uplinks and latencies',
-    setup: `Ten seeder hosts, uplinks capped with tbf at ${UNEVEN_SEEDERS.map((s) => s.mbit).join(', ')} Mbit/s and reached through a delay proxy adding ${UNEVEN_SEEDERS.map((s) => s.delayMs).join(', ')} ms each way; the downloader's link 1 Gbit/s. A fresh downloading p2p-peerd per run fetches one ${opts.sizeMiB} MiB file with \`p2p get\`.`,
-    params: { sizeMiB: opts.sizeMiB, runs: opts.runs, strategies: opts.strategies, seeders: UNEVEN_SEEDERS, idealSeconds: ideal },
-    runs,
-    summary,
-    targets,
-    notes,
-    tables: [
-      { title: 'Time and efficiency', markdown: mainTable },
-      { title: 'Who sent what (median share of the file)', markdown: seederTable },
-    ],
-    svg,
-    elapsedSeconds: (performance.now() - started) / 1000,
   };
-  return report;
-};
+});
