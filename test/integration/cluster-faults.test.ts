@@ -171,7 +171,9 @@ t.test('issue 9 (2): three trackers, no livelock: after writes frozen backups ne
   // start t1; kill -9 t2; a main among t0, t1 (a ban); start t2. After each step a main must exist.
   let n = 0;
   const step = async (what: string, among: TrackerProcess[]): Promise<void> => {
-    const sighting = await c.oneMain(among, { deadlineMs: 5000 }).catch((err: Error) => err);
+    // The time includes a restarted tracker's own start-up, which a busy machine (the suite runs three
+    // files at once) can stretch; how fast a takeover is, is bench/takeover.ts's measure, not this test's.
+    const sighting = await c.oneMain(among, { deadlineMs: 10_000 }).catch((err: Error) => err);
     if (sighting instanceof Error) return void t.fail(`a main among ${among.map((tr) => tr.name).join(', ')} ${what}: ${sighting.message}`);
     t.pass(`a main among ${among.map((tr) => tr.name).join(', ')} ${what}: ${sighting.main.name}, term ${sighting.rows.get(sighting.main)!.term}`);
     const o = await ban(sighting.main, `10.92.1.${++n}`, what);
