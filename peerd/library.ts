@@ -211,7 +211,7 @@ export class Library extends EventEmitter {
   /** Shares `p` if it is new or changed; returns the shared entry. */
   private async ensure(p: string): Promise<SharedFile> {
     const st = await fsp.stat(p);
-    if (!st.isFile()) throw new P2PError('P2P_BAD_REQUEST', `${p} is not a regular file`);
+    if (!st.isFile()) throw new P2PError('P2P_BAD_PATH', `${p} is not a regular file`);
     const name = path.basename(p);
     validateName(name);
     const current = this.byPath.get(p);
@@ -245,10 +245,10 @@ export class Library extends EventEmitter {
       } catch {
         throw new P2PError('P2P_NOT_FOUND', `${raw}: no such file`);
       }
-      if (!st.isFile()) throw new P2PError('P2P_BAD_REQUEST', `${raw} is not a regular file`);
+      if (!st.isFile()) throw new P2PError('P2P_BAD_PATH', `${raw} is not a regular file`);
       validateName(path.basename(p));
       await fsp.access(p, fs.constants.R_OK).catch(() => {
-        throw new P2PError('P2P_BAD_REQUEST', `${raw} is not readable by the peer daemon`);
+        throw new P2PError('P2P_BAD_PATH', `${raw} is not readable by the peer daemon`);
       });
       if (this.excluded.delete(p)) this.db.setExcluded(p, false);
       if (path.dirname(p) !== path.resolve(this.shareDir)) this.db.addSharedPath(p);

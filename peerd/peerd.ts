@@ -425,7 +425,7 @@ export class PeerDaemon {
       return { name: f.name, id: f.id.toString('hex'), size: f.size };
     }
     if (ids.size > 1) {
-      throw new P2PError('P2P_BAD_REQUEST', `'${k}' names ${ids.size} different files; get one by id: ${[...ids.keys()].join(', ')}`);
+      throw new P2PError('P2P_AMBIGUOUS', `'${k}' names ${ids.size} different files; get one by id: ${[...ids.keys()].join(', ')}`);
     }
     if (/^[0-9a-f]{8,64}$/.test(lower)) {
       const all = await this.tracker.request('SEARCH', { text: '', limit: 100_000 }, 'SEARCH_RESULT');
@@ -435,7 +435,7 @@ export class PeerDaemon {
         const f = hits[0]!;
         return { name: f.name, id: f.id.toString('hex'), size: f.size };
       }
-      if (distinct.size > 1) throw new P2PError('P2P_BAD_REQUEST', `id prefix '${k}' matches ${distinct.size} files: ${[...distinct.keys()].join(', ')}`);
+      if (distinct.size > 1) throw new P2PError('P2P_AMBIGUOUS', `id prefix '${k}' matches ${distinct.size} files: ${[...distinct.keys()].join(', ')}`);
       if (HEX_ID.test(lower)) {
         // Not listed by name (yet): the holders may still be found by id.
         return { name: lower.slice(0, 16), id: lower, size: 0 };
@@ -485,9 +485,9 @@ export class PeerDaemon {
     const running = this.downloads.get(r.id);
     const runningResult = this.runs.get(r.id);
     if (running && runningResult && running.req.target === target) return this.follow(running, runningResult, conn, requestId);
-    if (!fs.existsSync(path.dirname(target))) throw new P2PError('P2P_BAD_REQUEST', `folder ${path.dirname(target)} does not exist`);
+    if (!fs.existsSync(path.dirname(target))) throw new P2PError('P2P_BAD_PATH', `folder ${path.dirname(target)} does not exist`);
     if (fs.existsSync(target)) {
-      if (fs.statSync(target).isDirectory()) throw new P2PError('P2P_BAD_REQUEST', `${target} is a folder`);
+      if (fs.statSync(target).isDirectory()) throw new P2PError('P2P_BAD_PATH', `${target} is a folder`);
       // Issue 11: getting a file that is already there is done, not a conflict (nor a reason to fetch it again).
       if (await this.holdsFile(target, r.id, r.size)) {
         return { name: r.name, id: r.id, path: target, size: fs.statSync(target).size, seconds: 0, firstByteSeconds: null, peers: [], resumedChunks: 0, alreadyPresent: true };

@@ -44,6 +44,8 @@ export const ErrorCodes = {
   P2P_REGISTRATION_QUOTA: "a registration would take a peer's files or name bytes past its cap",
   P2P_TLS_REQUIRED: 'the server takes this connection only inside TLS 1.3',
   P2P_VERSION: 'the other side, or a data folder, is from a release this one cannot work with',
+  P2P_AMBIGUOUS: 'a name or an id prefix matches several files; name one by its id',
+  P2P_BAD_PATH: 'a local path is not what the command needs (a missing folder, a folder for a file, a file that is not regular or readable)',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

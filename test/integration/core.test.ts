@@ -137,7 +137,13 @@ t.test('get refuses to overwrite unless told, resolves ids, and reports unknown 
   fs.writeFileSync(path.join(s2.shareDir, 'a.txt'), 'version two');
   await s2.call('share', { paths: [path.join(s2.shareDir, 'a.txt')] });
   await until('two a.txt files', async () => ((await d.call('search', { text: 'a.txt' })).length === 2 ? true : undefined));
-  await t.rejects(d.call('get', { key: 'a.txt', out: path.join(fleet.dir, 'x.txt'), overwrite: false }), { code: 'P2P_BAD_REQUEST', message: new RegExp(shared!.id) });
+  await t.rejects(d.call('get', { key: 'a.txt', out: path.join(fleet.dir, 'x.txt'), overwrite: false }), { code: 'P2P_AMBIGUOUS', message: new RegExp(shared!.id) }, 'P2P_AMBIGUOUS, listing the ids');
+
+  // Paths that are not what get and share need: P2P_BAD_PATH, naming the path.
+  await t.rejects(d.call('get', { key: shared!.id, out: path.join(fleet.dir, 'no-such-folder', 'x.txt'), overwrite: false }), { code: 'P2P_BAD_PATH', message: /no-such-folder does not exist/ });
+  fs.mkdirSync(path.join(fleet.dir, 'outdir', 'a.txt'), { recursive: true });
+  await t.rejects(d.call('get', { key: shared!.id, out: path.join(fleet.dir, 'outdir'), overwrite: true }), { code: 'P2P_BAD_PATH', message: /a\.txt is a folder/ });
+  await t.rejects(d.call('share', { paths: [fleet.dir] }), { code: 'P2P_BAD_PATH', message: /is not a regular file/ });
 });
 
 t.test('files dropped into the share folder are shared without a restart, and unshare withdraws them', async (t) => {
