@@ -2,9 +2,9 @@
 import fs from 'node:fs';
 import { hideBin } from 'yargs/helpers';
 import path from 'node:path';
-import { loadIdentityFile, parseAddress, parsePinnedAddressList, type Address } from '../protocol/index.js';
+import { loadIdentityFile, parseAddress, parsePinnedAddressList } from '../protocol/index.js';
 import { ensurePrivateDir } from '../protocol/local-files.js';
-import { LOG_OPTIONS, onShutdownSignal, setupFailed, stderrLogger, usageError } from '../protocol/program.js';
+import { LOG_OPTIONS, METRICS_OPTIONS, metricsAddress, onShutdownSignal, setupFailed, stderrLogger, usageError } from '../protocol/program.js';
 import { loadSettings, type OptionTable } from '../protocol/settings.js';
 import { parseReportPolicy } from './reports.js';
 import { DEFAULTS, Tracker } from './tracker.js';
@@ -31,7 +31,7 @@ const OPTIONS = {
   'max-name-bytes-per-peer': { type: 'number', default: DEFAULTS.maxNameBytesPerPeer, describe: "bytes of one peer's file names in all" },
   'reports-per-minute': { type: 'number', default: DEFAULTS.reportsPerMinute },
   'print-id': { type: 'boolean', default: false, commandLineOnly: true, describe: "print the id of this tracker's key (made in --data if missing), to pin as ID@HOST:PORT, and exit" },
-  metrics: { type: 'string', describe: 'serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP; off by default)' },
+  ...METRICS_OPTIONS,
   ...LOG_OPTIONS,
 } as const satisfies OptionTable;
 
@@ -57,13 +57,6 @@ let tracker: Tracker;
 try {
   const listen = parseAddress(argv.listen, true);
   const cluster = argv.cluster ? parsePinnedAddressList(argv.cluster) : undefined;
-  const metricsAddress = (v: string): Address => {
-    try {
-      return parseAddress(v, true);
-    } catch (err) {
-      return usageError(PROGRAM, `--metrics: ${(err as Error).message}`);
-    }
-  };
   for (const [flag, v] of [['heartbeat-ms', argv['heartbeat-ms']], ['failover-ms', argv['failover-ms']], ['lease-ms', argv['lease-ms']]] as const) {
     if (!Number.isInteger(v) || v <= 0) usageError(PROGRAM, `--${flag} must be a positive integer`);
   }
@@ -101,7 +94,7 @@ try {
     maxNameBytesPerPeer: argv['max-name-bytes-per-peer'],
     reportsPerMinute: argv['reports-per-minute'],
     logger: log,
-    metrics: argv.metrics === undefined ? undefined : metricsAddress(argv.metrics),
+    metrics: metricsAddress(PROGRAM, argv.metrics),
   });
 } catch (err) {
   setupFailed(PROGRAM, log, err);

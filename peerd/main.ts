@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { hideBin } from 'yargs/helpers';
-import { parseAddress, parsePinnedAddressList, STRATEGY_NAMES, type Address, type StrategyName } from '../protocol/index.js';
-import { LOG_OPTIONS, onShutdownSignal, packageVersion, setupFailed, stderrLogger, usageError } from '../protocol/program.js';
+import { parseAddress, parsePinnedAddressList, STRATEGY_NAMES, type StrategyName } from '../protocol/index.js';
+import { LOG_OPTIONS, METRICS_OPTIONS, metricsAddress, onShutdownSignal, packageVersion, setupFailed, stderrLogger, usageError } from '../protocol/program.js';
 import { loadSettings, type OptionTable } from '../protocol/settings.js';
 import { PEER_DEFAULTS } from './defaults.js';
 import { PeerDaemon } from './peerd.js';
@@ -26,7 +26,7 @@ const OPTIONS = {
   'handshake-timeout-ms': { type: 'number', default: PEER_DEFAULTS.handshakeTimeoutMs, describe: 'a connecting peer must prove its key within this' },
   'read-timeout-ms': { type: 'number', default: PEER_DEFAULTS.readTimeoutMs, describe: 'a request frame must arrive whole within this' },
   'plain-chunk-links': { type: 'boolean', default: false, describe: 'chunk connections with peers that also set this skip TLS (less CPU per byte; chunks are still verified and receipts signed, but travel in clear): only on a network you trust' },
-  metrics: { type: 'string', describe: 'serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP; off by default)' },
+  ...METRICS_OPTIONS,
   ...LOG_OPTIONS,
 } as const satisfies OptionTable;
 
@@ -49,13 +49,6 @@ try {
       return usageError(PROGRAM, `--${flag}: ${(err as Error).message}`);
     }
   };
-  const metricsAddress = (v: string): Address => {
-    try {
-      return parseAddress(v, true);
-    } catch (err) {
-      return usageError(PROGRAM, `--metrics: ${(err as Error).message}`);
-    }
-  };
   daemon = new PeerDaemon({
     trackers: parsePinnedAddressList(argv.trackers),
     shareDir: argv.share,
@@ -72,7 +65,7 @@ try {
     maxDownloadRate: rate('max-download-rate', argv['max-download-rate']),
     strategy: argv.strategy as StrategyName,
     plainChunkLinks: argv['plain-chunk-links'],
-    metrics: argv.metrics === undefined ? undefined : metricsAddress(argv.metrics),
+    metrics: metricsAddress(PROGRAM, argv.metrics),
     logger: log,
     version: packageVersion(),
   });

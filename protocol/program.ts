@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { OptionTable } from './settings.js';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { parseAddress, type Address } from './address.js';
 import { P2PError } from './errors.js';
 
 export function packageVersion(): string {
@@ -96,4 +97,19 @@ export function setupFailed(program: string, log: Logger, err: unknown): never {
     process.exit(1);
   }
   return usageError(program, (err as Error).message);
+}
+
+/** --metrics, the same on both daemons. */
+export const METRICS_OPTIONS = {
+  metrics: { type: 'string', describe: 'serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP; off by default)' },
+} as const;
+
+/** A --metrics value as the address to serve on (undefined: off); a bad one is a usage error naming the flag. */
+export function metricsAddress(program: string, value: string | undefined): Address | undefined {
+  if (value === undefined) return undefined;
+  try {
+    return parseAddress(value, true);
+  } catch (err) {
+    return usageError(program, `--metrics: ${(err as Error).message}`);
+  }
 }
