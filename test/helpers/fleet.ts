@@ -186,6 +186,18 @@ export class Fleet {
     fs.closeSync(fd);
   }
 
+  /** Shares a copy of `source` as `name` on each of `peers`, waits until `watcher` sees them all; returns the file id. */
+  static async seed(peers: TestPeer[], source: string, name: string, watcher: TestPeer): Promise<string> {
+    let id = '';
+    for (const p of peers) {
+      fs.copyFileSync(source, path.join(p.shareDir, name));
+      const [f] = await p.call('share', { paths: [path.join(p.shareDir, name)] });
+      id = f!.id;
+    }
+    await Fleet.held(watcher, name, peers.length);
+    return id;
+  }
+
   /** Waits until a search from `peer` shows `name` held by at least `n` peers. */
   static held(peer: TestPeer, name: string, n: number): Promise<number> {
     return until(`${name} on ${n} peers`, async () => {

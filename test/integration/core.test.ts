@@ -47,11 +47,7 @@ t.test('a seeder whose file was damaged after sharing cannot spoil a download', 
   const d = await fleet.startPeer('d1');
   const orig = path.join(fleet.dir, 'orig.bin');
   Fleet.randomFile(orig, 8);
-  for (const s of [good, bad]) {
-    fs.copyFileSync(orig, path.join(s.shareDir, 'f.bin'));
-    await s.call('share', { paths: [path.join(s.shareDir, 'f.bin')] });
-  }
-  await Fleet.held(d, 'f.bin', 2);
+  await Fleet.seed([good, bad], orig, 'f.bin', d);
   // Damage every chunk on disk, keeping size and mtime, so only reading the data can tell.
   const p = path.join(bad.shareDir, 'f.bin');
   const st = fs.statSync(p);

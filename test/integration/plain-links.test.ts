@@ -110,11 +110,7 @@ t.test('on plain links a seeder that serves bad data is still caught and blackli
   const downloader = await fleet.startPeer('downloader', { plainChunkLinks: true });
   const orig = path.join(fleet.dir, 'orig.bin');
   Fleet.randomFile(orig, 8);
-  for (const p of [honest, bad]) {
-    fs.copyFileSync(orig, path.join(p.shareDir, 'data.bin'));
-    await p.call('share', { paths: [path.join(p.shareDir, 'data.bin')] });
-  }
-  await Fleet.held(downloader, 'data.bin', 2);
+  await Fleet.seed([honest, bad], orig, 'data.bin', downloader);
   const out = path.join(fleet.dir, 'got.bin');
   const r = await downloader.call('get', { key: 'data.bin', out, overwrite: false });
   t.ok(fs.readFileSync(out).equals(fs.readFileSync(orig)), 'the download is byte-identical');

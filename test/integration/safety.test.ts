@@ -74,18 +74,6 @@ async function admin(t: Tap, fleet: Fleet, token = ADMIN_TOKEN): Promise<AdminCl
 
 const banned = async (c: AdminClient): Promise<string[]> => (await c.blacklist()).entries.map((e) => e.target).sort();
 
-/** Shares one copy of `orig` as `name` on each peer and waits until `watcher` sees all of them. */
-async function seed(peers: TestPeer[], orig: string, name: string, watcher: TestPeer): Promise<string> {
-  let id = '';
-  for (const p of peers) {
-    fs.copyFileSync(orig, path.join(p.shareDir, name));
-    const [f] = await p.call('share', { paths: [path.join(p.shareDir, name)] });
-    id = f!.id;
-  }
-  await Fleet.held(watcher, name, peers.length);
-  return id;
-}
-
 function randomFile(fleet: Fleet, mib: number, extra = 12345): string {
   const p = path.join(fleet.dir, `orig-${mib}-${extra}.bin`);
   Fleet.randomFile(p, mib, extra);
@@ -135,7 +123,7 @@ t.test("a peer that registers someone else's address (and a file it does not hol
   const seeder = await fleet.startPeer('seeder');
   const d = await fleet.startPeer('d');
   const orig = randomFile(fleet, 3);
-  const id = await seed([seeder], orig, 'f.bin', d);
+  const id = await Fleet.seed([seeder], orig, 'f.bin', d);
   // Mallory's session says its chunks are served at the seeder's port, and that it holds f.bin.
   const mallory = newKeys();
   const conn = await open(t, fleet.trackerAddress, mallory);
@@ -186,7 +174,7 @@ t.test('a blacklisted peer id: session cut, files gone, every operation refused,
   const [s1, s2, s3] = [await fleet.startPeer('s1'), await fleet.startPeer('s2'), await fleet.startPeer('s3')];
   const d = await fleet.startPeer('d');
   const orig = randomFile(fleet, 6);
-  await seed([s1!, s2!, s3!], orig, 'shared.bin', d);
+  await Fleet.seed([s1!, s2!, s3!], orig, 'shared.bin', d);
   fs.writeFileSync(path.join(s1!.shareDir, 'only-s1.txt'), 'mine');
   await Fleet.held(d, 'only-s1.txt', 1);
   const adm = await admin(t, fleet);
@@ -277,7 +265,7 @@ t.test('a malicious seeder is blacklisted by evidence while the download complet
   const m = await fleet.startPeer('malicious', { corruptChunks: true });
   const d = await fleet.startPeer('d');
   const orig = randomFile(fleet, 12);
-  const id = await seed([h1, h2, m], orig, 'data.bin', d);
+  const id = await Fleet.seed([h1, h2, m], orig, 'data.bin', d);
 
   const out = path.join(fleet.dir, 'got.bin');
   const r = await d.call('get', { key: 'data.bin', out, overwrite: false });
@@ -306,7 +294,7 @@ t.test('a user report blacklists exactly the peers that served the download (pol
   const d = await fleet.startPeer('d');
   const other = await fleet.startPeer('other');
   const orig = randomFile(fleet, 8);
-  await seed(seeders, orig, 'f.bin', d);
+  await Fleet.seed(seeders, orig, 'f.bin', d);
 
   await t.rejects(d.call('report', { key: 'f.bin', reason: 'nothing yet' }), { code: 'P2P_NOT_FOUND' }, 'a peer with no download of the file cannot report it');
   const out = path.join(fleet.dir, 'got.bin');
@@ -332,7 +320,7 @@ t.test('forged and false reports are refused with P2P_BAD_EVIDENCE and harm no o
   const s1 = await fleet.startPeer('s1');
   const d = await fleet.startPeer('d');
   const orig = randomFile(fleet, 2);
-  const id = await seed([s1], orig, 'f.bin', d);
+  const id = await Fleet.seed([s1], orig, 'f.bin', d);
   const fileId = Buffer.from(id, 'hex');
   await d.call('get', { key: 'f.bin', out: path.join(fleet.dir, 'got.bin'), overwrite: false });
 
@@ -378,7 +366,7 @@ t.test('reports are rate-limited per reporter, bogus ones included', async (t) =
   const s1 = await fleet.startPeer('s1');
   const d1 = await fleet.startPeer('d1');
   const d2 = await fleet.startPeer('d2');
-  const id = await seed([s1], randomFile(fleet, 1), 'f.bin', d1);
+  const id = await Fleet.seed([s1], randomFile(fleet, 1), 'f.bin', d1);
   await d1.call('get', { key: 'f.bin', out: path.join(fleet.dir, 'got1.bin'), overwrite: false });
   await d2.call('get', { key: id, out: path.join(fleet.dir, 'got2.bin'), overwrite: false });
 
@@ -402,7 +390,7 @@ t.test('policy threshold:2 needs two distinct reporters', async (t) => {
   const s1 = await fleet.startPeer('s1');
   const d1 = await fleet.startPeer('d1');
   const d2 = await fleet.startPeer('d2');
-  const id = await seed([s1], randomFile(fleet, 1), 'f.bin', d1);
+  const id = await Fleet.seed([s1], randomFile(fleet, 1), 'f.bin', d1);
   await d1.call('get', { key: 'f.bin', out: path.join(fleet.dir, 'got1.bin'), overwrite: false });
   // d1 now shares it too; withdraw it so that d2's download comes from s1 alone.
   await d1.call('unshare', { key: id });
@@ -426,7 +414,7 @@ t.test('policy review leaves reported peers pending for an admin', async (t) => 
   await fleet.startTracker({ reportPolicy: { kind: 'review' } });
   const s1 = await fleet.startPeer('s1');
   const d1 = await fleet.startPeer('d1');
-  await seed([s1], randomFile(fleet, 1), 'f.bin', d1);
+  await Fleet.seed([s1], randomFile(fleet, 1), 'f.bin', d1);
   await d1.call('get', { key: 'f.bin', out: path.join(fleet.dir, 'got1.bin'), overwrite: false });
   const res = await d1.call('report', { key: 'f.bin', reason: 'suspicious' });
   t.same({ b: res.blacklisted, p: res.pending }, { b: [], p: [s1.daemon.peerId] }, 'the served peer is pending');
