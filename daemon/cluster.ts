@@ -16,7 +16,7 @@
  */
 import os from 'node:os';
 import type { Logger } from 'pino';
-import { formatAddress, P2PError, type Address, type Body, type Clock, type Connection, type PinnedAddress, type Timer, type TlsIdentity } from '../protocol/index.js';
+import { formatAddress, P2PError, toP2PError, type Address, type Body, type Clock, type Connection, type PinnedAddress, type Timer, type TlsIdentity } from '../protocol/index.js';
 import type { MemberKeys } from './member-keys.js';
 import type { Op } from './ops.js';
 import { isRaftMessage, type RaftMessage } from './raft/messages.js';
@@ -70,6 +70,14 @@ export function rankOf(self: Address, members: Address[]): number {
   throw new P2PError('P2P_BAD_REQUEST', `--listen ${selfLabel} is not in --cluster ${labels.join(',')}; list every tracker, this one included, in rank order`);
 }
 
+interface Proposal {
+  op: Op;
+  /** performance.now() when commit() was called. */
+  proposedAt: number;
+  resolve: () => void;
+  reject: (err: P2PError) => void;
+}
+
 interface Waiter {
   term: number;
   op: Op['op'];
@@ -90,6 +98,8 @@ export class Cluster {
   private node: RaftNode | undefined;
   private selfAddress = '';
   private readonly waiters = new Map<number, Waiter>();
+  /** Writes made in this turn of the event loop, proposed together at its end. */
+  private proposals: Proposal[] = [];
   private tickTimer: Timer | undefined;
   private sweepTimer: Timer | undefined;
   private stopped = false;
@@ -203,36 +213,49 @@ export class Cluster {
 
   /**
    * Writes an op and resolves once it is committed and applied here (see the top of this file). Writes
-   * are committed and answered in the order they were made.
+   * are committed and answered in the order they were made. Writes made in one turn of the event loop
+   * (the REGISTERs of many peers, say) go to the log together: one durable append, one fsync.
    */
   commit(op: Op): Promise<void> {
     this.requirePrimary();
-    const node = this.node!;
-    let index: number;
-    let term: number;
-    const proposedAt = performance.now();
-    try {
-      ({ index, term } = node.propose(op));
-    } catch (err) {
-      if (err instanceof NotMainError) {
-        const main = err.main === undefined ? undefined : this.labels[err.main];
-        throw new P2PError('P2P_NOT_PRIMARY', `this tracker is not the main${main ? `; the main is ${main}` : ''}: ${err.message}`);
-      }
-      throw err;
-    }
-    if (this.state.appliedIndex >= index) {
-      this.opts.onWriteDone?.(op.op, (performance.now() - proposedAt) / 1000);
-      return Promise.resolve(); // committed at once (acting alone)
-    }
     return new Promise<void>((resolve, reject) => {
-      const limitMs = 5 * this.opts.failoverMs;
+      this.proposals.push({ op, proposedAt: performance.now(), resolve, reject });
+      if (this.proposals.length === 1) setImmediate(() => this.proposeQueued());
+    });
+  }
+
+  private proposeQueued(): void {
+    const batch = this.proposals;
+    this.proposals = [];
+    if (batch.length === 0) return;
+    const node = this.node!;
+    let placed: Array<{ index: number; term: number }>;
+    try {
+      if (this.stopped) throw new P2PError('P2P_SHUTTING_DOWN', 'this tracker is shutting down');
+      placed = node.proposeMany(batch.map((p) => p.op));
+    } catch (err) {
+      const e =
+        err instanceof NotMainError
+          ? new P2PError('P2P_NOT_PRIMARY', `this tracker is not the main${err.main === undefined ? '' : `; the main is ${this.labels[err.main]}`}: ${err.message}`)
+          : toP2PError(err);
+      for (const p of batch) this.fail({ op: p.op.op, proposedAt: p.proposedAt, reject: p.reject }, e);
+      return;
+    }
+    const limitMs = 5 * this.opts.failoverMs;
+    batch.forEach((p, i) => {
+      const { index, term } = placed[i]!;
+      if (this.state.appliedIndex >= index) {
+        this.opts.onWriteDone?.(p.op.op, (performance.now() - p.proposedAt) / 1000);
+        p.resolve(); // committed at once (acting alone)
+        return;
+      }
       const timer = this.clock.setTimeout(() => {
         const w = this.waiters.get(index);
         if (!w) return;
         this.waiters.delete(index);
         this.fail(w, new P2PError('P2P_REPLICATION_FAILED', `write ${index} was not committed within ${limitMs} ms; it may or may not be kept`));
       }, limitMs);
-      this.waiters.set(index, { term, op: op.op, proposedAt, resolve, reject, timer });
+      this.waiters.set(index, { term, op: p.op.op, proposedAt: p.proposedAt, resolve: p.resolve, reject: p.reject, timer });
     });
   }
 
@@ -247,12 +270,13 @@ export class Cluster {
     w.resolve();
   }
 
-  private fail(w: Waiter, err: P2PError): void {
+  private fail(w: Pick<Waiter, 'op' | 'proposedAt' | 'reject'>, err: P2PError): void {
     this.opts.onWriteDone?.(w.op, (performance.now() - w.proposedAt) / 1000, err.code);
     w.reject(err);
   }
 
   private failWaiters(err: P2PError): void {
+    for (const p of this.proposals.splice(0)) this.fail({ op: p.op.op, proposedAt: p.proposedAt, reject: p.reject }, err);
     for (const w of this.waiters.values()) {
       w.timer.cancel();
       this.fail(w, err);

@@ -41,6 +41,8 @@ export class TrackerMetrics {
   private readonly lookups: Record<'found' | 'not_found', { inc(): void }>;
   private readonly lookupSeconds: Histogram;
   private readonly searches: Counter;
+  private readonly reannouncements: Counter;
+  private readonly heartbeats: Counter;
   private readonly searchSeconds: Histogram;
   private readonly writes: Counter<'op'>;
   private readonly writesFailed: Counter<'op' | 'code'>;
@@ -129,6 +131,8 @@ export class TrackerMetrics {
     this.lookups = { found: lookups.labels('found'), not_found: lookups.labels('not_found') };
     this.lookupSeconds = new Histogram({ name: `${PREFIX}lookup_duration_seconds`, help: 'Time to answer a LOOKUP.', buckets: READ_BUCKETS, registers });
     this.searches = new Counter({ name: `${PREFIX}searches_total`, help: 'SEARCH requests answered.', registers });
+    this.reannouncements = new Counter({ name: `${PREFIX}reannouncements_total`, help: 'REGISTERs answered without a write: the main already held exactly what the peer announced.', registers });
+    this.heartbeats = new Counter({ name: `${PREFIX}heartbeats_total`, help: 'PINGs answered (peers send one every 300 ms or a third of the lease, whichever is less).', registers });
     this.searchSeconds = new Histogram({ name: `${PREFIX}search_duration_seconds`, help: 'Time to answer a SEARCH.', buckets: READ_BUCKETS, registers });
     this.writes = new Counter({ name: `${PREFIX}writes_total`, help: 'Writes made on this tracker (as main) and committed, by op.', labelNames: ['op'], registers });
     this.writesFailed = new Counter({ name: `${PREFIX}writes_failed_total`, help: 'Writes proposed here that were not committed (lost command, replaced, timed out, shutting down), by op and error code.', labelNames: ['op', 'code'], registers });
@@ -165,6 +169,14 @@ export class TrackerMetrics {
   search(seconds: number): void {
     this.searches.inc();
     this.searchSeconds.observe(seconds);
+  }
+
+  reannounced(): void {
+    this.reannouncements.inc();
+  }
+
+  heartbeat(): void {
+    this.heartbeats.inc();
   }
 
   writeDone(op: Op['op'], seconds: number, failure?: string): void {

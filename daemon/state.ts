@@ -8,44 +8,13 @@
 import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { P2PError, PEER_ID_PATTERN } from '../protocol/index.js';
-import type { DurableRecord, FileReg, Op, PeerInfo, SnapshotRecord } from './ops.js';
+import type { DurableRecord, Op, SnapshotRecord } from './ops.js';
+import { HolderTable, type Holder, type RegistrationTotals, type SearchHit } from './holders.js';
 import { compareStamps, type BlacklistEntry, type Stamp, type StampedBan, type Store } from './store.js';
 
 export type { FileReg, Op, PeerInfo } from './ops.js';
+export type { Holder, RegistrationTotals, SearchHit } from './holders.js';
 export { isDurableOp } from './ops.js';
-
-interface FileRecord {
-  id: string;
-  size: number;
-  /** name -> peers that hold the file under that name */
-  names: Map<string, Set<string>>;
-  /** peerId -> complete? */
-  holders: Map<string, boolean>;
-}
-
-interface PeerRecord extends PeerInfo {
-  /** fileId -> the names (sorted) this peer holds it under: the same bytes may be shared under several names. */
-  files: Map<string, string[]>;
-  /** UTF-8 bytes of the names in `files`, what the per-peer cap counts. */
-  nameBytes: number;
-}
-
-/** What one peer has registered: the two things capped per peer (issue 10). */
-export interface RegistrationTotals {
-  files: number;
-  nameBytes: number;
-}
-
-export interface SearchHit {
-  id: string;
-  name: string;
-  size: number;
-  peers: number;
-}
-
-export interface Holder extends PeerInfo {
-  complete: boolean;
-}
 
 /** One committed log entry, as the state machine applies it. */
 export interface AppliedEntry {
@@ -84,8 +53,8 @@ export function normalizeHostForMatch(host: string): string {
 }
 
 export class TrackerState {
-  private readonly files = new Map<string, FileRecord>();
-  private readonly peers = new Map<string, PeerRecord>();
+  /** Who holds which file (soft state). */
+  readonly holders = new HolderTable();
   private readonly banned = new Map<string, StampedBan>();
   /** The current term (the cluster keeps it durable; mirrored here for messages). */
   term = 0;
@@ -147,14 +116,13 @@ export class TrackerState {
   private applySoft(op: Extract<Op, { op: 'register' | 'unregister' | 'drop-peer' }>): void {
     switch (op.op) {
       case 'register':
-        if (!this.isBanned(op.peer.peerId, op.peer.host)) this.register(op.peer, op.files);
+        if (!this.isBanned(op.peer.peerId, op.peer.host)) this.holders.register(op.peer, op.files);
         return;
       case 'unregister':
-        this.unregister(op.peerId, op.ids);
+        this.holders.unregister(op.peerId, op.ids);
         return;
       case 'drop-peer':
-        this.unregister(op.peerId, 'all');
-        this.peers.delete(op.peerId);
+        this.holders.dropPeer(op.peerId);
         return;
     }
   }
@@ -164,8 +132,7 @@ export class TrackerState {
     switch (op.op) {
       case 'term':
         if (op.resetHolders) {
-          this.files.clear();
-          this.peers.clear();
+          this.holders.clear();
           this.holdersLost = false;
         }
         return;
@@ -261,13 +228,7 @@ export class TrackerState {
     // A copy taken from a tracker that lost its holder lists carries that loss: the copy's lists are empty too.
     const records: SnapshotRecord[] = [{ k: 'head', index: this.appliedIndex, term: this.appliedTerm, epoch, holdersLost: this.holdersLost }];
     records.push(...this.durableRecords());
-    for (const p of this.peers.values()) {
-      records.push({
-        k: 'peer',
-        peer: { peerId: p.peerId, publicKey: p.publicKey, host: p.host, port: p.port },
-        files: [...p.files].flatMap(([id, names]) => names.map((name) => ({ id, name, size: this.files.get(id)!.size, complete: this.files.get(id)!.holders.get(p.peerId) ?? true }))),
-      });
-    }
+    for (const { peer, files } of this.holders.holdings()) records.push({ k: 'peer', peer, files });
     for (const audit of this.store.audit(1000).reverse()) records.push({ k: 'audit', audit });
     return records;
   }
@@ -277,8 +238,7 @@ export class TrackerState {
     const head = records[0];
     if (head?.k !== 'head') throw new P2PError('P2P_BAD_REQUEST', 'a snapshot must start with its header');
     const before = new Map(this.banned);
-    this.files.clear();
-    this.peers.clear();
+    this.holders.clear();
     this.banned.clear();
     const { store } = this;
     store.transaction(() => {
@@ -306,7 +266,7 @@ export class TrackerState {
       store.setMeta('applied', head.index);
       store.setMeta('applied_term', head.term);
     });
-    for (const r of records) if (r.k === 'peer') this.register(r.peer, r.files);
+    for (const r of records) if (r.k === 'peer') this.holders.register(r.peer, r.files);
     this.appliedIndex = head.index;
     this.appliedTerm = head.term;
     this.blacklistVersion = versionOf(head.term, head.index);
@@ -319,67 +279,7 @@ export class TrackerState {
 
   /** Removes every holding of peers the target matches (by id or address). */
   private dropBanned(target: string): void {
-    for (const peer of [...this.peers.values()]) {
-      if (peer.peerId === target || normalizeHostForMatch(peer.host) === target) {
-        this.unregister(peer.peerId, 'all');
-        this.peers.delete(peer.peerId);
-      }
-    }
-  }
-
-  private register(info: PeerInfo, files: FileReg[]): void {
-    let peer = this.peers.get(info.peerId);
-    if (!peer) {
-      peer = { ...info, files: new Map(), nameBytes: 0 };
-      this.peers.set(info.peerId, peer);
-    } else {
-      peer.host = info.host;
-      peer.port = info.port;
-      peer.publicKey = info.publicKey;
-    }
-    for (const [id, regs] of byFileId(files)) {
-      let rec = this.files.get(id);
-      if (!rec) {
-        rec = { id, size: regs[0]!.size, names: new Map(), holders: new Map() };
-        this.files.set(id, rec);
-      }
-      // The names registered for an id replace the ones this peer had for it (a rename, an unshared copy).
-      const names = namesOf(regs);
-      const oldNames = peer.files.get(id) ?? [];
-      for (const old of oldNames) if (!names.includes(old)) this.removeName(rec, old, peer.peerId);
-      peer.nameBytes += nameBytes(names) - nameBytes(oldNames);
-      peer.files.set(id, names);
-      rec.holders.set(peer.peerId, regs.some((r) => r.complete));
-      for (const name of names) {
-        let holders = rec.names.get(name);
-        if (!holders) rec.names.set(name, (holders = new Set()));
-        holders.add(peer.peerId);
-      }
-    }
-  }
-
-  private removeName(rec: FileRecord, name: string, peerId: string): void {
-    const set = rec.names.get(name);
-    if (!set) return;
-    set.delete(peerId);
-    if (set.size === 0) rec.names.delete(name);
-  }
-
-  private unregister(peerId: string, ids: string[] | 'all'): void {
-    const peer = this.peers.get(peerId);
-    if (!peer) return;
-    const list = ids === 'all' ? [...peer.files.keys()] : ids;
-    for (const id of list) {
-      const names = peer.files.get(id);
-      if (names === undefined) continue;
-      peer.files.delete(id);
-      peer.nameBytes -= nameBytes(names);
-      const rec = this.files.get(id);
-      if (!rec) continue;
-      rec.holders.delete(peerId);
-      for (const name of names) this.removeName(rec, name, peerId);
-      if (rec.holders.size === 0) this.files.delete(id);
-    }
+    for (const peerId of this.holders.peersMatching(target, normalizeHostForMatch)) this.holders.dropPeer(peerId);
   }
 
   isBanned(peerId: string, host: string): BlacklistEntry | undefined {
@@ -391,36 +291,25 @@ export class TrackerState {
   }
 
   hasPeer(peerId: string): boolean {
-    return this.peers.has(peerId);
+    return this.holders.hasPeer(peerId);
   }
 
   peerIds(): string[] {
-    return [...this.peers.keys()];
+    return this.holders.peerIds();
   }
 
   peerFileCount(peerId: string): number {
-    return this.peers.get(peerId)?.files.size ?? 0;
+    return this.holders.peerFileCount(peerId);
   }
 
   /** What `peerId` has registered now, or would have once `files` were registered too (a file id counts once). */
   registrationTotals(peerId: string, files: ReadonlyArray<{ id: string; name: string }> = []): RegistrationTotals {
-    const peer = this.peers.get(peerId);
-    const totals = { files: peer?.files.size ?? 0, nameBytes: peer?.nameBytes ?? 0 };
-    // As register() does: the names registered for an id replace the ones the peer had for it.
-    for (const [id, regs] of byFileId(files)) {
-      const old = peer?.files.get(id);
-      if (old === undefined) totals.files++;
-      else totals.nameBytes -= nameBytes(old);
-      totals.nameBytes += nameBytes(namesOf(regs));
-    }
-    return totals;
+    return this.holders.registrationTotals(peerId, files);
   }
 
   /** How much the tracker holds, for --metrics: files, (peer, file) holder entries, peers with files, blacklist entries. */
   sizes(): { files: number; holders: number; peers: number; blacklist: number } {
-    let holders = 0;
-    for (const p of this.peers.values()) holders += p.files.size;
-    return { files: this.files.size, holders, peers: this.peers.size, blacklist: this.banned.size };
+    return { ...this.holders.sizes(), blacklist: this.banned.size };
   }
 
   /** Every target on the blacklist (peer ids and addresses), for a peer that re-syncs. */
@@ -429,28 +318,11 @@ export class TrackerState {
   }
 
   search(text: string, limit: number): { hits: SearchHit[]; truncated: boolean } {
-    const needle = text.toLowerCase();
-    const hits: SearchHit[] = [];
-    for (const rec of this.files.values()) {
-      for (const name of rec.names.keys()) {
-        if (!name.toLowerCase().includes(needle)) continue;
-        if (hits.length >= limit) return { hits, truncated: true };
-        hits.push({ id: rec.id, name, size: rec.size, peers: rec.holders.size });
-      }
-    }
-    hits.sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
-    return { hits, truncated: false };
+    return this.holders.search(text, limit);
   }
 
   lookup(fileId: string): { size: number; holders: Holder[] } | undefined {
-    const rec = this.files.get(fileId);
-    if (!rec) return undefined;
-    const holders: Holder[] = [];
-    for (const [peerId, complete] of rec.holders) {
-      const p = this.peers.get(peerId);
-      if (p) holders.push({ peerId, publicKey: p.publicKey, host: p.host, port: p.port, complete });
-    }
-    return { size: rec.size, holders };
+    return this.holders.lookup(fileId);
   }
 
   /** A digest of everything replicated but the audit log, to compare trackers (tests, admin status). */
@@ -459,29 +331,10 @@ export class TrackerState {
     h.update(JSON.stringify(this.store.bans()));
     h.update(JSON.stringify(this.store.tombstones()));
     h.update(JSON.stringify(this.store.stampedReports()));
-    const peers = [...this.peers.values()]
-      .map((p) => ({ peerId: p.peerId, host: p.host, port: p.port, files: [...p.files].sort((a, b) => a[0].localeCompare(b[0])) }))
-      .sort((a, b) => a.peerId.localeCompare(b.peerId));
-    h.update(JSON.stringify(peers));
+    h.update(JSON.stringify(this.holders.canonical()));
     return h.digest('hex');
   }
 }
-
-/** A registration's entries grouped by file id, in the order the ids first appear. */
-function byFileId<F extends { id: string }>(files: ReadonlyArray<F>): Map<string, F[]> {
-  const groups = new Map<string, F[]>();
-  for (const f of files) {
-    const group = groups.get(f.id);
-    if (group) group.push(f);
-    else groups.set(f.id, [f]);
-  }
-  return groups;
-}
-
-/** The distinct names of one id's entries, sorted (every tracker applies and hashes them alike). */
-const namesOf = (regs: ReadonlyArray<{ name: string }>): string[] => [...new Set(regs.map((r) => r.name))].sort();
-
-const nameBytes = (names: readonly string[]): number => names.reduce((sum, name) => sum + Buffer.byteLength(name), 0);
 
 function versionOf(term: number, index: number): string {
   return `${term}.${index}`;

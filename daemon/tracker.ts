@@ -131,6 +131,8 @@ export class Tracker extends EventEmitter {
   private readonly reportWork: SlicedWork;
   /** Per peer: what its REGISTERs still being committed add, so concurrent ones cannot pass the caps together. */
   private readonly registering = new Map<string, RegistrationTotals>();
+  /** Writes about a peer's holdings (register, unregister, drop) proposed here and not yet ended, by peer. */
+  private readonly peerWritesInFlight = new Map<string, number>();
   private readonly log: Logger;
   private readonly clock: Clock;
   private readonly opts: Required<Omit<TrackerOptions, 'adminToken' | 'identity' | 'logger' | 'clock' | 'cluster' | 'metrics'>>;
@@ -227,7 +229,9 @@ export class Tracker extends EventEmitter {
     try {
       await new Promise<void>((resolve, reject) => {
         this.server.once('error', reject);
-        this.server.listen(this.opts.listen.port, this.opts.listen.host, () => {
+        // A deep accept queue (the kernel caps it at net.core.somaxconn): after a takeover thousands of peers
+        // connect within a second, and a full queue drops their SYNs for a second's retransmission.
+        this.server.listen({ port: this.opts.listen.port, host: this.opts.listen.host, backlog: 4096 }, () => {
           this.server.off('error', reject);
           resolve();
         });
@@ -286,7 +290,7 @@ export class Tracker extends EventEmitter {
       if (session.peerId && this.peerSessions.get(session.peerId) === session) {
         this.peerSessions.delete(session.peerId);
         if (!this.closing && this.cluster.isPrimary && this.state.hasPeer(session.peerId)) {
-          this.cluster.commit({ op: 'drop-peer', peerId: session.peerId }).catch((err: unknown) => {
+          this.peerWrite(session.peerId, { op: 'drop-peer', peerId: session.peerId }).catch((err: unknown) => {
             this.log.warn({ err, peerId: session.peerId }, 'could not drop a departed peer');
           });
         }
@@ -306,7 +310,10 @@ export class Tracker extends EventEmitter {
 
   /** Requests of every session, before its handshake too. */
   private readonly anytimeRequests: HandlerTable<Session> = {
-    PING: (req, s) => void s.conn.reply(req.requestId, 'PONG', {}),
+    PING: (req, s) => {
+      this.metrics?.heartbeat();
+      s.conn.reply(req.requestId, 'PONG', {});
+    },
     HELLO: (req, s) => this.onHello(s, req),
   };
 
@@ -401,9 +408,17 @@ export class Tracker extends EventEmitter {
       }
       for (const f of files) validateName(f.name);
       const reg = files.map((f) => ({ id: f.id.toString('hex'), size: f.size, name: f.name, complete: f.complete }));
+      const peer = { peerId, publicKey: conn.remoteKey!.toString('hex'), host: conn.remoteAddress, port: s.listenPort };
+      // A peer announces everything again on each session (after a takeover, 20,000 of them at once): when
+      // the main already holds exactly that, as of every write it has applied, there is nothing to write.
+      if (this.settledFor(peerId) && this.state.holders.holdsExactly(peer, reg)) {
+        this.metrics?.reannounced();
+        conn.reply(req.requestId, 'OK', {});
+        return;
+      }
       const adds = this.reserveRegistration(peerId, reg);
       try {
-        await this.cluster.commit({ op: 'register', peer: { peerId, publicKey: conn.remoteKey!.toString('hex'), host: conn.remoteAddress, port: s.listenPort }, files: reg });
+        await this.peerWrite(peerId, { op: 'register', peer, files: reg });
       } finally {
         this.releaseRegistration(peerId, adds);
       }
@@ -415,14 +430,14 @@ export class Tracker extends EventEmitter {
       const peerId = s.peerId!;
       this.cluster.requirePrimary();
       const { all, ids } = req.body;
-      await this.cluster.commit({ op: 'unregister', peerId, ids: all ? 'all' : ids.map((x) => x.id.toString('hex')) });
+      await this.peerWrite(peerId, { op: 'unregister', peerId, ids: all ? 'all' : ids.map((x) => x.id.toString('hex')) });
       conn.reply(req.requestId, 'OK', {});
       return;
     },
     LEAVE: async (req, s) => {
       const { conn } = s;
       const peerId = s.peerId!;
-      if (this.cluster.isPrimary && this.state.hasPeer(peerId)) await this.cluster.commit({ op: 'drop-peer', peerId });
+      if (this.cluster.isPrimary && this.state.hasPeer(peerId)) await this.peerWrite(peerId, { op: 'drop-peer', peerId });
       conn.reply(req.requestId, 'OK', {});
       return;
     },
@@ -480,6 +495,26 @@ export class Tracker extends EventEmitter {
       return;
     },
   };
+
+  /** Commits a write about one peer's holdings, counting it as in flight for that peer until it ends. */
+  private async peerWrite(peerId: string, op: Op): Promise<void> {
+    this.peerWritesInFlight.set(peerId, (this.peerWritesInFlight.get(peerId) ?? 0) + 1);
+    try {
+      await this.cluster.commit(op);
+    } finally {
+      const left = this.peerWritesInFlight.get(peerId)! - 1;
+      if (left > 0) this.peerWritesInFlight.set(peerId, left);
+      else this.peerWritesInFlight.delete(peerId);
+    }
+  }
+
+  /**
+   * Whether this main's holder lists are final for `peerId`: it has applied an entry of its own term (so
+   * every entry of earlier mains), and no write about that peer is in flight here.
+   */
+  private settledFor(peerId: string): boolean {
+    return this.cluster.isPrimary && this.state.appliedTerm === this.cluster.term && !this.peerWritesInFlight.has(peerId);
+  }
 
   /**
    * Checks a REGISTER against the per-peer caps, counting what this peer's REGISTERs still in flight add,

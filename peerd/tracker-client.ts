@@ -55,6 +55,10 @@ export interface TrackerClientOptions {
   clock?: Clock;
   /** How long to wait before the next round of connection attempts (default: reconnectBackoff). */
   retry?: RetryStrategy;
+  /** Moves to a new main within a random delay below this (default PEER_DEFAULTS.trackerMoveSpreadMs; 0 at once). */
+  moveSpreadMs?: number;
+  /** Random numbers in [0, 1) for those delays (Math.random unless a test passes its own). */
+  random?: () => number;
 }
 
 /**
@@ -85,6 +89,9 @@ export class TrackerClient extends EventEmitter {
   private pingTimer: Timer | undefined;
   private readonly clock: Clock;
   private readonly retry: RetryStrategy;
+  private readonly moveSpreadMs: number;
+  private readonly random: () => number;
+  private moveTimer: Timer | undefined;
   private readonly waiters = new Set<() => void>();
   private lastError = '';
   private failures = 0;
@@ -93,6 +100,8 @@ export class TrackerClient extends EventEmitter {
     super();
     this.clock = opts.clock ?? systemClock;
     this.retry = opts.retry ?? reconnectBackoff;
+    this.moveSpreadMs = opts.moveSpreadMs ?? PEER_DEFAULTS.trackerMoveSpreadMs;
+    this.random = opts.random ?? Math.random;
   }
 
   /** Resolves after `ms` on this client's clock. */
@@ -108,6 +117,7 @@ export class TrackerClient extends EventEmitter {
     const conn = this.conn;
     this.setState('closed');
     this.pingTimer?.cancel();
+    this.moveTimer?.cancel();
     if (conn && !conn.isClosed) {
       await conn.request('LEAVE', {}, 'OK', { timeoutMs: 500 }).catch(() => undefined);
       conn.close();
@@ -248,7 +258,9 @@ export class TrackerClient extends EventEmitter {
         this.setState('connecting');
       }
       this.conn = undefined;
-      void this.loop();
+      // A tracker that dies drops every peer at once: spread their arrival at the next one.
+      const delayMs = Math.floor((this.random() * this.moveSpreadMs) / 4);
+      this.clock.setTimeout(() => void this.loop(), delayMs);
     });
     this.pingTimer?.cancel();
     // Heartbeats: a third of the lease, and often enough that a hung tracker is left within about a second.
@@ -275,8 +287,13 @@ export class TrackerClient extends EventEmitter {
           this.opts.logger.warn({ err: (err as Error).message, tracker: primary }, 'could not announce files to the new main yet');
         });
       } else if (this.known(primary)) {
-        this.opts.logger.info({ primary, term, from: this.current }, `told of a new main ${primary}; moving to it`);
-        this.switchTo(primary);
+        const delayMs = Math.floor(this.random() * this.moveSpreadMs);
+        this.opts.logger.info({ primary, term, from: this.current, delayMs }, `told of a new main ${primary}; moving to it in ${delayMs} ms`);
+        const conn = this.conn;
+        this.moveTimer?.cancel();
+        this.moveTimer = this.clock.setTimeout(() => {
+          if (this.conn === conn && this.state === 'connected') this.switchTo(primary);
+        }, delayMs);
       }
     }
   }

@@ -192,13 +192,19 @@ export class RaftNode {
 
   /** Proposes an op as main; returns the index it will have once committed. Throws if not main. */
   propose(op: Op): { index: number; term: number } {
+    return this.proposeMany([op])[0]!;
+  }
+
+  /** Proposes ops in order, written to the log in one durable append (one fsync for them all). */
+  proposeMany(ops: readonly Op[]): Array<{ index: number; term: number }> {
     if (this.role !== 'primary') throw new NotMainError(this.leader);
     if (this.transferringTo !== undefined) throw new NotMainError(this.transferringTo);
-    const entry: LogEntry = { index: this.log.lastIndex + 1, term: this.term, epoch: this.epoch, op: encodeOp(op) };
-    this.log.append([entry]);
+    const first = this.log.lastIndex + 1;
+    const entries: LogEntry[] = ops.map((op, i) => ({ index: first + i, term: this.term, epoch: this.epoch, op: encodeOp(op) }));
+    this.log.append(entries);
     for (const [r, f] of this.followers) if (!f.awaiting && !f.snapshot) this.sendAppend(r, f);
     this.advanceCommit();
-    return { index: entry.index, term: entry.term };
+    return entries.map((e) => ({ index: e.index, term: e.term }));
   }
 
   receive(now: number, from: number, m: RaftMessage): void {

@@ -1,0 +1,325 @@
+/**
+ * Who holds which file, under which names: the tracker's soft state (peers announce it again on every
+ * session), applied by daemon/state.ts in log order on every tracker.
+ *
+ * Kept compact because it is most of a tracker's memory: a fleet of 20,000 peers sharing 100 files each
+ * is 2,000,000 holder entries. Most files have one holder and one name, so a file keeps its holder and
+ * its name inline and switches to a Set or a Map only when a second one comes; a peer keeps, per file,
+ * only the names it uses (a string, or a sorted array when it has several); the few files a peer has
+ * not finished downloading are in a set of their own. About 250 bytes per entry, against 760 for the
+ * Map-per-file layout before it (`bench/results/fleet.md`). Names are indexed for search by
+ * daemon/name-index.ts.
+ */
+import type { FileReg, PeerInfo } from './ops.js';
+import { NameIndex } from './name-index.js';
+
+interface FileRecord {
+  readonly id: string;
+  readonly size: number;
+  readonly slot: number;
+  /** The one peer that holds it, or every peer that does. */
+  holders: PeerRecord | Set<PeerRecord>;
+  /** The one name all its holders use, or each name with the number of (holder, name) pairs using it. */
+  names: string | Map<string, number>;
+}
+
+interface PeerRecord extends PeerInfo {
+  /** file -> the name (or the sorted names) this peer holds it under: the same bytes may be shared under several. */
+  readonly files: Map<FileRecord, string | string[]>;
+  /** The files it holds but has not completed (it shares the chunks it has). */
+  partial: Set<FileRecord> | undefined;
+  /** UTF-8 bytes of the names in `files`, what the per-peer cap counts. */
+  nameBytes: number;
+}
+
+/** What one peer has registered: the two things capped per peer (issue 10). */
+export interface RegistrationTotals {
+  files: number;
+  nameBytes: number;
+}
+
+export interface SearchHit {
+  id: string;
+  name: string;
+  size: number;
+  peers: number;
+}
+
+export interface Holder extends PeerInfo {
+  complete: boolean;
+}
+
+/** One peer's registrations, as a snapshot carries them. */
+export interface PeerHoldings {
+  peer: PeerInfo;
+  files: FileReg[];
+}
+
+export class HolderTable {
+  private readonly files = new Map<string, FileRecord>();
+  private readonly peers = new Map<string, PeerRecord>();
+  private readonly index = new NameIndex<FileRecord>(namesOfFile);
+  private holderCount = 0;
+
+  clear(): void {
+    this.files.clear();
+    this.peers.clear();
+    this.index.forgetAll();
+    this.holderCount = 0;
+  }
+
+  register(info: PeerInfo, files: ReadonlyArray<FileReg>): void {
+    let peer = this.peers.get(info.peerId);
+    if (!peer) {
+      peer = { peerId: info.peerId, publicKey: info.publicKey, host: info.host, port: info.port, files: new Map(), partial: undefined, nameBytes: 0 };
+      this.peers.set(info.peerId, peer);
+    } else {
+      peer.host = info.host;
+      peer.port = info.port;
+      peer.publicKey = info.publicKey;
+    }
+    for (const [id, regs] of byFileId(files)) {
+      let rec = this.files.get(id);
+      const names = namesOf(regs);
+      if (!rec) {
+        rec = { id, size: regs[0]!.size, slot: -1, holders: peer, names: names.length === 1 ? names[0]! : new Map(names.map((n) => [n, 1])) };
+        (rec as { slot: number }).slot = this.index.insert(rec);
+        for (const name of names) this.index.addName(rec.slot, name);
+        this.files.set(id, rec);
+        this.holderCount++;
+      } else {
+        // The names registered for an id replace the ones this peer had for it (a rename, an unshared copy).
+        const old = peer.files.get(rec);
+        const sameName = typeof rec.names === 'string' && names.length === 1 && names[0] === rec.names;
+        const counts = sameName ? undefined : this.countNames(rec);
+        if (old === undefined) this.addHolder(rec, peer);
+        else peer.nameBytes -= nameBytes(old);
+        if (counts) {
+          if (old !== undefined) this.dropNames(counts, old);
+          this.addNames(rec, counts, names);
+        }
+      }
+      const held = names.length === 1 ? names[0]! : names;
+      peer.files.set(rec, held);
+      peer.nameBytes += nameBytes(held);
+      if (regs.some((r) => r.complete)) peer.partial?.delete(rec);
+      else (peer.partial ??= new Set()).add(rec);
+    }
+  }
+
+  /** Drops the holdings `ids` of a peer (all of them with 'all'); the peer itself stays known. */
+  unregister(peerId: string, ids: readonly string[] | 'all'): void {
+    const peer = this.peers.get(peerId);
+    if (!peer) return;
+    const recs = ids === 'all' ? [...peer.files.keys()] : ids.flatMap((id) => this.files.get(id) ?? []);
+    for (const rec of recs) {
+      const names = peer.files.get(rec);
+      if (names === undefined) continue;
+      peer.files.delete(rec);
+      peer.partial?.delete(rec);
+      peer.nameBytes -= nameBytes(names);
+      this.removeHolder(rec, peer, names);
+    }
+    if (peer.partial?.size === 0) peer.partial = undefined;
+  }
+
+  dropPeer(peerId: string): void {
+    this.unregister(peerId, 'all');
+    this.peers.delete(peerId);
+  }
+
+  hasPeer(peerId: string): boolean {
+    return this.peers.has(peerId);
+  }
+
+  peerIds(): string[] {
+    return [...this.peers.keys()];
+  }
+
+  /** Ids of the peers whose id is `target` or whose address matches it (`matches` spells the host). */
+  peersMatching(target: string, hostKey: (host: string) => string): string[] {
+    const out: string[] = [];
+    for (const p of this.peers.values()) if (p.peerId === target || hostKey(p.host) === target) out.push(p.peerId);
+    return out;
+  }
+
+  peerFileCount(peerId: string): number {
+    return this.peers.get(peerId)?.files.size ?? 0;
+  }
+
+  /** What `peerId` has registered now, or would have once `files` were registered too (a file id counts once). */
+  registrationTotals(peerId: string, files: ReadonlyArray<{ id: string; name: string }> = []): RegistrationTotals {
+    const peer = this.peers.get(peerId);
+    const totals = { files: peer?.files.size ?? 0, nameBytes: peer?.nameBytes ?? 0 };
+    // As register() does: the names registered for an id replace the ones the peer had for it.
+    for (const [id, regs] of byFileId(files)) {
+      const rec = this.files.get(id);
+      const old = rec && peer?.files.get(rec);
+      if (old === undefined) totals.files++;
+      else totals.nameBytes -= nameBytes(old);
+      totals.nameBytes += nameBytes(namesOf(regs));
+    }
+    return totals;
+  }
+
+  /** Whether registering `files` for this peer would change nothing (a re-announcement after a takeover). */
+  holdsExactly(info: PeerInfo, files: ReadonlyArray<FileReg>): boolean {
+    const peer = this.peers.get(info.peerId);
+    if (!peer || peer.host !== info.host || peer.port !== info.port || peer.publicKey !== info.publicKey) return false;
+    for (const [id, regs] of byFileId(files)) {
+      const rec = this.files.get(id);
+      const held = rec && peer.files.get(rec);
+      if (held === undefined || rec!.size !== regs[0]!.size) return false;
+      const names = namesOf(regs);
+      if (typeof held === 'string' ? names.length !== 1 || names[0] !== held : names.length !== held.length || names.some((n, i) => n !== held[i])) return false;
+      if (regs.some((r) => r.complete) === peer.partial?.has(rec!)) return false;
+    }
+    return true;
+  }
+
+  sizes(): { files: number; holders: number; peers: number } {
+    return { files: this.files.size, holders: this.holderCount, peers: this.peers.size };
+  }
+
+  /** The index's postings (for the memory figures and tests). */
+  get indexCounts(): { postings: number; stale: number; lists: number } {
+    return this.index.counts;
+  }
+
+  /** Files with a name containing `text` (case-insensitive; every file for ''), at most `limit`, by name. */
+  search(text: string, limit: number): { hits: SearchHit[]; truncated: boolean } {
+    const hits: SearchHit[] = [];
+    let truncated = false;
+    this.index.search(text, (rec, name) => {
+      if (hits.length >= limit) {
+        truncated = true;
+        return false;
+      }
+      hits.push({ id: rec.id, name, size: rec.size, peers: holdersOf(rec) });
+      return true;
+    });
+    hits.sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
+    return { hits, truncated };
+  }
+
+  lookup(fileId: string): { size: number; holders: Holder[] } | undefined {
+    const rec = this.files.get(fileId);
+    if (!rec) return undefined;
+    const holders: Holder[] = [];
+    for (const p of rec.holders instanceof Set ? rec.holders : [rec.holders]) {
+      holders.push({ peerId: p.peerId, publicKey: p.publicKey, host: p.host, port: p.port, complete: !p.partial?.has(rec) });
+    }
+    return { size: rec.size, holders };
+  }
+
+  /** Every peer's registrations, as register() takes them (for snapshots). */
+  *holdings(): Generator<PeerHoldings> {
+    for (const p of this.peers.values()) {
+      const files: FileReg[] = [];
+      for (const [rec, names] of p.files) {
+        const complete = !p.partial?.has(rec);
+        for (const name of typeof names === 'string' ? [names] : names) files.push({ id: rec.id, name, size: rec.size, complete });
+      }
+      yield { peer: { peerId: p.peerId, publicKey: p.publicKey, host: p.host, port: p.port }, files };
+    }
+  }
+
+  /** The holder lists in one canonical form, for the state hash that compares trackers. */
+  canonical(): unknown[] {
+    return [...this.peers.values()]
+      .map((p) => ({
+        peerId: p.peerId,
+        host: p.host,
+        port: p.port,
+        files: [...p.files].map(([rec, names]): [string, string[]] => [rec.id, typeof names === 'string' ? [names] : names]).sort((a, b) => a[0].localeCompare(b[0])),
+      }))
+      .sort((a, b) => a.peerId.localeCompare(b.peerId));
+  }
+
+  private addHolder(rec: FileRecord, peer: PeerRecord): void {
+    if (rec.holders instanceof Set) rec.holders.add(peer);
+    else rec.holders = new Set([rec.holders, peer]);
+    this.holderCount++;
+  }
+
+  private removeHolder(rec: FileRecord, peer: PeerRecord, names: string | string[]): void {
+    this.holderCount--;
+    if (rec.holders === peer) {
+      // Its last holder: the file goes, and its names leave the index.
+      for (const name of namesOfFile(rec)) this.index.removeName(name);
+      this.index.release(rec.slot);
+      this.files.delete(rec.id);
+      return;
+    }
+    if (!(rec.holders instanceof Set)) return;
+    rec.holders.delete(peer);
+    if (rec.holders.size === 1) rec.holders = rec.holders.values().next().value!;
+    // In the inline form every holder left uses the one name still; otherwise count this one's off.
+    if (typeof rec.names === 'string') return;
+    this.dropNames(rec.names, names);
+    this.settleNames(rec);
+  }
+
+  /** Switches a file to counting per name (inline, the one name counts every holder). */
+  private countNames(rec: FileRecord): Map<string, number> {
+    if (typeof rec.names === 'string') rec.names = new Map([[rec.names, holdersOf(rec)]]);
+    return rec.names;
+  }
+
+  private addNames(rec: FileRecord, counts: Map<string, number>, names: readonly string[]): void {
+    for (const name of names) {
+      const count = counts.get(name) ?? 0;
+      if (count === 0) this.index.addName(rec.slot, name);
+      counts.set(name, count + 1);
+    }
+    this.settleNames(rec);
+  }
+
+  private dropNames(counts: Map<string, number>, names: string | readonly string[]): void {
+    for (const name of typeof names === 'string' ? [names] : names) {
+      const count = (counts.get(name) ?? 0) - 1;
+      if (count > 0) counts.set(name, count);
+      else {
+        counts.delete(name);
+        this.index.removeName(name);
+      }
+    }
+  }
+
+  /** Back to the inline form when one name is left and every holder uses it. */
+  private settleNames(rec: FileRecord): void {
+    if (typeof rec.names === 'string' || rec.names.size !== 1) return;
+    const [name, count] = rec.names.entries().next().value!;
+    if (count === holdersOf(rec)) rec.names = name;
+  }
+}
+
+function holdersOf(rec: FileRecord): number {
+  return rec.holders instanceof Set ? rec.holders.size : 1;
+}
+
+function namesOfFile(rec: FileRecord): Iterable<string> {
+  return typeof rec.names === 'string' ? [rec.names] : rec.names.keys();
+}
+
+/** A registration's entries grouped by file id, in the order the ids first appear. */
+function byFileId<F extends { id: string }>(files: ReadonlyArray<F>): Map<string, F[]> {
+  const groups = new Map<string, F[]>();
+  for (const f of files) {
+    const group = groups.get(f.id);
+    if (group) group.push(f);
+    else groups.set(f.id, [f]);
+  }
+  return groups;
+}
+
+/** The distinct names of one id's entries, sorted (every tracker applies and hashes them alike). */
+function namesOf(regs: ReadonlyArray<{ name: string }>): string[] {
+  if (regs.length === 1) return [regs[0]!.name];
+  return [...new Set(regs.map((r) => r.name))].sort();
+}
+
+function nameBytes(names: string | readonly string[]): number {
+  if (typeof names === 'string') return Buffer.byteLength(names);
+  return names.reduce((sum, name) => sum + Buffer.byteLength(name), 0);
+}

@@ -1,0 +1,171 @@
+/**
+ * daemon/holders.ts and daemon/name-index.ts: the compact holder table and its search index answer
+ * exactly what a plain model (a map of maps, and a scan of every name) answers, through any sequence of
+ * registrations, renames, unregistrations and departures, including long churn that leaves the index
+ * stale postings to compact.
+ */
+import t from 'tap';
+import fc from 'fast-check';
+import { HolderTable } from '../../daemon/holders.js';
+import { NameIndex, trigramKeys } from '../../daemon/name-index.js';
+import type { FileReg } from '../../daemon/ops.js';
+
+const PEERS = ['a', 'b', 'c', 'd'].map((c) => c.repeat(40));
+const IDS = ['1', '2', '3', '4', '5', '6'].map((c) => c.repeat(64));
+const NAMES = ['Report.PDF', 'report-2024.pdf', 'photo.jpg', 'PHOTO-raw.jpg', 'notes', 'Ünïcode-Straße.txt', 'x'];
+const TEXTS = ['', 'r', 'po', 'report', 'PHOTO', '.jpg', 'straße', 'ünï', 'nope', 'e-2', 'notes'];
+
+type Action =
+  | { k: 'register'; peer: number; files: Array<{ id: number; name: number; complete: boolean }> }
+  | { k: 'unregister'; peer: number; ids: number[] | 'all' }
+  | { k: 'drop'; peer: number };
+
+/** The plain model: peer -> id -> { names, complete }. */
+class Model {
+  readonly peers = new Map<string, Map<string, { names: Set<string>; complete: boolean }>>();
+
+  apply(a: Action): void {
+    const peerId = PEERS[a.peer]!;
+    if (a.k === 'register') {
+      const mine = this.peers.get(peerId) ?? new Map();
+      this.peers.set(peerId, mine);
+      const groups = new Map<string, { names: Set<string>; complete: boolean }>();
+      for (const f of a.files) {
+        const g = groups.get(IDS[f.id]!) ?? { names: new Set<string>(), complete: false };
+        g.names.add(NAMES[f.name]!);
+        g.complete ||= f.complete;
+        groups.set(IDS[f.id]!, g);
+      }
+      for (const [id, g] of groups) mine.set(id, g);
+    } else if (a.k === 'unregister') {
+      const mine = this.peers.get(peerId);
+      if (!mine) return;
+      if (a.ids === 'all') mine.clear();
+      else for (const i of a.ids) mine.delete(IDS[i]!);
+    } else {
+      this.peers.delete(peerId);
+    }
+  }
+
+  search(text: string): string[] {
+    const hits = new Set<string>();
+    for (const files of this.peers.values()) {
+      for (const [id, { names }] of files) {
+        for (const name of names) {
+          if (name.toLowerCase().includes(text.toLowerCase())) {
+            const peers = [...this.peers.values()].filter((f) => f.has(id)).length;
+            hits.add(`${id.slice(0, 1)} ${name} ${peers}`);
+          }
+        }
+      }
+    }
+    return [...hits].sort();
+  }
+
+  holders(id: string): string[] {
+    return [...this.peers].filter(([, f]) => f.has(id)).map(([p, f]) => `${p.slice(0, 1)}:${f.get(id)!.complete}`).sort();
+  }
+
+  holderCount(): number {
+    return [...this.peers.values()].reduce((n, f) => n + f.size, 0);
+  }
+}
+
+function applyTo(table: HolderTable, a: Action): void {
+  const peerId = PEERS[a.peer]!;
+  if (a.k === 'register') {
+    const files: FileReg[] = a.files.map((f) => ({ id: IDS[f.id]!, name: NAMES[f.name]!, size: f.id * 100, complete: f.complete }));
+    table.register({ peerId, publicKey: 'ab'.repeat(32), host: '10.0.0.1', port: 7000 + a.peer }, files);
+  } else if (a.k === 'unregister') {
+    table.unregister(peerId, a.ids === 'all' ? 'all' : a.ids.map((i) => IDS[i]!));
+  } else {
+    table.dropPeer(peerId);
+  }
+}
+
+const action: fc.Arbitrary<Action> = fc.oneof(
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      k: fc.constant('register' as const),
+      peer: fc.nat(PEERS.length - 1),
+      files: fc.array(fc.record({ id: fc.nat(IDS.length - 1), name: fc.nat(NAMES.length - 1), complete: fc.boolean() }), { minLength: 1, maxLength: 5 }),
+    }),
+  },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant('unregister' as const), peer: fc.nat(PEERS.length - 1), ids: fc.oneof(fc.constant('all' as const), fc.array(fc.nat(IDS.length - 1), { maxLength: 3 })) }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('drop' as const), peer: fc.nat(PEERS.length - 1) }) },
+);
+
+t.test('the compact table answers search, lookup and sizes as the plain model does, after any actions', async (t) => {
+  fc.assert(
+    fc.property(fc.array(action, { maxLength: 60 }), (actions) => {
+      const table = new HolderTable();
+      const model = new Model();
+      for (const a of actions) {
+        applyTo(table, a);
+        model.apply(a);
+      }
+      for (const text of TEXTS) {
+        const got = table.search(text, 1000).hits.map((h) => `${h.id.slice(0, 1)} ${h.name} ${h.peers}`).sort();
+        if (JSON.stringify(got) !== JSON.stringify(model.search(text))) throw new Error(`search '${text}': ${JSON.stringify(got)} != ${JSON.stringify(model.search(text))}`);
+      }
+      for (const id of IDS) {
+        const got = (table.lookup(id)?.holders ?? []).map((h) => `${h.peerId.slice(0, 1)}:${h.complete}`).sort();
+        if (JSON.stringify(got) !== JSON.stringify(model.holders(id))) throw new Error(`lookup ${id.slice(0, 1)}: ${JSON.stringify(got)} != ${JSON.stringify(model.holders(id))}`);
+      }
+      if (table.sizes().holders !== model.holderCount()) throw new Error(`holders ${table.sizes().holders} != ${model.holderCount()}`);
+      // What a snapshot carries registers again into the same table.
+      const copy = new HolderTable();
+      for (const { peer, files } of table.holdings()) copy.register(peer, files);
+      if (JSON.stringify(copy.canonical()) !== JSON.stringify(table.canonical())) throw new Error('a copy made from the snapshot differs');
+    }),
+    { numRuns: 400 },
+  );
+  t.pass('400 random action sequences agree with the model');
+});
+
+t.test('a re-announcement of exactly what is held is recognised, and any change is not', async (t) => {
+  const table = new HolderTable();
+  const peer = { peerId: PEERS[0]!, publicKey: 'ab'.repeat(32), host: '10.0.0.1', port: 7000 };
+  const files: FileReg[] = [
+    { id: IDS[0]!, name: 'a.txt', size: 1, complete: true },
+    { id: IDS[1]!, name: 'b.txt', size: 2, complete: false },
+    { id: IDS[1]!, name: 'b copy.txt', size: 2, complete: false },
+  ];
+  t.notOk(table.holdsExactly(peer, files), 'nothing is held yet');
+  table.register(peer, files);
+  t.ok(table.holdsExactly(peer, files), 'the same announcement again');
+  t.ok(table.holdsExactly(peer, [files[2]!, files[0]!, files[1]!]), 'in another order');
+  t.notOk(table.holdsExactly(peer, [{ ...files[0]!, name: 'renamed.txt' }]), 'a rename');
+  t.notOk(table.holdsExactly(peer, [{ ...files[1]!, complete: true }, files[2]!]), 'a download completed');
+  t.notOk(table.holdsExactly({ ...peer, port: 7001 }, files), 'a new port');
+  t.notOk(table.holdsExactly(peer, [{ ...files[0]!, id: IDS[2]! }]), 'a file not held');
+});
+
+t.test('under long churn the index compacts: stale postings stay bounded and search stays exact', async (t) => {
+  const index = new NameIndex<{ names: string[] }>((item) => item.names);
+  const live = new Map<number, { names: string[] }>();
+  let maxStaleShare = 0;
+  for (let round = 0; round < 20_000; round++) {
+    const item = { names: [`file-${round}.bin`, `copy of ${round % 97}`] };
+    const slot = index.insert(item);
+    for (const n of item.names) index.addName(slot, n);
+    live.set(slot, item);
+    if (live.size > 500) {
+      const [oldSlot, old] = live.entries().next().value!;
+      live.delete(oldSlot);
+      const names = old.names;
+      old.names = [];
+      for (const n of names) index.removeName(n);
+      index.release(oldSlot);
+    }
+    const { postings, stale } = index.counts;
+    if (round > 5000) maxStaleShare = Math.max(maxStaleShare, stale / postings);
+  }
+  const livePostings = [...live.values()].reduce((n, it) => n + it.names.reduce((m, name) => m + trigramKeys(name.toLowerCase()).size, 0), 0);
+  t.ok(index.counts.postings < 3 * livePostings, `postings held (${index.counts.postings}) stay within 3 times the live ones (${livePostings})`);
+  t.ok(maxStaleShare < 0.8, `stale postings never exceed 80% of those held (max ${(maxStaleShare * 100).toFixed(0)}%)`);
+  const found: string[] = [];
+  index.search('file-1999', (_item, name) => (found.push(name), true));
+  t.same(found.sort(), ['file-19990.bin', 'file-19991.bin', 'file-19992.bin', 'file-19993.bin', 'file-19994.bin', 'file-19995.bin', 'file-19996.bin', 'file-19997.bin', 'file-19998.bin', 'file-19999.bin'], 'search finds exactly the live names');
+});
