@@ -78,7 +78,10 @@ export interface PeerDaemonOptions {
   plainChunkLinks?: boolean;
   /** Test hook: serve wrong bytes on purpose (a malicious seeder). */
   corruptChunks?: boolean;
-  /** Time and timers for the tracker session, the share folder's rescans, the chunk server and downloads (default: the system clock). */
+  /**
+   * Time and timers for the tracker session, the share folder's rescans, the chunk server, downloads, the
+   * rate limits and meters, and the database's timestamps (default: the system clock).
+   */
   clock?: Clock;
   /** How long to wait before trying the trackers again after a round in which none answered (default: reconnectBackoff). */
   trackerRetry?: RetryStrategy;
@@ -122,8 +125,8 @@ export class PeerDaemon {
   private readonly runs = new Map<string, Promise<DownloadResult>>();
   private readonly log: Logger;
   private closed = false;
-  private readonly uploadMeter = new RateMeter();
-  private readonly downloadMeter = new RateMeter();
+  private readonly uploadMeter: RateMeter;
+  private readonly downloadMeter: RateMeter;
   private readonly downloadBucket: TokenBucket | undefined;
   private readonly uploadBucket: TokenBucket | undefined;
   /** What --metrics reports: counted always (a few additions per chunk), served only with --metrics. */
@@ -140,7 +143,7 @@ export class PeerDaemon {
     ensurePrivateDir(opts.dataDir, this.log);
     this.identity = loadIdentityFile(path.join(opts.dataDir, 'identity.key'));
     this.keys = this.identity.keys;
-    this.db = new PeerDb(opts.dataDir);
+    this.db = new PeerDb(opts.dataDir, opts.clock);
     this.socketPath = opts.socketPath ?? path.join(opts.dataDir, 'peerd.sock');
     this.library = new Library(opts.shareDir, this.db, this.log, opts.clock);
     this.tracker = new TrackerClient({
@@ -154,8 +157,10 @@ export class PeerDaemon {
       retry: opts.trackerRetry,
     });
     this.blacklist = new BlacklistCache(this.tracker, this.log);
-    this.downloadBucket = opts.maxDownloadRate ? new TokenBucket(opts.maxDownloadRate) : undefined;
-    this.uploadBucket = opts.maxUploadRate ? new TokenBucket(opts.maxUploadRate) : undefined;
+    this.downloadBucket = opts.maxDownloadRate ? new TokenBucket(opts.maxDownloadRate, opts.clock) : undefined;
+    this.uploadBucket = opts.maxUploadRate ? new TokenBucket(opts.maxUploadRate, opts.clock) : undefined;
+    this.uploadMeter = new RateMeter(opts.clock);
+    this.downloadMeter = new RateMeter(opts.clock);
     this.chunkServer = new ChunkServer({
       keys: this.keys,
       identity: this.identity,
