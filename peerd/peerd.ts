@@ -307,7 +307,7 @@ export class PeerDaemon {
 
   private async listenControl(): Promise<void> {
     const p = this.socketPath;
-    if (Buffer.byteLength(p) > 100) throw new P2PError('P2P_BAD_REQUEST', `control socket path is too long for a Unix socket (${p}); pass a shorter --socket`);
+    if (Buffer.byteLength(p) > 100) throw new P2PError('P2P_BAD_PATH', `control socket path is too long for a Unix socket (${p}); pass a shorter --socket`);
     if (fs.existsSync(p)) {
       // A socket left by a daemon that died: remove it, unless a live daemon answers there.
       const alive = await new Promise<boolean>((resolve) => {
@@ -350,14 +350,16 @@ export class PeerDaemon {
 
   private async onControl(conn: Connection, req: IncomingRequest<'CONTROL'>): Promise<void> {
     const { command, args } = req.body;
+    // Arguments that are not a JSON object are malformed, but refused with the connection kept: only a
+    // local user can reach this socket (mode 0600), and the network's rule of closing is for strangers.
     let parsed: unknown;
     try {
       parsed = JSON.parse(args);
     } catch {
-      throw new P2PError('P2P_BAD_REQUEST', 'control arguments are not JSON');
+      throw new P2PError('P2P_MALFORMED', 'control arguments are not JSON');
     }
-    if (typeof parsed !== 'object' || parsed === null) throw new P2PError('P2P_BAD_REQUEST', 'control arguments must be an object');
-    if (!isCommandName(command)) throw new P2PError('P2P_BAD_REQUEST', `unknown command '${command}'`);
+    if (typeof parsed !== 'object' || parsed === null) throw new P2PError('P2P_MALFORMED', 'control arguments must be a JSON object');
+    if (!isCommandName(command)) throw new P2PError('P2P_UNEXPECTED_MESSAGE', `unknown command '${command}' (is this p2p-peerd older than p2p?)`);
     const result = await this.runCommand(command, CONTROL_COMMANDS[command](parsed as RawArgs), conn, req.requestId);
     conn.reply(req.requestId, 'CONTROL_RESULT', { result: JSON.stringify(result) });
   }
@@ -499,7 +501,7 @@ export class PeerDaemon {
       }
       if (!args.overwrite) throw new P2PError('P2P_EXISTS', `${target} already exists; pass --overwrite to replace it`);
     }
-    if (this.downloads.has(r.id)) throw new P2PError('P2P_BAD_REQUEST', `${r.name} is already being downloaded`);
+    if (this.downloads.has(r.id)) throw new P2PError('P2P_IN_PROGRESS', `${r.name} is already being downloaded here, to ${this.downloads.get(r.id)!.req.target}; wait for it to finish (p2p status shows it)`);
     const strategy = args.strategy ?? this.opts.strategy;
     const d = this.newDownload({ fileId: Buffer.from(r.id, 'hex'), name: r.name, target, maxPeers: args.maxPeers, overwrite: args.overwrite, strategy });
     const onGone = (): void => d.abort('the p2p command went away; the partial download is kept for resuming');
