@@ -13,9 +13,8 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { ControlClient } from '../peerd/control.js';
-import { assertBuilt, codeVersion, intFlag, machineInfo, median, ownCpuSeconds, percentile, PROGRAMS, ROOT, Workspace } from './harness.js';
+import { assertBuilt, benchFlags, codeVersion, intFlag, machineInfo, median, ownCpuSeconds, percentile, PROGRAMS, ROOT, Workspace } from './harness.js';
 import { startPeer, startTracker, waitReady } from './swarm.js';
 
 /** The issue's target: `p2p status` against a running daemon, median wall time... */
@@ -49,35 +48,25 @@ interface CaseResult extends Case {
 }
 
 function parseOptions(): Options {
-  let values: { runs: string; warmup: string; results?: string | undefined; keep: boolean; help: boolean };
-  try {
-    ({ values } = parseArgs({
-      options: {
-        runs: { type: 'string', default: '20' },
-        warmup: { type: 'string', default: '2' },
-        results: { type: 'string' },
-        keep: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    }));
-  } catch (err) {
-    process.stderr.write(`cli-startup: ${(err as Error).message}\nTry 'npm run bench:cli -- --help'.\n`);
-    process.exit(2);
-  }
-  if (values.help) {
-    process.stdout.write(
-      [
-        'usage: npm run bench:cli -- [--runs N] [--warmup N] [--results DIR] [--keep]',
-        '',
-        '  --runs N       timed runs of each command; the table shows median and p90 (default 20)',
-        '  --warmup N     untimed rounds first, to fill the page cache (default 2)',
-        '  --results DIR  also write cli-startup.md there (default: print only)',
-        '  --keep         keep the temporary folder (the daemons\' logs) for inspection',
-        '',
-      ].join('\n'),
-    );
-    process.exit(0);
-  }
+  const values = benchFlags(
+    'cli-startup',
+    'npm run bench:cli',
+    {
+      runs: { type: 'string', default: '20' },
+      warmup: { type: 'string', default: '2' },
+      results: { type: 'string' },
+      keep: { type: 'boolean', default: false },
+    },
+    [
+      'usage: npm run bench:cli -- [--runs N] [--warmup N] [--results DIR] [--keep]',
+      '',
+      '  --runs N       timed runs of each command; the table shows median and p90 (default 20)',
+      '  --warmup N     untimed rounds first, to fill the page cache (default 2)',
+      '  --results DIR  also write cli-startup.md there (default: print only)',
+      '  --keep         keep the temporary folder (the daemons\' logs) for inspection',
+      '',
+    ],
+  );
   return {
     runs: intFlag('cli-startup', 'runs', values.runs, 1),
     warmup: intFlag('cli-startup', 'warmup', values.warmup, 0),

@@ -10,6 +10,7 @@ import fsp from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ROOT } from '../test/helpers/root.js';
 import { sleep } from '../test/helpers/wait.js';
 
@@ -39,6 +40,31 @@ export function intFlag(program: string, flag: string, v: string, min = 1): numb
     process.exit(2);
   }
   return n;
+}
+
+const HELP_FLAG = { help: { type: 'boolean', short: 'h', default: false } } as const;
+/** What benchFlags returns for `options`: each flag's value, typed as parseArgs types it. */
+type BenchFlagValues<O extends NonNullable<ParseArgsConfig['options']>> = ReturnType<typeof parseArgs<{ options: O & typeof HELP_FLAG }>>['values'];
+
+/**
+ * A bench script's flags from its command line (node's parseArgs, strict), with --help and -h: a flag it
+ * does not know, or one without its value, is a one-line error and exit code 2 (`Try 'npm run X -- --help'`);
+ * --help prints `usage` (its lines joined by newlines) and exits 0.
+ */
+export function benchFlags<const O extends NonNullable<ParseArgsConfig['options']>>(program: string, npmScript: string, options: O, usage: readonly string[]): BenchFlagValues<O> {
+  let values: BenchFlagValues<O>;
+  try {
+    ({ values } = parseArgs({ options: { ...options, ...HELP_FLAG } }));
+  } catch (err) {
+    process.stderr.write(`${program}: ${(err as Error).message}\nTry '${npmScript} -- --help'.\n`);
+    process.exit(2);
+  }
+  // The generic values type is resolved only where the options are known: here, help is a boolean.
+  if ((values as { help: boolean }).help) {
+    process.stdout.write(usage.join('\n'));
+    process.exit(0);
+  }
+  return values;
 }
 
 export { GiveUp, sleep, until } from '../test/helpers/wait.js';

@@ -10,16 +10,17 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { runBaseline, type BaselineResult } from './baseline.js';
 import { curlNginxAvailable, runCurlNginx, startNginx, type CurlNginxResult } from './curl-nginx.js';
 import {
   assertBuilt,
+  benchFlags,
   codeVersion,
   cpuSeconds,
   cpuTimes,
   generateFile,
   GIB,
+  intFlag,
   machineBusySeconds,
   machineInfo,
   median,
@@ -32,7 +33,8 @@ import {
   RssSampler,
   waitQuiet,
   Workspace,
-  type Started, intFlag } from './harness.js';
+  type Started,
+} from './harness.js';
 import { linkInto, startPeer, startTracker, waitHolders, waitReady, type GetResult, type Peer } from './swarm.js';
 
 /** The issue's targets. */
@@ -100,9 +102,11 @@ interface ScenarioResult {
   peakRssBytes: number;
 }
 
-function parseFlags() {
-  return parseArgs({
-    options: {
+function parseOptions(): Options {
+  const values = benchFlags(
+    'loopback',
+    'npm run bench',
+    {
       'size-mib': { type: 'string', default: String(FULL_SIZE_MIB) },
       runs: { type: 'string', default: '3' },
       peers: { type: 'string', default: '1,4' },
@@ -113,47 +117,30 @@ function parseFlags() {
       warmup: { type: 'string', default: '1' },
       'wait-quiet': { type: 'string', default: '0' },
       links: { type: 'string', default: 'tls,plain' },
-      help: { type: 'boolean', short: 'h', default: false },
     },
-  });
-}
-
-function parseOptions(): Options {
-  let parsed: ReturnType<typeof parseFlags>;
-  try {
-    parsed = parseFlags();
-  } catch (err) {
-    process.stderr.write(`loopback: ${(err as Error).message}\nTry 'npm run bench -- --help'.\n`);
-    process.exit(2);
-  }
-  const { values } = parsed;
-  if (values.help) {
-    process.stdout.write(
-      [
-        'usage: npm run bench -- [--size-mib N] [--runs N] [--peers 1,4] [--results DIR] [--keep]',
-        '',
-        '  --size-mib N   size of the generated file (default 1024 = 1 GiB)',
-        '  --runs N       downloads per scenario; the table shows medians (default 3)',
-        '  --peers LIST   seeder counts to download from (default 1,4)',
-        '  --results DIR  where loopback.json and loopback.md go (default bench/results for a full-size',
-        '                 run; a smaller run only prints its table unless --results is given)',
-        '  --keep         keep the temporary folder (logs of every process) for inspection',
-        '  --warmup N     untimed baseline transfers first (default 1; see bench/README.md)',
-        '  --wait-quiet S on a shared machine, before each round wait up to S seconds for other work to',
-        '                 drop below 10% of the CPUs (default 0: do not wait)',
-        '  --links LIST   chunk links to measure: tls (the default setting), plain (downloader and seeders',
-        '                 with --plain-chunk-links); default tls,plain',
-        '  --downloader-node-args=ARGS',
-        '                 node flags for the downloading daemons only, to investigate a result, e.g.',
-        '                 --downloader-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof" or ="--trace-gc"',
-        '                 (--trace-gc output goes to the daemon\'s log: use --keep)',
-        '  --seeder-node-args=ARGS',
-        '                 the same for the seeding daemons (a seeder\'s profile: --cpu-prof ...)',
-        '',
-      ].join('\n'),
-    );
-    process.exit(0);
-  }
+    [
+      'usage: npm run bench -- [--size-mib N] [--runs N] [--peers 1,4] [--results DIR] [--keep]',
+      '',
+      '  --size-mib N   size of the generated file (default 1024 = 1 GiB)',
+      '  --runs N       downloads per scenario; the table shows medians (default 3)',
+      '  --peers LIST   seeder counts to download from (default 1,4)',
+      '  --results DIR  where loopback.json and loopback.md go (default bench/results for a full-size',
+      '                 run; a smaller run only prints its table unless --results is given)',
+      '  --keep         keep the temporary folder (logs of every process) for inspection',
+      '  --warmup N     untimed baseline transfers first (default 1; see bench/README.md)',
+      '  --wait-quiet S on a shared machine, before each round wait up to S seconds for other work to',
+      '                 drop below 10% of the CPUs (default 0: do not wait)',
+      '  --links LIST   chunk links to measure: tls (the default setting), plain (downloader and seeders',
+      '                 with --plain-chunk-links); default tls,plain',
+      '  --downloader-node-args=ARGS',
+      '                 node flags for the downloading daemons only, to investigate a result, e.g.',
+      '                 --downloader-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof" or ="--trace-gc"',
+      '                 (--trace-gc output goes to the daemon\'s log: use --keep)',
+      '  --seeder-node-args=ARGS',
+      '                 the same for the seeding daemons (a seeder\'s profile: --cpu-prof ...)',
+      '',
+    ],
+  );
   const int = (flag: string, v: string, min = 1): number => intFlag('loopback', flag, v, min);
   const sizeMiB = int('size-mib', values['size-mib'], 1);
   const peers = values.peers.split(',').map((p) => int('peers', p.trim(), 1));
@@ -214,29 +201,20 @@ async function download(downloader: Peer, seeders: Peer[], tracker: Started, id:
   const otherCpuSeconds = Math.max(0, machineBusySeconds() - machineBefore - cpu - senderCpu - (cpuSum([tracker]) + ownCpuSeconds() - oursBefore));
   const windowSeconds = (performance.now() - windowStart) / 1000;
   const r = result.value;
-  const gib = r.size / GIB;
   // Stop sharing the copy and delete it, so the next run starts from nothing.
   await p2p(downloader.socket, ['unshare', r.id], 10_000);
   await fsp.rm(r.path, { force: true });
+  // The daemon's time (`get --json` seconds) gives the rate; the whole `p2p get` process its wall time.
+  const transfer = { bytes: r.size, seconds: r.seconds, cpuSeconds: cpu, cpuSystemSeconds: cpuAfter.system - cpuBefore.system, peakRssBytes, senderCpuSeconds: senderCpu, otherCpuSeconds, windowSeconds };
   return {
-    run,
-    bytes: r.size,
-    seconds: r.seconds,
+    ...transferRecord(transfer, run),
     wallSeconds: result.wallSeconds,
-    mibPerSec: r.size / MIB / r.seconds,
-    cpuSeconds: cpu,
-    cpuSecondsPerGiB: cpu / gib,
-    cpuSystemSecondsPerGiB: (cpuAfter.system - cpuBefore.system) / gib,
-    peakRssBytes,
-    senderCpuSecondsPerGiB: senderCpu / gib,
-    otherCpuSeconds,
-    windowSeconds,
     perPeerBytes: r.peers.map((p) => ({ address: p.address, bytes: p.bytes, chunks: p.chunks })),
   };
 }
 
-/** A transfer measured outside p2p (the baseline, curl from nginx): its time is its wall time. */
-interface PlainTransfer {
+/** What was measured around one transfer: a p2p download, the baseline, curl from nginx. */
+interface Transfer {
   bytes: number;
   seconds: number;
   cpuSeconds: number;
@@ -248,7 +226,11 @@ interface PlainTransfer {
   receiveSeconds?: number;
 }
 
-function plainRecord(x: PlainTransfer, run: number): RunRecord {
+/**
+ * A transfer's record: its rate and CPU seconds per GiB. Its wall time is its time, as for a transfer
+ * measured outside p2p; a p2p download replaces it with the whole `p2p get` process's.
+ */
+function transferRecord(x: Transfer, run: number): RunRecord {
   const gib = x.bytes / GIB;
   return {
     run,
@@ -267,8 +249,8 @@ function plainRecord(x: PlainTransfer, run: number): RunRecord {
   };
 }
 
-const baselineRecord = (b: BaselineResult, run: number): RunRecord => plainRecord(b, run);
-const curlRecord = (c: CurlNginxResult, run: number): RunRecord => plainRecord({ ...c, senderCpuSeconds: c.serverCpuSeconds }, run);
+const baselineRecord = (b: BaselineResult, run: number): RunRecord => transferRecord(b, run);
+const curlRecord = (c: CurlNginxResult, run: number): RunRecord => transferRecord({ ...c, senderCpuSeconds: c.serverCpuSeconds }, run);
 
 function summarize(key: string, title: string, holders: number, runs: RunRecord[], baselineMiBPerSec: number, extraPeakBytes = 0): ScenarioResult {
   const medianMiBPerSec = median(runs.map((r) => r.mibPerSec));

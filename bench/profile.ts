@@ -11,37 +11,32 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
-import { assertBuilt, generateFile, MIB, p2pJson, ROOT, until, Workspace, intFlag } from './harness.js';
+import { assertBuilt, benchFlags, generateFile, intFlag, MIB, p2pJson, ROOT, until, Workspace } from './harness.js';
 import { startPeer, startTracker, waitHolders, waitReady, type GetResult } from './swarm.js';
 
 const TOOLS = ['doctor', 'flame', 'bubbleprof', 'heapprofiler'] as const;
 type Tool = (typeof TOOLS)[number];
 
 function parseOptions(): { tool: Tool; sizeMiB: number; peers: number; keep: boolean } {
-  const { values } = parseArgs({
-    options: {
+  const values = benchFlags(
+    'profile',
+    'npm run bench:profile',
+    {
       tool: { type: 'string', default: 'doctor' },
       'size-mib': { type: 'string', default: '256' },
       peers: { type: 'string', default: '1' },
       keep: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
     },
-  });
-  if (values.help) {
-    process.stdout.write(
-      [
-        'usage: npm run bench:profile -- [--tool doctor|flame|bubbleprof|heapprofiler] [--size-mib N] [--peers N] [--keep]',
-        '',
-        '  --tool T       the Clinic.js tool to run the downloading daemon under (default doctor)',
-        '  --size-mib N   size of the file downloaded (default 256)',
-        '  --peers N      seeders it downloads from (default 1)',
-        '  --keep         keep the temporary folder (every process\'s log, clinic\'s output)',
-        '',
-      ].join('\n'),
-    );
-    process.exit(0);
-  }
+    [
+      'usage: npm run bench:profile -- [--tool doctor|flame|bubbleprof|heapprofiler] [--size-mib N] [--peers N] [--keep]',
+      '',
+      '  --tool T       the Clinic.js tool to run the downloading daemon under (default doctor)',
+      '  --size-mib N   size of the file downloaded (default 256)',
+      '  --peers N      seeders it downloads from (default 1)',
+      '  --keep         keep the temporary folder (every process\'s log, clinic\'s output)',
+      '',
+    ],
+  );
   const int = (flag: string, v: string, min = 1): number => intFlag('profile', flag, v, min);
   if (!(TOOLS as readonly string[]).includes(values.tool)) {
     process.stderr.write(`profile: --tool must be one of ${TOOLS.join(', ')}\n`);

@@ -28,16 +28,17 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { AdminClient } from '../cli/admin.js';
 import { ControlClient, type StatusInfo } from '../peerd/index.js';
 import { TrackerProcess } from '../test/helpers/tracker-process.js';
 import { reservePorts } from '../test/helpers/wait.js';
 import {
   assertBuilt,
+  benchFlags,
   codeVersion,
   cpuSeconds,
   GiveUp,
+  intFlag,
   machineBusySeconds,
   machineInfo,
   median,
@@ -48,7 +49,8 @@ import {
   until,
   waitQuiet,
   Workspace,
-  type Started, intFlag } from './harness.js';
+  type Started,
+} from './harness.js';
 
 const FULL_ROUNDS = 20;
 const DEFAULT_HEARTBEAT_MS = 200;
@@ -81,8 +83,10 @@ interface Options {
 }
 
 function parseOptions(): Options {
-  const { values } = parseArgs({
-    options: {
+  const values = benchFlags(
+    'takeover',
+    'npm run bench:takeover',
+    {
       rounds: { type: 'string', default: String(FULL_ROUNDS) },
       peers: { type: 'string', default: '5' },
       'heartbeat-ms': { type: 'string', default: String(DEFAULT_HEARTBEAT_MS) },
@@ -94,33 +98,27 @@ function parseOptions(): Options {
       'wait-quiet': { type: 'string', default: '0' },
       results: { type: 'string' },
       keep: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
     },
-  });
-  if (values.help) {
-    process.stdout.write(
-      [
-        'usage: npm run bench:takeover -- [--rounds N] [--peers N] [--heartbeat-ms N] [--failover-ms N]',
-        '                                 [--writes N] [--in-flight N] [--write-runs N] [--results DIR] [--keep]',
-        '',
-        `  --rounds N        kill -9 rounds of the main (default ${FULL_ROUNDS})`,
-        '  --peers N         p2p-peerd processes, each sharing a small file (default 5)',
-        `  --heartbeat-ms N  the trackers' --heartbeat-ms (default ${DEFAULT_HEARTBEAT_MS})`,
-        `  --failover-ms N   the trackers' --failover-ms (default ${DEFAULT_FAILOVER_MS})`,
-        '  --writes N        timed blacklist additions per throughput run (default 2000)',
-        '  --in-flight N     of them sent at once over one admin session (default 16)',
-        '  --write-runs N    throughput runs against each setup, alternated (default 5)',
-        '  --poll-ms N       how often admin status is polled after a kill (default 10; peers: twice that)',
-        '  --wait-quiet S    on a shared machine, before each pair of throughput runs wait up to S seconds',
-        '                    for other work to drop below 10% of the CPUs (default 0: do not wait)',
-        `  --results DIR     where takeover.json and takeover.md go (default bench/results for a full run:`,
-        `                    ${FULL_ROUNDS}+ rounds at default timings; otherwise only the table is printed)`,
-        '  --keep            keep the temporary folder (every process\'s log) for inspection',
-        '',
-      ].join('\n'),
-    );
-    process.exit(0);
-  }
+    [
+      'usage: npm run bench:takeover -- [--rounds N] [--peers N] [--heartbeat-ms N] [--failover-ms N]',
+      '                                 [--writes N] [--in-flight N] [--write-runs N] [--results DIR] [--keep]',
+      '',
+      `  --rounds N        kill -9 rounds of the main (default ${FULL_ROUNDS})`,
+      '  --peers N         p2p-peerd processes, each sharing a small file (default 5)',
+      `  --heartbeat-ms N  the trackers' --heartbeat-ms (default ${DEFAULT_HEARTBEAT_MS})`,
+      `  --failover-ms N   the trackers' --failover-ms (default ${DEFAULT_FAILOVER_MS})`,
+      '  --writes N        timed blacklist additions per throughput run (default 2000)',
+      '  --in-flight N     of them sent at once over one admin session (default 16)',
+      '  --write-runs N    throughput runs against each setup, alternated (default 5)',
+      '  --poll-ms N       how often admin status is polled after a kill (default 10; peers: twice that)',
+      '  --wait-quiet S    on a shared machine, before each pair of throughput runs wait up to S seconds',
+      '                    for other work to drop below 10% of the CPUs (default 0: do not wait)',
+      `  --results DIR     where takeover.json and takeover.md go (default bench/results for a full run:`,
+      `                    ${FULL_ROUNDS}+ rounds at default timings; otherwise only the table is printed)`,
+      '  --keep            keep the temporary folder (every process\'s log) for inspection',
+      '',
+    ],
+  );
   const int = (flag: string, v: string, min = 1): number => intFlag('takeover', flag, v, min);
   const opts: Options = {
     rounds: int('rounds', values.rounds, 1),

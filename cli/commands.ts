@@ -149,9 +149,9 @@ function readToken(file: string): string {
   try {
     token = fs.readFileSync(file, 'utf8').trim();
   } catch (err) {
-    throw new P2PError('P2P_BAD_REQUEST', `cannot read --token-file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new P2PError('P2P_BAD_PATH', `cannot read --token-file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  if (!token) throw new P2PError('P2P_BAD_REQUEST', `--token-file ${file} is empty`);
+  if (!token) throw new P2PError('P2P_BAD_PATH', `--token-file ${file} is empty`);
   return token;
 }
 

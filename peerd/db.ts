@@ -5,6 +5,7 @@
  */
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { systemClock, type Clock } from '../protocol/clock.js';
 import { migrate, type Migration, type MigrationResult } from '../protocol/schema.js';
 
 export interface CachedManifest {
@@ -73,7 +74,11 @@ export class PeerDb {
   /** The schema version the database had when opened, and the migrations that ran (for the start-up log). */
   readonly schema: MigrationResult;
 
-  constructor(dataDir: string) {
+  /** `clock.wallNow()` stamps when a tracker's key was learned and a path shared (the order `sharedPaths` lists them in). */
+  constructor(
+    dataDir: string,
+    private readonly clock: Pick<Clock, 'wallNow'> = systemClock,
+  ) {
     this.db = new Database(path.join(dataDir, 'peerd.sqlite'));
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
@@ -86,7 +91,7 @@ export class PeerDb {
   }
 
   learnTrackerKey(address: string, key: Buffer): void {
-    this.db.prepare('INSERT INTO known_trackers (address, key, learned_at) VALUES (?, ?, ?) ON CONFLICT(address) DO UPDATE SET key = excluded.key, learned_at = excluded.learned_at').run(address, key, Date.now());
+    this.db.prepare('INSERT INTO known_trackers (address, key, learned_at) VALUES (?, ?, ?) ON CONFLICT(address) DO UPDATE SET key = excluded.key, learned_at = excluded.learned_at').run(address, key, this.clock.wallNow());
   }
 
   cachedManifest(p: string): CachedManifest | undefined {
@@ -116,7 +121,7 @@ export class PeerDb {
   }
 
   addSharedPath(p: string): void {
-    this.db.prepare('INSERT OR IGNORE INTO shared_paths (path, added) VALUES (?, ?)').run(p, Date.now());
+    this.db.prepare('INSERT OR IGNORE INTO shared_paths (path, added) VALUES (?, ?)').run(p, this.clock.wallNow());
   }
 
   removeSharedPath(p: string): void {

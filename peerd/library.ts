@@ -221,9 +221,9 @@ export class Library extends EventEmitter {
     if (cached && cached.size === st.size && cached.mtimeMs === st.mtimeMs) {
       entry = { name, id: cached.id, idBuf: Buffer.from(cached.id, 'hex'), size: st.size, path: p, mtimeMs: st.mtimeMs, manifest: decodeManifest(cached.manifest), encoded: cached.manifest, stamp: fileStamp(st) };
     } else {
-      const started = performance.now();
+      const started = this.clock.now();
       const h = await hashFile(p);
-      this.log.info({ path: p, size: h.size, ms: Math.round(performance.now() - started) }, 'hashed file');
+      this.log.info({ path: p, size: h.size, ms: Math.round(this.clock.now() - started) }, 'hashed file');
       entry = { name, id: h.id.toString('hex'), idBuf: h.id, size: h.size, path: p, mtimeMs: h.mtimeMs, manifest: h.manifest, encoded: h.encoded, stamp: h.stamp };
       this.db.putManifest({ path: p, size: h.size, mtimeMs: h.mtimeMs, id: entry.id, manifest: h.encoded });
     }

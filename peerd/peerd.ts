@@ -78,7 +78,10 @@ export interface PeerDaemonOptions {
   plainChunkLinks?: boolean;
   /** Test hook: serve wrong bytes on purpose (a malicious seeder). */
   corruptChunks?: boolean;
-  /** Time and timers for the tracker session, the share folder's rescans, the chunk server and downloads (default: the system clock). */
+  /**
+   * Time and timers for the tracker session, the share folder's rescans, the chunk server, downloads, the
+   * rate limits and meters, and the database's timestamps (default: the system clock).
+   */
   clock?: Clock;
   /** How long to wait before trying the trackers again after a round in which none answered (default: reconnectBackoff). */
   trackerRetry?: RetryStrategy;
@@ -122,8 +125,8 @@ export class PeerDaemon {
   private readonly runs = new Map<string, Promise<DownloadResult>>();
   private readonly log: Logger;
   private closed = false;
-  private readonly uploadMeter = new RateMeter();
-  private readonly downloadMeter = new RateMeter();
+  private readonly uploadMeter: RateMeter;
+  private readonly downloadMeter: RateMeter;
   private readonly downloadBucket: TokenBucket | undefined;
   private readonly uploadBucket: TokenBucket | undefined;
   /** What --metrics reports: counted always (a few additions per chunk), served only with --metrics. */
@@ -140,7 +143,7 @@ export class PeerDaemon {
     ensurePrivateDir(opts.dataDir, this.log);
     this.identity = loadIdentityFile(path.join(opts.dataDir, 'identity.key'));
     this.keys = this.identity.keys;
-    this.db = new PeerDb(opts.dataDir);
+    this.db = new PeerDb(opts.dataDir, opts.clock);
     this.socketPath = opts.socketPath ?? path.join(opts.dataDir, 'peerd.sock');
     this.library = new Library(opts.shareDir, this.db, this.log, opts.clock);
     this.tracker = new TrackerClient({
@@ -154,8 +157,10 @@ export class PeerDaemon {
       retry: opts.trackerRetry,
     });
     this.blacklist = new BlacklistCache(this.tracker, this.log);
-    this.downloadBucket = opts.maxDownloadRate ? new TokenBucket(opts.maxDownloadRate) : undefined;
-    this.uploadBucket = opts.maxUploadRate ? new TokenBucket(opts.maxUploadRate) : undefined;
+    this.downloadBucket = opts.maxDownloadRate ? new TokenBucket(opts.maxDownloadRate, opts.clock) : undefined;
+    this.uploadBucket = opts.maxUploadRate ? new TokenBucket(opts.maxUploadRate, opts.clock) : undefined;
+    this.uploadMeter = new RateMeter(opts.clock);
+    this.downloadMeter = new RateMeter(opts.clock);
     this.chunkServer = new ChunkServer({
       keys: this.keys,
       identity: this.identity,
@@ -302,7 +307,7 @@ export class PeerDaemon {
 
   private async listenControl(): Promise<void> {
     const p = this.socketPath;
-    if (Buffer.byteLength(p) > 100) throw new P2PError('P2P_BAD_REQUEST', `control socket path is too long for a Unix socket (${p}); pass a shorter --socket`);
+    if (Buffer.byteLength(p) > 100) throw new P2PError('P2P_BAD_PATH', `control socket path is too long for a Unix socket (${p}); pass a shorter --socket`);
     if (fs.existsSync(p)) {
       // A socket left by a daemon that died: remove it, unless a live daemon answers there.
       const alive = await new Promise<boolean>((resolve) => {
@@ -345,14 +350,16 @@ export class PeerDaemon {
 
   private async onControl(conn: Connection, req: IncomingRequest<'CONTROL'>): Promise<void> {
     const { command, args } = req.body;
+    // Arguments that are not a JSON object are malformed, but refused with the connection kept: only a
+    // local user can reach this socket (mode 0600), and the network's rule of closing is for strangers.
     let parsed: unknown;
     try {
       parsed = JSON.parse(args);
     } catch {
-      throw new P2PError('P2P_BAD_REQUEST', 'control arguments are not JSON');
+      throw new P2PError('P2P_MALFORMED', 'control arguments are not JSON');
     }
-    if (typeof parsed !== 'object' || parsed === null) throw new P2PError('P2P_BAD_REQUEST', 'control arguments must be an object');
-    if (!isCommandName(command)) throw new P2PError('P2P_BAD_REQUEST', `unknown command '${command}'`);
+    if (typeof parsed !== 'object' || parsed === null) throw new P2PError('P2P_MALFORMED', 'control arguments must be a JSON object');
+    if (!isCommandName(command)) throw new P2PError('P2P_UNEXPECTED_MESSAGE', `unknown command '${command}' (is this p2p-peerd older than p2p?)`);
     const result = await this.runCommand(command, CONTROL_COMMANDS[command](parsed as RawArgs), conn, req.requestId);
     conn.reply(req.requestId, 'CONTROL_RESULT', { result: JSON.stringify(result) });
   }
@@ -494,7 +501,7 @@ export class PeerDaemon {
       }
       if (!args.overwrite) throw new P2PError('P2P_EXISTS', `${target} already exists; pass --overwrite to replace it`);
     }
-    if (this.downloads.has(r.id)) throw new P2PError('P2P_BAD_REQUEST', `${r.name} is already being downloaded`);
+    if (this.downloads.has(r.id)) throw new P2PError('P2P_IN_PROGRESS', `${r.name} is already being downloaded here, to ${this.downloads.get(r.id)!.req.target}; wait for it to finish (p2p status shows it)`);
     const strategy = args.strategy ?? this.opts.strategy;
     const d = this.newDownload({ fileId: Buffer.from(r.id, 'hex'), name: r.name, target, maxPeers: args.maxPeers, overwrite: args.overwrite, strategy });
     const onGone = (): void => d.abort('the p2p command went away; the partial download is kept for resuming');

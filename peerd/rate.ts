@@ -1,12 +1,14 @@
 /**
- * Token buckets for --max-upload-rate / --max-download-rate, and rate meters for `p2p status`.
+ * Token buckets for --max-upload-rate / --max-download-rate, and rate meters for `p2p status`. Both read
+ * time from the daemon's clock (monotonic), so a test can drive them on a virtual one.
  */
+import { systemClock, type Clock } from '../protocol/clock.js';
 import { P2PError } from '../protocol/errors.js';
 
 /** A token bucket in bytes: `take(n)` resolves when n bytes may pass. Waiters are served in order. */
 export class TokenBucket {
   private tokens: number;
-  private last = performance.now();
+  private last: number;
   private queue: Promise<void> = Promise.resolve();
   /** Takes that had to sleep for tokens, and how long they waited in all, from take() to the grant (for --metrics). */
   waits = 0;
@@ -14,30 +16,32 @@ export class TokenBucket {
 
   constructor(
     readonly bytesPerSec: number,
+    private readonly clock: Pick<Clock, 'now' | 'setTimeout'> = systemClock,
     private readonly burstBytes = Math.max(bytesPerSec / 4, 64 * 1024),
   ) {
     this.tokens = this.burstBytes;
+    this.last = clock.now();
   }
 
   private refill(): void {
-    const now = performance.now();
+    const now = this.clock.now();
     this.tokens = Math.min(this.burstBytes, this.tokens + ((now - this.last) / 1000) * this.bytesPerSec);
     this.last = now;
   }
 
   take(n: number): Promise<void> {
-    const askedAt = performance.now();
+    const askedAt = this.clock.now();
     const run = this.queue.then(async () => {
       this.refill();
       // A request larger than the burst may go once the bucket is full, leaving it in debt.
       const need = Math.min(n, this.burstBytes);
       if (this.tokens < need) {
         while (this.tokens < need) {
-          await new Promise((r) => setTimeout(r, Math.max(1, ((need - this.tokens) / this.bytesPerSec) * 1000)).unref());
+          await new Promise<void>((r) => this.clock.setTimeout(r, Math.max(1, ((need - this.tokens) / this.bytesPerSec) * 1000)));
           this.refill();
         }
         this.waits++;
-        this.waitedMs += performance.now() - askedAt;
+        this.waitedMs += this.clock.now() - askedAt;
       }
       this.tokens -= n;
     });
@@ -50,17 +54,22 @@ export class TokenBucket {
 export class RateMeter {
   private readonly slots: number[];
   private readonly slotMs: number;
-  private slotStart = Math.floor(performance.now());
+  private slotStart: number;
   private index = 0;
   total = 0;
 
-  constructor(windowMs = 3000, slots = 6) {
+  constructor(
+    private readonly clock: Pick<Clock, 'now'> = systemClock,
+    windowMs = 3000,
+    slots = 6,
+  ) {
     this.slots = new Array<number>(slots).fill(0);
     this.slotMs = windowMs / slots;
+    this.slotStart = Math.floor(clock.now());
   }
 
   private advance(): void {
-    const now = performance.now();
+    const now = this.clock.now();
     let steps = Math.floor((now - this.slotStart) / this.slotMs);
     if (steps <= 0) return;
     this.slotStart += steps * this.slotMs;

@@ -45,7 +45,9 @@ export const ErrorCodes = {
   P2P_TLS_REQUIRED: 'the server takes this connection only inside TLS 1.3',
   P2P_VERSION: 'the other side, or a data folder, is from a release this one cannot work with',
   P2P_AMBIGUOUS: 'a name or an id prefix matches several files; name one by its id',
-  P2P_BAD_PATH: 'a local path is not what the command needs (a missing folder, a folder for a file, a file that is not regular or readable)',
+  P2P_BAD_PATH: 'a local path is not what the command needs (a missing folder, a folder for a file, a file that is not regular or readable, an empty token file, a socket path too long)',
+  P2P_BAD_ADDRESS: 'an address is not HOST:PORT, [IPv6]:PORT or ID@HOST:PORT, or its port or key id is not valid',
+  P2P_IN_PROGRESS: 'that file is already being downloaded here, to another path; wait for that download to finish',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

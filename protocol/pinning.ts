@@ -21,13 +21,13 @@ export function parsePinnedAddress(text: string): PinnedAddress {
   const at = text.indexOf('@');
   if (at < 0) return parseAddress(text);
   const id = text.slice(0, at).toLowerCase();
-  if (!PEER_ID_PATTERN.test(id)) throw new P2PError('P2P_BAD_REQUEST', `'${text.slice(0, at)}' is not a key id (40 hex characters, as the tracker logs it at start)`);
+  if (!PEER_ID_PATTERN.test(id)) throw new P2PError('P2P_BAD_ADDRESS', `'${text.slice(0, at)}' is not a key id (40 hex characters, as the tracker logs it at start)`);
   return { ...parseAddress(text.slice(at + 1)), id };
 }
 
 export function parsePinnedAddressList(text: string): PinnedAddress[] {
   const parts = text.split(',').map((s) => s.trim()).filter(Boolean);
-  if (parts.length === 0) throw new P2PError('P2P_BAD_REQUEST', 'expected at least one HOST:PORT');
+  if (parts.length === 0) throw new P2PError('P2P_BAD_ADDRESS', 'expected at least one HOST:PORT');
   return parts.map(parsePinnedAddress);
 }
 

@@ -192,6 +192,26 @@ export function downloadRun(strategy: Strategy, run: number, out: GetOutcome, ok
   return r;
 }
 
+/** A run of one download, timed against the ideal: the whole download's and its steady state's (10-90%) efficiency. */
+export interface TimedRun extends DownloadRun {
+  seconds?: number;
+  efficiency?: number;
+  steadyEfficiency?: number;
+}
+
+/** What a summary row says of timed runs: how many failed, and of the others the medians and the worst efficiency. */
+export function timedSummary(all: TimedRun[]): { failed: number; medianSeconds: number; medianEfficiency: number; minEfficiency: number; medianSteadyEfficiency: number; medianOtherBusy: number } {
+  const rs = all.filter((r) => r.ok);
+  return {
+    failed: all.length - rs.length,
+    medianSeconds: med(rs.map((r) => r.seconds)),
+    medianEfficiency: med(rs.map((r) => r.efficiency)),
+    minEfficiency: minOf(rs.map((r) => r.efficiency)),
+    medianSteadyEfficiency: med(rs.map((r) => r.steadyEfficiency)),
+    medianOtherBusy: med(rs.map((r) => r.otherBusyFraction)),
+  };
+}
+
 /** One summary row per strategy: `{ strategy, ...what fn makes of its runs }`. */
 export function perStrategy<Run extends { strategy: Strategy }, T extends object>(strategies: Strategy[], runs: Run[], fn: (all: Run[], strategy: Strategy) => T): Array<{ strategy: Strategy } & T> {
   return strategies.map((strategy) => ({ strategy, ...fn(runs.filter((r) => r.strategy === strategy), strategy) }));

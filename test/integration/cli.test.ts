@@ -46,6 +46,28 @@ t.test('usage errors exit 2 with a one-line reason on stderr', async (t) => {
   });
 });
 
+t.test('local inputs that cannot be used (a token file, an address, a socket path) fail with exit 1 and a line naming them', async (t) => {
+  const dir = tempDir(t);
+  const token = path.join(dir, 'token');
+  fs.writeFileSync(token, 'a-token\n', { mode: 0o600 });
+  const empty = path.join(dir, 'empty-token');
+  fs.writeFileSync(empty, '\n', { mode: 0o600 });
+  const longSocket = path.join(dir, 's'.repeat(120));
+  const cases: Array<[string, Program, string[], RegExp]> = [
+    ['an unreadable --token-file', 'p2p', ['admin', '--tracker', '127.0.0.1:1', '--token-file', path.join(dir, 'missing'), 'status'], /cannot read --token-file .*missing: ENOENT/],
+    ['an empty --token-file', 'p2p', ['admin', '--tracker', '127.0.0.1:1', '--token-file', empty, 'status'], /--token-file .*empty-token is empty/],
+    ['an admin --tracker that is not an address', 'p2p', ['admin', '--tracker', 'nowhere', '--token-file', token, 'status'], /'nowhere' is not HOST:PORT/],
+    ['a --socket path too long for a Unix socket', 'p2p-peerd', ['--trackers', '127.0.0.1:1', '--share', path.join(dir, 'share'), '--data', path.join(dir, 'data'), '--socket', longSocket], /cannot start: control socket path is too long .*pass a shorter --socket/],
+  ];
+  const results = await Promise.all(cases.map(([, program, args]) => run(program, args)));
+  cases.forEach(([what, program, , reason], i) => {
+    const r = results[i]!;
+    t.equal(r.code, 1, `${program} with ${what} exits 1`);
+    t.match(r.stderr, new RegExp(`^${program}: .*${reason.source}`, 'm'), `and says why: ${r.stderr.trim().split('\n').at(-1)}`);
+    t.ok(noStack(r.stderr), 'without a stack trace');
+  });
+});
+
 t.test('a missing or dead daemon socket fails fast with exit 1 and says how to start p2p-peerd', async (t) => {
   const dir = tempDir(t);
   const missing = path.join(dir, 'missing.sock');

@@ -6,6 +6,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
+import { ControlClient } from '../../peerd/index.js';
+import { dial } from '../../protocol/index.js';
 import { Fleet, sameContent } from '../helpers/fleet.js';
 import { until } from '../helpers/wait.js';
 
@@ -140,6 +142,33 @@ t.test('get refuses to overwrite unless told, resolves ids, and reports unknown 
   fs.mkdirSync(path.join(fleet.dir, 'outdir', 'a.txt'), { recursive: true });
   await t.rejects(d.call('get', { key: shared!.id, out: path.join(fleet.dir, 'outdir'), overwrite: true }), { code: 'P2P_BAD_PATH', message: /a\.txt is a folder/ });
   await t.rejects(d.call('share', { paths: [fleet.dir] }), { code: 'P2P_BAD_PATH', message: /is not a regular file/ });
+});
+
+t.test('a control request the daemon cannot run gets a code that says why, and the socket keeps serving', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  // The seeder sends a chunk, then waits 16 s for its next at 64 KiB/s: the download stays under way.
+  const s = await fleet.startPeer('s1', { maxUploadRate: 64 * 1024 });
+  const d = await fleet.startPeer('d1');
+  Fleet.randomFile(path.join(s.shareDir, 'slow.bin'), 3);
+  await Fleet.held(d, 'slow.bin', 1);
+
+  const conn = await dial({ path: d.daemon.socketPath }, { connectTimeoutMs: 1000, requestTimeoutMs: 5000 });
+  t.teardown(() => conn.destroy());
+  await t.rejects(conn.request('CONTROL', { command: 'files', args: 'not json' }, 'CONTROL_RESULT'), { code: 'P2P_MALFORMED', message: /not JSON/ });
+  await t.rejects(conn.request('CONTROL', { command: 'files', args: '42' }, 'CONTROL_RESULT'), { code: 'P2P_MALFORMED', message: /JSON object/ });
+  await t.rejects(conn.request('CONTROL', { command: 'defragment', args: '{}' }, 'CONTROL_RESULT'), { code: 'P2P_UNEXPECTED_MESSAGE', message: /unknown command 'defragment'.*older than p2p/ });
+  t.same(JSON.parse((await conn.request('CONTROL', { command: 'files', args: '{}' }, 'CONTROL_RESULT')).result), [], 'the same connection still runs a good command');
+
+  // A second get of a file already being downloaded, to another path: P2P_IN_PROGRESS, naming the first path.
+  const first = await ControlClient.connect(d.daemon.socketPath);
+  const firstOut = path.join(fleet.dir, 'first.bin');
+  const running = first.call('get', { key: 'slow.bin', out: firstOut, overwrite: false }).catch((err: unknown) => err);
+  await until('the first download under way', () => (d.daemon.status().transfers.length === 1 ? true : undefined));
+  await t.rejects(d.call('get', { key: 'slow.bin', out: path.join(fleet.dir, 'second.bin'), overwrite: false }), { code: 'P2P_IN_PROGRESS', message: new RegExp(`already being downloaded here, to ${firstOut}`) });
+  first.close(); // the p2p command went away: the first download stops
+  await running;
+  await until('the first download stopped', () => (d.daemon.status().transfers.length === 0 ? true : undefined));
 });
 
 t.test('files dropped into the share folder are shared without a restart, and unshare withdraws them', async (t) => {

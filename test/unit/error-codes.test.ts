@@ -1,10 +1,11 @@
 /**
  * protocol/README.md is the specification a second implementation is written from: every error code and
- * every message of the catalogue must be there, exactly as the code declares them.
+ * every message of the catalogue must be there, exactly as the code declares them. And the local faults
+ * that have a code of their own get it, with a message naming what was wrong.
  */
 import { readFileSync } from 'node:fs';
 import t from 'tap';
-import { ErrorCodes, Messages, type MessageName, type Schema } from '../../protocol/index.js';
+import { CONTROL_COMMANDS, ErrorCodes, Messages, parseAddress, parseAddressList, parsePinnedAddress, parsePinnedAddressList, type MessageName, type Schema } from '../../protocol/index.js';
 import { repoPath } from '../helpers/root.js';
 
 const readme = readFileSync(repoPath('protocol/README.md'), 'utf8');
@@ -58,5 +59,30 @@ t.test('the README catalogue matches protocol/messages.ts', (t) => {
     t.equal(row[3], describe(codec.schema as Schema) || '(empty)', `${name}: fields in wire order with their types`);
     t.ok((row[4] ?? '').length > 10, `${name}: says what it means`);
   }
+  t.end();
+});
+
+t.test('an address that cannot be read is P2P_BAD_ADDRESS, naming the text', (t) => {
+  const cases: Array<[string, () => unknown, RegExp]> = [
+    ['no port', () => parseAddress('nowhere'), /'nowhere' is not HOST:PORT/],
+    ['a bracketed host that is not IPv6', () => parseAddress('[10.0.0.1]:7070'), /'10\.0\.0\.1' is not an IPv6 address/],
+    ['port 0 where one must connect', () => parseAddress('127.0.0.1:0'), /'127\.0\.0\.1:0' has no valid port/],
+    ['a port above 65535', () => parseAddress('127.0.0.1:65536', true), /has no valid port \(1-65535\)/],
+    ['an empty list', () => parseAddressList(' , '), /at least one HOST:PORT/],
+    ['a pinned id that is not 40 hex characters', () => parsePinnedAddress('abc@127.0.0.1:7070'), /'abc' is not a key id/],
+    ['a pinned address without a port', () => parsePinnedAddress(`${'a'.repeat(40)}@somewhere`), /'somewhere' is not HOST:PORT/],
+    ['an empty pinned list', () => parsePinnedAddressList(''), /at least one HOST:PORT/],
+  ];
+  for (const [what, parse, message] of cases) t.throws(parse, { code: 'P2P_BAD_ADDRESS', message }, what);
+  t.same(parsePinnedAddress(`${'A'.repeat(40)}@[::1]:7070`), { host: '::1', port: 7070, id: 'a'.repeat(40) }, 'a good one still parses');
+  t.end();
+});
+
+t.test("a control command's arguments it cannot take stay P2P_BAD_REQUEST, naming the argument", (t) => {
+  t.throws(() => CONTROL_COMMANDS.get({}), { code: 'P2P_BAD_REQUEST', message: 'missing key' });
+  t.throws(() => CONTROL_COMMANDS.get({ key: 'a', maxPeers: 0 }), { code: 'P2P_BAD_REQUEST', message: /--max-peers/ });
+  t.throws(() => CONTROL_COMMANDS.get({ key: 'a', strategy: 'greedy' }), { code: 'P2P_BAD_REQUEST', message: /unknown strategy 'greedy'/ });
+  t.throws(() => CONTROL_COMMANDS.share({ paths: [] }), { code: 'P2P_BAD_REQUEST', message: /at least one path/ });
+  t.throws(() => CONTROL_COMMANDS.search({ text: 5 }), { code: 'P2P_BAD_REQUEST', message: 'text must be a string' });
   t.end();
 });

@@ -5,17 +5,14 @@
  */
 import { analyzeSamples, MBIT } from '../lab.js';
 import { mdTable, pct, secs } from '../report.js';
-import { busyPercent, downloadRun, failedNotes, failure, freshDownload, idealSeconds, labScenario, LINK_BPS, med, minOf, perStrategy, primaryOf, strategyColor, wholeAndSteadyPanel, type DownloadRun } from '../scenario.js';
+import { busyPercent, downloadRun, failedNotes, failure, freshDownload, idealSeconds, labScenario, LINK_BPS, med, perStrategy, primaryOf, strategyColor, timedSummary, wholeAndSteadyPanel, type TimedRun } from '../scenario.js';
 import { COLORS, renderChart } from '../svg.js';
 
 const HOSTS = 5;
 const DAEMONS_PER_HOST = 4;
 const HOST_BPS = 100 * MBIT;
 
-interface SaturatedRun extends DownloadRun {
-  seconds?: number;
-  efficiency?: number;
-  steadyEfficiency?: number;
+interface SaturatedRun extends TimedRun {
   peersUsed?: number;
   hostsUsed?: number;
   bytesByHost?: number[];
@@ -62,12 +59,7 @@ export const saturatedScenario = labScenario<SaturatedRun>('saturated', ({ opts 
       const summary = perStrategy(opts.strategies, runs, (all) => {
         const rs = all.filter((r) => r.ok);
         return {
-          failed: all.length - rs.length,
-          medianSeconds: med(rs.map((r) => r.seconds)),
-          medianEfficiency: med(rs.map((r) => r.efficiency)),
-          minEfficiency: minOf(rs.map((r) => r.efficiency)),
-          medianSteadyEfficiency: med(rs.map((r) => r.steadyEfficiency)),
-          medianOtherBusy: med(rs.map((r) => r.otherBusyFraction)),
+          ...timedSummary(all),
           medianPeersUsed: med(rs.map((r) => r.peersUsed)),
           medianHostsUsed: med(rs.map((r) => r.hostsUsed)),
           medianShareByHost: Array.from({ length: HOSTS }, (_, h) => med(rs.map((r) => (r.bytesByHost?.[h] ?? 0) / file.sizeBytes))),

@@ -6,7 +6,7 @@
  */
 import { analyzeSamples, MBIT } from '../lab.js';
 import { mdTable, pct, secs } from '../report.js';
-import { busyPercent, downloadRun, failedNotes, failure, freshDownload, idealSeconds, labScenario, LINK_BPS, med, minOf, perStrategy, primaryOf, strategyColor, wholeAndSteadyPanel, type DownloadRun } from '../scenario.js';
+import { busyPercent, downloadRun, failedNotes, failure, freshDownload, idealSeconds, labScenario, LINK_BPS, med, perStrategy, primaryOf, strategyColor, timedSummary, wholeAndSteadyPanel, type TimedRun } from '../scenario.js';
 import { COLORS, renderChart } from '../svg.js';
 
 /** Uplink and one-way added delay per seeder: fast-and-far, slow-and-near and everything between. */
@@ -24,11 +24,8 @@ export const UNEVEN_SEEDERS: Array<{ mbit: number; delayMs: number }> = [
 ];
 const PROXY_PORT = 7000;
 
-interface UnevenRun extends DownloadRun {
-  seconds?: number;
-  efficiency?: number;
+interface UnevenRun extends TimedRun {
   firstBytesSeconds?: number;
-  steadyEfficiency?: number;
   /** Bytes each seeder sent, in UNEVEN_SEEDERS order. */
   bytesBySeeder?: number[];
 }
@@ -77,13 +74,8 @@ export const unevenScenario = labScenario<UnevenRun>('uneven', ({ opts }, file) 
         const rs = all.filter((r) => r.ok);
         return {
           runs: all.length,
-          failed: all.length - rs.length,
-          medianSeconds: med(rs.map((r) => r.seconds)),
-          medianEfficiency: med(rs.map((r) => r.efficiency)),
-          minEfficiency: minOf(rs.map((r) => r.efficiency)),
+          ...timedSummary(all),
           medianFirstBytesSeconds: med(rs.map((r) => r.firstBytesSeconds)),
-          medianSteadyEfficiency: med(rs.map((r) => r.steadyEfficiency)),
-          medianOtherBusy: med(rs.map((r) => r.otherBusyFraction)),
           /** Median share of the file each seeder sent, against its share of the total uplink. */
           medianShareBySeeder: UNEVEN_SEEDERS.map((_, i) => med(rs.map((r) => (r.bytesBySeeder?.[i] ?? 0) / file.sizeBytes))),
         };
