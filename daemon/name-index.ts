@@ -41,6 +41,9 @@ export class NameIndex<T> {
   private compactionDebt = 0;
   private cursor: IterableIterator<[number, Postings]> | undefined;
   private compaction: Compaction | undefined;
+  /** Per slot, the last search that marked it (see markSlots). */
+  private marks = new Uint32Array(0);
+  private markGeneration = 0;
 
   /** `namesOf`: an item's live names, as the search must match them now. */
   constructor(private readonly namesOf: (item: T) => Iterable<string>) {}
@@ -90,6 +93,7 @@ export class NameIndex<T> {
     this.lists.clear();
     this.items.length = 0;
     this.freeSlots.length = 0;
+    this.marks = new Uint32Array(0);
     this.postings = this.stale = this.compactionDebt = 0;
     this.cursor = undefined;
     this.compaction = undefined;
@@ -106,20 +110,44 @@ export class NameIndex<T> {
       for (const item of this.items) if (item !== undefined && !this.visitNames(item, needle, visit)) return;
       return;
     }
-    let shortest: Postings | undefined;
+    const lists: Postings[] = [];
     for (const key of keys) {
       const list = this.lists.get(key);
       if (!list) return; // no name has this trigram, so none contains the text
-      if (!shortest || list.length < shortest.length) shortest = list;
+      lists.push(list);
     }
+    lists.sort((a, b) => a.length - b.length);
+    const [shortest, next] = lists as [Postings, Postings | undefined];
+    // With a second list, only slots in both are candidates: marking one list and reading the other is a
+    // pass over integers, where checking every candidate's names would be a string search each.
+    const mark = next && shortest.length > 64 ? this.markSlots(next) : undefined;
     const seen = new Set<T>();
-    const { slots, length } = shortest!;
+    const { slots, length } = shortest;
     for (let i = 0; i < length; i++) {
-      const item = this.items[slots[i]!];
+      const slot = slots[i]!;
+      if (mark !== undefined && this.marks[slot] !== mark) continue;
+      const item = this.items[slot];
       if (item === undefined || seen.has(item)) continue;
       seen.add(item);
       if (!this.visitNames(item, needle, visit)) return;
     }
+  }
+
+  /** Stamps every slot in `list` with a fresh mark (one array reused by every search) and returns the mark. */
+  private markSlots(list: Postings): number {
+    if (this.marks.length < this.items.length) {
+      const grown = new Uint32Array(Math.max(1024, this.items.length * 2));
+      grown.set(this.marks);
+      this.marks = grown;
+    }
+    if (++this.markGeneration === 2 ** 32) {
+      this.marks.fill(0);
+      this.markGeneration = 1;
+    }
+    const mark = this.markGeneration;
+    const { slots, length } = list;
+    for (let i = 0; i < length; i++) this.marks[slots[i]!] = mark;
+    return mark;
   }
 
   private visitNames(item: T, needle: string, visit: (item: T, name: string) => boolean): boolean {
