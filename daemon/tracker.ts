@@ -64,6 +64,11 @@ export interface TrackerOptions {
   reportPolicy?: ReportPolicy;
   /** A peer silent for this long loses its session and holdings. */
   leaseMs?: number;
+  /**
+   * PINGs a second the peers may send in all: peers ping every 300 ms (so a hung main is left within about
+   * a second) until that would be more than this, then less often (see heartbeatLeaseMs).
+   */
+  peerHeartbeatsPerSecond?: number;
   handshakeTimeoutMs?: number;
   maxConnections?: number;
   maxConnectionsPerIp?: number;
@@ -98,6 +103,8 @@ export const DEFAULTS = {
   heartbeatMs: 200,
   failoverMs: 1000,
   leaseMs: 10_000,
+  /** About a third of one core on this project's 2-core test machine (bench/results/fleet.md). */
+  peerHeartbeatsPerSecond: 10_000,
   handshakeTimeoutMs: 2000,
   readTimeoutMs: 5000,
   maxConnections: 10_000,
@@ -160,6 +167,7 @@ export class Tracker extends EventEmitter {
       failoverMs: options.failoverMs ?? DEFAULTS.failoverMs,
       reportPolicy: options.reportPolicy ?? { kind: 'immediate' },
       leaseMs: options.leaseMs ?? DEFAULTS.leaseMs,
+      peerHeartbeatsPerSecond: options.peerHeartbeatsPerSecond ?? DEFAULTS.peerHeartbeatsPerSecond,
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs,
       readTimeoutMs: options.readTimeoutMs ?? DEFAULTS.readTimeoutMs,
       maxConnections: options.maxConnections ?? DEFAULTS.maxConnections,
@@ -381,7 +389,7 @@ export class Tracker extends EventEmitter {
       peerId,
       observedHost: s.conn.remoteAddress,
       observedPort: s.listenPort,
-      leaseMs: this.opts.leaseMs,
+      leaseMs: this.heartbeatLeaseMs(),
       role: this.cluster.role,
       term: this.state.term,
       primary: this.cluster.primaryAddress ?? '',
@@ -495,6 +503,18 @@ export class Tracker extends EventEmitter {
       return;
     },
   };
+
+  /**
+   * The lease told to a peer in WELCOME; a peer sends a PING every third of it. 900 ms (a ping every
+   * 300 ms) while the peers this cluster knows, at that rate, stay within --peer-heartbeats-per-s; beyond
+   * that the pings slow down in step with the fleet, and so does leaving a main that hangs (a main that
+   * dies is left at once: its connections close). Never above --lease-ms, after which a silent session is
+   * closed. The count of peers is replicated state, so a new main tells its peers the same.
+   */
+  private heartbeatLeaseMs(): number {
+    const intervalMs = Math.max(300, Math.ceil((1000 * this.state.holders.sizes().peers) / this.opts.peerHeartbeatsPerSecond));
+    return Math.min(this.opts.leaseMs, 3 * intervalMs);
+  }
 
   /** Commits a write about one peer's holdings, counting it as in flight for that peer until it ends. */
   private async peerWrite(peerId: string, op: Op): Promise<void> {

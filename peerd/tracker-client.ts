@@ -263,8 +263,9 @@ export class TrackerClient extends EventEmitter {
       this.clock.setTimeout(() => void this.loop(), delayMs);
     });
     this.pingTimer?.cancel();
-    // Heartbeats: a third of the lease, and often enough that a hung tracker is left within about a second.
-    const every = Math.max(100, Math.min(Math.floor(leaseMs / 3), 300));
+    // Heartbeats: a third of the lease. A tracker tells 900 ms (a hung tracker is left within about a
+    // second) unless its fleet is so large that it asks for fewer (daemon/tracker.ts, heartbeatLeaseMs).
+    const every = Math.max(100, Math.floor(leaseMs / 3));
     this.pingTimer = this.clock.setInterval(() => {
       conn.request('PING', {}, 'PONG', { timeoutMs: 750 }).catch(() => {
         if (this.conn === conn) {

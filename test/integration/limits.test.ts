@@ -92,10 +92,11 @@ class Raw {
   }
 
   /** The peer handshake over raw frames (TLS proved our key); with `serverKey`, also checks the server's. */
-  async handshake(serverKey?: Buffer): Promise<void> {
+  async handshake(serverKey?: Buffer): Promise<Body<'WELCOME'>> {
     if (serverKey && !(this.socket instanceof tls.TLSSocket && remoteKey(this.socket)?.equals(serverKey))) throw new Error('the server proved another key');
     const hello = await this.answer(this.request('HELLO', { role: Role.peer, listenPort: 0, software: 'limits-test', link: Buffer.alloc(0) }));
     if (hello.name !== 'WELCOME') throw new Error(`HELLO answered with ${hello.name} ${hello.code ?? ''}`);
+    return decodeBody('WELCOME', hello.body);
   }
 
   /** A PING that must come back as PONG (the connection is alive and served). */
@@ -189,6 +190,21 @@ t.test('idle timeout (the lease): a silent session is closed and its files leave
   t.same(await idle.closedBy(5000), ['P2P_IDLE_TIMEOUT'], 'after the lease without a word: P2P_IDLE_TIMEOUT and closed');
   t.same(await peer.call('search', { text: 'idle.txt' }), [], "the silent peer's file left the index");
   t.ok(await works(), 'the healthy peer, which keeps its lease with heartbeats, stays connected and listed');
+});
+
+t.test('heartbeats slow down with the fleet: a lease of 900 ms (a PING every 300 ms) until the peers known would send more than --peer-heartbeats-per-s', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker({ peerHeartbeatsPerSecond: 10, leaseMs: 2400 });
+  const leases: number[] = [];
+  for (let i = 0; i < 9; i++) {
+    const raw = await Raw.connect(t, fleet.trackerAddress);
+    leases.push((await raw.handshake()).leaseMs);
+    t.equal((await raw.answer(raw.request('REGISTER', { files: [file(`peer-${i}.txt`)] }))).name, 'OK');
+  }
+  // 3 peers at 300 ms are 10 PINGs a second; each one more stretches the interval to peers/10 seconds.
+  t.same(leases, [900, 900, 900, 900, 1200, 1500, 1800, 2100, 2400], 'the lease told grows in step with the peers registered');
+  const late = await Raw.connect(t, fleet.trackerAddress);
+  t.equal((await late.handshake()).leaseMs, 2400, 'and never beyond --lease-ms, after which a silent session is closed');
 });
 
 t.test('connections per IP address and in total', async (t) => {
