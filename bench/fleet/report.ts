@@ -1,0 +1,345 @@
+/**
+ * What the fleet benchmark found, as data (the JSON), as markdown tables (a row per fleet size) and as an
+ * SVG chart (bench/lab/svg.ts's panels, one bar group per fleet size).
+ */
+import { mdTable } from '../lab/report.js';
+import { COLORS, renderChart, type BarPanel } from '../lab/svg.js';
+import type { machineInfo } from '../harness.js';
+
+export interface LatencyFigures {
+  answered: number;
+  failed: number;
+  notFound: number;
+  perSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  p999Ms: number;
+  maxMs: number;
+  /** Lookups: holders per answer; searches: hits per answer. */
+  meanCount: number;
+}
+
+export interface TrackerMemory {
+  tracker: string;
+  role: 'main' | 'backup';
+  /** RSS before any peer connected, with every session up and no files, and after every registration. */
+  emptyBytes: number;
+  sessionsBytes: number;
+  registeredBytes: number;
+  /** (registered - sessions) / holder entries. */
+  bytesPerHolder: number;
+  /** registered / holder entries. */
+  totalBytesPerHolder: number;
+  /** CPU (user + system) of this tracker during the registration phase, per peer registered. */
+  registerCpuMsPerPeer: number;
+}
+
+export interface Transition {
+  /** The tracker that became main and stayed (undefined: none within the timeout). */
+  newMain: string | undefined;
+  /** The first tracker the probes saw answer a LOOKUP as main, and when (it may have lost command again at once). */
+  firstMain: string | undefined;
+  firstLookupMs: number;
+  /** Times the probes saw the main change after the first. */
+  mainChanges: number;
+  /** From the kill (or restart): until the main that stayed answered a probe's HELLO as main, and a LOOKUP. */
+  mainMs: number;
+  lookupMs: number;
+  /** Until every peer had a session with the new main, and had a REGISTER acknowledged by it (NaN: not all did). */
+  sessionsMs: number;
+  registeredMs: number;
+  peersBack: number;
+  peers: number;
+  /** Peers that did not re-register within the timeout, by the tracker of their latest session ('none': no session), and a few of their numbers. */
+  stragglers: { byTracker: Record<string, number>; examples: number[] };
+  /** At the end of the window, every peer's session by `TRACKER ROLE STATE` (TrackerClient's current, role, state). */
+  whereabouts: Record<string, number>;
+  /** Lookups answered during the window (from the kill or restart until every peer re-registered). */
+  lookups: LatencyFigures;
+  /** Requests (lookups and searches) that failed during the window, by error code. */
+  errors: Record<string, number>;
+  cpuPercent: { trackers: Array<number | undefined>; generator: number };
+  windowMs: number;
+}
+
+export interface SizeResult {
+  peers: number;
+  filesPerPeer: number;
+  holderEntries: number;
+  workersReadyS: number;
+  connect: { seconds: number; perSecond: number; cpuPercent: { trackers: Array<number | undefined>; generator: number }; mainPeerSessions: number };
+  register: { seconds: number; perSecond: number; filesPerSecond: number; failures: number; registered: number };
+  memory: TrackerMemory[];
+  steady: {
+    seconds: number;
+    lookups: LatencyFigures;
+    searches: LatencyFigures;
+    heartbeatsPerSecond: number;
+    heartbeatsMissed: number;
+    sessionsLost: number;
+    skipped: number;
+    errors: Record<string, number>;
+    generatorLoopDelayP99Ms: number;
+    cpuPercent: { trackers: Array<number | undefined>; generator: number };
+    maxBackupLagEntries: number;
+    commitP99Ms: number;
+    serverLookupP99Ms: number;
+    serverSearchP99Ms: number;
+    churnPerSecond: number;
+    left: number;
+    joined: number;
+  };
+  takeover: Transition;
+  takeback: Transition;
+  statesIdentical: boolean;
+}
+
+export interface FleetReport {
+  benchmark: 'fleet';
+  command: string;
+  settings: Record<string, unknown>;
+  machine: ReturnType<typeof machineInfo>;
+  code: string;
+  totalSeconds: number;
+  sizes: SizeResult[];
+}
+
+const MB = 1e6;
+
+function num(v: number | undefined, digits = 0): string {
+  if (v === undefined || !Number.isFinite(v)) return '-';
+  return v.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+function ms(v: number): string {
+  if (!Number.isFinite(v)) return '-';
+  return v >= 100 ? num(v) : num(v, 1);
+}
+
+function lat(l: LatencyFigures): string {
+  return `${ms(l.p50Ms)} / ${ms(l.p99Ms)} / ${ms(l.p999Ms)} / ${ms(l.maxMs)}`;
+}
+
+function mb(bytes: number): string {
+  return num(bytes / MB);
+}
+
+function cpu(c: { trackers: Array<number | undefined>; generator: number }): string {
+  return `${c.trackers.map((t) => num(t)).join(' / ')} / ${num(c.generator)}`;
+}
+
+function transitionHeaders(trackers: string, main: string): string[] {
+  return [
+    'peers',
+    main,
+    'first LOOKUP answered by a main, ms',
+    'main changes seen',
+    'main (that stayed) after ms',
+    'its first LOOKUP ms',
+    'every peer has a session with it, ms',
+    'every peer re-registered with it, ms',
+    'lookup p99 / max ms meanwhile',
+    `CPU % ${trackers} / generator meanwhile`,
+  ];
+}
+
+function transitionRow(s: SizeResult, t: Transition): Array<string | number> {
+  const failed = t.lookups.failed ? `, ${num(t.lookups.failed)} failed` : '';
+  return [
+    num(s.peers),
+    t.newMain ?? 'none',
+    t.firstMain ? `${ms(t.firstLookupMs)}${t.firstMain !== t.newMain ? ` (${t.firstMain})` : ''}` : '-',
+    num(t.mainChanges),
+    ms(t.mainMs),
+    ms(t.lookupMs),
+    ms(t.sessionsMs),
+    Number.isFinite(t.registeredMs) ? ms(t.registeredMs) : `${num(t.peersBack)} of ${num(t.peers)} by ${ms(t.windowMs)}`,
+    `${ms(t.lookups.p99Ms)} / ${ms(t.lookups.maxMs)}${failed}`,
+    cpu(t.cpuPercent),
+  ];
+}
+
+export function markdown(r: FleetReport): string {
+  const st = r.settings;
+  const m = r.machine;
+  const trackers = r.sizes[0]?.memory.map((x) => x.tracker.replace(/^p\d+-/, '')).join(' / ') ?? 't0 / t1 / t2';
+  const notes: string[] = [];
+  for (const s of r.sizes) {
+    if (s.register.failures > 0) notes.push(`${num(s.peers)} peers: ${s.register.failures} peers could not register (three attempts each).`);
+    if (s.steady.skipped > 0) notes.push(`${num(s.peers)} peers: ${num(s.steady.skipped)} requests were not sent during the steady load: 10,000 were waiting for an answer in their worker.`);
+    const errors = Object.entries(s.steady.errors);
+    if (errors.length) notes.push(`${num(s.peers)} peers: failed requests during the steady load: ${errors.map(([k, v]) => `${k} ${v}`).join(', ')}.`);
+    for (const [what, t] of [['takeover', s.takeover], ['takeback', s.takeback]] as const) {
+      if (t.peersBack >= t.peers) continue;
+      const where = Object.entries(t.whereabouts).map(([k, n]) => `${n} ${k}`).join(', ');
+      const last = Object.entries(t.stragglers.byTracker).map(([k, n]) => `${n} on ${k}`).join(', ');
+      notes.push(
+        `${num(s.peers)} peers, ${what}: ${num(t.peers - t.peersBack)} peers had not re-registered with ${t.newMain ?? 'a main'} after ${ms(t.windowMs)} ms ` +
+          `(their latest session: ${last || 'none'}; e.g. peers ${t.stragglers.examples.join(', ')}). Every peer's session then (tracker, role it believes, state): ${where}.`,
+      );
+    }
+    if (!s.statesIdentical) notes.push(`${num(s.peers)} peers: the trackers' state hashes still differed 60 s after the takeback.`);
+  }
+  return [
+    '# Fleet benchmark: what one tracker cluster holds',
+    '',
+    `Command: \`${r.command}\``,
+    '',
+    `Three \`p2p-tracker\` processes (one cluster, \`--metrics\` on each, tracker defaults otherwise${st.heartbeatMs || st.failoverMs || st.leaseMs ? `; --heartbeat-ms ${st.heartbeatMs ?? 'default'}, --failover-ms ${st.failoverMs ?? 'default'}, --lease-ms ${st.leaseMs ?? 'default'}` : ''}) and`,
+    `${st.workers} worker processes of simulated peers on 127.0.0.1. Each peer is the product's own tracker session (peerd's`,
+    "TrackerClient, with the BlacklistCache a peer daemon keeps) with an identity of its own; it shares",
+    `${st.files} files, ${Number(st.popularShare) * 100}% of them drawn from a pool of ${st.popularPool} files many peers hold. Steady load: ${st.lookupRate} lookups/s`,
+    `(a random file of a random peer) and ${st.searchRate} searches/s (limit ${st.searchLimit}: a word, two words, or a file's exact name), open loop`,
+    `and spread over the fleet, for ${st.steadyS} s, with churn (${typeof st.churnRate === 'number' ? `${st.churnRate} peers/s` : st.churnRate} leave and as many join),`,
+    'plus the heartbeats every peer sends by itself. Then kill -9 of the main under the same load (takeover), and its restart on',
+    'its own --data (takeback). Latencies are measured by the peer that asked, from the call to the answer (p50 / p99 / p99.9 / max).',
+    '',
+    '## Sessions, registration and memory',
+    '',
+    mdTable(
+      ['peers', 'holder entries', 'sessions/s', 'registered peers/s (files/s)', 'registration s', 'main CPU ms per REGISTER', `RSS MB ${trackers}: empty`, 'with sessions', 'registered', 'bytes per holder entry (main / backups)', 'RSS / holder entry (main)'],
+      r.sizes.map((s) => {
+        const main = s.memory[0]!;
+        const backups = s.memory.slice(1);
+        return [
+          num(s.peers),
+          num(s.holderEntries),
+          num(s.connect.perSecond),
+          `${num(s.register.perSecond)} (${num(s.register.filesPerSecond)})`,
+          num(s.register.seconds, 1),
+          num(main.registerCpuMsPerPeer, 2),
+          s.memory.map((x) => mb(x.emptyBytes)).join(' / '),
+          s.memory.map((x) => mb(x.sessionsBytes)).join(' / '),
+          s.memory.map((x) => mb(x.registeredBytes)).join(' / '),
+          `${num(main.bytesPerHolder)} / ${backups.map((b) => num(b.bytesPerHolder)).join(' / ')}`,
+          num(main.totalBytesPerHolder),
+        ];
+      }),
+    ),
+    '',
+    'A REGISTER is acknowledged once committed on a backup too. Bytes per holder entry: RSS after every registration less RSS',
+    'with the sessions up and no files, over the holder entries; RSS is what the kernel reports (VmRSS), garbage included.',
+    '',
+    `## Steady load (${st.steadyS} s)`,
+    '',
+    mdTable(
+      ['peers', 'lookups/s', 'lookup ms', 'holders per answer', 'searches/s', 'search ms', 'hits per search', 'server p99 ms lookup / search', 'heartbeats/s (missed)', 'sessions lost', `CPU % ${trackers} / generator`, 'generator loop delay p99 ms', 'replication lag max entries, commit p99 ms', 'churn left / joined'],
+      r.sizes.map((s) => {
+        const d = s.steady;
+        return [
+          num(s.peers),
+          num(d.lookups.perSecond),
+          lat(d.lookups),
+          num(d.lookups.meanCount, 1),
+          num(d.searches.perSecond),
+          lat(d.searches),
+          num(d.searches.meanCount),
+          `${ms(d.serverLookupP99Ms)} / ${ms(d.serverSearchP99Ms)}`,
+          `${num(d.heartbeatsPerSecond)} (${num(d.heartbeatsMissed)})`,
+          num(d.sessionsLost),
+          cpu(d.cpuPercent),
+          ms(d.generatorLoopDelayP99Ms),
+          `${num(d.maxBackupLagEntries)}, ${ms(d.commitP99Ms)}`,
+          `${num(d.left)} / ${num(d.joined)}`,
+        ];
+      }),
+    ),
+    '',
+    "Server p99: the main's own histograms (time to answer, queueing before it excluded; bucket bounds). CPU %: of one core,",
+    "user + system from /proc/PID/stat; the generator (workers and the benchmark) shares the machine's CPUs with the",
+    "trackers: a generator near 100% per worker, or a loop delay of many milliseconds, delays the requests it sends too.",
+    '',
+    '## Takeover: kill -9 of the main, load running',
+    '',
+    mdTable(transitionHeaders(trackers, 'new main'), r.sizes.map((s) => transitionRow(s, s.takeover))),
+    '',
+    'Times from the SIGKILL. A fresh peer connection to each surviving tracker every 20 ms asks HELLO and, of a tracker that says',
+    'it is main in WELCOME, a LOOKUP. Two backups can both be main for a moment in turn (the better rank takes command from the',
+    'first elected): "first LOOKUP" is when reads came back (by whom, if not the main that stayed), "main changes" how often the',
+    'probes saw the main change after that. Re-registered: the last REGISTER of a peer in the fleet acknowledged by the main that stayed.',
+    '',
+    '## Takeback: the old main restarted on its --data',
+    '',
+    mdTable(transitionHeaders(trackers, 'main again'), r.sizes.map((s) => transitionRow(s, s.takeback))),
+    '',
+    'Times from the restart (the process start included).',
+    ...(notes.length ? ['', '## Notes', '', ...notes.map((n) => `- ${n}`)] : []),
+    '',
+    `Machine: Node ${m.node}, ${m.cpus} CPUs (${m.cpuModel}), ${m.memoryGiB} GiB RAM, ${m.platform}; load average ${m.loadAverage.join(' ')} at the start; ${m.date}.`,
+    `Code: ${r.code}. The whole run took ${num(r.totalSeconds)} s. Raw figures: fleet.json.`,
+    '',
+  ].join('\n');
+}
+
+export function svg(r: FleetReport): string {
+  const categories = r.sizes.map((s) => `${num(s.peers)} peers`);
+  const of = (f: (s: SizeResult) => number): Array<number | undefined> => r.sizes.map((s) => (Number.isFinite(f(s)) ? f(s) : undefined));
+  const panels: BarPanel[] = [
+    {
+      kind: 'bar',
+      title: 'Joining the cluster',
+      yLabel: 'peers per second',
+      categories,
+      groups: [
+        { name: 'sessions up', color: COLORS.adaptive, values: of((s) => s.connect.perSecond) },
+        { name: 'registered', color: COLORS.original, values: of((s) => s.register.perSecond) },
+      ],
+      format: (v) => num(v),
+    },
+    {
+      kind: 'bar',
+      title: 'Main tracker memory (RSS)',
+      yLabel: 'MB',
+      categories,
+      groups: [
+        { name: 'empty', color: COLORS.grey, values: of((s) => s.memory[0]!.emptyBytes / MB) },
+        { name: 'sessions, no files', color: COLORS.adaptive, values: of((s) => s.memory[0]!.sessionsBytes / MB) },
+        { name: 'registered', color: COLORS.original, values: of((s) => s.memory[0]!.registeredBytes / MB) },
+        { name: 'a backup, registered', color: COLORS.extra, values: of((s) => s.memory[1]!.registeredBytes / MB) },
+      ],
+      format: (v) => num(v),
+    },
+    {
+      kind: 'bar',
+      title: 'Steady load: latency seen by the peers',
+      yLabel: 'ms',
+      categories,
+      groups: [
+        { name: 'lookup p50', color: COLORS.ideal, values: of((s) => s.steady.lookups.p50Ms) },
+        { name: 'lookup p99', color: COLORS.adaptive, values: of((s) => s.steady.lookups.p99Ms) },
+        { name: 'search p50', color: COLORS.aria2c, values: of((s) => s.steady.searches.p50Ms) },
+        { name: 'search p99', color: COLORS.original, values: of((s) => s.steady.searches.p99Ms) },
+      ],
+      format: (v) => ms(v),
+    },
+    {
+      kind: 'bar',
+      title: 'Steady load: CPU',
+      yLabel: '% of one core',
+      categories,
+      groups: [
+        { name: 'main', color: COLORS.adaptive, values: of((s) => s.steady.cpuPercent.trackers[0] ?? NaN) },
+        { name: 'backup 1', color: COLORS.original, values: of((s) => s.steady.cpuPercent.trackers[1] ?? NaN) },
+        { name: 'backup 2', color: COLORS.aria2c, values: of((s) => s.steady.cpuPercent.trackers[2] ?? NaN) },
+        { name: 'generator', color: COLORS.grey, values: of((s) => s.steady.cpuPercent.generator) },
+      ],
+      refLines: [{ y: 100 * r.machine.cpus, label: `all ${r.machine.cpus} cores`, color: COLORS.target }],
+      format: (v) => num(v),
+    },
+    {
+      kind: 'bar',
+      title: 'Takeover and takeback',
+      yLabel: 'seconds after the kill / restart',
+      categories,
+      groups: [
+        { name: 'takeover: LOOKUP', color: COLORS.ideal, values: of((s) => s.takeover.lookupMs / 1000) },
+        { name: 'takeover: all back', color: COLORS.adaptive, values: of((s) => s.takeover.registeredMs / 1000) },
+        { name: 'takeback: LOOKUP', color: COLORS.aria2c, values: of((s) => s.takeback.lookupMs / 1000) },
+        { name: 'takeback: all back', color: COLORS.original, values: of((s) => s.takeback.registeredMs / 1000) },
+      ],
+      format: (v) => num(v, 1),
+    },
+  ];
+  const m = r.machine;
+  return renderChart('Fleet benchmark: one cluster of three trackers', `${r.command} | ${m.cpus} CPUs, Node ${m.node}, ${m.date.slice(0, 10)} | ${r.code}`, panels);
+}
