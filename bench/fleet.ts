@@ -31,8 +31,8 @@ import { assertBuilt, benchFlags, codeVersion, intFlag, machineInfo, percentile,
 import { Generator, type Sample } from './fleet/generator.js';
 import { OpKind, Outcome, epochMs } from './fleet/ipc.js';
 import { ensureIdentities } from './fleet/keys.js';
-import { markdown, svg, type FleetReport, type LatencyFigures, type SizeResult, type Transition, type TrackerMemory } from './fleet/report.js';
-import { FleetCluster, gauge, histogram, maxBackupLag, quantileBetween, type Histogram } from './fleet/trackers.js';
+import { markdown, svg, type FleetReport, type LatencyFigures, type SizeResult, type Transition } from './fleet/report.js';
+import { FleetCluster, gauge, histogram, maxBackupLag, quantileBetween, type Histogram, type Metrics } from './fleet/trackers.js';
 import { holderEntries, peerFiles, type WorkloadOptions } from './fleet/workload.js';
 
 const PROGRAM = 'fleet';
@@ -65,6 +65,8 @@ interface Options {
   leaseMs: number | undefined;
   seed: number;
   peerLogs: number;
+  /** Kill the main and restart it after the steady load (--no-failover: stop there). */
+  failover: boolean;
   trackerNodeArgs: string[];
   results: string | undefined;
   keep: boolean;
@@ -96,6 +98,7 @@ function parseOptions(): Options {
       'tracker-node-args': { type: 'string', default: '' },
       results: { type: 'string' },
       keep: { type: 'boolean', default: false },
+      'no-failover': { type: 'boolean', default: false },
     },
     [
       'usage: npm run bench:fleet -- [--peers LIST] [--files N] [--workers N] [--steady-s S] [--lookup-rate N]',
@@ -120,6 +123,8 @@ function parseOptions(): Options {
       '  --results DIR           where fleet.md, fleet.svg and fleet.json go (default bench/results for a',
       '                          run of the default sizes; otherwise only the JSON summary is printed)',
       "  --keep                  keep the temporary folder (every tracker's and worker's log)",
+      '  --no-failover           stop after the steady load: no kill -9 of the main, no takeback (so that a',
+      "                          profile of the main covers the steady load: the killed main writes none)",
       "  --peer-logs N           the first N peers of each worker log their tracker session (peerd's messages,",
       '                          info and up, one JSON line with the peer number) in worker-W.log; with --keep',
       '  --tracker-node-args="..."  node flags for the trackers, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (a',
@@ -166,6 +171,7 @@ function parseOptions(): Options {
     seed: int('seed', values.seed, 0),
     peerLogs: int('peer-logs', values['peer-logs'], 0),
     trackerNodeArgs: values['tracker-node-args'].split(' ').filter(Boolean),
+    failover: !values['no-failover'],
     results: values.results,
     keep: values.keep,
   };
@@ -226,7 +232,7 @@ function checkPortRange(peers: number): void {
     if (ports < peers * 1.1) {
       log(
         `warning: the local port range (${low}-${high}, ${ports} ports) is tight for ${peers} peers on 127.0.0.1 to one tracker; ` +
-          `widen it (sysctl net.ipv4.ip_local_port_range) (the protocol's dial cannot take a source address to spread peers over 127.0.0.2-254)`,
+          `widen it with sysctl net.ipv4.ip_local_port_range (the protocol's dial cannot take a source address to spread the peers over 127.0.0.2-254)`,
       );
     }
   } catch {
@@ -245,7 +251,7 @@ function latency(samples: Sample[], seconds: number): LatencyFigures {
     p50Ms: percentile(ms, 50),
     p99Ms: percentile(ms, 99),
     p999Ms: percentile(ms, 99.9),
-    maxMs: ms.length ? Math.max(...ms) : NaN,
+    maxMs: ms.length ? ms.reduce((a, b) => Math.max(a, b)) : NaN,
     meanCount: answered.length ? answered.reduce((s, x) => s + x.count, 0) / answered.length : NaN,
   };
 }
@@ -332,11 +338,153 @@ async function transition(what: string, opts: Options, cluster: FleetCluster, ge
   }
 }
 
+/** What every phase of one fleet size works with. */
+interface Run {
+  opts: Options;
+  peers: number;
+  workload: WorkloadOptions;
+  cluster: FleetCluster;
+  gen: Generator;
+}
+
+/** 1. Every peer connects with no files: sessions/s, and the trackers' RSS with sessions only. */
+async function sessionsPhase({ opts, peers, cluster, gen }: Run): Promise<{ connect: SizeResult['connect']; withSessions: ReturnType<FleetCluster['usage']> }> {
+  const mark = cpuMark(cluster, gen);
+  const t0 = epochMs();
+  await withTimeout('every peer connected', gen.connect(opts.connectWindow));
+  const seconds = (epochMs() - t0) / 1000;
+  const cpu = cpuPercent(mark, cpuMark(cluster, gen));
+  const mainPeerSessions = gauge(await cluster.metrics(0), 'p2p_tracker_sessions', { role: 'peer' }) ?? NaN;
+  log(`${peers} peers: sessions up in ${seconds.toFixed(1)} s (${(peers / seconds).toFixed(0)}/s; the main counts ${mainPeerSessions} peer sessions)`);
+  await sleep(SETTLE_MS);
+  return { connect: { seconds, perSecond: peers / seconds, cpuPercent: cpu, mainPeerSessions }, withSessions: cluster.usage() };
+}
+
+/**
+ * 2. Every peer announces its files: peers/s until the last REGISTER acknowledged, then (the backups
+ * caught up) each tracker's RSS and what it grew by per holder entry.
+ */
+async function registrationPhase(
+  { opts, peers, workload, cluster, gen }: Run,
+  empty: ReturnType<FleetCluster['usage']>,
+  withSessions: ReturnType<FleetCluster['usage']>,
+): Promise<Pick<SizeResult, 'register' | 'memory' | 'holderEntries'>> {
+  const mark = cpuMark(cluster, gen);
+  const t0 = epochMs();
+  const failures = await withTimeout('every peer registered', gen.register(opts.registerWindow));
+  await gen.flush();
+  const acked = gen.registeredWith(0, t0);
+  const seconds = (acked.lastAt - t0) / 1000;
+  const cpuSpent = cpuMark(cluster, gen).trackers.map((c, i) => (c ?? 0) - (mark.trackers[i] ?? 0));
+  await until('the backups to apply every registration', async () => maxBackupLag(await cluster.metrics(0)) === 0, 120_000, 250).catch(() => log('warning: the backups still lag after 120 s'));
+  await sleep(SETTLE_MS);
+  const registered = cluster.usage();
+  const holders = gauge(await cluster.metrics(0), 'p2p_tracker_holder_entries') ?? NaN;
+  log(
+    `${peers} peers: ${acked.count} registered in ${seconds.toFixed(1)} s (${(acked.count / seconds).toFixed(0)} peers/s), ` +
+      `${holders} holder entries on the main (expected ${holderEntries(workload, peers)}), ${failures} could not`,
+  );
+  const rss = (u: ReturnType<FleetCluster['usage']>, i: number): number => u[i]?.rssBytes ?? NaN;
+  return {
+    holderEntries: holders,
+    register: { seconds, perSecond: acked.count / seconds, filesPerSecond: (acked.count * opts.files) / seconds, failures, registered: acked.count },
+    memory: cluster.trackers.map((t, i) => ({
+      tracker: t.name,
+      role: i === 0 ? 'main' : 'backup',
+      emptyBytes: rss(empty, i),
+      sessionsBytes: rss(withSessions, i),
+      registeredBytes: rss(registered, i),
+      bytesPerHolder: (rss(registered, i) - rss(withSessions, i)) / holders,
+      totalBytesPerHolder: rss(registered, i) / holders,
+      registerCpuMsPerPeer: (1000 * cpuSpent[i]!) / peers,
+    })),
+  };
+}
+
+/** 3. Lookups, searches and churn for --steady-s, the peers' heartbeats beside them. The load keeps running after. */
+async function steadyPhase({ opts, peers, cluster, gen }: Run): Promise<SizeResult['steady']> {
+  const churnRate = churnRateFor(opts, peers);
+  log(`${peers} peers: steady load for ${opts.steadyS} s: ${opts.lookupRate} lookups/s, ${opts.searchRate} searches/s, churn ${churnRate} peers/s`);
+  const metricsBefore = await cluster.metrics(0);
+  const mark = cpuMark(cluster, gen);
+  const from = epochMs();
+  gen.load(opts.lookupRate, opts.searchRate, opts.searchLimit);
+  gen.churn(churnRate);
+  let maxLag = 0;
+  while (epochMs() - from < opts.steadyS * 1000) {
+    await sleep(Math.min(METRICS_EVERY_MS, opts.steadyS * 1000 - (epochMs() - from)));
+    maxLag = Math.max(maxLag, await cluster.metrics(0).then(maxBackupLag, () => 0));
+  }
+  gen.churn(0);
+  const to = epochMs();
+  await gen.flush();
+  const cpu = cpuPercent(mark, cpuMark(cluster, gen));
+  const metricsAfter = await cluster.metrics(0);
+  const seconds = (to - from) / 1000;
+  const counters = gen.countersBetween(from, to + 1000);
+  const sum = (f: (c: (typeof counters)[number]) => number): number => counters.reduce((n, c) => n + f(c), 0);
+  const [before, after] = [histograms(metricsBefore), histograms(metricsAfter)];
+  const mainHeartbeats = (gauge(metricsAfter, 'p2p_tracker_heartbeats_total') ?? NaN) - (gauge(metricsBefore, 'p2p_tracker_heartbeats_total') ?? NaN);
+  const steady: SizeResult['steady'] = {
+    seconds,
+    lookups: latency(gen.samplesBetween(OpKind.lookup, from, to), seconds),
+    searches: latency(gen.samplesBetween(OpKind.search, from, to), seconds),
+    heartbeatsPerSecond: sum((c) => c.pongs) / seconds,
+    // The main's own count, where it keeps one (NaN otherwise).
+    mainHeartbeatsPerSecond: mainHeartbeats / seconds,
+    heartbeatsMissed: sum((c) => c.pingFailures),
+    sessionsLost: sum((c) => c.sessionsLost),
+    skipped: sum((c) => c.skipped),
+    errors: mergeErrors(counters.map((c) => c.errors)),
+    generatorLoopDelayP99Ms: Math.max(0, ...counters.map((c) => c.loopDelayP99Ms)),
+    generatorRssBytes: gen.rssBytes(),
+    cpuPercent: cpu,
+    maxBackupLagEntries: maxLag,
+    commitP99Ms: 1000 * quantileBetween(before.commit, after.commit, 0.99),
+    serverLookupP99Ms: 1000 * quantileBetween(before.lookup, after.lookup, 0.99),
+    serverSearchP99Ms: 1000 * quantileBetween(before.search, after.search, 0.99),
+    churnPerSecond: churnRate,
+    left: gen.left,
+    joined: gen.joined,
+  };
+  log(
+    `${peers} peers: steady: lookups p50 ${steady.lookups.p50Ms.toFixed(1)} p99 ${steady.lookups.p99Ms.toFixed(1)} ms (${steady.lookups.perSecond.toFixed(0)}/s), ` +
+      `searches p50 ${steady.searches.p50Ms.toFixed(1)} p99 ${steady.searches.p99Ms.toFixed(1)} ms (${steady.searches.perSecond.toFixed(0)}/s), ` +
+      `heartbeats ${steady.heartbeatsPerSecond.toFixed(0)}/s (${steady.heartbeatsMissed} missed), ${steady.sessionsLost} sessions lost; ` +
+      `CPU % main ${fmtPct(cpu.trackers[0])}, backups ${fmtPct(cpu.trackers[1])} ${fmtPct(cpu.trackers[2])}, generator ${cpu.generator.toFixed(0)}`,
+  );
+  // The joiners' registrations and the leavers' drops finish before what comes next.
+  await until('the churn to settle', async () => {
+    await gen.flush();
+    return gen.registeredWith(0, 0).count >= gen.live.size;
+  }, 60_000, 200).catch(() => log('warning: some peers that joined are not registered yet'));
+  return steady;
+}
+
+/** 4 and 5. kill -9 of the main under load, then its restart on its own --data. */
+async function failoverPhases(run: Run): Promise<{ takeover: Transition; takeback: Transition }> {
+  const { opts, peers, workload, cluster, gen } = run;
+  const main = cluster.trackers[0]!;
+  // A file some peer holds (peer 0's first, a popular one): the probe's LOOKUP finds holders.
+  const probeId = peerFiles(workload, 0)[0]!.id;
+  await sleep(1000);
+  const killedAt = epochMs();
+  await main.kill9();
+  log(`${peers} peers: killed the main (${main.name}) with SIGKILL`);
+  const takeover = await transition('takeover', opts, cluster, gen, [1, 2], killedAt, probeId);
+  await sleep(SETTLE_MS);
+  const restartedAt = epochMs();
+  main.start();
+  log(`${peers} peers: restarted ${main.name}`);
+  const takeback = await transition('takeback', opts, cluster, gen, [0], restartedAt, probeId);
+  return { takeover, takeback };
+}
+
+/** One fleet size on fresh trackers and fresh workers, every phase in turn. */
 async function measureSize(ws: Workspace, opts: Options, peers: number): Promise<SizeResult> {
   const workload: WorkloadOptions = { seed: opts.seed, filesPerPeer: opts.files, popularShare: opts.popularShare, popularPool: opts.popularPool };
   const spares = sparesFor(opts, peers);
-  const label = `p${peers}`;
-  const cluster = await FleetCluster.start(ws, label, {
+  const cluster = await FleetCluster.start(ws, `p${peers}`, {
     size: CLUSTER_SIZE,
     maxConnections: 2 * (peers + spares) + 1000,
     heartbeatMs: opts.heartbeatMs,
@@ -351,114 +499,12 @@ async function measureSize(ws: Workspace, opts: Options, peers: number): Promise
     const loadStarted = performance.now();
     gen = await Generator.start({ workers: opts.workers, trackers: cluster.addresses, peers, spares, workload, logDir: ws.dir, peerLogs: opts.peerLogs });
     const workersReadyS = (performance.now() - loadStarted) / 1000;
+    const run: Run = { opts, peers, workload, cluster, gen };
 
-    // 1. Sessions with no files.
-    let mark = cpuMark(cluster, gen);
-    let t0 = epochMs();
-    await withTimeout('every peer connected', gen.connect(opts.connectWindow));
-    const connectS = (epochMs() - t0) / 1000;
-    const connectCpu = cpuPercent(mark, cpuMark(cluster, gen));
-    const mainPeerSessions = gauge(await cluster.metrics(0), 'p2p_tracker_sessions', { role: 'peer' });
-    log(`${peers} peers: sessions up in ${connectS.toFixed(1)} s (${(peers / connectS).toFixed(0)}/s; the main counts ${mainPeerSessions} peer sessions)`);
-    await sleep(SETTLE_MS);
-    const withSessions = cluster.usage();
-
-    // 2. Registration.
-    mark = cpuMark(cluster, gen);
-    t0 = epochMs();
-    const registerFailures = await withTimeout('every peer registered', gen.register(opts.registerWindow));
-    await gen.flush();
-    const registeredAt = gen.registeredWith(0, t0);
-    const registerS = (registeredAt.lastAt - t0) / 1000;
-    const registerMark = cpuMark(cluster, gen);
-    const registerCpuSeconds = registerMark.trackers.map((c, i) => (c ?? 0) - (mark.trackers[i] ?? 0));
-    await until('the backups to apply every registration', async () => maxBackupLag(await cluster.metrics(0)) === 0, 120_000, 250).catch(() => log('warning: the backups still lag after 120 s'));
-    await sleep(SETTLE_MS);
-    const registered = cluster.usage();
-    const mainMetrics = await cluster.metrics(0);
-    const holders = gauge(mainMetrics, 'p2p_tracker_holder_entries') ?? NaN;
-    log(
-      `${peers} peers: ${registeredAt.count} registered in ${registerS.toFixed(1)} s (${(registeredAt.count / registerS).toFixed(0)} peers/s), ` +
-        `${holders} holder entries on the main (expected ${holderEntries(workload, peers)}), ${registerFailures} could not`,
-    );
-    const memory: TrackerMemory[] = cluster.trackers.map((t, i) => ({
-      tracker: t.name,
-      role: i === 0 ? 'main' : 'backup',
-      emptyBytes: empty[i]?.rssBytes ?? NaN,
-      sessionsBytes: withSessions[i]?.rssBytes ?? NaN,
-      registeredBytes: registered[i]?.rssBytes ?? NaN,
-      bytesPerHolder: ((registered[i]?.rssBytes ?? NaN) - (withSessions[i]?.rssBytes ?? NaN)) / holders,
-      totalBytesPerHolder: (registered[i]?.rssBytes ?? NaN) / holders,
-      registerCpuMsPerPeer: (1000 * registerCpuSeconds[i]!) / peers,
-    }));
-
-    // 3. Steady load with churn.
-    const churnRate = churnRateFor(opts, peers);
-    log(`${peers} peers: steady load for ${opts.steadyS} s: ${opts.lookupRate} lookups/s, ${opts.searchRate} searches/s, churn ${churnRate} peers/s`);
-    const histBefore = histograms(mainMetrics);
-    mark = cpuMark(cluster, gen);
-    const steadyFrom = epochMs();
-    gen.load(opts.lookupRate, opts.searchRate, opts.searchLimit);
-    gen.churn(churnRate);
-    let maxLag = 0;
-    while (epochMs() - steadyFrom < opts.steadyS * 1000) {
-      await sleep(Math.min(METRICS_EVERY_MS, opts.steadyS * 1000 - (epochMs() - steadyFrom)));
-      maxLag = Math.max(maxLag, await cluster.metrics(0).then(maxBackupLag, () => 0));
-    }
-    gen.churn(0);
-    const steadyTo = epochMs();
-    await gen.flush();
-    const steadyCpu = cpuPercent(mark, cpuMark(cluster, gen));
-    const histAfter = histograms(await cluster.metrics(0));
-    const steadyS = (steadyTo - steadyFrom) / 1000;
-    const counters = gen.countersBetween(steadyFrom, steadyTo + 1000);
-    const sum = (f: (c: (typeof counters)[number]) => number): number => counters.reduce((s, c) => s + f(c), 0);
-    const steady = {
-      seconds: steadyS,
-      lookups: latency(gen.samplesBetween(OpKind.lookup, steadyFrom, steadyTo), steadyS),
-      searches: latency(gen.samplesBetween(OpKind.search, steadyFrom, steadyTo), steadyS),
-      heartbeatsPerSecond: sum((c) => c.pongs) / steadyS,
-      heartbeatsMissed: sum((c) => c.pingFailures),
-      sessionsLost: sum((c) => c.sessionsLost),
-      skipped: sum((c) => c.skipped),
-      errors: mergeErrors(counters.map((c) => c.errors)),
-      generatorLoopDelayP99Ms: Math.max(0, ...counters.map((c) => c.loopDelayP99Ms)),
-      cpuPercent: steadyCpu,
-      maxBackupLagEntries: maxLag,
-      commitP99Ms: 1000 * quantileBetween(histBefore.commit, histAfter.commit, 0.99),
-      serverLookupP99Ms: 1000 * quantileBetween(histBefore.lookup, histAfter.lookup, 0.99),
-      serverSearchP99Ms: 1000 * quantileBetween(histBefore.search, histAfter.search, 0.99),
-      churnPerSecond: churnRate,
-      left: gen.left,
-      joined: gen.joined,
-    };
-    log(
-      `${peers} peers: steady: lookups p50 ${steady.lookups.p50Ms.toFixed(1)} p99 ${steady.lookups.p99Ms.toFixed(1)} ms (${steady.lookups.perSecond.toFixed(0)}/s), ` +
-        `searches p50 ${steady.searches.p50Ms.toFixed(1)} p99 ${steady.searches.p99Ms.toFixed(1)} ms (${steady.searches.perSecond.toFixed(0)}/s), ` +
-        `heartbeats ${steady.heartbeatsPerSecond.toFixed(0)}/s (${steady.heartbeatsMissed} missed), ${steady.sessionsLost} sessions lost; ` +
-        `CPU % main ${fmtPct(steadyCpu.trackers[0])}, backups ${fmtPct(steadyCpu.trackers[1])} ${fmtPct(steadyCpu.trackers[2])}, generator ${steadyCpu.generator.toFixed(0)}`,
-    );
-    // The joiners' registrations and the leavers' drops finish before the kill.
-    await until('the churn to settle', async () => {
-      await gen!.flush();
-      return gen!.registeredWith(0, 0).count >= gen!.live.size;
-    }, 60_000, 200).catch(() => log('warning: some peers that joined are not registered yet'));
-
-    // 4. Takeover: kill -9 of the main, load running.
-    // A file some peer holds (peer 0's first, a popular one): the probe's LOOKUP finds holders.
-    const probeId = peerFiles(workload, 0)[0]!.id;
-    await sleep(1000);
-    const killedAt = epochMs();
-    await cluster.trackers[0]!.kill9();
-    log(`${peers} peers: killed the main (${cluster.trackers[0]!.name}) with SIGKILL`);
-    const takeover = await transition('takeover', opts, cluster, gen, [1, 2], killedAt, probeId);
-
-    // 5. Takeback: the old main restarted on its --data.
-    await sleep(SETTLE_MS);
-    const restartedAt = epochMs();
-    cluster.trackers[0]!.start();
-    log(`${peers} peers: restarted ${cluster.trackers[0]!.name}`);
-    const takeback = await transition('takeback', opts, cluster, gen, [0], restartedAt, probeId);
+    const { connect, withSessions } = await sessionsPhase(run);
+    const registration = await registrationPhase(run, empty, withSessions);
+    const steady = await steadyPhase(run);
+    const failover = opts.failover ? await failoverPhases(run) : {};
 
     gen.load(0, 0, opts.searchLimit);
     await sleep(SETTLE_MS);
@@ -466,26 +512,14 @@ async function measureSize(ws: Workspace, opts: Options, peers: number): Promise
       const h = await cluster.hashes();
       return h.every((x) => x === h[0]) ? h : undefined;
     }, 60_000, 1000).catch(() => undefined);
-    return {
-      peers,
-      filesPerPeer: opts.files,
-      holderEntries: holders,
-      workersReadyS,
-      connect: { seconds: connectS, perSecond: peers / connectS, cpuPercent: connectCpu, mainPeerSessions: mainPeerSessions ?? NaN },
-      register: { seconds: registerS, perSecond: registeredAt.count / registerS, filesPerSecond: (registeredAt.count * opts.files) / registerS, failures: registerFailures, registered: registeredAt.count },
-      memory,
-      steady,
-      takeover,
-      takeback,
-      statesIdentical: hashes !== undefined,
-    };
+    return { peers, filesPerPeer: opts.files, workersReadyS, connect, ...registration, steady, ...failover, statesIdentical: hashes !== undefined };
   } finally {
     gen?.stop();
     await cluster.stop();
   }
 }
 
-function histograms(m: Awaited<ReturnType<FleetCluster['metrics']>>): { lookup: Histogram; search: Histogram; commit: Histogram } {
+function histograms(m: Metrics): { lookup: Histogram; search: Histogram; commit: Histogram } {
   return {
     lookup: histogram(m, 'p2p_tracker_lookup_duration_seconds'),
     search: histogram(m, 'p2p_tracker_search_duration_seconds'),

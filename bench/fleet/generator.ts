@@ -8,7 +8,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cpuSeconds } from '../harness.js';
+import { cpuSeconds, memoryBytes } from '../harness.js';
 import type { FromWorker, ToWorker, WorkerReport, WorkerSetup } from './ipc.js';
 import type { WorkloadOptions } from './workload.js';
 
@@ -139,6 +139,17 @@ export class Generator {
 
   get pids(): number[] {
     return this.workers.map((w) => w.pid);
+  }
+
+  /** Resident memory of the workers now (not this process). */
+  rssBytes(): number {
+    return this.workers.reduce((s, w) => {
+      try {
+        return s + memoryBytes(w.pid, 'VmRSS');
+      } catch {
+        return s;
+      }
+    }, 0);
   }
 
   /** CPU seconds used so far by the workers (not this process). */

@@ -75,11 +75,14 @@ export interface SizeResult {
     lookups: LatencyFigures;
     searches: LatencyFigures;
     heartbeatsPerSecond: number;
+    mainHeartbeatsPerSecond: number;
     heartbeatsMissed: number;
     sessionsLost: number;
     skipped: number;
     errors: Record<string, number>;
     generatorLoopDelayP99Ms: number;
+    /** The workers' RSS together at the end of the steady load. */
+    generatorRssBytes: number;
     cpuPercent: { trackers: Array<number | undefined>; generator: number };
     maxBackupLagEntries: number;
     commitP99Ms: number;
@@ -89,8 +92,9 @@ export interface SizeResult {
     left: number;
     joined: number;
   };
-  takeover: Transition;
-  takeback: Transition;
+  /** Absent with --no-failover. */
+  takeover?: Transition;
+  takeback?: Transition;
   statesIdentical: boolean;
 }
 
@@ -164,13 +168,14 @@ export function markdown(r: FleetReport): string {
   const m = r.machine;
   const trackers = r.sizes[0]?.memory.map((x) => x.tracker.replace(/^p\d+-/, '')).join(' / ') ?? 't0 / t1 / t2';
   const notes: string[] = [];
+  const failover = r.sizes.filter((s) => s.takeover && s.takeback);
   for (const s of r.sizes) {
     if (s.register.failures > 0) notes.push(`${num(s.peers)} peers: ${s.register.failures} peers could not register (three attempts each).`);
     if (s.steady.skipped > 0) notes.push(`${num(s.peers)} peers: ${num(s.steady.skipped)} requests were not sent during the steady load: 10,000 were waiting for an answer in their worker.`);
     const errors = Object.entries(s.steady.errors);
     if (errors.length) notes.push(`${num(s.peers)} peers: failed requests during the steady load: ${errors.map(([k, v]) => `${k} ${v}`).join(', ')}.`);
     for (const [what, t] of [['takeover', s.takeover], ['takeback', s.takeback]] as const) {
-      if (t.peersBack >= t.peers) continue;
+      if (!t || t.peersBack >= t.peers) continue;
       const where = Object.entries(t.whereabouts).map(([k, n]) => `${n} ${k}`).join(', ');
       const last = Object.entries(t.stragglers.byTracker).map(([k, n]) => `${n} on ${k}`).join(', ');
       notes.push(
@@ -178,7 +183,7 @@ export function markdown(r: FleetReport): string {
           `(their latest session: ${last || 'none'}; e.g. peers ${t.stragglers.examples.join(', ')}). Every peer's session then (tracker, role it believes, state): ${where}.`,
       );
     }
-    if (!s.statesIdentical) notes.push(`${num(s.peers)} peers: the trackers' state hashes still differed 60 s after the takeback.`);
+    if (!s.statesIdentical) notes.push(`${num(s.peers)} peers: the trackers' state hashes still differed 60 s after the load stopped.`);
   }
   return [
     '# Fleet benchmark: what one tracker cluster holds',
@@ -223,7 +228,7 @@ export function markdown(r: FleetReport): string {
     `## Steady load (${st.steadyS} s)`,
     '',
     mdTable(
-      ['peers', 'lookups/s', 'lookup ms', 'holders per answer', 'searches/s', 'search ms', 'hits per search', 'server p99 ms lookup / search', 'heartbeats/s (missed)', 'sessions lost', `CPU % ${trackers} / generator`, 'generator loop delay p99 ms', 'replication lag max entries, commit p99 ms', 'churn left / joined'],
+      ['peers', 'lookups/s', 'lookup ms', 'holders per answer', 'searches/s', 'search ms', 'hits per search', 'server p99 ms lookup / search', 'heartbeats/s (missed)', 'sessions lost', `CPU % ${trackers} / generator`, 'generator loop delay p99 ms, RSS MB', 'replication lag max entries, commit p99 ms', 'churn left / joined'],
       r.sizes.map((s) => {
         const d = s.steady;
         return [
@@ -238,7 +243,7 @@ export function markdown(r: FleetReport): string {
           `${num(d.heartbeatsPerSecond)} (${num(d.heartbeatsMissed)})`,
           num(d.sessionsLost),
           cpu(d.cpuPercent),
-          ms(d.generatorLoopDelayP99Ms),
+          `${ms(d.generatorLoopDelayP99Ms)}, ${mb(d.generatorRssBytes)}`,
           `${num(d.maxBackupLagEntries)}, ${ms(d.commitP99Ms)}`,
           `${num(d.left)} / ${num(d.joined)}`,
         ];
@@ -249,20 +254,24 @@ export function markdown(r: FleetReport): string {
     "user + system from /proc/PID/stat; the generator (workers and the benchmark) shares the machine's CPUs with the",
     "trackers: a generator near 100% per worker, or a loop delay of many milliseconds, delays the requests it sends too.",
     '',
-    '## Takeover: kill -9 of the main, load running',
-    '',
-    mdTable(transitionHeaders(trackers, 'new main'), r.sizes.map((s) => transitionRow(s, s.takeover))),
-    '',
-    'Times from the SIGKILL. A fresh peer connection to each surviving tracker every 20 ms asks HELLO and, of a tracker that says',
-    'it is main in WELCOME, a LOOKUP. Two backups can both be main for a moment in turn (the better rank takes command from the',
-    'first elected): "first LOOKUP" is when reads came back (by whom, if not the main that stayed), "main changes" how often the',
-    'probes saw the main change after that. Re-registered: the last REGISTER of a peer in the fleet acknowledged by the main that stayed.',
-    '',
-    '## Takeback: the old main restarted on its --data',
-    '',
-    mdTable(transitionHeaders(trackers, 'main again'), r.sizes.map((s) => transitionRow(s, s.takeback))),
-    '',
-    'Times from the restart (the process start included).',
+    ...(failover.length
+      ? [
+          '## Takeover: kill -9 of the main, load running',
+          '',
+          mdTable(transitionHeaders(trackers, 'new main'), failover.map((s) => transitionRow(s, s.takeover!))),
+          '',
+          'Times from the SIGKILL. A fresh peer connection to each surviving tracker every 20 ms asks HELLO and, of a tracker that says',
+          'it is main in WELCOME, a LOOKUP. Two backups can both be main for a moment in turn (the better rank takes command from the',
+          'first elected): "first LOOKUP" is when reads came back (by whom, if not the main that stayed), "main changes" how often the',
+          'probes saw the main change after that. Re-registered: the last REGISTER of a peer in the fleet acknowledged by the main that stayed.',
+          '',
+          '## Takeback: the old main restarted on its --data',
+          '',
+          mdTable(transitionHeaders(trackers, 'main again'), failover.map((s) => transitionRow(s, s.takeback!))),
+          '',
+          'Times from the restart (the process start included).',
+        ]
+      : []),
     ...(notes.length ? ['', '## Notes', '', ...notes.map((n) => `- ${n}`)] : []),
     '',
     `Machine: Node ${m.node}, ${m.cpus} CPUs (${m.cpuModel}), ${m.memoryGiB} GiB RAM, ${m.platform}; load average ${m.loadAverage.join(' ')} at the start; ${m.date}.`,
@@ -328,18 +337,20 @@ export function svg(r: FleetReport): string {
     },
     {
       kind: 'bar',
-      title: 'Takeover and takeback',
+      title: 'Takeover and takeback (no bar: not within the timeout)',
       yLabel: 'seconds after the kill / restart',
       categories,
       groups: [
-        { name: 'takeover: LOOKUP', color: COLORS.ideal, values: of((s) => s.takeover.lookupMs / 1000) },
-        { name: 'takeover: all back', color: COLORS.adaptive, values: of((s) => s.takeover.registeredMs / 1000) },
-        { name: 'takeback: LOOKUP', color: COLORS.aria2c, values: of((s) => s.takeback.lookupMs / 1000) },
-        { name: 'takeback: all back', color: COLORS.original, values: of((s) => s.takeback.registeredMs / 1000) },
+        { name: 'takeover: reads back', color: COLORS.ideal, values: of((s) => (s.takeover?.firstLookupMs ?? NaN) / 1000) },
+        { name: 'takeover: all peers', color: COLORS.adaptive, values: of((s) => (s.takeover?.registeredMs ?? NaN) / 1000) },
+        { name: 'takeback: reads back', color: COLORS.aria2c, values: of((s) => (s.takeback?.firstLookupMs ?? NaN) / 1000) },
+        { name: 'takeback: all peers', color: COLORS.original, values: of((s) => (s.takeback?.registeredMs ?? NaN) / 1000) },
       ],
       format: (v) => num(v, 1),
     },
   ];
+  if (!r.sizes.some((s) => s.takeover)) panels.pop();
   const m = r.machine;
-  return renderChart('Fleet benchmark: one cluster of three trackers', `${r.command} | ${m.cpus} CPUs, Node ${m.node}, ${m.date.slice(0, 10)} | ${r.code}`, panels);
+  const command = r.command.length > 90 ? `${r.command.slice(0, 87)}...` : r.command;
+  return renderChart('Fleet benchmark: one cluster of three trackers', `${command} | ${m.cpus} CPUs, Node ${m.node}, ${m.date.slice(0, 10)} | ${r.code}`, panels);
 }
