@@ -44,6 +44,8 @@ const PHASE_TIMEOUT_MS = 30 * 60_000;
 const SETTLE_MS = 2000;
 const PROBE_EVERY_MS = 20;
 const METRICS_EVERY_MS = 1000;
+/** After a takeover, no peer re-registering with the main for this long means the rest will not (they sit on a backup). */
+const STALL_MS = 30_000;
 
 interface Options {
   peers: number[];
@@ -201,23 +203,33 @@ function fileLimit(): { soft: number; hard: number } {
 }
 
 /**
- * A tracker holds a socket per peer (two for a moment while a peer fails over): the trackers and the
- * workers inherit this process's limit, which is raised with prlimit where it is too low and allowed.
+ * File descriptors a tracker needs beyond one per peer: its log, database, listening sockets, links to
+ * the other trackers, the probes, and peers that hold a second connection for a moment while they move.
  */
-function ensureFileLimit(need: number): void {
+const FD_HEADROOM = 2048;
+
+/**
+ * The main holds a socket per peer: the trackers and the workers inherit this process's open-file limit,
+ * which is raised with prlimit where it is too low and that is allowed (root with CAP_SYS_RESOURCE).
+ */
+function ensureFileLimit(peers: number, spares: number, workers: number): void {
+  // A worker's peer may hold two connections for a moment (to a backup, and to the main it names).
+  const need = Math.max(peers + spares, 2 * Math.ceil((peers + spares) / workers)) + FD_HEADROOM;
   const before = fileLimit();
   if (before.soft >= need) return;
   try {
     execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=${need}:${Math.max(before.hard, need)}`], { stdio: 'ignore' });
   } catch {
-    // not allowed (not root and the hard limit is lower); said below
+    // not allowed; said below
   }
   const after = fileLimit();
   if (after.soft < need) {
+    const fits = after.soft - FD_HEADROOM - spares;
     process.stderr.write(
-      `${PROGRAM}: ${need} open files are needed per tracker for this fleet, but the limit is ${before.soft} (hard ${before.hard}).\n` +
-        `Raise it before running, e.g. \`ulimit -n ${need}\` (as root, or after raising the hard limit in /etc/security/limits.conf),\n` +
-        `or run smaller fleets (--peers).\n`,
+      `${PROGRAM}: ${peers} peers need about ${need} open files in the main tracker or a worker, but the limit here is ${after.soft} (hard ${after.hard}),\n` +
+        'and it cannot be raised from here (prlimit needs root with CAP_SYS_RESOURCE to pass the hard limit).\n' +
+        `Raise it where the benchmark starts (\`ulimit -n ${need}\` in a root shell; for a container, e.g. docker run --ulimit nofile=${need}),\n` +
+        `or measure fleets of at most about ${fits} peers here (--peers; with --workers 2 or more).\n`,
     );
     process.exit(2);
   }
@@ -291,20 +303,28 @@ async function transition(what: string, opts: Options, cluster: FleetCluster, ge
     const first = await watch.firstAnswer(deadline - epochMs());
     if (first) log(`${what}: ${name(first.rank)} main after ${(first.mainAt - since).toFixed(0)} ms, answered a LOOKUP after ${(first.answeredAt! - since).toFixed(0)} ms`);
     else log(`${what}: no tracker of ${candidates.map(name).join(', ')} answered a LOOKUP as main within ${opts.transitionTimeoutS} s`);
-    // The main that stays is the one every peer ends up registered with.
+    // The main that stays is the one every peer ends up registered with. Peers that stop coming (no new
+    // REGISTER acknowledged by the main for STALL_MS) will not come: the window ends there.
     let settled: { rank: number; lastAt: number } | undefined;
-    while (first && !settled && epochMs() < deadline) {
+    let progress = { count: -1, at: epochMs() };
+    let stalled = false;
+    while (first && !settled && !stalled && epochMs() < deadline) {
       await sleep(100);
       await gen.flush();
       for (const rank of candidates) {
         const reg = gen.registeredWith(rank, since);
-        if (watch.spell(rank) && reg.count >= gen.live.size) settled = { rank, lastAt: reg.lastAt };
+        if (!watch.spell(rank)) continue;
+        if (reg.count >= gen.live.size) settled = { rank, lastAt: reg.lastAt };
+        if (reg.count !== progress.count) progress = { count: reg.count, at: epochMs() };
+        stalled = epochMs() - progress.at > STALL_MS;
       }
     }
     const rank = settled?.rank ?? candidates.find((r) => watch.spell(r)) ?? first?.rank;
     const end = settled?.lastAt ?? epochMs();
     const spell = rank === undefined ? undefined : watch.spell(rank);
     const reg = rank === undefined ? { count: 0, lastAt: 0 } : gen.registeredWith(rank, since);
+    // What a downloader would find: the holders the main lists (a peer left on a backup is dropped by the main after a lease).
+    const mainMetrics = rank === undefined ? undefined : await cluster.metrics(rank).catch(() => undefined);
     const sessions = rank === undefined ? { count: 0, lastAt: 0 } : gen.sessionsWith(rank, since);
     const result: Transition = {
       newMain: rank === undefined ? undefined : name(rank),
@@ -319,10 +339,13 @@ async function transition(what: string, opts: Options, cluster: FleetCluster, ge
       peers: gen.live.size,
       stragglers: rank === undefined ? { byTracker: {}, examples: [] } : gen.stragglers(rank, since, cluster.trackers.map((t) => t.name)),
       whereabouts: await gen.whereabouts(cluster.trackers.map((t) => t.name)),
+      holderEntries: (mainMetrics && gauge(mainMetrics, 'p2p_tracker_holder_entries')) ?? NaN,
+      expectedHolderEntries: gen.live.size * opts.files,
       lookups: latency(gen.samplesBetween(OpKind.lookup, since, end), Math.max(0.001, (end - since) / 1000)),
       errors: mergeErrors(gen.countersBetween(since, end + 1000).map((c) => c.errors)),
       cpuPercent: cpuPercent(startMark, cpuMark(cluster, gen)),
       windowMs: end - since,
+      stalled,
     };
     const changed = result.mainChanges > 0 ? ` (the probes saw the main change ${result.mainChanges} times; ${result.newMain} stayed, main after ${result.mainMs.toFixed(0)} ms)` : '';
     log(
@@ -553,7 +576,7 @@ async function main(): Promise<void> {
   const opts = parseOptions();
   assertBuilt();
   const largest = Math.max(...opts.peers);
-  ensureFileLimit(2 * (largest + sparesFor(opts, largest)) + 4096);
+  ensureFileLimit(largest, sparesFor(opts, largest), opts.workers);
   checkPortRange(largest);
   await ensureIdentities(Math.max(...opts.peers.map((p) => p + sparesFor(opts, p))), log);
   const machine = machineInfo();

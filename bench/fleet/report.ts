@@ -54,12 +54,17 @@ export interface Transition {
   stragglers: { byTracker: Record<string, number>; examples: number[] };
   /** At the end of the window, every peer's session by `TRACKER ROLE STATE` (TrackerClient's current, role, state). */
   whereabouts: Record<string, number>;
+  /** Holder entries the main lists at the end of the window, and what the peers in the fleet share. */
+  holderEntries: number;
+  expectedHolderEntries: number;
   /** Lookups answered during the window (from the kill or restart until every peer re-registered). */
   lookups: LatencyFigures;
   /** Requests (lookups and searches) that failed during the window, by error code. */
   errors: Record<string, number>;
   cpuPercent: { trackers: Array<number | undefined>; generator: number };
   windowMs: number;
+  /** The window ended because no peer had re-registered for a while (not at the timeout). */
+  stalled: boolean;
 }
 
 export interface SizeResult {
@@ -142,6 +147,7 @@ function transitionHeaders(trackers: string, main: string): string[] {
     'its first LOOKUP ms',
     'every peer has a session with it, ms',
     'every peer re-registered with it, ms',
+    'holder entries it lists then (of those shared)',
     'lookup p99 / max ms meanwhile',
     `CPU % ${trackers} / generator meanwhile`,
   ];
@@ -157,7 +163,8 @@ function transitionRow(s: SizeResult, t: Transition): Array<string | number> {
     ms(t.mainMs),
     ms(t.lookupMs),
     ms(t.sessionsMs),
-    Number.isFinite(t.registeredMs) ? ms(t.registeredMs) : `${num(t.peersBack)} of ${num(t.peers)} by ${ms(t.windowMs)}`,
+    Number.isFinite(t.registeredMs) ? ms(t.registeredMs) : `${num(t.peersBack)} of ${num(t.peers)} by ${ms(t.windowMs)}${t.stalled ? ' (no more came)' : ''}`,
+    `${num(t.holderEntries)} (${num(t.expectedHolderEntries)})`,
     `${ms(t.lookups.p99Ms)} / ${ms(t.lookups.maxMs)}${failed}`,
     cpu(t.cpuPercent),
   ];
