@@ -292,7 +292,8 @@ function cpuPercent(a: CpuMark, b: CpuMark): { trackers: Array<number | undefine
 /**
  * A takeover or takeback: from `since` (the kill or the restart), until one of `candidates` is main and
  * answers a LOOKUP on a fresh connection, and until every peer in the fleet has had a REGISTER
- * acknowledged by the main that stays. Load keeps running; latencies are those of the window.
+ * acknowledged by the main that stays and that main lists all their files. Load keeps running;
+ * latencies are those of the window.
  */
 async function transition(what: string, opts: Options, cluster: FleetCluster, gen: Generator, candidates: number[], since: number, probeId: Buffer): Promise<Transition> {
   const deadline = since + opts.transitionTimeoutS * 1000;
@@ -306,7 +307,8 @@ async function transition(what: string, opts: Options, cluster: FleetCluster, ge
     // The main that stays is the one every peer ends up registered with. Peers that stop coming (no new
     // REGISTER acknowledged by the main for STALL_MS) will not come: the window ends there.
     let settled: { rank: number; lastAt: number } | undefined;
-    let progress = { count: -1, at: epochMs() };
+    let progress = { count: -1, holders: -1, at: epochMs() };
+    const expectedHolders = gen.live.size * opts.files;
     let stalled = false;
     while (first && !settled && !stalled && epochMs() < deadline) {
       await sleep(100);
@@ -314,8 +316,11 @@ async function transition(what: string, opts: Options, cluster: FleetCluster, ge
       for (const rank of candidates) {
         const reg = gen.registeredWith(rank, since);
         if (!watch.spell(rank)) continue;
-        if (reg.count >= gen.live.size) settled = { rank, lastAt: reg.lastAt };
-        if (reg.count !== progress.count) progress = { count: reg.count, at: epochMs() };
+        // Every peer acknowledged since the kill, and the main lists every holder entry: a main that lost
+        // command in between, or swept peers it thought gone, may have dropped some acknowledged earlier.
+        const holders = reg.count >= gen.live.size ? await cluster.metrics(rank).then((m) => gauge(m, 'p2p_tracker_holder_entries') ?? 0, () => 0) : 0;
+        if (holders >= expectedHolders) settled = { rank, lastAt: reg.lastAt };
+        if (reg.count !== progress.count || holders !== progress.holders) progress = { count: reg.count, holders, at: epochMs() };
         stalled = epochMs() - progress.at > STALL_MS;
       }
     }
@@ -340,14 +345,14 @@ async function transition(what: string, opts: Options, cluster: FleetCluster, ge
       stragglers: rank === undefined ? { byTracker: {}, examples: [] } : gen.stragglers(rank, since, cluster.trackers.map((t) => t.name)),
       whereabouts: await gen.whereabouts(cluster.trackers.map((t) => t.name)),
       holderEntries: (mainMetrics && gauge(mainMetrics, 'p2p_tracker_holder_entries')) ?? NaN,
-      expectedHolderEntries: gen.live.size * opts.files,
+      expectedHolderEntries: expectedHolders,
       lookups: latency(gen.samplesBetween(OpKind.lookup, since, end), Math.max(0.001, (end - since) / 1000)),
       errors: mergeErrors(gen.countersBetween(since, end + 1000).map((c) => c.errors)),
       cpuPercent: cpuPercent(startMark, cpuMark(cluster, gen)),
       windowMs: end - since,
       stalled,
     };
-    const changed = result.mainChanges > 0 ? ` (the probes saw the main change ${result.mainChanges} times; ${result.newMain} stayed, main after ${result.mainMs.toFixed(0)} ms)` : '';
+    const changed = result.mainChanges > 0 ? ` (the probes saw ${result.mainChanges} later spells as main; ${result.newMain} stayed, main after ${result.mainMs.toFixed(0)} ms)` : '';
     log(
       `${what}: every peer re-registered with ${result.newMain} after ${result.registeredMs.toFixed(0)} ms (${reg.count}/${gen.live.size})${changed}; ` +
         `lookups meanwhile p99 ${result.lookups.p99Ms.toFixed(0)} ms, max ${result.lookups.maxMs.toFixed(0)} ms, ${result.lookups.failed} failed` +

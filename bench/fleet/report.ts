@@ -40,7 +40,7 @@ export interface Transition {
   /** The first tracker the probes saw answer a LOOKUP as main, and when (it may have lost command again at once). */
   firstMain: string | undefined;
   firstLookupMs: number;
-  /** Times the probes saw the main change after the first. */
+  /** Spells as main (of any candidate, the same one again too) the probes saw begin after the first. */
   mainChanges: number;
   /** From the kill (or restart): until the main that stayed answered a probe's HELLO as main, and a LOOKUP. */
   mainMs: number;
@@ -142,7 +142,7 @@ function transitionHeaders(trackers: string, main: string): string[] {
     'peers',
     main,
     'first LOOKUP answered by a main, ms',
-    'main changes seen',
+    'later spells as main',
     'main (that stayed) after ms',
     'its first LOOKUP ms',
     'every peer has a session with it, ms',
@@ -269,8 +269,10 @@ export function markdown(r: FleetReport): string {
           '',
           'Times from the SIGKILL. A fresh peer connection to each surviving tracker every 20 ms asks HELLO and, of a tracker that says',
           'it is main in WELCOME, a LOOKUP. Two backups can both be main for a moment in turn (the better rank takes command from the',
-          'first elected): "first LOOKUP" is when reads came back (by whom, if not the main that stayed), "main changes" how often the',
-          'probes saw the main change after that. Re-registered: the last REGISTER of a peer in the fleet acknowledged by the main that stayed.',
+          'first elected), and a main can lose command and take it again: "first LOOKUP" is when reads came back (by whom, if not the',
+          'main that stayed), "later spells" how many times the probes saw a tracker become main after that. Re-registered: the last',
+          'REGISTER of a peer in the fleet acknowledged by the main that stayed, once that main lists every file of every peer (its',
+          'holder entries, from its metrics). A window in which nothing moved for 30 s ends there ("no more came").',
           '',
           '## Takeback: the old main restarted on its --data',
           '',
@@ -344,7 +346,7 @@ export function svg(r: FleetReport): string {
     },
     {
       kind: 'bar',
-      title: 'Takeover and takeback (no bar: not within the timeout)',
+      title: 'Takeover and takeback (no bar: not every peer came back)',
       yLabel: 'seconds after the kill / restart',
       categories,
       groups: [

@@ -191,11 +191,11 @@ export interface MainSpell {
 export class MainWatch {
   /** The first LOOKUP answered by a main, whichever. */
   first: MainSpell | undefined;
-  /** Times the probes saw the main change (one for a clean takeover). */
+  /** Spells as main the probes saw begin after the first (0 for a clean takeover). */
   changes = 0;
+  private spellsSeen = 0;
   private readonly spells = new Map<number, MainSpell>();
   private readonly outstanding = new Map<number, number>();
-  private lastMain: number | undefined;
   private stopped = false;
   private readonly timer: NodeJS.Timeout;
   private readonly waiters = new Set<() => void>();
@@ -228,11 +228,12 @@ export class MainWatch {
       this.spells.delete(rank);
       return;
     }
-    if (this.lastMain !== rank) {
-      if (this.lastMain !== undefined) this.changes++;
-      this.lastMain = rank;
+    let spell = this.spells.get(rank);
+    if (!spell) {
+      // A new spell as main (of another tracker, or of the same one after it lost command).
+      if (this.spellsSeen++ > 0) this.changes++;
+      spell = { rank, mainAt: r.welcomedAt, answeredAt: undefined };
     }
-    const spell = this.spells.get(rank) ?? { rank, mainAt: r.welcomedAt, answeredAt: undefined };
     spell.answeredAt ??= r.answeredAt;
     this.spells.set(rank, spell);
     if (r.answeredAt !== undefined) this.first ??= { ...spell };
