@@ -16,7 +16,7 @@
  * 5. Takeback: the old main restarted on its --data; the same until it is main again and has every peer.
  *
  * Each simulated peer is the product's own TrackerClient (peerd/tracker-client.ts) with a real identity
- * of its own (bench/fleet/keys.ts, cached between runs) and the product's BlacklistCache: dialling, TLS,
+ * of its own (bench/fleet/keys.ts, cached between runs) and the blacklist re-sync of every session: dialling, TLS,
  * the handshake, heartbeats, failover, back-off and re-registration are the product's and follow it when
  * it changes. The peers run in --workers child processes (bench/fleet/worker.ts).
  *
@@ -67,6 +67,8 @@ interface Options {
   leaseMs: number | undefined;
   seed: number;
   peerLogs: number;
+  /** Peers keep the product's BlacklistCache, not only its re-sync on each session. */
+  blacklistCache: boolean;
   /** Kill the main and restart it after the steady load (--no-failover: stop there). */
   failover: boolean;
   trackerNodeArgs: string[];
@@ -101,6 +103,7 @@ function parseOptions(): Options {
       results: { type: 'string' },
       keep: { type: 'boolean', default: false },
       'no-failover': { type: 'boolean', default: false },
+      'blacklist-cache': { type: 'boolean', default: false },
     },
     [
       'usage: npm run bench:fleet -- [--peers LIST] [--files N] [--workers N] [--steady-s S] [--lookup-rate N]',
@@ -125,6 +128,8 @@ function parseOptions(): Options {
       '  --results DIR           where fleet.md, fleet.svg and fleet.json go (default bench/results for a',
       '                          run of the default sizes; otherwise only the JSON summary is printed)',
       "  --keep                  keep the temporary folder (every tracker's and worker's log)",
+      "  --blacklist-cache       each peer keeps peerd's BlacklistCache (about 370 KB a peer in the workers);",
+      '                          by default it sends only what that class sends the tracker (BLACKLIST_SYNC on each session)',
       '  --no-failover           stop after the steady load: no kill -9 of the main, no takeback (so that a',
       "                          profile of the main covers the steady load: the killed main writes none)",
       "  --peer-logs N           the first N peers of each worker log their tracker session (peerd's messages,",
@@ -174,6 +179,7 @@ function parseOptions(): Options {
     peerLogs: int('peer-logs', values['peer-logs'], 0),
     trackerNodeArgs: values['tracker-node-args'].split(' ').filter(Boolean),
     failover: !values['no-failover'],
+    blacklistCache: values['blacklist-cache'],
     results: values.results,
     keep: values.keep,
   };
@@ -525,7 +531,7 @@ async function measureSize(ws: Workspace, opts: Options, peers: number): Promise
     const empty = cluster.usage();
     log(`${peers} peers: trackers ${cluster.addresses.join(', ')} up (main ${cluster.trackers[0]!.name}); starting ${opts.workers} workers`);
     const loadStarted = performance.now();
-    gen = await Generator.start({ workers: opts.workers, trackers: cluster.addresses, peers, spares, workload, logDir: ws.dir, peerLogs: opts.peerLogs });
+    gen = await Generator.start({ workers: opts.workers, trackers: cluster.addresses, peers, spares, workload, logDir: ws.dir, peerLogs: opts.peerLogs, productBlacklistCache: opts.blacklistCache });
     const workersReadyS = (performance.now() - loadStarted) / 1000;
     const run: Run = { opts, peers, workload, cluster, gen };
 

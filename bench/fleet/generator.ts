@@ -27,6 +27,7 @@ export interface GeneratorOptions {
   logDir: string;
   /** Peers per worker whose tracker session logs there. */
   peerLogs: number;
+  productBlacklistCache: boolean;
 }
 
 /** One sample: a lookup or a search and what it came to (see ipc.ts, WorkerReport.samples). */
@@ -119,7 +120,7 @@ export class Generator {
       const count = Math.min(opts.peers, first + per) - first;
       const spareFirst = opts.peers + Math.min(opts.spares, w * sparePer);
       const spareCount = Math.min(opts.peers + opts.spares, spareFirst + sparePer) - spareFirst;
-      const setup: WorkerSetup = { worker: w, trackers: opts.trackers, first, count, spareFirst, spareCount, workload: opts.workload, peerLogs: opts.peerLogs };
+      const setup: WorkerSetup = { worker: w, trackers: opts.trackers, first, count, spareFirst, spareCount, workload: opts.workload, peerLogs: opts.peerLogs, productBlacklistCache: opts.productBlacklistCache };
       const log = fs.openSync(path.join(opts.logDir, `worker-${w}.log`), 'a');
       const child = fork(WORKER_SCRIPT, [JSON.stringify(setup)], { stdio: ['ignore', log, log, 'ipc'], execArgv: WORKER_NODE_ARGS });
       fs.closeSync(log);

@@ -26,6 +26,8 @@ export interface WorkerSetup {
   workload: WorkloadOptions;
   /** The first this many peers of the slice log their tracker session (info and up) to the worker's log. */
   peerLogs: number;
+  /** Each peer keeps the product's BlacklistCache (about 370 KB each), not just its re-sync. */
+  productBlacklistCache: boolean;
 }
 
 /** What a peer's request came to. */

@@ -3,8 +3,8 @@
  * One process of simulated peers for the fleet benchmark (bench/fleet.ts forks it with its WorkerSetup as
  * the only argument and an IPC channel). Each peer is the product's own tracker session: a TrackerClient
  * (peerd/tracker-client.ts) with the peer's own identity from the cache, a silent logger and announce()
- * returning its files, plus the product's BlacklistCache on it (a real peer re-syncs the blacklist on every
- * session). Dialling, the handshake, heartbeats, failover, back-off and re-registration after a takeover are
+ * returning its files, plus the blacklist re-sync a real peer sends on every session (syncBlacklist, or the
+ * product's BlacklistCache with --blacklist-cache). Dialling, the handshake, heartbeats, failover, back-off and re-registration after a takeover are
  * therefore exactly the product's, whatever they become.
  *
  * The worker only watches: which sessions come up with which tracker, which REGISTERs are acknowledged,
@@ -63,6 +63,22 @@ function observe(conn: Connection, onPing: (answered: boolean) => void, onRegist
   };
 }
 
+/**
+ * What a peer daemon's BlacklistCache (peerd/blacklist-cache.ts) sends the tracker: a BLACKLIST_SYNC with
+ * the version it holds on every new session, three attempts. Without its verdict cache, an LRU of 10,000
+ * entries that takes about 370 KB from the start: nothing for one daemon, 3.7 GB for a worker of 10,000
+ * peers (and long garbage-collector pauses). --blacklist-cache uses the product's class instead.
+ */
+function syncBlacklist(client: TrackerClient): void {
+  let version = '';
+  client.on('session', () => {
+    client.request('BLACKLIST_SYNC', { version }, 'BLACKLIST_STATE', 3).then(
+      (state) => (version = state.version),
+      () => undefined,
+    );
+  });
+}
+
 /** A simulated peer: the product's tracker session with this peer's identity and files. */
 class SimPeer {
   readonly client: TrackerClient;
@@ -91,7 +107,8 @@ class SimPeer {
       announce: () => (this.announcing ? this.files : []),
       logger: loggerFor(number),
     });
-    new BlacklistCache(this.client, silent);
+    if (setup.productBlacklistCache) new BlacklistCache(this.client, silent);
+    else syncBlacklist(this.client);
     this.client.on('session', (label: string) => {
       const rank = setup.trackers.indexOf(label);
       report.sessions.push(this.number, rank, epochMs());
