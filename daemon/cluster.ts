@@ -217,7 +217,13 @@ export class Cluster {
    * (the REGISTERs of many peers, say) go to the log together: one durable append, one fsync.
    */
   commit(op: Op): Promise<void> {
-    this.requirePrimary();
+    try {
+      this.requirePrimary();
+    } catch (err) {
+      // Never a synchronous throw: callers in timers and close handlers only attach .catch (a main that
+      // notices here that it was frozen steps down, and its write is refused).
+      return Promise.reject(toP2PError(err));
+    }
     return new Promise<void>((resolve, reject) => {
       this.proposals.push({ op, proposedAt: performance.now(), resolve, reject });
       if (this.proposals.length === 1) setImmediate(() => this.proposeQueued());

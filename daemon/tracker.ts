@@ -106,6 +106,8 @@ export const DEFAULTS = {
   /** About a third of one core on this project's 2-core test machine (bench/results/fleet.md). */
   peerHeartbeatsPerSecond: 10_000,
   handshakeTimeoutMs: 2000,
+  /** TLS handshakes at once (about 1 ms of CPU each); the rest wait unread, so no turn of the loop runs long. */
+  maxTlsHandshakes: 32,
   readTimeoutMs: 5000,
   maxConnections: 10_000,
   maxConnectionsPerIp: 256,
@@ -212,7 +214,7 @@ export class Tracker extends EventEmitter {
     this.selfRank = rankOf(options.listen, options.cluster ?? [options.listen]);
     this.clusterSize = (options.cluster ?? [options.listen]).length;
     this.limiter = new ConnectionLimiter({
-      limits: { maxConnections: this.opts.maxConnections, maxConnectionsPerIp: this.opts.maxConnectionsPerIp, handshakeTimeoutMs: this.opts.handshakeTimeoutMs },
+      limits: { maxConnections: this.opts.maxConnections, maxConnectionsPerIp: this.opts.maxConnectionsPerIp, handshakeTimeoutMs: this.opts.handshakeTimeoutMs, maxTlsHandshakes: DEFAULTS.maxTlsHandshakes },
       connection: {
         logger: this.log,
         clock: this.clock,

@@ -24,8 +24,11 @@ export const PEER_DEFAULTS = {
   sendTimeoutMs: 20_000,
   /** A chunk connection with no traffic for this long is closed. */
   chunkIdleTimeoutMs: 120_000,
-  /** Dialling a tracker: a TCP and TLS handshake within this. */
-  trackerConnectTimeoutMs: 1000,
+  /**
+   * Dialling a tracker: a TCP and TLS handshake within this. A tracker busy with a crowd of peers (after a
+   * takeover) takes their handshakes in turn; a tracker that stopped answering heartbeats is tried last.
+   */
+  trackerConnectTimeoutMs: 3000,
   /** A request waits this long for a tracker session to exist (during a reconnection). */
   trackerWaitMs: 3000,
   /** A tracker request is tried again, on the next session where needed, for this long. */

@@ -84,6 +84,8 @@ export class TrackerClient extends EventEmitter {
   term = 0;
   observedHost = '';
   private preferred: string | undefined;
+  /** A tracker that stopped answering heartbeats: tried last until a session with it works again. */
+  private unresponsive: string | undefined;
   private loopRunning = false;
   private blacklistReason = '';
   private pingTimer: Timer | undefined;
@@ -92,6 +94,8 @@ export class TrackerClient extends EventEmitter {
   private readonly moveSpreadMs: number;
   private readonly random: () => number;
   private moveTimer: Timer | undefined;
+  /** Sessions on which announceOn is running (one at a time per session). */
+  private readonly announcing = new WeakSet<Connection>();
   private readonly waiters = new Set<() => void>();
   private lastError = '';
   private failures = 0;
@@ -139,11 +143,13 @@ export class TrackerClient extends EventEmitter {
     for (const w of [...this.waiters]) w();
   }
 
+  /** The trackers to try, in order: the main we were told of first, one that stopped answering heartbeats last. */
   private order(): Address[] {
+    const label = (a: Address): string => formatAddress(a.host, a.port);
     const list = this.opts.trackers;
-    if (!this.preferred) return list;
-    const i = list.findIndex((a) => formatAddress(a.host, a.port) === this.preferred);
-    return i < 0 ? list : [list[i]!, ...list.filter((_, j) => j !== i)];
+    const first = list.filter((a) => label(a) === this.preferred && label(a) !== this.unresponsive);
+    const last = list.filter((a) => label(a) === this.unresponsive);
+    return [...first, ...list.filter((a) => !first.includes(a) && !last.includes(a)), ...last];
   }
 
   private async loop(): Promise<void> {
@@ -218,9 +224,7 @@ export class TrackerClient extends EventEmitter {
       this.observedHost = welcome.observedHost;
       this.attach(conn, label, welcome.leaseMs);
       // Not awaited: the session is usable at once, and a backup takes the announcement only once it is main.
-      this.registerAll().catch((err: unknown) => {
-        this.opts.logger.warn({ err: (err as Error).message, tracker: label }, 'could not announce files yet');
-      });
+      void this.announceOn(conn, label);
       return true;
     } catch (err) {
       const e = toP2PError(err);
@@ -241,6 +245,7 @@ export class TrackerClient extends EventEmitter {
   }
 
   private attach(conn: Connection, label: string, leaseMs: number): void {
+    if (label === this.unresponsive) this.unresponsive = undefined;
     this.conn = conn;
     this.current = label;
     this.lastError = '';
@@ -270,6 +275,7 @@ export class TrackerClient extends EventEmitter {
       conn.request('PING', {}, 'PONG', { timeoutMs: 750 }).catch(() => {
         if (this.conn === conn) {
           this.opts.logger.warn({ tracker: label }, `tracker ${label} did not answer a heartbeat; trying the others`);
+          this.unresponsive = label;
           conn.destroy();
         }
       });
@@ -284,9 +290,7 @@ export class TrackerClient extends EventEmitter {
       if (primary === this.current) {
         this.role = 'primary';
         this.preferred = primary;
-        void this.registerAll().catch((err: unknown) => {
-          this.opts.logger.warn({ err: (err as Error).message, tracker: primary }, 'could not announce files to the new main yet');
-        });
+        if (this.conn) void this.announceOn(this.conn, primary);
       } else if (this.known(primary)) {
         const delayMs = Math.floor(this.random() * this.moveSpreadMs);
         this.opts.logger.info({ primary, term, from: this.current, delayMs }, `told of a new main ${primary}; moving to it in ${delayMs} ms`);
@@ -303,6 +307,36 @@ export class TrackerClient extends EventEmitter {
   private switchTo(address: string): void {
     this.preferred = address;
     this.conn?.close();
+  }
+
+  /**
+   * Announces every file on the session `conn` until that succeeds or the session ends. When the retries
+   * run out on a backup that named another tracker as main (the hop there failed at connect time, say, in a
+   * takeover's crowd), it moves there; otherwise it tries again a little later. A peer never stays on a
+   * backup unannounced, to be swept from the main's lists as gone.
+   */
+  private async announceOn(conn: Connection, label: string): Promise<void> {
+    if (this.announcing.has(conn)) return;
+    this.announcing.add(conn);
+    try {
+      for (;;) {
+        try {
+          await this.registerAll();
+          return;
+        } catch (err) {
+          if (this.conn !== conn || this.state !== 'connected') return;
+          this.opts.logger.warn({ err: (err as Error).message, tracker: label }, 'could not announce files yet');
+          if (this.role !== 'primary' && this.preferred && this.preferred !== label && this.known(this.preferred)) {
+            this.switchTo(this.preferred);
+            return;
+          }
+          await this.sleep(1000 + Math.floor(this.random() * this.moveSpreadMs));
+          if (this.conn !== conn || this.state !== 'connected') return;
+        }
+      }
+    } finally {
+      this.announcing.delete(conn);
+    }
   }
 
   /** Announces every shared file (batched). */

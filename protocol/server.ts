@@ -22,6 +22,12 @@ export interface ConnectionLimits {
   maxConnectionsPerIp: number;
   /** From accept to a completed handshake; later, P2P_HANDSHAKE_TIMEOUT and the connection is closed. */
   handshakeTimeoutMs: number;
+  /**
+   * TLS handshakes run at once; the rest wait their turn, unread, in arrival order (default: no limit).
+   * A tracker after a takeover is dialled by thousands of peers within a second: run all their handshakes
+   * together and one turn of its event loop lasts seconds, longer than its cluster's failover time.
+   */
+  maxTlsHandshakes?: number;
 }
 
 export interface ConnectionLimiterOptions {
@@ -62,6 +68,9 @@ export class ConnectionLimiter {
   private readonly perAddress = new Map<string, number>();
   private open = 0;
   private refusal: P2PError | undefined;
+  /** TLS handshakes under way, and the clients waiting for one (see maxTlsHandshakes). */
+  private tlsRunning = 0;
+  private readonly tlsWaiting: Array<{ socket: net.Socket; deadline: number; start: () => void }> = [];
   private readonly log: Logger;
   private readonly clock: Clock;
 
@@ -125,10 +134,44 @@ export class ConnectionLimiter {
       socket.unshift(first);
       // A refusal too travels in the client's own terms: inside TLS for a TLS client, as a coded ERROR frame
       // for a plain one (not garbage, nor a dropped connection).
-      if (first[0] === TLS_HANDSHAKE_RECORD) return this.admit(acceptTls(socket, context), false, refusal, deadline, onAccepted);
+      if (first[0] === TLS_HANDSHAKE_RECORD) {
+        this.tlsWaiting.push({ socket, deadline, start: () => this.admit(this.startTls(socket, context), false, refusal, deadline, onAccepted) });
+        return this.nextTls();
+      }
       this.admit(socket, true, refusal, deadline, onAccepted);
       socket.resume();
     });
+  }
+
+  /** Starts waiting TLS handshakes while fewer than maxTlsHandshakes run; skips clients gone or out of time. */
+  private nextTls(): void {
+    const max = this.options.limits.maxTlsHandshakes ?? Infinity;
+    while (this.tlsRunning < max && this.tlsWaiting.length > 0) {
+      const next = this.tlsWaiting.shift()!;
+      if (next.socket.destroyed) continue;
+      if (this.clock.now() >= next.deadline) {
+        // It waited its whole handshake time for a turn: no turn now (its client has given up by now).
+        this.options.onRefused?.('P2P_HANDSHAKE_TIMEOUT');
+        next.socket.destroy();
+        continue;
+      }
+      next.start();
+    }
+  }
+
+  private startTls(socket: net.Socket, context: tls.SecureContext): tls.TLSSocket {
+    this.tlsRunning++;
+    const secure = acceptTls(socket, context);
+    let done = false;
+    const finished = (): void => {
+      if (done) return;
+      done = true;
+      this.tlsRunning--;
+      this.nextTls();
+    };
+    secure.once('secure', finished);
+    secure.once('close', finished);
+    return secure;
   }
 
   private addressOf(socket: net.Socket): string {

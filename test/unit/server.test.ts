@@ -234,6 +234,38 @@ t.test('handshake deadline: a silent client, one that never starts TLS, or one t
   t.equal((await honest.answer(honest.request('SEARCH', { text: 'x', limit: 1 }))).name, 'SEARCH_RESULT', 'a client that finished in time is served long after the deadline');
 });
 
+t.test('TLS handshakes in turn: past maxTlsHandshakes a client waits unread and is served when a turn frees; one that waited out its deadline is closed', async (t) => {
+  const clock = new VirtualClock();
+  const { port } = await limitedServer(t, { maxConnections: 10, maxConnectionsPerIp: 10, handshakeTimeoutMs: 1000, maxTlsHandshakes: 1 }, { clock });
+  /** A client that starts a TLS record and says no more: its handshake holds the one turn. */
+  const stall = async (): Promise<net.Socket> => {
+    const s = net.connect({ port, host: '127.0.0.1' });
+    s.on('error', () => undefined);
+    t.teardown(() => s.destroy());
+    await once(s, 'connect');
+    s.write(Buffer.from([0x16, 0x03, 0x01]));
+    return s;
+  };
+  const stalled = await stall();
+  let waited = false;
+  const waiting = Client.connect(t, port).finally(() => (waited = true));
+  // What must not happen has no event to wait for: a moment in which the waiting handshake does not finish.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.notOk(waited, 'a second TLS client waits while the one turn is taken');
+  stalled.destroy();
+  t.ok(await (await waiting).served(), 'and is served once the stalled client goes');
+
+  const again = await stall();
+  const late = Client.connect(t, port).then(
+    () => 'connected',
+    () => 'closed',
+  );
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  clock.advance(1000);
+  t.equal(await late, 'closed', 'a client still waiting at its handshake deadline is closed without a turn');
+  t.ok(again.closed || (await once(again, 'close')), 'as is the one that held the turn, at its own deadline');
+});
+
 t.test("peer handshake: a peer's id is the key its TLS certificate proved; without one it is refused", async (t) => {
   const { port, limiter } = await limitedServer(t, { maxConnections: 10, maxConnectionsPerIp: 10, handshakeTimeoutMs: LONG });
   const alice = generateKeyPair().keys;
