@@ -103,8 +103,11 @@ export const DEFAULTS = {
   heartbeatMs: 200,
   failoverMs: 1000,
   leaseMs: 10_000,
-  /** About a third of one core on this project's 2-core test machine (bench/results/fleet.md). */
-  peerHeartbeatsPerSecond: 10_000,
+  /**
+   * A PING costs the main about 140 us of CPU, all told (bench/results/fleet.md): 3,000 a second are about
+   * 0.4 of a core, leaving the rest for lookups, searches and registrations.
+   */
+  peerHeartbeatsPerSecond: 3000,
   handshakeTimeoutMs: 2000,
   /** TLS handshakes at once (about 1 ms of CPU each); the rest wait unread, so no turn of the loop runs long. */
   maxTlsHandshakes: 32,
@@ -511,10 +514,12 @@ export class Tracker extends EventEmitter {
    * 300 ms) while the peers this cluster knows, at that rate, stay within --peer-heartbeats-per-s; beyond
    * that the pings slow down in step with the fleet, and so does leaving a main that hangs (a main that
    * dies is left at once: its connections close). Never above --lease-ms, after which a silent session is
-   * closed. The count of peers is replicated state, so a new main tells its peers the same.
+   * closed. Peers counted: those registered (replicated state, so a new main tells its peers the same from
+   * the start) or those with a session here, whichever is more.
    */
   private heartbeatLeaseMs(): number {
-    const intervalMs = Math.max(300, Math.ceil((1000 * this.state.holders.sizes().peers) / this.opts.peerHeartbeatsPerSecond));
+    const peers = Math.max(this.state.holders.sizes().peers, this.peerSessions.size);
+    const intervalMs = Math.max(300, Math.ceil((1000 * peers) / this.opts.peerHeartbeatsPerSecond));
     return Math.min(this.opts.leaseMs, 3 * intervalMs);
   }
 
