@@ -339,7 +339,7 @@ export class Cluster {
       m = undefined;
     }
     if (!isRaftMessage(m)) {
-      conn.close(new P2PError('P2P_BAD_REQUEST', `a RAFT message from rank ${rank} is not a known cluster message`));
+      conn.close(new P2PError('P2P_MALFORMED', `a RAFT message from rank ${rank} is not a known cluster message`));
       return;
     }
     try {

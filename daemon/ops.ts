@@ -105,10 +105,10 @@ export function decodeOp(text: string): Op {
   try {
     o = JSON.parse(text);
   } catch {
-    throw new P2PError('P2P_BAD_REQUEST', 'a replicated write is not valid JSON');
+    throw new P2PError('P2P_MALFORMED', 'a replicated write is not valid JSON');
   }
   if (!isObj(o) || !isStr(o.op) || !Object.hasOwn(OPS, o.op) || !OPS[o.op as OpName].check(o)) {
-    throw new P2PError('P2P_BAD_REQUEST', 'a replicated write is not a known op');
+    throw new P2PError('P2P_MALFORMED', 'a replicated write is not a known op');
   }
   return o as Op;
 }

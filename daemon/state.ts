@@ -236,7 +236,7 @@ export class TrackerState {
   /** Replaces everything with a snapshot (durably, in one transaction). */
   install(records: SnapshotRecord[]): void {
     const head = records[0];
-    if (head?.k !== 'head') throw new P2PError('P2P_BAD_REQUEST', 'a snapshot must start with its header');
+    if (head?.k !== 'head') throw new P2PError('P2P_MALFORMED', 'a snapshot must start with its header');
     const before = new Map(this.banned);
     this.holders.clear();
     this.banned.clear();
