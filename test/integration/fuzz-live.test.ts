@@ -326,11 +326,11 @@ t.test('live daemons answer random and mutated bytes only with our own errors, a
     await fc.assert(
       fc.asyncProperty(notARaftMessage, async (message) => {
         const o = await probe(what, tracker, [raft(message)], 'rank 1');
-        if (codesOf(o).at(-1) !== 'P2P_BAD_REQUEST') throw new Error(`expected P2P_BAD_REQUEST, got ${codesOf(o).join(', ') || 'no ERROR'} for ${message.slice(0, 200)}`);
+        if (codesOf(o).at(-1) !== 'P2P_MALFORMED') throw new Error(`expected P2P_MALFORMED, got ${codesOf(o).join(', ') || 'no ERROR'} for ${message.slice(0, 200)}`);
       }),
       { numRuns: RUNS / 2 },
     );
-    t.pass('a message that is not a cluster message closes the link with P2P_BAD_REQUEST');
+    t.pass('a message that is not a cluster message closes the link with P2P_MALFORMED');
     t.ok(await stillHealthy(), 'healthy clients still work');
 
     await fc.assert(fc.asyncProperty(fc.array(staleRaftMessage(term), { minLength: 1, maxLength: 6 }), async (messages) => void (await probe(what, tracker, messages.map(raft), 'rank 1'))), { numRuns: RUNS / 2 });
