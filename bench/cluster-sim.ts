@@ -21,6 +21,7 @@ import { NotMainError, RaftNode, type TrackerRole } from '../daemon/raft/node.js
 import type { RaftMessage } from '../daemon/raft/messages.js';
 import { TrackerState } from '../daemon/state.js';
 import { Store } from '../daemon/store.js';
+import { seededRandom as rng } from './harness.js';
 
 export interface SimOptions {
   trackers: number;
@@ -48,18 +49,6 @@ export interface SimResult {
   mains: number;
   events: number;
   trace: string[];
-}
-
-/** mulberry32: small, fast, good enough to drive schedules, and the same everywhere. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 interface Event {

@@ -341,6 +341,18 @@ export function median(values: number[]): number {
 }
 
 /** Nearest-rank percentile (NaN for no values). */
+/** mulberry32: a small, fast, seedable generator, the same everywhere; good enough for schedules, names and targets. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 export function percentile(values: number[], p: number): number {
   if (values.length === 0) return NaN;
   const s = [...values].sort((x, y) => x - y);

@@ -7,7 +7,7 @@
  * its name inline and switches to a Set or a Map only when a second one comes; a peer keeps, per file,
  * only the names it uses (a string, or a sorted array when it has several); the few files a peer has
  * not finished downloading are in a set of their own. About 250 bytes per entry, against 760 for the
- * Map-per-file layout before it (`bench/results/fleet.md`). Names are indexed for search by
+ * Map-per-file layout before it (docs/scaling.md). Names are indexed for search by
  * daemon/name-index.ts.
  */
 import type { FileReg, PeerInfo } from './ops.js';

@@ -104,7 +104,7 @@ export const DEFAULTS = {
   failoverMs: 1000,
   leaseMs: 10_000,
   /**
-   * A PING costs the main about 140 us of CPU, all told (bench/results/fleet.md): 3,000 a second are about
+   * A PING costs the main about 140 us of CPU, all told (docs/scaling.md): 3,000 a second are about
    * 0.4 of a core, leaving the rest for lookups, searches and registrations.
    */
   peerHeartbeatsPerSecond: 3000,

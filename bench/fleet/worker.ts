@@ -19,7 +19,8 @@ import { TrackerClient } from '../../peerd/tracker-client.js';
 import { parsePinnedAddressList, toP2PError, type Body, type Connection, type KnownKeys, type MessageName, type RequestOptions, type TlsIdentity } from '../../protocol/index.js';
 import { epochMs, OpKind, Outcome, REPORT_EVERY_MS, type FromWorker, type ToWorker, type WorkerReport, type WorkerSetup } from './ipc.js';
 import { loadIdentities } from './keys.js';
-import { peerFiles, popularPerPeer, rng, searchText, type SharedFile } from './workload.js';
+import { seededRandom as rng } from '../harness.js';
+import { peerFiles, popularPerPeer, searchText, type SharedFile } from './workload.js';
 
 /** Requests waiting for an answer, beyond which new ones are skipped (and counted) rather than queued. */
 const MAX_IN_FLIGHT = 10_000;

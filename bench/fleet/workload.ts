@@ -10,6 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Body } from '../../protocol/index.js';
+import { seededRandom as rng } from '../harness.js';
 
 export type SharedFile = Body<'REGISTER'>['files'][number];
 
@@ -20,18 +21,6 @@ export interface WorkloadOptions {
   popularShare: number;
   /** Files in the popular pool. */
   popularPool: number;
-}
-
-/** mulberry32: a small, fast, seedable generator; good enough to pick names and targets. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function pick<T>(r: () => number, list: readonly T[]): T {
