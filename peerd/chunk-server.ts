@@ -50,6 +50,13 @@ import { UploadSlots } from './upload-slots.js';
 /** The send deadline (PEER_DEFAULTS.sendTimeoutMs, where it is explained). */
 export const SEND_TIMEOUT_MS = PEER_DEFAULTS.sendTimeoutMs;
 
+/**
+ * Room before a chunk's data in its upload buffer, for the CHUNK frame's head (142 bytes): the frame is
+ * sent as one contiguous write (Connection.replyInPlace).
+ */
+const HEAD_ROOM = 256;
+const EMPTY = Buffer.alloc(0);
+
 export interface ChunkServerOptions {
   keys: KeyPair;
   /** Our key's certificate: every chunk connection runs in TLS, unless `plainLinks`. */
@@ -120,7 +127,7 @@ export class ChunkServer {
 
   constructor(private readonly opts: ChunkServerOptions) {
     this.log = opts.logger;
-    this.slots = new UploadSlots(opts.poolSize ?? PEER_DEFAULTS.maxUploads, CHUNK_SIZE);
+    this.slots = new UploadSlots(opts.poolSize ?? PEER_DEFAULTS.maxUploads, HEAD_ROOM + CHUNK_SIZE);
     this.clock = opts.clock ?? systemClock;
     this.sendTimeoutMs = opts.sendTimeoutMs ?? SEND_TIMEOUT_MS;
     this.limiter = new ConnectionLimiter({
@@ -316,7 +323,7 @@ export class ChunkServer {
       const unchanged = await this.files.use(source.path, async (fh) => {
         let got = 0;
         while (got < len) {
-          const { bytesRead } = await fh.read(buf, got, len - got, index * manifest.chunkSize + got);
+          const { bytesRead } = await fh.read(buf, HEAD_ROOM + got, len - got, index * manifest.chunkSize + got);
           if (bytesRead === 0) break;
           got += bytesRead;
         }
@@ -324,7 +331,7 @@ export class ChunkServer {
         // After the read: a write that began before this stat has already moved the file's ctime.
         return shared !== undefined && fileStamp(await fh.stat()) === shared.stamp;
       });
-      const data = buf.subarray(0, len);
+      const data = buf.subarray(HEAD_ROOM, HEAD_ROOM + len);
       if (this.opts.corruptChunks) data[0] = data[0]! ^ 0xff;
       let hash = manifest.hashes[index]!;
       if (this.opts.corruptChunks) {
@@ -351,7 +358,7 @@ export class ChunkServer {
       this.opts.uploadMeter?.add(len);
       this.opts.counters?.uploaded(pc.hs.plain, len);
       this.chunkQueued(pc);
-      conn.replyWithTail(req.requestId, 'CHUNK', { fileId, index, hash, signature, data: Buffer.alloc(0) }, data, () => {
+      conn.replyInPlace(req.requestId, 'CHUNK', { fileId, index, hash, signature, data: EMPTY }, buf, HEAD_ROOM, len, () => {
         this.chunkTaken(pc);
         release();
       });

@@ -10,7 +10,7 @@
  * (the file being written and its resume journal). Whichever way a download ends, everything it holds is
  * released in one place, `cleanup()`.
  */
-import { EventEmitter } from 'node:events';
+import { EventEmitter, setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import {
   chunkLength,
@@ -27,7 +27,7 @@ import {
   type Timer,
 } from '../protocol/index.js';
 import type { BlacklistCache } from './blacklist-cache.js';
-import type { ChunkPool } from './chunk-pool.js';
+import type { ChunkClaim, ChunkPool } from './chunk-pool.js';
 import type { DropReason, PeerCounters, VerificationFailure } from './counters.js';
 import type { PeerDb, ReceiptRecord, TransferRecord } from './db.js';
 import { PartialFile } from './partial-file.js';
@@ -144,6 +144,8 @@ export class Download extends EventEmitter {
   private bytesFetched = 0;
   private resumed = 0;
   private pendingWrites = 0;
+  /** Told the chunk pool to wake this download when a buffer comes back. */
+  private waitingForBuffer = false;
   private relookups = 0;
   private readonly startedAt: number;
   private lastProgressAt = 0;
@@ -153,7 +155,8 @@ export class Download extends EventEmitter {
   /** Set by cleanup(): a holder measured after this is closed at once. */
   private ended = false;
   /** Aborted by cleanup(): hangs up on holders still being measured. */
-  private readonly hangUp = new AbortController();
+  /** Aborts every dial of this download at its end; each dial listens on it, so no listener cap applies. */
+  private readonly hangUp = unlimited(new AbortController());
   private readonly failure: Deferred<never> = deferred();
   private readonly allWritten: Deferred<void> = deferred();
 
@@ -371,7 +374,7 @@ export class Download extends EventEmitter {
   private enlist(s: Source): void {
     this.scheduler!.addSource(s, s.complete ? undefined : new Uint8Array(0));
     if (!s.complete) void this.refreshHave(s);
-    this.pump(s);
+    this.pumpAll();
   }
 
   private async refreshHave(s: Source): Promise<void> {
@@ -387,7 +390,7 @@ export class Download extends EventEmitter {
         for (let i = 0; i < n; i++) bits[i] = (have.bits[i >> 3]! >> (7 - (i & 7))) & 1;
         this.scheduler?.setHave(s, bits);
       }
-      this.pump(s);
+      this.pumpAll();
     } catch {
       // keep the old view; a failed chunk request will tell
     }
@@ -495,23 +498,57 @@ export class Download extends EventEmitter {
     }
   }
 
+  /**
+   * Tops up the sources one request at a time, always to the one with the fewest in flight: when chunk
+   * buffers are short (peerd/chunk-pool.ts), every source keeps its share instead of the first ones
+   * taking them all.
+   */
   private pumpAll(): void {
-    for (const s of this.sources) this.pump(s);
-  }
-
-  private pump(s: Source): void {
-    if (this.over || !s.alive || !this.scheduler) return;
-    if (!s.complete && this.clock.now() - s.haveAskedAt > HAVE_REFRESH_MS) void this.refreshHave(s);
-    // Chunks received but not yet on disk count against the budget: when the disk is slower than the
-    // network, asking for more would only pile chunks up in memory.
-    while (s.inFlight.size < s.depth && this.pendingWrites < MAX_PENDING_WRITES) {
-      const index = this.scheduler.next(s);
-      if (index === undefined) return;
-      this.requestChunk(s, index);
+    if (this.over || !this.scheduler) return;
+    const ready = this.sources.filter((s) => s.alive);
+    for (const s of ready) if (!s.complete && this.clock.now() - s.haveAskedAt > HAVE_REFRESH_MS) void this.refreshHave(s);
+    for (;;) {
+      let next: Source | undefined;
+      for (const s of ready) if (s.inFlight.size < s.depth && (!next || s.inFlight.size < next.inFlight.size)) next = s;
+      if (!next) return;
+      const sent = this.requestNext(next);
+      if (sent === 'blocked') return;
+      if (sent === 'nothing') ready.splice(ready.indexOf(next), 1);
     }
   }
 
-  private requestChunk(s: Source, index: number): void {
+  /** One more request to `s`, unless the scheduler has nothing for it or the buffers or the disk are full. */
+  private requestNext(s: Source): 'sent' | 'nothing' | 'blocked' {
+    // Chunks received but not yet on disk count against the budget: when the disk is slower than the
+    // network, asking for more would only pile chunks up in memory.
+    if (this.pendingWrites >= MAX_PENDING_WRITES) return 'blocked';
+    // No request without a buffer promised for its answer.
+    const pool = this.deps.chunkPool;
+    const claim = pool?.claim();
+    if (pool && !claim) {
+      this.waitForBuffer(pool);
+      return 'blocked';
+    }
+    const index = this.scheduler!.next(s);
+    if (index === undefined) {
+      claim?.cancel();
+      return 'nothing';
+    }
+    this.requestChunk(s, index, claim);
+    return 'sent';
+  }
+
+  /** Every chunk buffer is out or promised: ask again when one comes back. */
+  private waitForBuffer(pool: ChunkPool): void {
+    if (this.waitingForBuffer) return;
+    this.waitingForBuffer = true;
+    pool.whenFree(() => {
+      this.waitingForBuffer = false;
+      this.pumpAll();
+    });
+  }
+
+  private requestChunk(s: Source, index: number, claim: ChunkClaim | undefined): void {
     const ac = new AbortController();
     s.inFlight.set(index, ac);
     const bucket = this.deps.downloadBucket;
@@ -520,13 +557,20 @@ export class Download extends EventEmitter {
       .then(() => {
         if (ac.signal.aborted) throw new P2PError('P2P_CONNECTION_CLOSED', 'cancelled');
         const t0 = this.clock.now();
+        this.phases.firstRequest ??= t0 - this.startedAt;
         return s.conn
-          .request('GET_CHUNK', { fileId: this.req.fileId, index }, 'CHUNK', { timeoutMs: CHUNK_TIMEOUT_MS, signal: ac.signal, into: this.deps.chunkPool })
+          .request('GET_CHUNK', { fileId: this.req.fileId, index }, 'CHUNK', { timeoutMs: CHUNK_TIMEOUT_MS, signal: ac.signal, into: claim ?? this.deps.chunkPool })
           .then((chunk) => ({ chunk, ms: this.clock.now() - t0 }));
       })
       .then(
-        ({ chunk, ms }) => this.receive(s, index, ac, chunk, ms),
-        (err: unknown) => this.onChunkError(s, index, ac, err),
+        ({ chunk, ms }) => {
+          claim?.cancel(); // unused when the body was too small to need it
+          return this.receive(s, index, ac, chunk, ms);
+        },
+        (err: unknown) => {
+          claim?.cancel();
+          this.onChunkError(s, index, ac, err);
+        },
       )
       .catch((err: unknown) => this.fail(toP2PError(err)));
   }
@@ -539,6 +583,7 @@ export class Download extends EventEmitter {
     const scheduler = this.scheduler!;
     // From now until it is on disk (or refused) the chunk holds a buffer: it counts against the budget.
     this.pendingWrites++;
+    this.phases.firstChunk ??= this.clock.now() - this.startedAt;
     try {
       if (s.inFlight.get(index) === ac) s.inFlight.delete(index);
       if (this.over) return;
@@ -547,6 +592,7 @@ export class Download extends EventEmitter {
         return;
       }
       const rejected = await this.verify(s, index, chunk);
+      this.phases.firstVerified ??= this.clock.now() - this.startedAt;
       if (this.over) return;
       if (rejected) {
         scheduler.release(s, index);
@@ -559,7 +605,7 @@ export class Download extends EventEmitter {
       for (const other of others) {
         other.inFlight.get(index)?.abort();
         other.inFlight.delete(index);
-        this.pump(other);
+        this.pumpAll();
       }
       try {
         await this.partial!.write(index, chunk.data);
@@ -578,8 +624,7 @@ export class Download extends EventEmitter {
       this.pendingWrites--;
       // The chunk is on disk or refused: its buffer goes back (the receipt fields were copied out).
       this.deps.chunkPool?.release(chunk.data);
-      if (this.pendingWrites === MAX_PENDING_WRITES - 1) this.pumpAll(); // others may have waited on the disk
-      else this.pump(s);
+      this.pumpAll();
     }
   }
 
@@ -660,6 +705,11 @@ export class Download extends EventEmitter {
 
 /** For downloads made without a daemon's hasher (tests): one worker for them all, never holding the process up. */
 let sharedHasher: WorkerHasher | undefined;
+
+function unlimited(ac: AbortController): AbortController {
+  setMaxListeners(0, ac.signal);
+  return ac;
+}
 
 /** A chunk's receipt, copied out of the chunk's buffer (which is reused). */
 function receiptOf(s: Source, index: number, chunk: Body<'CHUNK'>): ReceiptRecord {

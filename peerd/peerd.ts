@@ -216,6 +216,8 @@ export class PeerDaemon {
       this.metrics = await PeerMetrics.serve(this.opts.metrics, this.metricsSource(), this.log);
     }
     try {
+      // The hash worker takes a few hundred milliseconds of CPU to start: not in the first download's time.
+      this.hasher.warm();
       await this.chunkServer.listen(this.opts.listen ?? { host: '0.0.0.0', port: 0 });
       await this.library.start();
       this.tracker.start();

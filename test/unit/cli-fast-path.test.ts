@@ -118,6 +118,7 @@ t.test('whatever the fast path accepts, yargs reads the same way', async (t) => 
     }),
     { numRuns: 3000 },
   );
-  // A change that made the fast path refuse everything would pass the property vacuously.
-  t.ok(accepted > 300, `the fast path accepted ${accepted} of the generated command lines`);
+  // A change that made the fast path refuse everything would pass the property vacuously. About 11% of
+  // the lines are accepted (330 of 3000 on average, 290 seen): 200 leaves room for an unlucky draw.
+  t.ok(accepted > 200, `the fast path accepted ${accepted} of the generated command lines`);
 });

@@ -290,6 +290,31 @@ t.test('replyWithTail delivers the exact tail bytes', async (t) => {
   t.strictSame(await client.request('PING', {}, 'PONG'), {}, 'the next frame on the connection is intact');
 });
 
+t.test('replyInPlace sends the head it writes into the room before the data, and the data byte for byte', async (t) => {
+  const ROOM = 256;
+  const buf = Buffer.alloc(ROOM + 300_000, 0xee);
+  const data = buf.subarray(ROOM);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 17 + (i >> 9)) & 0xff;
+  const before = Buffer.from(data);
+  let flushed = 0;
+  const server = await startServer(
+    t,
+    pingOr((req, conn) => {
+      const { fileId, index } = (req as IncomingRequest<'GET_CHUNK'>).body;
+      const head = { fileId, index, hash: filled(32, 0x22), signature: filled(64, 0x33), data: Buffer.alloc(0) };
+      t.throws(() => conn.replyInPlace(req.requestId, 'CHUNK', head, buf, 100, data.length), RangeError, 'a head that does not fit its room is refused, not written over the data');
+      conn.replyInPlace(req.requestId, 'CHUNK', head, buf, ROOM, data.length, () => flushed++);
+    }),
+  );
+  const client = await server.dial();
+  const chunk = await client.request('GET_CHUNK', { fileId: filled(32, 9), index: 5 }, 'CHUNK', { timeoutMs: 5000 });
+  t.equal(chunk.index, 5, 'the head fields arrive');
+  t.ok(chunk.hash.equals(filled(32, 0x22)) && chunk.signature.equals(filled(64, 0x33)));
+  t.ok(chunk.data.equals(before), 'data arrives byte for byte, untouched by the head');
+  t.equal(flushed, 1, 'onFlushed ran once');
+  t.strictSame(await client.request('PING', {}, 'PONG'), {}, 'the next frame on the connection is intact');
+});
+
 t.test('events under a request id reach that request’s onEvent; id 0 events are emitted', async (t) => {
   const server = await startServer(
     t,
