@@ -74,6 +74,8 @@ export const reconnectBackoff: RetryStrategy = (failures, blacklisted) => (black
 const RETRIABLE = new Set(['P2P_CONNECTION_CLOSED', 'P2P_TIMEOUT', 'P2P_NOT_PRIMARY', 'P2P_SHUTTING_DOWN', 'P2P_STALE_TERM', 'P2P_REPLICATION_FAILED', 'P2P_CONNECT_FAILED']);
 
 const REGISTER_BATCH = 5000;
+/** A heartbeat's answer is awaited at least this long (PEER_DEFAULTS-style: a hung tracker is left within about a second). */
+const HEARTBEAT_PATIENCE_MS = 750;
 
 export class TrackerClient extends EventEmitter {
   private blacklistCheckedAt = 0;
@@ -271,13 +273,21 @@ export class TrackerClient extends EventEmitter {
     // Heartbeats: a third of the lease. A tracker tells 900 ms (a hung tracker is left within about a
     // second) unless its fleet is so large that it asks for fewer (daemon/tracker.ts, heartbeatLeaseMs).
     const every = Math.max(100, Math.floor(leaseMs / 3));
+    // How long an answer may take: 750 ms, or two heartbeats where the lease is longer (a large fleet's
+    // tracker is busier, and leaving it is costlier: all its peers would at once).
+    const patienceMs = Math.max(HEARTBEAT_PATIENCE_MS, 2 * every);
     this.pingTimer = this.clock.setInterval(() => {
-      conn.request('PING', {}, 'PONG', { timeoutMs: 750 }).catch(() => {
-        if (this.conn === conn) {
+      const sentAt = conn.clock.now();
+      conn.request('PING', {}, 'PONG', { timeoutMs: patienceMs }).catch(() => {
+        // The stall may have been ours: after our event loop was blocked, its timers run before its reads,
+        // so the answer can be waiting unread in the socket. Decide after this turn's reads (setImmediate
+        // runs after them): a tracker that sent anything since the PING is alive.
+        setImmediate(() => {
+          if (this.conn !== conn || conn.lastReadAt > sentAt) return;
           this.opts.logger.warn({ tracker: label }, `tracker ${label} did not answer a heartbeat; trying the others`);
           this.unresponsive = label;
           conn.destroy();
-        }
+        });
       });
     }, every);
   }

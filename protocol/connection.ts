@@ -130,10 +130,13 @@ export class Connection extends EventEmitter {
   private readonly requestTimeoutMs: number;
   private readonly readTimeoutMs: number;
   private readonly idleTimeoutMs: number;
-  private readonly clock: Clock;
+  readonly clock: Clock;
   /** Body buffers of failed requests, given back once no socket read can still land in them. */
   private retiring: Array<{ buf: Buffer; into: BodyBuffers }> = [];
   readonly log: Logger;
+
+  /** When bytes last came in (the connection's clock; 0: never). */
+  lastReadAt = 0;
 
   constructor(readonly socket: net.Socket, options: ConnectionOptions = {}) {
     super();
@@ -433,6 +436,7 @@ export class Connection extends EventEmitter {
   }
 
   private consume(feed: () => void): void {
+    this.lastReadAt = this.clock.now();
     this.touch();
     const framesBefore = this.framesIn;
     try {
