@@ -5,7 +5,7 @@
  */
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import type { Logger } from 'pino';
 import { systemClock, type Clock, type Timer } from './clock.js';
 import {
@@ -20,7 +20,8 @@ import {
 } from './errors.js';
 import { decodeBody, encodeFrame, encodeFrameHead, Framer, DEFAULT_MAX_BODY_BYTES, PROTOCOL_VERSION, SCRATCH_BYTES, type Frame, type FrameHeader } from './framer.js';
 import { Messages, type Body, type MessageName } from './messages.js';
-import { clientOptions, remoteKey, verifyServer, type TlsDialOptions } from './tls.js';
+import { isTlsSocket, remoteKey } from './tls-key.js';
+import type { TlsDialOptions } from './tls.js';
 
 export interface ConnectionOptions {
   maxBodyBytes?: number;
@@ -154,7 +155,7 @@ export class Connection extends EventEmitter {
     // in progress to the TLS layer as one writev, and the TLS layer first copies them all into one fresh
     // allocation: for a chunk and whatever was queued with it, 1 MiB of new memory and its page faults per
     // chunk sent. Without `_writev` the queue goes out buffer by buffer, each encrypted where it lies.
-    if (socket instanceof tls.TLSSocket) (socket as unknown as { _writev: unknown })._writev = null;
+    if (isTlsSocket(socket)) (socket as unknown as { _writev: unknown })._writev = null;
     if (!options.readScratch) socket.on('data', (chunk: Buffer) => this.receive(chunk));
     socket.on('drain', () => {
       if (!this.closed) socket.resume();
@@ -178,7 +179,7 @@ export class Connection extends EventEmitter {
    * socket (the control socket) or when it presented no certificate (an admin).
    */
   get remoteKey(): Buffer | undefined {
-    if (!(this.socket instanceof tls.TLSSocket)) return undefined;
+    if (!isTlsSocket(this.socket)) return undefined;
     this.remoteKeyCache ??= remoteKey(this.socket) ?? null;
     return this.remoteKeyCache ?? undefined;
   }
@@ -361,7 +362,7 @@ export class Connection extends EventEmitter {
     const t = setTimeout(() => this.socket.destroy(), 500);
     // A socket that reads no more never sees the other side's FIN, and a TLS socket may wait on the other
     // side's close_notify: only this timer ends them, so it must run.
-    if (!badInput && !(this.socket instanceof tls.TLSSocket)) t.unref();
+    if (!badInput && !isTlsSocket(this.socket)) t.unref();
     this.socket.once('close', () => clearTimeout(t));
     this.failPending(err ?? new ConnectionClosedError());
   }
@@ -640,10 +641,13 @@ export interface DialOptions extends ConnectionOptions {
  * connection's framer says, through `onread` (TLS too: Node decrypts straight into our buffer), so a
  * chunk's body lands in its pooled buffer without a copy in JavaScript or a buffer per read.
  */
-export function dial(target: { host: string; port: number } | { path: string }, options: DialOptions = {}): Promise<Connection> {
+export async function dial(target: { host: string; port: number } | { path: string }, options: DialOptions = {}): Promise<Connection> {
   const connectTimeoutMs = options.connectTimeoutMs ?? 3000;
   const tlsOptions = 'host' in target ? options.tls : undefined;
   const label = 'path' in target ? target.path : formatAddress(target.host, target.port);
+  // The TLS machinery (node:tls, certificates, identities) only when a TLS link is dialled: `p2p` talks
+  // to its daemon over a Unix socket, and loading it would cost each command about 30 ms.
+  const secure = tlsOptions ? (tlsModule ??= await import('./tls.js')) : undefined;
   return new Promise((resolve, reject) => {
     const readScratch = Buffer.allocUnsafe(SCRATCH_BYTES);
     let conn: Connection | undefined;
@@ -660,8 +664,8 @@ export function dial(target: { host: string; port: number } | { path: string }, 
     const socket =
       'path' in target
         ? net.connect({ path: target.path, onread })
-        : tlsOptions
-          ? tls.connect(tlsWithOnread({ ...clientOptions(tlsOptions, target.host), host: target.host, port: target.port }, onread))
+        : tlsOptions && secure
+          ? secure.tlsConnect(tlsWithOnread({ ...secure.clientOptions(tlsOptions, target.host), host: target.host, port: target.port }, onread))
           : net.connect({ port: target.port, host: target.host, onread });
     const onAbort = (): void => fail(new P2PError('P2P_CONNECT_FAILED', `gave up connecting to ${label}`));
     const fail = (err: P2PError): void => {
@@ -676,9 +680,9 @@ export function dial(target: { host: string; port: number } | { path: string }, 
     const timer = setTimeout(() => fail(new P2PError('P2P_CONNECT_FAILED', `${label} did not ${what} in ${connectTimeoutMs} ms`)), connectTimeoutMs);
     socket.once(tlsOptions ? 'secureConnect' : 'connect', () => {
       socket.removeListener('error', onError);
-      if (tlsOptions) {
+      if (tlsOptions && secure) {
         try {
-          verifyServer(socket as tls.TLSSocket, tlsOptions);
+          secure.verifyServer(socket as tls.TLSSocket, tlsOptions);
         } catch (err) {
           return fail(toP2PError(err));
         }
@@ -696,6 +700,8 @@ export function dial(target: { host: string; port: number } | { path: string }, 
     socket.once('error', onError);
   });
 }
+
+let tlsModule: typeof import('./tls.js') | undefined;
 
 /** tls.connect takes `onread` like net.connect when it opens the socket itself (Node >= 14.16; @types/node lacks it). */
 function tlsWithOnread(options: tls.ConnectionOptions, onread: net.OnReadOpts): tls.ConnectionOptions {

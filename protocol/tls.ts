@@ -10,12 +10,17 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import type net from 'node:net';
 import tls from 'node:tls';
-import { constants, createPublicKey, sign, X509Certificate, type KeyObject } from 'node:crypto';
+import { constants, createPublicKey, sign, X509Certificate } from 'node:crypto';
 import { P2PError } from './errors.js';
 import { peerIdOf, type KeyPair } from './identity.js';
+import { rawKey, remoteKey } from './tls-key.js';
+
+export { remoteKey };
+
+/** node:tls's connect, for connection.ts, which loads this module only when it dials a TLS link. */
+export const tlsConnect = tls.connect;
 
 const ED25519_OID = '1.3.101.112';
-const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 
 /** What one side presents: its keys, and a certificate and private key as TLS takes them (PEM). */
 export interface TlsIdentity {
@@ -93,22 +98,6 @@ function certificateKey(cert: string | Buffer): Buffer | undefined {
   } catch {
     return undefined;
   }
-}
-
-function rawKey(key: KeyObject): Buffer | undefined {
-  if (key.asymmetricKeyType !== 'ed25519') return undefined;
-  const spki = key.export({ type: 'spki', format: 'der' });
-  if (spki.length !== 44 || !spki.subarray(0, 12).equals(ED25519_SPKI_PREFIX)) return undefined;
-  return Buffer.from(spki.subarray(12));
-}
-
-/**
- * The Ed25519 key the other side of `socket` proved in the handshake (raw 32 bytes), or undefined if it
- * presented no certificate (an admin) or one for another kind of key.
- */
-export function remoteKey(socket: tls.TLSSocket): Buffer | undefined {
-  const cert = socket.getPeerX509Certificate();
-  return cert ? rawKey(cert.publicKey) : undefined;
 }
 
 /** The peer id of the key the other side proved, or undefined (see remoteKey). */
