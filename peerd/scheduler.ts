@@ -138,10 +138,11 @@ export class Scheduler<S> {
    * The next chunk to ask `source` for, now recorded as in flight there; undefined when there is nothing
    * it could usefully fetch (or the source is unknown).
    */
-  next(source: S): number | undefined {
+  /** `endgame` false: only a chunk no one is fetching (for a source known to be slow, whose copy would only block a faster one's). */
+  next(source: S, endgame = true): number | undefined {
     const st = this.sources.get(source);
     if (!st) return undefined;
-    const i = this.fromRetry(st) ?? (st.have === undefined ? this.fromHead() : this.fromCursor(st)) ?? this.endgame(source, st);
+    const i = this.fromRetry(st) ?? (st.have === undefined ? this.fromHead() : this.fromCursor(st)) ?? (endgame ? this.endgame(source, st) : undefined);
     if (i !== undefined) this.enterFlight(source, st, i);
     return i;
   }

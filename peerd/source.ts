@@ -33,6 +33,10 @@ export interface Source {
   /** Holds the whole file; otherwise its have-bitmap is asked for and refreshed while we run. */
   complete: boolean;
   chunkMs: number[];
+  /** When it last delivered a chunk (0: never). */
+  deliveredAt: number;
+  /** When its oldest request in flight was sent while it had none (0: never asked). */
+  busySince: number;
   haveAskedAt: number;
   /** Far behind the others (mean + 3 standard deviations): kept at one request in flight. */
   deweighted: boolean;
@@ -105,6 +109,8 @@ export async function connectSource(h: Holder, deps: ConnectDeps): Promise<Sourc
       startedAt: deps.now(),
       complete: h.complete,
       chunkMs: [],
+      deliveredAt: 0,
+      busySince: 0,
       haveAskedAt: 0,
       deweighted: false,
       plain,
@@ -122,6 +128,7 @@ export async function connectSource(h: Holder, deps: ConnectDeps): Promise<Sourc
 export function recordDelivery(s: Source, bytes: number, chunkMs: number, chunkSize: number, now: number): void {
   s.bytes += bytes;
   s.chunks++;
+  s.deliveredAt = now;
   s.chunkMs.push(chunkMs);
   if (s.chunkMs.length > 32) s.chunkMs.shift();
   if (s.deweighted) return;

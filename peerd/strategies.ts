@@ -35,10 +35,17 @@ export interface Swarm {
   discard(s: Source): void;
   /** Stops using a source; its chunks in flight go to the others. */
   drop(s: Source, reason: DropReason, why: string): void;
+  /** Withdraws a source's requests in flight (their chunks go to the rest) and keeps it to one at a time, no endgame copies. Returns how many were withdrawn. */
+  shed(s: Source): number;
   /** Asks idle partial holders what they have now. */
   refreshIdleHaves(): void;
   /** Asks the tracker for holders again and brings the new ones in through `connect`. */
   relookup(): Promise<void>;
+  /**
+   * Since when the download has been reading from its sources without a pause of its own making (its
+   * checks and disk behind, see the downloader's holdReads): undefined while it is not reading.
+   */
+  readingSince(): number | undefined;
   /** Bytes received in this run (not counting what a resumed download already had). */
   bytesFetched(): number;
   chunksLeft(): number;
@@ -78,9 +85,16 @@ const ADAPTIVE_TICK_MS = 250;
 const START_GRACE_MS = 10;
 /** While downloading, how often the tracker is asked again for new (partial) holders. */
 const RELOOKUP_MS = 2000;
+/** A source that delivers nothing for this long (and ten of the others' chunk times) while they deliver is cut to one request. */
+const STUCK_MS = 3000;
 
 function mean(xs: number[]): number {
   return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
+}
+
+function median(xs: number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted.length ? sorted[Math.floor(sorted.length / 2)]! : 0;
 }
 
 /**
@@ -179,6 +193,7 @@ class AdaptiveStrategy implements PeerStrategy {
         this.lookingUp = false;
       });
     }
+    this.shedStuck();
     this.reweigh();
     if (swarm.spareCount() === 0 || swarm.chunksLeft() < 4) return;
     // Keep adding while the last addition raised the rate by at least 5%.
@@ -192,6 +207,35 @@ class AdaptiveStrategy implements PeerStrategy {
   private admit(s: Source): void {
     if (this.swarm.alive().length < ADAPTIVE_INITIAL_PEERS) this.swarm.use(s);
     else this.swarm.keepSpare(s);
+  }
+
+  /**
+   * A source that has had requests in flight and delivered nothing for STUCK_MS (and ten of the others'
+   * typical chunk times) while others delivered loses them to the rest, and from then on gets one at a
+   * time and no endgame copies. `reweigh` judges only sources that delivered; without this, peers that take
+   * requests and then barely send (nine at 16 KiB/s in a test) held a download up until each request
+   * timed out, a minute later. Such a source is not dropped: it may be a busy seeder in a flash crowd,
+   * the only one with some chunks. Time during which this side stopped reading (its disk behind) counts
+   * against no one.
+   */
+  private shedStuck(): void {
+    const swarm = this.swarm;
+    const reading = swarm.readingSince();
+    if (reading === undefined) return;
+    const now = swarm.clock.now();
+    const alive = swarm.alive();
+    const delivering = alive.filter((s) => s.chunks > 0);
+    if (delivering.length === 0) return;
+    const typical = median(delivering.map((s) => mean(s.chunkMs.slice(-8))));
+    const limit = Math.max(STUCK_MS, 10 * typical);
+    // Silence counts from the last delivery, or from when an idle source was asked again.
+    const latest = Math.max(...delivering.map((s) => s.deliveredAt));
+    for (const s of alive) {
+      const silentMs = now - Math.max(s.startedAt, s.deliveredAt, s.busySince, reading);
+      if (s.inFlight.size === 0 || silentMs <= limit || s.deliveredAt === latest) continue;
+      const withdrawn = swarm.shed(s);
+      if (withdrawn > 0) swarm.logger.info({ peer: s.address, silentMs: Math.round(silentMs), chunkMs: Math.round(typical), withdrawn }, 'peer delivers nothing while the others do; its other chunks go to them');
+    }
   }
 
   private reweigh(): void {

@@ -62,6 +62,26 @@ t.test('endgame: chunks stuck on a crawling peer are fetched from a fast one', a
   t.ok((fromSlow?.chunks ?? 0) <= 1, 'the crawling peer did not hold the download back');
 });
 
+t.test('many crawling peers do not hold a download up: peers that deliver nothing while others do are dropped', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  const orig = path.join(fleet.dir, 'orig.bin');
+  Fleet.randomFile(orig, 12, 0);
+  const fast = await seed(fleet, 'fast', orig);
+  // Nine peers that take requests and then send 16 KiB/s (after their first burst): a chunk from one of
+  // them takes a minute, and each keeps several chunks in flight; the endgame's second copies of the last
+  // chunks can all go to them too.
+  for (let i = 0; i < 9; i++) await seed(fleet, `crawl${i}`, orig, { maxUploadRate: 16 * 1024 });
+  const d = await fleet.startPeer('d1');
+  await Fleet.held(d, 'f.bin', 10);
+  const out = path.join(fleet.dir, 'got.bin');
+  const r = await d.call('get', { key: 'f.bin', out, overwrite: false });
+  t.ok(sameContent(orig, out), 'intact');
+  const fromFast = r.peers.find((p) => p.id === fast.daemon.peerId)?.chunks ?? 0;
+  t.ok(fromFast >= 3, `the fast peer delivered what the crawlers held (${fromFast} of 12 chunks)`);
+  t.ok(r.seconds < 30, `without waiting for the crawlers' requests to time out (60 s): ${r.seconds} s`);
+});
+
 t.test('swarming: a peer serves the verified chunks of a file it is still downloading', async (t) => {
   const fleet = new Fleet(t);
   await fleet.startTracker();
