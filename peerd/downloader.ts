@@ -27,7 +27,7 @@ import {
   type Timer,
 } from '../protocol/index.js';
 import type { BlacklistCache } from './blacklist-cache.js';
-import type { ChunkPool } from './chunk-pool.js';
+import type { ChunkClaim, ChunkPool } from './chunk-pool.js';
 import type { DropReason, PeerCounters, VerificationFailure } from './counters.js';
 import type { PeerDb, ReceiptRecord, TransferRecord } from './db.js';
 import { PartialFile } from './partial-file.js';
@@ -144,9 +144,10 @@ export class Download extends EventEmitter {
   private bytesFetched = 0;
   private resumed = 0;
   private pendingWrites = 0;
-  /** Not reading from the sources while MAX_PENDING_WRITES chunks wait for the disk (holdReads). */
-  private readsHeld = false;
-  private readsResumedAt = 0;
+  /** Told the chunk pool to wake this download when a buffer comes back. */
+  private waitingForBuffer = false;
+  /** When the chunks waiting for the disk last fell below MAX_PENDING_WRITES (0: never that many). */
+  private caughtUpAt = 0;
   private relookups = 0;
   private readonly startedAt: number;
   private lastProgressAt = 0;
@@ -322,12 +323,12 @@ export class Download extends EventEmitter {
       discard: (s) => s.conn.close(),
       drop: (s, reason, why) => this.lose(s, reason, why),
       shed: (s) => this.shed(s),
+      keepingUpSince: () => (this.pendingWrites >= MAX_PENDING_WRITES ? undefined : this.caughtUpAt),
       refreshIdleHaves: () => {
         const now = this.clock.now();
         for (const s of this.alive()) if (!s.complete && s.inFlight.size === 0 && now - s.haveAskedAt > HAVE_REFRESH_MS) void this.refreshHave(s);
       },
       relookup: () => this.connectSources(true),
-      readingSince: () => (this.readsHeld ? undefined : this.readsResumedAt),
       bytesFetched: () => this.bytesFetched,
       chunksLeft: () => (this.scheduler ? this.scheduler.total - this.scheduler.doneCount : 0),
     };
@@ -375,7 +376,6 @@ export class Download extends EventEmitter {
 
   /** A source starts taking chunks (a partial holder once it has said which ones it has). */
   private enlist(s: Source): void {
-    if (this.readsHeld) s.conn.holdReads(true);
     this.scheduler!.addSource(s, s.complete ? undefined : new Uint8Array(0));
     if (!s.complete) void this.refreshHave(s);
     this.pumpAll();
@@ -523,7 +523,7 @@ export class Download extends EventEmitter {
 
   /**
    * Withdraws every request of `s` and keeps it to one at a time, never an endgame copy (see the
-   * strategy's shedStuck): its chunks go to the others at once.
+   * strategy's shedStuck): its chunks, and the buffers promised to them, go to the others at once.
    */
   private shed(s: Source): number {
     s.deweighted = true;
@@ -538,33 +538,40 @@ export class Download extends EventEmitter {
     return withdrawn.length;
   }
 
-  /** One more request to `s`, unless the scheduler has nothing for it or the disk is behind. */
+  /** One more request to `s`, unless the scheduler has nothing for it or the buffers or the disk are full. */
   private requestNext(s: Source): 'sent' | 'nothing' | 'blocked' {
     // Chunks received but not yet on disk count against the budget: when the disk is slower than the
     // network, asking for more would only pile chunks up in memory.
     if (this.pendingWrites >= MAX_PENDING_WRITES) return 'blocked';
+    // No request without a buffer promised for its answer.
+    const pool = this.deps.chunkPool;
+    const claim = pool?.claim();
+    if (pool && !claim) {
+      this.waitForBuffer(pool);
+      return 'blocked';
+    }
     // A source held back as far behind the others takes no endgame copies: they would only block the
     // copy a faster source could bring.
     const index = this.scheduler!.next(s, !s.deweighted);
-    if (index === undefined) return 'nothing';
-    this.requestChunk(s, index);
+    if (index === undefined) {
+      claim?.cancel();
+      return 'nothing';
+    }
+    this.requestChunk(s, index, claim);
     return 'sent';
   }
 
-  /**
-   * Stops (or resumes) reading from every source. Chunks that wait to be checked and written each hold a
-   * buffer; while MAX_PENDING_WRITES of them wait, what the sources send stays in the kernel (TCP slows
-   * them down) instead of taking more buffers, and reading resumes once half of them are done. Without
-   * it, a busy machine took every pooled buffer and then fresh memory for each chunk that came.
-   */
-  private holdReads(hold: boolean): void {
-    if (this.readsHeld === hold) return;
-    this.readsHeld = hold;
-    if (!hold) this.readsResumedAt = this.clock.now();
-    for (const s of this.sources) if (s.alive) s.conn.holdReads(hold);
+  /** Every chunk buffer is out or promised: ask again when one comes back. */
+  private waitForBuffer(pool: ChunkPool): void {
+    if (this.waitingForBuffer) return;
+    this.waitingForBuffer = true;
+    pool.whenFree(() => {
+      this.waitingForBuffer = false;
+      this.pumpAll();
+    });
   }
 
-  private requestChunk(s: Source, index: number): void {
+  private requestChunk(s: Source, index: number, claim: ChunkClaim | undefined): void {
     if (s.inFlight.size === 0) s.busySince = this.clock.now();
     const ac = new AbortController();
     s.inFlight.set(index, ac);
@@ -576,12 +583,18 @@ export class Download extends EventEmitter {
         const t0 = this.clock.now();
         this.phases.firstRequest ??= t0 - this.startedAt;
         return s.conn
-          .request('GET_CHUNK', { fileId: this.req.fileId, index }, 'CHUNK', { timeoutMs: CHUNK_TIMEOUT_MS, signal: ac.signal, into: this.deps.chunkPool })
+          .request('GET_CHUNK', { fileId: this.req.fileId, index }, 'CHUNK', { timeoutMs: CHUNK_TIMEOUT_MS, signal: ac.signal, into: claim ?? this.deps.chunkPool })
           .then((chunk) => ({ chunk, ms: this.clock.now() - t0 }));
       })
       .then(
-        ({ chunk, ms }) => this.receive(s, index, ac, chunk, ms),
-        (err: unknown) => this.onChunkError(s, index, ac, err),
+        ({ chunk, ms }) => {
+          claim?.cancel(); // unused when the body was too small to need it
+          return this.receive(s, index, ac, chunk, ms);
+        },
+        (err: unknown) => {
+          claim?.cancel();
+          this.onChunkError(s, index, ac, err);
+        },
       )
       .catch((err: unknown) => this.fail(toP2PError(err)));
   }
@@ -594,7 +607,6 @@ export class Download extends EventEmitter {
     const scheduler = this.scheduler!;
     // From now until it is on disk (or refused) the chunk holds a buffer: it counts against the budget.
     this.pendingWrites++;
-    if (this.pendingWrites >= MAX_PENDING_WRITES) this.holdReads(true);
     this.phases.firstChunk ??= this.clock.now() - this.startedAt;
     try {
       if (s.inFlight.get(index) === ac) s.inFlight.delete(index);
@@ -633,8 +645,7 @@ export class Download extends EventEmitter {
         return;
       }
     } finally {
-      this.pendingWrites--;
-      if (this.pendingWrites <= MAX_PENDING_WRITES / 2) this.holdReads(false);
+      if (this.pendingWrites-- === MAX_PENDING_WRITES) this.caughtUpAt = this.clock.now();
       // The chunk is on disk or refused: its buffer goes back (the receipt fields were copied out).
       this.deps.chunkPool?.release(chunk.data);
       this.pumpAll();

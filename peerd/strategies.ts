@@ -42,10 +42,10 @@ export interface Swarm {
   /** Asks the tracker for holders again and brings the new ones in through `connect`. */
   relookup(): Promise<void>;
   /**
-   * Since when the download has been reading from its sources without a pause of its own making (its
-   * checks and disk behind, see the downloader's holdReads): undefined while it is not reading.
+   * Since when the download has kept up with what it receives (chunks waiting to be checked and written
+   * below their cap); undefined while it has not. Silence in the meantime is its own doing, not a source's.
    */
-  readingSince(): number | undefined;
+  keepingUpSince(): number | undefined;
   /** Bytes received in this run (not counting what a resumed download already had). */
   bytesFetched(): number;
   chunksLeft(): number;
@@ -215,13 +215,12 @@ class AdaptiveStrategy implements PeerStrategy {
    * time and no endgame copies. `reweigh` judges only sources that delivered; without this, peers that take
    * requests and then barely send (nine at 16 KiB/s in a test) held a download up until each request
    * timed out, a minute later. Such a source is not dropped: it may be a busy seeder in a flash crowd,
-   * the only one with some chunks. Time during which this side stopped reading (its disk behind) counts
-   * against no one.
+   * the only one with some chunks. Time in which this side was behind (its disk) counts against no one.
    */
   private shedStuck(): void {
     const swarm = this.swarm;
-    const reading = swarm.readingSince();
-    if (reading === undefined) return;
+    const keepingUp = swarm.keepingUpSince();
+    if (keepingUp === undefined) return;
     const now = swarm.clock.now();
     const alive = swarm.alive();
     const delivering = alive.filter((s) => s.chunks > 0);
@@ -231,7 +230,7 @@ class AdaptiveStrategy implements PeerStrategy {
     // Silence counts from the last delivery, or from when an idle source was asked again.
     const latest = Math.max(...delivering.map((s) => s.deliveredAt));
     for (const s of alive) {
-      const silentMs = now - Math.max(s.startedAt, s.deliveredAt, s.busySince, reading);
+      const silentMs = now - Math.max(s.startedAt, s.deliveredAt, s.busySince, keepingUp);
       if (s.inFlight.size === 0 || silentMs <= limit || s.deliveredAt === latest) continue;
       const withdrawn = swarm.shed(s);
       if (withdrawn > 0) swarm.logger.info({ peer: s.address, silentMs: Math.round(silentMs), chunkMs: Math.round(typical), withdrawn }, 'peer delivers nothing while the others do; its other chunks go to them');

@@ -138,7 +138,6 @@ export class Connection extends EventEmitter {
 
   /** When bytes last came in (the connection's clock; 0: never). */
   lastReadAt = 0;
-  private readsHeld = false;
 
   constructor(readonly socket: net.Socket, options: ConnectionOptions = {}) {
     super();
@@ -159,7 +158,7 @@ export class Connection extends EventEmitter {
     if (isTlsSocket(socket)) (socket as unknown as { _writev: unknown })._writev = null;
     if (!options.readScratch) socket.on('data', (chunk: Buffer) => this.receive(chunk));
     socket.on('drain', () => {
-      if (!this.closed && !this.readsHeld) socket.resume();
+      if (!this.closed) socket.resume();
       this.emit('drain');
     });
     socket.on('error', (err) => {
@@ -308,18 +307,6 @@ export class Connection extends EventEmitter {
     const ok = this.socket.write(buf.subarray(start, tailAt + tailBytes), () => onFlushed?.());
     if (!ok) this.socket.pause();
     return ok;
-  }
-
-  /**
-   * Stops reading from the socket (true) until told otherwise (false): what the other side sends waits in
-   * the kernel and then in its own buffers, as TCP flow control makes it. For a receiver whose work queue
-   * is full: nothing more arrives, so nothing more needs a buffer.
-   */
-  holdReads(hold: boolean): void {
-    if (this.readsHeld === hold || this.closed) return;
-    this.readsHeld = hold;
-    if (hold) this.socket.pause();
-    else if (this.socket.writableNeedDrain !== true) this.socket.resume();
   }
 
   sendEvent<N extends MessageName>(name: N, body: Body<N>, requestId = 0): boolean {

@@ -62,7 +62,7 @@ t.test('endgame: chunks stuck on a crawling peer are fetched from a fast one', a
   t.ok((fromSlow?.chunks ?? 0) <= 1, 'the crawling peer did not hold the download back');
 });
 
-t.test('many crawling peers do not hold a download up: peers that deliver nothing while others do are dropped', async (t) => {
+t.test('many crawling peers do not hold a download up: a peer that delivers nothing while others do loses its requests to them', async (t) => {
   const fleet = new Fleet(t);
   await fleet.startTracker();
   const orig = path.join(fleet.dir, 'orig.bin');

@@ -214,3 +214,36 @@ t.test('over a real socket: a connection that closes mid-body gives the buffer b
   t.match(err, { code: 'P2P_CONNECTION_CLOSED' });
   t.equal(pool.inUse, 0, 'the buffer is back');
 });
+
+t.test('claims: no more buffers promised than the pool holds, each given back once, waiters woken', (t) => {
+  const pool = new ChunkPool(1024, 3);
+  const a = pool.claim()!;
+  const b = pool.claim()!;
+  const c = pool.claim()!;
+  t.ok(a && b && c, 'three claims on a pool of three');
+  t.equal(pool.claim(), undefined, 'a fourth is refused');
+  t.equal(pool.acquire(10), undefined, 'and so is a buffer without a claim');
+  let woken = 0;
+  pool.whenFree(() => woken++);
+  const bufA = a.acquire(1000)!;
+  t.equal(bufA.length, 1024, 'a claim acquires its buffer');
+  t.equal(a.acquire(1000), undefined, 'only once');
+  t.equal(pool.claimed, 2);
+  t.equal(pool.inUse, 1);
+  a.cancel(); // after acquiring: nothing to give back
+  t.equal(pool.claimed, 2, 'cancelling a used claim changes nothing');
+  t.equal(woken, 0);
+  b.cancel();
+  b.cancel();
+  t.equal(pool.claimed, 1, 'a cancelled claim is given back once');
+  t.equal(woken, 1, 'whoever waited is woken when a claim comes back');
+  t.ok(pool.claim(), 'and the freed place can be claimed again');
+  pool.whenFree(() => woken++);
+  a.release(bufA.subarray(5, 9));
+  t.equal(pool.inUse, 0, 'a view gives its buffer back');
+  t.equal(woken, 2, 'and wakes the next waiter');
+  t.equal(c.acquire(2000), undefined, 'a body larger than the buffers is not taken');
+  t.equal(pool.claimed, 1, 'but uses up its claim');
+  t.equal(pool.size, 1, 'buffers are made only when acquired, and reused');
+  t.end();
+});
