@@ -156,8 +156,10 @@ export class Download extends EventEmitter {
   private failed: Error | undefined;
   /** Set by cleanup(): a holder measured after this is closed at once. */
   private ended = false;
-  /** Aborted by cleanup(): hangs up on holders still being measured. */
-  /** Aborts every dial of this download at its end; each dial listens on it, so no listener cap applies. */
+  /**
+   * Aborted by cleanup(): hangs up on holders still being measured. Every dial of the download listens
+   * on it, so Node's cap of 10 listeners (and its warning) does not apply.
+   */
   private readonly hangUp = unlimited(new AbortController());
   private readonly failure: Deferred<never> = deferred();
   private readonly allWritten: Deferred<void> = deferred();
