@@ -108,7 +108,8 @@ export const resumeScenario = labScenario<ResumeRun>('resume', ({ opts }, file) 
         // Restart on the same data: it resumes by itself. Then do what a user would: p2p get again.
         dl = await lab.startPeer('dl', 'dl', { strategy, keepData: true });
         const again = await lab.get(dl, file.name, { strategy, overwrite: false, sampleMs: 0 });
-        run.getAgain = { code: again.code, message: again.code === 0 ? `ok: resumedChunks ${again.result?.resumedChunks}` : again.stderr.split('\n').pop() ?? '' };
+        const present = (again.result as { alreadyPresent?: boolean } | undefined)?.alreadyPresent === true;
+        run.getAgain = { code: again.code, message: again.code === 0 ? (present ? 'ok: already there (the daemon had finished resuming)' : `ok: resumedChunks ${again.result?.resumedChunks}`) : again.stderr.split('\n').pop() ?? '' };
         try {
           const record = await until(
             'the resumed download to finish',
@@ -120,7 +121,10 @@ export const resumeScenario = labScenario<ResumeRun>('resume', ({ opts }, file) 
           run.intact = run.ok && (await sha256File(record.path)) === file.sha256;
           run.resumedSeconds = record.seconds;
           run.fetchedAfterRestart = record.peers.reduce((a, p) => a + p.chunks, 0);
-          run.resumedChunks = again.result?.resumedChunks ?? resumedFromLog(dl.proc.logPath);
+          // The restarted daemon resumes on its own; a `p2p get` that comes after it finished is told the
+          // file is already there (resumedChunks 0, alreadyPresent), so the daemon's log says what it took over.
+          const followed = again.result && !present ? again.result.resumedChunks : undefined;
+          run.resumedChunks = followed ?? resumedFromLog(dl.proc.logPath);
           if (run.resumedChunks !== undefined && run.verifiedAtKill !== undefined) run.fetchedTwice = run.verifiedAtKill - run.resumedChunks;
           run.seederChunksBeyondOne = (await totalSent()) / CHUNK - sentBefore / CHUNK - chunks;
         } catch (err) {
