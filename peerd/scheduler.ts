@@ -136,9 +136,9 @@ export class Scheduler<S> {
 
   /**
    * The next chunk to ask `source` for, now recorded as in flight there; undefined when there is nothing
-   * it could usefully fetch (or the source is unknown).
+   * it could usefully fetch (or the source is unknown). With `endgame` false, only a chunk no one is
+   * fetching: a source known to be slow takes no endgame copy, which would only block a faster one's.
    */
-  /** `endgame` false: only a chunk no one is fetching (for a source known to be slow, whose copy would only block a faster one's). */
   next(source: S, endgame = true): number | undefined {
     const st = this.sources.get(source);
     if (!st) return undefined;

@@ -270,29 +270,11 @@ export class Connection extends EventEmitter {
   }
 
   /**
-   * Answers with a frame whose last (`rest`) field is `tail`, written to the socket as its own buffer:
-   * the tail is never copied. `onFlushed` runs once the socket is done with `tail` (so it may be reused).
-   */
-  replyWithTail<N extends MessageName>(requestId: number, name: N, head: Body<N>, tail: Buffer, onFlushed?: () => void): boolean {
-    this.forget(requestId);
-    if (this.closed) {
-      onFlushed?.();
-      return false;
-    }
-    const headBuf = encodeFrameHead(name, requestId, head, tail.length);
-    this.socket.cork();
-    this.socket.write(headBuf);
-    const ok = this.socket.write(tail, () => onFlushed?.());
-    process.nextTick(() => this.socket.uncork());
-    if (!ok) this.socket.pause();
-    return ok;
-  }
-
-  /**
-   * Like replyWithTail, for a tail read into `buf` at `tailAt` with room before it: the frame's head is
-   * written into that room and the frame leaves in one contiguous write. Over TLS that saves a copy: Node's
-   * TLS layer gathers a write of several buffers into one fresh allocation before encrypting it (for a chunk,
-   * 1 MiB of new memory and its page faults every time).
+   * Answers with a frame whose last field (`rest`, chunk data) is `tailBytes` bytes already in `buf` at
+   * `tailAt`: the frame's head is written into the room before them and the frame leaves in one contiguous
+   * write, the data never copied. One write matters over TLS: Node's TLS layer gathers a write of several
+   * buffers into one fresh allocation before encrypting it (for a chunk, 1 MiB of new memory and its page
+   * faults every time). `onFlushed` runs once the socket is done with `buf` (so it may be reused).
    */
   replyInPlace<N extends MessageName>(requestId: number, name: N, head: Body<N>, buf: Buffer, tailAt: number, tailBytes: number, onFlushed?: () => void): boolean {
     this.forget(requestId);

@@ -143,11 +143,14 @@ t.test('a sink that is too small or declines leaves the frame to the framer', (t
 });
 
 t.test('over a real socket: request({ into }) puts the chunk in a pool buffer the caller gives back', async (t) => {
-  const data = randomBytes(1 << 20);
+  const ROOM = 256;
+  const frame = Buffer.alloc(ROOM + (1 << 20));
+  const data = frame.subarray(ROOM);
+  randomBytes(data.length).copy(data);
   const server = await startServer(t, (req, conn) => {
     if (req.name !== 'GET_CHUNK') return;
     const head: Body<'CHUNK'> = { fileId: Buffer.alloc(32, 1), index: 0, hash: Buffer.alloc(32, 2), signature: Buffer.alloc(64, 3), data: Buffer.alloc(0) };
-    conn.replyWithTail(req.requestId, 'CHUNK', head, data);
+    conn.replyInPlace(req.requestId, 'CHUNK', head, frame, ROOM, data.length);
   });
   const client = await server.dial();
   const pool = new ChunkPool((1 << 20) + 256, 2);

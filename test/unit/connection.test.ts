@@ -258,38 +258,6 @@ t.test('idle timeout with the system clock', async (t) => {
   t.equal(err?.code, 'P2P_IDLE_TIMEOUT', 'an idle client is told and disconnected');
 });
 
-t.test('replyWithTail delivers the exact tail bytes', async (t) => {
-  // Bigger than the socket's high-water mark, so the tail really goes out in several writes.
-  const tail = Buffer.alloc(300_000);
-  for (let i = 0; i < tail.length; i++) tail[i] = (i * 31 + (i >> 8)) & 0xff;
-  let flushed = false;
-  const server = await startServer(
-    t,
-    pingOr((req, conn) => {
-      const { fileId, index } = (req as IncomingRequest<'GET_CHUNK'>).body;
-      const head = { fileId, index, hash: filled(32, 0x22), signature: filled(64, 0x33), data: Buffer.alloc(0) };
-      conn.replyWithTail(req.requestId, 'CHUNK', head, tail, () => (flushed = true));
-    }),
-  );
-  const client = await server.dial();
-  const asked = client.request('GET_CHUNK', { fileId: filled(32, 9), index: 7 }, 'CHUNK', { timeoutMs: 5000 });
-  // Should the client fail to decode the answer, it closes the connection: report that, do not hang.
-  const outcome = await Promise.race([
-    asked.then((chunk) => ({ chunk }), (error: unknown) => ({ error })),
-    once(client, 'close').then(([error]: unknown[]) => ({ error })),
-  ]);
-  if ('error' in outcome) {
-    t.fail(`the chunk did not arrive: ${String((outcome.error as P2PError | undefined)?.code ?? outcome.error)}`);
-    return;
-  }
-  t.equal(outcome.chunk.index, 7, 'the head fields arrive');
-  t.ok(outcome.chunk.fileId.equals(filled(32, 9)));
-  t.equal(outcome.chunk.data.length, tail.length, 'data is as long as the tail');
-  t.ok(outcome.chunk.data.equals(tail), 'data is the tail, byte for byte');
-  t.ok(flushed, 'onFlushed ran once the socket was done with the tail');
-  t.strictSame(await client.request('PING', {}, 'PONG'), {}, 'the next frame on the connection is intact');
-});
-
 t.test('replyInPlace sends the head it writes into the room before the data, and the data byte for byte', async (t) => {
   const ROOM = 256;
   const buf = Buffer.alloc(ROOM + 300_000, 0xee);
