@@ -74,7 +74,7 @@ export const reconnectBackoff: RetryStrategy = (failures, blacklisted) => (black
 const RETRIABLE = new Set(['P2P_CONNECTION_CLOSED', 'P2P_TIMEOUT', 'P2P_NOT_PRIMARY', 'P2P_SHUTTING_DOWN', 'P2P_STALE_TERM', 'P2P_REPLICATION_FAILED', 'P2P_CONNECT_FAILED']);
 
 const REGISTER_BATCH = 5000;
-/** A heartbeat's answer is awaited at least this long (PEER_DEFAULTS-style: a hung tracker is left within about a second). */
+/** A heartbeat's answer is awaited at least this long: at the default lease, a hung tracker is left within about a second. */
 const HEARTBEAT_PATIENCE_MS = 750;
 
 export class TrackerClient extends EventEmitter {
