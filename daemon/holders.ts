@@ -198,8 +198,7 @@ export class HolderTable {
       hits.push({ id: rec.id, name, size: rec.size, peers: holdersOf(rec) });
       return true;
     });
-    hits.sort((a, b) => byName.compare(a.name, b.name) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    return { hits, truncated };
+    return { hits: byName(hits), truncated };
   }
 
   lookup(fileId: string): { size: number; holders: Holder[] } | undefined {
@@ -231,9 +230,9 @@ export class HolderTable {
         peerId: p.peerId,
         host: p.host,
         port: p.port,
-        files: [...p.files].map(([rec, names]): [string, string[]] => [rec.id, typeof names === 'string' ? [names] : names]).sort((a, b) => a[0].localeCompare(b[0])),
+        files: [...p.files].map(([rec, names]): [string, string[]] => [rec.id, typeof names === 'string' ? [names] : names]).sort((a, b) => compare(a[0], b[0])),
       }))
-      .sort((a, b) => a.peerId.localeCompare(b.peerId));
+      .sort((a, b) => compare(a.peerId, b.peerId)); // hex: the order localeCompare gave
   }
 
   private addHolder(rec: FileRecord, peer: PeerRecord): void {
@@ -294,8 +293,26 @@ export class HolderTable {
   }
 }
 
-/** The order String.prototype.localeCompare gives, from one collator instead of a lookup per comparison. */
-const byName = new Intl.Collator();
+/**
+ * Hits in name order, ignoring case and accents, then by exact name and id: each name's sort key is made
+ * once and compared as plain strings. (A collator compared 800 hits in 0.8 ms; a busy main answers 200
+ * searches a second.)
+ */
+function byName(hits: SearchHit[]): SearchHit[] {
+  const keyed = hits.map((hit) => ({ key: sortKey(hit.name), hit }));
+  keyed.sort((a, b) => compare(a.key, b.key) || compare(a.hit.name, b.hit.name) || compare(a.hit.id, b.hit.id));
+  return keyed.map((k) => k.hit);
+}
+
+const ASCII = /^[\x00-\x7f]*$/;
+
+function sortKey(name: string): string {
+  return ASCII.test(name) ? name.toLowerCase() : name.normalize('NFKD').replace(/\p{M}/gu, '').toLowerCase();
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
 
 function holdersOf(rec: FileRecord): number {
   return rec.holders instanceof Set ? rec.holders.size : 1;

@@ -8,6 +8,7 @@
  */
 import type { Logger } from 'pino';
 import {
+  CLUSTER_ALPN,
   dial,
   encodeLinkClaim,
   P2PError,
@@ -108,7 +109,7 @@ export class TrackerLink {
         logger,
         clock,
         readTimeoutMs: 30_000,
-        tls: { identity: this.opts.identity, verify: this.opts.verifyKey },
+        tls: { identity: this.opts.identity, verify: this.opts.verifyKey, alpn: [CLUSTER_ALPN] },
       });
       const hello = { role: Role.tracker, listenPort: this.opts.selfPort, software: 'p2p-tracker', link: encodeLinkClaim({ from: this.opts.selfRank, to: this.opts.rank }) };
       await conn.request('HELLO', hello, 'WELCOME', { timeoutMs: this.opts.connectTimeoutMs });

@@ -11,6 +11,7 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import { LRUCache } from 'lru-cache';
 import {
+  CLUSTER_ALPN,
   Connection,
   ConnectionLimiter,
   dispatch,
@@ -46,6 +47,7 @@ import { MemberKeys } from './member-keys.js';
 import type { ReportOutcome, SessionRole, TrackerMetrics } from './metrics.js';
 import { EVIDENCE_BAD_DATA, planReport, reportChecks, type ReportPolicy } from './reports.js';
 import { SlicedWork } from './sliced-work.js';
+import { RequestGate } from './request-gate.js';
 import { normalizeHostForMatch, normalizeTarget, TrackerState, type Op, type RegistrationTotals } from './state.js';
 import { Store } from './store.js';
 
@@ -124,6 +126,12 @@ export const DEFAULTS = {
   receiptChecksPerMinute: 2048,
   /** Receipt checks (about 0.15 ms each) run per event-loop turn: a lookup waits at most about 1 ms for them. */
   receiptChecksPerTurn: 8,
+  /**
+   * Peers' requests run in stretches of this much of the event loop, with its timers (the cluster's
+   * heartbeats) between them (daemon/request-gate.ts): a quarter of the cluster's tick at the default
+   * --heartbeat-ms.
+   */
+  requestStretchMs: 15,
   /** Receipt checks waiting at once, for every reporter together (about 2 s of work); more are refused. */
   maxQueuedReceiptChecks: 16_384,
 } as const;
@@ -141,6 +149,8 @@ export class Tracker extends EventEmitter {
   private readonly receiptCheckBuckets: LRUCache<string, { tokens: number; at: number }>;
   /** Receipt checks and manifest hashing, in slices between the event loop's turns. */
   private readonly reportWork: SlicedWork;
+  /** Peers' requests, in stretches between the loop's timers. */
+  readonly requests = new RequestGate({ budgetMs: DEFAULTS.requestStretchMs });
   /** Per peer: what its REGISTERs still being committed add, so concurrent ones cannot pass the caps together. */
   private readonly registering = new Map<string, RegistrationTotals>();
   /** Writes about a peer's holdings (register, unregister, drop) proposed here and not yet ended, by peer. */
@@ -217,7 +227,7 @@ export class Tracker extends EventEmitter {
     this.selfRank = rankOf(options.listen, options.cluster ?? [options.listen]);
     this.clusterSize = (options.cluster ?? [options.listen]).length;
     this.limiter = new ConnectionLimiter({
-      limits: { maxConnections: this.opts.maxConnections, maxConnectionsPerIp: this.opts.maxConnectionsPerIp, handshakeTimeoutMs: this.opts.handshakeTimeoutMs, maxTlsHandshakes: DEFAULTS.maxTlsHandshakes },
+      limits: { maxConnections: this.opts.maxConnections, maxConnectionsPerIp: this.opts.maxConnectionsPerIp, handshakeTimeoutMs: this.opts.handshakeTimeoutMs, maxTlsHandshakes: DEFAULTS.maxTlsHandshakes, priorityAlpn: CLUSTER_ALPN },
       connection: {
         logger: this.log,
         clock: this.clock,
@@ -267,6 +277,7 @@ export class Tracker extends EventEmitter {
     this.closing = true;
     this.cluster.stop();
     this.reportWork.stop(new P2PError('P2P_SHUTTING_DOWN', 'tracker is shutting down'));
+    this.requests.stop(new P2PError('P2P_SHUTTING_DOWN', 'tracker is shutting down'));
     this.limiter.refuseAll(new P2PError('P2P_SHUTTING_DOWN', 'tracker is shutting down'));
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const s of this.sessions) s.conn.close(new P2PError('P2P_SHUTTING_DOWN', 'tracker is shutting down'));
@@ -318,7 +329,7 @@ export class Tracker extends EventEmitter {
 
     if (s.role === Role.tracker) return this.cluster.onTrackerRequest(req, conn, s.trackerRank);
     if (s.role === Role.admin) return this.onAdmin(req, conn);
-    return this.onPeerRequest(s, req);
+    return this.requests.run(() => (conn.isClosed ? undefined : this.onPeerRequest(s, req)));
   }
 
   /** Requests of every session, before its handshake too. */

@@ -13,7 +13,7 @@ import { P2PError } from './errors.js';
 import { peerIdOf, verifyPayload } from './identity.js';
 import { Role, type Body } from './messages.js';
 import { TLS_HANDSHAKE_RECORD, plainAuthPayload, plainNonce } from './plain-link.js';
-import { acceptTls } from './tls.js';
+import { acceptTls, offersAlpn } from './tls.js';
 
 export interface ConnectionLimits {
   /** Open connections in total; one more is refused with P2P_TOO_MANY_CONNECTIONS. */
@@ -28,6 +28,13 @@ export interface ConnectionLimits {
    * together and one turn of its event loop lasts seconds, longer than its cluster's failover time.
    */
   maxTlsHandshakes?: number;
+  /**
+   * A client whose ClientHello offers this ALPN protocol (a tracker's link to another: CLUSTER_ALPN) does
+   * not wait behind the queue above: its handshake starts at once, at most maxTlsHandshakes of them at a
+   * time. A tracker busy with a crowd of peers must still hear its cluster, or a recovered tracker waits
+   * minutes to sync. Claiming it buys a client nothing else: its key is checked like any other.
+   */
+  priorityAlpn?: string;
 }
 
 export interface ConnectionLimiterOptions {
@@ -70,6 +77,7 @@ export class ConnectionLimiter {
   private refusal: P2PError | undefined;
   /** TLS handshakes under way, and the clients waiting for one (see maxTlsHandshakes). */
   private tlsRunning = 0;
+  private priorityRunning = 0;
   private readonly tlsWaiting: Array<{ socket: net.Socket; deadline: number; start: () => void }> = [];
   private readonly log: Logger;
   private readonly clock: Clock;
@@ -135,6 +143,10 @@ export class ConnectionLimiter {
       // A refusal too travels in the client's own terms: inside TLS for a TLS client, as a coded ERROR frame
       // for a plain one (not garbage, nor a dropped connection).
       if (first[0] === TLS_HANDSHAKE_RECORD) {
+        const { priorityAlpn, maxTlsHandshakes } = limits;
+        if (priorityAlpn && this.priorityRunning < (maxTlsHandshakes ?? Infinity) && offersAlpn(first, priorityAlpn)) {
+          return this.admit(this.startTls(socket, context, true), false, refusal, deadline, onAccepted);
+        }
         this.tlsWaiting.push({ socket, deadline, start: () => this.admit(this.startTls(socket, context), false, refusal, deadline, onAccepted) });
         return this.nextTls();
       }
@@ -159,13 +171,15 @@ export class ConnectionLimiter {
     }
   }
 
-  private startTls(socket: net.Socket, context: tls.SecureContext): tls.TLSSocket {
-    this.tlsRunning++;
+  private startTls(socket: net.Socket, context: tls.SecureContext, priority = false): tls.TLSSocket {
+    if (priority) this.priorityRunning++;
+    else this.tlsRunning++;
     const secure = acceptTls(socket, context);
     let done = false;
     const finished = (): void => {
       if (done) return;
       done = true;
+      if (priority) return void this.priorityRunning--;
       this.tlsRunning--;
       this.nextTls();
     };

@@ -136,7 +136,15 @@ export interface TlsDialOptions {
    * P2PError to refuse it. The connection is closed and `dial` rejects with that error.
    */
   verify: (key: Buffer | undefined) => void;
+  /**
+   * ALPN protocols offered in the ClientHello. Nothing is negotiated with them: a server reads them before
+   * the handshake to put a tracker's own cluster links ahead of its peers (CLUSTER_ALPN).
+   */
+  alpn?: string[] | undefined;
 }
+
+/** What a tracker offers on its links to the other trackers: their handshakes do not queue behind peers'. */
+export const CLUSTER_ALPN = 'p2pshare-cluster';
 
 /** tls.connect options for a client (the key check runs after the handshake, in verifyServer). */
 export function clientOptions(o: TlsDialOptions, host: string): tls.ConnectionOptions {
@@ -147,6 +155,7 @@ export function clientOptions(o: TlsDialOptions, host: string): tls.ConnectionOp
     rejectUnauthorized: false,
     checkServerIdentity: () => undefined,
     servername: isIpLiteral(host) ? undefined : host,
+    ...(o.alpn ? { ALPNProtocols: o.alpn } : {}),
   } as tls.ConnectionOptions;
 }
 
@@ -158,4 +167,45 @@ export function verifyServer(socket: tls.TLSSocket, o: TlsDialOptions): void {
 
 function isIpLiteral(host: string): boolean {
   return /^[0-9.]+$/.test(host) || host.includes(':');
+}
+
+/**
+ * Whether a ClientHello (the first bytes a TLS client sends) offers the ALPN protocol `protocol`. Read
+ * before the handshake starts, from the first record only; anything short, malformed or unusual is "no".
+ */
+export function offersAlpn(first: Buffer, protocol: string): boolean {
+  const want = Buffer.from(protocol, 'latin1');
+  // Record header: type 22 (handshake), version, length; then handshake type 1 (ClientHello) and length.
+  if (first.length < 9 || first[0] !== 22 || first[5] !== 1) return false;
+  const end = Math.min(first.length, 5 + first.readUInt16BE(3));
+  let at = 9 + 2 + 32; // client version, random
+  const skip = (lengthBytes: 1 | 2): boolean => {
+    if (at + lengthBytes > end) return false;
+    at += lengthBytes + (lengthBytes === 1 ? first[at]! : first.readUInt16BE(at));
+    return at <= end;
+  };
+  if (!skip(1) || !skip(2) || !skip(1)) return false; // session id, cipher suites, compression methods
+  if (at + 2 > end) return false;
+  const extensionsEnd = Math.min(end, at + 2 + first.readUInt16BE(at));
+  at += 2;
+  while (at + 4 <= extensionsEnd) {
+    const type = first.readUInt16BE(at);
+    const length = first.readUInt16BE(at + 2);
+    at += 4;
+    if (at + length > extensionsEnd) return false;
+    if (type === 16) {
+      // application_layer_protocol_negotiation: a 2-byte list length, then 1-byte-length names.
+      let p = at + 2;
+      const listEnd = Math.min(at + length, p + (length >= 2 ? first.readUInt16BE(at) : 0));
+      while (p < listEnd) {
+        const n = first[p]!;
+        if (p + 1 + n > listEnd) return false;
+        if (n === want.length && first.subarray(p + 1, p + 1 + n).equals(want)) return true;
+        p += 1 + n;
+      }
+      return false;
+    }
+    at += length;
+  }
+  return false;
 }

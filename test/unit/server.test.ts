@@ -10,11 +10,13 @@ import tls from 'node:tls';
 import t from 'tap';
 import {
   clientOptions,
+  CLUSTER_ALPN,
   ConnectionLimiter,
   decodeBody,
   encodeFrame,
   Framer,
   generateKeyPair,
+  offersAlpn,
   P2PError,
   peerIdOf,
   remoteKey,
@@ -99,8 +101,8 @@ class Client {
     socket.on('error', () => undefined); // a reset is an outcome we look at, not a crash
   }
 
-  static async connect(t: Tap, port: number, from = '127.0.0.1', keys: KeyPair | null = generateKeyPair().keys): Promise<Client> {
-    const options = clientOptions({ identity: keys ? identityOf(keys) : undefined, verify: () => undefined }, '127.0.0.1');
+  static async connect(t: Tap, port: number, from = '127.0.0.1', keys: KeyPair | null = generateKeyPair().keys, alpn?: string[]): Promise<Client> {
+    const options = clientOptions({ identity: keys ? identityOf(keys) : undefined, verify: () => undefined, alpn }, '127.0.0.1');
     const raw = net.connect({ port, host: '127.0.0.1', localAddress: from });
     t.teardown(() => raw.destroy());
     await once(raw, 'connect');
@@ -264,6 +266,61 @@ t.test('TLS handshakes in turn: past maxTlsHandshakes a client waits unread and 
   clock.advance(1000);
   t.equal(await late, 'closed', 'a client still waiting at its handshake deadline is closed without a turn');
   t.ok(again.closed || (await once(again, 'close')), 'as is the one that held the turn, at its own deadline');
+});
+
+t.test("a cluster link's handshake (priorityAlpn offered) does not wait behind the queue of peers' handshakes", async (t) => {
+  const { port } = await limitedServer(t, { maxConnections: 10, maxConnectionsPerIp: 10, handshakeTimeoutMs: LONG, maxTlsHandshakes: 1, priorityAlpn: CLUSTER_ALPN });
+  const stalled = net.connect({ port, host: '127.0.0.1' });
+  stalled.on('error', () => undefined);
+  t.teardown(() => stalled.destroy());
+  await once(stalled, 'connect');
+  stalled.write(Buffer.from([0x16, 0x03, 0x01])); // holds the one turn
+  let peerServed = false;
+  const peer = Client.connect(t, port).then(async (c) => (peerServed = await c.served()));
+  const link = await Client.connect(t, port, '127.0.0.1', generateKeyPair().keys, [CLUSTER_ALPN]);
+  t.ok(await link.served(), 'the cluster link is served while the turn is taken');
+  t.notOk(peerServed, 'while a peer still waits for it');
+  const other = Client.connect(t, port, '127.0.0.1', generateKeyPair().keys, ['h2']).then((c) => c.served());
+  stalled.destroy();
+  t.ok(await peer, 'the peer is served once the turn frees');
+  t.ok(await other, 'as is a client that offered another ALPN protocol, in its turn');
+});
+
+t.test('offersAlpn reads a real ClientHello, and anything cut short or malformed is "no", never a throw', async (t) => {
+  const hello = async (alpn?: string[]): Promise<Buffer> => {
+    const server = net.createServer();
+    t.teardown(() => server.close());
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const got = new Promise<Buffer>((resolve) => server.once('connection', (s) => s.once('data', (b: Buffer) => (resolve(b), s.destroy()))));
+    const c = tls.connect({ ...clientOptions({ verify: () => undefined, alpn }, '127.0.0.1'), port: (server.address() as net.AddressInfo).port, host: '127.0.0.1' });
+    c.on('error', () => undefined);
+    t.teardown(() => c.destroy());
+    return got;
+  };
+  const withIt = await hello(['h2', CLUSTER_ALPN]);
+  const without = await hello();
+  const other = await hello(['p2pshare-clusterX']);
+  t.ok(offersAlpn(withIt, CLUSTER_ALPN), 'found among several protocols');
+  t.notOk(offersAlpn(without, CLUSTER_ALPN), 'no ALPN extension: no');
+  t.notOk(offersAlpn(other, CLUSTER_ALPN), 'a longer name that starts the same: no');
+  t.notOk(offersAlpn(withIt.subarray(0, 9), CLUSTER_ALPN), 'the headers alone: no');
+  t.notOk(offersAlpn(Buffer.from('GET / HTTP/1.1\r\n'), CLUSTER_ALPN), 'not TLS: no');
+  const thrown: string[] = [];
+  const check = (b: Buffer): void => {
+    try {
+      offersAlpn(b, CLUSTER_ALPN);
+    } catch (err) {
+      thrown.push(`${b.toString('hex')}: ${(err as Error).message}`);
+    }
+  };
+  for (let n = 0; n < withIt.length; n++) check(withIt.subarray(0, n));
+  for (let i = 0; i < 2000; i++) {
+    const garbled = Buffer.from(withIt);
+    for (let k = 0; k < 3; k++) garbled[Math.floor(Math.random() * garbled.length)] = Math.floor(Math.random() * 256);
+    check(garbled);
+  }
+  t.same(thrown, [], 'every prefix and 2,000 garbled hellos are answered without a throw');
 });
 
 t.test("peer handshake: a peer's id is the key its TLS certificate proved; without one it is refused", async (t) => {
