@@ -9,9 +9,12 @@
  *
  * Removals are lazy: a removed name leaves its postings behind, and a slot freed by one item may be given
  * to another, so a search checks every candidate against its live names and skips repeats. Each removal
- * pays for compacting twice as many postings as it left behind (one list at a time, in bounded steps,
- * round robin), so stale postings stay a bounded fraction of the live ones however long the churn runs,
- * and no single write pays for a whole list.
+ * owes the compaction of twice as many postings as it left behind (one list at a time, round robin), so
+ * stale postings stay a bounded fraction of the live ones however long the churn runs. The debt is paid
+ * between turns of the event loop, COMPACTION_SLICE postings a turn: a tracker dropping a thousand
+ * departed peers at once left about 700,000 postings to check, 3 s of work that, paid inside the write,
+ * froze it past --failover-ms (issue 12). Only past STALE_LIMIT times as many stale postings as live ones
+ * does each removal pay its share at once, so memory stays bounded even in a loop that never yields.
  */
 
 interface Postings {
@@ -31,6 +34,10 @@ interface Compaction {
 
 /** Postings compacted per posting a removal leaves stale (see the top of this file). */
 const COMPACTION_RATE = 2;
+/** Postings checked per turn of the event loop while compaction is owed (about 5 ms of work). */
+const COMPACTION_SLICE = 2048;
+/** Stale postings past this many times the live ones: each removal pays its own share at once. */
+const STALE_LIMIT = 2;
 
 export class NameIndex<T> {
   private readonly lists = new Map<number, Postings>();
@@ -41,6 +48,7 @@ export class NameIndex<T> {
   private compactionDebt = 0;
   private cursor: IterableIterator<[number, Postings]> | undefined;
   private compaction: Compaction | undefined;
+  private compactionTurn: NodeJS.Immediate | undefined;
   /** Per slot, the last search that marked it (see markSlots). */
   private marks = new Uint32Array(0);
   private markGeneration = 0;
@@ -81,7 +89,15 @@ export class NameIndex<T> {
     const left = trigramKeys(name.toLowerCase()).size;
     this.stale += left;
     this.compactionDebt += COMPACTION_RATE * left;
-    if (this.compactionDebt >= 1024) this.compactSome();
+    if (this.stale > STALE_LIMIT * (this.postings - this.stale)) this.compactSome(COMPACTION_RATE * left);
+    else if (this.compactionDebt >= 1024) this.compactionTurn ??= setImmediate(() => this.compactTurn()).unref();
+  }
+
+  /** One turn's slice of the compaction owed; the next turn takes the next slice. */
+  private compactTurn(): void {
+    this.compactionTurn = undefined;
+    this.compactSome(Math.min(this.compactionDebt, COMPACTION_SLICE));
+    if (this.compactionDebt > 0 && this.stale > 0) this.compactionTurn = setImmediate(() => this.compactTurn()).unref();
   }
 
   /** Postings held, and how many of them are stale (for tests and the memory figures). */
@@ -97,6 +113,8 @@ export class NameIndex<T> {
     this.postings = this.stale = this.compactionDebt = 0;
     this.cursor = undefined;
     this.compaction = undefined;
+    if (this.compactionTurn) clearImmediate(this.compactionTurn);
+    this.compactionTurn = undefined;
   }
 
   /**
@@ -157,10 +175,10 @@ export class NameIndex<T> {
     return true;
   }
 
-  /** Pays off the compaction debt: walks the lists round robin, dropping postings no live name needs. */
-  private compactSome(): void {
-    let budget = this.compactionDebt;
-    this.compactionDebt = 0;
+  /** Pays `budget` of the compaction debt: walks the lists round robin, dropping postings no live name needs. */
+  private compactSome(budget: number): void {
+    this.compactionDebt = Math.max(0, this.compactionDebt - budget);
+    if (this.stale === 0) this.compactionDebt = 0;
     while (budget > 0 && this.stale > 0) {
       if (!this.compaction) {
         const next = this.nextList();

@@ -127,11 +127,12 @@ export const DEFAULTS = {
   /** Receipt checks (about 0.15 ms each) run per event-loop turn: a lookup waits at most about 1 ms for them. */
   receiptChecksPerTurn: 8,
   /**
-   * Peers' requests run in stretches of this much of the event loop, with its timers (the cluster's
-   * heartbeats) between them (daemon/request-gate.ts): a quarter of the cluster's tick at the default
-   * --heartbeat-ms.
+   * Peers' requests run in stretches of this much of the event loop, with a whole turn of the loop between
+   * them (daemon/request-gate.ts): its timers (the cluster's heartbeats), and one new connection taken, as
+   * Node takes one waiting connection per turn. Short stretches keep a busy main taking a crowd of
+   * reconnecting peers at hundreds a second rather than dozens.
    */
-  requestStretchMs: 15,
+  requestStretchMs: 5,
   /** Receipt checks waiting at once, for every reporter together (about 2 s of work); more are refused. */
   maxQueuedReceiptChecks: 16_384,
 } as const;

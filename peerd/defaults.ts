@@ -29,6 +29,13 @@ export const PEER_DEFAULTS = {
    * takeover) takes their handshakes in turn; a tracker that stopped answering heartbeats is tried last.
    */
   trackerConnectTimeoutMs: 3000,
+  /**
+   * A tracker that took the TCP connection (its kernel did) gets this long for the TLS handshake. Node
+   * takes one waiting connection per turn of its event loop, so after a takeover a busy main takes a crowd
+   * of peers at a few dozen to a few hundred a second; a peer that gave up after 3 s left behind a dead
+   * connection for it to take, and tried again, so that the main took mostly dead ones (issue 12).
+   */
+  trackerSecureTimeoutMs: 20_000,
   /** A request waits this long for a tracker session to exist (during a reconnection). */
   trackerWaitMs: 3000,
   /** A tracker request is tried again, on the next session where needed, for this long. */

@@ -47,6 +47,8 @@ export interface TrackerClientOptions {
   announce: () => Body<'REGISTER'>['files'];
   logger: Logger;
   connectTimeoutMs?: number;
+  /** Once TCP is connected, the TLS handshake's wait (default PEER_DEFAULTS.trackerSecureTimeoutMs). */
+  secureTimeoutMs?: number;
   /** How long a request waits for a tracker session before it fails. */
   waitMs?: number;
   /** How long a request keeps retrying across failovers and takeovers (default 6000 ms). */
@@ -192,6 +194,7 @@ export class TrackerClient extends EventEmitter {
     };
     const conn = await dial(addr, {
       connectTimeoutMs: this.opts.connectTimeoutMs ?? PEER_DEFAULTS.trackerConnectTimeoutMs,
+      secureTimeoutMs: this.opts.secureTimeoutMs ?? PEER_DEFAULTS.trackerSecureTimeoutMs,
       requestTimeoutMs: 5000,
       logger: this.opts.logger,
       maxBodyBytes: 64 * 1024 * 1024,

@@ -611,6 +611,12 @@ export function normalizeHost(host: string): string {
 
 export interface DialOptions extends ConnectionOptions {
   connectTimeoutMs?: number;
+  /**
+   * With TLS: once the TCP connection is made, the TLS handshake must end within this (default: within
+   * connectTimeoutMs of the start, as a whole). A busy server takes connections from its queue at its own
+   * pace (Node takes one per turn of its event loop), and one abandoned in the queue is work lost for both.
+   */
+  secureTimeoutMs?: number;
   /** TLS 1.3 (every link between hosts): what we present and how the server's key is checked. */
   tls?: TlsDialOptions | undefined;
   /** Aborting gives up the connection attempt at once (P2P_CONNECT_FAILED); a connection already made is the caller's. */
@@ -659,7 +665,14 @@ export async function dial(target: { host: string; port: number } | { path: stri
     if (options.signal?.aborted) return onAbort();
     options.signal?.addEventListener('abort', onAbort, { once: true });
     const what = tlsOptions ? 'complete a TLS handshake' : 'accept a connection';
-    const timer = setTimeout(() => fail(new P2PError('P2P_CONNECT_FAILED', `${label} did not ${what} in ${connectTimeoutMs} ms`)), connectTimeoutMs);
+    let timer = setTimeout(() => fail(new P2PError('P2P_CONNECT_FAILED', `${label} did not ${what} in ${connectTimeoutMs} ms`)), connectTimeoutMs);
+    const { secureTimeoutMs } = options;
+    if (tlsOptions && secureTimeoutMs !== undefined) {
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => fail(new P2PError('P2P_CONNECT_FAILED', `${label} took a TCP connection but did not complete a TLS handshake in ${secureTimeoutMs} ms`)), secureTimeoutMs);
+      });
+    }
     socket.once(tlsOptions ? 'secureConnect' : 'connect', () => {
       socket.removeListener('error', onError);
       if (tlsOptions && secure) {

@@ -169,3 +169,38 @@ t.test('under long churn the index compacts: stale postings stay bounded and sea
   index.search('file-1999', (_item, name) => (found.push(name), true));
   t.same(found.sort(), ['file-19990.bin', 'file-19991.bin', 'file-19992.bin', 'file-19993.bin', 'file-19994.bin', 'file-19995.bin', 'file-19996.bin', 'file-19997.bin', 'file-19998.bin', 'file-19999.bin'], 'search finds exactly the live names');
 });
+
+t.test('a mass removal leaves its compaction to the following turns of the event loop, a slice at a time', async (t) => {
+  const index = new NameIndex<{ names: string[] }>((item) => item.names);
+  const items = Array.from({ length: 4000 }, (_, i) => ({ names: [`departed-peer-file-${i}.bin`] }));
+  const slots = items.map((item) => {
+    const slot = index.insert(item);
+    for (const n of item.names) index.addName(slot, n);
+    return slot;
+  });
+  const before = index.counts.postings;
+  // A tracker drops a quarter of its files in one write (peers that did not come back after a takeover).
+  for (let i = 0; i < 1000; i++) {
+    const names = items[i]!.names;
+    items[i]!.names = [];
+    for (const n of names) index.removeName(n);
+    index.release(slots[i]!);
+  }
+  t.equal(index.counts.postings, before, 'the write itself compacted nothing');
+  const staleAfterWrite = index.counts.stale;
+  t.ok(staleAfterWrite > 0, `it left ${staleAfterWrite} stale postings`);
+  const staleByTurn: number[] = [];
+  for (let turn = 0; turn < 100; turn++) {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    staleByTurn.push(index.counts.stale);
+  }
+  const paidOver = staleByTurn.filter((n, i) => n < (staleByTurn[i - 1] ?? staleAfterWrite)).length;
+  t.ok(paidOver > 1, `the debt was paid in slices over ${paidOver} later turns`);
+  t.ok(staleByTurn.at(-1)! < staleAfterWrite, `stale postings fell from ${staleAfterWrite} to ${staleByTurn.at(-1)}`);
+  const found: string[] = [];
+  index.search('departed-peer-file-399', (_item, name) => (found.push(name), true));
+  t.same(found.sort(), Array.from({ length: 10 }, (_, i) => `departed-peer-file-399${i}.bin`), 'search sees exactly the live names');
+  const gone: string[] = [];
+  index.search('departed-peer-file-99', (_item, name) => (gone.push(name), true));
+  t.same(gone, [], 'and none of the removed ones');
+});

@@ -13,6 +13,7 @@ import {
   CLUSTER_ALPN,
   ConnectionLimiter,
   decodeBody,
+  dial,
   encodeFrame,
   Framer,
   generateKeyPair,
@@ -32,6 +33,7 @@ import {
   type MessageName,
 } from '../../protocol/index.js';
 import type { Tap } from '../helpers/tap.js';
+import { TcpProxy } from '../helpers/relay.js';
 import { identityOf } from '../helpers/tls.js';
 import { until } from '../helpers/wait.js';
 
@@ -284,6 +286,23 @@ t.test("a cluster link's handshake (priorityAlpn offered) does not wait behind t
   stalled.destroy();
   t.ok(await peer, 'the peer is served once the turn frees');
   t.ok(await other, 'as is a client that offered another ALPN protocol, in its turn');
+});
+
+t.test('dial with secureTimeoutMs waits for a slow TLS handshake once TCP is up; without it the connect time covers both', async (t) => {
+  const { port } = await limitedServer(t, { maxConnections: 10, maxConnectionsPerIp: 10, handshakeTimeoutMs: LONG });
+  const busy = new TcpProxy(port); // a server whose kernel takes the connection while its process is busy
+  await busy.listen();
+  t.teardown(() => busy.close());
+  busy.set('stall');
+  const tlsOptions = { identity: identityOf(generateKeyPair().keys), verify: () => undefined };
+  const target = { host: '127.0.0.1', port: busy.port };
+  const impatient = dial(target, { connectTimeoutMs: 150, tls: tlsOptions });
+  const patient = dial(target, { connectTimeoutMs: 150, secureTimeoutMs: LONG, tls: tlsOptions });
+  await t.rejects(impatient, { code: 'P2P_CONNECT_FAILED' }, 'without it: given up while the handshake waits');
+  busy.set('pass');
+  const conn = await patient;
+  t.teardown(() => conn.close());
+  t.equal((await conn.request('PING', {}, 'PONG')).constructor, Object, 'with it: connected once the server gets to it, and served');
 });
 
 t.test('offersAlpn reads a real ClientHello, and anything cut short or malformed is "no", never a throw', async (t) => {
