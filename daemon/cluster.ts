@@ -26,6 +26,9 @@ import { TrackerLink } from './tracker-link.js';
 
 export type { TrackerRole } from './raft/node.js';
 
+/** Leases the sweep after a takeover waits while peers are still coming back (at most). */
+const MAX_SWEEP_WAITS = 6;
+
 export interface ClusterOptions {
   self: Address;
   members: PinnedAddress[];
@@ -45,6 +48,12 @@ export interface ClusterOptions {
   memberKeys: MemberKeys;
   /** Whether a peer has a session with this tracker (for the sweep after a takeover). */
   isPeerConnected?: (peerId: string) => boolean;
+  /**
+   * Drops a peer that did not come back (the sweep), as the tracker writes about a peer: while the drop is
+   * in flight, a REGISTER from that peer is written after it rather than taken as a re-announcement of
+   * what the main still lists, which the drop would then remove (default: a plain commit).
+   */
+  dropPeer?: (peerId: string) => Promise<void>;
   /**
    * A write made here through commit() ended: committed (`failure` undefined) after `seconds` from
    * propose to commit, or not kept (`failure` is the error's code). For --metrics.
@@ -300,22 +309,39 @@ export class Cluster {
     this.opts.onRoleChange(from, to);
   }
 
-  /** After a takeover: holders whose peers never reconnected within the lease are gone. */
+  /**
+   * After a takeover: holders whose peers did not reconnect are gone, once a lease has passed with no more
+   * of them coming back. A crowd of thousands reconnects at the pace the new main takes connections;
+   * dropping the peers still on their way would make each of them write all its files again.
+   */
   private scheduleSweep(): void {
     const leaseMs = this.opts.leaseMs;
     const connected = this.opts.isPeerConnected;
     if (!leaseMs || !connected || this.size === 1) return;
     const term = this.term;
-    this.sweepTimer?.cancel();
-    this.sweepTimer = this.clock.setTimeout(() => {
+    const comeBack = (): number => this.state.peerIds().filter((id) => connected(id)).length;
+    let back = comeBack();
+    let waits = 0;
+    const sweep = (): void => {
       if (!this.isPrimary || this.term !== term) return;
-      const orphans = this.state.peerIds().filter((id) => !connected(id));
+      const known = this.state.peerIds();
+      const orphans = known.filter((id) => !connected(id));
       if (orphans.length === 0) return;
-      this.log.info({ peers: orphans.length }, `dropping ${orphans.length} peers that did not reconnect after the takeover`);
-      for (const peerId of orphans) {
-        this.commit({ op: 'drop-peer', peerId }).catch((err: unknown) => this.log.warn({ err: (err as Error).message, peerId }, 'could not drop a departed peer'));
+      if (known.length - orphans.length > back && waits < MAX_SWEEP_WAITS) {
+        back = known.length - orphans.length; // still coming back: look again a lease later
+        waits++;
+        this.log.info({ back, missing: orphans.length }, `${back} of ${known.length} peers are back since the takeover, and more are coming: the others are dropped once a lease passes without one`);
+        this.sweepTimer = this.clock.setTimeout(sweep, leaseMs);
+        return;
       }
-    }, leaseMs);
+      this.log.info({ peers: orphans.length }, `dropping ${orphans.length} peers that did not reconnect after the takeover`);
+      const drop = this.opts.dropPeer ?? ((peerId: string) => this.commit({ op: 'drop-peer', peerId }));
+      for (const peerId of orphans) {
+        drop(peerId).catch((err: unknown) => this.log.warn({ err: (err as Error).message, peerId }, 'could not drop a departed peer'));
+      }
+    };
+    this.sweepTimer?.cancel();
+    this.sweepTimer = this.clock.setTimeout(sweep, leaseMs);
   }
 
   /**

@@ -218,6 +218,7 @@ export class Tracker extends EventEmitter {
       logger: this.log,
       clock: this.clock,
       isPeerConnected: (peerId) => this.peerSessions.has(peerId),
+      dropPeer: (peerId) => this.peerWrite(peerId, { op: 'drop-peer', peerId }),
       onApplied: (op) => this.afterApply(op),
       onRoleChange: (from, to) => {
         this.metrics?.roleChanged(from, to);

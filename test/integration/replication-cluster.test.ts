@@ -14,6 +14,7 @@ import type { TrackerOptions } from '../../daemon/tracker.js';
 import { RemoteError, silentLogger, toP2PError, VirtualClock, type Address } from '../../protocol/index.js';
 import { TrackerClient } from '../../peerd/tracker-client.js';
 import { Fleet } from '../helpers/fleet.js';
+import { TcpProxy } from '../helpers/relay.js';
 import { reservePorts, until } from '../helpers/wait.js';
 import { clientIdentity, peerHandshake } from '../helpers/tls.js';
 import type { Tap } from '../helpers/tap.js';
@@ -216,6 +217,52 @@ t.test('after a takeover, holders of peers that never reconnect are dropped afte
   await until('the holder that never came back to be dropped', () => names().length === 1, leaseMs + 3000);
   t.ok(Date.now() - takeoverAt >= leaseMs - 100, `not before the lease (${Date.now() - takeoverAt} ms)`);
   t.same(names(), ['stays.bin'], 'the peer that reconnected keeps its file');
+});
+
+t.test('after a takeover, the sweep waits while peers are still coming back: a late one keeps its files, one that never comes is dropped', async (t) => {
+  const ports = await reservePorts(2);
+  const leaseMs = 1200;
+  const fleet = await clusterOn(t, ports, { leaseMs });
+  await fleet.startMember(0);
+  await fleet.startMember(1);
+  await until('t0 main, t1 in sync', () => fleet.converged(0));
+  // Two peers reach t1 only through relays that refuse connections until the test opens them: one right
+  // after the takeover (within the first lease), one only once the sweep has seen that and waited.
+  const road = async (): Promise<TcpProxy> => {
+    const p = new TcpProxy(ports[1]!);
+    await p.listen(new Set(ports));
+    t.teardown(() => p.close());
+    p.set('drop');
+    return p;
+  };
+  const soonRoad = await road();
+  const slowRoad = await road();
+  const mk = (list: Address[], name: string): TrackerClient => {
+    const files = [{ id: randomBytes(32), size: 10, name, complete: true }];
+    const c = new TrackerClient({ trackers: list, ...clientIdentity(), advertisePort: () => 9, announce: () => files, logger: silentLogger, retry: () => 50 });
+    c.start();
+    t.teardown(() => c.close());
+    return c;
+  };
+  mk([addr(ports[0]!)], 'gone.bin'); // knows only t0: it never reaches the new main
+  mk(ports.map(addr), 'early.bin');
+  const soon = mk([addr(ports[0]!), addr(soonRoad.port)], 'soon.bin');
+  const late = mk([addr(ports[0]!), addr(slowRoad.port)], 'late.bin');
+  const names = (): string[] => fleet.trackerAt(1).state.search('', 100).hits.map((h) => h.name).sort();
+  await until('every file on the backup', () => names().length === 4);
+
+  await fleet.stopMember(0);
+  await until('t1 to take over', () => fleet.trackerAt(1).cluster.role === 'primary', 5000);
+  soonRoad.set('pass');
+  await until('a peer to come back after the takeover', () => soon.state === 'connected' && soon.role === 'primary', 5000);
+  const t1Log = fleet.members[1]!.log;
+  await until('the sweep to see a peer come back and wait a lease more', () => t1Log.some((l) => String(l.msg).includes('more are coming')), 4 * leaseMs);
+  slowRoad.set('pass');
+  await until('the late peer to be served by t1', () => late.state === 'connected' && late.role === 'primary', 5000);
+  await until('the peer that never came back to be dropped', () => names().length === 3, 8 * leaseMs);
+  t.same(names(), ['early.bin', 'late.bin', 'soon.bin'], 'the peer that came back late keeps its file; the one that never came is gone');
+  const drops = t1Log.filter((l) => String(l.msg).startsWith('dropping '));
+  t.same(drops.map((l) => l.peers), [1], 'one sweep dropped one peer: the late one was never dropped and written again');
 });
 
 t.test('on a virtual clock: a backup takes over only once failover-ms has passed without a heartbeat', async (t) => {
