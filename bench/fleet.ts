@@ -316,12 +316,22 @@ async function transition(what: string, opts: Options, cluster: FleetCluster, ge
     let progress = { count: -1, holders: -1, at: epochMs() };
     const expectedHolders = gen.live.size * opts.files;
     let stalled = false;
+    // Every peer has a session with the main and it lists all their files: from then on a downloader finds
+    // every holder, whatever the peers' own REGISTERs are still waiting for.
+    let listed: number | undefined;
+    let notListedAt = since;
     while (first && !settled && !stalled && epochMs() < deadline) {
       await sleep(100);
       await gen.flush();
       for (const rank of candidates) {
         const reg = gen.registeredWith(rank, since);
         if (!watch.spell(rank)) continue;
+        const sessions = gen.sessionsWith(rank, since);
+        if (listed === undefined && sessions.count >= gen.live.size) {
+          const listing = await cluster.metrics(rank).then((m) => gauge(m, 'p2p_tracker_holder_entries') ?? 0, () => 0);
+          if (listing >= expectedHolders) listed = Math.max(sessions.lastAt, notListedAt) - since;
+          else notListedAt = epochMs();
+        }
         // Every peer acknowledged since the kill, and the main lists every holder entry: a main that lost
         // command in between, or swept peers it thought gone, may have dropped some acknowledged earlier.
         const holders = reg.count >= gen.live.size ? await cluster.metrics(rank).then((m) => gauge(m, 'p2p_tracker_holder_entries') ?? 0, () => 0) : 0;
@@ -345,6 +355,7 @@ async function transition(what: string, opts: Options, cluster: FleetCluster, ge
       mainMs: spell ? spell.mainAt - since : NaN,
       lookupMs: spell?.answeredAt !== undefined ? spell.answeredAt - since : NaN,
       sessionsMs: sessions.count >= gen.live.size ? sessions.lastAt - since : NaN,
+      listedMs: listed ?? NaN,
       registeredMs: settled ? settled.lastAt - since : NaN,
       peersBack: reg.count,
       peers: gen.live.size,
@@ -360,7 +371,8 @@ async function transition(what: string, opts: Options, cluster: FleetCluster, ge
     };
     const changed = result.mainChanges > 0 ? ` (the probes saw ${result.mainChanges} later spells as main; ${result.newMain} stayed, main after ${result.mainMs.toFixed(0)} ms)` : '';
     log(
-      `${what}: every peer re-registered with ${result.newMain} after ${result.registeredMs.toFixed(0)} ms (${reg.count}/${gen.live.size})${changed}; ` +
+      `${what}: every peer back with ${result.newMain} and all their files listed after ${result.listedMs.toFixed(0)} ms; ` +
+        `every peer re-registered after ${result.registeredMs.toFixed(0)} ms (${reg.count}/${gen.live.size})${changed}; ` +
         `lookups meanwhile p99 ${result.lookups.p99Ms.toFixed(0)} ms, max ${result.lookups.maxMs.toFixed(0)} ms, ${result.lookups.failed} failed` +
         (reg.count < gen.live.size
           ? `; not re-registered, by the tracker of their latest session: ${JSON.stringify(result.stragglers)}; every peer's session now (tracker role state): ${JSON.stringify(result.whereabouts)}`

@@ -47,6 +47,11 @@ export interface Transition {
   lookupMs: number;
   /** Until every peer had a session with the new main, and had a REGISTER acknowledged by it (NaN: not all did). */
   sessionsMs: number;
+  /**
+   * Until every peer had a session with the main that stayed and it listed every file they share (what a
+   * downloader needs), whether or not each peer's own REGISTER was answered yet (NaN: never in the window).
+   */
+  listedMs: number;
   registeredMs: number;
   peersBack: number;
   peers: number;
@@ -146,6 +151,7 @@ function transitionHeaders(trackers: string, main: string): string[] {
     'main (that stayed) after ms',
     'its first LOOKUP ms',
     'every peer has a session with it, ms',
+    'and it lists all their files, ms',
     'every peer re-registered with it, ms',
     'holder entries it lists then (of those shared)',
     'lookup p99 / max ms meanwhile',
@@ -163,6 +169,7 @@ function transitionRow(s: SizeResult, t: Transition): Array<string | number> {
     ms(t.mainMs),
     ms(t.lookupMs),
     ms(t.sessionsMs),
+    ms(t.listedMs),
     Number.isFinite(t.registeredMs) ? ms(t.registeredMs) : `${num(t.peersBack)} of ${num(t.peers)} by ${ms(t.windowMs)}${t.stalled ? ' (no more came)' : ''}`,
     `${num(t.holderEntries)} (${num(t.expectedHolderEntries)})`,
     `${ms(t.lookups.p99Ms)} / ${ms(t.lookups.maxMs)}${failed}`,
@@ -270,9 +277,12 @@ export function markdown(r: FleetReport): string {
           'Times from the SIGKILL. A fresh peer connection to each surviving tracker every 20 ms asks HELLO and, of a tracker that says',
           'it is main in WELCOME, a LOOKUP. Two backups can both be main for a moment in turn (the better rank takes command from the',
           'first elected), and a main can lose command and take it again: "first LOOKUP" is when reads came back (by whom, if not the',
-          'main that stayed), "later spells" how many times the probes saw a tracker become main after that. Re-registered: the last',
-          'REGISTER of a peer in the fleet acknowledged by the main that stayed, once that main lists every file of every peer (its',
-          'holder entries, from its metrics). A window in which nothing moved for 30 s ends there ("no more came").',
+          'main that stayed), "later spells" how many times the probes saw a tracker become main after that. "Lists all their files":',
+          'every peer has a session with the main that stayed and its holder entries (from its metrics) are all those shared, what a',
+          'downloader needs. Re-registered: the last REGISTER of a peer in the fleet acknowledged by the main that stayed, once that',
+          "main lists every file of every peer; a peer whose REGISTER waits behind its own lookups (the main refuses requests past",
+          "--max-in-flight per connection) counts only once it is answered. A window in which nothing moved for 30 s ends there",
+          '("no more came").',
           '',
           '## Takeback: the old main restarted on its --data',
           '',
