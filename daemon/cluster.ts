@@ -403,9 +403,11 @@ export class Cluster {
     const node = this.node;
     const commit = node?.commit ?? state.appliedIndex;
     const top = Math.max(commit, ...(node?.peers ?? []).map((p) => p?.applied ?? 0));
+    const seq = state.appliedIndex;
+    const hash = await state.stateHashInSlices();
     return this.opts.members.map((_, rank) => {
       if (rank === this.selfRank || !node) {
-        return { address: this.selfAddress, role: this.role, term: this.term, reachable: true, seq: state.appliedIndex, behind: Math.max(0, top - state.appliedIndex), hash: state.stateHash() };
+        return { address: this.selfAddress, role: this.role, term: this.term, reachable: true, seq, behind: Math.max(0, top - seq), hash };
       }
       const p = node.peers[rank];
       const up = !!p && this.clock.now() - p.heardAt < this.opts.failoverMs;

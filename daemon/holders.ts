@@ -225,14 +225,24 @@ export class HolderTable {
 
   /** The holder lists in one canonical form, for the state hash that compares trackers. */
   canonical(): unknown[] {
-    return [...this.peers.values()]
-      .map((p) => ({
-        peerId: p.peerId,
-        host: p.host,
-        port: p.port,
-        files: [...p.files].map(([rec, names]): [string, string[]] => [rec.id, typeof names === 'string' ? [names] : names]).sort((a, b) => compare(a[0], b[0])),
-      }))
-      .sort((a, b) => compare(a.peerId, b.peerId)); // hex: the order localeCompare gave
+    return this.canonicalOrder().map((id) => this.canonicalPeer(id));
+  }
+
+  /** The peers' ids in the canonical form's order (hex: the order localeCompare gave). */
+  canonicalOrder(): string[] {
+    return [...this.peers.keys()].sort(compare);
+  }
+
+  /** One peer's part of canonical() (undefined if it holds nothing now). */
+  canonicalPeer(peerId: string): unknown {
+    const p = this.peers.get(peerId);
+    if (!p) return undefined;
+    return {
+      peerId: p.peerId,
+      host: p.host,
+      port: p.port,
+      files: [...p.files].map(([rec, names]): [string, string[]] => [rec.id, typeof names === 'string' ? [names] : names]).sort((a, b) => compare(a[0], b[0])),
+    };
   }
 
   private addHolder(rec: FileRecord, peer: PeerRecord): void {
