@@ -213,14 +213,13 @@ export class HolderTable {
 
   /** Every peer's registrations, as register() takes them (for snapshots). */
   *holdings(): Generator<PeerHoldings> {
-    for (const p of this.peers.values()) {
-      const files: FileReg[] = [];
-      for (const [rec, names] of p.files) {
-        const complete = !p.partial?.has(rec);
-        for (const name of typeof names === 'string' ? [names] : names) files.push({ id: rec.id, name, size: rec.size, complete });
-      }
-      yield { peer: { peerId: p.peerId, publicKey: p.publicKey, host: p.host, port: p.port }, files };
-    }
+    for (const p of this.peers.values()) yield holdingsOf(p);
+  }
+
+  /** One peer's registrations now, as register() takes them (undefined if it holds nothing). */
+  holdingsOf(peerId: string): PeerHoldings | undefined {
+    const p = this.peers.get(peerId);
+    return p && holdingsOf(p);
   }
 
   /** The holder lists in one canonical form, for the state hash that compares trackers. */
@@ -322,6 +321,15 @@ function sortKey(name: string): string {
 
 function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function holdingsOf(p: PeerRecord): PeerHoldings {
+  const files: FileReg[] = [];
+  for (const [rec, names] of p.files) {
+    const complete = !p.partial?.has(rec);
+    for (const name of typeof names === 'string' ? [names] : names) files.push({ id: rec.id, name, size: rec.size, complete });
+  }
+  return { peer: { peerId: p.peerId, publicKey: p.publicKey, host: p.host, port: p.port }, files };
 }
 
 function holdersOf(rec: FileRecord): number {

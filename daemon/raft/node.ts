@@ -88,7 +88,11 @@ interface Follower {
   /** The last entry of the append awaited: an answer that stops short of it answers an older message. */
   awaitingTo: number;
   repliedAt: number;
-  snapshot: { id: number; parts: string[]; part: number; head: LogPosition; agrees: boolean } | undefined;
+  /**
+   * A snapshot on its way: the part sent and not yet acknowledged (`current`; `done` if it is the last),
+   * and the records still to send, serialized a part at a time as the backup acknowledges each.
+   */
+  snapshot: { id: number; part: number; current: string; done: boolean; rest: Iterator<SnapshotRecord>; next: string | undefined; head: LogPosition; agrees: boolean } | undefined;
   needSnapshot: boolean;
   /** The last entry the backup applied, as it last said. */
   applied: LogPosition | undefined;
@@ -537,32 +541,36 @@ export class RaftNode {
     // The state as applied here; a backup ahead of it keeps its own records for a merge (onSnapshot).
     const pos = this.log.position(this.state.appliedIndex);
     if (!pos) return;
-    const records = this.state.snapshotRecords(pos.epoch);
-    const parts: string[] = [];
-    let part = '';
-    for (const rec of records) {
-      const line = JSON.stringify(rec) + '\n';
-      if (part.length > 0 && part.length + line.length > MAX_BATCH_BYTES) {
-        parts.push(part);
-        part = '';
-      }
-      part += line;
-    }
-    parts.push(part);
+    const rest = this.state.snapshotStream(pos.epoch);
     // Whether the backup's applied entries are ours too; if not (or unknown), it keeps them for a merge.
     const agrees = f.applied !== undefined && f.applied.index <= pos.index && this.log.matches(f.applied);
-    f.snapshot = { id: ++this.snapshotIds, parts, part: 0, head: pos, agrees };
+    const first = rest.next();
+    f.snapshot = { id: ++this.snapshotIds, part: -1, current: '', done: false, rest, next: first.done ? undefined : JSON.stringify(first.value) + '\n', head: pos, agrees };
+    this.nextSnapshotPart(f.snapshot);
     f.served = f.want;
     f.needSnapshot = false;
-    this.o.note?.('info', { to: r, index: pos.index, parts: parts.length }, `sending rank ${r} a snapshot at index ${pos.index}`);
+    this.o.note?.('info', { to: r, index: pos.index }, `sending rank ${r} a snapshot at index ${pos.index}`);
     this.sendSnapshotPart(r, f);
+  }
+
+  /** Serializes the snapshot's next part (up to MAX_BATCH_BYTES of records, at least one). */
+  private nextSnapshotPart(s: NonNullable<Follower['snapshot']>): void {
+    let part = '';
+    while (s.next !== undefined && (part.length === 0 || part.length + s.next.length <= MAX_BATCH_BYTES)) {
+      part += s.next;
+      const r = s.rest.next();
+      s.next = r.done ? undefined : JSON.stringify(r.value) + '\n';
+    }
+    s.current = part;
+    s.part++;
+    s.done = s.next === undefined;
   }
 
   private sendSnapshotPart(r: number, f: Follower): void {
     const s = f.snapshot!;
     f.sentAt = this.now;
     f.awaiting = true;
-    this.o.send(r, { t: 'snapshot', term: this.term, id: s.id, part: s.part, done: s.part === s.parts.length - 1, records: s.parts[s.part]!, agrees: s.agrees, want: f.served });
+    this.o.send(r, { t: 'snapshot', term: this.term, id: s.id, part: s.part, done: s.done, records: s.current, agrees: s.agrees, want: f.served });
   }
 
   private onSnapshotReply(from: number, m: Extract<RaftMessage, { t: 'snapshot-reply' }>): void {
@@ -576,8 +584,8 @@ export class RaftNode {
       f.served = 0;
       return;
     }
-    if (f.snapshot.part < f.snapshot.parts.length - 1) {
-      f.snapshot.part++;
+    if (!f.snapshot.done) {
+      this.nextSnapshotPart(f.snapshot);
       this.sendSnapshotPart(from, f);
       return;
     }
@@ -781,7 +789,9 @@ export class RaftNode {
     if (this.want !== 0 && !this.mustInstall && !this.state.holdersLost) this.want = 0;
     // Keep the log bounded: fold applied entries into the snapshot point, keeping some for laggards.
     const keep = this.o.keepEntries ?? KEEP_ENTRIES;
-    const upTo = this.state.appliedIndex - keep;
+    let upTo = this.state.appliedIndex - keep;
+    // Not past a snapshot on its way: its backup goes on from the entry after the snapshot's header.
+    for (const f of this.followers.values()) if (f.snapshot) upTo = Math.min(upTo, f.snapshot.head.index - keep);
     if (upTo > this.log.start.index + keep) this.log.compact(this.log.position(upTo)!);
     this.settle();
   }

@@ -121,6 +121,39 @@ t.test(`${BANS} bans written on one side of a split reach the other as a merge i
   t.end();
 });
 
+t.test('a snapshot streamed while holder writes go on: the backup ends with exactly the main\'s state', (t) => {
+  const pair = new Pair();
+  pair.run(2 * FAILOVER_MS, () => !!pair.main());
+  const main = pair.nodes[0]!;
+  let serial = 0;
+  const peer = (p: number) => ({ peerId: p.toString(16).padStart(40, '0'), publicKey: 'ab'.repeat(32), host: `10.9.${p >> 8}.${p & 255}`, port: 7000 + (p % 1000) });
+  const files = (p: number, n: number) => Array.from({ length: n }, () => ({ id: (++serial).toString(16).padStart(64, '0'), size: serial, name: `peer ${p} file ${serial} with a name long enough to weigh.bin`, complete: serial % 3 !== 0 }));
+  for (let p = 0; p < 300; p++) main.propose({ op: 'register', peer: peer(p), files: files(p, 40) });
+  pair.stores[1]!.close();
+  pair.boot(1, new Store(':memory:'));
+  pair.connected = true;
+  pair.bytesPerMs = 2000; // a 512 KB part takes a quarter of a second: writes land between parts
+  pair.sizes.length = 0;
+  const backup = pair.nodes[1]!;
+  let writesDuringSnapshot = 0;
+  for (let step = 0; step < 400 && !(backup.role === 'backup' && backup.commit === main.commit && step > 40); step++) {
+    const streaming = pair.sizes.some((x) => x.t === 'snapshot') && backup.role !== 'backup';
+    const p = step % 320; // some of these peers are new
+    const op: Op = step % 4 === 0 ? { op: 'drop-peer', peerId: peer((p * 7) % 300).peerId } : step % 4 === 1 ? { op: 'unregister', peerId: peer(p).peerId, ids: 'all' } : { op: 'register', peer: peer(p), files: files(p, 5) };
+    main.propose(op);
+    if (streaming) writesDuringSnapshot++;
+    pair.run(HEARTBEAT_MS);
+  }
+  pair.run(40 * FAILOVER_MS, () => backup.role === 'backup' && backup.commit === main.commit && backup.log.lastIndex === main.log.lastIndex);
+  const parts = pair.sizes.filter((x) => x.t === 'snapshot').length;
+  t.ok(parts > 3, `the snapshot went in ${parts} parts`);
+  t.ok(writesDuringSnapshot > 5, `${writesDuringSnapshot} holder writes were made while it was on its way`);
+  const [a, b] = pair.nodes.map((n) => (n as unknown as { state: TrackerState }).state);
+  t.equal(b!.appliedIndex, a!.appliedIndex, 'the backup applied everything the main did');
+  t.equal(b!.stateHash(), a!.stateHash(), 'and holds the same holder lists, though each was read when the stream reached it');
+  t.end();
+});
+
 t.test('over a slow link the main sends each batch once, not a new copy every heartbeat while one is on its way', (t) => {
   const pair = new Pair();
   pair.connected = true;
