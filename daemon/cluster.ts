@@ -403,8 +403,14 @@ export class Cluster {
     const node = this.node;
     const commit = node?.commit ?? state.appliedIndex;
     const top = Math.max(commit, ...(node?.peers ?? []).map((p) => p?.applied ?? 0));
-    const seq = state.appliedIndex;
-    const hash = await state.stateHashInSlices();
+    // The hash is taken over several turns of the loop: it goes with an index only if nothing was applied
+    // meanwhile (tried three times; else the last one, which may match no single state).
+    let seq = state.appliedIndex;
+    let hash = await state.stateHashInSlices();
+    for (let tries = 1; tries < 3 && seq !== state.appliedIndex; tries++) {
+      seq = state.appliedIndex;
+      hash = await state.stateHashInSlices();
+    }
     return this.opts.members.map((_, rank) => {
       if (rank === this.selfRank || !node) {
         return { address: this.selfAddress, role: this.role, term: this.term, reachable: true, seq, behind: Math.max(0, top - seq), hash };

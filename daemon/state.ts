@@ -223,31 +223,19 @@ export class TrackerState {
     ];
   }
 
-  /** The whole state as records (the header first), at the last applied entry. */
-  snapshotRecords(epoch: number): SnapshotRecord[] {
-    return [...this.snapshotStream(epoch)];
-  }
-
   /**
-   * The state as records, the header first, for a snapshot sent a part at a time. The header, the durable
-   * records and the audit log are taken now, at the last applied entry. Each peer's holder list is read
-   * when the stream reaches it, so it may include entries applied later: those entries reach the backup
-   * again after the snapshot, and applying a holder op again is harmless. Each op sets what it names (a
-   * peer's files, names and flags, or drops them all), so replaying every op after the header's index over
-   * a list taken at any later point gives the same lists as replaying it over the header's own. Building
-   * the whole snapshot at once took 0.5-0.9 s of the main's event loop at 1,000 peers (issue 12).
+   * The whole state as records (the header first), at the last applied entry. Taken whole, at once: each
+   * holder list must be the one at the header's index. (A list read later, as the parts go out, would not
+   * do: replaying the log over it can differ from the main. An IP ban matches a peer by the host it has
+   * when the ban is applied, and a file's size is set by whoever registers it first.)
    */
-  *snapshotStream(epoch: number): Generator<SnapshotRecord> {
+  snapshotRecords(epoch: number): SnapshotRecord[] {
     // A copy taken from a tracker that lost its holder lists carries that loss: the copy's lists are empty too.
-    const now: SnapshotRecord[] = [{ k: 'head', index: this.appliedIndex, term: this.appliedTerm, epoch, holdersLost: this.holdersLost }];
-    now.push(...this.durableRecords());
-    for (const audit of this.store.audit(1000).reverse()) now.push({ k: 'audit', audit });
-    const peers = this.holders.peerIds();
-    yield* now;
-    for (const peerId of peers) {
-      const held = this.holders.holdingsOf(peerId);
-      if (held) yield { k: 'peer', peer: held.peer, files: held.files };
-    }
+    const records: SnapshotRecord[] = [{ k: 'head', index: this.appliedIndex, term: this.appliedTerm, epoch, holdersLost: this.holdersLost }];
+    records.push(...this.durableRecords());
+    for (const { peer, files } of this.holders.holdings()) records.push({ k: 'peer', peer, files });
+    for (const audit of this.store.audit(1000).reverse()) records.push({ k: 'audit', audit });
+    return records;
   }
 
   /** Replaces everything with a snapshot (durably, in one transaction). */

@@ -229,7 +229,9 @@ export class Tracker extends EventEmitter {
     this.selfRank = rankOf(options.listen, options.cluster ?? [options.listen]);
     this.clusterSize = (options.cluster ?? [options.listen]).length;
     this.limiter = new ConnectionLimiter({
-      limits: { maxConnections: this.opts.maxConnections, maxConnectionsPerIp: this.opts.maxConnectionsPerIp, handshakeTimeoutMs: this.opts.handshakeTimeoutMs, maxTlsHandshakes: DEFAULTS.maxTlsHandshakes, priorityAlpn: CLUSTER_ALPN },
+      // Cluster links skip the handshake queue, from the members' addresses only (a member named by host
+      // name rather than address waits in the queue like a peer).
+      limits: { maxConnections: this.opts.maxConnections, maxConnectionsPerIp: this.opts.maxConnectionsPerIp, handshakeTimeoutMs: this.opts.handshakeTimeoutMs, maxTlsHandshakes: DEFAULTS.maxTlsHandshakes, priorityAlpn: CLUSTER_ALPN, priorityFrom: new Set((options.cluster ?? []).map((a) => normalizeHostForMatch(a.host))) },
       connection: {
         logger: this.log,
         clock: this.clock,
@@ -331,7 +333,12 @@ export class Tracker extends EventEmitter {
 
     if (s.role === Role.tracker) return this.cluster.onTrackerRequest(req, conn, s.trackerRank);
     if (s.role === Role.admin) return this.onAdmin(req, conn);
-    return this.requests.run(() => (conn.isClosed ? undefined : this.onPeerRequest(s, req)));
+    return this.requests.run(() => {
+      if (conn.isClosed) return undefined;
+      // Withdrawn while it waited (the peer timed out and may have asked again): not worth the work.
+      if (conn.isCancelled(req.requestId)) throw new P2PError('P2P_TIMEOUT', 'withdrawn by the peer before its turn came');
+      return this.onPeerRequest(s, req);
+    });
   }
 
   /** Requests of every session, before its handshake too. */

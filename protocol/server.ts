@@ -35,6 +35,8 @@ export interface ConnectionLimits {
    * minutes to sync. Claiming it buys a client nothing else: its key is checked like any other.
    */
   priorityAlpn?: string;
+  /** Only clients from these addresses (as `addressKey` spells them) may claim priorityAlpn (default: any). */
+  priorityFrom?: ReadonlySet<string>;
 }
 
 export interface ConnectionLimiterOptions {
@@ -143,8 +145,9 @@ export class ConnectionLimiter {
       // A refusal too travels in the client's own terms: inside TLS for a TLS client, as a coded ERROR frame
       // for a plain one (not garbage, nor a dropped connection).
       if (first[0] === TLS_HANDSHAKE_RECORD) {
-        const { priorityAlpn, maxTlsHandshakes } = limits;
-        if (priorityAlpn && this.priorityRunning < (maxTlsHandshakes ?? Infinity) && offersAlpn(first, priorityAlpn)) {
+        const { priorityAlpn, priorityFrom, maxTlsHandshakes } = limits;
+        const mayClaim = priorityAlpn && (!priorityFrom || priorityFrom.has(ip)) && this.priorityRunning < (maxTlsHandshakes ?? Infinity);
+        if (mayClaim && offersAlpn(first, priorityAlpn)) {
           return this.admit(this.startTls(socket, context, true), false, refusal, deadline, onAccepted);
         }
         this.tlsWaiting.push({ socket, deadline, start: () => this.admit(this.startTls(socket, context), false, refusal, deadline, onAccepted) });

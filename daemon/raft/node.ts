@@ -90,7 +90,8 @@ interface Follower {
   repliedAt: number;
   /**
    * A snapshot on its way: the part sent and not yet acknowledged (`current`; `done` if it is the last),
-   * and the records still to send, serialized a part at a time as the backup acknowledges each.
+   * and the records still to send (taken whole at the start), serialized a part at a time as the backup
+   * acknowledges each.
    */
   snapshot: { id: number; part: number; current: string; done: boolean; rest: Iterator<SnapshotRecord>; next: string | undefined; head: LogPosition; agrees: boolean } | undefined;
   needSnapshot: boolean;
@@ -541,7 +542,9 @@ export class RaftNode {
     // The state as applied here; a backup ahead of it keeps its own records for a merge (onSnapshot).
     const pos = this.log.position(this.state.appliedIndex);
     if (!pos) return;
-    const rest = this.state.snapshotStream(pos.epoch);
+    // The records are taken at once (the state at `pos`); each part is serialized as it is sent, so no turn
+    // of the loop serializes the whole state (0.5 s of 0.9 at 1,000 peers).
+    const rest = this.state.snapshotRecords(pos.epoch)[Symbol.iterator]();
     // Whether the backup's applied entries are ours too; if not (or unknown), it keeps them for a merge.
     const agrees = f.applied !== undefined && f.applied.index <= pos.index && this.log.matches(f.applied);
     const first = rest.next();
@@ -790,8 +793,8 @@ export class RaftNode {
     // Keep the log bounded: fold applied entries into the snapshot point, keeping some for laggards.
     const keep = this.o.keepEntries ?? KEEP_ENTRIES;
     let upTo = this.state.appliedIndex - keep;
-    // Not past a snapshot on its way: its backup goes on from the entry after the snapshot's header.
-    for (const f of this.followers.values()) if (f.snapshot) upTo = Math.min(upTo, f.snapshot.head.index - keep);
+    // Not past a snapshot on its way to a backup that answers: it goes on from the entry after the header.
+    for (const [r, f] of this.followers) if (f.snapshot && this.heard(r)) upTo = Math.min(upTo, f.snapshot.head.index - keep);
     if (upTo > this.log.start.index + keep) this.log.compact(this.log.position(upTo)!);
     this.settle();
   }

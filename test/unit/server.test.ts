@@ -288,6 +288,29 @@ t.test("a cluster link's handshake (priorityAlpn offered) does not wait behind t
   t.ok(await other, 'as is a client that offered another ALPN protocol, in its turn');
 });
 
+t.test('only clients from priorityFrom may claim the cluster lane; others wait in the queue like peers', async (t) => {
+  const { port } = await limitedServer(t, { maxConnections: 10, maxConnectionsPerIp: 10, handshakeTimeoutMs: LONG, maxTlsHandshakes: 1, priorityAlpn: CLUSTER_ALPN, priorityFrom: new Set(['10.9.9.9']) });
+  /** Holds the one handshake turn of the server on `p`. */
+  const holdTurn = async (p: number): Promise<net.Socket> => {
+    const s = net.connect({ port: p, host: '127.0.0.1' });
+    s.on('error', () => undefined);
+    t.teardown(() => s.destroy());
+    await once(s, 'connect');
+    s.write(Buffer.from([0x16, 0x03, 0x01]));
+    return s;
+  };
+  const stalled = await holdTurn(port);
+  let served = false;
+  const claimant = Client.connect(t, port, '127.0.0.1', generateKeyPair().keys, [CLUSTER_ALPN]).then(async (c) => (served = await c.served()));
+  // The same claim to a server that lists this address, its turn held too, shows how long the lane takes.
+  const { port: lanePort } = await limitedServer(t, { maxConnections: 10, maxConnectionsPerIp: 10, handshakeTimeoutMs: LONG, maxTlsHandshakes: 1, priorityAlpn: CLUSTER_ALPN, priorityFrom: new Set(['127.0.0.1']) });
+  await holdTurn(lanePort);
+  t.ok(await (await Client.connect(t, lanePort, '127.0.0.1', generateKeyPair().keys, [CLUSTER_ALPN])).served(), 'from a member address the lane serves at once');
+  t.notOk(served, 'from another address the claim waits behind the held turn');
+  stalled.destroy();
+  t.ok(await claimant, 'and is served in its turn');
+});
+
 t.test('dial with secureTimeoutMs waits for a slow TLS handshake once TCP is up; without it the connect time covers both', async (t) => {
   const { port } = await limitedServer(t, { maxConnections: 10, maxConnectionsPerIp: 10, handshakeTimeoutMs: LONG });
   const busy = new TcpProxy(port); // a server whose kernel takes the connection while its process is busy
