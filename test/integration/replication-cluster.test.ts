@@ -189,21 +189,30 @@ t.test('a tracker with fresh data never becomes main while one with state is rea
   t.ok((await blacklistOn(fleet, 0)).includes('10.7.0.1'), 'the state survived the fresh disk');
 });
 
-t.test('after a takeover, holders of peers that never reconnect are dropped after the lease; those that reconnect stay', async (t) => {
+/**
+ * Two trackers with a short lease, t0 main and t1 in sync, and a way to start peers that share one file
+ * each (`retryMs`: how soon a peer dials again after a failed round).
+ */
+async function sweepCluster(t: Tap, leaseMs: number, retryMs?: number) {
   const ports = await reservePorts(2);
-  const leaseMs = 1200;
   const fleet = await clusterOn(t, ports, { leaseMs });
   await fleet.startMember(0);
   await fleet.startMember(1);
   await until('t0 main, t1 in sync', () => fleet.converged(0));
-  const trackers = ports.map(addr);
-  const mk = (list: Address[], name: string): TrackerClient => {
+  const peer = (list: Address[], name: string): TrackerClient => {
     const files = [{ id: randomBytes(32), size: 10, name, complete: true }];
-    const c = new TrackerClient({ trackers: list, ...clientIdentity(), advertisePort: () => 9, announce: () => files, logger: silentLogger });
+    const c = new TrackerClient({ trackers: list, ...clientIdentity(), advertisePort: () => 9, announce: () => files, logger: silentLogger, ...(retryMs ? { retry: () => retryMs } : {}) });
     c.start();
     t.teardown(() => c.close());
     return c;
   };
+  return { ports, fleet, peer };
+}
+
+t.test('after a takeover, holders of peers that never reconnect are dropped after the lease; those that reconnect stay', async (t) => {
+  const leaseMs = 1200;
+  const { ports, fleet, peer: mk } = await sweepCluster(t, leaseMs);
+  const trackers = ports.map(addr);
   mk([trackers[0]!], 'gone.bin'); // knows only t0: it never reaches the new main
   const stays = mk(trackers, 'stays.bin');
   const names = (): string[] => fleet.trackerAt(1).state.search('', 100).hits.map((h) => h.name).sort();
@@ -220,12 +229,8 @@ t.test('after a takeover, holders of peers that never reconnect are dropped afte
 });
 
 t.test('after a takeover, the sweep waits while peers are still coming back: a late one keeps its files, one that never comes is dropped', async (t) => {
-  const ports = await reservePorts(2);
   const leaseMs = 1200;
-  const fleet = await clusterOn(t, ports, { leaseMs });
-  await fleet.startMember(0);
-  await fleet.startMember(1);
-  await until('t0 main, t1 in sync', () => fleet.converged(0));
+  const { ports, fleet, peer: mk } = await sweepCluster(t, leaseMs, 50);
   // Two peers reach t1 only through relays that refuse connections until the test opens them: one right
   // after the takeover (within the first lease), one only once the sweep has seen that and waited.
   const road = async (): Promise<TcpProxy> => {
@@ -237,13 +242,6 @@ t.test('after a takeover, the sweep waits while peers are still coming back: a l
   };
   const soonRoad = await road();
   const slowRoad = await road();
-  const mk = (list: Address[], name: string): TrackerClient => {
-    const files = [{ id: randomBytes(32), size: 10, name, complete: true }];
-    const c = new TrackerClient({ trackers: list, ...clientIdentity(), advertisePort: () => 9, announce: () => files, logger: silentLogger, retry: () => 50 });
-    c.start();
-    t.teardown(() => c.close());
-    return c;
-  };
   mk([addr(ports[0]!)], 'gone.bin'); // knows only t0: it never reaches the new main
   mk(ports.map(addr), 'early.bin');
   const soon = mk([addr(ports[0]!), addr(soonRoad.port)], 'soon.bin');
