@@ -319,8 +319,7 @@ export class Cluster {
     const connected = this.opts.isPeerConnected;
     if (!leaseMs || !connected || this.size === 1) return;
     const term = this.term;
-    const comeBack = (): number => this.state.peerIds().filter((id) => connected(id)).length;
-    let back = comeBack();
+    let back = this.state.peerIds().filter((id) => connected(id)).length;
     let waits = 0;
     const sweep = (): void => {
       if (!this.isPrimary || this.term !== term) return;

@@ -216,11 +216,6 @@ export class HolderTable {
     for (const p of this.peers.values()) yield holdingsOf(p);
   }
 
-  /** One peer's registrations now, as register() takes them (undefined if it holds nothing). */
-  holdingsOf(peerId: string): PeerHoldings | undefined {
-    const p = this.peers.get(peerId);
-    return p && holdingsOf(p);
-  }
 
   /** The holder lists in one canonical form, for the state hash that compares trackers. */
   canonical(): unknown[] {

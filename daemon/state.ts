@@ -333,7 +333,7 @@ export class TrackerState {
   /** A digest of everything replicated but the audit log, to compare trackers (tests, admin status). */
   stateHash(): string {
     const h = this.durableHash();
-    h.update(JSON.stringify(this.holders.canonical()));
+    for (const part of this.holderHashParts()) h.update(part);
     return h.digest('hex');
   }
 
@@ -346,20 +346,27 @@ export class TrackerState {
   async stateHashInSlices(sliceMs = 5): Promise<string> {
     const h = this.durableHash();
     let sliceAt = performance.now();
-    h.update('[');
-    let first = true;
-    for (const peerId of this.holders.canonicalOrder()) {
-      const part = this.holders.canonicalPeer(peerId);
-      if (part === undefined) continue;
-      h.update(first ? JSON.stringify(part) : `,${JSON.stringify(part)}`);
-      first = false;
+    for (const part of this.holderHashParts()) {
+      h.update(part);
       if (performance.now() - sliceAt > sliceMs) {
         await new Promise<void>((resolve) => setImmediate(resolve));
         sliceAt = performance.now();
       }
     }
-    h.update(']');
     return h.digest('hex');
+  }
+
+  /** JSON.stringify(this.holders.canonical()), a peer at a time (a peer gone meanwhile is left out). */
+  private *holderHashParts(): Generator<string> {
+    yield '[';
+    let first = true;
+    for (const peerId of this.holders.canonicalOrder()) {
+      const part = this.holders.canonicalPeer(peerId);
+      if (part === undefined) continue;
+      yield first ? JSON.stringify(part) : `,${JSON.stringify(part)}`;
+      first = false;
+    }
+    yield ']';
   }
 
   private durableHash(): Hash {
