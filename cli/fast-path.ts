@@ -7,6 +7,7 @@
  * on what it accepts: test/unit/cli-fast-path.test.ts checks that against yargs itself.
  */
 import type { Globals, Invocation } from './commands.js';
+import { isStrategyName, type StrategyName } from '../protocol/messages.js';
 
 /** How many positional arguments each command recognised here takes after its name. */
 const ARITY = {
@@ -17,6 +18,7 @@ const ARITY = {
   unshare: { min: 1, max: 1 },
   report: { min: 1, max: 1 },
   share: { min: 1, max: Infinity },
+  get: { min: 1, max: 1 },
 } as const;
 
 type FastCommand = keyof typeof ARITY;
@@ -37,6 +39,7 @@ export function parseFast(args: readonly string[]): Invocation | 'version' | und
   let socket: string | undefined;
   let json = false;
   let reason: string | undefined;
+  const getFlags: { out?: string; overwrite?: boolean; maxPeers?: number; strategy?: StrategyName; progress?: boolean } = {};
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
     if (arg === '--json') {
@@ -51,6 +54,9 @@ export function parseFast(args: readonly string[]): Invocation | 'version' | und
       const value = arg === '--reason' ? args[++i] : arg.slice('--reason='.length);
       if (reason !== undefined || !plainValue(value)) return undefined;
       reason = value;
+    } else if (command === 'get' && arg.startsWith('--')) {
+      if (!takeGetFlag(args, i, getFlags)) return undefined;
+      if (!isBooleanGetFlag(arg)) i += arg.includes('=') ? 0 : 1;
     } else if (arg.startsWith('-') || arg === 'help') {
       // yargs shows the help for a last positional `help`, as for --help.
       return undefined;
@@ -76,5 +82,52 @@ export function parseFast(args: readonly string[]): Invocation | 'version' | und
       return { command, globals, key: positionals[0]!, reason: reason ?? '' };
     case 'share':
       return { command, globals, paths: positionals };
+    case 'get':
+      return { command, globals, key: positionals[0]!, out: getFlags.out, overwrite: getFlags.overwrite, maxPeers: getFlags.maxPeers, progress: getFlags.progress ?? true, strategy: getFlags.strategy };
+  }
+}
+
+const GET_BOOLEANS: Record<string, ['overwrite' | 'progress', boolean]> = {
+  '--overwrite': ['overwrite', true],
+  '--no-overwrite': ['overwrite', false],
+  '--progress': ['progress', true],
+  '--no-progress': ['progress', false],
+};
+
+const isBooleanGetFlag = (arg: string): boolean => Object.hasOwn(GET_BOOLEANS, arg);
+
+/**
+ * One of `get`'s own flags at `args[i]` (its value in the same word after `=`, or in the next), put in
+ * `flags`; false for anything unusual: a flag given twice, a boolean followed by `true`/`false` (yargs
+ * would take it as the value), a value that could read as a flag, a number yargs might read otherwise.
+ */
+function takeGetFlag(args: readonly string[], i: number, flags: { out?: string; overwrite?: boolean; maxPeers?: number; strategy?: StrategyName; progress?: boolean }): boolean {
+  const arg = args[i]!;
+  if (isBooleanGetFlag(arg)) {
+    const [name, value] = GET_BOOLEANS[arg]!;
+    if (flags[name] !== undefined || args[i + 1] === 'true' || args[i + 1] === 'false') return false;
+    flags[name] = value;
+    return true;
+  }
+  const eq = arg.indexOf('=');
+  const name = eq < 0 ? arg : arg.slice(0, eq);
+  const value = eq < 0 ? args[i + 1] : arg.slice(eq + 1);
+  if (!plainValue(value)) return false;
+  switch (name) {
+    case '--out':
+      if (flags.out !== undefined) return false;
+      flags.out = value;
+      return true;
+    case '--max-peers':
+      // Plain decimal only: yargs reads 1e3, 0x10 or 007 as numbers of its own.
+      if (flags.maxPeers !== undefined || !/^[1-9][0-9]{0,5}$/.test(value)) return false;
+      flags.maxPeers = Number(value);
+      return true;
+    case '--strategy':
+      if (flags.strategy !== undefined || !isStrategyName(value)) return false;
+      flags.strategy = value;
+      return true;
+    default:
+      return false;
   }
 }

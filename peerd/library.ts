@@ -89,15 +89,30 @@ export class Library extends EventEmitter {
   private scanning: Promise<void> = Promise.resolve();
   private closed = false;
   private excluded: Set<string>;
+  /**
+   * Absolute: every path the library keys by is. A relative one made the folder's files keyed by relative
+   * paths while a finished download is recorded by its absolute one, so each download was hashed again.
+   */
+  readonly shareDir: string;
 
   constructor(
-    readonly shareDir: string,
+    shareDir: string,
     private readonly db: PeerDb,
     private readonly log: Logger,
     private readonly clock: Clock = systemClock,
   ) {
     super();
-    this.excluded = db.excludedPaths();
+    this.shareDir = path.resolve(shareDir);
+    // Releases before this one kept a relative share folder's paths relative (to the same working folder).
+    this.excluded = new Set();
+    for (const p of db.excludedPaths()) {
+      const absolute = path.resolve(p);
+      if (absolute !== p) {
+        db.setExcluded(p, false);
+        db.setExcluded(absolute, true);
+      }
+      this.excluded.add(absolute);
+    }
   }
 
   async start(): Promise<void> {
@@ -251,7 +266,7 @@ export class Library extends EventEmitter {
         throw new P2PError('P2P_BAD_PATH', `${raw} is not readable by the peer daemon`);
       });
       if (this.excluded.delete(p)) this.db.setExcluded(p, false);
-      if (path.dirname(p) !== path.resolve(this.shareDir)) this.db.addSharedPath(p);
+      if (path.dirname(p) !== this.shareDir) this.db.addSharedPath(p);
       await this.scanning;
       out.push(await this.ensure(p));
     }
@@ -264,7 +279,7 @@ export class Library extends EventEmitter {
     if (matches.length === 0) throw new P2PError('P2P_NOT_FOUND', `'${key}' is not shared here`);
     for (const f of matches) {
       this.db.removeSharedPath(f.path);
-      if (path.dirname(f.path) === path.resolve(this.shareDir)) {
+      if (path.dirname(f.path) === this.shareDir) {
         this.excluded.add(f.path);
         this.db.setExcluded(f.path, true);
       }
@@ -277,7 +292,7 @@ export class Library extends EventEmitter {
   async addVerified(p: string, encoded: Buffer, id: string): Promise<SharedFile> {
     const st = await fsp.stat(p);
     this.db.putManifest({ path: p, size: st.size, mtimeMs: st.mtimeMs, id, manifest: encoded });
-    if (path.dirname(p) !== path.resolve(this.shareDir)) this.db.addSharedPath(p);
+    if (path.dirname(p) !== this.shareDir) this.db.addSharedPath(p);
     if (this.excluded.delete(p)) this.db.setExcluded(p, false);
     await this.scanning;
     return this.ensure(p);

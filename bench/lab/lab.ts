@@ -9,7 +9,7 @@ import os from 'node:os';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { ControlClient, type CommandName, type ControlCommands, type DownloadResult, type StatusInfo } from '../../peerd/index.js';
-import { cpuTimes, GiveUp, machineBusySeconds, memoryBytes, PROGRAMS, ROOT, sleep, until, waitQuiet, type Started, type Workspace } from '../harness.js';
+import { cpuSeconds, cpuTimes, GiveUp, machineBusySeconds, memoryBytes, PROGRAMS, ROOT, sleep, until, waitQuiet, type Started, type Workspace } from '../harness.js';
 import { groupCpu, inGroup, labCpuSeconds, type CpuGroupName, type CpuUsage } from './cpu-account.js';
 import { LabNetwork, type LinkCaps } from './network.js';
 
@@ -81,6 +81,8 @@ export interface GetOutcome {
   labCpuSeconds: number | undefined;
   /** Of which the product's processes (tracker, every peer daemon, the CLI), without the lab runner and proxies. */
   productCpu: CpuUsage | undefined;
+  /** CPU seconds each process that ran throughout used meanwhile, by its name (the CLI is not among them). */
+  processCpuSeconds: Record<string, number>;
   samples: ProgressSample[];
   /** performance.now() when the CLI was launched and when it exited. */
   startedAt: number;
@@ -119,6 +121,19 @@ export interface WindowCost {
   labCpuSeconds: number | undefined;
   /** CPU each child group used (see cpu-account.ts; undefined without a cgroup). */
   groups: Record<CpuGroupName, CpuUsage | undefined>;
+}
+
+/** CPU seconds so far of each process still running, by name (one that has just exited is left out). */
+function processCpu(processes: Iterable<Started>): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const p of processes) {
+    try {
+      out.set(p.name, cpuSeconds(p.pid));
+    } catch {
+      // gone
+    }
+  }
+  return out;
 }
 
 function groupsNow(): Record<CpuGroupName, CpuUsage | undefined> {
@@ -324,6 +339,7 @@ export class Lab {
     const cpuBefore = cpuTimes(pid);
     const rssBeforeBytes = memoryBytes(pid, 'VmRSS');
     const meter = costMeter();
+    const before = processCpu(this.ws.processes);
     const args = ['--socket', peer.socket, 'get', fileName, '--json', '--no-progress', opts.overwrite === false ? '--no-overwrite' : '--overwrite'];
     if (opts.strategy) args.push('--strategy', opts.strategy);
     const t0 = performance.now();
@@ -363,6 +379,12 @@ export class Lab {
     const endedAt = performance.now();
     const wallSeconds = (endedAt - t0) / 1000;
     const cost = meter(wallSeconds);
+    const after = processCpu(this.ws.processes);
+    const processCpuSeconds: Record<string, number> = {};
+    for (const [name, seconds] of after) {
+      const was = before.get(name);
+      if (was !== undefined) processCpuSeconds[name] = seconds - was;
+    }
     let cpu = { user: NaN, system: NaN };
     let peak = NaN;
     try {
@@ -395,6 +417,7 @@ export class Lab {
       otherBusyBefore: quietBefore,
       labCpuSeconds: cost.labCpuSeconds,
       productCpu: cost.groups.product,
+      processCpuSeconds,
       samples,
       startedAt: t0,
       endedAt,

@@ -89,3 +89,24 @@ t.test('an existing --data folder open to others is tightened to 0700 at start, 
   const warning = lines.find((l) => l.level === LEVEL.warn && /tightened it to 0700/.test(String(l.msg)));
   t.match(warning, { dataDir, mode: '0775', now: '0700' }, 'one JSON warning says which folder and what its mode was');
 });
+
+t.test('a daemon given a relative --share folder shares a finished download without reading the file again', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  const seeder = await fleet.startPeer('seeder');
+  const orig = path.join(seeder.shareDir, 'album.bin');
+  Fleet.randomFile(orig, 3);
+  await seeder.call('share', { paths: [orig] });
+  const log = jsonLog();
+  const shareDir = path.join(fleet.dir, 'relative-share');
+  const downloader = await fleet.startPeer('downloader', { shareDir: path.relative(process.cwd(), shareDir), logger: log.logger });
+  await Fleet.held(downloader, 'album.bin', 1);
+
+  const result = await downloader.call('get', { key: 'album.bin', overwrite: false });
+  t.equal(result.path, path.join(shareDir, 'album.bin'), 'the download lands in the share folder, named by its absolute path');
+  // A scan of the folder after the download (as the watcher's or the periodic one would run).
+  await downloader.daemon.library.rescan();
+  const files = await downloader.call('files', {});
+  t.same(files.map((f) => [f.name, f.path]), [['album.bin', path.join(shareDir, 'album.bin')]], 'it is shared once, under its absolute path');
+  t.same(log.lines.filter((l) => l.msg === 'hashed file'), [], 'and its verified chunks were not hashed a second time');
+});

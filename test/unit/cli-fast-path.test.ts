@@ -44,6 +44,15 @@ t.test('the common command lines are recognised', async (t) => {
     [['unshare', 'a.txt'], { command: 'unshare', globals: g(), key: 'a.txt' }],
     [['report', 'a.txt'], { command: 'report', globals: g(), key: 'a.txt', reason: '' }],
     [['report', 'a.txt', '--reason', 'bad data'], { command: 'report', globals: g(), key: 'a.txt', reason: 'bad data' }],
+    [['get', 'a.txt'], { command: 'get', globals: g(), key: 'a.txt', out: undefined, overwrite: undefined, maxPeers: undefined, progress: true, strategy: undefined }],
+    [
+      ['--socket', '/run/p.sock', 'get', 'film.bin', '--json', '--no-progress', '--overwrite', '--strategy', 'adaptive'],
+      { command: 'get', globals: g(true, '/run/p.sock'), key: 'film.bin', out: undefined, overwrite: true, maxPeers: undefined, progress: false, strategy: 'adaptive' },
+    ],
+    [
+      ['get', '--out=/tmp/x', 'film.bin', '--no-overwrite', '--max-peers', '4', '--strategy=original', '--progress'],
+      { command: 'get', globals: g(), key: 'film.bin', out: '/tmp/x', overwrite: false, maxPeers: 4, progress: true, strategy: 'original' },
+    ],
   ];
   for (const [args, expected] of cases) {
     t.same(parseFast(args), expected, `p2p ${args.join(' ')}`);
@@ -84,7 +93,20 @@ t.test('everything else is left to yargs', (t) => {
     ['report', 'k', '--reason'],
     ['--reason', 'why', 'report', 'k'],
     ['files', '--reason', 'why'],
-    ['get', 'a.txt'],
+    ['get'],
+    ['get', 'a', 'b'],
+    ['get', 'a', '--overwrite', 'false'],
+    ['get', 'a', '--overwrite', '--no-overwrite'],
+    ['get', 'a', '--max-peers', '0'],
+    ['get', 'a', '--max-peers', '1e3'],
+    ['get', 'a', '--max-peers=007'],
+    ['get', 'a', '--strategy', 'fastest'],
+    ['get', 'a', '--out'],
+    ['get', 'a', '--out', '-'],
+    ['get', 'a', '--out', 'x', '--out', 'y'],
+    ['get', 'a', '--maxPeers', '3'],
+    ['get', 'a', '-o', 'x'],
+    ['--out', 'x', 'get', 'a'],
     ['admin', 'status'],
     ['constructor'],
     ['completion'],
@@ -96,8 +118,11 @@ t.test('everything else is left to yargs', (t) => {
 
 t.test('whatever the fast path accepts, yargs reads the same way', async (t) => {
   const commands = ['status', 'files', 'transfers', 'search', 'share', 'unshare', 'report', 'get', 'admin', 'help'];
-  const values = ['a.txt', '1e3', '0x10', '007', '1.50', 'true', 'false', 'TRUE', 'no', 'a=b', 'x y', 'Ünï', '/tmp/p.sock', '-1', '', '-', '--'];
-  const flags = ['--json', '--socket', '--socket=/s', '--socket=', '--socket=a=b', '--reason', '--reason=why', '--reason=', '--json=false', '--no-json', '-x', '--version'];
+  const values = ['adaptive', '12', 'a.txt', '1e3', '0x10', '007', '1.50', 'true', 'false', 'TRUE', 'no', 'a=b', 'x y', 'Ünï', '/tmp/p.sock', '-1', '', '-', '--'];
+  const flags = [
+    ...['--json', '--socket', '--socket=/s', '--socket=', '--socket=a=b', '--reason', '--reason=why', '--reason=', '--json=false', '--no-json', '-x', '--version'],
+    ...['--out', '--out=/o', '--out=', '--overwrite', '--no-overwrite', '--overwrite=false', '--max-peers', '--max-peers=3', '--max-peers=0', '--strategy', '--strategy=original', '--strategy=x', '--progress', '--no-progress'],
+  ];
   const token = fc.constantFrom(...commands, ...values, ...flags);
   // Any tokens in any order, and lines shaped like a command (flags, a command, then anything), which
   // the fast path accepts more often.

@@ -71,9 +71,27 @@ export interface PeersRun {
   cpuBoundEfficiency?: number;
   /** Machine busy fraction just before the run, the lab idle (after up to --quiet-wait seconds of waiting). */
   otherBusyBefore?: number;
+  /** The engine's CPU seconds over the download by role; `cli` is the product's group less the daemons. */
+  cpuByRole?: { downloader: number; sharingSeeders: number; idleSeeders: number; tracker: number; cli: number };
 }
 
 const seederHost = (i: number): string => `s${i + 1}`;
+
+/** Splits the processes' CPU by role (process names are `s3.7`, `dl.24`, `tracker`). */
+function cpuByRole(byProcess: Record<string, number>, n: number, product: number | undefined): NonNullable<PeersRun['cpuByRole']> {
+  const roles = { downloader: 0, sharingSeeders: 0, idleSeeders: 0, tracker: 0, cli: 0 };
+  let daemons = 0;
+  for (const [name, seconds] of Object.entries(byProcess)) {
+    const seeder = /^s(\d+)\./.exec(name);
+    if (seeder) roles[Number(seeder[1]) <= n ? 'sharingSeeders' : 'idleSeeders'] += seconds;
+    else if (name.startsWith('dl.')) roles.downloader += seconds;
+    else if (name === 'tracker') roles.tracker += seconds;
+    else continue;
+    daemons += seconds;
+  }
+  roles.cli = product !== undefined ? Math.max(0, product - daemons) : NaN;
+  return roles;
+}
 
 async function engineRun(lab: Lab, file: TestFile, n: number, strategy: Strategy, r: number): Promise<PeersRun> {
   const ideal = idealSeconds(file.sizeBytes, Array(n).fill(SEEDER_BPS));
@@ -101,6 +119,7 @@ async function engineRun(lab: Lab, file: TestFile, n: number, strategy: Strategy
   }
   if (out.otherBusyFraction !== undefined) run.otherBusyFraction = out.otherBusyFraction;
   if (Number.isFinite(out.otherBusyBefore)) run.otherBusyBefore = out.otherBusyBefore;
+  run.cpuByRole = cpuByRole(out.processCpuSeconds, n, out.productCpu?.seconds);
   if (out.labCpuSeconds !== undefined) {
     run.labCpuSeconds = out.labCpuSeconds;
     run.cpuCeilingMbit = (os.cpus().length * file.sizeBytes * 8) / out.labCpuSeconds / MBIT;
@@ -205,7 +224,7 @@ export const peersScenario: Scenario = async (ctx) => {
       await forEachRun(opts.runs, rows, async (row, r) => {
         const run = row === 'aria2c' ? await aria2cRun(lab, programs!, file, n, r) : await engineRun(lab, file, n, row, r);
         runs.push(run);
-        opts.log(`peers: N=${n} ${row} run ${r}: ${run.ok ? `${run.seconds!.toFixed(2)} s, efficiency ${run.efficiency!.toFixed(2)}, ${run.peersUsed} peers used, all processes ${secs(run.allCpuSecondsPerGiB)} CPU s/GiB` : `FAILED ${run.error}`}`);
+        opts.log(`peers: N=${n} ${row} run ${r}: ${run.ok ? `${run.seconds!.toFixed(2)} s, efficiency ${run.efficiency!.toFixed(2)}, ${run.peersUsed} peers used, all processes ${secs(run.allCpuSecondsPerGiB)} CPU s/GiB${run.cpuByRole ? ` (${Object.entries(run.cpuByRole).map(([k, v]) => `${k} ${v.toFixed(2)} s`).join(', ')})` : ''}` : `FAILED ${run.error}`}`);
       });
     }
   });
