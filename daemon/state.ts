@@ -6,8 +6,7 @@
  * transaction as the index of the last entry applied.
  */
 import { createHash, type Hash } from 'node:crypto';
-import net from 'node:net';
-import { P2PError, PEER_ID_PATTERN } from '../protocol/index.js';
+import { normalizeHostForMatch, P2PError } from '../protocol/index.js';
 import type { DurableRecord, Op, SnapshotRecord } from './ops.js';
 import { HolderTable, type Holder, type RegistrationTotals, type SearchHit } from './holders.js';
 import { compareStamps, type BlacklistEntry, type Stamp, type StampedBan, type Store } from './store.js';
@@ -29,28 +28,7 @@ export interface BlacklistChange {
   removed: string[];
 }
 
-/** A blacklist target is a peer id (40 hex characters) or an IP address, in one canonical spelling. */
-export function normalizeTarget(target: string): string {
-  const t = target.trim().toLowerCase();
-  if (PEER_ID_PATTERN.test(t)) return t;
-  const ip = t.startsWith('::ffff:') && net.isIPv4(t.slice(7)) ? t.slice(7) : t;
-  if (net.isIPv4(ip)) return ip;
-  if (net.isIPv6(ip)) return canonicalIPv6(ip);
-  throw new P2PError('P2P_BAD_REQUEST', `'${target}' is neither a peer id (40 hex characters) nor an IP address`);
-}
-
-function canonicalIPv6(ip: string): string {
-  // Let the URL parser do RFC 5952 compression, so "::0001" and "::1" are one entry.
-  return new URL(`http://[${ip}]/`).hostname.slice(1, -1);
-}
-
-export function normalizeHostForMatch(host: string): string {
-  try {
-    return normalizeTarget(host);
-  } catch {
-    return host;
-  }
-}
+export { normalizeHostForMatch, normalizeTarget } from '../protocol/index.js';
 
 export class TrackerState {
   /** Who holds which file (soft state). */

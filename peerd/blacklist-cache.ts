@@ -2,15 +2,19 @@
  * What this peer knows of the blacklist: the tracker's list of targets, kept current by its pushes
  * (BLACKLIST_CHANGED) and re-synced by version on every (re)connection (BLACKLIST_SYNC), so a change
  * pushed while this peer had no session (failing over, a cut link) is not lost until a restart; plus
- * verdicts asked of the tracker for peers met, cached briefly with lru-cache. If the tracker cannot be
- * asked, the known entries still apply and the peer is let through (a tracker outage must not stop
- * transfers). Every change, pushed or re-synced, is emitted as 'change' ({ added, removed }): the daemon
+ * verdicts asked of the tracker for peers met, cached briefly with lru-cache, while that list may be behind
+ * (no session, or one not yet re-synced). Once the list is synced in the current session it is the
+ * tracker's own, kept current by its pushes, and a peer met is judged by it alone: asking would cost each
+ * new downloader a round trip to the tracker on every holder it dials, and would know nothing more (a ban
+ * applied after either answer arrives as a push, which cuts the peer's connections). Without a session,
+ * or if the tracker cannot be asked, the known entries still apply and the peer is let through (a tracker
+ * outage must not stop transfers). Every change, pushed or re-synced, is emitted as 'change' ({ added, removed }): the daemon
  * cuts the connections of a peer just banned either way.
  */
 import { EventEmitter } from 'node:events';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
-import type { Body } from '../protocol/index.js';
+import { normalizeHostForMatch, type Body } from '../protocol/index.js';
 import type { TrackerClient } from './tracker-client.js';
 
 /** Re-syncs asked in a row when pushes keep arriving during the answer's round trip. */
@@ -27,6 +31,8 @@ export class BlacklistCache extends EventEmitter {
   private pushes = 0;
   private syncing: Promise<void> | undefined;
   private syncAgain = false;
+  /** Whether `known` is the tracker's list: synced in the current session, which has not ended since. */
+  private current = false;
 
   constructor(
     private readonly tracker: TrackerClient,
@@ -39,11 +45,20 @@ export class BlacklistCache extends EventEmitter {
       this.pushes++;
       this.apply(change);
     });
+    tracker.on('state', (to: string) => {
+      if (to !== 'connected') this.current = false;
+    });
     tracker.on('session', () => {
+      this.current = false;
       this.sync().catch((err: unknown) => {
         this.log.warn({ err: (err as Error).message }, 'could not re-sync the blacklist with the tracker; pushes and checks still apply');
       });
     });
+  }
+
+  /** Whether a peer met is judged by the known list alone (synced in this session); else the tracker is asked. */
+  get listIsCurrent(): boolean {
+    return this.current;
   }
 
   /** The version of the tracker's list this peer last synced to. */
@@ -72,10 +87,13 @@ export class BlacklistCache extends EventEmitter {
     }
     this.syncing = (async () => {
       try {
+        let synced: boolean;
         do {
           this.syncAgain = false;
-          await this.syncOnce();
+          synced = await this.syncOnce();
         } while (this.syncAgain);
+        // A session that ended meanwhile said so ('state'), and its successor asks for another sync.
+        this.current = synced && this.tracker.state === 'connected';
       } finally {
         this.syncing = undefined;
       }
@@ -83,7 +101,8 @@ export class BlacklistCache extends EventEmitter {
     return this.syncing;
   }
 
-  private async syncOnce(): Promise<void> {
+  /** True once `known` is the tracker's whole list; false if pushes kept crossing the answers. */
+  private async syncOnce(): Promise<boolean> {
     for (let attempt = 0; attempt < SYNC_ATTEMPTS; attempt++) {
       const pushesBefore = this.pushes;
       const state = await this.tracker.request('BLACKLIST_SYNC', { version: this.version }, 'BLACKLIST_STATE', 3);
@@ -101,18 +120,22 @@ export class BlacklistCache extends EventEmitter {
         this.apply(change);
       }
       this.version = state.version;
-      return;
+      return true;
     }
     this.log.info('blacklist pushes kept crossing the re-sync; keeping what the pushes said');
+    return false;
   }
 
   /** Known bad from the tracker's list alone (no network). */
   knownBanned(peerId: string, host: string): boolean {
-    return this.known.has(peerId) || this.known.has(host);
+    return this.known.has(peerId) || this.known.has(normalizeHostForMatch(host));
   }
 
   async isBanned(peerId: string, host: string): Promise<boolean> {
     if (this.knownBanned(peerId, host)) return true;
+    // Synced in this session: the list is the tracker's. No session: nobody to ask, and waiting for one
+    // would hold the peer's handshake past its deadline; the known entries decide.
+    if (this.current || this.tracker.state !== 'connected') return false;
     const key = `${peerId}@${host}`;
     const cached = this.verdicts.get(key);
     if (cached !== undefined) return cached;

@@ -78,6 +78,8 @@ export function choosePeerCount(holders: number, maxPeers?: number): number {
 
 /** Holders dialled at once from one tracker answer, at most. */
 const MAX_DIALS = 256;
+/** Adaptive strategy: holders dialled at once (the next starts as one is done). */
+const DIALS_AT_ONCE = 4;
 /** Adaptive strategy: peers to start with, and how often the set is reconsidered. */
 const ADAPTIVE_INITIAL_PEERS = 10;
 const ADAPTIVE_TICK_MS = 250;
@@ -153,7 +155,12 @@ class AdaptiveStrategy implements PeerStrategy {
         resolve();
       };
       if (pending === 0) return finish();
-      for (const h of holders.slice(0, MAX_DIALS)) {
+      // A few at a time: twenty TLS handshakes at once share the CPU, so all finished late and the first
+      // chunk waited for the last; a few at once finish early, and the rest join while chunks flow.
+      const queue = holders.slice(0, MAX_DIALS);
+      const next = (): void => {
+        const h = queue.shift();
+        if (!h) return;
         void this.swarm.measure(h).then((s) => {
           pending--;
           if (s) {
@@ -161,8 +168,10 @@ class AdaptiveStrategy implements PeerStrategy {
             if (!settled) this.swarm.clock.setTimeout(finish, START_GRACE_MS);
           }
           if (pending === 0) finish();
+          next();
         });
-      }
+      };
+      for (let i = 0; i < DIALS_AT_ONCE; i++) next();
     });
   }
 

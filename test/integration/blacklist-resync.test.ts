@@ -129,3 +129,38 @@ t.test('a missed ban heals on reconnect: the banned peer loses the connection it
   t.match(held, /^\d+\.\d+$/, `the seeder re-synced to a version (${held})`);
   t.equal(held, s.trackers[0]!.state.blacklistVersion, "the main's");
 });
+
+t.test('a seeder whose list is synced judges the peers it meets by that list, without asking the tracker each time', async (t) => {
+  const s = await setUp(t);
+  const asked: string[] = [];
+  const tracker = s.seeder.daemon.tracker;
+  const request = tracker.request.bind(tracker);
+  tracker.request = ((name: string, ...rest: unknown[]) => {
+    if (name === 'BLACKLIST_CHECK') asked.push(name);
+    return (request as (...a: unknown[]) => unknown)(name, ...rest);
+  }) as typeof tracker.request;
+  await until('the seeder to hold the synced list', () => (s.seeder.daemon.blacklist.listIsCurrent ? true : undefined));
+
+  const banned = generateKeyPair().keys;
+  await s.admin.add(banned.peerId, 'banned before it ever met the seeder');
+  await everywhere(s, banned.peerId, true);
+  await until('the pushed ban to reach the seeder', () => (s.seeder.daemon.blacklist.knownBanned(banned.peerId, '') ? true : undefined));
+  for (let i = 0; i < 3; i++) {
+    t.equal((await connectToSeeder(t, s, generateKeyPair().keys)).code, 'served', `new downloader ${i + 1} is served`);
+  }
+  t.equal((await connectToSeeder(t, s, banned)).code, 'P2P_BLACKLISTED', 'the banned peer is refused');
+  t.same(asked, [], 'and the tracker was not asked about any of them');
+
+  // Without a session the list may be behind, but there is nobody to ask: the known entries decide at once
+  // (waiting for a session would hold the peer's handshake past its deadline).
+  await cutSeeder(s);
+  t.notOk(s.seeder.daemon.blacklist.listIsCurrent, 'with no session the list is not taken as current');
+  t.equal((await connectToSeeder(t, s, banned)).code, 'P2P_BLACKLISTED', 'the known ban still applies');
+  t.equal((await connectToSeeder(t, s, generateKeyPair().keys)).code, 'served', 'a new peer is served on the known entries');
+  t.same(asked, [], 'without waiting for a tracker to ask');
+
+  await healSeeder(s, 0);
+  await until('the seeder to re-sync', () => (s.seeder.daemon.blacklist.listIsCurrent ? true : undefined));
+  t.equal((await connectToSeeder(t, s, generateKeyPair().keys)).code, 'served', 'back in session, a new peer is served');
+  t.same(asked, [], 'without asking the tracker');
+});
