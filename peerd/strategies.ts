@@ -17,7 +17,7 @@ import type { DropReason } from './counters.js';
 /** What a strategy may see of a download and do to it. */
 export interface Swarm {
   readonly logger: Logger;
-  readonly clock: Pick<Clock, 'now' | 'setTimeout'>;
+  readonly clock: Pick<Clock, 'now' | 'setTimeout' | 'setInterval'>;
   /** --max-peers, when given. */
   readonly maxPeers: number | undefined;
   /** Sources in use and alive. */
@@ -80,6 +80,7 @@ export function choosePeerCount(holders: number, maxPeers?: number): number {
 const MAX_DIALS = 256;
 /** Adaptive strategy: holders dialled at once (the next starts as one is done). */
 const DIALS_AT_ONCE = 4;
+const DIAL_STAGGER_MS = 10;
 /** Adaptive strategy: peers to start with, and how often the set is reconsidered. */
 const ADAPTIVE_INITIAL_PEERS = 10;
 const ADAPTIVE_TICK_MS = 250;
@@ -156,10 +157,13 @@ class AdaptiveStrategy implements PeerStrategy {
       };
       if (pending === 0) return finish();
       // A few at a time: twenty TLS handshakes at once share the CPU, so all finished late and the first
-      // chunk waited for the last; a few at once finish early, and the rest join while chunks flow.
+      // chunk waited for the last; a few at once finish early, and the rest join while chunks flow. One
+      // more starts every DIAL_STAGGER_MS all the same, so far holders (slow round trips) hold up no one.
       const queue = holders.slice(0, MAX_DIALS);
+      const stagger = this.swarm.clock.setInterval(() => next(), DIAL_STAGGER_MS);
       const next = (): void => {
         const h = queue.shift();
+        if (queue.length === 0) stagger.cancel();
         if (!h) return;
         void this.swarm.measure(h).then((s) => {
           pending--;
