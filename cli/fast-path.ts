@@ -7,7 +7,7 @@
  * on what it accepts: test/unit/cli-fast-path.test.ts checks that against yargs itself.
  */
 import type { Globals, Invocation } from './commands.js';
-import { isStrategyName, type StrategyName } from '../protocol/messages.js';
+import { isStrategyName, type StrategyName } from '../protocol/strategy-names.js';
 
 /** How many positional arguments each command recognised here takes after its name. */
 const ARITY = {

@@ -1,4 +1,5 @@
 export * from './address.js';
+export * from './blacklist-target.js';
 export * from './clock.js';
 export * from './codec.js';
 export * from './connection.js';

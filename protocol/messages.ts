@@ -177,13 +177,4 @@ export type RoleName = keyof typeof Role;
 export const Evidence = { user: 0, badData: 1 } as const;
 export type EvidenceName = keyof typeof Evidence;
 
-/**
- * How a download chooses its peers (`--strategy`, the control socket's `get`): the names every side
- * uses; peerd/strategies.ts has one implementation per name.
- */
-export const STRATEGY_NAMES = ['adaptive', 'original'] as const;
-export type StrategyName = (typeof STRATEGY_NAMES)[number];
-
-export function isStrategyName(name: unknown): name is StrategyName {
-  return typeof name === 'string' && (STRATEGY_NAMES as readonly string[]).includes(name);
-}
+export { isStrategyName, STRATEGY_NAMES, type StrategyName } from './strategy-names.js';
