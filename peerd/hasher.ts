@@ -65,6 +65,11 @@ export interface Hasher {
   close(): Promise<void>;
 }
 
+/** The check the worker makes, made here and now on the calling thread. */
+export function checkNow(data: Buffer, receipt: ReceiptToCheck): ChunkCheck {
+  return checkSync(data, receipt);
+}
+
 function checkSync(data: Buffer, receipt: ReceiptToCheck | undefined): ChunkCheck {
   return { hash: sha256(data), signed: receipt ? verifyPayload(receipt.publicKey, receipt.payload, receipt.signature) : false };
 }
