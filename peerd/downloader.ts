@@ -634,7 +634,8 @@ export class Download extends EventEmitter {
         this.pumpAll();
       }
       try {
-        await this.partial!.write(index, chunk.data);
+        // The first chunk goes to the disk at once: it is the download's first byte.
+        await this.partial!.write(index, chunk.data, { now: this.firstByteAt === undefined });
       } catch (err) {
         this.fail(new P2PError('P2P_INTERNAL', `cannot write ${this.partialPath}: ${(err as Error).message}`));
         return;

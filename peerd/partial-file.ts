@@ -35,8 +35,19 @@ export function partialPathFor(target: string, fileId: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.${fileId.slice(0, 12)}.part`);
 }
 
-/** The file operations a partial file uses: a `fs.promises` FileHandle (tests wrap one to slow its syncs). */
-export type PartialHandle = Pick<fsp.FileHandle, 'read' | 'writev' | 'datasync' | 'truncate' | 'close' | 'stat'>;
+/**
+ * The file operations a partial file uses: a `fs.promises` FileHandle (tests wrap one to slow its syncs),
+ * and where it has one, a synchronous positional write (see `write`'s `now`).
+ */
+export type PartialHandle = Pick<fsp.FileHandle, 'read' | 'writev' | 'datasync' | 'truncate' | 'close' | 'stat'> & {
+  writevSync?: (buffers: Buffer[], position: number) => number;
+};
+
+/** A real file's handle, with the synchronous write on its descriptor. */
+async function openHandle(file: string, flags: number, mode?: number): Promise<PartialHandle> {
+  const fh = await fsp.open(file, flags, mode);
+  return Object.assign(fh, { writevSync: (buffers: Buffer[], position: number) => fs.writevSync(fh.fd, buffers, position) });
+}
 
 /** Chunks next to each other in the file are written with one call, up to this many. */
 const MAX_CHUNKS_PER_WRITE = 16;
@@ -123,7 +134,7 @@ export class PartialFile {
   static async open(opts: PartialFileOptions): Promise<PartialFile> {
     const m = opts.manifest;
     const partPath = partialPathFor(opts.target, opts.fileId);
-    const openFile = opts.openFile ?? ((file: string, flags: number, mode?: number) => fsp.open(file, flags, mode));
+    const openFile = opts.openFile ?? openHandle;
     const prior = opts.db.partial(opts.fileId);
     const resumed = prior !== undefined && prior.partPath === partPath ? await openToResume(openFile, partPath, m.size) : undefined;
     const fh = resumed ?? (await createExclusive(openFile, partPath));
@@ -164,15 +175,21 @@ export class PartialFile {
    * (they spun on it for a fifth of a download's CPU in a profile), so chunks wait here instead, and those
    * that are next to each other in the file go out in one `pwritev`.
    */
-  async write(index: number, data: Buffer): Promise<void> {
+  async write(index: number, data: Buffer, { now = false } = {}): Promise<void> {
     if (this.ending) throw new P2PError('P2P_INTERNAL', `${this.path} is closed; chunk ${index} not written`);
     if (this.syncError) throw this.syncError;
     this.writesInFlight++;
     try {
-      await new Promise<void>((resolve, reject) => {
-        this.writeQueue.push({ index, data, done: (err) => (err ? reject(err) : resolve()) });
-        if (!this.writerRunning) void this.runWriter();
-      });
+      if (now && this.fh.writevSync && !this.writerRunning && this.writeQueue.length === 0) {
+        // Written here and now, on this thread (nothing else is being written): the writer's trip through
+        // libuv's thread pool took 20-220 ms on a busy machine before a download's first byte.
+        this.writeRunSync(index, data, this.fh.writevSync);
+      } else {
+        await new Promise<void>((resolve, reject) => {
+          this.writeQueue.push({ index, data, done: (err) => (err ? reject(err) : resolve()) });
+          if (!this.writerRunning) void this.runWriter();
+        });
+      }
       this.unjournaled.push(index);
       this.unjournaledBytes += data.length;
     } finally {
@@ -202,6 +219,16 @@ export class PartialFile {
       }
     } finally {
       this.writerRunning = false;
+    }
+  }
+
+  private writeRunSync(index: number, data: Buffer, writevSync: NonNullable<PartialHandle['writevSync']>): void {
+    const position = index * this.opts.manifest.chunkSize;
+    let written = 0;
+    while (written < data.length) {
+      const n = writevSync([data.subarray(written)], position + written);
+      if (n === 0) throw new P2PError('P2P_INTERNAL', `writing chunk ${index} to ${this.path} made no progress`);
+      written += n;
     }
   }
 

@@ -178,6 +178,30 @@ t.test('chunks are written whole at their place, even when the disk takes less a
   await t.rejects(f.write(0, s.chunk(0)), { code: 'P2P_INTERNAL' }, 'no writes after finish');
 });
 
+t.test("a download's first chunk is written at once on a real file; the rest, and a disk without that, go through the writer", async (t) => {
+  const s = setup(t, 4, 500);
+  // The daemon's own way of opening: a real file handle, which can write synchronously.
+  const f = await s.open({ openFile: undefined });
+  const written = f.write(1, s.chunk(1), { now: true });
+  const fd = fs.openSync(f.path, 'r');
+  t.teardown(() => fs.closeSync(fd));
+  const onDisk = Buffer.alloc(s.chunk(1).length);
+  fs.readSync(fd, onDisk, 0, onDisk.length, CHUNK);
+  t.ok(onDisk.equals(s.chunk(1)), 'the chunk is in the file before the write promise has even settled');
+  await written;
+  await Promise.all([0, 2, 3].map((i) => f.write(i, s.chunk(i), { now: i === 2 })));
+  await f.finish();
+  t.ok(fs.readFileSync(s.target).equals(s.data), 'the whole file arrives intact, the journal and the final sync as usual');
+  t.ok(s.db.finished, 'and the journal is forgotten');
+
+  // A handle without a synchronous write (here the test's disk) takes the writer's way, whatever is asked.
+  const s2 = setup(t, 2, 500);
+  const g = await s2.open();
+  await g.write(0, s2.chunk(0), { now: true });
+  t.same(s2.disk.events.filter((e) => e.startsWith('wrote')), ['wrote 0+' + CHUNK], 'written by the writer');
+  await g.close();
+});
+
 t.test('one write call at a time (no two threads queue on the file), neighbours written together', async (t) => {
   const s = setup(t, 8, 1000);
   const f = await s.open();
