@@ -554,6 +554,18 @@ export function peersReport(input: PeersReportInput): ScenarioReport {
     { title: 'Where the time goes (medians)', markdown: timeTable },
     { title: `Cost on the downloading side (medians; a fresh daemon per run, so VmHWM is that run's peak${hasAria2c ? "; aria2c's from its cgroup" : ''})`, markdown: costTable },
   ];
+  // Runs recorded before the lab split the CPU by process (older JSON) have no such table.
+  const roleRuns = runs.filter((r) => r.strategy === primary && r.cpuByRole);
+  if (roleRuns.length > 0) {
+    const roles = ['downloader', 'sharingSeeders', 'idleSeeders', 'tracker', 'cli'] as const;
+    tables.push({
+      title: `${primary}: whose CPU it was (medians, CPU s per ${opts.sizeMiB} MiB download)`,
+      markdown: mdTable(
+        ['N', 'downloading daemon', 'the N sharing seeders', `the ${maxN} - N idle seeders`, 'tracker', 'p2p CLI (and its start)'],
+        counts.map((n) => [n, ...roles.map((role) => secs(med(roleRuns.filter((r) => r.n === n).map((r) => r.cpuByRole![role]))))]),
+      ),
+    });
+  }
   if (hasAria2c) {
     tables.splice(1, 0, {
       title: `${primary} against aria2c + nginx (medians, the same lab run)`,
