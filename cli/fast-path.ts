@@ -39,7 +39,7 @@ export function parseFast(args: readonly string[]): Invocation | 'version' | und
   let socket: string | undefined;
   let json = false;
   let reason: string | undefined;
-  const getFlags: { out?: string; overwrite?: boolean; maxPeers?: number; strategy?: StrategyName; progress?: boolean } = {};
+  const getFlags: GetFlags = {};
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
     if (arg === '--json') {
@@ -55,8 +55,9 @@ export function parseFast(args: readonly string[]): Invocation | 'version' | und
       if (reason !== undefined || !plainValue(value)) return undefined;
       reason = value;
     } else if (command === 'get' && arg.startsWith('--')) {
-      if (!takeGetFlag(args, i, getFlags)) return undefined;
-      if (!isBooleanGetFlag(arg)) i += arg.includes('=') ? 0 : 1;
+      const words = takeGetFlag(args, i, getFlags);
+      if (words === 0) return undefined;
+      i += words - 1;
     } else if (arg.startsWith('-') || arg === 'help') {
       // yargs shows the help for a last positional `help`, as for --help.
       return undefined;
@@ -87,6 +88,15 @@ export function parseFast(args: readonly string[]): Invocation | 'version' | und
   }
 }
 
+/** `get`'s own flags, as the fast path has read them so far. */
+interface GetFlags {
+  out?: string;
+  overwrite?: boolean;
+  maxPeers?: number;
+  strategy?: StrategyName;
+  progress?: boolean;
+}
+
 const GET_BOOLEANS: Record<string, ['overwrite' | 'progress', boolean]> = {
   '--overwrite': ['overwrite', true],
   '--no-overwrite': ['overwrite', false],
@@ -94,40 +104,40 @@ const GET_BOOLEANS: Record<string, ['overwrite' | 'progress', boolean]> = {
   '--no-progress': ['progress', false],
 };
 
-const isBooleanGetFlag = (arg: string): boolean => Object.hasOwn(GET_BOOLEANS, arg);
-
 /**
  * One of `get`'s own flags at `args[i]` (its value in the same word after `=`, or in the next), put in
- * `flags`; false for anything unusual: a flag given twice, a boolean followed by `true`/`false` (yargs
- * would take it as the value), a value that could read as a flag, a number yargs might read otherwise.
+ * `flags`: the words it took, or 0 for anything unusual (a flag given twice, a boolean followed by
+ * `true`/`false`, which yargs would take as its value, a value that could read as a flag, a number yargs
+ * might read otherwise).
  */
-function takeGetFlag(args: readonly string[], i: number, flags: { out?: string; overwrite?: boolean; maxPeers?: number; strategy?: StrategyName; progress?: boolean }): boolean {
+function takeGetFlag(args: readonly string[], i: number, flags: GetFlags): number {
   const arg = args[i]!;
-  if (isBooleanGetFlag(arg)) {
+  if (Object.hasOwn(GET_BOOLEANS, arg)) {
     const [name, value] = GET_BOOLEANS[arg]!;
-    if (flags[name] !== undefined || args[i + 1] === 'true' || args[i + 1] === 'false') return false;
+    if (flags[name] !== undefined || args[i + 1] === 'true' || args[i + 1] === 'false') return 0;
     flags[name] = value;
-    return true;
+    return 1;
   }
   const eq = arg.indexOf('=');
   const name = eq < 0 ? arg : arg.slice(0, eq);
   const value = eq < 0 ? args[i + 1] : arg.slice(eq + 1);
-  if (!plainValue(value)) return false;
+  const words = eq < 0 ? 2 : 1;
+  if (!plainValue(value)) return 0;
   switch (name) {
     case '--out':
-      if (flags.out !== undefined) return false;
+      if (flags.out !== undefined) return 0;
       flags.out = value;
-      return true;
+      return words;
     case '--max-peers':
       // Plain decimal only: yargs reads 1e3, 0x10 or 007 as numbers of its own.
-      if (flags.maxPeers !== undefined || !/^[1-9][0-9]{0,5}$/.test(value)) return false;
+      if (flags.maxPeers !== undefined || !/^[1-9][0-9]{0,5}$/.test(value)) return 0;
       flags.maxPeers = Number(value);
-      return true;
+      return words;
     case '--strategy':
-      if (flags.strategy !== undefined || !isStrategyName(value)) return false;
+      if (flags.strategy !== undefined || !isStrategyName(value)) return 0;
       flags.strategy = value;
-      return true;
+      return words;
     default:
-      return false;
+      return 0;
   }
 }

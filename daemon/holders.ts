@@ -216,18 +216,15 @@ export class HolderTable {
     for (const p of this.peers.values()) yield holdingsOf(p);
   }
 
-
-  /** The holder lists in one canonical form, for the state hash that compares trackers. */
-  canonical(): unknown[] {
-    return this.canonicalOrder().map((id) => this.canonicalPeer(id));
-  }
-
-  /** The peers' ids in the canonical form's order (hex: the order localeCompare gave). */
+  /**
+   * The holder lists in one canonical form, for the state hash that compares trackers: the peers in this
+   * order (hex: the order localeCompare gave), each as canonicalPeer() gives it.
+   */
   canonicalOrder(): string[] {
     return [...this.peers.keys()].sort(compare);
   }
 
-  /** One peer's part of canonical() (undefined if it holds nothing now). */
+  /** One peer's part of the canonical form (undefined if it holds nothing now). */
   canonicalPeer(peerId: string): unknown {
     const p = this.peers.get(peerId);
     if (!p) return undefined;

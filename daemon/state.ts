@@ -28,8 +28,6 @@ export interface BlacklistChange {
   removed: string[];
 }
 
-export { normalizeHostForMatch, normalizeTarget } from '../protocol/index.js';
-
 export class TrackerState {
   /** Who holds which file (soft state). */
   readonly holders = new HolderTable();
@@ -334,7 +332,7 @@ export class TrackerState {
     return h.digest('hex');
   }
 
-  /** JSON.stringify(this.holders.canonical()), a peer at a time (a peer gone meanwhile is left out). */
+  /** The holder lists' canonical form as JSON, a peer at a time (a peer gone meanwhile is left out). */
   private *holderHashParts(): Generator<string> {
     yield '[';
     let first = true;

@@ -19,6 +19,8 @@ import {
   type AcceptedConnection,
   formatAddress,
   MAX_REPORT_RECEIPTS,
+  normalizeHostForMatch,
+  normalizeTarget,
   P2PError,
   Role,
   silentLogger,
@@ -48,7 +50,7 @@ import type { ReportOutcome, SessionRole, TrackerMetrics } from './metrics.js';
 import { EVIDENCE_BAD_DATA, planReport, reportChecks, type ReportPolicy } from './reports.js';
 import { SlicedWork } from './sliced-work.js';
 import { RequestGate } from './request-gate.js';
-import { normalizeHostForMatch, normalizeTarget, TrackerState, type Op, type RegistrationTotals } from './state.js';
+import { TrackerState, type Op, type RegistrationTotals } from './state.js';
 import { Store } from './store.js';
 
 export interface TrackerOptions {

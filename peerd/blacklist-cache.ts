@@ -8,8 +8,8 @@
  * new downloader a round trip to the tracker on every holder it dials, and would know nothing more (a ban
  * applied after either answer arrives as a push, which cuts the peer's connections). Without a session,
  * or if the tracker cannot be asked, the known entries still apply and the peer is let through (a tracker
- * outage must not stop transfers). Every change, pushed or re-synced, is emitted as 'change' ({ added, removed }): the daemon
- * cuts the connections of a peer just banned either way.
+ * outage must not stop transfers). Every change, pushed or re-synced, is emitted as 'change'
+ * ({ added, removed }): the daemon cuts the connections of a peer just banned either way.
  */
 import { EventEmitter } from 'node:events';
 import { LRUCache } from 'lru-cache';

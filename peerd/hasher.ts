@@ -66,11 +66,7 @@ export interface Hasher {
 }
 
 /** The check the worker makes, made here and now on the calling thread. */
-export function checkNow(data: Buffer, receipt: ReceiptToCheck): ChunkCheck {
-  return checkSync(data, receipt);
-}
-
-function checkSync(data: Buffer, receipt: ReceiptToCheck | undefined): ChunkCheck {
+export function checkNow(data: Buffer, receipt: ReceiptToCheck | undefined): ChunkCheck {
   return { hash: sha256(data), signed: receipt ? verifyPayload(receipt.publicKey, receipt.payload, receipt.signature) : false };
 }
 
@@ -104,7 +100,7 @@ export class WorkerHasher implements Hasher {
 
   private run(data: Buffer, receipt: ReceiptToCheck | undefined): Promise<ChunkCheck> {
     const memory = data.buffer;
-    if (this.failed || !(memory instanceof SharedArrayBuffer)) return Promise.resolve(checkSync(data, receipt));
+    if (this.failed || !(memory instanceof SharedArrayBuffer)) return Promise.resolve(checkNow(data, receipt));
     const worker = this.start();
     let slot = this.slots.get(memory);
     if (slot === undefined) {
@@ -140,7 +136,7 @@ export class WorkerHasher implements Hasher {
       if (!p) return;
       this.pending.delete(m.id);
       if (this.pending.size === 0) w.unref();
-      p.resolve(m.hash ? { hash: Buffer.from(m.hash.buffer, m.hash.byteOffset, m.hash.length), signed: m.signed } : checkSync(p.data, p.receipt));
+      p.resolve(m.hash ? { hash: Buffer.from(m.hash.buffer, m.hash.byteOffset, m.hash.length), signed: m.signed } : checkNow(p.data, p.receipt));
     });
     const fail = (why: string): void => {
       if (this.worker !== w) return;
@@ -161,6 +157,6 @@ export class WorkerHasher implements Hasher {
   private settleOnMainThread(): void {
     const owed = [...this.pending.values()];
     this.pending.clear();
-    for (const p of owed) p.resolve(checkSync(p.data, p.receipt));
+    for (const p of owed) p.resolve(checkNow(p.data, p.receipt));
   }
 }

@@ -71,6 +71,9 @@ class Model {
   }
 }
 
+/** A table's holder lists in the canonical form the state hash is made of. */
+const canonical = (table: HolderTable): unknown[] => table.canonicalOrder().map((id) => table.canonicalPeer(id));
+
 function applyTo(table: HolderTable, a: Action): void {
   const peerId = PEERS[a.peer]!;
   if (a.k === 'register') {
@@ -117,7 +120,7 @@ t.test('the compact table answers search, lookup and sizes as the plain model do
       // What a snapshot carries registers again into the same table.
       const copy = new HolderTable();
       for (const { peer, files } of table.holdings()) copy.register(peer, files);
-      if (JSON.stringify(copy.canonical()) !== JSON.stringify(table.canonical())) throw new Error('a copy made from the snapshot differs');
+      if (JSON.stringify(canonical(copy)) !== JSON.stringify(canonical(table))) throw new Error('a copy made from the snapshot differs');
     }),
     { numRuns: 400 },
   );
