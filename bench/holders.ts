@@ -108,7 +108,7 @@ for (const a of [applyMs, lookupMs, searchMs]) a.sort((x, y) => x - y);
 const heapPer = (after.heap - before.heap) / holders;
 const buffersPer = (after.arrayBuffers - before.arrayBuffers) / holders;
 const rows = [
-  `| peers | holder entries | JS heap B/entry | index buffers B/entry | total B/entry | RSS MB | apply REGISTER ms p50 / p99 | LOOKUP ms p50 / p99 | SEARCH ms p50 / p99 |`,
+  `| peers | holder entries | JS heap B/entry | typed arrays B/entry | total B/entry | RSS MB | apply REGISTER ms p50 / p99 | LOOKUP ms p50 / p99 | SEARCH ms p50 / p99 |`,
   `|---:|---:|---:|---:|---:|---:|---|---|---|`,
   `| ${opts.peers.toLocaleString('en-US')} | ${holders.toLocaleString('en-US')} | ${heapPer.toFixed(0)} | ${buffersPer.toFixed(0)} | **${(heapPer + buffersPer).toFixed(0)}** | ${(after.rss / 2 ** 20).toFixed(0)} | ${ms(quantile(applyMs, 0.5))} / ${ms(quantile(applyMs, 0.99))} | ${ms(quantile(lookupMs, 0.5))} / ${ms(quantile(lookupMs, 0.99))} | ${ms(quantile(searchMs, 0.5))} / ${ms(quantile(searchMs, 0.99))} |`,
 ];
@@ -120,7 +120,7 @@ const report = [
   '',
   ...rows,
   '',
-  'Bytes per entry: what the JS heap (after a full GC) and the array buffers grew by while every REGISTER was applied, over the holder',
+  'Bytes per entry: what the JS heap (after a full GC) and the array buffers (the search postings, the sizes) grew by while every REGISTER was applied, over the holder',
   "entries. Apply: TrackerState.apply of one peer's REGISTER op, parsed from its JSON first as a backup does (the parse not timed).",
   'LOOKUP and SEARCH: the table\'s own answer, in process, 20,000 lookups of random held files and 2,000 searches as the fleet asks them.',
   '',

@@ -14,8 +14,9 @@ import type { FileReg, PeerInfo } from './ops.js';
 import { NameIndex } from './name-index.js';
 
 interface FileRecord {
-  readonly id: string;
-  readonly size: number;
+  /** The file id's 32 bytes as a 32-character latin1 string (keyOf): half the memory of its hex. */
+  readonly key: string;
+  /** Its slot in the index, which also indexes its size in HolderTable's `sizes`. */
   readonly slot: number;
   /** The one peer that holds it, or every peer that does. */
   holders: PeerRecord | Set<PeerRecord>;
@@ -39,7 +40,8 @@ export interface RegistrationTotals {
 }
 
 export interface SearchHit {
-  id: string;
+  /** The file id's 32 bytes as a latin1 string: `Buffer.from(key, 'latin1')` is the id (idOfKey gives its hex). */
+  key: string;
   name: string;
   size: number;
   peers: number;
@@ -56,7 +58,13 @@ export interface PeerHoldings {
 }
 
 export class HolderTable {
+  /** Files by key (keyOf their id). */
   private readonly files = new Map<string, FileRecord>();
+  /**
+   * Each file's size, by its slot. Kept out of the record: a size past 2^31 is not a small integer, and
+   * V8 then boxes every record's size in a heap number of its own (16 bytes more per file).
+   */
+  private sizeBySlot = new Float64Array(1024);
   private readonly peers = new Map<string, PeerRecord>();
   private readonly index = new NameIndex<FileRecord>(indexedNames);
   private holderCount = 0;
@@ -78,14 +86,15 @@ export class HolderTable {
       peer.port = info.port;
       peer.publicKey = info.publicKey;
     }
-    for (const [id, regs] of byFileId(files)) {
-      let rec = this.files.get(id);
+    for (const [key, regs] of byFileKey(files)) {
+      let rec = this.files.get(key);
       const names = namesOf(regs);
       if (!rec) {
-        rec = { id, size: regs[0]!.size, slot: -1, holders: peer, names: names.length === 1 ? names[0]! : new Map(names.map((n) => [n, 1])) };
+        rec = { key, slot: -1, holders: peer, names: names.length === 1 ? names[0]! : new Map(names.map((n) => [n, 1])) };
         (rec as { slot: number }).slot = this.index.insert(rec);
+        this.setSize(rec.slot, regs[0]!.size);
         for (const name of names) this.index.addName(rec.slot, name);
-        this.files.set(id, rec);
+        this.files.set(key, rec);
         this.holderCount++;
       } else {
         // The names registered for an id replace the ones this peer had for it (a rename, an unshared copy).
@@ -111,7 +120,7 @@ export class HolderTable {
   unregister(peerId: string, ids: readonly string[] | 'all'): void {
     const peer = this.peers.get(peerId);
     if (!peer) return;
-    const recs = ids === 'all' ? [...peer.files.keys()] : ids.flatMap((id) => this.files.get(id) ?? []);
+    const recs = ids === 'all' ? [...peer.files.keys()] : ids.flatMap((id) => this.files.get(keyOf(id)) ?? []);
     for (const rec of recs) {
       const names = peer.files.get(rec);
       if (names === undefined) continue;
@@ -152,8 +161,8 @@ export class HolderTable {
     const peer = this.peers.get(peerId);
     const totals = { files: peer?.files.size ?? 0, nameBytes: peer?.nameBytes ?? 0 };
     // As register() does: the names registered for an id replace the ones the peer had for it.
-    for (const [id, regs] of byFileId(files)) {
-      const rec = this.files.get(id);
+    for (const [key, regs] of byFileKey(files)) {
+      const rec = this.files.get(key);
       const old = rec && peer?.files.get(rec);
       if (old === undefined) totals.files++;
       else totals.nameBytes -= nameBytes(old);
@@ -166,10 +175,10 @@ export class HolderTable {
   holdsExactly(info: PeerInfo, files: ReadonlyArray<FileReg>): boolean {
     const peer = this.peers.get(info.peerId);
     if (!peer || peer.host !== info.host || peer.port !== info.port || peer.publicKey !== info.publicKey) return false;
-    for (const [id, regs] of byFileId(files)) {
-      const rec = this.files.get(id);
+    for (const [key, regs] of byFileKey(files)) {
+      const rec = this.files.get(key);
       const held = rec && peer.files.get(rec);
-      if (held === undefined || rec!.size !== regs[0]!.size) return false;
+      if (held === undefined || this.sizeBySlot[rec!.slot] !== regs[0]!.size) return false;
       const names = namesOf(regs);
       if (typeof held === 'string' ? names.length !== 1 || names[0] !== held : names.length !== held.length || names.some((n, i) => n !== held[i])) return false;
       if (regs.some((r) => r.complete) === peer.partial?.has(rec!)) return false;
@@ -195,25 +204,25 @@ export class HolderTable {
         truncated = true;
         return false;
       }
-      hits.push({ id: rec.id, name, size: rec.size, peers: holdersOf(rec) });
+      hits.push({ key: rec.key, name, size: this.sizeBySlot[rec.slot]!, peers: holdersOf(rec) });
       return true;
     });
     return { hits: byName(hits), truncated };
   }
 
   lookup(fileId: string): { size: number; holders: Holder[] } | undefined {
-    const rec = this.files.get(fileId);
+    const rec = this.files.get(keyOf(fileId));
     if (!rec) return undefined;
     const holders: Holder[] = [];
     for (const p of rec.holders instanceof Set ? rec.holders : [rec.holders]) {
       holders.push({ peerId: p.peerId, publicKey: p.publicKey, host: p.host, port: p.port, complete: !p.partial?.has(rec) });
     }
-    return { size: rec.size, holders };
+    return { size: this.sizeBySlot[rec.slot]!, holders };
   }
 
   /** Every peer's registrations, as register() takes them (for snapshots). */
   *holdings(): Generator<PeerHoldings> {
-    for (const p of this.peers.values()) yield holdingsOf(p);
+    for (const p of this.peers.values()) yield this.holdingsOf(p);
   }
 
   /**
@@ -232,8 +241,28 @@ export class HolderTable {
       peerId: p.peerId,
       host: p.host,
       port: p.port,
-      files: [...p.files].map(([rec, names]): [string, string[]] => [rec.id, typeof names === 'string' ? [names] : names]).sort((a, b) => compare(a[0], b[0])),
+      files: [...p.files].map(([rec, names]): [string, string[]] => [idOfKey(rec.key), typeof names === 'string' ? [names] : names]).sort((a, b) => compare(a[0], b[0])),
     };
+  }
+
+  private holdingsOf(p: PeerRecord): PeerHoldings {
+    const files: FileReg[] = [];
+    for (const [rec, names] of p.files) {
+      const complete = !p.partial?.has(rec);
+      const id = idOfKey(rec.key);
+      const size = this.sizeBySlot[rec.slot]!;
+      for (const name of typeof names === 'string' ? [names] : names) files.push({ id, name, size, complete });
+    }
+    return { peer: { peerId: p.peerId, publicKey: p.publicKey, host: p.host, port: p.port }, files };
+  }
+
+  private setSize(slot: number, size: number): void {
+    if (slot >= this.sizeBySlot.length) {
+      const grown = new Float64Array(Math.max(slot + 1, Math.ceil(this.sizeBySlot.length * 1.5)));
+      grown.set(this.sizeBySlot);
+      this.sizeBySlot = grown;
+    }
+    this.sizeBySlot[slot] = size;
   }
 
   private addHolder(rec: FileRecord, peer: PeerRecord): void {
@@ -248,7 +277,7 @@ export class HolderTable {
       // Its last holder: the file goes, and its names leave the index.
       for (const name of namesOfFile(rec)) this.index.removeName(name);
       this.index.release(rec.slot);
-      this.files.delete(rec.id);
+      this.files.delete(rec.key);
       return;
     }
     if (!(rec.holders instanceof Set)) return;
@@ -305,7 +334,7 @@ export class HolderTable {
  */
 function byName(hits: SearchHit[]): SearchHit[] {
   const keys = hits.map((hit) => sortKey(hit.name));
-  const order = (a: number, b: number): number => compare(keys[a]!, keys[b]!) || compare(hits[a]!.name, hits[b]!.name) || compare(hits[a]!.id, hits[b]!.id);
+  const order = (a: number, b: number): number => compare(keys[a]!, keys[b]!) || compare(hits[a]!.name, hits[b]!.name) || compare(hits[a]!.key, hits[b]!.key);
   const positions = hits.map((_, i) => i);
   if (hits.length > PACKED_POSITIONS) positions.sort(order);
   else sortByKeys({ positions, keys, order, packed: new Float64Array(hits.length), moved: new Int32Array(hits.length) }, 0, hits.length, 0);
@@ -413,15 +442,6 @@ function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-function holdingsOf(p: PeerRecord): PeerHoldings {
-  const files: FileReg[] = [];
-  for (const [rec, names] of p.files) {
-    const complete = !p.partial?.has(rec);
-    for (const name of typeof names === 'string' ? [names] : names) files.push({ id: rec.id, name, size: rec.size, complete });
-  }
-  return { peer: { peerId: p.peerId, publicKey: p.publicKey, host: p.host, port: p.port }, files };
-}
-
 function holdersOf(rec: FileRecord): number {
   return rec.holders instanceof Set ? rec.holders.size : 1;
 }
@@ -435,15 +455,39 @@ function namesOfFile(rec: FileRecord): Iterable<string> {
   return typeof rec.names === 'string' ? [rec.names] : rec.names.keys();
 }
 
-/** A registration's entries grouped by file id, in the order the ids first appear. */
-function byFileId<F extends { id: string }>(files: ReadonlyArray<F>): Map<string, F[]> {
+/** A registration's entries grouped by file key (keyOf its id), in the order the ids first appear. */
+function byFileKey<F extends { id: string }>(files: ReadonlyArray<F>): Map<string, F[]> {
   const groups = new Map<string, F[]>();
   for (const f of files) {
-    const group = groups.get(f.id);
+    const key = keyOf(f.id);
+    const group = groups.get(key);
     if (group) group.push(f);
-    else groups.set(f.id, [f]);
+    else groups.set(key, [f]);
   }
   return groups;
+}
+
+const SCRATCH = Buffer.alloc(32);
+
+/** Starts the key of an id that is not 64 hex digits: no latin1 key has a character past 255. */
+const OTHER_ID = '\u0100';
+
+/**
+ * A file id (64 hex digits) as the table keys it: its 32 bytes as a latin1 string, 48 bytes of heap
+ * against 80 for the hex (Node's V8 keeps 8-byte pointers, so a string's header is 16 bytes). Both
+ * spellings sort alike. Applying a committed write must not fail, so any other id (only tests and the
+ * cluster simulation make them) is kept as it is, apart from every real one.
+ */
+export function keyOf(id: string): string {
+  if (id.length === 64 && SCRATCH.write(id, 0, 32, 'hex') === 32) return SCRATCH.toString('latin1', 0, 32);
+  return OTHER_ID + id;
+}
+
+/** The hex spelling of a file key (keyOf's inverse). */
+export function idOfKey(key: string): string {
+  if (key.startsWith(OTHER_ID)) return key.slice(OTHER_ID.length);
+  SCRATCH.write(key, 0, 32, 'latin1');
+  return SCRATCH.toString('hex', 0, 32);
 }
 
 /** The distinct names of one id's entries, sorted (every tracker applies and hashes them alike). */

@@ -482,7 +482,7 @@ export class Tracker extends EventEmitter {
       const { text, limit } = req.body;
       const { hits, truncated } = this.state.search(text, Math.min(Math.max(limit, 1), 10_000));
       conn.reply(req.requestId, 'SEARCH_RESULT', {
-        files: hits.map((h) => ({ id: Buffer.from(h.id, 'hex'), name: h.name, size: h.size, peers: h.peers })),
+        files: hits.map((h) => ({ id: Buffer.from(h.key, 'latin1'), name: h.name, size: h.size, peers: h.peers })),
         truncated,
       });
       this.metrics?.search((performance.now() - startedAt) / 1000);

@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import fc from 'fast-check';
-import { HolderTable } from '../../daemon/holders.js';
+import { HolderTable, idOfKey, keyOf } from '../../daemon/holders.js';
 import { NameIndex, trigramKeys } from '../../daemon/name-index.js';
 import type { FileReg } from '../../daemon/ops.js';
 
@@ -110,7 +110,7 @@ t.test('the compact table answers search, lookup and sizes as the plain model do
         model.apply(a);
       }
       for (const text of TEXTS) {
-        const got = table.search(text, 1000).hits.map((h) => `${h.id.slice(0, 1)} ${h.name} ${h.peers}`).sort();
+        const got = table.search(text, 1000).hits.map((h) => `${idOfKey(h.key).slice(0, 1)} ${h.name} ${h.peers}`).sort();
         if (JSON.stringify(got) !== JSON.stringify(model.search(text))) throw new Error(`search '${text}': ${JSON.stringify(got)} != ${JSON.stringify(model.search(text))}`);
       }
       for (const id of IDS) {
@@ -210,10 +210,10 @@ t.test('a mass removal leaves its compaction to the following turns of the event
 });
 
 /** The order search documents: by name ignoring case and accents, then by exact name, then by id. */
-function referenceOrder(a: { name: string; id: string }, b: { name: string; id: string }): number {
+function referenceOrder(a: { name: string; key: string }, b: { name: string; key: string }): number {
   const key = (name: string): string => name.normalize('NFKD').replace(/\p{M}/gu, '').toLowerCase();
   const cmp = (x: string, y: string): number => (x < y ? -1 : x > y ? 1 : 0);
-  return cmp(key(a.name), key(b.name)) || cmp(a.name, b.name) || cmp(a.id, b.id);
+  return cmp(key(a.name), key(b.name)) || cmp(a.name, b.name) || cmp(idOfKey(a.key), idOfKey(b.key));
 }
 
 t.test('search answers in name order, however many hits and however alike their names', async (t) => {
@@ -274,4 +274,22 @@ t.test('texts of one and two characters find short names and names ending in the
     const want = [...live.values()].flatMap((it) => it.names).filter((n) => n.toLowerCase().includes(text.toLowerCase()));
     t.same(found.sort(), want.sort(), `'${text}' finds exactly the ${want.length} live names containing it`);
   }
+});
+
+t.test('a file id is keyed by its 32 bytes and spelt back in hex; any other id is kept apart, as it is', async (t) => {
+  const id = 'c0ffee'.padEnd(64, '0') + '';
+  const key = keyOf(id);
+  t.equal(key.length, 32, 'the key is 32 characters');
+  t.same(Buffer.from(key, 'latin1'), Buffer.from(id, 'hex'), 'one character per byte of the id');
+  t.equal(idOfKey(key), id, 'and back');
+  t.equal(keyOf(id.toUpperCase()), key, 'either case of hex is the same id');
+  const others = ['', 'p1', 'zz'.repeat(32), 'a'.repeat(63), 'a'.repeat(66), Buffer.from(key, 'latin1').toString('latin1')];
+  const keys = new Set([key, ...others.map(keyOf)]);
+  t.equal(keys.size, others.length + 1, 'other ids have keys of their own, none of them a real id\'s key');
+  for (const other of others) t.equal(idOfKey(keyOf(other)), other, `'${JSON.stringify(other).slice(1, 9)}' (${other.length} characters) comes back as it was`);
+  const table = new HolderTable();
+  const files: FileReg[] = [{ id, name: 'big.iso', size: 5e9, complete: true }];
+  table.register({ peerId: PEERS[0]!, publicKey: 'ab'.repeat(32), host: '10.0.0.1', port: 7000 }, files);
+  t.same(table.lookup(id)?.size, 5e9, 'a size past 2^32 comes back whole');
+  t.same([...table.holdings()][0]!.files, files, 'the snapshot spells the id in hex as registered');
 });
