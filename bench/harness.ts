@@ -22,7 +22,7 @@ export { ROOT };
 export const PROGRAMS = {
   tracker: path.join(ROOT, 'dist', 'daemon', 'main.js'),
   peerd: path.join(ROOT, 'dist', 'peerd', 'main.js'),
-  cli: path.join(ROOT, 'dist', 'cli', 'main.js'),
+  cli: path.join(ROOT, 'dist', 'cli', 'p2p.cjs'),
   baseline: path.join(ROOT, 'dist', 'bench', 'baseline.js'),
 } as const;
 

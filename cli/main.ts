@@ -10,18 +10,15 @@
 import type { Invocation } from './commands.js';
 import { parseFast } from './fast-path.js';
 
-const args = process.argv.slice(2);
-const fast = parseFast(args);
-
-let invocation: Invocation | undefined;
-if (fast === 'version') {
-  const { packageVersion } = await import('../protocol/program.js');
-  process.stdout.write(`${packageVersion()}\n`);
-} else {
-  invocation = fast ?? (await (await import('./arguments.js')).parseArguments(args));
-}
-
-if (invocation) {
+async function main(args: string[]): Promise<void> {
+  const fast = parseFast(args);
+  if (fast === 'version') {
+    const { packageVersion } = await import('../protocol/program.js');
+    process.stdout.write(`${packageVersion()}\n`);
+    return;
+  }
+  const invocation: Invocation | undefined = fast ?? (await (await import('./arguments.js')).parseArguments(args));
+  if (!invocation) return;
   const [{ execute, exitCodeFor, EXIT, PROGRAM }, { toP2PError }] = await Promise.all([import('./commands.js'), import('../protocol/client.js')]);
   try {
     await execute(invocation);
@@ -32,3 +29,7 @@ if (invocation) {
     process.exitCode = exitCodeFor(e.code);
   }
 }
+
+// No top-level await: the same code runs as the ES module tsc writes and as the one-file CommonJS bundle
+// that `p2p` runs (cli/bundle.ts).
+void main(process.argv.slice(2));

@@ -34,7 +34,7 @@ export function snapshotDist(): string {
     ...PROGRAMS,
     tracker: path.join(d, 'daemon', 'main.js'),
     peerd: path.join(d, 'peerd', 'main.js'),
-    cli: path.join(d, 'cli', 'main.js'),
+    cli: path.join(d, 'cli', 'p2p.cjs'),
     delayProxy: path.join(d, 'bench', 'lab', 'delay-proxy.js'),
   };
   return dir;

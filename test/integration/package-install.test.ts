@@ -25,7 +25,8 @@ t.test('npm pack, then npm install -g of the tarball: the installed programs run
   const { stdout } = await exec('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dir], { cwd: ROOT });
   const [packed] = JSON.parse(stdout) as Array<{ filename: string; files: Array<{ path: string }> }>;
   const shipped = packed!.files.map((f) => f.path);
-  t.ok(shipped.includes('dist/peerd/main.js') && shipped.includes('dist/daemon/main.js') && shipped.includes('dist/cli/main.js'), 'the tarball holds the three programs');
+  t.ok(shipped.includes('dist/peerd/main.js') && shipped.includes('dist/daemon/main.js') && shipped.includes('dist/cli/p2p.cjs'), 'the tarball holds the three programs (p2p as its one-file bundle)');
+  t.notOk(shipped.includes('dist/cli/bundle.js'), 'but not the build step that makes that bundle');
   t.ok(shipped.some((f) => f.startsWith('ops/systemd/')), 'and the service files');
   t.same(shipped.filter((f) => /^(dist\/)?(test|bench)\//.test(f) || f.endsWith('.ts')), [], 'but no tests, benchmarks or TypeScript sources');
 
