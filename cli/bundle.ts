@@ -6,9 +6,11 @@
  * same code as one CommonJS file (`p2p status`: 147-150 ms against 126-129 ms, medians of 15 on this
  * machine, where `node -e 0` takes 104-110). dist/cli/main.js stays as tsc writes it and runs the same.
  *
- * The bundle holds the project's own modules and binary-parser. Packages only the rare paths load stay
- * outside, loaded from node_modules when needed: yargs (the full parser, for anything the fast path does
- * not know), pino (daemon logs), the ASN.1 modules (making a certificate) and the native SQLite binding.
+ * The bundle holds the project's own modules and binary-parser. What only the rare paths load stays
+ * outside, loaded when needed: cli/arguments.ts, the full parser for anything the fast path does not know,
+ * as the ES module tsc writes (it imports yargs, which is an ES module only: a CommonJS require of it works
+ * only from Node 20.19 on, a dynamic import on every Node 20), and from node_modules pino (daemon logs),
+ * the ASN.1 modules (making a certificate) and the native SQLite binding.
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,13 +25,10 @@ await build({
   platform: 'node',
   format: 'cjs',
   target: 'node20',
-  external: ['yargs', 'yargs/*', 'pino', 'pino-pretty', '@peculiar/*', 'better-sqlite3'],
+  external: ['./arguments.js', 'yargs', 'yargs/*', 'pino', 'pino-pretty', '@peculiar/*', 'better-sqlite3'],
   // A CommonJS file has no import.meta: the modules that find package.json or load packages by URL get
   // the bundle's own. The directive comes first so the bundle stays in strict mode.
   banner: { js: "'use strict';\nconst importMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
   define: { 'import.meta.url': 'importMetaUrl' },
-  // Mapped back through tsc's maps to cli/*.ts and protocol/*.ts, for stack traces and test coverage.
-  sourcemap: 'linked',
-  sourcesContent: false,
   logLevel: 'warning',
 });

@@ -476,12 +476,19 @@ const OTHER_ID = '\u0100';
  * A file id (64 hex digits) as the table keys it: its 32 bytes as a latin1 string, 48 bytes of heap
  * against 80 for the hex (Node's V8 keeps 8-byte pointers, so a string's header is 16 bytes). Both
  * spellings sort alike. Applying a committed write must not fail, so any other id (only tests and the
- * cluster simulation make them) is kept as it is, apart from every real one.
+ * cluster simulation make them; upper-case hex too, which the tracker never writes) is kept as it is,
+ * apart from every real one.
  */
 export function keyOf(id: string): string {
-  if (id.length === 64 && SCRATCH.write(id, 0, 32, 'hex') === 32) return SCRATCH.toString('latin1', 0, 32);
+  if (FILE_ID.test(id)) {
+    SCRATCH.write(id, 0, 32, 'hex');
+    return SCRATCH.toString('latin1', 0, 32);
+  }
   return OTHER_ID + id;
 }
+
+/** A file id as the tracker spells it (protocol ids are 32 bytes, written in lower-case hex). */
+const FILE_ID = /^[0-9a-f]{64}$/;
 
 /** The hex spelling of a file key (keyOf's inverse). */
 export function idOfKey(key: string): string {

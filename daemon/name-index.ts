@@ -1,11 +1,12 @@
 /**
  * A substring index over file names, for SEARCH (a name contains the text, case-insensitively). Each item
  * (a file) has a slot; every distinct trigram of a name's lower-case form lists the slots of the items
- * with a name containing it, in an Int32Array (4 bytes a posting). A search reads the shortest list among
+ * with a name containing it (Postings: varint differences, about 1.3 bytes a posting), and names too short
+ * for a trigram are listed under SHORT. A search of three characters or more reads the shortest list among
  * its text's trigrams and checks each candidate's names, so it costs the rarest trigram's list, not the
  * whole table: at 2,000,000 names a full scan took 180 ms, the index well under a millisecond for a rare
- * text. Texts shorter than three characters, and the empty text, scan the items in slot order (stopping
- * at the limit).
+ * text. A text of one or two characters reads the lists whose trigram contains it, and SHORT; the empty
+ * text scans the items in slot order (stopping at the limit).
  *
  * Removals are lazy: a removed name leaves its postings behind, and a slot freed by one item may be given
  * to another, so a search checks every candidate against its live names and skips repeats. Each removal
@@ -15,6 +16,8 @@
  * departed peers at once left about 700,000 postings to check, 3 s of work that, paid inside the write,
  * froze it past --failover-ms (issue 12). Only past STALE_LIMIT times as many stale postings as live ones
  * does each removal pay its share at once, so memory stays bounded even in a loop that never yields.
+ * (The stale count is a lower bound: two names of one item that share a trigram post its slot twice, and
+ * compaction drops the second as stale without it having been counted; searches are exact regardless.)
  */
 
 /**

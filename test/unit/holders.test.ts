@@ -282,7 +282,8 @@ t.test('a file id is keyed by its 32 bytes and spelt back in hex; any other id i
   t.equal(key.length, 32, 'the key is 32 characters');
   t.same(Buffer.from(key, 'latin1'), Buffer.from(id, 'hex'), 'one character per byte of the id');
   t.equal(idOfKey(key), id, 'and back');
-  t.equal(keyOf(id.toUpperCase()), key, 'either case of hex is the same id');
+  t.not(keyOf(id.toUpperCase()), key, 'upper-case hex is another id, as its spelling is another string');
+  t.equal(idOfKey(keyOf(id.toUpperCase())), id.toUpperCase(), 'and it comes back as it was');
   const others = ['', 'p1', 'zz'.repeat(32), 'a'.repeat(63), 'a'.repeat(66), Buffer.from(key, 'latin1').toString('latin1')];
   const keys = new Set([key, ...others.map(keyOf)]);
   t.equal(keys.size, others.length + 1, 'other ids have keys of their own, none of them a real id\'s key');
