@@ -170,8 +170,10 @@ t.test('a flood of huge and of full reports: lookups stay under 50 ms at p99, an
   t.ok(lookupsMs.length >= MIN_LOOKUPS, `enough lookups to measure (${lookupsMs.length})`);
   // Under 50 ms at p99 on a quiet machine (10-16 ms measured alone). On a busy one (a parallel test run)
   // the main, which also does the flood's legitimate work, loses more to the other processes than the
-  // idle control: the bound allows twice the control's p99 on top. Before issue 10: 2 s, and a takeover.
-  const bound = P99_BOUND_MS + 2 * p99(controlMs);
+  // idle control: the bound allows four times the control's p99 on top (with twice, two full-suite runs
+  // in a dozen failed at 104 and 131 ms against controls of 19 and 38 ms, three test files sharing two
+  // cores). What it guards against is seconds: before issue 10, 2 s, and a takeover.
+  const bound = P99_BOUND_MS + 4 * p99(controlMs);
   t.ok(p99(lookupsMs) < bound, `lookups stay under ${P99_BOUND_MS} ms at p99 during the flood, over the control's p99 (main ${p99(lookupsMs).toFixed(1)} ms, control ${p99(controlMs).toFixed(1)} ms)`);
   t.same(lookupFailures, [], 'every lookup found the file');
   t.ok(hugeOutcomes.length >= 10, `the flood sent huge reports over and over (${hugeOutcomes.length})`);

@@ -146,23 +146,26 @@ t.test('a re-announcement of exactly what is held is recognised, and any change 
   t.notOk(table.holdsExactly(peer, [{ ...files[0]!, id: IDS[2]! }]), 'a file not held');
 });
 
+/** Adds `item` to the index, then removes the oldest live item while more than `keep` are live. */
+function churn(index: NameIndex<{ names: string[] }>, live: Map<number, { names: string[] }>, item: { names: string[] }, keep: number): void {
+  const slot = index.insert(item);
+  for (const n of item.names) index.addName(slot, n);
+  live.set(slot, item);
+  if (live.size <= keep) return;
+  const [oldSlot, old] = live.entries().next().value!;
+  live.delete(oldSlot);
+  const names = old.names;
+  old.names = [];
+  for (const n of names) index.removeName(n);
+  index.release(oldSlot);
+}
+
 t.test('under long churn the index compacts: stale postings stay bounded and search stays exact', async (t) => {
   const index = new NameIndex<{ names: string[] }>((item) => item.names);
   const live = new Map<number, { names: string[] }>();
   let maxStaleShare = 0;
   for (let round = 0; round < 20_000; round++) {
-    const item = { names: [`file-${round}.bin`, `copy of ${round % 97}`] };
-    const slot = index.insert(item);
-    for (const n of item.names) index.addName(slot, n);
-    live.set(slot, item);
-    if (live.size > 500) {
-      const [oldSlot, old] = live.entries().next().value!;
-      live.delete(oldSlot);
-      const names = old.names;
-      old.names = [];
-      for (const n of names) index.removeName(n);
-      index.release(oldSlot);
-    }
+    churn(index, live, { names: [`file-${round}.bin`, `copy of ${round % 97}`] }, 500);
     const { postings, stale } = index.counts;
     if (round > 5000) maxStaleShare = Math.max(maxStaleShare, stale / postings);
   }
@@ -253,20 +256,7 @@ t.test('texts of one and two characters find short names and names ending in the
   const index = new NameIndex<{ names: string[] }>((item) => item.names);
   const live = new Map<number, { names: string[] }>();
   const words = ['hr', 'x', 'ab', 'HR-policy.pdf', 'sales-hr', 'thread', 'q', 'xq', 'other.bin'];
-  for (let round = 0; round < 3000; round++) {
-    const item = { names: [`${words[round % words.length]}`] };
-    const slot = index.insert(item);
-    for (const n of item.names) index.addName(slot, n);
-    live.set(slot, item);
-    if (live.size > 40) {
-      const [oldSlot, old] = live.entries().next().value!;
-      live.delete(oldSlot);
-      const names = old.names;
-      old.names = [];
-      for (const n of names) index.removeName(n);
-      index.release(oldSlot);
-    }
-  }
+  for (let round = 0; round < 3000; round++) churn(index, live, { names: [words[round % words.length]!] }, 40);
   await new Promise<void>((resolve) => setImmediate(resolve));
   for (const text of ['hr', 'HR', 'x', 'q', 'ab', 'r', 'd']) {
     const found: string[] = [];
