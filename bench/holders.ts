@@ -22,29 +22,34 @@ import { decodeOp, encodeOp } from '../daemon/ops.js';
 import { TrackerState } from '../daemon/state.js';
 import { Store } from '../daemon/store.js';
 import { peerFiles, searchText } from './fleet/workload.js';
-import { seededRandom } from './harness.js';
+import { benchFlags, intFlag, percentile, seededRandom } from './harness.js';
 
-interface Options {
-  peers: number;
-  files: number;
-  seed: number;
-  results: string | undefined;
-}
-
-function parseOptions(argv: string[]): Options {
-  const o: Options = { peers: 20_000, files: 100, seed: 12, results: undefined };
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i]!;
-    const value = argv[++i];
-    if (value === undefined) throw new Error(`${flag} needs a value`);
-    if (flag === '--peers') o.peers = Number(value);
-    else if (flag === '--files') o.files = Number(value);
-    else if (flag === '--seed') o.seed = Number(value);
-    else if (flag === '--results') o.results = value;
-    else throw new Error(`unknown flag ${flag}`);
-  }
-  if (!Number.isInteger(o.peers) || o.peers < 1 || !Number.isInteger(o.files) || o.files < 1) throw new Error('--peers and --files take positive integers');
-  return o;
+function parseOptions(): { peers: number; files: number; seed: number; results: string | undefined } {
+  const values = benchFlags(
+    'bench:holders',
+    'npm run bench:holders',
+    {
+      peers: { type: 'string', default: '20000' },
+      files: { type: 'string', default: '100' },
+      seed: { type: 'string', default: '12' },
+      results: { type: 'string' },
+    },
+    [
+      'usage: npm run bench:holders -- [--peers N] [--files N] [--seed N] [--results FILE]',
+      '',
+      '  --peers N       peers registered (default 20000)',
+      '  --files N       files each shares (default 100)',
+      '  --seed N        the fleet workload follows from it (default 12)',
+      '  --results FILE  also write the table there (default: print only)',
+      '',
+    ],
+  );
+  return {
+    peers: intFlag('bench:holders', 'peers', values.peers),
+    files: intFlag('bench:holders', 'files', values.files),
+    seed: intFlag('bench:holders', 'seed', values.seed, 0),
+    results: values.results,
+  };
 }
 
 function memory(): { heap: number; arrayBuffers: number; rss: number } {
@@ -56,10 +61,6 @@ function memory(): { heap: number; arrayBuffers: number; rss: number } {
   return { heap: m.heapUsed, arrayBuffers: m.arrayBuffers, rss: m.rss };
 }
 
-function quantile(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-}
-
 function ms(x: number): string {
   return x < 1 ? x.toFixed(3) : x.toFixed(2);
 }
@@ -68,7 +69,7 @@ function peerId(n: number): string {
   return n.toString(16).padStart(64, '0');
 }
 
-const opts = parseOptions(process.argv.slice(2));
+const opts = parseOptions();
 const workload = { seed: opts.seed, filesPerPeer: opts.files, popularShare: 0.1, popularPool: 1000 };
 const state = new TrackerState(new Store(':memory:'));
 const before = memory();
@@ -103,14 +104,13 @@ for (let i = 0; i < 2_000; i++) {
   state.holders.search(text, 10_000);
   searchMs.push(performance.now() - t0);
 }
-for (const a of [applyMs, lookupMs, searchMs]) a.sort((x, y) => x - y);
 
 const heapPer = (after.heap - before.heap) / holders;
 const buffersPer = (after.arrayBuffers - before.arrayBuffers) / holders;
 const rows = [
   `| peers | holder entries | JS heap B/entry | typed arrays B/entry | total B/entry | RSS MB | apply REGISTER ms p50 / p99 | LOOKUP ms p50 / p99 | SEARCH ms p50 / p99 |`,
   `|---:|---:|---:|---:|---:|---:|---|---|---|`,
-  `| ${opts.peers.toLocaleString('en-US')} | ${holders.toLocaleString('en-US')} | ${heapPer.toFixed(0)} | ${buffersPer.toFixed(0)} | **${(heapPer + buffersPer).toFixed(0)}** | ${(after.rss / 2 ** 20).toFixed(0)} | ${ms(quantile(applyMs, 0.5))} / ${ms(quantile(applyMs, 0.99))} | ${ms(quantile(lookupMs, 0.5))} / ${ms(quantile(lookupMs, 0.99))} | ${ms(quantile(searchMs, 0.5))} / ${ms(quantile(searchMs, 0.99))} |`,
+  `| ${opts.peers.toLocaleString('en-US')} | ${holders.toLocaleString('en-US')} | ${heapPer.toFixed(0)} | ${buffersPer.toFixed(0)} | **${(heapPer + buffersPer).toFixed(0)}** | ${(after.rss / 2 ** 20).toFixed(0)} | ${ms(percentile(applyMs, 50))} / ${ms(percentile(applyMs, 99))} | ${ms(percentile(lookupMs, 50))} / ${ms(percentile(lookupMs, 99))} | ${ms(percentile(searchMs, 50))} / ${ms(percentile(searchMs, 99))} |`,
 ];
 const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
 const report = [
