@@ -11,7 +11,9 @@
  *   trackers are never main in the same term.
  * - Elections: a backup that hears no main for failover-ms (plus a step per rank, so the next in command
  *   goes first) asks for pre-votes, and only if a majority would vote does it start a new term and ask
- *   for votes (pre-vote: a tracker cut off cannot inflate terms and depose a healthy main). A vote goes
+ *   for votes (pre-vote: a tracker cut off cannot inflate terms and depose a healthy main). * A tracker
+ *   that is running refuses its pre-vote to a worse-ranked one whose log is no further ahead (runsBefore),
+ *   so the next in command wins even when both time out together. A vote goes
  *   only to a candidate whose log is at least as up to date, by (last term, last index), once per term,
  *   and never while the voter hears an acting main.
  * - The main writes each op to its log, sends it to every backup, and commits it once a majority hold it
@@ -39,7 +41,7 @@ import type { TrackerState } from '../state.js';
 import type { LogEntry, LogPosition } from './log.js';
 import { RaftLog } from './log.js';
 import { MAX_BATCH_BYTES, type RaftMessage } from './messages.js';
-import { canActAlone, commitIndex, majority, nextTerm, refuseVote } from './rules.js';
+import { atLeastAsUpToDate, canActAlone, commitIndex, majority, nextTerm, refuseVote } from './rules.js';
 
 export type TrackerRole = 'primary' | 'backup' | 'syncing' | 'candidate';
 
@@ -127,6 +129,8 @@ export class RaftNode {
   private mainHeardAt: number;
   private votes = new Set<number>();
   private preVotes = new Set<number>();
+  /** When this tracker last started to run (pre-votes, then votes); undefined when it is not running. */
+  private runningSince: number | undefined;
   private electionAt: number;
   private followers = new Map<number, Follower>();
   private transferringTo: number | undefined;
@@ -283,6 +287,7 @@ export class RaftNode {
     this.transferringTo = undefined;
     this.votes.clear();
     this.preVotes.clear();
+    this.runningSince = undefined;
     if (was === 'primary' || was === 'candidate') {
       this.setRole('syncing', why);
       this.electionAt = this.now + this.electionDelay();
@@ -341,6 +346,7 @@ export class RaftNode {
       if (other) this.electionAt = Math.min(this.electionAt, other.heardAt + this.o.failoverMs + 1);
     }
     this.preVotes = new Set([this.o.rank]);
+    this.runningSince = this.now;
     const ask: RaftMessage = { t: 'vote', term: nextTerm(this.term, this.o.rank, this.o.size), last: this.log.last, pre: true, transfer: false };
     for (let r = 0; r < this.o.size; r++) if (r !== this.o.rank) this.o.send(r, ask);
   }
@@ -350,6 +356,7 @@ export class RaftNode {
     this.state.term = this.term;
     this.leader = undefined;
     this.votes = new Set([this.o.rank]);
+    this.runningSince = this.now;
     this.setRole('candidate', `running in term ${this.term}`);
     this.o.note?.('info', { term: this.term, transfer }, `asking for votes in term ${this.term}`);
     const ask: RaftMessage = { t: 'vote', term: this.term, last: this.log.last, pre: false, transfer };
@@ -357,6 +364,10 @@ export class RaftNode {
   }
 
   private onVote(from: number, m: Extract<RaftMessage, { t: 'vote' }>): void {
+    if (m.pre && this.runsBefore(from, m.last)) {
+      this.o.send(from, { t: 'vote-reply', term: this.term, pre: true, granted: false, reason: `rank ${this.o.rank} outranks it and is running` });
+      return;
+    }
     const why = refuseVote(
       { term: this.term, last: this.log.last, votedFor: this.log.votedFor, mainAlive: this.mainAlive() },
       { candidate: from, term: m.term, last: m.last, pre: m.pre, transfer: m.transfer },
@@ -366,6 +377,23 @@ export class RaftNode {
       this.electionAt = this.now + this.electionDelay();
     }
     this.o.send(from, { t: 'vote-reply', term: this.term, pre: m.pre, granted: !why, reason: why ?? '' });
+  }
+
+  /**
+   * * Whether this tracker, which outranks `asker`, runs for main itself now, so that its pre-vote for
+   * `asker` is refused. When the main dies, both backups' timers can fire within a few ms of each other
+   * on a loaded machine (the rank step is half a heartbeat); terms are striped by rank, so the lower
+   * ranked one runs in the higher term and wins, and the better one takes command from it a moment later:
+   * two changes of main, and two storms of peers failing over (issue 12). So a better-ranked tracker that
+   * is running, or whose own election is due (the ask is the sign that the main is gone), refuses the
+   * worse one's pre-vote, provided its log is at least as up to date (otherwise only the other can win).
+   * Only for two heartbeats from the start of its run: a tracker that cannot win does not hold the
+   * others back. Pre-votes change nothing, so this is a matter of liveness, never of safety.
+   */
+  private runsBefore(asker: number, askerLast: LogPosition): boolean {
+    if (asker < this.o.rank || this.role === 'primary' || this.mustInstall || !atLeastAsUpToDate(this.log.last, askerLast)) return false;
+    if (this.runningSince === undefined && this.now >= this.electionAt && !this.mainAlive()) this.startElection(false);
+    return this.runningSince !== undefined && this.now - this.runningSince < 2 * this.o.heartbeatMs;
   }
 
   private onVoteReply(from: number, m: Extract<RaftMessage, { t: 'vote-reply' }>): void {
@@ -387,6 +415,7 @@ export class RaftNode {
   private becomeMain(): void {
     this.leader = this.o.rank;
     this.votes.clear();
+    this.runningSince = undefined;
     this.epoch = 1 + Math.floor(this.o.random() * 0x7fff_ffff);
     this.followers.clear();
     for (let r = 0; r < this.o.size; r++) {

@@ -1,0 +1,125 @@
+/**
+ * The next tracker in rank takes over from a dead main directly, even when the rank after it starts its
+ * own election at nearly the same moment (issue 12). Terms are striped by rank, so if both backups run,
+ * the worse-ranked one runs in the higher term; before this rule it won, and the better one took command
+ * from it a moment later: two changes of main, and every peer failing over twice. Three real RaftNodes on
+ * a virtual clock (1 ms ticks) and an in-memory network with a latency per link.
+ */
+import t, { type Test } from 'tap';
+import { RaftNode } from '../../daemon/raft/node.js';
+import type { RaftMessage } from '../../daemon/raft/messages.js';
+import { TrackerState } from '../../daemon/state.js';
+import { Store } from '../../daemon/store.js';
+
+const HEARTBEAT_MS = 50;
+const FAILOVER_MS = 250;
+/** The rank step of electionDelay: half a heartbeat. */
+const STEP_MS = HEARTBEAT_MS / 2;
+const LINK_MS = 5;
+
+class Trio {
+  now = 0;
+  readonly nodes: RaftNode[] = [];
+  readonly dead = new Set<number>();
+  /** Extra latency on one directed link, `${from}>${to}`. */
+  readonly extra = new Map<string, number>();
+  /** Every change of role, in order: `rank role term`. */
+  readonly changes: string[] = [];
+  private queue: Array<{ to: number; from: number; m: RaftMessage; at: number }> = [];
+
+  constructor(seed = 1) {
+    let x = seed;
+    const random = (): number => ((x = (x * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31);
+    for (let rank = 0; rank < 3; rank++) {
+      const node: RaftNode = new RaftNode({
+        rank,
+        size: 3,
+        state: new TrackerState(new Store(':memory:')),
+        heartbeatMs: HEARTBEAT_MS,
+        failoverMs: FAILOVER_MS,
+        random,
+        now: 0,
+        send: (to, m) => {
+          if (this.dead.has(rank)) return;
+          this.queue.push({ to, from: rank, m, at: this.now + LINK_MS + (this.extra.get(`${rank}>${to}`) ?? 0) });
+        },
+        onRoleChange: (_from, to) => this.changes.push(`${rank} ${to} ${node.term}`),
+      });
+      this.nodes.push(node);
+    }
+  }
+
+  run(ms: number, until?: () => boolean): void {
+    const end = this.now + ms;
+    while (this.now < end) {
+      this.now += 1;
+      for (const [rank, n] of this.nodes.entries()) if (!this.dead.has(rank)) n.tick(this.now);
+      const due = this.queue.filter((q) => q.at <= this.now);
+      this.queue = this.queue.filter((q) => q.at > this.now);
+      for (const { to, from, m } of due) if (!this.dead.has(to)) this.nodes[to]!.receive(this.now, from, m);
+      if (until?.()) return;
+    }
+  }
+
+  main(): number | undefined {
+    const mains = this.nodes.flatMap((n, rank) => (n.isPrimary && !this.dead.has(rank) ? [rank] : []));
+    return mains.length === 1 ? mains[0] : undefined;
+  }
+
+  mainsSince(mark: number): string[] {
+    return this.changes.slice(mark).filter((c) => c.includes(' primary '));
+  }
+}
+
+function started(t: Test): Trio {
+  const trio = new Trio();
+  trio.run(5_000, () => trio.main() === 0 && trio.nodes.slice(1).every((n) => n.role === 'backup'));
+  t.equal(trio.main(), 0, 'rank 0 is main once the three have met');
+  return trio;
+}
+
+// The main's last heartbeat reaches rank 1 later than rank 2 by `lag` ms, so that rank 1's election falls
+// due `skew` ms before rank 2's (rank 2 waits one rank step longer): skew = STEP_MS - lag.
+for (const skew of [0, 2, 4, 8]) {
+  t.test(`the main dies and both backups fall due ${skew} ms apart: rank 1 takes over, once`, (t) => {
+    const trio = started(t);
+    trio.extra.set('0>1', STEP_MS - skew);
+    trio.run(3 * HEARTBEAT_MS); // heartbeats now arrive with that lag
+    const mark = trio.changes.length;
+    trio.dead.add(0);
+    trio.run(4 * FAILOVER_MS, () => trio.main() !== undefined);
+    t.equal(trio.main(), 1, 'the next in rank is main');
+    trio.run(4 * FAILOVER_MS);
+    t.equal(trio.main(), 1, 'and stays main');
+    t.same(trio.mainsSince(mark), [`1 primary ${trio.nodes[1]!.term}`], 'no other tracker was main in between');
+    t.end();
+  });
+}
+
+t.test('with the main and rank 1 both gone there is no main, and rank 1 leads once it is back', (t) => {
+  const trio = started(t);
+  trio.dead.add(0);
+  trio.dead.add(1);
+  trio.run(4 * FAILOVER_MS);
+  t.equal(trio.main(), undefined, 'one of three cannot be main alone');
+  trio.dead.delete(1);
+  const restarted = trio.nodes[1]!;
+  trio.run(6 * FAILOVER_MS, () => trio.main() !== undefined);
+  t.equal(trio.main(), 1, 'once rank 1 is back, it is main (it outranks rank 2 and its log is as up to date)');
+  t.ok(restarted.isPrimary, 'rank 1 leads');
+  t.same(trio.changes.filter((c) => c.startsWith('2 primary')), [], 'rank 2 never led');
+  t.end();
+});
+
+t.test('a worse-ranked backup whose log is ahead still wins: the better one does not hold it back', (t) => {
+  const trio = started(t);
+  // Rank 1 stops hearing the main; a write then reaches only rank 2 (a majority with the main).
+  trio.extra.set('0>1', Infinity);
+  trio.nodes[0]!.propose({ op: 'blacklist-add', entry: { target: '10.0.0.1', reason: 'test', since: 1, addedBy: 'test' } });
+  trio.run(3 * HEARTBEAT_MS, () => trio.nodes[2]!.log.lastIndex === trio.nodes[0]!.log.lastIndex);
+  t.ok(trio.nodes[2]!.log.lastIndex > trio.nodes[1]!.log.lastIndex, 'rank 2 holds a write rank 1 does not');
+  trio.dead.add(0);
+  trio.run(8 * FAILOVER_MS, () => trio.main() !== undefined);
+  t.equal(trio.main(), 2, 'rank 2, the only one that can win, is main');
+  t.end();
+});
