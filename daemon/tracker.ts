@@ -135,9 +135,22 @@ export const DEFAULTS = {
    * reconnecting peers at hundreds a second rather than dozens.
    */
   requestStretchMs: 5,
+  /**
+   * A lookup, search or report that waited this long for its turn is refused (P2P_RATE_LIMITED) rather than
+   * answered after its peer gave up (peers wait 5 s): see daemon/request-gate.ts.
+   */
+  requestMaxWaitMs: 2000,
+  /** Once the oldest waiting lookup or search has waited this long, the newest are answered first. */
+  requestLifoAfterMs: 100,
   /** Receipt checks waiting at once, for every reporter together (about 2 s of work); more are refused. */
   maxQueuedReceiptChecks: 16_384,
 } as const;
+
+/**
+ * A peer's announcements of what it holds (and its leaving, and its blacklist sync): what a takeover waits
+ * for. They take turns with lookups and searches in the request gate instead of waiting behind all of them.
+ */
+const URGENT_REQUESTS: ReadonlySet<string> = new Set(['REGISTER', 'UNREGISTER', 'LEAVE', 'BLACKLIST_SYNC']);
 
 export class Tracker extends EventEmitter {
   readonly state: TrackerState;
@@ -153,7 +166,17 @@ export class Tracker extends EventEmitter {
   /** Receipt checks and manifest hashing, in slices between the event loop's turns. */
   private readonly reportWork: SlicedWork;
   /** Peers' requests, in stretches between the loop's timers. */
-  readonly requests = new RequestGate({ budgetMs: DEFAULTS.requestStretchMs });
+  readonly requests = new RequestGate({
+    budgetMs: DEFAULTS.requestStretchMs,
+    maxWaitMs: DEFAULTS.requestMaxWaitMs,
+    lifoAfterMs: DEFAULTS.requestLifoAfterMs,
+    shed: (ms) => {
+      this.noteOverload();
+      return new P2PError('P2P_RATE_LIMITED', `the tracker is overloaded: this request waited ${Math.round(ms)} ms for its turn; try again later`);
+    },
+  });
+  private overloadNotedAt = -Infinity;
+  private overloadShedAtNote = 0;
   /** Per peer: what its REGISTERs still being committed add, so concurrent ones cannot pass the caps together. */
   private readonly registering = new Map<string, RegistrationTotals>();
   /** Writes about a peer's holdings (register, unregister, drop) proposed here and not yet ended, by peer. */
@@ -340,7 +363,16 @@ export class Tracker extends EventEmitter {
       // Withdrawn while it waited (the peer timed out and may have asked again): not worth the work.
       if (conn.isCancelled(req.requestId)) throw new P2PError('P2P_TIMEOUT', 'withdrawn by the peer before its turn came');
       return this.onPeerRequest(s, req);
-    });
+    }, URGENT_REQUESTS.has(req.name));
+  }
+
+  /** A warning at most every 10 s while requests are being shed. */
+  private noteOverload(): void {
+    const now = performance.now();
+    if (now - this.overloadNotedAt < 10_000) return;
+    this.log.warn({ shed: this.requests.shed - this.overloadShedAtNote, maxWaitMs: DEFAULTS.requestMaxWaitMs, queued: this.requests.queued }, 'overloaded: refusing lookups and searches that waited too long for their turn');
+    this.overloadNotedAt = now;
+    this.overloadShedAtNote = this.requests.shed;
   }
 
   /** Requests of every session, before its handshake too. */

@@ -72,3 +72,55 @@ t.test('stop fails every waiting request', async (t) => {
   for (const w of waiting) await t.rejects(Promise.resolve(w), /shutting down/);
   t.same(ran, [0], 'nothing ran after stop');
 });
+
+t.test('announcements take turns with lookups: one waiting behind a backlog runs second, not last', async (t) => {
+  const { gate, ran, request } = setup(10, 10);
+  const all = Array.from({ length: 6 }, (_, n) => gate.run(request(n)));
+  const urgent = gate.run(request(100), true);
+  await Promise.all([...all, urgent]);
+  t.same(ran, [0, 100, 1, 2, 3, 4, 5], 'the urgent request ran at the first turn after it came');
+});
+
+t.test('while both kinds wait they alternate, so neither starves', async (t) => {
+  const { gate, ran, request } = setup(10, 10);
+  const settled = [gate.run(request(0))];
+  for (let n = 1; n <= 3; n++) settled.push(gate.run(request(n)), gate.run(request(100 + n), true));
+  await Promise.all(settled);
+  t.same(ran, [0, 101, 1, 102, 2, 103, 3], 'one of each in turn');
+});
+
+t.test('a lookup that waited past maxWaitMs is refused without running; announcements are never refused', async (t) => {
+  let now = 0;
+  const gate = new RequestGate({ budgetMs: 10, maxWaitMs: 25, now: () => now, shed: (ms) => new Error(`overloaded after ${ms} ms`) });
+  const ran: string[] = [];
+  const request = (name: string) => () => {
+    ran.push(name);
+    now += 10;
+  };
+  const first = gate.run(request('a'));
+  const results = ['b', 'c', 'd', 'e'].map((n) => Promise.resolve(gate.run(request(n))).then(() => 'ran', (err: Error) => err.message));
+  const announce = Promise.resolve(gate.run(request('R'), true)).then(() => 'ran', (err: Error) => err.message);
+  await first;
+  const outcomes = await Promise.all(results);
+  t.equal(await announce, 'ran', 'the announcement ran, though it came last');
+  t.same(ran, ['a', 'R', 'b', 'c'], 'work ran only for requests still within their wait (the announcement first: it waited too)');
+  t.same(outcomes, ['ran', 'ran', 'overloaded after 30 ms', 'overloaded after 30 ms'], 'the later lookups were refused with the gate owner\'s error, saying how long they waited');
+  t.equal(gate.shed, 2, 'and counted');
+});
+
+t.test('once the line is backed up, the newest lookups go first and the oldest are the ones refused (adaptive LIFO)', async (t) => {
+  let now = 0;
+  const gate = new RequestGate({ budgetMs: 10, maxWaitMs: 35, lifoAfterMs: 15, now: () => now, shed: () => new Error('overloaded') });
+  const ran: string[] = [];
+  const request = (name: string) => () => {
+    ran.push(name);
+    now += 10;
+  };
+  const outcome = (p: void | Promise<void>) => Promise.resolve(p).then(() => 'ran', (err: Error) => err.message);
+  const settled = [outcome(gate.run(request('a')))]; // runs at once; the clock is now 10
+  for (const n of ['b', 'c', 'd', 'e', 'f']) settled.push(outcome(gate.run(request(n))));
+  const outcomes = await Promise.all(settled);
+  t.same(ran, ['a', 'b', 'c', 'f', 'e'], 'oldest first while the wait was short, then newest first');
+  t.same(outcomes, ['ran', 'ran', 'ran', 'overloaded', 'ran', 'ran'], 'the one left waiting longest was refused');
+  t.equal(gate.shed, 1);
+});
