@@ -136,7 +136,7 @@ export const DEFAULTS = {
    */
   requestStretchMs: 5,
   /**
-   * A lookup, search or report that waited this long for its turn is refused (P2P_RATE_LIMITED) rather than
+   * A lookup, search or report that waited this long for its turn is refused (P2P_OVERLOADED) rather than
    * answered after its peer gave up (peers wait 5 s): see daemon/request-gate.ts.
    */
   requestMaxWaitMs: 2000,
@@ -172,7 +172,7 @@ export class Tracker extends EventEmitter {
     lifoAfterMs: DEFAULTS.requestLifoAfterMs,
     shed: (ms) => {
       this.noteOverload();
-      return new P2PError('P2P_RATE_LIMITED', `the tracker is overloaded: this request waited ${Math.round(ms)} ms for its turn; try again later`);
+      return new P2PError('P2P_OVERLOADED', `the tracker is overloaded: this request waited ${Math.round(ms)} ms for its turn; try again`);
     },
   });
   private overloadNotedAt = -Infinity;

@@ -48,6 +48,7 @@ export const ErrorCodes = {
   P2P_BAD_PATH: 'a local path is not what the command needs (a missing folder, a folder for a file, a file that is not regular or readable, an empty token file, a socket path too long)',
   P2P_BAD_ADDRESS: 'an address is not HOST:PORT, [IPv6]:PORT or ID@HOST:PORT, or its port or key id is not valid',
   P2P_IN_PROGRESS: 'that file is already being downloaded here, to another path; wait for that download to finish',
+  P2P_OVERLOADED: 'the server is overloaded: the request waited too long for its turn and was not run; try again',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -47,7 +47,7 @@ t.test('a REGISTER sent into a backlog of searches is answered at the next turn,
         },
         // On a loaded machine a search may wait past the tracker's 2 s and be refused: that is the design.
         (err: { code?: string }) => {
-          if (err.code !== 'P2P_RATE_LIMITED') throw err;
+          if (err.code !== 'P2P_OVERLOADED') throw err;
           answered.push('refused');
           return NAMED;
         },
