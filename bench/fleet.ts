@@ -351,6 +351,7 @@ async function transition(what: string, opts: Options, cluster: FleetCluster, ge
       newMain: rank === undefined ? undefined : name(rank),
       firstMain: first ? name(first.rank) : undefined,
       firstLookupMs: first ? first.answeredAt! - since : NaN,
+      peersFirstLookupMs: firstAnswered(gen.samplesBetween(OpKind.lookup, since, end), since),
       mainChanges: watch.changes,
       mainMs: spell ? spell.mainAt - since : NaN,
       lookupMs: spell?.answeredAt !== undefined ? spell.answeredAt - since : NaN,
@@ -371,7 +372,7 @@ async function transition(what: string, opts: Options, cluster: FleetCluster, ge
     };
     const changed = result.mainChanges > 0 ? ` (the probes saw ${result.mainChanges} later spells as main; ${result.newMain} stayed, main after ${result.mainMs.toFixed(0)} ms)` : '';
     log(
-      `${what}: every peer back with ${result.newMain} and all their files listed after ${result.listedMs.toFixed(0)} ms; ` +
+      `${what}: a peer's first LOOKUP sent since answered after ${result.peersFirstLookupMs.toFixed(0)} ms; every peer back with ${result.newMain} and all their files listed after ${result.listedMs.toFixed(0)} ms; ` +
         `every peer re-registered after ${result.registeredMs.toFixed(0)} ms (${reg.count}/${gen.live.size})${changed}; ` +
         `lookups meanwhile p99 ${result.lookups.p99Ms.toFixed(0)} ms, max ${result.lookups.maxMs.toFixed(0)} ms, ${result.lookups.failed} failed` +
         (reg.count < gen.live.size
@@ -382,6 +383,13 @@ async function transition(what: string, opts: Options, cluster: FleetCluster, ge
   } finally {
     watch.stop();
   }
+}
+
+/** Ms from `since` until the first of `samples` sent after it was answered (NaN: none was). */
+function firstAnswered(samples: ReadonlyArray<{ at: number; ms: number; outcome: number }>, since: number): number {
+  let first = Infinity;
+  for (const s of samples) if (s.outcome === Outcome.ok && s.at - s.ms >= since && s.at < first) first = s.at;
+  return Number.isFinite(first) ? first - since : NaN;
 }
 
 /** What every phase of one fleet size works with. */

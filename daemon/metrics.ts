@@ -42,6 +42,7 @@ export class TrackerMetrics {
   private readonly lookupSeconds: Histogram;
   private readonly searches: Counter;
   private readonly reannouncements: Counter;
+  private readonly overloadRefusals: Counter;
   private readonly heartbeats: Counter;
   private readonly searchSeconds: Histogram;
   private readonly writes: Counter<'op'>;
@@ -132,6 +133,7 @@ export class TrackerMetrics {
     this.lookupSeconds = new Histogram({ name: `${PREFIX}lookup_duration_seconds`, help: 'Time to answer a LOOKUP.', buckets: READ_BUCKETS, registers });
     this.searches = new Counter({ name: `${PREFIX}searches_total`, help: 'SEARCH requests answered.', registers });
     this.reannouncements = new Counter({ name: `${PREFIX}reannouncements_total`, help: 'REGISTERs answered without a write: the main already held exactly what the peer announced.', registers });
+    this.overloadRefusals = new Counter({ name: `${PREFIX}overload_refusals_total`, help: 'LOOKUPs and SEARCHes refused unrun (P2P_OVERLOADED) after waiting 2 s for their turn.', registers });
     this.heartbeats = new Counter({ name: `${PREFIX}heartbeats_total`, help: 'PINGs answered (peers send one every 300 ms or a third of the lease, whichever is less).', registers });
     this.searchSeconds = new Histogram({ name: `${PREFIX}search_duration_seconds`, help: 'Time to answer a SEARCH.', buckets: READ_BUCKETS, registers });
     this.writes = new Counter({ name: `${PREFIX}writes_total`, help: 'Writes made on this tracker (as main) and committed, by op.', labelNames: ['op'], registers });
@@ -173,6 +175,10 @@ export class TrackerMetrics {
 
   reannounced(): void {
     this.reannouncements.inc();
+  }
+
+  overloadRefused(): void {
+    this.overloadRefusals.inc();
   }
 
   heartbeat(): void {

@@ -21,8 +21,8 @@ export interface RequestGateOptions {
   /** The error a shed request fails with. */
   shed?: (waitedMs: number) => Error;
   /**
-   * Once the oldest ordinary request has waited this long, ordinary requests are taken newest first
-   * (adaptive LIFO) until the line is short again (default: always oldest first).
+   * While the oldest ordinary request has waited this long, ordinary requests are taken newest first
+   * (adaptive LIFO), until the oldest has run or been refused (default: always oldest first).
    */
   lifoAfterMs?: number;
   /** Milliseconds, monotonic (performance.now unless a test passes its own). */
@@ -175,12 +175,15 @@ export class RequestGate {
   private drain(): void {
     while (this.queued > 0 && this.startOrContinue()) {
       const now = this.now();
+      // Refusing costs little, but a backlog can expire all at once (after a pause): it counts in the stretch.
+      let refused = 0;
       for (let old = this.ordinary.oldest; old && now - old.at > this.maxWaitMs; old = this.ordinary.oldest) {
         this.ordinary.shift();
         this.shed++;
         old.reject(this.shedError(now - old.at));
+        if (++refused % 64 === 0 && !this.startOrContinue()) break;
       }
-      if (this.queued === 0) break;
+      if (this.queued === 0 || !this.startOrContinue()) continue;
       const fromUrgent = this.urgent.length > 0 && !(this.urgentLast && this.ordinary.length > 0);
       this.urgentLast = fromUrgent;
       const w = fromUrgent ? this.urgent.shift() : now - this.ordinary.oldest!.at > this.lifoAfterMs ? this.ordinary.pop() : this.ordinary.shift();

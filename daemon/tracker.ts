@@ -136,7 +136,7 @@ export const DEFAULTS = {
    */
   requestStretchMs: 5,
   /**
-   * A lookup, search or report that waited this long for its turn is refused (P2P_OVERLOADED) rather than
+   * A lookup or search that waited this long for its turn is refused (P2P_OVERLOADED) rather than
    * answered after its peer gave up (peers wait 5 s): see daemon/request-gate.ts.
    */
   requestMaxWaitMs: 2000,
@@ -147,10 +147,12 @@ export const DEFAULTS = {
 } as const;
 
 /**
- * A peer's announcements of what it holds (and its leaving, and its blacklist sync): what a takeover waits
- * for. They take turns with lookups and searches in the request gate instead of waiting behind all of them.
+ * A peer's announcements of what it holds and its leaving (what a takeover waits for), and the requests
+ * that keep the blacklist working (its sync and checks, reports of bad data: a report refused under load
+ * would let a peer serving bad data go unbanned). They take turns with lookups and searches in the request
+ * gate instead of waiting behind all of them, and are never refused for having waited.
  */
-const URGENT_REQUESTS: ReadonlySet<string> = new Set(['REGISTER', 'UNREGISTER', 'LEAVE', 'BLACKLIST_SYNC']);
+const URGENT_REQUESTS: ReadonlySet<string> = new Set(['REGISTER', 'UNREGISTER', 'LEAVE', 'BLACKLIST_SYNC', 'BLACKLIST_CHECK', 'REPORT']);
 
 export class Tracker extends EventEmitter {
   readonly state: TrackerState;
@@ -171,6 +173,7 @@ export class Tracker extends EventEmitter {
     maxWaitMs: DEFAULTS.requestMaxWaitMs,
     lifoAfterMs: DEFAULTS.requestLifoAfterMs,
     shed: (ms) => {
+      this.metrics?.overloadRefused();
       this.noteOverload();
       return new P2PError('P2P_OVERLOADED', `the tracker is overloaded: this request waited ${Math.round(ms)} ms for its turn; try again`);
     },

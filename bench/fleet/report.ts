@@ -40,6 +40,12 @@ export interface Transition {
   /** The first tracker the probes saw answer a LOOKUP as main, and when (it may have lost command again at once). */
   firstMain: string | undefined;
   firstLookupMs: number;
+  /**
+   * From the kill (or restart): until some peer had a LOOKUP, sent after it, answered (by the new main or a
+   * backup, on a session it already had or made at once). The probe's figure includes its fresh
+   * connection's wait behind every reconnecting peer's handshake; this one is what the first peers saw.
+   */
+  peersFirstLookupMs: number;
   /** Spells as main (of any candidate, the same one again too) the probes saw begin after the first. */
   mainChanges: number;
   /** From the kill (or restart): until the main that stayed answered a probe's HELLO as main, and a LOOKUP. */
@@ -150,6 +156,7 @@ function transitionHeaders(trackers: string, main: string): string[] {
     'later spells as main',
     'main (that stayed) after ms',
     'its first LOOKUP ms',
+    "a peer's first LOOKUP answered, ms",
     'every peer has a session with it, ms',
     'and it lists all their files, ms',
     'every peer re-registered with it, ms',
@@ -168,6 +175,7 @@ function transitionRow(s: SizeResult, t: Transition): Array<string | number> {
     num(t.mainChanges),
     ms(t.mainMs),
     ms(t.lookupMs),
+    ms(t.peersFirstLookupMs ?? NaN),
     ms(t.sessionsMs),
     ms(t.listedMs),
     Number.isFinite(t.registeredMs) ? ms(t.registeredMs) : `${num(t.peersBack)} of ${num(t.peers)} by ${ms(t.windowMs)}${t.stalled ? ' (no more came)' : ''}`,

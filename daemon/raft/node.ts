@@ -385,15 +385,21 @@ export class RaftNode {
    * on a loaded machine (the rank step is half a heartbeat); terms are striped by rank, so the lower
    * ranked one runs in the higher term and wins, and the better one takes command from it a moment later:
    * two changes of main, and two storms of peers failing over (issue 12). So a better-ranked tracker that
-   * is running, or whose own election is due (the ask is the sign that the main is gone), refuses the
-   * worse one's pre-vote, provided its log is at least as up to date (otherwise only the other can win).
-   * Only for two heartbeats from the start of its run: a tracker that cannot win does not hold the
-   * others back. Pre-votes change nothing, so this is a matter of liveness, never of safety.
+   * is running, or whose own election is due (the ask is the sign that the main is gone: it runs at once),
+   * refuses the worse one's pre-vote. Not when only the other can win or should: its log is further
+   * ahead, or this one has lost its holder lists or is copying a snapshot (as main it would make every
+   * peer announce again). And only for RUN_WINDOW from the start of its run, so a tracker that cannot win
+   * (links that fail one way, five trackers that reach each other only in part) holds the others back for
+   * a fraction of each round, not for good. Pre-votes change nothing, so this is a matter of liveness,
+   * never of safety.
    */
   private runsBefore(asker: number, askerLast: LogPosition): boolean {
-    if (asker < this.o.rank || this.role === 'primary' || this.mustInstall || !atLeastAsUpToDate(this.log.last, askerLast)) return false;
-    if (this.runningSince === undefined && this.now >= this.electionAt && !this.mainAlive()) this.startElection(false);
-    return this.runningSince !== undefined && this.now - this.runningSince < 2 * this.o.heartbeatMs;
+    if (asker < this.o.rank || this.role === 'primary' || this.mustInstall || this.state.holdersLost || this.incoming !== undefined) return false;
+    if (!atLeastAsUpToDate(this.log.last, askerLast)) return false;
+    const window = Math.min(2 * this.o.heartbeatMs, Math.floor(this.o.failoverMs / 4));
+    const running = (): boolean => this.runningSince !== undefined && this.now - this.runningSince < window;
+    if (!running() && this.now >= this.electionAt && !this.mainAlive()) this.startElection(false);
+    return running();
   }
 
   private onVoteReply(from: number, m: Extract<RaftMessage, { t: 'vote-reply' }>): void {
@@ -698,6 +704,9 @@ export class RaftNode {
 
   private followMain(from: number): void {
     this.mainHeardAt = this.now;
+    // A run that a live main outlasted is over (a pre-vote round it lost while it missed heartbeats).
+    this.runningSince = undefined;
+    this.preVotes.clear();
     this.electionAt = this.now + this.electionDelay();
     if (this.role === 'candidate' || this.role === 'primary') this.becomeFollower(this.term, from, `rank ${from} is main in term ${this.term}`);
     if (this.leader !== from) {

@@ -1,6 +1,8 @@
 /**
- * daemon/request-gate.ts: peers' requests run in stretches of at most budgetMs, in the order they came,
- * and the event loop's timers (the cluster's heartbeats) run between stretches however many wait.
+ * daemon/request-gate.ts: peers' requests run in stretches of at most budgetMs, and the event loop's timers
+ * (the cluster's heartbeats) run between stretches however many wait. In one class they run in the order
+ * they came until the oldest has waited lifoAfterMs; two classes take turns; ordinary ones that waited past
+ * maxWaitMs are refused unrun.
  */
 import t from 'tap';
 import { RequestGate } from '../../daemon/request-gate.js';
