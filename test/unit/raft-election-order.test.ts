@@ -81,6 +81,17 @@ function started(t: Test): Trio {
   return trio;
 }
 
+/** Kills the main and checks that rank 1, and only rank 1, became main after it. */
+function killMainExpectRank1(t: Test, trio: Trio): void {
+  const mark = trio.changes.length;
+  trio.dead.add(0);
+  trio.run(8 * FAILOVER_MS, () => trio.main() !== undefined);
+  t.equal(trio.main(), 1, 'the next in rank is main');
+  trio.run(4 * FAILOVER_MS);
+  t.equal(trio.main(), 1, 'and stays main');
+  t.same(trio.mainsSince(mark), [`1 primary ${trio.nodes[1]!.term}`], 'no other tracker was main after the kill');
+}
+
 // The main's last heartbeat reaches rank 1 later than rank 2 by `lag` ms, so that rank 1's election falls
 // due `skew` ms before rank 2's (rank 2 waits one rank step longer): skew = STEP_MS - lag.
 for (const skew of [0, 2, 4, 8]) {
@@ -88,13 +99,7 @@ for (const skew of [0, 2, 4, 8]) {
     const trio = started(t);
     trio.extra.set('0>1', STEP_MS - skew);
     trio.run(3 * HEARTBEAT_MS); // heartbeats now arrive with that lag
-    const mark = trio.changes.length;
-    trio.dead.add(0);
-    trio.run(4 * FAILOVER_MS, () => trio.main() !== undefined);
-    t.equal(trio.main(), 1, 'the next in rank is main');
-    trio.run(4 * FAILOVER_MS);
-    t.equal(trio.main(), 1, 'and stays main');
-    t.same(trio.mainsSince(mark), [`1 primary ${trio.nodes[1]!.term}`], 'no other tracker was main in between');
+    killMainExpectRank1(t, trio);
     t.end();
   });
 }
@@ -108,11 +113,7 @@ for (const lag of [STEP_MS - 2, STEP_MS, STEP_MS + 4]) {
     trio.phase[1] = 6;
     trio.extra.set('0>1', lag);
     trio.run(3 * HEARTBEAT_MS);
-    const mark = trio.changes.length;
-    trio.dead.add(0);
-    trio.run(8 * FAILOVER_MS, () => trio.main() !== undefined);
-    trio.run(4 * FAILOVER_MS);
-    t.same(trio.mainsSince(mark), [`1 primary ${trio.nodes[1]!.term}`], 'rank 1 is the only main after the kill');
+    killMainExpectRank1(t, trio);
     t.end();
   });
 }
@@ -129,11 +130,7 @@ for (const lag of [STEP_MS - 2, STEP_MS, STEP_MS + 4]) {
     trio.extra.set('0>1', lag);
     trio.run(4 * HEARTBEAT_MS);
     t.equal(trio.nodes[1]!.leader, 0, 'rank 1 follows the main again');
-    const mark = trio.changes.length;
-    trio.dead.add(0);
-    trio.run(8 * FAILOVER_MS, () => trio.main() !== undefined);
-    trio.run(4 * FAILOVER_MS);
-    t.same(trio.mainsSince(mark), [`1 primary ${trio.nodes[1]!.term}`], 'rank 1 is the only main after the kill');
+    killMainExpectRank1(t, trio);
     t.end();
   });
 }
