@@ -175,18 +175,17 @@ export class RequestGate {
   private drain(): void {
     while (this.queued > 0 && this.startOrContinue()) {
       const now = this.now();
-      // Refusing costs little, but a backlog can expire all at once (after a pause): it counts in the stretch.
-      let refused = 0;
-      for (let old = this.ordinary.oldest; old && now - old.at > this.maxWaitMs; old = this.ordinary.oldest) {
+      const oldest = this.ordinary.oldest;
+      if (oldest && now - oldest.at > this.maxWaitMs) {
+        // Refused unrun, one a pass: a backlog that expires at once (after a pause) still counts in the stretch.
         this.ordinary.shift();
         this.shed++;
-        old.reject(this.shedError(now - old.at));
-        if (++refused % 64 === 0 && !this.startOrContinue()) break;
+        oldest.reject(this.shedError(now - oldest.at));
+        continue;
       }
-      if (this.queued === 0 || !this.startOrContinue()) continue;
       const fromUrgent = this.urgent.length > 0 && !(this.urgentLast && this.ordinary.length > 0);
       this.urgentLast = fromUrgent;
-      const w = fromUrgent ? this.urgent.shift() : now - this.ordinary.oldest!.at > this.lifoAfterMs ? this.ordinary.pop() : this.ordinary.shift();
+      const w = fromUrgent ? this.urgent.shift() : now - oldest!.at > this.lifoAfterMs ? this.ordinary.pop() : this.ordinary.shift();
       try {
         const r = w.work();
         if (r && typeof r.then === 'function') r.then(w.resolve, w.reject);

@@ -38,6 +38,7 @@ import {
   type Body,
   type Clock,
   type IncomingRequest,
+  type MessageName,
   type ServerHandshake,
   type TrackerLinkClaim,
 } from '../protocol/index.js';
@@ -152,7 +153,7 @@ export const DEFAULTS = {
  * would let a peer serving bad data go unbanned). They take turns with lookups and searches in the request
  * gate instead of waiting behind all of them, and are never refused for having waited.
  */
-const URGENT_REQUESTS: ReadonlySet<string> = new Set(['REGISTER', 'UNREGISTER', 'LEAVE', 'BLACKLIST_SYNC', 'BLACKLIST_CHECK', 'REPORT']);
+const URGENT_REQUESTS: ReadonlySet<MessageName> = new Set<MessageName>(['REGISTER', 'UNREGISTER', 'LEAVE', 'BLACKLIST_SYNC', 'BLACKLIST_CHECK', 'REPORT']);
 
 export class Tracker extends EventEmitter {
   readonly state: TrackerState;

@@ -388,7 +388,7 @@ export class RaftNode {
    * is running, or whose own election is due (the ask is the sign that the main is gone: it runs at once),
    * refuses the worse one's pre-vote. Not when only the other can win or should: its log is further
    * ahead, or this one has lost its holder lists or is copying a snapshot (as main it would make every
-   * peer announce again). And only for RUN_WINDOW from the start of its run, so a tracker that cannot win
+   * peer announce again). And only for `window` from the start of its run, so a tracker that cannot win
    * (links that fail one way, five trackers that reach each other only in part) holds the others back for
    * a fraction of each round, not for good. Pre-votes change nothing, so this is a matter of liveness,
    * never of safety.
@@ -396,6 +396,7 @@ export class RaftNode {
   private runsBefore(asker: number, askerLast: LogPosition): boolean {
     if (asker < this.o.rank || this.role === 'primary' || this.mustInstall || this.state.holdersLost || this.incoming !== undefined) return false;
     if (!atLeastAsUpToDate(this.log.last, askerLast)) return false;
+    // Two heartbeats, at most a quarter of failover-ms.
     const window = Math.min(2 * this.o.heartbeatMs, Math.floor(this.o.failoverMs / 4));
     const running = (): boolean => this.runningSince !== undefined && this.now - this.runningSince < window;
     if (!running() && this.now >= this.electionAt && !this.mainAlive()) this.startElection(false);
