@@ -18,10 +18,14 @@ import {
   type Connection,
 } from '../protocol/index.js';
 
+/** Entries asked for per page; the tracker may give fewer (it also keeps a page to about 4 MiB). */
+const PAGE_ENTRIES = 5000;
+
 export class AdminClient {
   private constructor(
-    private readonly conn: Connection,
+    private conn: Connection,
     private readonly token: string,
+    private readonly tracker: string,
   ) {}
 
   static async connect(tracker: string, token: string): Promise<AdminClient> {
@@ -43,14 +47,23 @@ export class AdminClient {
       conn.destroy();
       throw err;
     }
-    return new AdminClient(conn, token);
+    return new AdminClient(conn, token, tracker);
   }
 
   status(): Promise<Body<'ADMIN_STATUS_RESULT'>> {
     return this.conn.request('ADMIN_STATUS', { token: this.token }, 'ADMIN_STATUS_RESULT');
   }
-  blacklist(): Promise<Body<'ADMIN_BLACKLIST'>> {
-    return this.conn.request('ADMIN_BLACKLIST_LIST', { token: this.token }, 'ADMIN_BLACKLIST');
+  /**
+   * The whole blacklist, oldest entry first, read page by page: one answer holds only some tens of
+   * thousands of entries. Entries added or removed while the pages are read may or may not be in it.
+   */
+  async blacklist(): Promise<Body<'ADMIN_BLACKLIST'>> {
+    const entries = await this.pages(
+      (after) => this.conn.request('ADMIN_BLACKLIST_PAGE', { token: this.token, after, limit: PAGE_ENTRIES }, 'ADMIN_BLACKLIST_PAGE_RESULT'),
+      (page) => page.entries,
+      async () => (await this.conn.request('ADMIN_BLACKLIST_LIST', { token: this.token }, 'ADMIN_BLACKLIST')).entries,
+    );
+    return { entries: entries.sort((a, b) => a.since - b.since || (a.target < b.target ? -1 : a.target > b.target ? 1 : 0)) };
   }
   add(target: string, reason: string): Promise<Body<'OK'>> {
     return this.conn.request('ADMIN_BLACKLIST_ADD', { token: this.token, target, reason }, 'OK');
@@ -58,8 +71,37 @@ export class AdminClient {
   remove(target: string): Promise<Body<'OK'>> {
     return this.conn.request('ADMIN_BLACKLIST_REMOVE', { token: this.token, target }, 'OK');
   }
-  reports(): Promise<Body<'ADMIN_REPORTS_RESULT'>> {
-    return this.conn.request('ADMIN_REPORTS', { token: this.token }, 'ADMIN_REPORTS_RESULT');
+  /** Every report, oldest first, read page by page as the blacklist is. */
+  async reports(): Promise<Body<'ADMIN_REPORTS_RESULT'>> {
+    const reports = await this.pages(
+      (after) => this.conn.request('ADMIN_REPORTS_PAGE', { token: this.token, after, limit: PAGE_ENTRIES }, 'ADMIN_REPORTS_PAGE_RESULT'),
+      (page) => page.reports,
+      async () => (await this.conn.request('ADMIN_REPORTS', { token: this.token }, 'ADMIN_REPORTS_RESULT')).reports,
+    );
+    return { reports };
+  }
+
+  /**
+   * Reads pages until one says it is the last. A tracker older than the pages closes the connection on
+   * the first (P2P_UNKNOWN_MESSAGE): then the list is asked for whole, as it answers, on a new connection.
+   */
+  private async pages<P extends { next: string }, T>(ask: (after: string) => Promise<P>, items: (page: P) => T[], whole: () => Promise<T[]>): Promise<T[]> {
+    const all: T[] = [];
+    let after = '';
+    for (;;) {
+      let page: P;
+      try {
+        page = await ask(after);
+      } catch (err) {
+        if (after !== '' || !(err instanceof P2PError) || err.code !== 'P2P_UNKNOWN_MESSAGE') throw err;
+        this.conn.destroy();
+        this.conn = (await AdminClient.connect(this.tracker, this.token)).conn;
+        return whole();
+      }
+      all.push(...items(page));
+      if (page.next === '') return all;
+      after = page.next;
+    }
   }
   close(): void {
     this.conn.close();

@@ -293,9 +293,47 @@ export class TrackerState {
     return { ...this.holders.sizes(), blacklist: this.banned.size };
   }
 
-  /** Every target on the blacklist (peer ids and addresses), for a peer that re-syncs. */
-  blacklistTargets(): string[] {
-    return [...this.banned.keys()].sort();
+  /**
+   * Every target on the blacklist (peer ids and addresses), sorted, for a peer that re-syncs and for the
+   * admin's pages. Sorted once per version (a version names one set of targets); the caller must not
+   * change the array.
+   */
+  blacklistTargets(): readonly string[] {
+    if (this.sortedTargets?.version !== this.blacklistVersion) this.sortedTargets = { version: this.blacklistVersion, targets: [...this.banned.keys()].sort() };
+    return this.sortedTargets.targets;
+  }
+
+  private sortedTargets: { version: string; targets: string[] } | undefined;
+
+  /** Whether `target` itself (a peer id, or an address as normalizeTarget gives it) is on the blacklist. */
+  listed(target: string): boolean {
+    return this.banned.has(target);
+  }
+
+  /**
+   * Blacklist entries after target `after` ('' for the first), in target order: at most `limit`, and no
+   * more than about `maxBytes` as the protocol encodes them (at least one). `next` is the last target
+   * given when more follow, '' at the end.
+   */
+  blacklistPage(after: string, limit: number, maxBytes: number): { entries: BlacklistEntry[]; next: string } {
+    const targets = this.blacklistTargets();
+    let lo = 0;
+    let hi = targets.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (targets[mid]! <= after) lo = mid + 1;
+      else hi = mid;
+    }
+    const entries: BlacklistEntry[] = [];
+    let bytes = 0;
+    let i = lo;
+    for (; i < targets.length && entries.length < limit; i++) {
+      const b = this.banned.get(targets[i]!)!;
+      bytes += 16 + Buffer.byteLength(b.target) + Buffer.byteLength(b.reason) + Buffer.byteLength(b.addedBy);
+      if (bytes > maxBytes && entries.length > 0) break;
+      entries.push(plainBan(b));
+    }
+    return { entries, next: i < targets.length ? entries.at(-1)!.target : '' };
   }
 
   search(text: string, limit: number): { hits: SearchHit[]; truncated: boolean } {

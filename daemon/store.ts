@@ -172,6 +172,7 @@ export class Store {
       delTomb: db.prepare('DELETE FROM tombstones WHERE target = ?'),
       report: db.prepare('SELECT * FROM reports WHERE id = ?'),
       reports: db.prepare('SELECT * FROM reports ORDER BY time, id'),
+      reportsAfter: db.prepare('SELECT * FROM reports WHERE time > @time OR (time = @time AND id > @id) ORDER BY time, id LIMIT @limit'),
       putReport: db.prepare(
         `INSERT INTO reports (id, reporter, file_id, reason, targets, evidence, time, status, stamp_term, stamp_index, status_term, status_index)
          VALUES (@id, @reporter, @fileId, @reason, @targets, @evidence, @time, @status, @t, @i, @st, @si)
@@ -266,6 +267,12 @@ export class Store {
 
   reports(): ReportRecord[] {
     return this.stampedReports().map(({ stamp: _s, statusStamp: _t, ...r }) => r);
+  }
+
+  /** Up to `limit` reports after (time, id) `after` in the order reports() gives (none: from the first). */
+  reportsAfter(after: { time: number; id: string } | undefined, limit: number): ReportRecord[] {
+    const rows = this.stmts.reportsAfter.all({ time: after?.time ?? -1, id: after?.id ?? '', limit }) as ReportRow[];
+    return rows.map(fromReportRow).map(({ stamp: _s, statusStamp: _t, ...r }) => r);
   }
 
   hasReport(id: string): boolean {

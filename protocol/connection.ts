@@ -18,7 +18,7 @@ import {
   TimeoutError,
   toP2PError,
 } from './errors.js';
-import { decodeBody, encodeFrame, encodeFrameHead, Framer, DEFAULT_MAX_BODY_BYTES, PROTOCOL_VERSION, SCRATCH_BYTES, type Frame, type FrameHeader } from './framer.js';
+import { decodeBody, encodeFrame, encodeFrameHead, encodeHeaderFor, Framer, type EncodedBody, DEFAULT_MAX_BODY_BYTES, PROTOCOL_VERSION, SCRATCH_BYTES, type Frame, type FrameHeader } from './framer.js';
 import { Messages, type Body, type MessageName } from './messages.js';
 import { isTlsSocket, remoteKey } from './tls-key.js';
 import type { TlsDialOptions } from './tls.js';
@@ -260,6 +260,17 @@ export class Connection extends EventEmitter {
     this.forget(requestId);
     if (this.closed) return false;
     return this.write(encodeFrame(name, requestId, body));
+  }
+
+  /**
+   * Answers request `requestId` with a body encoded beforehand (encodeBody), shared by many answers: only
+   * the frame's header is made here, and the body goes out as it is, never copied.
+   */
+  replyEncoded<N extends MessageName>(requestId: number, body: EncodedBody<N>): boolean {
+    this.forget(requestId);
+    if (this.closed) return false;
+    this.socket.write(encodeHeaderFor(requestId, body));
+    return this.write(body.bytes);
   }
 
   replyError(requestId: number, err: unknown): boolean {

@@ -312,6 +312,30 @@ export function encodeFrameHead<N extends MessageName>(name: N, requestId: numbe
   return buf;
 }
 
+/**
+ * A message's body encoded once, to be sent as the answer to many requests (Connection.replyEncoded): the
+ * blacklist a tracker gives every peer that re-syncs, built once per version instead of once per peer.
+ * Never written to after it is made: sockets may still be sending it.
+ */
+export interface EncodedBody<N extends MessageName> {
+  readonly name: N;
+  readonly bytes: Buffer;
+}
+
+export function encodeBody<N extends MessageName>(name: N, body: Body<N>): EncodedBody<N> {
+  const { codec } = Messages[name];
+  const bytes = Buffer.allocUnsafe((codec.size as (v: Body<N>) => number)(body));
+  (codec.write as (v: Body<N>, b: Buffer, o: number) => number)(body, bytes, 0);
+  return { name, bytes };
+}
+
+/** The header of a frame whose body is `body` (sent after it, as it is). */
+export function encodeHeaderFor<N extends MessageName>(requestId: number, body: EncodedBody<N>): Buffer {
+  const buf = Buffer.allocUnsafe(HEADER_BYTES);
+  writeHeader(buf, Messages[body.name].code, requestId, body.bytes.length);
+  return buf;
+}
+
 /** Decodes a frame's body with its message's codec. Throws MalformedMessageError. */
 export function decodeBody<N extends MessageName>(name: N, body: Buffer): Body<N> {
   return Messages[name].codec.decode(body) as Body<N>;

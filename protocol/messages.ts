@@ -22,6 +22,8 @@ function msg<S extends Schema>(code: number, kind: MessageKind, schema: S): Entr
 const fileEntry = { id: 'id32', size: 'u64', name: 'str', complete: 'bool' } as const;
 const target = { target: 'str' } as const;
 const receipt = { publicKey: 'id32', index: 'u32', hash: 'id32', signature: 'sig64' } as const;
+const blacklistEntry = { target: 'str', reason: 'str', since: 'u64', addedBy: 'str' } as const;
+const reportEntry = { reporter: 'str', fileId: 'id32', reason: 'str', targets: 'str', evidence: 'u8', time: 'u64', status: 'str' } as const;
 
 /**
  * What a report's evidence needs, and no more: one receipt proves a download from its signer, and a few
@@ -128,18 +130,22 @@ export const Messages = {
     /** hash: the answering tracker's digest of its replicated state (its own row only; '' for the others). */
     trackers: { list: { address: 'str', role: 'str', term: 'u64', reachable: 'bool', seq: 'u64', behind: 'u64', hash: 'str' } },
   }),
+  /** The whole blacklist in one answer: past about 60,000 entries it no longer fits in a frame (ADMIN_BLACKLIST_PAGE does). */
   ADMIN_BLACKLIST_LIST: msg(0x52, 'request', { token: 'str' }),
-  ADMIN_BLACKLIST: msg(0x53, 'response', {
-    entries: { list: { target: 'str', reason: 'str', since: 'u64', addedBy: 'str' } },
-  }),
+  ADMIN_BLACKLIST: msg(0x53, 'response', { entries: { list: blacklistEntry } }),
   ADMIN_BLACKLIST_ADD: msg(0x54, 'request', { token: 'str', target: 'str', reason: 'str' }),
   ADMIN_BLACKLIST_REMOVE: msg(0x55, 'request', { token: 'str', target: 'str' }),
   ADMIN_REPORTS: msg(0x56, 'request', { token: 'str' }),
-  ADMIN_REPORTS_RESULT: msg(0x57, 'response', {
-    reports: {
-      list: { reporter: 'str', fileId: 'id32', reason: 'str', targets: 'str', evidence: 'u8', time: 'u64', status: 'str' },
-    },
-  }),
+  ADMIN_REPORTS_RESULT: msg(0x57, 'response', { reports: { list: reportEntry } }),
+  /**
+   * One page of the blacklist, by target, after `after` ('' for the first page); at most `limit` entries
+   * and about 4 MiB. `next` is what to ask after for the next page; '' when this page is the last.
+   */
+  ADMIN_BLACKLIST_PAGE: msg(0x58, 'request', { token: 'str', after: 'str', limit: 'u32' }),
+  ADMIN_BLACKLIST_PAGE_RESULT: msg(0x59, 'response', { entries: { list: blacklistEntry }, next: 'str' }),
+  /** One page of the reports, oldest first, the same way (`after` and `next` are the tracker's own cursor). */
+  ADMIN_REPORTS_PAGE: msg(0x5a, 'request', { token: 'str', after: 'str', limit: 'u32' }),
+  ADMIN_REPORTS_PAGE_RESULT: msg(0x5b, 'response', { reports: { list: reportEntry }, next: 'str' }),
 
   // --- tracker <-> tracker (replication) -----------------------------------------------------------
   /**

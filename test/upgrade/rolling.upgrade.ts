@@ -109,6 +109,11 @@ t.test(`a rolling upgrade from ${PREVIOUS_RELEASE} to this build, one daemon at 
 
   await settled('all on the previous release');
   t.equal((await admin('blacklist', 'add', '10.9.9.9', '--reason', 'made before the upgrade')).code, 0, 'a ban is made before the upgrade');
+  // This build's CLI reads the list in pages; the previous release's tracker knows only the whole list.
+  const before = await admin('blacklist', 'ls');
+  t.equal(before.code, 0, "this build's `admin blacklist ls` works against the previous release's tracker");
+  t.match(JSON.parse(before.stdout), [{ target: '10.9.9.9', reason: 'made before the upgrade' }], 'and lists its ban');
+  t.equal((await admin('reports')).code, 0, "so does `admin reports`");
   await downloadWorks('all on the previous release');
 
   for (const tracker of [...trackers].reverse()) {
