@@ -63,7 +63,8 @@ export class AdminClient {
       (page) => page.entries,
       async () => (await this.conn.request('ADMIN_BLACKLIST_LIST', { token: this.token }, 'ADMIN_BLACKLIST')).entries,
     );
-    return { entries: entries.sort((a, b) => a.since - b.since || (a.target < b.target ? -1 : a.target > b.target ? 1 : 0)) };
+    // The order the whole-list answer has always had.
+    return { entries: entries.sort((a, b) => a.since - b.since || a.target.localeCompare(b.target)) };
   }
   add(target: string, reason: string): Promise<Body<'OK'>> {
     return this.conn.request('ADMIN_BLACKLIST_ADD', { token: this.token, target, reason }, 'OK');
@@ -86,6 +87,10 @@ export class AdminClient {
    * the first (P2P_UNKNOWN_MESSAGE): then the list is asked for whole, as it answers, on a new connection.
    */
   private async pages<P extends { next: string }, T>(ask: (after: string) => Promise<P>, items: (page: P) => T[], whole: () => Promise<T[]>): Promise<T[]> {
+    if (this.olderTracker) {
+      await this.olderTracker;
+      return whole();
+    }
     const all: T[] = [];
     let after = '';
     for (;;) {
@@ -94,15 +99,23 @@ export class AdminClient {
         page = await ask(after);
       } catch (err) {
         if (after !== '' || !(err instanceof P2PError) || err.code !== 'P2P_UNKNOWN_MESSAGE') throw err;
-        this.conn.destroy();
-        this.conn = (await AdminClient.connect(this.tracker, this.token)).conn;
+        // One new connection, whichever call found out first; every later call asks for whole lists.
+        this.olderTracker ??= AdminClient.connect(this.tracker, this.token).then((fresh) => {
+          this.conn.destroy();
+          this.conn = fresh.conn;
+        });
+        await this.olderTracker;
         return whole();
       }
       all.push(...items(page));
       if (page.next === '') return all;
+      if (page.next === after) throw new P2PError('P2P_INTERNAL', `the tracker at ${this.tracker} gave the same page twice`);
       after = page.next;
     }
   }
+
+  /** Set once the tracker turned out to be of a release without pages: settles when the new connection is up. */
+  private olderTracker: Promise<void> | undefined;
   close(): void {
     this.conn.close();
   }

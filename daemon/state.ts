@@ -6,7 +6,7 @@
  * transaction as the index of the last entry applied.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { normalizeHostForMatch, P2PError } from '../protocol/index.js';
+import { blacklistDigest, normalizeHostForMatch, P2PError } from '../protocol/index.js';
 import type { DurableRecord, Op, SnapshotRecord } from './ops.js';
 import { HolderTable, type Holder, type RegistrationTotals, type SearchHit } from './holders.js';
 import { compareStamps, type BlacklistEntry, type Stamp, type StampedBan, type Store } from './store.js';
@@ -44,8 +44,8 @@ export class TrackerState {
   /**
    * Names the blacklist's targets as of one log entry, `term.index`: the last entry that changed them (or a
    * later one: the snapshot installed, the entry applied before a restart). An entry's (term, index) is
-   * unique in a cluster and fixes the log up to it, so two trackers with one version hold one list; peers
-   * compare versions for equality only (BLACKLIST_SYNC).
+   * unique in a cluster and fixes the log up to it, so two trackers with one version hold one list. What
+   * peers compare (BLACKLIST_SYNC) is the list's digest, computed once per version (blacklistDigest).
    */
   blacklistVersion: string;
 
@@ -171,10 +171,12 @@ export class TrackerState {
           const wasBanned = this.banned.has(target);
           store.putBan(r.ban);
           this.banned.set(target, r.ban);
+          this.sortedTargets = undefined;
           this.dropBanned(target);
           if (!wasBanned) change.added.push(plainBan(r.ban));
         } else {
           const wasBanned = this.banned.delete(target);
+          this.sortedTargets = undefined;
           store.putTombstone(r.tomb);
           if (wasBanned) change.removed.push(target);
         }
@@ -221,6 +223,7 @@ export class TrackerState {
     const before = new Map(this.banned);
     this.holders.clear();
     this.banned.clear();
+    this.sortedTargets = undefined;
     const { store } = this;
     store.transaction(() => {
       store.clearState();
@@ -295,15 +298,21 @@ export class TrackerState {
 
   /**
    * Every target on the blacklist (peer ids and addresses), sorted, for a peer that re-syncs and for the
-   * admin's pages. Sorted once per version (a version names one set of targets); the caller must not
-   * change the array.
+   * admin's pages. Sorted once per change of the list; the caller must not change the array.
    */
   blacklistTargets(): readonly string[] {
-    if (this.sortedTargets?.version !== this.blacklistVersion) this.sortedTargets = { version: this.blacklistVersion, targets: [...this.banned.keys()].sort() };
+    this.sortedTargets ??= { targets: [...this.banned.keys()].sort() };
     return this.sortedTargets.targets;
   }
 
-  private sortedTargets: { version: string; targets: string[] } | undefined;
+  /** blacklistTargets() and its digest, until `banned` changes (every change there sets this undefined). */
+  private sortedTargets: { targets: string[]; digest?: string } | undefined;
+
+  /** The list's digest (protocol/blacklist-target.ts): what a peer's BLACKLIST_SYNC is compared with. */
+  blacklistDigest(): string {
+    const targets = this.blacklistTargets();
+    return (this.sortedTargets!.digest ??= blacklistDigest(targets));
+  }
 
   /** Whether `target` itself (a peer id, or an address as normalizeTarget gives it) is on the blacklist. */
   listed(target: string): boolean {
@@ -315,7 +324,8 @@ export class TrackerState {
    * more than about `maxBytes` as the protocol encodes them (at least one). `next` is the last target
    * given when more follow, '' at the end.
    */
-  blacklistPage(after: string, limit: number, maxBytes: number): { entries: BlacklistEntry[]; next: string } {
+  blacklistPage(after: string, asked: number, maxBytes: number): { entries: BlacklistEntry[]; next: string } {
+    const limit = Math.max(1, asked);
     const targets = this.blacklistTargets();
     let lo = 0;
     let hi = targets.length;

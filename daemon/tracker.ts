@@ -433,7 +433,7 @@ export class Tracker extends EventEmitter {
    * (sorting 40, encoding 70), so a thousand peers starting at once cost it two minutes.
    */
   private wholeBlacklist(): EncodedBody<'BLACKLIST_STATE'> {
-    const version = this.state.blacklistVersion;
+    const version = this.state.blacklistDigest();
     if (this.blacklistAnswer?.version !== version) {
       const targets = this.state.blacklistTargets().map((target) => ({ target }));
       this.blacklistAnswer = { version, body: encodeBody('BLACKLIST_STATE', { version, changed: true, targets }) };
@@ -563,7 +563,9 @@ export class Tracker extends EventEmitter {
     BLACKLIST_SYNC: (req, s) => {
       const { conn } = s;
       // A peer (re)connected: it may have missed pushes while it had no session here.
-      const version = this.state.blacklistVersion;
+      // Versions are digests of the list: a peer whose copy (kept across its restarts) holds these very
+      // targets is told nothing new, whichever tracker it synced with before.
+      const version = this.state.blacklistDigest();
       if (req.body.version === version) conn.reply(req.requestId, 'BLACKLIST_STATE', { version, changed: false, targets: [] });
       else conn.replyEncoded(req.requestId, this.wholeBlacklist());
       return;

@@ -10,17 +10,31 @@
  * or if the tracker cannot be asked, the known entries still apply and the peer is let through (a tracker
  * outage must not stop transfers). Every change, pushed or re-synced, is emitted as 'change'
  * ({ added, removed }): the daemon cuts the connections of a peer just banned either way.
+ *
+ * The list is kept in the peer database too, so a restarted daemon enforces it from its first moment, and
+ * its re-sync costs nothing when nothing changed: BLACKLIST_SYNC sends the digest of the list held
+ * (protocol/blacklist-target.ts), and a tracker whose list has that digest answers 'unchanged' instead of
+ * sending every entry (4.2 MB at 100,000 entries). A tracker of an older release, whose versions are not
+ * digests, always sends the whole list, as it did.
  */
 import { EventEmitter } from 'node:events';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
-import { normalizeHostForMatch, type Body } from '../protocol/index.js';
+import { blacklistDigest, normalizeHostForMatch, type Body } from '../protocol/index.js';
+import type { PeerDb } from './db.js';
 import type { TrackerClient } from './tracker-client.js';
 
 /** Re-syncs asked in a row when pushes keep arriving during the answer's round trip. */
 const SYNC_ATTEMPTS = 3;
 
 export type BlacklistChange = Body<'BLACKLIST_CHANGED'>;
+
+export interface BlacklistCacheOptions {
+  /** How long a verdict asked of the tracker is kept (default 30 s). */
+  ttlMs?: number;
+  /** Where the list is kept across restarts (the peer database); without it, a restart starts empty. */
+  copy?: Pick<PeerDb, 'blacklistCopy' | 'changeBlacklistCopy'>;
+}
 
 export class BlacklistCache extends EventEmitter {
   private readonly known = new Set<string>();
@@ -33,14 +47,23 @@ export class BlacklistCache extends EventEmitter {
   private syncAgain = false;
   /** Whether `known` is the tracker's list: synced in the current session, which has not ended since. */
   private current = false;
+  /** The digest of `known` (blacklistDigest), while it has not changed since. */
+  private digest: string | undefined;
+  private readonly copy: BlacklistCacheOptions['copy'];
 
   constructor(
     private readonly tracker: TrackerClient,
     private readonly log: Logger,
-    ttlMs = 30_000,
+    { ttlMs = 30_000, copy }: BlacklistCacheOptions = {},
   ) {
     super();
     this.verdicts = new LRUCache({ max: 10_000, ttl: ttlMs });
+    this.copy = copy;
+    // The list as it was when this daemon last ran: in force from the start, before any tracker answers
+    // (a restart during a tracker outage must not let banned peers in), and, when the tracker's list is
+    // still the same, all that a re-sync needs (its digest matches: nothing is sent).
+    for (const target of copy?.blacklistCopy() ?? []) this.known.add(target);
+    if (this.known.size > 0) log.info({ entries: this.known.size }, 'blacklist as last known, in force until the tracker is asked');
     tracker.on('blacklist', (change: BlacklistChange) => {
       this.pushes++;
       this.apply(change);
@@ -73,7 +96,24 @@ export class BlacklistCache extends EventEmitter {
     for (const { target } of removed) this.known.delete(target);
     // Any cached verdict may be stale now.
     this.verdicts.clear();
-    if (added.length > 0 || removed.length > 0) this.emit('change', { added, removed });
+    if (added.length === 0 && removed.length === 0) return;
+    this.digest = undefined;
+    try {
+      this.copy?.changeBlacklistCopy(
+        added.map((a) => a.target),
+        removed.map((r) => r.target),
+      );
+    } catch (err) {
+      // The list in memory still applies. The copy now differs from it; after a restart that copy's
+      // digest differs from the tracker's, so the re-sync sends the whole list and mends it.
+      this.log.warn({ err: (err as Error).message }, 'cannot keep the blacklist copy in the peer database');
+    }
+    this.emit('change', { added, removed });
+  }
+
+  /** What this peer holds, as BLACKLIST_SYNC's version: the digest of its list (see blacklistDigest). */
+  private heldVersion(): string {
+    return (this.digest ??= blacklistDigest([...this.known].sort()));
   }
 
   /**
@@ -105,7 +145,7 @@ export class BlacklistCache extends EventEmitter {
   private async syncOnce(): Promise<boolean> {
     for (let attempt = 0; attempt < SYNC_ATTEMPTS; attempt++) {
       const pushesBefore = this.pushes;
-      const state = await this.tracker.request('BLACKLIST_SYNC', { version: this.version }, 'BLACKLIST_STATE', 3);
+      const state = await this.tracker.request('BLACKLIST_SYNC', { version: this.heldVersion() }, 'BLACKLIST_STATE', 3);
       // A push that arrived meanwhile may be newer than the answer: ask again rather than undo it.
       if (this.pushes !== pushesBefore) continue;
       if (state.changed) {

@@ -1,7 +1,7 @@
 /**
  * The peer daemon's durable state in SQLite (WAL): the manifest cache (so a restart does not re-hash
- * unchanged files), shared paths added by `p2p share`, transfer history with its receipts, and the resume
- * journal of verified chunks.
+ * unchanged files), shared paths added by `p2p share`, transfer history with its receipts, the resume
+ * journal of verified chunks, and its copy of the tracker's blacklist.
  */
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -41,8 +41,8 @@ export interface ReceiptRecord {
 }
 
 /**
- * The peer database's schema versions (protocol/schema.ts). Version 1 is the schema of release 0.2,
- * reached from any earlier data folder (0.1 had no version and the same tables).
+ * The peer database's schema versions (protocol/schema.ts). Version 1 has the tables of release 0.1 (which
+ * had no version), version 2 adds the copy of the blacklist; release 0.2 reaches 2 from either.
  */
 const PEER_DB_MIGRATIONS: readonly Migration[] = [
   {
@@ -67,6 +67,11 @@ const PEER_DB_MIGRATIONS: readonly Migration[] = [
       CREATE TABLE IF NOT EXISTS journal (file_id TEXT NOT NULL, chunk INTEGER NOT NULL, PRIMARY KEY (file_id, chunk));
       `),
   },
+  {
+    version: 2,
+    what: "the tracker's blacklist as this peer last knew it",
+    up: (db) => db.exec('CREATE TABLE IF NOT EXISTS blacklist_copy (target TEXT PRIMARY KEY) WITHOUT ROWID;'),
+  },
 ];
 
 export class PeerDb {
@@ -86,6 +91,21 @@ export class PeerDb {
   }
 
   /** The key a tracker proved on first contact (`HOST:PORT`), kept like SSH's known_hosts. */
+  /** The blacklist's targets as this peer last knew them (see peerd/blacklist-cache.ts). */
+  blacklistCopy(): string[] {
+    return (this.db.prepare('SELECT target FROM blacklist_copy').pluck().all() as string[]);
+  }
+
+  /** Applies a change to that copy, in one transaction. */
+  changeBlacklistCopy(added: readonly string[], removed: readonly string[]): void {
+    const add = this.db.prepare('INSERT OR IGNORE INTO blacklist_copy (target) VALUES (?)');
+    const remove = this.db.prepare('DELETE FROM blacklist_copy WHERE target = ?');
+    this.db.transaction(() => {
+      for (const t of added) add.run(t);
+      for (const t of removed) remove.run(t);
+    })();
+  }
+
   knownTrackerKey(address: string): Buffer | undefined {
     return (this.db.prepare('SELECT key FROM known_trackers WHERE address = ?').get(address) as { key: Buffer } | undefined)?.key;
   }

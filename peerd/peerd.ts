@@ -158,7 +158,7 @@ export class PeerDaemon {
       clock: opts.clock,
       retry: opts.trackerRetry,
     });
-    this.blacklist = new BlacklistCache(this.tracker, this.log);
+    this.blacklist = new BlacklistCache(this.tracker, this.log, { copy: this.db });
     this.downloadBucket = opts.maxDownloadRate ? new TokenBucket(opts.maxDownloadRate, opts.clock) : undefined;
     this.uploadBucket = opts.maxUploadRate ? new TokenBucket(opts.maxUploadRate, opts.clock) : undefined;
     this.uploadMeter = new RateMeter(opts.clock);

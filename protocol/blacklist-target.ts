@@ -2,6 +2,7 @@
  * Blacklist targets: a peer id or an IP address, in one canonical spelling, so a ban and the address a
  * connection comes from compare equal however each was written (the tracker's list, and each peer's copy).
  */
+import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { P2PError } from './errors.js';
 import { PEER_ID_PATTERN } from './identity.js';
@@ -27,4 +28,16 @@ export function normalizeHostForMatch(host: string): string {
   } catch {
     return host;
   }
+}
+
+/**
+ * The version of a blacklist that BLACKLIST_SYNC compares: a digest of its targets (SHA-256, hex, of the
+ * targets in code-unit order, each ended by a newline). Two lists with one digest hold the same targets,
+ * whoever computed it: a tracker of any cluster, or a peer from the copy it kept across a restart.
+ * `sorted` must be sorted (the default Array sort) and hold each target once.
+ */
+export function blacklistDigest(sorted: readonly string[]): string {
+  const h = createHash('sha256');
+  for (const target of sorted) h.update(`${target}\n`);
+  return h.digest('hex');
 }

@@ -130,7 +130,7 @@ export const Messages = {
     /** hash: the answering tracker's digest of its replicated state (its own row only; '' for the others). */
     trackers: { list: { address: 'str', role: 'str', term: 'u64', reachable: 'bool', seq: 'u64', behind: 'u64', hash: 'str' } },
   }),
-  /** The whole blacklist in one answer: past about 60,000 entries it no longer fits in a frame (ADMIN_BLACKLIST_PAGE does). */
+  /** The whole blacklist in one answer: past about 70,000 entries (short reasons) it no longer fits in a frame; ADMIN_BLACKLIST_PAGE has no such limit. */
   ADMIN_BLACKLIST_LIST: msg(0x52, 'request', { token: 'str' }),
   ADMIN_BLACKLIST: msg(0x53, 'response', { entries: { list: blacklistEntry } }),
   ADMIN_BLACKLIST_ADD: msg(0x54, 'request', { token: 'str', target: 'str', reason: 'str' }),

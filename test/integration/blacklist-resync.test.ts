@@ -103,9 +103,9 @@ t.test('a missed un-ban heals on reconnect: the seeder serves the un-banned peer
   const served = await until('the seeder to serve the un-banned downloader', async () => ((await connectToSeeder(t, s, downloader)).code === 'served' ? true : undefined), 8000).catch(() => false);
   t.ok(served, 'after reconnecting to another tracker, the seeder follows its list: the un-banned peer is served');
   const held = s.seeder.daemon.blacklist.syncedVersion;
-  t.match(held, /^\d+\.\d+$/, `the seeder re-synced to a version (${held})`);
-  t.equal(held, s.trackers[1]!.state.blacklistVersion, "the backup's, which is the main's");
-  t.equal(held, s.trackers[0]!.state.blacklistVersion);
+  t.match(held, /^[0-9a-f]{64}$/, `the seeder re-synced to a version, the list's digest (${held})`);
+  t.equal(held, s.trackers[1]!.state.blacklistDigest(), "the backup's, which is the main's");
+  t.equal(held, s.trackers[0]!.state.blacklistDigest());
 });
 
 t.test('a missed ban heals on reconnect: the banned peer loses the connection it had, and is refused', async (t) => {
@@ -126,8 +126,37 @@ t.test('a missed ban heals on reconnect: the banned peer loses the connection it
   t.equal(lastWord, 'P2P_BLACKLISTED', 'saying why');
   t.equal((await connectToSeeder(t, s, downloader)).code, 'P2P_BLACKLISTED', 'and a new connection is refused');
   const held = s.seeder.daemon.blacklist.syncedVersion;
-  t.match(held, /^\d+\.\d+$/, `the seeder re-synced to a version (${held})`);
-  t.equal(held, s.trackers[0]!.state.blacklistVersion, "the main's");
+  t.match(held, /^[0-9a-f]{64}$/, `the seeder re-synced to a version, the list's digest (${held})`);
+  t.equal(held, s.trackers[0]!.state.blacklistDigest(), "the main's");
+});
+
+t.test('a restarted seeder enforces the list it kept before any tracker answers, and re-syncs it for nothing when it did not change', async (t) => {
+  const s = await setUp(t);
+  const downloader = generateKeyPair().keys;
+  await s.admin.add(downloader.peerId, 'banned before the restart');
+  await until('the pushed ban to reach the seeder', async () => ((await connectToSeeder(t, s, downloader)).code === 'P2P_BLACKLISTED' ? true : undefined));
+
+  await s.seeder.stop();
+  for (const p of s.proxies) p.set('drop');
+  const seeder = await s.fleet.startPeer('seeder', { trackers: s.proxies.map((p) => ({ host: '127.0.0.1', port: p.port })) });
+  const restarted = { ...s, seeder };
+  t.not((await seeder.call('status', {})).tracker.state, 'connected', 'the restarted seeder reaches no tracker');
+  t.equal((await connectToSeeder(t, restarted, downloader)).code, 'P2P_BLACKLISTED', 'and still refuses the banned peer: the list it kept is in force');
+  t.equal((await connectToSeeder(t, restarted, generateKeyPair().keys)).code, 'served', 'while serving others');
+
+  const answers: Array<{ changed: boolean; targets: number }> = [];
+  const tracker = seeder.daemon.tracker;
+  const request = tracker.request.bind(tracker);
+  tracker.request = (async (...args: Parameters<typeof request>) => {
+    const answer = await request(...args);
+    if (args[0] === 'BLACKLIST_SYNC') answers.push({ changed: (answer as { changed: boolean }).changed, targets: (answer as { targets: unknown[] }).targets.length });
+    return answer;
+  }) as typeof request;
+  await healSeeder(restarted, 0);
+  await until('the restarted seeder to re-sync', () => (seeder.daemon.blacklist.listIsCurrent ? true : undefined));
+  t.same(answers, [{ changed: false, targets: 0 }], 'the tracker, seeing the digest of the very list it holds, sent none of it');
+  t.equal(seeder.daemon.blacklist.syncedVersion, s.trackers[0]!.state.blacklistDigest(), 'and the seeder holds its version');
+  t.equal((await connectToSeeder(t, restarted, downloader)).code, 'P2P_BLACKLISTED', 'the ban stays in force');
 });
 
 t.test('a seeder whose list is synced judges the peers it meets by that list, without asking the tracker each time', async (t) => {

@@ -119,10 +119,19 @@ t.test('the daemons migrate a release 0.1 data folder on start, and refuse one f
   fs.mkdirSync(peerData, { mode: 0o700 });
   new PeerDb(peerData).db.close();
   const reopened = new PeerDb(peerData);
-  t.same(reopened.schema.from, 1, 'a peer database is at version 1 once opened');
-  reopened.db.pragma('user_version = 99');
+  t.same(reopened.schema.from, 2, 'a peer database is at version 2 once opened');
+  // Version 1, as this release's first databases were: no copy of the blacklist yet.
+  reopened.db.exec('DROP TABLE blacklist_copy');
+  reopened.db.pragma('user_version = 1');
   reopened.db.close();
-  t.throws(() => new PeerDb(peerData), { code: 'P2P_VERSION', message: /schema version 99, written by a newer release; this one knows up to 1/ }, 'a newer one is refused');
+  const fromOne = new PeerDb(peerData);
+  t.same(fromOne.schema, { from: 1, to: 2, applied: ["2: the tracker's blacklist as this peer last knew it"] }, 'a version 1 peer database gets the blacklist copy (version 2)');
+  fromOne.changeBlacklistCopy(['10.1.1.1', 'a'.repeat(40)], []);
+  fromOne.changeBlacklistCopy([], ['10.1.1.1']);
+  t.same(fromOne.blacklistCopy(), ['a'.repeat(40)], 'which keeps what it is told');
+  fromOne.db.pragma('user_version = 99');
+  fromOne.db.close();
+  t.throws(() => new PeerDb(peerData), { code: 'P2P_VERSION', message: /schema version 99, written by a newer release; this one knows up to 2/ }, 'a newer one is refused');
 
   const newer = new Database(path.join(trackerData, 'tracker.sqlite'));
   newer.pragma('user_version = 99');
