@@ -18,6 +18,7 @@
  */
 import type { Op } from '../daemon/ops.js';
 import { NotMainError, RaftNode, type TrackerRole } from '../daemon/raft/node.js';
+import { majority } from '../daemon/raft/rules.js';
 import type { RaftMessage } from '../daemon/raft/messages.js';
 import { TrackerState } from '../daemon/state.js';
 import { Store } from '../daemon/store.js';
@@ -409,6 +410,49 @@ export function runSchedule(seed: number, opts: SimOptions = DEFAULT_SIM): SimRe
   }
 
   runUntil(opts.faultMs);
+
+  // --- every tracker up, a majority connected, the others' links cut in part: a main must act and stay --
+  // Raft promises no progress under every partial partition, but with a majority fully connected this
+  // cluster must elect a main that commits, and keep it: a better rank that reaches too few trackers to
+  // win must not depose it again and again (the chain of command's handover, issue 12).
+  if (n >= 3 && violations.length === 0) {
+    faulty = false;
+    cut.clear();
+    for (const t of trackers) {
+      if (!t.up) restart(t, false);
+      else if (t.paused) resume(t);
+    }
+    const order = trackers.map((t) => t.rank).sort(() => random() - 0.5);
+    const clique = new Set(order.slice(0, majority(n)));
+    for (let a = 0; a < n; a++) for (let b = a + 1; b < n; b++) if (!(clique.has(a) && clique.has(b)) && random() < 0.5) cut.add(linkKey(a, b));
+    say(`partly healed: t${[...clique].join(', t')} reach each other; links still cut: ${[...cut].join(' ') || 'none'}`);
+    const from = now;
+    const phaseMs = 8 * opts.failoverMs + 40 * opts.heartbeatMs + 4 * opts.failoverMs;
+    let held = '';
+    let heldSince = now;
+    let probeAt = -Infinity;
+    const watch = (): void => {
+      const main = currentMain();
+      const id = main ? `t${main.rank} term ${main.node.term}` : '';
+      if (id !== held) {
+        held = id;
+        heldSince = now;
+      }
+      if (main && acked.get('probe-partial') !== 'banned' && now - probeAt > 10 * opts.heartbeatMs) {
+        probeAt = now;
+        propose({ kind: 'probe', target: 'probe-partial' });
+      }
+      if (now - from < phaseMs) queue.push(now + opts.heartbeatMs, watch);
+    };
+    queue.push(now + opts.heartbeatMs, watch);
+    runUntil(from + phaseMs);
+    if (acked.get('probe-partial') !== 'banned' || held === '' || now - heldSince < 4 * opts.failoverMs) {
+      violations.push(
+        `with t${[...clique].join(', t')} connected (cut: ${[...cut].join(' ')}), no main that commits and stays: ` +
+          `${held ? `${held} since ${Math.round(now - heldSince)} ms` : 'no main at the end'}, probe ${acked.get('probe-partial') === 'banned' ? 'acknowledged' : 'not acknowledged'}`,
+      );
+    }
+  }
 
   // --- heal, settle, check --------------------------------------------------------------------------
   faulty = false;

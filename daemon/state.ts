@@ -44,8 +44,9 @@ export class TrackerState {
   /**
    * Names the blacklist's targets as of one log entry, `term.index`: the last entry that changed them (or a
    * later one: the snapshot installed, the entry applied before a restart). An entry's (term, index) is
-   * unique in a cluster and fixes the log up to it, so two trackers with one version hold one list. What
-   * peers compare (BLACKLIST_SYNC) is the list's digest, computed once per version (blacklistDigest).
+   * unique in a cluster and fixes the log up to it, so two trackers with one version hold one list. It is
+   * the version BLACKLIST_STATE tells; peers of this release sync by the list's digest instead
+   * (blacklistDigest, computed once per change of the list).
    */
   blacklistVersion: string;
 

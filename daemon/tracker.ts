@@ -201,7 +201,7 @@ export class Tracker extends EventEmitter {
   private readonly clusterSize: number;
   private readonly adminTokenHash: Buffer | undefined;
   /** The whole blacklist as a BLACKLIST_SYNC answers it, for one version (see wholeBlacklist). */
-  private blacklistAnswer: { version: string; body: EncodedBody<'BLACKLIST_STATE'> } | undefined;
+  private blacklistAnswer: { key: string; body: EncodedBody<'BLACKLIST_STATE'> } | undefined;
   private closing = false;
   address: Address | undefined;
 
@@ -428,15 +428,16 @@ export class Tracker extends EventEmitter {
 
   /**
    * The answer to a BLACKLIST_SYNC from a peer whose version differs: the whole list, sorted and encoded
-   * once per version and shared by every such answer. Each peer that starts, and each one that was away
+   * once per change and shared by every such answer. Each peer that starts, and each one that was away
    * during a change, asks for it: at 100,000 entries building it took ~110 ms of the main's thread
    * (sorting 40, encoding 70), so a thousand peers starting at once cost it two minutes.
    */
   private wholeBlacklist(): EncodedBody<'BLACKLIST_STATE'> {
-    const version = this.state.blacklistDigest();
-    if (this.blacklistAnswer?.version !== version) {
+    // Keyed by the digest (the targets themselves) and the version told with them.
+    const key = `${this.state.blacklistDigest()} ${this.state.blacklistVersion}`;
+    if (this.blacklistAnswer?.key !== key) {
       const targets = this.state.blacklistTargets().map((target) => ({ target }));
-      this.blacklistAnswer = { version, body: encodeBody('BLACKLIST_STATE', { version, changed: true, targets }) };
+      this.blacklistAnswer = { key, body: encodeBody('BLACKLIST_STATE', { version: this.state.blacklistVersion, changed: true, targets }) };
     }
     return this.blacklistAnswer.body;
   }
@@ -562,12 +563,16 @@ export class Tracker extends EventEmitter {
     },
     BLACKLIST_SYNC: (req, s) => {
       const { conn } = s;
-      // A peer (re)connected: it may have missed pushes while it had no session here.
-      // Versions are digests of the list: a peer whose copy (kept across its restarts) holds these very
-      // targets is told nothing new, whichever tracker it synced with before.
-      const version = this.state.blacklistDigest();
-      if (req.body.version === version) conn.reply(req.requestId, 'BLACKLIST_STATE', { version, changed: false, targets: [] });
-      else conn.replyEncoded(req.requestId, this.wholeBlacklist());
+      // A peer (re)connected: it may have missed pushes while it had no session here. A peer of this
+      // release sends the digest of the list it holds (kept across its restarts): the same digest, the
+      // same targets, so nothing is sent. A 0.1 peer sends back the version it was last told; that is the
+      // list's term.index, which only moves forward, so it matches only while nothing changed. (A digest
+      // told to a 0.1 peer could match again after a change and its undoing, while the pushes it got and
+      // missed left its list different: it is never told one.)
+      const { version } = req.body;
+      if (version === this.state.blacklistDigest() || version === this.state.blacklistVersion) {
+        conn.reply(req.requestId, 'BLACKLIST_STATE', { version: this.state.blacklistVersion, changed: false, targets: [] });
+      } else conn.replyEncoded(req.requestId, this.wholeBlacklist());
       return;
     },
     BLACKLIST_CHECK: (req, s) => {

@@ -15,7 +15,9 @@
  * its re-sync costs nothing when nothing changed: BLACKLIST_SYNC sends the digest of the list held
  * (protocol/blacklist-target.ts), and a tracker whose list has that digest answers 'unchanged' instead of
  * sending every entry (4.2 MB at 100,000 entries). A tracker of an older release, whose versions are not
- * digests, always sends the whole list, as it did.
+ * digests, always sends the whole list, as it did. The copy belongs to no cluster in particular: pointed
+ * at another cluster (or after running release 0.1 on this --data, which leaves the copy as it was), the
+ * peer enforces the old list until the first tracker answers, and the whole new list replaces it then.
  */
 import { EventEmitter } from 'node:events';
 import { LRUCache } from 'lru-cache';
@@ -33,7 +35,7 @@ export interface BlacklistCacheOptions {
   /** How long a verdict asked of the tracker is kept (default 30 s). */
   ttlMs?: number;
   /** Where the list is kept across restarts (the peer database); without it, a restart starts empty. */
-  copy?: Pick<PeerDb, 'blacklistCopy' | 'changeBlacklistCopy'>;
+  copy?: Pick<PeerDb, 'blacklistCopy' | 'changeBlacklistCopy' | 'replaceBlacklistCopy'>;
 }
 
 export class BlacklistCache extends EventEmitter {
@@ -49,6 +51,8 @@ export class BlacklistCache extends EventEmitter {
   private current = false;
   /** The digest of `known` (blacklistDigest), while it has not changed since. */
   private digest: string | undefined;
+  /** A change failed to reach the copy: it is written whole at the next sync. */
+  private copyStale = false;
   private readonly copy: BlacklistCacheOptions['copy'];
 
   constructor(
@@ -66,6 +70,7 @@ export class BlacklistCache extends EventEmitter {
     if (this.known.size > 0) log.info({ entries: this.known.size }, 'blacklist as last known, in force until the tracker is asked');
     tracker.on('blacklist', (change: BlacklistChange) => {
       this.pushes++;
+      log.info({ added: change.added.length, removed: change.removed.length }, 'blacklist change pushed by the tracker');
       this.apply(change);
     });
     tracker.on('state', (to: string) => {
@@ -104,11 +109,20 @@ export class BlacklistCache extends EventEmitter {
         removed.map((r) => r.target),
       );
     } catch (err) {
-      // The list in memory still applies. The copy now differs from it; after a restart that copy's
-      // digest differs from the tracker's, so the re-sync sends the whole list and mends it.
-      this.log.warn({ err: (err as Error).message }, 'cannot keep the blacklist copy in the peer database');
+      // The list in memory still applies; the copy is written whole at the next sync.
+      this.copyStale = true;
+      this.log.warn({ err: (err as Error).message }, 'cannot keep the blacklist copy in the peer database; it is written whole at the next sync');
     }
     this.emit('change', { added, removed });
+  }
+
+  private rewriteCopy(): void {
+    try {
+      this.copy?.replaceBlacklistCopy(this.known);
+      this.copyStale = false;
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'cannot write the blacklist copy in the peer database; trying again at the next sync');
+    }
   }
 
   /** What this peer holds, as BLACKLIST_SYNC's version: the digest of its list (see blacklistDigest). */
@@ -160,6 +174,7 @@ export class BlacklistCache extends EventEmitter {
         this.apply(change);
       }
       this.version = state.version;
+      if (this.copyStale) this.rewriteCopy();
       return true;
     }
     this.log.info('blacklist pushes kept crossing the re-sync; keeping what the pushes said');

@@ -47,7 +47,7 @@ export interface ReceiptRecord {
 const PEER_DB_MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
-    what: 'tables of release 0.2',
+    what: 'the tables of release 0.1 (which had no version)',
     up: (db) =>
       db.exec(`
       CREATE TABLE IF NOT EXISTS manifests (
@@ -90,22 +90,37 @@ export class PeerDb {
     this.schema = migrate(this.db, PEER_DB_MIGRATIONS, path.join(dataDir, 'peerd.sqlite'));
   }
 
-  /** The key a tracker proved on first contact (`HOST:PORT`), kept like SSH's known_hosts. */
   /** The blacklist's targets as this peer last knew them (see peerd/blacklist-cache.ts). */
   blacklistCopy(): string[] {
-    return (this.db.prepare('SELECT target FROM blacklist_copy').pluck().all() as string[]);
+    return this.db.prepare('SELECT target FROM blacklist_copy').pluck().all() as string[];
   }
 
   /** Applies a change to that copy, in one transaction. */
   changeBlacklistCopy(added: readonly string[], removed: readonly string[]): void {
-    const add = this.db.prepare('INSERT OR IGNORE INTO blacklist_copy (target) VALUES (?)');
-    const remove = this.db.prepare('DELETE FROM blacklist_copy WHERE target = ?');
     this.db.transaction(() => {
-      for (const t of added) add.run(t);
-      for (const t of removed) remove.run(t);
+      for (const t of added) this.copyStatements.add.run(t);
+      for (const t of removed) this.copyStatements.remove.run(t);
     })();
   }
 
+  /** Makes the copy exactly `targets`, in one transaction. */
+  replaceBlacklistCopy(targets: Iterable<string>): void {
+    this.db.transaction(() => {
+      this.db.exec('DELETE FROM blacklist_copy');
+      for (const t of targets) this.copyStatements.add.run(t);
+    })();
+  }
+
+  private get copyStatements(): { add: Database.Statement; remove: Database.Statement } {
+    return (this.copyStmts ??= {
+      add: this.db.prepare('INSERT OR IGNORE INTO blacklist_copy (target) VALUES (?)'),
+      remove: this.db.prepare('DELETE FROM blacklist_copy WHERE target = ?'),
+    });
+  }
+
+  private copyStmts: { add: Database.Statement; remove: Database.Statement } | undefined;
+
+  /** The key a tracker proved on first contact (`HOST:PORT`), kept like SSH's known_hosts. */
   knownTrackerKey(address: string): Buffer | undefined {
     return (this.db.prepare('SELECT key FROM known_trackers WHERE address = ?').get(address) as { key: Buffer } | undefined)?.key;
   }

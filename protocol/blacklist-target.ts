@@ -37,7 +37,5 @@ export function normalizeHostForMatch(host: string): string {
  * `sorted` must be sorted (the default Array sort) and hold each target once.
  */
 export function blacklistDigest(sorted: readonly string[]): string {
-  const h = createHash('sha256');
-  for (const target of sorted) h.update(`${target}\n`);
-  return h.digest('hex');
+  return createHash('sha256').update(sorted.length === 0 ? '' : `${sorted.join('\n')}\n`).digest('hex');
 }

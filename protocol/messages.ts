@@ -108,10 +108,10 @@ export const Messages = {
   TRACKER_CHANGED: msg(0x2c, 'event', { primary: 'str', term: 'u64' }),
   /**
    * Sent by a peer on every (re)connection, so a change pushed while it was away is not lost: `version`
-   * is the blacklist version it holds ('' for none).
+   * is the digest of the list it holds (blacklistDigest; a 0.1 peer sends the version it was last told).
    */
   BLACKLIST_SYNC: msg(0x2d, 'request', { version: 'str' }),
-  /** The tracker's blacklist version and, when it differs from the one asked about, every target on it. */
+  /** The tracker's blacklist version and, unless the peer holds that very list, every target on it. */
   BLACKLIST_STATE: msg(0x2e, 'response', { version: 'str', changed: 'bool', targets: { list: target } }),
 
   // --- peer -> peer ---------------------------------------------------------------------------------

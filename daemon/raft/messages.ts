@@ -11,7 +11,11 @@ export const MAX_BATCH_BYTES = 512 * 1024;
 
 export type RaftMessage =
   /** Every heartbeat period, to every tracker: what the sender is and has (informational). */
-  | { t: 'status'; term: number; role: string; last: LogPosition; applied: number; fresh: boolean; leader: number; pending: boolean }
+  /**
+   * `reach` (absent from trackers of release 0.1): how many trackers the sender heard from within
+   * failover-ms, itself included. A main hands command only to a tracker that reaches a majority.
+   */
+  | { t: 'status'; term: number; role: string; last: LogPosition; applied: number; fresh: boolean; leader: number; pending: boolean; reach?: number }
   /** Main -> backup: entries after `prev` (none: a heartbeat), and the main's commit index. */
   | { t: 'append'; term: number; prev: LogPosition; entries: LogEntry[]; commit: number }
   /**
@@ -50,7 +54,8 @@ const isEntry = (x: unknown): boolean => {
 };
 
 const CHECKS: { readonly [K in RaftMessage['t']]: (o: Record<string, unknown>) => boolean } = {
-  status: (o) => typeof o.role === 'string' && o.role.length <= 16 && isPosition(o.last) && isCount(o.applied) && isBool(o.fresh) && isBool(o.pending) && typeof o.leader === 'number' && Number.isSafeInteger(o.leader),
+  status: (o) =>
+    typeof o.role === 'string' && o.role.length <= 16 && isPosition(o.last) && isCount(o.applied) && isBool(o.fresh) && isBool(o.pending) && typeof o.leader === 'number' && Number.isSafeInteger(o.leader) && (o.reach === undefined || isCount(o.reach)),
   append: (o) => isPosition(o.prev) && Array.isArray(o.entries) && o.entries.every(isEntry) && isCount(o.commit),
   'append-reply': (o) => isBool(o.ok) && isCount(o.match) && typeof o.hint === 'number' && Number.isSafeInteger(o.hint) && isCount(o.want) && isPosition(o.applied),
   vote: (o) => isPosition(o.last) && isBool(o.pre) && isBool(o.transfer),

@@ -79,6 +79,8 @@ export interface PeerView {
   fresh: boolean;
   /** It holds records waiting to be merged into the main. */
   pending: boolean;
+  /** How many trackers it hears, itself included (its last status; undefined from release 0.1). */
+  reach: number | undefined;
 }
 
 interface Follower {
@@ -224,11 +226,11 @@ export class RaftNode {
     if ((m.t === 'append' || m.t === 'snapshot' || m.t === 'timeout-now') && m.term % this.o.size !== from) return;
     const peer = this.peers[from];
     if (m.t === 'status') {
-      this.peers[from] = { heardAt: now, term: m.term, role: m.role, last: m.last, applied: m.applied, fresh: m.fresh, pending: m.pending };
+      this.peers[from] = { heardAt: now, term: m.term, role: m.role, last: m.last, applied: m.applied, fresh: m.fresh, pending: m.pending, reach: m.reach };
       return;
     }
     if (peer) peer.heardAt = now;
-    else this.peers[from] = { heardAt: now, term: m.term, role: 'unknown', last: { index: 0, term: 0, epoch: 0 }, applied: 0, fresh: false, pending: false };
+    else this.peers[from] = { heardAt: now, term: m.term, role: 'unknown', last: { index: 0, term: 0, epoch: 0 }, applied: 0, fresh: false, pending: false, reach: undefined };
     // A vote request while a main is acting is ignored whole, so a tracker that was cut off cannot depose it.
     if (m.t === 'vote' && !m.pre && m.term > this.term && this.mainAlive() && !m.transfer) {
       this.o.send(from, { t: 'vote-reply', term: this.term, pre: false, granted: false, reason: 'a main is acting' });
@@ -556,8 +558,12 @@ export class RaftNode {
     if (this.log.position(this.commit)?.term !== this.term) return;
     if (this.transferringTo === undefined && this.now >= this.handoverAfter) {
       for (const [r, f] of this.followers) {
-        // Not to one that still has records to merge: they go into this main's log first.
-        if (r > this.o.rank || !this.heard(r) || f.snapshot || f.needSnapshot || this.peers[r]?.fresh || this.peers[r]?.pending !== false) continue;
+        // Not to one that still has records to merge: they go into this main's log first. Nor to one that
+        // hears fewer than a majority: it could not win, yet its run would depose this main, again and
+        // again while the links stay as they are (a better rank that reaches only this main).
+        const peer = this.peers[r];
+        if (r > this.o.rank || !this.heard(r) || f.snapshot || f.needSnapshot || peer?.fresh || peer?.pending !== false) continue;
+        if (peer.reach !== undefined && peer.reach < majority(this.o.size)) continue;
         if (f.match < this.commit) continue;
         this.o.note?.('info', { to: r, term: this.term }, `rank ${r} outranks this main and holds every committed write: handing command over`);
         this.transferringTo = r;
@@ -845,7 +851,7 @@ export class RaftNode {
   }
 
   private status(): RaftMessage {
-    return { t: 'status', term: this.term, role: this.role, last: this.log.last, applied: this.state.appliedIndex, fresh: this.fresh, leader: this.leader ?? -1, pending: this.hasPendingMerge };
+    return { t: 'status', term: this.term, role: this.role, last: this.log.last, applied: this.state.appliedIndex, fresh: this.fresh, leader: this.leader ?? -1, pending: this.hasPendingMerge, reach: 1 + this.othersHeard() };
   }
 }
 

@@ -11,7 +11,7 @@ import t from 'tap';
 import { AdminClient } from '../../cli/admin.js';
 import type { Tracker } from '../../daemon/tracker.js';
 import { clientHandshake } from '../../peerd/handshake.js';
-import { dial, formatAddress, generateKeyPair, toP2PError, type Address, type Connection, type KeyPair } from '../../protocol/index.js';
+import { blacklistDigest, dial, formatAddress, generateKeyPair, toP2PError, type Address, type Connection, type KeyPair } from '../../protocol/index.js';
 import { ADMIN_TOKEN, Fleet, type TestPeer } from '../helpers/fleet.js';
 import { until } from '../helpers/wait.js';
 import { TcpProxy } from '../helpers/relay.js';
@@ -103,9 +103,9 @@ t.test('a missed un-ban heals on reconnect: the seeder serves the un-banned peer
   const served = await until('the seeder to serve the un-banned downloader', async () => ((await connectToSeeder(t, s, downloader)).code === 'served' ? true : undefined), 8000).catch(() => false);
   t.ok(served, 'after reconnecting to another tracker, the seeder follows its list: the un-banned peer is served');
   const held = s.seeder.daemon.blacklist.syncedVersion;
-  t.match(held, /^[0-9a-f]{64}$/, `the seeder re-synced to a version, the list's digest (${held})`);
-  t.equal(held, s.trackers[1]!.state.blacklistDigest(), "the backup's, which is the main's");
-  t.equal(held, s.trackers[0]!.state.blacklistDigest());
+  t.match(held, /^\d+\.\d+$/, `the seeder re-synced to a version (${held})`);
+  t.equal(held, s.trackers[1]!.state.blacklistVersion, "the backup's, which is the main's");
+  t.equal(held, s.trackers[0]!.state.blacklistVersion);
 });
 
 t.test('a missed ban heals on reconnect: the banned peer loses the connection it had, and is refused', async (t) => {
@@ -126,8 +126,8 @@ t.test('a missed ban heals on reconnect: the banned peer loses the connection it
   t.equal(lastWord, 'P2P_BLACKLISTED', 'saying why');
   t.equal((await connectToSeeder(t, s, downloader)).code, 'P2P_BLACKLISTED', 'and a new connection is refused');
   const held = s.seeder.daemon.blacklist.syncedVersion;
-  t.match(held, /^[0-9a-f]{64}$/, `the seeder re-synced to a version, the list's digest (${held})`);
-  t.equal(held, s.trackers[0]!.state.blacklistDigest(), "the main's");
+  t.match(held, /^\d+\.\d+$/, `the seeder re-synced to a version (${held})`);
+  t.equal(held, s.trackers[0]!.state.blacklistVersion, "the main's");
 });
 
 t.test('a restarted seeder enforces the list it kept before any tracker answers, and re-syncs it for nothing when it did not change', async (t) => {
@@ -155,8 +155,29 @@ t.test('a restarted seeder enforces the list it kept before any tracker answers,
   await healSeeder(restarted, 0);
   await until('the restarted seeder to re-sync', () => (seeder.daemon.blacklist.listIsCurrent ? true : undefined));
   t.same(answers, [{ changed: false, targets: 0 }], 'the tracker, seeing the digest of the very list it holds, sent none of it');
-  t.equal(seeder.daemon.blacklist.syncedVersion, s.trackers[0]!.state.blacklistDigest(), 'and the seeder holds its version');
+  t.equal(seeder.daemon.blacklist.syncedVersion, s.trackers[0]!.state.blacklistVersion, 'and the seeder holds its version');
   t.equal((await connectToSeeder(t, restarted, downloader)).code, 'P2P_BLACKLISTED', 'the ban stays in force');
+});
+
+t.test("the tracker's answer to a re-sync: unchanged only for the very list, by its digest or by the version a 0.1 peer was told", async (t) => {
+  const s = await setUp(t);
+  const sync = (version: string): Promise<{ version: string; changed: boolean; targets: Array<{ target: string }> }> => s.seeder.daemon.tracker.request('BLACKLIST_SYNC', { version }, 'BLACKLIST_STATE');
+  const x = generateKeyPair().keys.peerId;
+  await s.admin.add(x, 'first ban');
+  await everywhere(s, x, true);
+  const told = await sync('');
+  t.match(told, { changed: true, targets: [{ target: x }] }, 'a peer holding nothing gets the list');
+  t.match(await sync(told.version), { changed: false, targets: [] }, "a 0.1 peer echoing the version it was told, nothing having changed: unchanged");
+  t.match(await sync(blacklistDigest([x])), { changed: false, targets: [] }, 'a peer holding that list, by its digest: unchanged');
+  // The ban lifted and made again: the same list, the same digest, a later version. A 0.1 peer that
+  // missed both pushes holds the list; one that got only the first holds none: it must get the list.
+  await s.admin.remove(x);
+  await everywhere(s, x, false);
+  await s.admin.add(x, 'banned again');
+  await everywhere(s, x, true);
+  t.match(await sync(told.version), { changed: true, targets: [{ target: x }] }, 'the old version echoed after a change and its undoing: the whole list');
+  t.match(await sync(blacklistDigest([])), { changed: true, targets: [{ target: x }] }, 'the digest of an empty list: the whole list');
+  t.match(await sync(blacklistDigest([x])), { changed: false }, 'the digest of the list as it is: unchanged');
 });
 
 t.test('a seeder whose list is synced judges the peers it meets by that list, without asking the tracker each time', async (t) => {

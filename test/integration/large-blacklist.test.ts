@@ -67,9 +67,10 @@ t.test('100,000 bans and 70,000 reports: listed whole, still changed one by one,
   t.match(await p1.logged('blacklist re-synced: changes missed while away'), { added: BANS, removed: 0 }, `the first peer holds all ${BANS} bans`);
   // A ban after the list was built for the first peer: a peer starting now gets the new list.
   t.equal((await admin('blacklist', 'add', newcomer, '--reason', 'after the first peer')).code, 0, 'another ban');
+  t.match(await p1.logged('blacklist change pushed by the tracker'), { added: 1, removed: 0 }, 'the first peer gets it as a push');
   const p2 = start(t, 'p2p-peerd', peerArgs('p2'));
   t.match(await p2.logged('blacklist re-synced: changes missed while away'), { added: BANS + 1, removed: 0 }, 'a peer starting after it holds that one too');
-  // The first peer got that ban as a push, and kept it with the rest: restarted, it has them all at once.
+  // The first peer kept the pushed ban with the rest: restarted, it has them all at once.
   p1.child.kill('SIGTERM');
   await new Promise((resolve) => p1.child.once('exit', resolve));
   const again = start(t, 'p2p-peerd', peerArgs('p1'));
