@@ -12,10 +12,10 @@ export const MAX_BATCH_BYTES = 512 * 1024;
 export type RaftMessage =
   /** Every heartbeat period, to every tracker: what the sender is and has (informational). */
   /**
-   * `reach` (absent from trackers of release 0.1): how many trackers the sender heard from within
-   * failover-ms, itself included. A main hands command only to a tracker that reaches a majority.
+   * `hears` (absent from trackers of release 0.1): the ranks the sender heard from within failover-ms,
+   * itself included. A main hands command only to a tracker that a majority hears and that hears them.
    */
-  | { t: 'status'; term: number; role: string; last: LogPosition; applied: number; fresh: boolean; leader: number; pending: boolean; reach?: number }
+  | { t: 'status'; term: number; role: string; last: LogPosition; applied: number; fresh: boolean; leader: number; pending: boolean; hears?: number[] }
   /** Main -> backup: entries after `prev` (none: a heartbeat), and the main's commit index. */
   | { t: 'append'; term: number; prev: LogPosition; entries: LogEntry[]; commit: number }
   /**
@@ -55,7 +55,7 @@ const isEntry = (x: unknown): boolean => {
 
 const CHECKS: { readonly [K in RaftMessage['t']]: (o: Record<string, unknown>) => boolean } = {
   status: (o) =>
-    typeof o.role === 'string' && o.role.length <= 16 && isPosition(o.last) && isCount(o.applied) && isBool(o.fresh) && isBool(o.pending) && typeof o.leader === 'number' && Number.isSafeInteger(o.leader) && (o.reach === undefined || isCount(o.reach)),
+    typeof o.role === 'string' && o.role.length <= 16 && isPosition(o.last) && isCount(o.applied) && isBool(o.fresh) && isBool(o.pending) && typeof o.leader === 'number' && Number.isSafeInteger(o.leader) && (o.hears === undefined || (Array.isArray(o.hears) && o.hears.length <= 64 && o.hears.every(isCount))),
   append: (o) => isPosition(o.prev) && Array.isArray(o.entries) && o.entries.every(isEntry) && isCount(o.commit),
   'append-reply': (o) => isBool(o.ok) && isCount(o.match) && typeof o.hint === 'number' && Number.isSafeInteger(o.hint) && isCount(o.want) && isPosition(o.applied),
   vote: (o) => isPosition(o.last) && isBool(o.pre) && isBool(o.transfer),

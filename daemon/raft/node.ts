@@ -80,7 +80,8 @@ export interface PeerView {
   /** It holds records waiting to be merged into the main. */
   pending: boolean;
   /** How many trackers it hears, itself included (its last status; undefined from release 0.1). */
-  reach: number | undefined;
+  /** The ranks it hears, itself included (its last status; undefined from release 0.1, or before one came). */
+  hears: ReadonlySet<number> | undefined;
 }
 
 interface Follower {
@@ -139,6 +140,13 @@ export class RaftNode {
   private transferUntil = 0;
   private transferSent = false;
   private handoverAfter = 0;
+  /**
+   * A handover under way when this main lost command: the rank it went to. If that rank then leads, the
+   * handover worked; if this tracker is elected again instead, it failed (a link that works one way only:
+   * the target heard a majority but could not win), and the next one waits longer each time.
+   */
+  private handedTo: number | undefined;
+  private failedHandovers = 0;
   /** A snapshot being received: its id and the records so far. */
   private incoming: { id: number; from: number; records: SnapshotRecord[]; next: number } | undefined;
   /** This tracker gave up applied state and must copy the main's snapshot before applying anything. */
@@ -226,11 +234,11 @@ export class RaftNode {
     if ((m.t === 'append' || m.t === 'snapshot' || m.t === 'timeout-now') && m.term % this.o.size !== from) return;
     const peer = this.peers[from];
     if (m.t === 'status') {
-      this.peers[from] = { heardAt: now, term: m.term, role: m.role, last: m.last, applied: m.applied, fresh: m.fresh, pending: m.pending, reach: m.reach };
+      this.peers[from] = { heardAt: now, term: m.term, role: m.role, last: m.last, applied: m.applied, fresh: m.fresh, pending: m.pending, hears: m.hears && new Set(m.hears) };
       return;
     }
     if (peer) peer.heardAt = now;
-    else this.peers[from] = { heardAt: now, term: m.term, role: 'unknown', last: { index: 0, term: 0, epoch: 0 }, applied: 0, fresh: false, pending: false, reach: undefined };
+    else this.peers[from] = { heardAt: now, term: m.term, role: 'unknown', last: { index: 0, term: 0, epoch: 0 }, applied: 0, fresh: false, pending: false, hears: undefined };
     // A vote request while a main is acting is ignored whole, so a tracker that was cut off cannot depose it.
     if (m.t === 'vote' && !m.pre && m.term > this.term && this.mainAlive() && !m.transfer) {
       this.o.send(from, { t: 'vote-reply', term: this.term, pre: false, granted: false, reason: 'a main is acting' });
@@ -286,6 +294,7 @@ export class RaftNode {
     this.leader = leader;
     this.followers.clear();
     this.mergesWaiting.clear();
+    if (was === 'primary' && this.transferringTo !== undefined) this.handedTo = this.transferringTo;
     this.transferringTo = undefined;
     this.votes.clear();
     this.preVotes.clear();
@@ -316,6 +325,13 @@ export class RaftNode {
   private heard(r: number): boolean {
     const p = this.peers[r];
     return !!p && this.now - p.heardAt < this.o.failoverMs;
+  }
+
+  /** The ranks heard within failover-ms, this one included. */
+  private ranksHeard(): number[] {
+    const ranks: number[] = [];
+    for (let r = 0; r < this.o.size; r++) if (r === this.o.rank || this.heard(r)) ranks.push(r);
+    return ranks;
   }
 
   private othersHeard(): number {
@@ -422,6 +438,13 @@ export class RaftNode {
   }
 
   private becomeMain(): void {
+    if (this.handedTo !== undefined) {
+      // Elected again after handing command over: the handover failed. Wait before the next, longer each time.
+      this.failedHandovers++;
+      this.handoverAfter = this.now + this.o.failoverMs * 2 ** Math.min(this.failedHandovers, 6);
+      this.o.note?.('warn', { to: this.handedTo, failed: this.failedHandovers }, `handover to rank ${this.handedTo} failed (it did not win); the next waits ${this.handoverAfter - this.now} ms`);
+      this.handedTo = undefined;
+    }
     this.leader = this.o.rank;
     this.votes.clear();
     this.runningSince = undefined;
@@ -559,11 +582,11 @@ export class RaftNode {
     if (this.transferringTo === undefined && this.now >= this.handoverAfter) {
       for (const [r, f] of this.followers) {
         // Not to one that still has records to merge: they go into this main's log first. Nor to one that
-        // hears fewer than a majority: it could not win, yet its run would depose this main, again and
-        // again while the links stay as they are (a better rank that reaches only this main).
+        // could not win (couldWin): its run would depose this main, again and again while the links stay
+        // as they are (a better rank that reaches only this main).
         const peer = this.peers[r];
         if (r > this.o.rank || !this.heard(r) || f.snapshot || f.needSnapshot || peer?.fresh || peer?.pending !== false) continue;
-        if (peer.reach !== undefined && peer.reach < majority(this.o.size)) continue;
+        if (!this.couldWin(r)) continue;
         if (f.match < this.commit) continue;
         this.o.note?.('info', { to: r, term: this.term }, `rank ${r} outranks this main and holds every committed write: handing command over`);
         this.transferringTo = r;
@@ -577,6 +600,23 @@ export class RaftNode {
     if (r === undefined || !f || this.transferSent || f.match !== this.log.lastIndex) return;
     this.transferSent = true;
     this.o.send(r, { t: 'timeout-now', term: this.term });
+  }
+
+  /**
+   * Whether rank `r` could win an election now, as far as the trackers' last status messages tell: a
+   * majority, itself counted, hears it and is heard by it (a vote needs both ways). A tracker whose
+   * status said nothing of whom it hears (release 0.1) is taken to hear every tracker.
+   */
+  private couldWin(r: number): boolean {
+    const hears = (a: number, b: number): boolean => {
+      if (a === b) return true;
+      if (a === this.o.rank) return this.heard(b);
+      const said = this.peers[a]?.hears;
+      return said === undefined || said.has(b);
+    };
+    let voters = 0;
+    for (let t = 0; t < this.o.size; t++) if (hears(t, r) && hears(r, t)) voters++;
+    return voters >= majority(this.o.size);
   }
 
   private startSnapshot(r: number, f: Follower): void {
@@ -716,6 +756,11 @@ export class RaftNode {
     this.preVotes.clear();
     this.electionAt = this.now + this.electionDelay();
     if (this.role === 'candidate' || this.role === 'primary') this.becomeFollower(this.term, from, `rank ${from} is main in term ${this.term}`);
+    if (this.handedTo !== undefined) {
+      // Some main leads: if it is the one command was handed to, handovers work again.
+      if (this.handedTo === from) this.failedHandovers = 0;
+      this.handedTo = undefined;
+    }
     if (this.leader !== from) {
       this.leader = from;
       this.o.note?.('info', { main: from, term: this.term }, `following rank ${from} in term ${this.term}`);
@@ -851,7 +896,7 @@ export class RaftNode {
   }
 
   private status(): RaftMessage {
-    return { t: 'status', term: this.term, role: this.role, last: this.log.last, applied: this.state.appliedIndex, fresh: this.fresh, leader: this.leader ?? -1, pending: this.hasPendingMerge, reach: 1 + this.othersHeard() };
+    return { t: 'status', term: this.term, role: this.role, last: this.log.last, applied: this.state.appliedIndex, fresh: this.fresh, leader: this.leader ?? -1, pending: this.hasPendingMerge, hears: this.ranksHeard() };
   }
 }
 

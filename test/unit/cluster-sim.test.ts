@@ -43,9 +43,11 @@ t.test('a seed replays exactly', (t) => {
  * not say the lists were lost, so the backup later led without asking peers to announce again, and kept
  * lists that differed from the others' (1039638), or waited for a copy forever (3019706). And: a main
  * answered each refused append with another at once, so the snapshot the backup needed, once lost, was
- * never sent again (6017120, two trackers).
+ * never sent again (6017120, two trackers). And, with a majority connected and other links cut, a main
+ * that handed command again and again to a better rank that reached too few trackers to win (5019, 5179,
+ * 9369, 13239: five trackers).
  */
-for (const seed of [1039638, 3019706, 6017120]) {
+for (const seed of [1039638, 3019706, 6017120, 5019, 5179, 9369, 13239]) {
   t.test(`seed ${seed}, which once failed, keeps every guarantee`, (t) => {
     const r = runSchedule(seed, { ...DEFAULT_SIM, trackers: sizeOf(seed) });
     t.same(r.violations, [], `no violation (replay: npm run bench:sim -- --replay ${seed})`);

@@ -22,6 +22,10 @@ class Cluster {
   readonly dead = new Set<number>();
   /** Links cut both ways, as `a-b` with a < b. */
   readonly cut = new Set<string>();
+  /** Links that lose what one side sends, as `from>to`. */
+  readonly oneWay = new Set<string>();
+  /** Ranks whose status says nothing of whom they hear, as a release 0.1 tracker's does. */
+  readonly legacy = new Set<number>();
   private queue: Array<{ to: number; from: number; m: RaftMessage; at: number }> = [];
 
   constructor(seed: number) {
@@ -38,7 +42,9 @@ class Cluster {
           random,
           now: 0,
           send: (to, m) => {
-            if (!this.dead.has(rank) && !this.isCut(rank, to)) this.queue.push({ to, from: rank, m, at: this.now + LINK_MS });
+            if (this.dead.has(rank) || this.isCut(rank, to) || this.oneWay.has(`${rank}>${to}`)) return;
+            const sent = m.t === 'status' && this.legacy.has(rank) ? { ...m, hears: undefined } : m;
+            this.queue.push({ to, from: rank, m: sent, at: this.now + LINK_MS });
           },
         }),
       );
@@ -49,6 +55,11 @@ class Cluster {
     return this.cut.has(a < b ? `${a}-${b}` : `${b}-${a}`);
   }
 
+  /** Milliseconds run with no main, and how many times a main lost command (since the counters were reset). */
+  noMainMs = 0;
+  deposed = 0;
+  private lastMain: number | undefined;
+
   run(ms: number, until?: () => boolean): void {
     const end = this.now + ms;
     while (this.now < end) {
@@ -57,8 +68,17 @@ class Cluster {
       const due = this.queue.filter((q) => q.at <= this.now);
       this.queue = this.queue.filter((q) => q.at > this.now);
       for (const { to, from, m } of due) if (!this.dead.has(to) && !this.isCut(from, to)) this.nodes[to]!.receive(this.now, from, m);
+      const main = this.main();
+      if (main === undefined) this.noMainMs++;
+      if (this.lastMain !== undefined && main !== this.lastMain) this.deposed++;
+      this.lastMain = main;
       if (until?.()) return;
     }
+  }
+
+  resetCounters(): void {
+    this.noMainMs = 0;
+    this.deposed = 0;
   }
 
   /** The one live main, if there is exactly one. */
@@ -93,8 +113,9 @@ t.test('only rank 2 can win (ranks 3 and 4 dead, 0 and 1 cannot reach each other
     c.cut.add('0-1');
     // Ranks 0 and 1 each reach only rank 2 and themselves: two of five. Only rank 2 reaches three.
     c.settle(t, 2, 40 * FAILOVER_MS, `seed ${seed}, after the cut`);
+    c.resetCounters();
     c.run(20 * FAILOVER_MS);
-    t.equal(c.main(), 2, 'and stays main: it hands command to no better rank that could not win');
+    t.equal(c.deposed, 0, 'and stays main: it hands command to no better rank that could not win');
     c.cut.delete('0-1');
     c.settle(t, 0, 40 * FAILOVER_MS, `seed ${seed}, the link healed: command goes back to rank 0`);
   }
@@ -122,6 +143,45 @@ t.test('the main is cut off from all but one backup: the other three elect the b
     const main = c.main();
     t.ok(main !== undefined && main !== 0, `seed ${seed}: a main other than rank 0 (${main})`);
     t.notOk(c.nodes[0]!.isPrimary, 'rank 0, without a majority, is main no more');
+  }
+  t.end();
+});
+
+t.test('a link that loses what one side sends: a better rank that hears a majority but cannot win is handed command less and less often', (t) => {
+  for (const seed of SEEDS) {
+    const c = new Cluster(seed);
+    c.settle(t, 0, 20 * FAILOVER_MS, `seed ${seed}, all five meet`);
+    c.dead.add(3);
+    c.dead.add(4);
+    // Rank 0 hears ranks 1 and 2 (a majority with itself), but what it sends rank 1 is lost: it cannot win.
+    c.oneWay.add('0>1');
+    c.run(80 * FAILOVER_MS, () => c.main() === 2);
+    t.equal(c.main(), 2, `seed ${seed}: rank 2, the one tracker that can win, is main`);
+    c.run(80 * FAILOVER_MS);
+    c.resetCounters();
+    c.run(80 * FAILOVER_MS);
+    t.ok(c.noMainMs < 8 * FAILOVER_MS, `later there is a main ${Math.round(100 - (100 * c.noMainMs) / (80 * FAILOVER_MS))}% of the time (no main for ${c.noMainMs} ms of ${80 * FAILOVER_MS})`);
+    t.ok(c.deposed <= 2, `and command changed ${c.deposed} times in ${80 * FAILOVER_MS} ms`);
+  }
+  t.end();
+});
+
+t.test('when the better rank does not say whom it hears (a 0.1 tracker), each failed handover makes the next wait twice as long', (t) => {
+  for (const seed of SEEDS) {
+    const c = new Cluster(seed);
+    c.legacy.add(0);
+    c.legacy.add(1);
+    c.settle(t, 0, 20 * FAILOVER_MS, `seed ${seed}, all five meet`);
+    c.dead.add(3);
+    c.dead.add(4);
+    c.oneWay.add('0>1');
+    c.run(80 * FAILOVER_MS, () => c.main() === 2);
+    t.equal(c.main(), 2, `seed ${seed}: rank 2 is main`);
+    c.run(80 * FAILOVER_MS);
+    c.resetCounters();
+    c.run(80 * FAILOVER_MS);
+    t.ok(c.noMainMs < 16 * FAILOVER_MS, `later there is a main ${Math.round(100 - (100 * c.noMainMs) / (80 * FAILOVER_MS))}% of the time (no main for ${c.noMainMs} ms of ${80 * FAILOVER_MS})`);
+    t.ok(c.deposed <= 4, `and command changed ${c.deposed} times in ${80 * FAILOVER_MS} ms`);
   }
   t.end();
 });
