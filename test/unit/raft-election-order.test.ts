@@ -6,10 +6,9 @@
  * a virtual clock (1 ms ticks) and an in-memory network with a latency per link.
  */
 import t, { type Test } from 'tap';
-import { RaftNode } from '../../daemon/raft/node.js';
+import type { RaftNode } from '../../daemon/raft/node.js';
 import type { RaftMessage } from '../../daemon/raft/messages.js';
-import { TrackerState } from '../../daemon/state.js';
-import { Store } from '../../daemon/store.js';
+import { memoryRaftNode, seededStream } from '../helpers/raft.js';
 
 const HEARTBEAT_MS = 50;
 const FAILOVER_MS = 250;
@@ -31,17 +30,14 @@ class Trio {
   private queue: Array<{ to: number; from: number; m: RaftMessage; at: number }> = [];
 
   constructor(seed = 1) {
-    let x = seed;
-    const random = (): number => ((x = (x * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31);
+    const random = seededStream(seed);
     for (let rank = 0; rank < 3; rank++) {
-      const node: RaftNode = new RaftNode({
+      const node: RaftNode = memoryRaftNode({
         rank,
         size: 3,
-        state: new TrackerState(new Store(':memory:')),
         heartbeatMs: HEARTBEAT_MS,
         failoverMs: FAILOVER_MS,
         random,
-        now: 0,
         send: (to, m) => {
           if (this.dead.has(rank)) return;
           this.queue.push({ to, from: rank, m, at: this.now + LINK_MS + (this.extra.get(`${rank}>${to}`) ?? 0) });
