@@ -807,9 +807,15 @@ export class RaftNode {
       const records = this.state.durableRecords().map((r) => JSON.stringify(r));
       this.state.store.transaction(() => this.state.store.addPending(records));
     }
+    // Its own entries after the main's point are not the main's when it gave up its state or the main's
+    // log lacks what it applied: keeping them (and the commit index they had) would apply them again
+    // over the copy, disagree with the main's next entries, give the state up again, and so on for ever
+    // (simulation seed 8027114: a main whose --data was wiped, two backups looping at 5 ms a turn).
+    const ownHistory = this.mustInstall || !m.agrees;
     this.log.resetTo(pos);
+    if (ownHistory) this.log.truncateAfter(pos.index);
     this.state.install(inc.records);
-    this.commit = Math.max(head.index, Math.min(this.commit, this.log.lastIndex));
+    this.commit = ownHistory ? head.index : Math.max(head.index, Math.min(this.commit, this.log.lastIndex));
     this.mustInstall = false;
     this.want = 0;
     this.o.note?.('info', { main: from, index: head.index }, `copied the main's state at index ${head.index}`);

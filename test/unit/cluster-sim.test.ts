@@ -45,9 +45,11 @@ t.test('a seed replays exactly', (t) => {
  * answered each refused append with another at once, so the snapshot the backup needed, once lost, was
  * never sent again (6017120, two trackers). And, with a majority connected and other links cut, a main
  * that handed command again and again to a better rank that reached too few trackers to win (5019, 5179,
- * 9369, 13239: five trackers).
+ * 9369, 13239: five trackers). And a backup that installed a copy of the state from a main whose --data
+ * had been wiped kept its own later entries and their commit index, applied them again over the copy,
+ * and gave its state up again at the main's next entries, for ever (8027114).
  */
-for (const seed of [1039638, 3019706, 6017120, 5019, 5179, 9369, 13239]) {
+for (const seed of [1039638, 3019706, 6017120, 5019, 5179, 9369, 13239, 8027114]) {
   t.test(`seed ${seed}, which once failed, keeps every guarantee`, (t) => {
     const r = runSchedule(seed, { ...DEFAULT_SIM, trackers: sizeOf(seed) });
     t.same(r.violations, [], `no violation (replay: npm run bench:sim -- --replay ${seed})`);
