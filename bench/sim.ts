@@ -106,7 +106,7 @@ if (!isMainThread && (workerData as { sim?: boolean } | null)?.sim) {
     '# Cluster simulation',
     '',
     `Run on ${new Date().toISOString().slice(0, 10)} with \`npm run bench:sim -- --schedules ${schedules} --seed ${seed}\` (${jobs} workers, ${os.cpus()[0]?.model ?? 'unknown CPU'}).`,
-    `Each schedule: ${DEFAULT_SIM.faultMs} ms of virtual time with faults and writes, then everything healed and ${DEFAULT_SIM.settleMs} ms to settle; heartbeat ${DEFAULT_SIM.heartbeatMs} ms, failover ${DEFAULT_SIM.failoverMs} ms.`,
+    `Each schedule: ${DEFAULT_SIM.faultMs} ms of virtual time with faults and writes; then, on odd seeds with three or more trackers, every tracker up with a random majority connected and each other link cut with probability 1/2 (${12 * DEFAULT_SIM.failoverMs + 40 * DEFAULT_SIM.heartbeatMs} ms: a main must commit a write and keep command for the last ${4 * DEFAULT_SIM.failoverMs} ms); then everything healed and ${DEFAULT_SIM.settleMs} ms to settle; heartbeat ${DEFAULT_SIM.heartbeatMs} ms, failover ${DEFAULT_SIM.failoverMs} ms.`,
     '',
     '| | |',
     '|---|---|',

@@ -807,13 +807,15 @@ export class RaftNode {
       const records = this.state.durableRecords().map((r) => JSON.stringify(r));
       this.state.store.transaction(() => this.state.store.addPending(records));
     }
-    // Its own entries after the main's point are not the main's when it gave up its state or the main's
-    // log lacks what it applied: keeping them (and the commit index they had) would apply them again
-    // over the copy, disagree with the main's next entries, give the state up again, and so on for ever
-    // (simulation seed 8027114: a main whose --data was wiped, two backups looping at 5 ms a turn).
+    // When it gave up its state, or the main's log lacks what it applied, the commit index it had counted
+    // entries of its own history: keeping it applied them again over the copy, the main's next entries
+    // then disagreed with entries "applied", and the state was given up again, for ever (simulation seed
+    // 8027114: a main whose --data was wiped, two backups looping every 5 ms). From the copy's point on,
+    // only the main's commit index counts. The entries after that point stay (Raft's rule when the log
+    // agrees there): those that are the main's may count in its majorities already, and any of its own
+    // are above what is applied now, so the main's next append truncates them instead.
     const ownHistory = this.mustInstall || !m.agrees;
     this.log.resetTo(pos);
-    if (ownHistory) this.log.truncateAfter(pos.index);
     this.state.install(inc.records);
     this.commit = ownHistory ? head.index : Math.max(head.index, Math.min(this.commit, this.log.lastIndex));
     this.mustInstall = false;
