@@ -79,7 +79,6 @@ export interface PeerView {
   fresh: boolean;
   /** It holds records waiting to be merged into the main. */
   pending: boolean;
-  /** How many trackers it hears, itself included (its last status; undefined from release 0.1). */
   /** The ranks it hears, itself included (its last status; undefined from release 0.1, or before one came). */
   hears: ReadonlySet<number> | undefined;
 }
@@ -142,8 +141,9 @@ export class RaftNode {
   private handoverAfter = 0;
   /**
    * A handover under way when this main lost command: the rank it went to. If that rank then leads, the
-   * handover worked; if this tracker is elected again instead, it failed (a link that works one way only:
-   * the target heard a majority but could not win), and the next one waits longer each time.
+   * handover worked; if this tracker is elected again instead, it failed (the target could not win after
+   * all: a 0.1 tracker says nothing of whom it hears, and statuses are up to a heartbeat old), and the
+   * next one waits longer each time.
    */
   private handedTo: number | undefined;
   private failedHandovers = 0;
