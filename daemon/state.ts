@@ -8,6 +8,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { blacklistDigest, normalizeHostForMatch, P2PError } from '../protocol/index.js';
 import type { DurableRecord, Op, SnapshotRecord } from './ops.js';
+import { fitPage } from './pages.js';
 import { HolderTable, type Holder, type RegistrationTotals, type SearchHit } from './holders.js';
 import { compareStamps, type BlacklistEntry, type Stamp, type StampedBan, type Store } from './store.js';
 
@@ -325,8 +326,7 @@ export class TrackerState {
    * more than about `maxBytes` as the protocol encodes them (at least one). `next` is the last target
    * given when more follow, '' at the end.
    */
-  blacklistPage(after: string, asked: number, maxBytes: number): { entries: BlacklistEntry[]; next: string } {
-    const limit = Math.max(1, asked);
+  blacklistPage(after: string, limit: number, maxBytes: number): { entries: BlacklistEntry[]; next: string } {
     const targets = this.blacklistTargets();
     let lo = 0;
     let hi = targets.length;
@@ -335,16 +335,12 @@ export class TrackerState {
       if (targets[mid]! <= after) lo = mid + 1;
       else hi = mid;
     }
-    const entries: BlacklistEntry[] = [];
-    let bytes = 0;
-    let i = lo;
-    for (; i < targets.length && entries.length < limit; i++) {
-      const b = this.banned.get(targets[i]!)!;
-      bytes += 16 + Buffer.byteLength(b.target) + Buffer.byteLength(b.reason) + Buffer.byteLength(b.addedBy);
-      if (bytes > maxBytes && entries.length > 0) break;
-      entries.push(plainBan(b));
+    const banned = this.banned;
+    function* from(i: number): Generator<StampedBan> {
+      for (; i < targets.length; i++) yield banned.get(targets[i]!)!;
     }
-    return { entries, next: i < targets.length ? entries.at(-1)!.target : '' };
+    const { page, more } = fitPage(from(lo), limit, maxBytes, (b) => 16 + Buffer.byteLength(b.target) + Buffer.byteLength(b.reason) + Buffer.byteLength(b.addedBy));
+    return { entries: page.map(plainBan), next: more ? page.at(-1)!.target : '' };
   }
 
   search(text: string, limit: number): { hits: SearchHit[]; truncated: boolean } {

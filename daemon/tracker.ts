@@ -51,6 +51,7 @@ import { Cluster, rankOf } from './cluster.js';
 import { MemberKeys } from './member-keys.js';
 import type { ReportOutcome, SessionRole, TrackerMetrics } from './metrics.js';
 import { EVIDENCE_BAD_DATA, planReport, reportChecks, type ReportPolicy } from './reports.js';
+import { fitPage } from './pages.js';
 import { SlicedWork } from './sliced-work.js';
 import { RequestGate } from './request-gate.js';
 import { TrackerState, type Op, type RegistrationTotals } from './state.js';
@@ -788,15 +789,9 @@ export class Tracker extends EventEmitter {
       const max = pageLimit(limit);
       // One more than the page holds: whether another page follows.
       const reports = this.state.store.reportsAfter(parseReportCursor(after), max + 1);
-      const page: Body<'ADMIN_REPORTS_PAGE_RESULT'>['reports'] = [];
-      let bytes = 0;
-      for (const r of reports.slice(0, max)) {
-        bytes += 64 + Buffer.byteLength(r.reporter) + Buffer.byteLength(r.reason) + r.targets.reduce((n, t) => n + Buffer.byteLength(t) + 1, 0) + r.status.length;
-        if (bytes > ADMIN_PAGE_BYTES && page.length > 0) break;
-        page.push(reportEntry(r));
-      }
-      const last = reports[page.length - 1];
-      conn.reply(req.requestId, 'ADMIN_REPORTS_PAGE_RESULT', { reports: page, next: reports.length > page.length && last ? `${last.time}/${last.id}` : '' });
+      const { page, more } = fitPage(reports, max, ADMIN_PAGE_BYTES, (r) => 64 + Buffer.byteLength(r.reporter) + Buffer.byteLength(r.reason) + r.targets.reduce((n, t) => n + Buffer.byteLength(t) + 1, 0) + r.status.length);
+      const last = page.at(-1);
+      conn.reply(req.requestId, 'ADMIN_REPORTS_PAGE_RESULT', { reports: page.map(reportEntry), next: more && last ? `${last.time}/${last.id}` : '' });
     },
   };
 
