@@ -18,7 +18,8 @@ import {
   TimeoutError,
   toP2PError,
 } from './errors.js';
-import { decodeBody, encodeFrame, encodeFrameHead, encodeHeaderFor, Framer, type EncodedBody, DEFAULT_MAX_BODY_BYTES, PROTOCOL_VERSION, SCRATCH_BYTES, type Frame, type FrameHeader } from './framer.js';
+import { decodeBody, encodeFrame, encodeFrameHead, encodeFrameWith, encodeHeaderFor, Framer, type EncodedBody, DEFAULT_MAX_BODY_BYTES, PROTOCOL_VERSION, SCRATCH_BYTES, type Frame, type FrameHeader } from './framer.js';
+import { frameBuffers } from './frame-buffers.js';
 import { Messages, type Body, type MessageName } from './messages.js';
 import { isTlsSocket, remoteKey } from './tls-key.js';
 import type { TlsDialOptions } from './tls.js';
@@ -255,11 +256,19 @@ export class Connection extends EventEmitter {
     });
   }
 
-  /** Answers request `requestId`. Returns false when the socket buffer is full (see waitDrain). */
+  /**
+   * Answers request `requestId`. Returns false when the socket buffer is full (see waitDrain). A large
+   * answer is written into reused memory (protocol/frame-buffers.ts), given back once the socket is done
+   * with it: its write callback runs after the bytes have left (or been encrypted), or with an error.
+   */
   reply<N extends MessageName>(requestId: number, name: N, body: Body<N>): boolean {
     this.forget(requestId);
     if (this.closed) return false;
-    return this.write(encodeFrame(name, requestId, body));
+    const { frame, taken } = encodeFrameWith(name, requestId, body, (bytes) => frameBuffers.take(bytes));
+    if (!taken) return this.write(frame);
+    const ok = this.socket.write(frame, () => frameBuffers.give(taken));
+    if (!ok) this.socket.pause();
+    return ok;
   }
 
   /**

@@ -300,6 +300,20 @@ export function encodeFrame<N extends MessageName>(name: N, requestId: number, b
 }
 
 /**
+ * Encodes a frame into memory from `take` when it is given some (at least the frame's size; the frame is
+ * the start of it), else as encodeFrame does. Returns the frame and the buffer taken, if one was.
+ */
+export function encodeFrameWith<N extends MessageName>(name: N, requestId: number, body: Body<N>, take: (bytes: number) => Buffer | undefined): { frame: Buffer; taken: Buffer | undefined } {
+  const { code, codec } = Messages[name];
+  const bodyBytes = (codec.size as (v: Body<N>) => number)(body);
+  const taken = take(HEADER_BYTES + bodyBytes);
+  const frame = taken ? taken.subarray(0, HEADER_BYTES + bodyBytes) : Buffer.allocUnsafe(HEADER_BYTES + bodyBytes);
+  writeHeader(frame, code, requestId, bodyBytes);
+  (codec.write as (v: Body<N>, b: Buffer, o: number) => number)(body, frame, HEADER_BYTES);
+  return { frame, taken };
+}
+
+/**
  * Encodes a frame whose last field is `rest` without copying that field: returns the header and every
  * other field, sized for `tailBytes` more bytes that the caller writes straight after it (chunk data).
  */

@@ -186,6 +186,37 @@ t.test('u64 values above 2^53 are refused rather than rounded', (t) => {
   t.end();
 });
 
+t.test('strings and u64 values at the encoder\'s fast-path edges encode as the specification says', (t) => {
+  // The encoder measures and writes short ASCII strings in JS and falls back to Buffer's UTF-8 for the
+  // rest; u64 is written as two u32 halves. Each value here sits on one side of an edge of those paths.
+  const names = [
+    '',
+    'a',
+    'x'.repeat(63),
+    'x'.repeat(64),
+    'x'.repeat(65),
+    'x'.repeat(63) + 'é',
+    'é' + 'x'.repeat(63),
+    'x'.repeat(64) + 'é',
+    '\u007f\u0080',
+    'rapport-été.pdf',
+    '日本語.txt',
+    'emoji-😀.png',
+    'lone-\ud800-surrogate',
+    'x'.repeat(200),
+    'é'.repeat(300),
+  ];
+  const sizes = [0, 1, 2 ** 31, 2 ** 32 - 1, 2 ** 32, 2 ** 32 + 1, 2 ** 40 + 12345, 2 ** 53 - 1];
+  const files = names.map((name, i) => ({ id: filled(32, i + 1), name, size: sizes[i % sizes.length]!, peers: i }));
+  const body = { files, truncated: true };
+  const frameBytes = encodeFrame('SEARCH_RESULT', 3, body);
+  t.same(frameBytes.subarray(10), referenceEncode(schemaOf('SEARCH_RESULT'), body), 'the body is byte for byte the reference encoding');
+  const decoded = decodeBody('SEARCH_RESULT', frameBytes.subarray(10));
+  t.same(decoded.files.map((f) => f.size), files.map((f) => f.size), 'every size decodes to itself');
+  t.same(decoded.files.map((f) => f.name), names.map((n) => Buffer.from(n).toString()), 'every name decodes as UTF-8 gives it');
+  t.end();
+});
+
 t.test('values that cannot be encoded throw P2P_BAD_REQUEST', (t) => {
   const badRequest = { code: 'P2P_BAD_REQUEST' };
   t.throws(() => encodeFrame('SEARCH', 1, { text: 'x'.repeat(65_536), limit: 1 }), badRequest, 'a str of 65536 bytes');

@@ -14,6 +14,7 @@ import {
   type MessageName,
   type RequestHandler,
 } from '../../protocol/index.js';
+import { FrameBuffers, frameBuffers } from '../../protocol/frame-buffers.js';
 import { cat, filled, frame, header, hex } from '../helpers/bytes.js';
 import { readUntilClosed, startServer, track, turn } from '../helpers/net.js';
 
@@ -364,6 +365,38 @@ t.test('pipelined large requests with large answers all complete (no mutual back
   );
   const failed = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
   t.equal(failed.length, 0, `all 16 answered (failed: ${failed.map((f) => (f.reason as P2PError).code).join(',') || 'none'})`);
+});
+
+t.test('large answers written into reused memory each arrive as they were written, under backpressure', async (t) => {
+  // Answers of 64 KB and more are encoded into buffers the connection takes back once the socket is done
+  // with them. The small requests arrive together and are answered in one go, so most answers (660 KB
+  // each, all different) wait in the socket's queue: a buffer reused while a queued answer still pointed
+  // into it would show as another answer's bytes.
+  const answerTo = (args: string): string => `${args.slice(0, 10)}:`.repeat(60_000);
+  const server = await startServer(t, pingOr((req, conn) => void conn.reply(req.requestId, 'CONTROL_RESULT', { result: answerTo((req.body as { args: string }).args) })));
+  const client = await server.dial();
+  const asks = Array.from({ length: 24 }, (_, i) => `answer-${String(i).padStart(3, '0')}`);
+  const results = await Promise.all(asks.map((args) => client.request('CONTROL', { command: 'echo', args }, 'CONTROL_RESULT', { timeoutMs: 8000 })));
+  const intact = results.filter((r, i) => r.result === answerTo(asks[i]!)).length;
+  t.equal(intact, asks.length, 'every answer is its own, byte for byte');
+  t.ok(frameBuffers.retainedBytes > 0, 'the memory of the answers went back to the pool');
+  const again = await client.request('CONTROL', { command: 'echo', args: 'once-more!' }, 'CONTROL_RESULT');
+  t.equal(again.result, answerTo('once-more!'), 'and an answer written into reused memory is intact too');
+});
+
+t.test('the frame pool hands out sizes by power of two and keeps no more than its cap', (t) => {
+  const pool = new FrameBuffers(3 * 1024 * 1024);
+  t.equal(pool.take(1000), undefined, 'a small frame is not pooled');
+  t.equal(pool.take(64 * 1024 * 1024), undefined, 'nor a huge one');
+  const a = pool.take(100_000)!;
+  t.equal(a.length, 128 * 1024, '100,000 bytes come from the 128 KiB class');
+  pool.give(a);
+  t.equal(pool.take(70_000), a, 'and the same memory serves the next frame of that class');
+  const big = [pool.take(2_000_000)!, pool.take(2_000_000)!];
+  pool.give(big[0]!);
+  pool.give(big[1]!);
+  t.equal(pool.retainedBytes, 2 * 1024 * 1024, 'past the cap a buffer given back is let go');
+  t.end();
 });
 
 t.test('a request nobody serves is refused with P2P_UNEXPECTED_MESSAGE, not dropped', async (t) => {
