@@ -12,13 +12,18 @@
  *   postings) the table grew by, over the entries; the issue's target is under 300 bytes in all;
  * - applying a REGISTER: its median and p99 over every peer (the decode of the JSON not included);
  * - LOOKUP and SEARCH answered in process on the full table (searches as the fleet's: a word, two words,
- *   or an exact name; limit 10,000 as `p2p search` asks).
+ *   or an exact name; limit 10,000 as `p2p search` asks); a SEARCH also with its answer encoded as the
+ *   tracker's Connection.reply encodes it, and the full collections of the heap the searches caused.
  *
  * Needs `--expose-gc` (the npm script passes it).
  */
 import fs from 'node:fs';
 import os from 'node:os';
+import { constants, PerformanceObserver } from 'node:perf_hooks';
+import { searchAnswer } from '../daemon/holders.js';
 import { decodeOp, encodeOp } from '../daemon/ops.js';
+import { frameBuffers } from '../protocol/frame-buffers.js';
+import { encodeFrameWith } from '../protocol/framer.js';
 import { TrackerState } from '../daemon/state.js';
 import { Store } from '../daemon/store.js';
 import { peerFiles, searchText } from './fleet/workload.js';
@@ -98,19 +103,32 @@ for (let i = 0; i < 20_000; i++) {
   state.holders.lookup(id);
   lookupMs.push(performance.now() - t0);
 }
+const answerMs: number[] = [];
+const majorGcs: number[] = [];
+const gcWatch = new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) if ((e as unknown as { detail?: { kind?: number } }).detail?.kind !== constants.NODE_PERFORMANCE_GC_MINOR) majorGcs.push(e.duration);
+});
+gcWatch.observe({ entryTypes: ['gc'] });
 for (let i = 0; i < 2_000; i++) {
   const text = searchText(r, () => peerFiles(workload, Math.floor(r() * opts.peers))[0]!.name);
   const t0 = performance.now();
-  state.holders.search(text, 10_000);
-  searchMs.push(performance.now() - t0);
+  const result = state.holders.search(text, 10_000);
+  const t1 = performance.now();
+  // Encoded as the tracker answers it: Connection.reply's encoding, into the reused frame memory.
+  const { taken } = encodeFrameWith('SEARCH_RESULT', 1, searchAnswer(result), (bytes) => frameBuffers.take(bytes));
+  answerMs.push(performance.now() - t0);
+  searchMs.push(t1 - t0);
+  if (taken) frameBuffers.give(taken);
 }
+await new Promise((resolve) => setImmediate(resolve));
+gcWatch.disconnect();
 
 const heapPer = (after.heap - before.heap) / holders;
 const buffersPer = (after.arrayBuffers - before.arrayBuffers) / holders;
 const rows = [
-  `| peers | holder entries | JS heap B/entry | typed arrays B/entry | total B/entry | RSS MB | apply REGISTER ms p50 / p99 | LOOKUP ms p50 / p99 | SEARCH ms p50 / p99 |`,
-  `|---:|---:|---:|---:|---:|---:|---|---|---|`,
-  `| ${opts.peers.toLocaleString('en-US')} | ${holders.toLocaleString('en-US')} | ${heapPer.toFixed(0)} | ${buffersPer.toFixed(0)} | **${(heapPer + buffersPer).toFixed(0)}** | ${(after.rss / 2 ** 20).toFixed(0)} | ${ms(percentile(applyMs, 50))} / ${ms(percentile(applyMs, 99))} | ${ms(percentile(lookupMs, 50))} / ${ms(percentile(lookupMs, 99))} | ${ms(percentile(searchMs, 50))} / ${ms(percentile(searchMs, 99))} |`,
+  `| peers | holder entries | JS heap B/entry | typed arrays B/entry | total B/entry | RSS MB | apply REGISTER ms p50 / p99 | LOOKUP ms p50 / p99 | SEARCH ms p50 / p99 | SEARCH answered (encoded) ms p50 / p99 | full GCs while searching (longest ms) |`,
+  `|---:|---:|---:|---:|---:|---:|---|---|---|---|---|`,
+  `| ${opts.peers.toLocaleString('en-US')} | ${holders.toLocaleString('en-US')} | ${heapPer.toFixed(0)} | ${buffersPer.toFixed(0)} | **${(heapPer + buffersPer).toFixed(0)}** | ${(after.rss / 2 ** 20).toFixed(0)} | ${ms(percentile(applyMs, 50))} / ${ms(percentile(applyMs, 99))} | ${ms(percentile(lookupMs, 50))} / ${ms(percentile(lookupMs, 99))} | ${ms(percentile(searchMs, 50))} / ${ms(percentile(searchMs, 99))} | ${ms(percentile(answerMs, 50))} / ${ms(percentile(answerMs, 99))} | ${majorGcs.length} (${majorGcs.length ? Math.max(...majorGcs).toFixed(0) : '-'}) |`,
 ];
 const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
 const report = [
@@ -122,7 +140,9 @@ const report = [
   '',
   'Bytes per entry: what the JS heap (after a full GC) and the array buffers (the search postings, the sizes) grew by while every REGISTER was applied, over the holder',
   "entries. Apply: TrackerState.apply of one peer's REGISTER op, parsed from its JSON first as a backup does (the parse not timed).",
-  'LOOKUP and SEARCH: the table\'s own answer, in process, 20,000 lookups of random held files and 2,000 searches as the fleet asks them.',
+  'LOOKUP and SEARCH: the table\'s own answer, in process, 20,000 lookups of random held files and 2,000 searches as the fleet asks them (hits in the',
+  "index's order; the peer daemon sorts them by name). SEARCH answered: the search and its SEARCH_RESULT frame encoded as the tracker's Connection.reply",
+  'encodes it. Full GCs: collections of the whole heap during the searches (PerformanceObserver), which stop the tracker for their length.',
   '',
 ].join('\n');
 process.stdout.write(`${rows.join('\n')}\n`);

@@ -10,8 +10,8 @@
  * Map-per-file layout before it (docs/scaling.md). Names are indexed for search by
  * daemon/name-index.ts.
  */
+import type { Body } from '../protocol/messages.js';
 import type { FileReg, PeerInfo } from './ops.js';
-import { sortByKeys } from './key-sort.js';
 import { NameIndex } from './name-index.js';
 
 interface FileRecord {
@@ -196,7 +196,10 @@ export class HolderTable {
     return this.index.counts;
   }
 
-  /** Files with a name containing `text` (case-insensitive; every file for ''), at most `limit`, by name. */
+  /**
+   * Files with a name containing `text` (case-insensitive; every file for ''), at most `limit`, in the
+   * index's order: the peer daemon puts them in name order (protocol/name-order.ts) for `p2p search`.
+   */
   search(text: string, limit: number): { hits: SearchHit[]; truncated: boolean } {
     const hits: SearchHit[] = [];
     let truncated = false;
@@ -208,7 +211,7 @@ export class HolderTable {
       hits.push({ key: rec.key, name, size: this.sizeBySlot[rec.slot]!, peers: holdersOf(rec) });
       return true;
     });
-    return { hits: byName(hits), truncated };
+    return { hits, truncated };
   }
 
   lookup(fileId: string): { size: number; holders: Holder[] } | undefined {
@@ -324,30 +327,6 @@ export class HolderTable {
   }
 }
 
-/**
- * Hits in name order, ignoring case and accents, then by exact name and id: each name's sort key is made
- * once and compared as plain strings. (A collator compared 800 hits in 0.8 ms; a busy main answers 200
- * searches a second.)
- *
- * A search for a common word returns 10,000 hits, and sorting 10,000 strings with a comparator took 5-7
- * ms, half of such a search. So the keys are sorted most significant characters first, five at a time,
- * as numbers that the engine sorts natively (daemon/key-sort.ts); the comparator orders only small groups.
- */
-function byName(hits: SearchHit[]): SearchHit[] {
-  const keys = hits.map((hit) => sortKey(hit.name));
-  const order = (a: number, b: number): number => compare(keys[a]!, keys[b]!) || compare(hits[a]!.name, hits[b]!.name) || compare(hits[a]!.key, hits[b]!.key);
-  return sortByKeys(keys, order).map((i) => hits[i]!);
-}
-
-const ASCII = /^[\x00-\x7f]*$/;
-const ASCII_NO_CAPITALS = /^[\x00-\x40\x5b-\x7f]*$/;
-
-/** A name as it sorts: lower case, accents dropped (the name itself, not a copy, when it is that already). */
-function sortKey(name: string): string {
-  if (ASCII_NO_CAPITALS.test(name)) return name;
-  return ASCII.test(name) ? name.toLowerCase() : name.normalize('NFKD').replace(/\p{M}/gu, '').toLowerCase();
-}
-
 function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
@@ -406,6 +385,33 @@ export function idOfKey(key: string): string {
   SCRATCH.write(key, 0, 32, 'latin1');
   return SCRATCH.toString('hex', 0, 32);
 }
+
+/**
+ * A search's hits as the SEARCH_RESULT answer carries them, to be encoded at once: the ids are views of
+ * one scratch buffer that the next call writes over. (A buffer per answer, 320 KB for 10,000 hits, is
+ * memory outside the heap, which V8 answers with full collections: see protocol/frame-buffers.ts. A
+ * Buffer.from per id was a native call each.)
+ */
+export function searchAnswer({ hits, truncated }: { hits: readonly SearchHit[]; truncated: boolean }): Body<'SEARCH_RESULT'> {
+  if (idScratch.length < 32 * hits.length) idScratch = Buffer.allocUnsafeSlow(32 * hits.length);
+  const all = idScratch;
+  const files = hits.map((h, i) => {
+    const { key } = h;
+    let id: Buffer;
+    if (key.length === 32) {
+      const at = 32 * i;
+      for (let k = 0; k < 32; k++) all[at + k] = key.charCodeAt(k);
+      id = all.subarray(at, at + 32);
+    } else {
+      // Not an id's key (OTHER_ID): its latin1 bytes, as before, which fail the answer's encoding.
+      id = Buffer.from(key, 'latin1');
+    }
+    return { id, name: h.name, size: h.size, peers: h.peers };
+  });
+  return { files, truncated };
+}
+
+let idScratch = Buffer.alloc(0);
 
 /** The distinct names of one id's entries, sorted (every tracker applies and hashes them alike). */
 function namesOf(regs: ReadonlyArray<{ name: string }>): string[] {

@@ -51,6 +51,7 @@ import { Cluster, rankOf } from './cluster.js';
 import { MemberKeys } from './member-keys.js';
 import type { ReportOutcome, SessionRole, TrackerMetrics } from './metrics.js';
 import { EVIDENCE_BAD_DATA, planReport, reportChecks, type ReportPolicy } from './reports.js';
+import { searchAnswer } from './holders.js';
 import { fitPage } from './pages.js';
 import { SlicedWork } from './sliced-work.js';
 import { RequestGate } from './request-gate.js';
@@ -537,11 +538,7 @@ export class Tracker extends EventEmitter {
       const { conn } = s;
       const startedAt = performance.now();
       const { text, limit } = req.body;
-      const { hits, truncated } = this.state.search(text, Math.min(Math.max(limit, 1), 10_000));
-      conn.reply(req.requestId, 'SEARCH_RESULT', {
-        files: hits.map((h) => ({ id: Buffer.from(h.key, 'latin1'), name: h.name, size: h.size, peers: h.peers })),
-        truncated,
-      });
+      conn.reply(req.requestId, 'SEARCH_RESULT', searchAnswer(this.state.search(text, Math.min(Math.max(limit, 1), 10_000))));
       this.metrics?.search((performance.now() - startedAt) / 1000);
       return;
     },

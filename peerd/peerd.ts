@@ -33,6 +33,7 @@ import {
   type TlsIdentity,
   loadIdentityFile,
 } from '../protocol/index.js';
+import { inNameOrder } from '../protocol/name-order.js';
 import { ensurePrivateDir } from '../protocol/local-files.js';
 import { BlacklistCache } from './blacklist-cache.js';
 import { ChunkPool } from './chunk-pool.js';
@@ -391,7 +392,9 @@ export class PeerDaemon {
     },
     search: async ({ text }) => {
       const res = await this.tracker.request('SEARCH', { text, limit: 10_000 }, 'SEARCH_RESULT');
-      return res.files.map((f) => ({ name: f.name, id: f.id.toString('hex'), size: f.size, peers: f.peers }));
+      // Trackers since 0.2 answer in their index's order; the list is shown by name.
+      const hits = res.files.map((f) => ({ name: f.name, id: f.id.toString('hex'), size: f.size, peers: f.peers }));
+      return inNameOrder(hits, (h) => h.name, (h) => h.id);
     },
     resolve: async ({ key, out }) => {
       const r = await this.resolve(key);

@@ -9,6 +9,7 @@ export * from './identity.js';
 export * from './manifest.js';
 export * from './messages.js';
 export * from './names.js';
+export * from './name-order.js';
 export * from './server.js';
 export * from './tls.js';
 export * from './pinning.js';

@@ -41,6 +41,23 @@ t.test('a file shared on three peers arrives byte-identical on a fourth, from se
   t.same(fs.readdirSync(fleet.dir).filter((n) => n.endsWith('.part')), [], 'no partial file is left behind');
 });
 
+t.test('search lists files by name, ignoring case and accents, in whatever order the tracker answers', async (t) => {
+  const fleet = new Fleet(t);
+  const tracker = await fleet.startTracker();
+  const s = await fleet.startPeer('s1');
+  const d = await fleet.startPeer('d1');
+  // Shared one at a time, so the tracker's index holds them in this order, not the names'.
+  const names = ['zeta.txt', 'Beta.txt', 'émile.txt', 'alpha.txt', 'beta.txt', 'Emile.txt'];
+  for (const [i, name] of names.entries()) {
+    fs.writeFileSync(path.join(s.shareDir, name), `file ${i}`);
+    await s.call('share', { paths: [path.join(s.shareDir, name)] });
+  }
+  await until('every file listed', async () => ((await d.call('search', { text: '.txt' })).length === names.length ? true : undefined));
+  const byName = ['alpha.txt', 'Beta.txt', 'beta.txt', 'Emile.txt', 'émile.txt', 'zeta.txt'];
+  t.notSame(tracker.state.search('.txt', 100).hits.map((h) => h.name), byName, "the tracker's own answer is not in name order");
+  t.same((await d.call('search', { text: '.txt' })).map((h) => h.name), byName, 'p2p search lists them by name: case and accents aside, then the exact name');
+});
+
 t.test('a seeder whose file was damaged after sharing cannot spoil a download', async (t) => {
   const fleet = new Fleet(t);
   await fleet.startTracker();

@@ -13,7 +13,7 @@ import type { Tap } from '../helpers/tap.js';
 
 type FileEntry = Body<'REGISTER'>['files'][number];
 
-/** Files whose names all contain "common": each search for it walks and sorts all of them. */
+/** Files whose names all contain "common": each search for it walks all of them and answers every one. */
 const NAMED = 3000;
 /** Searches queued ahead of the announcement: several connections' worth, each within its in-flight limit. */
 const SESSIONS = 4;
