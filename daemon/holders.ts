@@ -398,12 +398,12 @@ export function searchAnswer({ hits, truncated }: { hits: readonly SearchHit[]; 
   const files = hits.map((h, i) => {
     const { key } = h;
     let id: Buffer;
-    if (key.length === 32) {
+    if (key.length === 32 && !key.startsWith(OTHER_ID)) {
       const at = 32 * i;
       for (let k = 0; k < 32; k++) all[at + k] = key.charCodeAt(k);
       id = all.subarray(at, at + 32);
     } else {
-      // Not an id's key (OTHER_ID): its latin1 bytes, as before, which fail the answer's encoding.
+      // Not an id's key (OTHER_ID: only tests and the simulation make them): its latin1 bytes, as before.
       id = Buffer.from(key, 'latin1');
     }
     return { id, name: h.name, size: h.size, peers: h.peers };

@@ -399,14 +399,9 @@ export function defineCodec<S extends Schema>(schema: S, what = 'message'): Code
   return {
     schema,
     checkPrefix: capped ? (prefix) => checkListCaps(schema, prefix) : () => true,
-    size: (value) => {
-      try {
-        return encoder.size(value as Record<string, unknown>);
-      } catch (err) {
-        if (err instanceof P2PError) throw err;
-        throw new P2PError('P2P_BAD_REQUEST', `cannot encode ${what}: ${(err as Error).message}`, { cause: err });
-      }
-    },
+    // A value the sizer cannot read (a field missing, say) is the sender's bug, not a bad request: its
+    // TypeError goes up as it is (an answer that fails so is P2P_INTERNAL); bad() throws P2P_BAD_REQUEST.
+    size: (value) => encoder.size(value as Record<string, unknown>),
     write: (value, buf, offset) => {
       try {
         return encoder.write(value as Record<string, unknown>, buf, offset);

@@ -264,7 +264,7 @@ export class Connection extends EventEmitter {
   reply<N extends MessageName>(requestId: number, name: N, body: Body<N>): boolean {
     this.forget(requestId);
     if (this.closed) return false;
-    const { frame, taken } = encodeFrameWith(name, requestId, body, (bytes) => frameBuffers.take(bytes));
+    const { frame, taken } = encodeFrameWith(name, requestId, body, frameBuffers);
     if (!taken) return this.write(frame);
     const ok = this.socket.write(frame, () => frameBuffers.give(taken));
     if (!ok) this.socket.pause();

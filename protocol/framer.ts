@@ -299,17 +299,29 @@ export function encodeFrame<N extends MessageName>(name: N, requestId: number, b
   return buf;
 }
 
+/** Where large frames' memory comes from and goes back to (protocol/frame-buffers.ts). */
+export interface FrameMemory {
+  take(bytes: number): Buffer | undefined;
+  give(buf: Buffer): void;
+}
+
 /**
- * Encodes a frame into memory from `take` when it is given some (at least the frame's size; the frame is
- * the start of it), else as encodeFrame does. Returns the frame and the buffer taken, if one was.
+ * Encodes a frame into memory from `memory` when it has some for the frame's size (the frame is the start
+ * of it), else as encodeFrame does. Returns the frame and the buffer taken, if one was, for the caller to
+ * give back once the frame is sent; if the encoding fails, it is given back here.
  */
-export function encodeFrameWith<N extends MessageName>(name: N, requestId: number, body: Body<N>, take: (bytes: number) => Buffer | undefined): { frame: Buffer; taken: Buffer | undefined } {
+export function encodeFrameWith<N extends MessageName>(name: N, requestId: number, body: Body<N>, memory: FrameMemory): { frame: Buffer; taken: Buffer | undefined } {
   const { code, codec } = Messages[name];
   const bodyBytes = (codec.size as (v: Body<N>) => number)(body);
-  const taken = take(HEADER_BYTES + bodyBytes);
+  const taken = memory.take(HEADER_BYTES + bodyBytes);
   const frame = taken ? taken.subarray(0, HEADER_BYTES + bodyBytes) : Buffer.allocUnsafe(HEADER_BYTES + bodyBytes);
-  writeHeader(frame, code, requestId, bodyBytes);
-  (codec.write as (v: Body<N>, b: Buffer, o: number) => number)(body, frame, HEADER_BYTES);
+  try {
+    writeHeader(frame, code, requestId, bodyBytes);
+    (codec.write as (v: Body<N>, b: Buffer, o: number) => number)(body, frame, HEADER_BYTES);
+  } catch (err) {
+    if (taken) memory.give(taken);
+    throw err;
+  }
   return { frame, taken };
 }
 
