@@ -82,8 +82,11 @@ export function parsePrometheusText(text: string): Map<string, Family> {
         labels[key] = raw.replace(/\\(["\\n])/g, (_, c: string) => (c === 'n' ? '\n' : c));
       }
     }
-    const value = valueText === '+Inf' ? Infinity : valueText === '-Inf' ? -Infinity : valueText === 'NaN' ? NaN : Number(valueText);
-    if (Number.isNaN(value) && valueText !== 'NaN') fail('bad value');
+    // Prometheus reads NaN in any case (Go's ParseFloat), and prom-client writes 'Nan': its event-loop lag
+    // gauges are NaN when a scrape comes before the loop delay monitor has a sample.
+    const nan = /^nan$/i.test(valueText);
+    const value = valueText === '+Inf' ? Infinity : valueText === '-Inf' ? -Infinity : nan ? NaN : Number(valueText);
+    if (Number.isNaN(value) && !nan) fail('bad value');
     const family = families.get(name) ?? families.get(name.replace(/_(bucket|sum|count)$/, '')) ?? fail('a sample of an undeclared family');
     if (family.type === 'histogram' && family.name === name) fail('a histogram sample must be _bucket, _sum or _count');
     if ((family.type === 'counter' || family.type === 'gauge') && family.name !== name) fail(`a ${family.type} sample named after another family`);
