@@ -5,7 +5,7 @@
  * than the rest of a `p2p status`.
  */
 import yargs, { type Argv } from 'yargs';
-import { STRATEGY_NAMES, type StrategyName } from '../protocol/client.js';
+import { MAX_SEARCH_HITS, STRATEGY_NAMES, type StrategyName } from '../protocol/client.js';
 import { packageVersion, usageError } from '../protocol/program.js';
 import { PROGRAM, type Globals, type Invocation } from './commands.js';
 
@@ -35,8 +35,15 @@ export function buildParser(args: string[], onInvocation: (invocation: Invocatio
     .command('unshare <key>', 'stop sharing a file (NAME or ID)', (y: Argv) => y.positional('key', { type: 'string', demandOption: true }), (argv) =>
       onInvocation({ command: 'unshare', globals: globals(argv), key: String(argv.key) }),
     )
-    .command('search [text]', "the network's files whose name contains TEXT", (y: Argv) => y.positional('text', { type: 'string' }), (argv) =>
-      onInvocation({ command: 'search', globals: globals(argv), text: argv.text === undefined ? '' : String(argv.text) }),
+    .command(
+      'search [text]',
+      "the network's files whose name contains TEXT",
+      (y: Argv) => y.positional('text', { type: 'string' }).option('limit', { type: 'number', describe: `list at most N files (1-${MAX_SEARCH_HITS}; default ${MAX_SEARCH_HITS})` }),
+      (argv) => {
+        const limit = argv.limit as number | undefined;
+        if (limit !== undefined && (!Number.isInteger(limit) || limit < 1 || limit > MAX_SEARCH_HITS)) onUsageError(`--limit must be an integer from 1 to ${MAX_SEARCH_HITS}`);
+        onInvocation({ command: 'search', globals: globals(argv), text: argv.text === undefined ? '' : String(argv.text), limit });
+      },
     )
     .command(
       'get <key>',

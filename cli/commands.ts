@@ -9,8 +9,8 @@ import path from 'node:path';
 // The client entry points, not the index ones: ESM evaluates every module an entry point re-exports, so
 // '../peerd/index.js' would load the whole daemon and better-sqlite3, and '../protocol/index.js' the
 // identity and manifest code, at every `p2p` start (issue 8).
-import { P2PError, type StrategyName } from '../protocol/client.js';
-import { ControlClient, type DownloadResult } from '../peerd/client.js';
+import { MAX_SEARCH_HITS, P2PError, type StrategyName } from '../protocol/client.js';
+import { ControlClient, type DownloadResult, type SearchInfo } from '../peerd/client.js';
 import type { AdminClient } from './admin.js';
 import { formatBytes, formatRate, table } from './format.js';
 
@@ -42,7 +42,7 @@ interface CommandArgs {
   files: { globals: Globals };
   share: { globals: Globals; paths: string[] };
   unshare: { globals: Globals; key: string };
-  search: { globals: Globals; text: string };
+  search: { globals: Globals; text: string; limit?: number | undefined };
   get: {
     globals: Globals;
     key: string;
@@ -76,6 +76,24 @@ function out(g: Globals, json: unknown, human: () => string): void {
     const text = human();
     if (text) process.stdout.write(`${text}\n`);
   }
+}
+
+/**
+ * A search's hits and whether more matched. A peer daemon of 0.1 has no `searchResult` (it answers
+ * P2P_BAD_REQUEST "unknown command 'searchResult'"; later ones P2P_UNEXPECTED_MESSAGE) and ignores
+ * `limit`: its hits are cut to the limit here, and a list cut here, or as long as the most a tracker
+ * answers, counts as truncated.
+ */
+async function searchResult(c: ControlClient, text: string, limit: number | undefined): Promise<{ hits: SearchInfo[]; truncated: boolean }> {
+  try {
+    return await c.call('searchResult', { text, limit });
+  } catch (err) {
+    const unknownCommand = err instanceof P2PError && (err.code === 'P2P_UNEXPECTED_MESSAGE' || (err.code === 'P2P_BAD_REQUEST' && /unknown command/.test(err.message)));
+    if (!unknownCommand) throw err;
+  }
+  const all = await c.call('search', { text, limit });
+  const hits = all.slice(0, limit ?? MAX_SEARCH_HITS);
+  return { hits, truncated: all.length > hits.length || all.length >= MAX_SEARCH_HITS };
 }
 
 async function withDaemon<T>(g: Globals, fn: (c: ControlClient) => Promise<T>): Promise<T> {
@@ -198,9 +216,11 @@ const COMMANDS: { [C in CommandName]: (a: CommandArgs[C]) => Promise<void> } = {
     out(g, files, () => files.map((f) => `no longer sharing ${f.name} (${f.path})`).join('\n'));
   },
 
-  async search({ globals: g, text }) {
-    const hits = await withDaemon(g, (c) => c.call('search', { text }));
+  async search({ globals: g, text, limit }) {
+    const { hits, truncated } = await withDaemon(g, (c) => searchResult(c, text, limit));
     out(g, hits, () => (hits.length ? table(['name', 'size', 'peers', 'id'], hits.map((h) => [h.name, formatBytes(h.size), h.peers, h.id])) : 'no matching files'));
+    // On stderr, so that --json's document stays the list: a script learns of it without parsing it.
+    if (truncated) process.stderr.write(`p2p: more files match; these are the first ${hits.length} found${limit === undefined ? '' : ` (--limit ${limit})`}, by name. Narrow TEXT${limit === undefined || limit < MAX_SEARCH_HITS ? ` or raise --limit (up to ${MAX_SEARCH_HITS})` : ''} to see others.\n`);
   },
 
   get,

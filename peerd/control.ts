@@ -43,6 +43,8 @@ export interface ControlResults {
   share: FileInfo[];
   unshare: FileInfo[];
   search: SearchInfo[];
+  /** `truncated`: more files matched than the limit (the hits are the first the tracker found, by name). */
+  searchResult: { hits: SearchInfo[]; truncated: boolean };
   /** `alreadyPresent`: the target already was this very file (same id), so nothing was downloaded. */
   get: import('./downloader.js').DownloadResult & { alreadyPresent?: true };
   /** `sameFile`: the existing target already is this very file (same id). */

@@ -28,6 +28,8 @@ import {
   type ControlArgs,
   type GetArgs,
   type RawArgs,
+  type SearchArgs,
+  MAX_SEARCH_HITS,
   type KeyPair,
   type PinnedAddress,
   type TlsIdentity,
@@ -41,7 +43,7 @@ import { ChunkServer } from './chunk-server.js';
 import { PeerCounters } from './counters.js';
 import type { PeerMetrics, PeerMetricsSource } from './metrics.js';
 import { WorkerHasher } from './hasher.js';
-import type { FileInfo, StatusInfo } from './control.js';
+import type { FileInfo, SearchInfo, StatusInfo } from './control.js';
 import { PeerDb } from './db.js';
 import { PEER_DEFAULTS } from './defaults.js';
 import { Download, type DownloadResult, type Strategy } from './downloader.js';
@@ -390,12 +392,8 @@ export class PeerDaemon {
       if (ids.length) await this.tracker.request('UNREGISTER', { all: false, ids }, 'OK');
       return removed.map(fileInfo);
     },
-    search: async ({ text }) => {
-      const res = await this.tracker.request('SEARCH', { text, limit: 10_000 }, 'SEARCH_RESULT');
-      // Trackers since 0.2 answer in their index's order; the list is shown by name.
-      const hits = res.files.map((f) => ({ name: f.name, id: f.id.toString('hex'), size: f.size, peers: f.peers }));
-      return inNameOrder(hits, (h) => h.name, (h) => h.id);
-    },
+    search: async (args) => (await this.searchNetwork(args)).hits,
+    searchResult: (args) => this.searchNetwork(args),
     resolve: async ({ key, out }) => {
       const r = await this.resolve(key);
       const target = this.targetFor(r.name, r.id, out);
@@ -425,6 +423,14 @@ export class PeerDaemon {
       limits: { maxUploadRate: this.opts.maxUploadRate ?? 0, maxDownloadRate: this.opts.maxDownloadRate ?? 0, maxUploads: this.opts.maxUploads ?? PEER_DEFAULTS.maxUploads },
       version: this.opts.version ?? '',
     };
+  }
+
+  /** The network's files whose name contains `text`, at most `limit`, by name. */
+  private async searchNetwork({ text, limit }: SearchArgs): Promise<{ hits: SearchInfo[]; truncated: boolean }> {
+    const res = await this.tracker.request('SEARCH', { text, limit: limit ?? MAX_SEARCH_HITS }, 'SEARCH_RESULT');
+    // Trackers since 0.2 answer in their index's order; the list is shown by name.
+    const hits = res.files.map((f) => ({ name: f.name, id: f.id.toString('hex'), size: f.size, peers: f.peers }));
+    return { hits: inNameOrder(hits, (h) => h.name, (h) => h.id), truncated: res.truncated };
   }
 
   /** NAME or ID (or an id prefix of 8+ hex characters) -> one file of the network. */

@@ -30,6 +30,21 @@ function optionalString(a: RawArgs, name: string): string | undefined {
 
 const none = (): Record<string, never> => ({});
 
+/** Most hits one search asks a tracker for (a tracker answers at most this many). */
+export const MAX_SEARCH_HITS = 10_000;
+
+export interface SearchArgs {
+  text: string;
+  /** Hits asked for, 1 to MAX_SEARCH_HITS (that many when not given). */
+  limit?: number | undefined;
+}
+
+function searchArgs(a: RawArgs): SearchArgs {
+  const limit = a.limit === undefined || a.limit === null ? MAX_SEARCH_HITS : a.limit;
+  if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > MAX_SEARCH_HITS) throw new P2PError('P2P_BAD_REQUEST', `--limit must be an integer from 1 to ${MAX_SEARCH_HITS}`);
+  return { text: optionalString(a, 'text') ?? '', limit };
+}
+
 export const CONTROL_COMMANDS = {
   status: none,
   files: none,
@@ -39,7 +54,9 @@ export const CONTROL_COMMANDS = {
     return { paths: paths as string[] };
   },
   unshare: (a: RawArgs): { key: string } => ({ key: key(a) }),
-  search: (a: RawArgs): { text: string } => ({ text: optionalString(a, 'text') ?? '' }),
+  search: (a: RawArgs): SearchArgs => searchArgs(a),
+  /** `search` with its answer as `{ hits, truncated }` (since 0.2; `search` answers the hits alone, as 0.1 did). */
+  searchResult: (a: RawArgs): SearchArgs => searchArgs(a),
   resolve: (a: RawArgs): { key: string; out?: string | undefined } => ({ key: key(a), out: optionalString(a, 'out') }),
   get: (a: RawArgs): GetArgs => {
     const maxPeers = a.maxPeers === undefined || a.maxPeers === null ? undefined : Number(a.maxPeers);

@@ -34,6 +34,8 @@ t.test('usage errors exit 2 with a one-line reason on stderr', async (t) => {
     ['no command', 'p2p', [], /command/],
     ['a bad address', 'p2p-tracker', ['--listen', 'nowhere', '--data', dir], /HOST:PORT/],
     ['a bad --max-peers', 'p2p', ['get', 'x', '--max-peers', '0'], /max-peers/],
+    ['a --limit of 0', 'p2p', ['search', 'x', '--limit', '0'], /limit/],
+    ['a --limit past 10000', 'p2p', ['search', 'x', '--limit', '10001'], /limit/],
   ];
   const results = await Promise.all(cases.map(([, program, args]) => run(program, args)));
   cases.forEach(([what, program, , reason], i) => {
@@ -94,6 +96,40 @@ t.test('a missing or dead daemon socket fails fast with exit 1 and says how to s
     const ms = Math.min(r.ms, await quickest(args, env));
     t.ok(ms - baseline < 1000, `${what}: it fails within a second (${Math.round(ms)} ms, of which ~${Math.round(baseline)} ms is node start-up)`);
   }
+});
+
+t.test('search says on stderr when more files match than it lists, and --limit lists fewer', async (t) => {
+  const dir = tempDir(t);
+  const tracker = start(t, 'p2p-tracker', ['--listen', '127.0.0.1:0', '--data', path.join(dir, 'tracker')]);
+  const trackerAddress = String((await tracker.logged('tracker listening')).listen);
+  const share = path.join(dir, 'share');
+  fs.mkdirSync(share);
+  const names = ['plan-c.txt', 'plan-a.txt', 'Plan-b.txt', 'plan-d.txt', 'other.txt'];
+  for (const name of names) fs.writeFileSync(path.join(share, name), `contents of ${name}`);
+  const socket = path.join(dir, 'data', 'peerd.sock');
+  const daemon = start(t, 'p2p-peerd', ['--trackers', trackerAddress, '--share', share, '--data', path.join(dir, 'data'), '--listen', '127.0.0.1:0']);
+  await daemon.logged('peer daemon ready');
+  const p2p = (...args: string[]): Promise<Result> => run('p2p', ['--socket', socket, ...args]);
+  const listed = (r: Result): string[] => (JSON.parse(r.stdout) as Array<{ name: string }>).map((h) => h.name);
+  await until('every plan listed', async () => {
+    const r = await p2p('search', 'plan', '--json');
+    return r.code === 0 && listed(r).length === 4 ? true : undefined;
+  });
+
+  const all = await p2p('search', 'plan', '--json');
+  t.same(listed(all), ['plan-a.txt', 'Plan-b.txt', 'plan-c.txt', 'plan-d.txt'], 'without --limit every match is listed, by name');
+  t.equal(all.stderr, '', 'and nothing is said on stderr');
+
+  const two = await p2p('search', 'plan', '--limit', '2', '--json');
+  t.equal(two.code, 0, '--limit 2 exits 0');
+  t.equal(listed(two).length, 2, 'and lists two files');
+  t.ok(listed(two).every((n) => /^plan-/i.test(n)), 'both of them matches');
+  t.match(two.stderr, /more files match.*first 2.*--limit 2/, 'and says on stderr that more match');
+
+  const table = await p2p('search', 'plan', '--limit', '3');
+  t.equal(table.stdout.trim().split('\n').length, 4, 'the table lists three files under its heading');
+  t.match(table.stderr, /more files match.*raise --limit \(up to 10000\)/, 'and says how to see the others');
+  t.equal((await p2p('search', 'plan', '--limit', '4', '--json')).stderr, '', 'a limit the matches fit in says nothing');
 });
 
 t.test('the real programs: --json, exit codes 3 and 4, admin, report, and a clean exit on SIGTERM and SIGINT', async (t) => {

@@ -121,6 +121,15 @@ t.test(`a rolling upgrade from ${PREVIOUS_RELEASE} to this build, one daemon at 
     await settled(`${tracker.name} upgraded`);
     await downloadWorks(`${tracker.name} upgraded`);
   }
+  // This build's CLI against a previous release's peer daemon, which has no `searchResult` and ignores --limit.
+  const newCli = (...args: string[]): Promise<Result> => run('p2p', ['--socket', socketOf(peers[2]!), ...args], {}, 30_000, {});
+  const every = await newCli('search', 'step-', '--json');
+  const everyHits = JSON.parse(every.stdout || '[]') as Array<{ name: string }>;
+  t.equal(every.code, 0, "this build's `p2p search` works against the previous release's peer daemon");
+  t.ok(everyHits.length >= 2, `and lists its ${everyHits.length} matches`);
+  const one = await newCli('search', 'step-', '--limit', '1', '--json');
+  t.equal((JSON.parse(one.stdout || '[]') as unknown[]).length, 1, 'with --limit 1 it lists one');
+  t.match(one.stderr, /more files match/, 'and says that more match');
   for (const peer of peers) {
     await upgrade(peer, 'p2p-peerd');
     await downloadWorks(`${peer.name} upgraded`);
