@@ -38,7 +38,7 @@ export function buildParser(args: string[], onInvocation: (invocation: Invocatio
     .command(
       'search [text]',
       "the network's files whose name contains TEXT",
-      (y: Argv) => y.positional('text', { type: 'string' }).option('limit', { type: 'number', describe: `list at most N files (1-${MAX_SEARCH_HITS}; default ${MAX_SEARCH_HITS})` }),
+      (y: Argv) => y.positional('text', { type: 'string' }).option('limit', { type: 'number', requiresArg: true, describe: `list at most N files (1-${MAX_SEARCH_HITS}; default ${MAX_SEARCH_HITS})` }),
       (argv) => {
         const limit = argv.limit as number | undefined;
         if (limit !== undefined && (!Number.isInteger(limit) || limit < 1 || limit > MAX_SEARCH_HITS)) onUsageError(`--limit must be an integer from 1 to ${MAX_SEARCH_HITS}`);

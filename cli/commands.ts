@@ -9,7 +9,7 @@ import path from 'node:path';
 // The client entry points, not the index ones: ESM evaluates every module an entry point re-exports, so
 // '../peerd/index.js' would load the whole daemon and better-sqlite3, and '../protocol/index.js' the
 // identity and manifest code, at every `p2p` start (issue 8).
-import { MAX_SEARCH_HITS, P2PError, type StrategyName } from '../protocol/client.js';
+import { inNameOrder, MAX_SEARCH_HITS, P2PError, type StrategyName } from '../protocol/client.js';
 import { ControlClient, type DownloadResult, type SearchInfo } from '../peerd/client.js';
 import type { AdminClient } from './admin.js';
 import { formatBytes, formatRate, table } from './format.js';
@@ -79,21 +79,28 @@ function out(g: Globals, json: unknown, human: () => string): void {
 }
 
 /**
- * A search's hits and whether more matched. A peer daemon of 0.1 has no `searchResult` (it answers
- * P2P_BAD_REQUEST "unknown command 'searchResult'"; later ones P2P_UNEXPECTED_MESSAGE) and ignores
- * `limit`: its hits are cut to the limit here, and a list cut here, or as long as the most a tracker
- * answers, counts as truncated.
+ * A search's hits and whether more matched ('perhaps' when that cannot be known). A peer daemon of 0.1
+ * has no `searchResult` (it answers P2P_BAD_REQUEST "unknown command 'searchResult'"; builds between
+ * then and this one P2P_UNEXPECTED_MESSAGE, saying the same), ignores `limit` and does not sort: its
+ * hits are cut to the limit and put in name order here. Cut here, more did match; exactly as many as a
+ * tracker answers at most, more perhaps did.
  */
-async function searchResult(c: ControlClient, text: string, limit: number | undefined): Promise<{ hits: SearchInfo[]; truncated: boolean }> {
+async function searchResult(c: ControlClient, text: string, limit: number | undefined): Promise<{ hits: SearchInfo[]; truncated: boolean | 'perhaps' }> {
   try {
     return await c.call('searchResult', { text, limit });
   } catch (err) {
-    const unknownCommand = err instanceof P2PError && (err.code === 'P2P_UNEXPECTED_MESSAGE' || (err.code === 'P2P_BAD_REQUEST' && /unknown command/.test(err.message)));
-    if (!unknownCommand) throw err;
+    if (!(err instanceof P2PError) || !/unknown command 'searchResult'/.test(err.message)) throw err;
   }
   const all = await c.call('search', { text, limit });
-  const hits = all.slice(0, limit ?? MAX_SEARCH_HITS);
-  return { hits, truncated: all.length > hits.length || all.length >= MAX_SEARCH_HITS };
+  const hits = inNameOrder(all, (h) => h.name, (h) => h.id).slice(0, limit ?? MAX_SEARCH_HITS);
+  return { hits, truncated: all.length > hits.length ? true : all.length >= MAX_SEARCH_HITS ? 'perhaps' : false };
+}
+
+/** What `p2p search` says on stderr when its list may not hold every match. */
+function searchCutNote(shown: number, truncated: boolean | 'perhaps', limit: number | undefined): string {
+  const raise = limit !== undefined && limit < MAX_SEARCH_HITS ? ` or raise --limit (up to ${MAX_SEARCH_HITS})` : '';
+  const cut = truncated === 'perhaps' ? 'more files may match' : 'more files match';
+  return `p2p: ${cut}; these are ${shown} of them (the first the tracker found, listed by name). Narrow TEXT${raise} to see others.\n`;
 }
 
 async function withDaemon<T>(g: Globals, fn: (c: ControlClient) => Promise<T>): Promise<T> {
@@ -220,7 +227,7 @@ const COMMANDS: { [C in CommandName]: (a: CommandArgs[C]) => Promise<void> } = {
     const { hits, truncated } = await withDaemon(g, (c) => searchResult(c, text, limit));
     out(g, hits, () => (hits.length ? table(['name', 'size', 'peers', 'id'], hits.map((h) => [h.name, formatBytes(h.size), h.peers, h.id])) : 'no matching files'));
     // On stderr, so that --json's document stays the list: a script learns of it without parsing it.
-    if (truncated) process.stderr.write(`p2p: more files match; these are the first ${hits.length} found${limit === undefined ? '' : ` (--limit ${limit})`}, by name. Narrow TEXT${limit === undefined || limit < MAX_SEARCH_HITS ? ` or raise --limit (up to ${MAX_SEARCH_HITS})` : ''} to see others.\n`);
+    if (truncated) process.stderr.write(searchCutNote(hits.length, truncated, limit));
   },
 
   get,

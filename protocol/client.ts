@@ -7,3 +7,4 @@ export * from './connection.js';
 export * from './errors.js';
 export * from './messages.js';
 export * from './control.js';
+export * from './name-order.js';

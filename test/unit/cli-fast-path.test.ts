@@ -88,6 +88,8 @@ t.test('everything else is left to yargs', (t) => {
     ['search', 'help'],
     ['share', 'a', 'help'],
     ['search', '-1'],
+    ['search', 'x', '--limit', '2'],
+    ['search', 'x', '--limit=2'],
     ['unshare'],
     ['share'],
     ['report', 'k', '--reason'],
