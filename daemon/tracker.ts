@@ -34,6 +34,7 @@ import {
   loadIdentityFile,
   serverContext,
   validateName,
+  MAX_SEARCH_HITS,
   type Address,
   type PinnedAddress,
   type TlsIdentity,
@@ -538,7 +539,7 @@ export class Tracker extends EventEmitter {
       const { conn } = s;
       const startedAt = performance.now();
       const { text, limit } = req.body;
-      conn.reply(req.requestId, 'SEARCH_RESULT', searchAnswer(this.state.search(text, Math.min(Math.max(limit, 1), 10_000))));
+      conn.reply(req.requestId, 'SEARCH_RESULT', searchAnswer(this.state.search(text, Math.min(Math.max(limit, 1), MAX_SEARCH_HITS))));
       this.metrics?.search((performance.now() - startedAt) / 1000);
       return;
     },

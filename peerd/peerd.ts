@@ -30,12 +30,12 @@ import {
   type RawArgs,
   type SearchArgs,
   MAX_SEARCH_HITS,
+  inNameOrder,
   type KeyPair,
   type PinnedAddress,
   type TlsIdentity,
   loadIdentityFile,
 } from '../protocol/index.js';
-import { inNameOrder } from '../protocol/name-order.js';
 import { ensurePrivateDir } from '../protocol/local-files.js';
 import { BlacklistCache } from './blacklist-cache.js';
 import { ChunkPool } from './chunk-pool.js';
@@ -437,7 +437,7 @@ export class PeerDaemon {
   private async resolve(key: string): Promise<{ name: string; id: string; size: number }> {
     const k = key.trim();
     const lower = k.toLowerCase();
-    const byName = await this.tracker.request('SEARCH', { text: k, limit: 10_000 }, 'SEARCH_RESULT');
+    const byName = await this.tracker.request('SEARCH', { text: k, limit: MAX_SEARCH_HITS }, 'SEARCH_RESULT');
     const exact = byName.files.filter((f) => f.name === k);
     const ids = new Map(exact.map((f) => [f.id.toString('hex'), f]));
     if (ids.size === 1) {

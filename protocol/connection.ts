@@ -265,10 +265,7 @@ export class Connection extends EventEmitter {
     this.forget(requestId);
     if (this.closed) return false;
     const { frame, taken } = encodeFrameWith(name, requestId, body, frameBuffers);
-    if (!taken) return this.write(frame);
-    const ok = this.socket.write(frame, () => frameBuffers.give(taken));
-    if (!ok) this.socket.pause();
-    return ok;
+    return this.write(frame, taken && (() => frameBuffers.give(taken)));
   }
 
   /**
@@ -306,9 +303,7 @@ export class Connection extends EventEmitter {
     const start = tailAt - headBuf.length;
     if (start < 0) throw new RangeError(`${headBuf.length} bytes of ${name} head do not fit in ${tailAt} bytes of room`);
     headBuf.copy(buf, start);
-    const ok = this.socket.write(buf.subarray(start, tailAt + tailBytes), () => onFlushed?.());
-    if (!ok) this.socket.pause();
-    return ok;
+    return this.write(buf.subarray(start, tailAt + tailBytes), () => onFlushed?.());
   }
 
   sendEvent<N extends MessageName>(name: N, body: Body<N>, requestId = 0): boolean {
@@ -378,8 +373,9 @@ export class Connection extends EventEmitter {
     this.failPending(err ?? new ConnectionClosedError());
   }
 
-  private write(buf: Buffer): boolean {
-    const ok = this.socket.write(buf);
+  /** Writes `buf`; `onFlushed` runs once the socket is done with it (see reply). */
+  private write(buf: Buffer, onFlushed?: () => void): boolean {
+    const ok = this.socket.write(buf, onFlushed);
     // Backpressure: stop reading new requests while our answers cannot leave.
     if (!ok) this.socket.pause();
     return ok;

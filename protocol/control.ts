@@ -54,9 +54,9 @@ export const CONTROL_COMMANDS = {
     return { paths: paths as string[] };
   },
   unshare: (a: RawArgs): { key: string } => ({ key: key(a) }),
-  search: (a: RawArgs): SearchArgs => searchArgs(a),
+  search: searchArgs,
   /** `search` with its answer as `{ hits, truncated }` (since 0.2; `search` answers the hits alone, as 0.1 did). */
-  searchResult: (a: RawArgs): SearchArgs => searchArgs(a),
+  searchResult: searchArgs,
   resolve: (a: RawArgs): { key: string; out?: string | undefined } => ({ key: key(a), out: optionalString(a, 'out') }),
   get: (a: RawArgs): GetArgs => {
     const maxPeers = a.maxPeers === undefined || a.maxPeers === null ? undefined : Number(a.maxPeers);

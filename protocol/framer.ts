@@ -291,12 +291,7 @@ function writeHeader(buf: Buffer, type: number, requestId: number, bodyBytes: nu
 
 /** Encodes a whole frame into one buffer: size first, one allocation, header and body written in place. */
 export function encodeFrame<N extends MessageName>(name: N, requestId: number, body: Body<N>): Buffer {
-  const { code, codec } = Messages[name];
-  const bodyBytes = (codec.size as (v: Body<N>) => number)(body);
-  const buf = Buffer.allocUnsafe(HEADER_BYTES + bodyBytes);
-  writeHeader(buf, code, requestId, bodyBytes);
-  (codec.write as (v: Body<N>, b: Buffer, o: number) => number)(body, buf, HEADER_BYTES);
-  return buf;
+  return encodeFrameWith(name, requestId, body, FRESH_MEMORY).frame;
 }
 
 /** Where large frames' memory comes from and goes back to (protocol/frame-buffers.ts). */
@@ -305,9 +300,12 @@ export interface FrameMemory {
   give(buf: Buffer): void;
 }
 
+/** No reused memory: every frame in a fresh allocation. */
+const FRESH_MEMORY: FrameMemory = { take: () => undefined, give: () => {} };
+
 /**
  * Encodes a frame into memory from `memory` when it has some for the frame's size (the frame is the start
- * of it), else as encodeFrame does. Returns the frame and the buffer taken, if one was, for the caller to
+ * of it), else into a fresh allocation. Returns the frame and the buffer taken, if one was, for the caller to
  * give back once the frame is sent; if the encoding fails, it is given back here.
  */
 export function encodeFrameWith<N extends MessageName>(name: N, requestId: number, body: Body<N>, memory: FrameMemory): { frame: Buffer; taken: Buffer | undefined } {
