@@ -72,6 +72,7 @@ interface Options {
   /** Kill the main and restart it after the steady load (--no-failover: stop there). */
   failover: boolean;
   trackerNodeArgs: string[];
+  workerNodeArgs: string[];
   results: string | undefined;
   keep: boolean;
 }
@@ -100,6 +101,7 @@ function parseOptions(): Options {
       seed: { type: 'string', default: '12' },
       'peer-logs': { type: 'string', default: '0' },
       'tracker-node-args': { type: 'string', default: '' },
+      'worker-node-args': { type: 'string', default: '' },
       results: { type: 'string' },
       keep: { type: 'boolean', default: false },
       'no-failover': { type: 'boolean', default: false },
@@ -136,6 +138,7 @@ function parseOptions(): Options {
       '                          info and up, one JSON line with the peer number) in worker-W.log; with --keep',
       '  --tracker-node-args="..."  node flags for the trackers, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (a',
       '                          profile per tracker process, written when it stops; the killed main writes none)',
+      '  --worker-node-args="..."   node flags for the generator\'s worker processes, the same way',
       '',
     ],
   );
@@ -178,6 +181,7 @@ function parseOptions(): Options {
     seed: int('seed', values.seed, 0),
     peerLogs: int('peer-logs', values['peer-logs'], 0),
     trackerNodeArgs: values['tracker-node-args'].split(' ').filter(Boolean),
+    workerNodeArgs: values['worker-node-args'].split(' ').filter(Boolean),
     failover: !values['no-failover'],
     blacklistCache: values['blacklist-cache'],
     results: values.results,
@@ -551,7 +555,7 @@ async function measureSize(ws: Workspace, opts: Options, peers: number): Promise
     const empty = cluster.usage();
     log(`${peers} peers: trackers ${cluster.addresses.join(', ')} up (main ${cluster.trackers[0]!.name}); starting ${opts.workers} workers`);
     const loadStarted = performance.now();
-    gen = await Generator.start({ workers: opts.workers, trackers: cluster.addresses, peers, spares, workload, logDir: ws.dir, peerLogs: opts.peerLogs, productBlacklistCache: opts.blacklistCache });
+    gen = await Generator.start({ workers: opts.workers, trackers: cluster.addresses, peers, spares, workload, logDir: ws.dir, peerLogs: opts.peerLogs, productBlacklistCache: opts.blacklistCache, nodeArgs: opts.workerNodeArgs });
     const workersReadyS = (performance.now() - loadStarted) / 1000;
     const run: Run = { opts, peers, workload, cluster, gen };
 
@@ -568,6 +572,7 @@ async function measureSize(ws: Workspace, opts: Options, peers: number): Promise
     }, 60_000, 1000).catch(() => undefined);
     return { peers, filesPerPeer: opts.files, workersReadyS, connect, ...registration, steady, ...failover, statesIdentical: hashes !== undefined };
   } finally {
+    if (gen && opts.workerNodeArgs.length > 0) await gen.close();
     gen?.stop();
     await cluster.stop();
   }

@@ -87,34 +87,42 @@ export class HolderTable {
       peer.port = info.port;
       peer.publicKey = info.publicKey;
     }
-    for (const [key, regs] of byFileKey(files)) {
-      let rec = this.files.get(key);
-      const names = namesOf(regs);
-      if (!rec) {
-        rec = { key, slot: -1, holders: peer, names: names.length === 1 ? names[0]! : new Map(names.map((n) => [n, 1])) };
-        (rec as { slot: number }).slot = this.index.insert(rec);
-        this.setSize(rec.slot, regs[0]!.size);
-        for (const name of names) this.index.addName(rec.slot, name);
-        this.files.set(key, rec);
-        this.holderCount++;
-      } else {
-        // The names registered for an id replace the ones this peer had for it (a rename, an unshared copy).
-        const old = peer.files.get(rec);
-        const sameName = typeof rec.names === 'string' && names.length === 1 && names[0] === rec.names;
-        const counts = sameName ? undefined : this.countNames(rec);
-        if (old === undefined) this.addHolder(rec, peer);
-        else peer.nameBytes -= nameBytes(old);
-        if (counts) {
-          if (old !== undefined) this.dropNames(counts, old);
-          this.addNames(rec, counts, names);
-        }
-      }
-      const held = names.length === 1 ? names[0]! : names;
-      peer.files.set(rec, held);
-      peer.nameBytes += nameBytes(held);
-      if (regs.some((r) => r.complete)) peer.partial?.delete(rec);
-      else (peer.partial ??= new Set()).add(rec);
+    const keys = files.map((f) => keyOf(f.id));
+    if (new Set(keys).size === keys.length) {
+      // Each id once, as a peer daemon registers them: no grouping, each file its one name.
+      files.forEach((f, i) => this.registerFile(peer, keys[i]!, f.size, [f.name], f.complete));
+      return;
     }
+    for (const [key, regs] of byFileKey(files)) this.registerFile(peer, key, regs[0]!.size, namesOf(regs), regs.some((r) => r.complete));
+  }
+
+  /** One file of a REGISTER: `names`, distinct and sorted, replace the ones `peer` had for it. */
+  private registerFile(peer: PeerRecord, key: string, size: number, names: string[], complete: boolean): void {
+    let rec = this.files.get(key);
+    if (!rec) {
+      rec = { key, slot: -1, holders: peer, names: names.length === 1 ? names[0]! : new Map(names.map((n) => [n, 1])) };
+      (rec as { slot: number }).slot = this.index.insert(rec);
+      this.setSize(rec.slot, size);
+      for (const name of names) this.index.addName(rec.slot, name);
+      this.files.set(key, rec);
+      this.holderCount++;
+    } else {
+      // The names registered for an id replace the ones this peer had for it (a rename, an unshared copy).
+      const old = peer.files.get(rec);
+      const sameName = typeof rec.names === 'string' && names.length === 1 && names[0] === rec.names;
+      const counts = sameName ? undefined : this.countNames(rec);
+      if (old === undefined) this.addHolder(rec, peer);
+      else peer.nameBytes -= nameBytes(old);
+      if (counts) {
+        if (old !== undefined) this.dropNames(counts, old);
+        this.addNames(rec, counts, names);
+      }
+    }
+    const held = names.length === 1 ? names[0]! : names;
+    peer.files.set(rec, held);
+    peer.nameBytes += nameBytes(held);
+    if (complete) peer.partial?.delete(rec);
+    else (peer.partial ??= new Set()).add(rec);
   }
 
   /** Drops the holdings `ids` of a peer (all of them with 'all'); the peer itself stays known. */
@@ -161,6 +169,12 @@ export class HolderTable {
   registrationTotals(peerId: string, files: ReadonlyArray<{ id: string; name: string }> = []): RegistrationTotals {
     const peer = this.peers.get(peerId);
     const totals = { files: peer?.files.size ?? 0, nameBytes: peer?.nameBytes ?? 0 };
+    if (!peer && files.length > 0 && new Set(files.map((f) => f.id)).size === files.length) {
+      // A peer's first REGISTER, each id once (a registration storm is made of these): every file is new to it.
+      totals.files = files.length;
+      for (const f of files) totals.nameBytes += utf8Length(f.name);
+      return totals;
+    }
     // As register() does: the names registered for an id replace the ones the peer had for it.
     for (const [key, regs] of byFileKey(files)) {
       const rec = this.files.get(key);
@@ -369,15 +383,26 @@ const OTHER_ID = '\u0100';
  * apart from every real one.
  */
 export function keyOf(id: string): string {
-  if (FILE_ID.test(id)) {
-    SCRATCH.write(id, 0, 32, 'hex');
-    return SCRATCH.toString('latin1', 0, 32);
+  // In JS, checking the digits as it reads them: every tracker keys each file of every REGISTER, and a
+  // regular expression, then a hex write and a latin1 read through Buffer took twice as long.
+  if (id.length !== 64) return OTHER_ID + id;
+  for (let i = 0; i < 32; i++) {
+    const high = hexDigit(id.charCodeAt(2 * i));
+    const low = hexDigit(id.charCodeAt(2 * i + 1));
+    if (high < 0 || low < 0) return OTHER_ID + id;
+    KEY_CODES[i] = high * 16 + low;
   }
-  return OTHER_ID + id;
+  return String.fromCharCode.apply(null, KEY_CODES);
 }
 
-/** A file id as the tracker spells it (protocol ids are 32 bytes, written in lower-case hex). */
-const FILE_ID = /^[0-9a-f]{64}$/;
+/** The value of a lower-case hex digit's character code (the tracker writes ids in lower case), else -1. */
+function hexDigit(code: number): number {
+  if (code >= 48 && code <= 57) return code - 48;
+  if (code >= 97 && code <= 102) return code - 87;
+  return -1;
+}
+
+const KEY_CODES: number[] = new Array<number>(32).fill(0);
 
 /** The hex spelling of a file key (keyOf's inverse). */
 export function idOfKey(key: string): string {
@@ -420,6 +445,21 @@ function namesOf(regs: ReadonlyArray<{ name: string }>): string[] {
 }
 
 function nameBytes(names: string | readonly string[]): number {
-  if (typeof names === 'string') return Buffer.byteLength(names);
-  return names.reduce((sum, name) => sum + Buffer.byteLength(name), 0);
+  if (typeof names === 'string') return utf8Length(names);
+  return names.reduce((sum, name) => sum + utf8Length(name), 0);
+}
+
+/** Buffer.byteLength(s) (UTF-8, a lone surrogate as the 3 bytes of U+FFFD), without a native call per name. */
+export function utf8Length(s: string): number {
+  let bytes = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) bytes += 1;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      bytes += 2; // a pair: 4 bytes for 2 units
+      i++;
+    } else bytes += 2;
+  }
+  return bytes;
 }

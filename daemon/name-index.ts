@@ -34,6 +34,8 @@ class Postings {
   count = 0;
   /** The last slot added, which the next difference is taken from. */
   last = 0;
+  /** The addName call that last added to this list: a name's repeated trigrams post its slot once. */
+  stamp = 0;
 
   add(slot: number): void {
     if (this.end + 5 > this.bytes.length) {
@@ -116,6 +118,8 @@ export class NameIndex<T> {
   private readonly items: Array<T | undefined> = [];
   private readonly freeSlots: number[] = [];
   private postings = 0;
+  /** Counts addName calls (see Postings.stamp). */
+  private addStamp = 0;
   private stale = 0;
   private compactionDebt = 0;
   private cursor: IterableIterator<[number, Postings]> | undefined;
@@ -145,12 +149,21 @@ export class NameIndex<T> {
   }
 
   addName(slot: number, name: string): void {
-    for (const key of indexKeys(name)) {
-      let list = this.lists.get(key);
-      if (!list) this.lists.set(key, (list = new Postings()));
-      list.add(slot);
-      this.postings++;
-    }
+    // Every tracker applies each REGISTER's names here (100 a peer), so no Set of keys is made per name:
+    // a list stamped by this call already has the slot.
+    const stamp = ++this.addStamp;
+    const lower = name.toLowerCase();
+    if (lower.length < 3) return this.post(SHORT, slot, stamp);
+    for (let i = 0; i + 3 <= lower.length; i++) this.post(trigramKey(lower, i), slot, stamp);
+  }
+
+  private post(key: number, slot: number, stamp: number): void {
+    let list = this.lists.get(key);
+    if (!list) this.lists.set(key, (list = new Postings()));
+    if (list.stamp === stamp) return;
+    list.stamp = stamp;
+    list.add(slot);
+    this.postings++;
   }
 
   /** An item no longer has `name` (call once its names have changed: the postings it leaves are stale). */
@@ -423,11 +436,14 @@ function trigramOf(key: number): string {
  */
 export function trigramKeys(s: string): Set<number> {
   const keys = new Set<number>();
-  for (let i = 0; i + 3 <= s.length; i++) {
-    const a = s.charCodeAt(i);
-    const b = s.charCodeAt(i + 1);
-    const c = s.charCodeAt(i + 2);
-    keys.add(a < 1024 && b < 1024 && c < 1024 ? (a << 20) | (b << 10) | c : 2 ** 48 + a * 2 ** 32 + b * 2 ** 16 + c);
-  }
+  for (let i = 0; i + 3 <= s.length; i++) keys.add(trigramKey(s, i));
   return keys;
+}
+
+/** The key of the trigram of `s` at `at` (see trigramKeys). */
+function trigramKey(s: string, at: number): number {
+  const a = s.charCodeAt(at);
+  const b = s.charCodeAt(at + 1);
+  const c = s.charCodeAt(at + 2);
+  return a < 1024 && b < 1024 && c < 1024 ? (a << 20) | (b << 10) | c : 2 ** 48 + a * 2 ** 32 + b * 2 ** 16 + c;
 }

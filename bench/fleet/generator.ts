@@ -28,6 +28,8 @@ export interface GeneratorOptions {
   /** Peers per worker whose tracker session logs there. */
   peerLogs: number;
   productBlacklistCache: boolean;
+  /** Node flags for the workers, after their own (--worker-node-args, e.g. to profile them). */
+  nodeArgs?: string[];
 }
 
 /** One sample: a lookup or a search and what it came to (see ipc.ts, WorkerReport.samples). */
@@ -88,6 +90,20 @@ class WorkerProcess {
   stop(): void {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
   }
+
+  /** Asks the worker to exit (so that a --cpu-prof profile is written), killing it after `graceMs`. */
+  async close(graceMs: number): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    try {
+      this.child.send({ t: 'exit' });
+    } catch {
+      // already disconnected
+    }
+    const timer = setTimeout(() => this.stop(), graceMs);
+    await exited;
+    clearTimeout(timer);
+  }
 }
 
 export class Generator {
@@ -122,7 +138,7 @@ export class Generator {
       const spareCount = Math.min(opts.peers + opts.spares, spareFirst + sparePer) - spareFirst;
       const setup: WorkerSetup = { worker: w, trackers: opts.trackers, first, count, spareFirst, spareCount, workload: opts.workload, peerLogs: opts.peerLogs, productBlacklistCache: opts.productBlacklistCache };
       const log = fs.openSync(path.join(opts.logDir, `worker-${w}.log`), 'a');
-      const child = fork(WORKER_SCRIPT, [JSON.stringify(setup)], { stdio: ['ignore', log, log, 'ipc'], execArgv: WORKER_NODE_ARGS });
+      const child = fork(WORKER_SCRIPT, [JSON.stringify(setup)], { stdio: ['ignore', log, log, 'ipc'], execArgv: [...WORKER_NODE_ARGS, ...(opts.nodeArgs ?? [])] });
       fs.closeSync(log);
       const wp = new WorkerProcess(w, child, (r) => g.ingest(w, r));
       g.workers.push(wp);
@@ -293,5 +309,10 @@ export class Generator {
 
   stop(): void {
     for (const w of this.workers) w.stop();
+  }
+
+  /** Stops the workers by asking them to exit, as --worker-node-args profiles need (then as stop() does). */
+  async close(graceMs = 5000): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.close(graceMs)));
   }
 }

@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import fc from 'fast-check';
-import { HolderTable, idOfKey, keyOf } from '../../daemon/holders.js';
+import { HolderTable, idOfKey, keyOf, utf8Length } from '../../daemon/holders.js';
 import { NameIndex, trigramKeys } from '../../daemon/name-index.js';
 import type { FileReg } from '../../daemon/ops.js';
 
@@ -75,11 +75,14 @@ class Model {
 /** A table's holder lists in the canonical form the state hash is made of. */
 const canonical = (table: HolderTable): unknown[] => table.canonicalOrder().map((id) => table.canonicalPeer(id));
 
+function registrationOf(a: Extract<Action, { k: 'register' }>): FileReg[] {
+  return a.files.map((f) => ({ id: IDS[f.id]!, name: NAMES[f.name]!, size: f.id * 100, complete: f.complete }));
+}
+
 function applyTo(table: HolderTable, a: Action): void {
   const peerId = PEERS[a.peer]!;
   if (a.k === 'register') {
-    const files: FileReg[] = a.files.map((f) => ({ id: IDS[f.id]!, name: NAMES[f.name]!, size: f.id * 100, complete: f.complete }));
-    table.register({ peerId, publicKey: 'ab'.repeat(32), host: '10.0.0.1', port: 7000 + a.peer }, files);
+    table.register({ peerId, publicKey: 'ab'.repeat(32), host: '10.0.0.1', port: 7000 + a.peer }, registrationOf(a));
   } else if (a.k === 'unregister') {
     table.unregister(peerId, a.ids === 'all' ? 'all' : a.ids.map((i) => IDS[i]!));
   } else {
@@ -106,8 +109,14 @@ t.test('the compact table answers search, lookup and sizes as the plain model do
       const table = new HolderTable();
       const model = new Model();
       for (const a of actions) {
+        // What the main checks a REGISTER's caps with is what registering it then holds.
+        const peerId = PEERS[a.peer]!;
+        const predicted = a.k === 'register' ? table.registrationTotals(peerId, registrationOf(a)) : undefined;
         applyTo(table, a);
         model.apply(a);
+        if (predicted && JSON.stringify(table.registrationTotals(peerId)) !== JSON.stringify(predicted)) {
+          throw new Error(`totals ${JSON.stringify(table.registrationTotals(peerId))} != predicted ${JSON.stringify(predicted)}`);
+        }
       }
       for (const text of TEXTS) {
         const got = table.search(text, 1000).hits.map((h) => `${idOfKey(h.key).slice(0, 1)} ${h.name} ${h.peers}`).sort();
@@ -260,9 +269,30 @@ t.test('a file id is keyed by its 32 bytes and spelt back in hex; any other id i
   const keys = new Set([key, ...others.map(keyOf)]);
   t.equal(keys.size, others.length + 1, 'other ids have keys of their own, none of them a real id\'s key');
   for (const other of others) t.equal(idOfKey(keyOf(other)), other, `'${JSON.stringify(other).slice(1, 9)}' (${other.length} characters) comes back as it was`);
+  // Every id of 64 lower-case hex digits keys as its bytes; a single other character anywhere makes it another id.
+  fc.assert(
+    fc.property(fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.nat(63), fc.constantFrom('g', 'G', 'A', 'F', '/', ':', '`', '\u00e9', ' '), (bytes, at, odd) => {
+      const hex = Buffer.from(bytes).toString('hex');
+      if (keyOf(hex) !== Buffer.from(bytes).toString('latin1')) throw new Error(`${hex} is not keyed by its bytes`);
+      const bad = hex.slice(0, at) + odd + hex.slice(at + 1);
+      if (keyOf(bad).length === 32 || idOfKey(keyOf(bad)) !== bad) throw new Error(`${bad} was taken for a real id`);
+    }),
+    { numRuns: 2000 },
+  );
   const table = new HolderTable();
   const files: FileReg[] = [{ id, name: 'big.iso', size: 5e9, complete: true }];
   table.register({ peerId: PEERS[0]!, publicKey: 'ab'.repeat(32), host: '10.0.0.1', port: 7000 }, files);
   t.same(table.lookup(id)?.size, 5e9, 'a size past 2^32 comes back whole');
   t.same([...table.holdings()][0]!.files, files, 'the snapshot spells the id in hex as registered');
+});
+
+t.test('a name is counted in UTF-8 bytes against the per-peer cap, as Buffer.byteLength counts it, lone surrogates too', async (t) => {
+  for (const s of ['', 'notes.txt', 'Ünïcode-Straße.txt', '日本語.pdf', '😀.png', '\ud800', 'a\udc00b', '\ud800\ud800\udc00', '\udc00\ud800']) {
+    t.equal(utf8Length(s), Buffer.byteLength(s), JSON.stringify(s));
+  }
+  fc.assert(
+    fc.property(fc.string({ unit: 'binary', maxLength: 40 }), (s) => utf8Length(s) === Buffer.byteLength(s)),
+    { numRuns: 5000 },
+  );
+  t.pass('5000 random strings of any UTF-16 code units agree');
 });
