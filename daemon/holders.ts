@@ -190,6 +190,15 @@ export class HolderTable {
   holdsExactly(info: PeerInfo, files: ReadonlyArray<FileReg>): boolean {
     const peer = this.peers.get(info.peerId);
     if (!peer || peer.host !== info.host || peer.port !== info.port || peer.publicKey !== info.publicKey) return false;
+    if (new Set(files.map((f) => f.id)).size === files.length) {
+      // Each id once, as a peer daemon announces (every peer, again, after a takeover): no grouping.
+      for (const f of files) {
+        const rec = this.files.get(keyOf(f.id));
+        const held = rec && peer.files.get(rec);
+        if (held !== f.name || this.sizeBySlot[rec!.slot] !== f.size || f.complete === peer.partial?.has(rec!)) return false;
+      }
+      return true;
+    }
     for (const [key, regs] of byFileKey(files)) {
       const rec = this.files.get(key);
       const held = rec && peer.files.get(rec);

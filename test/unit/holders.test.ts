@@ -153,6 +153,28 @@ t.test('a re-announcement of exactly what is held is recognised, and any change 
   t.notOk(table.holdsExactly(peer, [{ ...files[1]!, complete: true }, files[2]!]), 'a download completed');
   t.notOk(table.holdsExactly({ ...peer, port: 7001 }, files), 'a new port');
   t.notOk(table.holdsExactly(peer, [{ ...files[0]!, id: IDS[2]! }]), 'a file not held');
+  t.notOk(table.holdsExactly(peer, [files[0]!, { ...files[1]!, name: 'b.txt' }]), 'one of two names of a file, each id once');
+  t.notOk(table.holdsExactly(peer, [{ ...files[0]!, size: 3 }]), 'another size');
+});
+
+t.test('a REGISTER is taken for a re-announcement exactly when applying it would change nothing', async (t) => {
+  /** What a table shows of its peers' holdings: canonical lists, and each file's size and holders' completeness. */
+  const view = (table: HolderTable): string => JSON.stringify([canonical(table), IDS.map((id) => table.lookup(id))]);
+  fc.assert(
+    fc.property(fc.array(action, { maxLength: 30 }), action, (actions, last) => {
+      if (last.k !== 'register') return;
+      const table = new HolderTable();
+      for (const a of actions) applyTo(table, a);
+      const peer = { peerId: PEERS[last.peer]!, publicKey: 'ab'.repeat(32), host: '10.0.0.1', port: 7000 + last.peer };
+      const said = table.holdsExactly(peer, registrationOf(last));
+      const before = view(table);
+      applyTo(table, last);
+      const unchanged = view(table) === before && table.hasPeer(peer.peerId);
+      if (said !== unchanged) throw new Error(`holdsExactly said ${said}, but applying it ${unchanged ? 'changed nothing' : 'changed the table'}`);
+    }),
+    { numRuns: 2000 },
+  );
+  t.pass('2000 random tables and REGISTERs');
 });
 
 /** Adds `item` to the index, then removes the oldest live item while more than `keep` are live. */
