@@ -195,7 +195,7 @@ export class HolderTable {
       for (const f of files) {
         const rec = this.files.get(keyOf(f.id));
         const held = rec && peer.files.get(rec);
-        if (held !== f.name || this.sizeBySlot[rec!.slot] !== f.size || f.complete === peer.partial?.has(rec!)) return false;
+        if (held !== f.name || this.sizeBySlot[rec!.slot] !== f.size || f.complete === (peer.partial?.has(rec!) === true)) return false;
       }
       return true;
     }
@@ -205,7 +205,7 @@ export class HolderTable {
       if (held === undefined || this.sizeBySlot[rec!.slot] !== regs[0]!.size) return false;
       const names = namesOf(regs);
       if (typeof held === 'string' ? names.length !== 1 || names[0] !== held : names.length !== held.length || names.some((n, i) => n !== held[i])) return false;
-      if (regs.some((r) => r.complete) === peer.partial?.has(rec!)) return false;
+      if (regs.some((r) => r.complete) === (peer.partial?.has(rec!) === true)) return false;
     }
     return true;
   }

@@ -155,6 +155,11 @@ t.test('a re-announcement of exactly what is held is recognised, and any change 
   t.notOk(table.holdsExactly(peer, [{ ...files[0]!, id: IDS[2]! }]), 'a file not held');
   t.notOk(table.holdsExactly(peer, [files[0]!, { ...files[1]!, name: 'b.txt' }]), 'one of two names of a file, each id once');
   t.notOk(table.holdsExactly(peer, [{ ...files[0]!, size: 3 }]), 'another size');
+  // A peer with every file complete keeps no set of partial ones: a file announced as partial again is a change.
+  const whole = { ...peer, peerId: PEERS[1]! };
+  table.register(whole, [files[0]!]);
+  t.ok(table.holdsExactly(whole, [files[0]!]), 'a peer holding only complete files, the same again');
+  t.notOk(table.holdsExactly(whole, [{ ...files[0]!, complete: false }]), 'its file announced as partial now');
 });
 
 t.test('a REGISTER is taken for a re-announcement exactly when applying it would change nothing', async (t) => {
