@@ -121,6 +121,11 @@ export const DEFAULTS = {
   handshakeTimeoutMs: 2000,
   /** TLS handshakes at once (about 1 ms of CPU each); the rest wait unread, so no turn of the loop runs long. */
   maxTlsHandshakes: 32,
+  /**
+   * How long a client may wait for one of those turns: a peer daemon gives a tracker 20 s for the TLS
+   * handshake once TCP is up (peerd's trackerSecureTimeoutMs), so its turn comes while it still waits.
+   */
+  tlsQueueWaitMs: 18_000,
   readTimeoutMs: 5000,
   maxConnections: 10_000,
   maxConnectionsPerIp: 256,
@@ -267,7 +272,7 @@ export class Tracker extends EventEmitter {
     this.limiter = new ConnectionLimiter({
       // Cluster links skip the handshake queue, from the members' addresses only (a member named by host
       // name rather than address waits in the queue like a peer).
-      limits: { maxConnections: this.opts.maxConnections, maxConnectionsPerIp: this.opts.maxConnectionsPerIp, handshakeTimeoutMs: this.opts.handshakeTimeoutMs, maxTlsHandshakes: DEFAULTS.maxTlsHandshakes, priorityAlpn: CLUSTER_ALPN, priorityFrom: new Set((options.cluster ?? []).map((a) => normalizeHostForMatch(a.host))) },
+      limits: { maxConnections: this.opts.maxConnections, maxConnectionsPerIp: this.opts.maxConnectionsPerIp, handshakeTimeoutMs: this.opts.handshakeTimeoutMs, maxTlsHandshakes: DEFAULTS.maxTlsHandshakes, tlsQueueWaitMs: Math.max(this.opts.handshakeTimeoutMs, DEFAULTS.tlsQueueWaitMs), priorityAlpn: CLUSTER_ALPN, priorityFrom: new Set((options.cluster ?? []).map((a) => normalizeHostForMatch(a.host))) },
       connection: {
         logger: this.log,
         clock: this.clock,

@@ -29,6 +29,14 @@ export interface ConnectionLimits {
    */
   maxTlsHandshakes?: number;
   /**
+   * How long a client may wait for its turn at a TLS handshake, from accept (default handshakeTimeoutMs);
+   * when its turn comes its handshake has handshakeTimeoutMs of its own. A waiting socket is not read, so
+   * the server cannot see its client leave: past this it presumes it gone and closes it without a turn. A
+   * tracker sets it to what its peers wait (a crowd after a takeover waits seconds for a turn, and closing
+   * them at 2 s sent each to another tracker, and back, for a second handshake).
+   */
+  tlsQueueWaitMs?: number;
+  /**
    * A client whose ClientHello offers this ALPN protocol (a tracker's link to another: CLUSTER_ALPN) does
    * not wait behind the queue above: its handshake starts at once, at most maxTlsHandshakes of them at a
    * time. A tracker busy with a crowd of peers must still hear its cluster, or a recovered tracker waits
@@ -126,7 +134,8 @@ export class ConnectionLimiter {
         else this.perAddress.set(ip, n);
       });
     }
-    const deadline = this.clock.now() + limits.handshakeTimeoutMs;
+    const acceptedAt = this.clock.now();
+    const deadline = acceptedAt + limits.handshakeTimeoutMs;
     const context = this.options.tls;
     if (!context) return this.admit(socket, false, refusal, deadline, onAccepted);
     // The first byte says how the client speaks; until it comes, the handshake deadline applies.
@@ -150,7 +159,9 @@ export class ConnectionLimiter {
         if (mayClaim && offersAlpn(first, priorityAlpn)) {
           return this.admit(this.startTls(socket, context, true), false, refusal, deadline, onAccepted);
         }
-        this.tlsWaiting.push({ socket, deadline, start: () => this.admit(this.startTls(socket, context), false, refusal, deadline, onAccepted) });
+        const turnBy = acceptedAt + (limits.tlsQueueWaitMs ?? limits.handshakeTimeoutMs);
+        const start = (): void => this.admit(this.startTls(socket, context), false, refusal, Math.max(deadline, this.clock.now() + limits.handshakeTimeoutMs), onAccepted);
+        this.tlsWaiting.push({ socket, deadline: turnBy, start });
         return this.nextTls();
       }
       this.admit(socket, true, refusal, deadline, onAccepted);
@@ -165,7 +176,7 @@ export class ConnectionLimiter {
       const next = this.tlsWaiting.shift()!;
       if (next.socket.destroyed) continue;
       if (this.clock.now() >= next.deadline) {
-        // It waited its whole handshake time for a turn: no turn now (its client has given up by now).
+        // It waited as long as a client waits for a turn: no turn now (its client has given up by now).
         this.options.onRefused?.('P2P_HANDSHAKE_TIMEOUT');
         next.socket.destroy();
         continue;

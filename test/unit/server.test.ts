@@ -270,6 +270,25 @@ t.test('TLS handshakes in turn: past maxTlsHandshakes a client waits unread and 
   t.ok(again.closed || (await once(again, 'close')), 'as is the one that held the turn, at its own deadline');
 });
 
+t.test('with tlsQueueWaitMs a client waits for its turn past the handshake deadline, then has a whole handshake time', async (t) => {
+  const clock = new VirtualClock();
+  const { port } = await limitedServer(t, { maxConnections: 10, maxConnectionsPerIp: 10, handshakeTimeoutMs: 1000, maxTlsHandshakes: 1, tlsQueueWaitMs: 3000 }, { clock });
+  const stalled = net.connect({ port, host: '127.0.0.1' });
+  stalled.on('error', () => undefined);
+  t.teardown(() => stalled.destroy());
+  await once(stalled, 'connect');
+  stalled.write(Buffer.from([0x16, 0x03, 0x01])); // a TLS record begun, and no more: it holds the one turn
+  let settled = false;
+  const waiting = Client.connect(t, port).finally(() => (settled = true));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.notOk(settled, 'the second client waits for the turn');
+  // The stalled client's handshake time runs out: the waiting one, accepted as long ago, gets the turn
+  // (before, its own handshake deadline had passed too, and it was closed without one).
+  clock.advance(1500);
+  t.ok(stalled.closed || (await once(stalled, 'close')), 'the client that held the turn is closed at its deadline');
+  t.ok(await (await waiting).served(), 'the one that waited 1.5 s, past the 1 s handshake deadline, is served');
+});
+
 t.test("a cluster link's handshake (priorityAlpn offered) does not wait behind the queue of peers' handshakes", async (t) => {
   const { port } = await limitedServer(t, { maxConnections: 10, maxConnectionsPerIp: 10, handshakeTimeoutMs: LONG, maxTlsHandshakes: 1, priorityAlpn: CLUSTER_ALPN });
   const stalled = net.connect({ port, host: '127.0.0.1' });
