@@ -30,7 +30,7 @@ export interface ConnectionLimits {
   maxTlsHandshakes?: number;
   /**
    * How long a client may wait for its turn at a TLS handshake, from accept (default handshakeTimeoutMs);
-   * when its turn comes its handshake has handshakeTimeoutMs of its own. A waiting socket is not read, so
+   * its handshake deadline moves on by the time it waited. A waiting socket is not read, so
    * the server cannot see its client leave: past this it presumes it gone and closes it without a turn. A
    * tracker sets it to what its peers wait (a crowd after a takeover waits seconds for a turn, and closing
    * them at 2 s sent each to another tracker, and back, for a second handshake).
@@ -159,8 +159,11 @@ export class ConnectionLimiter {
         if (mayClaim && offersAlpn(first, priorityAlpn)) {
           return this.admit(this.startTls(socket, context, true), false, refusal, deadline, onAccepted);
         }
+        // Its handshake deadline moves on by the time it waits for a turn, and no more: a client cannot
+        // buy time by sending its first byte late.
+        const queuedAt = this.clock.now();
         const turnBy = acceptedAt + (limits.tlsQueueWaitMs ?? limits.handshakeTimeoutMs);
-        const start = (): void => this.admit(this.startTls(socket, context), false, refusal, Math.max(deadline, this.clock.now() + limits.handshakeTimeoutMs), onAccepted);
+        const start = (): void => this.admit(this.startTls(socket, context), false, refusal, deadline + (this.clock.now() - queuedAt), onAccepted);
         this.tlsWaiting.push({ socket, deadline: turnBy, start });
         return this.nextTls();
       }
@@ -245,7 +248,7 @@ export interface ServerHandshakeOptions {
 /**
  * The server's side of one connection's handshake: TLS has already proven the client's key (if it
  * presented one); the first frame must be HELLO, which says the client's role. The deadline runs from the
- * accept, TLS included, until `markReady`.
+ * accept, TLS included, until `markReady` (later by the time a client waited for a TLS turn: tlsQueueWaitMs).
  */
 export class ServerHandshake {
   private current: HandshakeState = 'hello';

@@ -13,8 +13,8 @@ import type { FileReg } from '../../daemon/ops.js';
 const PEERS = ['a', 'b', 'c', 'd'].map((c) => c.repeat(40));
 const IDS = ['1', '2', '3', '4', '5', '6'].map((c) => c.repeat(64));
 // 'x' and 'İb' are too short for a trigram; the Kelvin sign (U+212A) and İ lower-case to ASCII letters.
-const NAMES = ['Report.PDF', 'report-2024.pdf', 'photo.jpg', 'PHOTO-raw.jpg', 'notes', 'Ünïcode-Straße.txt', 'x', 'İb', '\u212Aelvin.dat'];
-const TEXTS = ['', 'r', 'po', 'report', 'PHOTO', '.jpg', 'straße', 'ünï', 'nope', 'e-2', 'notes', 'x', 'i', 'ib', 'k', 'kel', 'b', 'İ'];
+const NAMES = ['Report.PDF', 'report-2024.pdf', 'photo.jpg', 'PHOTO-raw.jpg', 'notes', 'Ünïcode-Straße.txt', 'x', 'İb', '\u212Aelvin.dat', 'Banana-BANANA.txt'];
+const TEXTS = ['', 'r', 'po', 'report', 'PHOTO', '.jpg', 'straße', 'ünï', 'nope', 'e-2', 'notes', 'x', 'i', 'ib', 'k', 'kel', 'b', 'İ', 'nana', 'a-b'];
 
 type Action =
   | { k: 'register'; peer: number; files: Array<{ id: number; name: number; complete: boolean }> }
@@ -322,4 +322,14 @@ t.test('a name is counted in UTF-8 bytes against the per-peer cap, as Buffer.byt
     { numRuns: 5000 },
   );
   t.pass('5000 random strings of any UTF-16 code units agree');
+});
+
+t.test('a name posts its slot once under each of its trigrams, however often one repeats', async (t) => {
+  const index = new NameIndex<string>((name) => name);
+  const name = 'Banana-BANANA-banana.txt';
+  index.addName(index.insert(name), name);
+  t.equal(index.counts.postings, trigramKeys(name.toLowerCase()).size, `${trigramKeys(name.toLowerCase()).size} postings for its distinct trigrams, not ${name.length - 2}`);
+  const found: string[] = [];
+  index.search('nana', (item) => (found.push(item), true));
+  t.same(found, [name], 'and a search finds it once');
 });

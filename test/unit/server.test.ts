@@ -270,23 +270,50 @@ t.test('TLS handshakes in turn: past maxTlsHandshakes a client waits unread and 
   t.ok(again.closed || (await once(again, 'close')), 'as is the one that held the turn, at its own deadline');
 });
 
-t.test('with tlsQueueWaitMs a client waits for its turn past the handshake deadline, then has a whole handshake time', async (t) => {
+t.test('with tlsQueueWaitMs a client waits for its turn past the handshake deadline, and no longer than tlsQueueWaitMs', async (t) => {
   const clock = new VirtualClock();
-  const { port } = await limitedServer(t, { maxConnections: 10, maxConnectionsPerIp: 10, handshakeTimeoutMs: 1000, maxTlsHandshakes: 1, tlsQueueWaitMs: 3000 }, { clock });
-  const stalled = net.connect({ port, host: '127.0.0.1' });
-  stalled.on('error', () => undefined);
-  t.teardown(() => stalled.destroy());
-  await once(stalled, 'connect');
-  stalled.write(Buffer.from([0x16, 0x03, 0x01])); // a TLS record begun, and no more: it holds the one turn
+  const { port } = await limitedServer(t, { maxConnections: 10, maxConnectionsPerIp: 10, handshakeTimeoutMs: 1000, maxTlsHandshakes: 1, tlsQueueWaitMs: 2500 }, { clock });
+  /** A client that starts a TLS record and says no more: it holds a turn until its deadline. */
+  const stall = async (): Promise<net.Socket> => {
+    const s = net.connect({ port, host: '127.0.0.1' });
+    s.on('error', () => undefined);
+    t.teardown(() => s.destroy());
+    await once(s, 'connect');
+    s.write(Buffer.from([0x16, 0x03, 0x01]));
+    s.resume(); // read, so that the server closing it is seen
+    return s;
+  };
+  // What must not happen has no event to wait for: a moment in which it does not.
+  const pause = (): Promise<unknown> => new Promise((resolve) => setTimeout(resolve, 200));
+  const stalled = await stall();
   let settled = false;
   const waiting = Client.connect(t, port).finally(() => (settled = true));
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  await pause();
   t.notOk(settled, 'the second client waits for the turn');
-  // The stalled client's handshake time runs out: the waiting one, accepted as long ago, gets the turn
-  // (before, its own handshake deadline had passed too, and it was closed without one).
+  // At 1000 the stalled client's time runs out and the waiting one, accepted as long ago, gets the turn
+  // (before, it had waited out its own handshake deadline too, and was closed without one).
   clock.advance(1500);
-  t.ok(stalled.closed || (await once(stalled, 'close')), 'the client that held the turn is closed at its deadline');
+  await once(stalled, 'close');
   t.ok(await (await waiting).served(), 'the one that waited 1.5 s, past the 1 s handshake deadline, is served');
+
+  // Three clients that hold the turn a second each, and one behind them, which may wait 2.5 s for it.
+  const holders = [await stall(), await stall(), await stall()];
+  let lateSettled = false;
+  const late = Client.connect(t, port).then(
+    () => 'connected',
+    () => 'closed',
+  ).finally(() => (lateSettled = true));
+  await pause();
+  // Each turn passes on when the server has closed its holder: wait for that before the clock moves on.
+  clock.advance(1000);
+  await once(holders[0]!, 'close');
+  await pause();
+  clock.advance(1000);
+  await once(holders[1]!, 'close');
+  await pause();
+  t.notOk(lateSettled, 'after 2 s, twice the handshake deadline, the last client still waits');
+  clock.advance(1000);
+  t.equal(await late, 'closed', 'when the turn frees at 3 s it is closed without one: it waited its 2.5 s');
 });
 
 t.test("a cluster link's handshake (priorityAlpn offered) does not wait behind the queue of peers' handshakes", async (t) => {
