@@ -238,18 +238,24 @@ t.test('handshake deadline: a silent client, one that never starts TLS, or one t
   t.equal((await honest.answer(honest.request('SEARCH', { text: 'x', limit: 1 }))).name, 'SEARCH_RESULT', 'a client that finished in time is served long after the deadline');
 });
 
+/**
+ * A client that starts a TLS record and says no more: its handshake holds a turn (maxTlsHandshakes) until
+ * its deadline. It reads, so that the server closing it is seen.
+ */
+async function stallingClient(t: Tap, port: number): Promise<net.Socket> {
+  const s = net.connect({ port, host: '127.0.0.1' });
+  s.on('error', () => undefined);
+  t.teardown(() => s.destroy());
+  await once(s, 'connect');
+  s.write(Buffer.from([0x16, 0x03, 0x01]));
+  s.resume();
+  return s;
+}
+
 t.test('TLS handshakes in turn: past maxTlsHandshakes a client waits unread and is served when a turn frees; one that waited out its deadline is closed', async (t) => {
   const clock = new VirtualClock();
   const { port } = await limitedServer(t, { maxConnections: 10, maxConnectionsPerIp: 10, handshakeTimeoutMs: 1000, maxTlsHandshakes: 1 }, { clock });
-  /** A client that starts a TLS record and says no more: its handshake holds the one turn. */
-  const stall = async (): Promise<net.Socket> => {
-    const s = net.connect({ port, host: '127.0.0.1' });
-    s.on('error', () => undefined);
-    t.teardown(() => s.destroy());
-    await once(s, 'connect');
-    s.write(Buffer.from([0x16, 0x03, 0x01]));
-    return s;
-  };
+  const stall = (): Promise<net.Socket> => stallingClient(t, port);
   const stalled = await stall();
   let waited = false;
   const waiting = Client.connect(t, port).finally(() => (waited = true));
@@ -273,16 +279,7 @@ t.test('TLS handshakes in turn: past maxTlsHandshakes a client waits unread and 
 t.test('with tlsQueueWaitMs a client waits for its turn past the handshake deadline, and no longer than tlsQueueWaitMs', async (t) => {
   const clock = new VirtualClock();
   const { port } = await limitedServer(t, { maxConnections: 10, maxConnectionsPerIp: 10, handshakeTimeoutMs: 1000, maxTlsHandshakes: 1, tlsQueueWaitMs: 2500 }, { clock });
-  /** A client that starts a TLS record and says no more: it holds a turn until its deadline. */
-  const stall = async (): Promise<net.Socket> => {
-    const s = net.connect({ port, host: '127.0.0.1' });
-    s.on('error', () => undefined);
-    t.teardown(() => s.destroy());
-    await once(s, 'connect');
-    s.write(Buffer.from([0x16, 0x03, 0x01]));
-    s.resume(); // read, so that the server closing it is seen
-    return s;
-  };
+  const stall = (): Promise<net.Socket> => stallingClient(t, port);
   // What must not happen has no event to wait for: a moment in which it does not.
   const pause = (): Promise<unknown> => new Promise((resolve) => setTimeout(resolve, 200));
   const stalled = await stall();
