@@ -98,6 +98,8 @@ export class TrackerClient extends EventEmitter {
   private readonly moveSpreadMs: number;
   private readonly random: () => number;
   private moveTimer: Timer | undefined;
+  /** A session with a new main is being opened while the one in use stays (switchTo). */
+  private moving = false;
   /** Sessions on which announceOn is running (one at a time per session). */
   private readonly announcing = new WeakSet<Connection>();
   private readonly waiters = new Set<() => void>();
@@ -224,12 +226,7 @@ export class TrackerClient extends EventEmitter {
           main?.conn.close();
         }
       }
-      this.role = welcome.role;
-      this.term = welcome.term;
-      this.observedHost = welcome.observedHost;
-      this.attach(conn, label, welcome.leaseMs);
-      // Not awaited: the session is usable at once, and a backup takes the announcement only once it is main.
-      void this.announceOn(conn, label);
+      this.adopt(conn, welcome, label);
       return true;
     } catch (err) {
       const e = toP2PError(err);
@@ -243,6 +240,16 @@ export class TrackerClient extends EventEmitter {
       this.opts.logger.warn({ tracker: label, err: e.message }, `tracker ${label} unreachable (${e.message}); trying the next one`);
       return false;
     }
+  }
+
+  /** Makes a session just opened the one in use. */
+  private adopt(conn: Connection, welcome: Body<'WELCOME'>, label: string): void {
+    this.role = welcome.role;
+    this.term = welcome.term;
+    this.observedHost = welcome.observedHost;
+    this.attach(conn, label, welcome.leaseMs);
+    // Not awaited: the session is usable at once, and a backup takes the announcement only once it is main.
+    void this.announceOn(conn, label);
   }
 
   private known(address: string): boolean {
@@ -316,10 +323,46 @@ export class TrackerClient extends EventEmitter {
     }
   }
 
-  /** Leaves the tracker in use for `address` (the loop reconnects, trying it first). */
+  /**
+   * Moves to the tracker at `address` (a new main), keeping the session in use until the new one is up:
+   * reads go on meanwhile, and a peer is never without a session while it waits its turn at a main that
+   * every peer is moving to at once (its handshakes are queued: seconds, in a fleet of thousands). If the
+   * new session fails, or its tracker is not main after all, the peer stays where it is and tries again a
+   * moment later, while `address` is still the main it was told of: a peer must not stay on a backup, where
+   * the main, seeing no session, would drop its files after a lease.
+   */
   private switchTo(address: string): void {
     this.preferred = address;
-    this.conn?.close();
+    const from = this.conn;
+    if (!from || from.isClosed || this.moving) return;
+    this.moving = true;
+    const stillWanted = (): boolean => this.conn === from && !from.isClosed && this.state === 'connected' && this.preferred === address;
+    const retry = (why: string): void => {
+      const delayMs = 1000 + Math.floor(this.random() * this.moveSpreadMs);
+      this.opts.logger.warn({ tracker: address, err: why, delayMs }, `could not move to the main ${address} yet (${why}); staying on ${this.current}, trying again in ${delayMs} ms`);
+      this.moveTimer?.cancel();
+      this.moveTimer = this.clock.setTimeout(() => {
+        if (stillWanted()) this.switchTo(address);
+      }, delayMs);
+    };
+    this.open(parseAddress(address))
+      .then(
+        ({ conn, welcome }) => {
+          if (!stillWanted()) return conn.close(); // the session moved or ended meanwhile: the loop has it
+          if (welcome.role !== 'primary') {
+            conn.close();
+            return retry(`it is ${welcome.role}`);
+          }
+          this.adopt(conn, welcome, address);
+          from.close();
+        },
+        (err: unknown) => {
+          if (stillWanted()) retry(toP2PError(err).message);
+        },
+      )
+      .finally(() => {
+        this.moving = false;
+      });
   }
 
   /**

@@ -287,3 +287,19 @@ t.test('on a virtual clock: a backup takes over only once failover-ms has passed
   t.equal(fleet.trackerAt(1).cluster.role, 'primary', `takeover ${clock.now() - stoppedAt} ms (virtual) after the main went silent`);
   t.ok(clock.now() - stoppedAt <= FAILOVER_MS + HEARTBEAT_MS + 20, 'within failover-ms and one heartbeat period');
 });
+
+t.test('a peer told of a new main moves to it without being left without a session, and the main lists it', async (t) => {
+  const { ports, fleet, peer } = await sweepCluster(t, 10_000);
+  await fleet.stopMember(0);
+  await until('t1 to take over', () => fleet.trackerAt(1).cluster.role === 'primary', 10_000);
+  const c = peer(ports.map(addr), 'moving.bin');
+  await until('the peer announced on t1, the main', () => c.current === label(ports[1]!) && fleet.trackerAt(1).state.search('moving', 10).hits.length === 1, 10_000);
+  const states: string[] = [];
+  c.on('state', (s: string) => states.push(s));
+  // t0 comes back, copies t1's state and takes command back; t1 tells its peers, which move (within 1 s).
+  await fleet.startMember(0);
+  await until('the peer on t0, the main again', () => c.current === label(ports[0]!) && fleet.trackerAt(0).cluster.role === 'primary', 20_000);
+  t.same(states, [], 'its session never ended: it kept t1 until the one with t0 was up (before: connected -> connecting -> connected)');
+  const body = await c.request('SEARCH', { text: 'moving', limit: 10 }, 'SEARCH_RESULT');
+  t.same(body.files.map((f) => f.name), ['moving.bin'], 'and the main answers with its file');
+});
