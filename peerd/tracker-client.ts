@@ -100,6 +100,8 @@ export class TrackerClient extends EventEmitter {
   private moveTimer: Timer | undefined;
   /** A session with a new main is being opened while the one in use stays (switchTo). */
   private moving = false;
+  /** A move asked for while one was under way. */
+  private nextMove: { address: string; stay: (() => void) | undefined } | undefined;
   /** Sessions on which announceOn is running (one at a time per session). */
   private readonly announcing = new WeakSet<Connection>();
   private readonly waiters = new Set<() => void>();
@@ -211,22 +213,15 @@ export class TrackerClient extends EventEmitter {
   }
 
   private async tryConnect(addr: Address): Promise<boolean> {
-    let label = formatAddress(addr.host, addr.port);
+    const label = formatAddress(addr.host, addr.port);
     try {
-      let { conn, welcome } = await this.open(addr);
-      // A backup names the main: go there if it answers as main; otherwise stay (reads work on a backup).
-      if (welcome.role !== 'primary' && welcome.primary && welcome.primary !== label && this.known(welcome.primary)) {
-        this.preferred = welcome.primary;
-        const main = await this.open(parseAddress(welcome.primary)).catch(() => undefined);
-        if (main && main.welcome.role === 'primary') {
-          conn.close();
-          ({ conn, welcome } = main);
-          label = this.preferred;
-        } else {
-          main?.conn.close();
-        }
-      }
-      this.adopt(conn, welcome, label);
+      const { conn, welcome } = await this.open(addr);
+      // A backup names the main: move there, keeping this session until that one is up (reads work on a
+      // backup, and after a takeover every peer waits its turn at the new main). The files are announced
+      // to the main; if it cannot be reached, the peer stays here and announces them here (announceOn).
+      const main = welcome.role !== 'primary' && welcome.primary && welcome.primary !== label && this.known(welcome.primary) ? welcome.primary : undefined;
+      this.adopt(conn, welcome, label, main === undefined);
+      if (main) this.switchTo(main, () => void this.announceOn(conn, label));
       return true;
     } catch (err) {
       const e = toP2PError(err);
@@ -242,14 +237,14 @@ export class TrackerClient extends EventEmitter {
     }
   }
 
-  /** Makes a session just opened the one in use. */
-  private adopt(conn: Connection, welcome: Body<'WELCOME'>, label: string): void {
+  /** Makes a session just opened the one in use (and announces the files on it, unless told not to). */
+  private adopt(conn: Connection, welcome: Body<'WELCOME'>, label: string, announce = true): void {
     this.role = welcome.role;
     this.term = welcome.term;
     this.observedHost = welcome.observedHost;
     this.attach(conn, label, welcome.leaseMs);
     // Not awaited: the session is usable at once, and a backup takes the announcement only once it is main.
-    void this.announceOn(conn, label);
+    if (announce) void this.announceOn(conn, label);
   }
 
   private known(address: string): boolean {
@@ -327,41 +322,47 @@ export class TrackerClient extends EventEmitter {
    * Moves to the tracker at `address` (a new main), keeping the session in use until the new one is up:
    * reads go on meanwhile, and a peer is never without a session while it waits its turn at a main that
    * every peer is moving to at once (its handshakes are queued: seconds, in a fleet of thousands). If the
-   * new session fails, or its tracker is not main after all, the peer stays where it is and tries again a
-   * moment later, while `address` is still the main it was told of: a peer must not stay on a backup, where
-   * the main, seeing no session, would drop its files after a lease.
+   * new session fails, or its tracker is not main after all, `stay` runs if given (the peer stays where it
+   * is); otherwise the peer leaves the session in use, as it did before moves were made this way: the loop
+   * reconnects, trying `address` first, and whichever tracker takes it names the main (a peer must not
+   * stay on a backup, where the main would drop its files after a lease).
    */
-  private switchTo(address: string): void {
+  private switchTo(address: string, stay?: () => void): void {
     this.preferred = address;
     const from = this.conn;
-    if (!from || from.isClosed || this.moving) return;
+    if (!from || from.isClosed) return;
+    if (this.moving) {
+      this.nextMove = { address, stay }; // made when the move under way ends
+      return;
+    }
     this.moving = true;
     const stillWanted = (): boolean => this.conn === from && !from.isClosed && this.state === 'connected' && this.preferred === address;
-    const retry = (why: string): void => {
-      const delayMs = 1000 + Math.floor(this.random() * this.moveSpreadMs);
-      this.opts.logger.warn({ tracker: address, err: why, delayMs }, `could not move to the main ${address} yet (${why}); staying on ${this.current}, trying again in ${delayMs} ms`);
-      this.moveTimer?.cancel();
-      this.moveTimer = this.clock.setTimeout(() => {
-        if (stillWanted()) this.switchTo(address);
-      }, delayMs);
+    const giveUp = (why: string): void => {
+      this.opts.logger.warn({ tracker: address, err: why }, `could not move to the main ${address} (${why}); ${stay ? `staying on ${this.current}` : 'reconnecting'}`);
+      if (stay) stay();
+      else from.close();
     };
     this.open(parseAddress(address))
       .then(
         ({ conn, welcome }) => {
-          if (!stillWanted()) return conn.close(); // the session moved or ended meanwhile: the loop has it
+          if (!stillWanted()) return conn.close(); // the session moved or ended meanwhile
           if (welcome.role !== 'primary') {
             conn.close();
-            return retry(`it is ${welcome.role}`);
+            return giveUp(`it is ${welcome.role}`);
           }
           this.adopt(conn, welcome, address);
           from.close();
         },
         (err: unknown) => {
-          if (stillWanted()) retry(toP2PError(err).message);
+          if (stillWanted()) giveUp(toP2PError(err).message);
         },
       )
       .finally(() => {
         this.moving = false;
+        // Asked to move again while this move was under way (told of another main, or on a new session).
+        const next = this.nextMove;
+        this.nextMove = undefined;
+        if (next && next.address !== this.current && this.conn && !this.conn.isClosed && this.state === 'connected') this.switchTo(next.address, next.stay);
       });
   }
 

@@ -303,3 +303,13 @@ t.test('a peer told of a new main moves to it without being left without a sessi
   const body = await c.request('SEARCH', { text: 'moving', limit: 10 }, 'SEARCH_RESULT');
   t.same(body.files.map((f) => f.name), ['moving.bin'], 'and the main answers with its file');
 });
+
+t.test('a peer whose first tracker is a backup has a session there at once, then moves to the main it names and announces there', async (t) => {
+  const { ports, fleet, peer } = await sweepCluster(t, 10_000);
+  const sessions: string[] = [];
+  const c = peer([addr(ports[1]!), addr(ports[0]!)], 'redirected.bin');
+  c.on('session', (label: string) => sessions.push(label));
+  await until('the peer on t0, the main, with its file listed', () => c.current === label(ports[0]!) && fleet.trackerAt(0).state.search('redirected', 10).hits.length === 1, 10_000);
+  t.same(sessions, [label(ports[1]!), label(ports[0]!)], 'a session with the backup first (reads work there while it waits its turn at the main), then the main');
+  t.equal(c.state, 'connected', 'connected throughout');
+});
