@@ -260,7 +260,8 @@ export class TrackerClient extends EventEmitter {
     this.emit('session', label);
     conn.on('event', (name: MessageName, body: unknown) => this.onEvent(name, body));
     conn.on('close', (err?: P2PError) => {
-      this.pingTimer?.cancel();
+      // Its own heartbeats only: a session left after a move ends once the next one has its timer.
+      pingTimer.cancel();
       if (this.conn !== conn || this.state === 'closed') return;
       if (err?.code === 'P2P_BLACKLISTED') {
         this.blacklistReason = err.message;
@@ -281,7 +282,7 @@ export class TrackerClient extends EventEmitter {
     // How long an answer may take: 750 ms, or two heartbeats where the lease is longer (a large fleet's
     // tracker is busier, and leaving it is costlier: all its peers would at once).
     const patienceMs = Math.max(HEARTBEAT_PATIENCE_MS, 2 * every);
-    this.pingTimer = this.clock.setInterval(() => {
+    const pingTimer = this.clock.setInterval(() => {
       const sentAt = conn.clock.now();
       conn.request('PING', {}, 'PONG', { timeoutMs: patienceMs }).catch(() => {
         // The stall may have been ours: after our event loop was blocked, its timers run before its reads,
@@ -295,6 +296,7 @@ export class TrackerClient extends EventEmitter {
         });
       });
     }, every);
+    this.pingTimer = pingTimer;
   }
 
   private onEvent(name: MessageName, body: unknown): void {
@@ -357,6 +359,10 @@ export class TrackerClient extends EventEmitter {
           if (stillWanted()) giveUp(toP2PError(err).message);
         },
       )
+      .catch((err: unknown) => {
+        // A listener of 'session' or 'state' threw: not this move's business to crash the daemon.
+        this.opts.logger.error({ tracker: address, err: toP2PError(err).message }, 'moving to a new main failed');
+      })
       .finally(() => {
         this.moving = false;
         // Asked to move again while this move was under way (told of another main, or on a new session).

@@ -289,7 +289,8 @@ t.test('on a virtual clock: a backup takes over only once failover-ms has passed
 });
 
 t.test('a peer told of a new main moves to it without being left without a session, and the main lists it', async (t) => {
-  const { ports, fleet, peer } = await sweepCluster(t, 10_000);
+  const leaseMs = 1500;
+  const { ports, fleet, peer } = await sweepCluster(t, leaseMs);
   await fleet.stopMember(0);
   await until('t1 to take over', () => fleet.trackerAt(1).cluster.role === 'primary', 10_000);
   const c = peer(ports.map(addr), 'moving.bin');
@@ -300,16 +301,24 @@ t.test('a peer told of a new main moves to it without being left without a sessi
   await fleet.startMember(0);
   await until('the peer on t0, the main again', () => c.current === label(ports[0]!) && fleet.trackerAt(0).cluster.role === 'primary', 20_000);
   t.same(states, [], 'its session never ended: it kept t1 until the one with t0 was up (before: connected -> connecting -> connected)');
+  // Nothing to wait for but time: the new session must keep its heartbeats, or the main closes it as idle
+  // after a lease and drops the peer's files (the old session's end once stopped them).
+  await new Promise((resolve) => setTimeout(resolve, 2 * leaseMs));
+  t.same(states, [], `its session with the main is still up ${2 * leaseMs} ms later, two leases`);
   const body = await c.request('SEARCH', { text: 'moving', limit: 10 }, 'SEARCH_RESULT');
   t.same(body.files.map((f) => f.name), ['moving.bin'], 'and the main answers with its file');
 });
 
 t.test('a peer whose first tracker is a backup has a session there at once, then moves to the main it names and announces there', async (t) => {
-  const { ports, fleet, peer } = await sweepCluster(t, 10_000);
+  const leaseMs = 1500;
+  const { ports, fleet, peer } = await sweepCluster(t, leaseMs);
   const sessions: string[] = [];
   const c = peer([addr(ports[1]!), addr(ports[0]!)], 'redirected.bin');
   c.on('session', (label: string) => sessions.push(label));
   await until('the peer on t0, the main, with its file listed', () => c.current === label(ports[0]!) && fleet.trackerAt(0).state.search('redirected', 10).hits.length === 1, 10_000);
   t.same(sessions, [label(ports[1]!), label(ports[0]!)], 'a session with the backup first (reads work there while it waits its turn at the main), then the main');
   t.equal(c.state, 'connected', 'connected throughout');
+  await new Promise((resolve) => setTimeout(resolve, 2 * leaseMs));
+  t.same(sessions, [label(ports[1]!), label(ports[0]!)], `and still on the main two leases later (${2 * leaseMs} ms): its heartbeats go on`);
+  t.equal(fleet.trackerAt(0).state.search('redirected', 10).hits.length, 1, 'with its file listed');
 });
