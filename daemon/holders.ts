@@ -10,6 +10,7 @@
  * Map-per-file layout before it (docs/scaling.md). Names are indexed for search by
  * daemon/name-index.ts.
  */
+import { utf8Length } from '../protocol/codec.js';
 import type { Body } from '../protocol/messages.js';
 import type { FileReg, PeerInfo } from './ops.js';
 import { NameIndex } from './name-index.js';
@@ -88,7 +89,7 @@ export class HolderTable {
       peer.publicKey = info.publicKey;
     }
     const keys = files.map((f) => keyOf(f.id));
-    if (new Set(keys).size === keys.length) {
+    if (eachOnce(keys)) {
       // Each id once, as a peer daemon registers them: no grouping, each file its one name.
       files.forEach((f, i) => this.registerFile(peer, keys[i]!, f.size, [f.name], f.complete));
       return;
@@ -169,7 +170,7 @@ export class HolderTable {
   registrationTotals(peerId: string, files: ReadonlyArray<{ id: string; name: string }> = []): RegistrationTotals {
     const peer = this.peers.get(peerId);
     const totals = { files: peer?.files.size ?? 0, nameBytes: peer?.nameBytes ?? 0 };
-    if (!peer && files.length > 0 && new Set(files.map((f) => f.id)).size === files.length) {
+    if (!peer && files.length > 0 && eachOnce(files.map((f) => f.id))) {
       // A peer's first REGISTER, each id once (a registration storm is made of these): every file is new to it.
       totals.files = files.length;
       for (const f of files) totals.nameBytes += utf8Length(f.name);
@@ -190,7 +191,7 @@ export class HolderTable {
   holdsExactly(info: PeerInfo, files: ReadonlyArray<FileReg>): boolean {
     const peer = this.peers.get(info.peerId);
     if (!peer || peer.host !== info.host || peer.port !== info.port || peer.publicKey !== info.publicKey) return false;
-    if (new Set(files.map((f) => f.id)).size === files.length) {
+    if (eachOnce(files.map((f) => f.id))) {
       // Each id once, as a peer daemon announces (every peer, again, after a takeover): no grouping.
       for (const f of files) {
         const rec = this.files.get(keyOf(f.id));
@@ -367,6 +368,11 @@ function namesOfFile(rec: FileRecord): Iterable<string> {
   return typeof rec.names === 'string' ? [rec.names] : rec.names.keys();
 }
 
+/** Whether no value repeats (a REGISTER lists each id once, as peer daemons send them: no grouping needed). */
+function eachOnce(values: readonly string[]): boolean {
+  return new Set(values).size === values.length;
+}
+
 /** A registration's entries grouped by file key (keyOf its id), in the order the ids first appear. */
 function byFileKey<F extends { id: string }>(files: ReadonlyArray<F>): Map<string, F[]> {
   const groups = new Map<string, F[]>();
@@ -458,17 +464,3 @@ function nameBytes(names: string | readonly string[]): number {
   return names.reduce((sum, name) => sum + utf8Length(name), 0);
 }
 
-/** Buffer.byteLength(s) (UTF-8, a lone surrogate as the 3 bytes of U+FFFD), without a native call per name. */
-export function utf8Length(s: string): number {
-  let bytes = s.length;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x80) continue;
-    if (c < 0x800) bytes += 1;
-    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
-      bytes += 2; // a pair: 4 bytes for 2 units
-      i++;
-    } else bytes += 2;
-  }
-  return bytes;
-}

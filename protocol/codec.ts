@@ -219,15 +219,25 @@ function fieldWriter(name: string, type: FieldType): FieldWriter {
 /** Strings up to this long are measured and written by a loop while they are ASCII (no native call). */
 const SHORT_STRING = 64;
 
-/** UTF-8 bytes of `s`, as Buffer.byteLength counts them. */
-function utf8Length(s: string): number {
+/**
+ * UTF-8 bytes of `s`, as Buffer.byteLength counts them (a lone surrogate as the 3 bytes of U+FFFD): a short
+ * string is counted in JS, with no native call (the codec measures every string it encodes, and a tracker
+ * every name of every REGISTER against its per-peer cap).
+ */
+export function utf8Length(s: string): number {
   if (typeof s !== 'string') throw new TypeError(`expected a string, got ${typeof s}`);
-  if (s.length <= SHORT_STRING) {
-    let i = 0;
-    while (i < s.length && s.charCodeAt(i) < 0x80) i++;
-    if (i === s.length) return i;
+  if (s.length > SHORT_STRING) return Buffer.byteLength(s, 'utf8');
+  let bytes = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) bytes += 1;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      bytes += 2; // a pair: 4 bytes for 2 units
+      i++;
+    } else bytes += 2;
   }
-  return Buffer.byteLength(s, 'utf8');
+  return bytes;
 }
 
 /** Writes `s` as UTF-8 at `offset` (the size was counted first, so it fits); returns the bytes written. */

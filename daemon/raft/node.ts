@@ -744,8 +744,7 @@ export class RaftNode {
     }
     const fresh = m.entries.slice(i);
     // Refuse a malformed entry before storing anything; what is decoded here is what gets applied.
-    const ops = fresh.map((e) => decodeOp(e.op));
-    fresh.forEach((e, i) => this.decoded.set(e, ops[i]!));
+    for (const e of fresh) this.decoded.set(e, decodeOp(e.op));
     this.log.append(fresh);
     const lastNew = prev.index + m.entries.length;
     if (m.commit > this.commit) {

@@ -6,7 +6,8 @@
  */
 import t from 'tap';
 import fc from 'fast-check';
-import { HolderTable, idOfKey, keyOf, utf8Length } from '../../daemon/holders.js';
+import { HolderTable, idOfKey, keyOf } from '../../daemon/holders.js';
+import { utf8Length } from '../../protocol/codec.js';
 import { NameIndex, trigramKeys } from '../../daemon/name-index.js';
 import type { FileReg } from '../../daemon/ops.js';
 
