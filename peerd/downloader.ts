@@ -377,10 +377,10 @@ export class Download extends EventEmitter {
   }
 
   /** A source starts taking chunks (a partial holder once it has said which ones it has). */
-  private enlist(s: Source): void {
+  private enlist(s: Source, pump = true): void {
     this.scheduler!.addSource(s, s.complete ? undefined : new Uint8Array(0));
     if (!s.complete) void this.refreshHave(s);
-    this.pumpAll();
+    if (pump) this.pumpAll();
   }
 
   private async refreshHave(s: Source): Promise<void> {
@@ -494,7 +494,11 @@ export class Download extends EventEmitter {
   // ---- Chunks ----
 
   private startFetching(): void {
-    for (const s of this.alive()) this.enlist(s);
+    // Every source first, then the requests: enlisted one by one, the first few took every chunk buffer
+    // (4 requests each) and the rest waited for one to come back, so at 20 holders the download ran on 6
+    // of them for its first half second.
+    for (const s of this.alive()) this.enlist(s, false);
+    this.pumpAll();
     this.checkStalled();
     this.strategy.start();
     if (this.strategy.tickMs > 0) {

@@ -8,6 +8,7 @@ import t from 'tap';
 import { ControlClient } from '../../peerd/index.js';
 import { partialPathFor } from '../../peerd/downloader.js';
 import { Fleet, sameContent } from '../helpers/fleet.js';
+import { TcpProxy } from '../helpers/relay.js';
 import { until } from '../helpers/wait.js';
 
 const MiB = 1024 * 1024;
@@ -80,6 +81,38 @@ t.test('many crawling peers do not hold a download up: a peer that delivers noth
   const fromFast = r.peers.find((p) => p.id === fast.daemon.peerId)?.chunks ?? 0;
   t.ok(fromFast >= 3, `the fast peer delivered what the crawlers held (${fromFast} of 12 chunks)`);
   t.ok(r.seconds < 30, `without waiting for the crawlers' requests to time out (60 s): ${r.seconds} s`);
+});
+
+t.test('more holders than chunk buffers for four requests each: every holder is asked from the start', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  const orig = path.join(fleet.dir, 'orig.bin');
+  Fleet.randomFile(orig, 16, 0);
+  // Eight holders, each reached through a link of 64 KiB/s: the handshakes pass, no chunk arrives within
+  // this test, so the requests sent at the start are all there are. The daemon's 24 chunk buffers cover
+  // 4 requests each for only 6 of them.
+  const holders: Array<{ peer: Awaited<ReturnType<typeof seed>>; link: TcpProxy }> = [];
+  for (let i = 0; i < 8; i++) {
+    let port = 0;
+    const link = new TcpProxy(() => port);
+    await link.listen();
+    t.teardown(() => link.close());
+    link.throttle(64 * 1024);
+    const peer = await seed(fleet, `h${i}`, orig, { advertise: { host: '127.0.0.1', port: link.port } });
+    port = Number(peer.daemon.listenAddress.split(':').pop());
+    holders.push({ peer, link });
+  }
+  const d = await fleet.startPeer('d1');
+  await Fleet.held(d, 'f.bin', 8);
+  const c = await ControlClient.connect(d.daemon.socketPath);
+  // --max-peers 8: every holder is measured before the first request, so all eight start together.
+  const running = c.call('get', { key: 'f.bin', out: path.join(fleet.dir, 'got.bin'), overwrite: false, maxPeers: 8 }).catch(() => undefined);
+  const sent = async (): Promise<number[]> => Promise.all(holders.map(async (h) => (await h.peer.call('status', {})).bytesSent));
+  await until('24 chunks asked for', async () => ((await sent()).reduce((a, b) => a + b, 0) >= 24 * MiB ? true : undefined), 10_000, 50);
+  const perHolder = (await sent()).map((b) => Math.round(b / MiB));
+  t.ok(perHolder.every((n) => n >= 2), `the 24 buffers went to all eight holders (chunks asked of each: ${perHolder.join(', ')})`);
+  c.close();
+  await running;
 });
 
 t.test('swarming: a peer serves the verified chunks of a file it is still downloading', async (t) => {
