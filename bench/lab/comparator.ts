@@ -122,8 +122,8 @@ export function aria2cArgs(o: { uris: string[]; dir: string; outName: string }):
   ];
 }
 
-export function fileUri(ip: string, fileName: string): string {
-  return `http://${ip}:${NGINX_PORT}/${encodeURIComponent(fileName)}`;
+export function fileUri(ip: string, fileName: string, port = NGINX_PORT): string {
+  return `http://${ip}:${port}/${encodeURIComponent(fileName)}`;
 }
 
 /** Starts nginx in a seeder's host serving `file`'s folder; returns once it listens. */
@@ -180,12 +180,19 @@ export interface Aria2cOutcome {
  * `sync -d` on the file (the engine ends its downloads with a datasync; this makes the two end at the same
  * point), both inside the timing. The file's SHA-256 is checked afterwards, outside it, and the file removed.
  */
-export async function fetchWithAria2c(lab: Lab, programs: ComparatorPrograms, host: string, seederHosts: string[], file: TestFile, timeoutMs = 600_000): Promise<Aria2cOutcome> {
+export async function fetchWithAria2c(
+  lab: Lab,
+  programs: ComparatorPrograms,
+  host: string,
+  seederHosts: string[],
+  file: TestFile,
+  { timeoutMs = 600_000, port = NGINX_PORT }: { timeoutMs?: number; port?: number } = {},
+): Promise<Aria2cOutcome> {
   const dir = lab.ws.path('aria2c', host);
   await fsp.rm(dir, { recursive: true, force: true });
   await fsp.mkdir(dir, { recursive: true });
   const out = path.join(dir, file.name);
-  const uris = seederHosts.map((h) => fileUri(lab.net.host(h).ip, file.name));
+  const uris = seederHosts.map((h) => fileUri(lab.net.host(h).ip, file.name, port));
   const sentBefore = seederHosts.map((h) => lab.net.uplinkStats(h).sentBytes);
   const otherBusyBefore = await waitQuiet(quietWaitMs(), LAB_QUIET);
   const meter = costMeter();

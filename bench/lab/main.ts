@@ -43,7 +43,7 @@ p2p-tracker and p2p-peerd in it and writes bench/results/lab-SCENARIO.{json,md,s
   --runs N            runs per point (default 3)
   --size-mib N        the test file's size (default 100)
   --n LIST            scenario 1's seeder counts, e.g. 1-20 or 1,2,5,10 (default 1-20)
-  --strategies LIST   the engine's adaptive,original and the peers scenario's comparator aria2c
+  --strategies LIST   the engine's adaptive,original and the comparator aria2c (peers and uneven)
                       (aria2c fetching from nginx; skipped with a note if either is missing);
                       default all three
   --crowd N           scenario 5's downloaders (default 20)

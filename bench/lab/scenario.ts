@@ -96,16 +96,18 @@ export function maxOf(xs: Array<number | undefined>): number {
   return v.length ? Math.max(...v) : NaN;
 }
 
-/** How one run of a scenario goes, given the strategy and the run's number (from 1). */
-export type RunOnce<Run> = (strategy: Strategy, run: number) => Promise<Run>;
+/** How one run of a scenario goes, given its row (a strategy, or a comparator) and the run's number (from 1). */
+export type RunOnce<Run, Row extends string = Strategy> = (row: Row, run: number) => Promise<Run>;
 
 /** A report as a scenario gives it: the scaffold adds the scenario's name, its runs (unless given) and the time. */
 export type ReportBody = Omit<ScenarioReport, 'scenario' | 'runs' | 'elapsedSeconds'> & { runs?: unknown[] };
 
 /** What a scenario fills in; made for each invocation, so that its parts share what it computes once. */
-export interface ScenarioParts<Run> {
+export interface ScenarioParts<Run, Row extends string = Strategy> {
+  /** The rows measured, in order: the strategies asked for unless a scenario adds comparators to them. */
+  rows?: readonly Row[];
   /** Builds the network and starts what every run shares; returns how one run goes. */
-  prepare(lab: Lab): Promise<RunOnce<Run>>;
+  prepare(lab: Lab): Promise<RunOnce<Run, Row>>;
   /** A run's log line, after "NAME: STRATEGY run R: " (undefined: nothing to log). */
   describe(run: Run): string | undefined;
   /** The report of every run. */
@@ -116,7 +118,7 @@ export interface ScenarioParts<Run> {
  * The scaffold of a scenario: the test file, the lab (torn down whatever happens), `opts.runs` rounds of
  * every strategy, a log line per run, and the report of the runs with the time the scenario took.
  */
-export function labScenario<Run>(name: string, parts: (ctx: ScenarioContext, file: TestFile) => ScenarioParts<Run>): Scenario {
+export function labScenario<Run, Row extends string = Strategy>(name: string, parts: (ctx: ScenarioContext, file: TestFile) => ScenarioParts<Run, Row>): Scenario {
   return async (ctx) => {
     const { opts } = ctx;
     const started = performance.now();
@@ -125,11 +127,12 @@ export function labScenario<Run>(name: string, parts: (ctx: ScenarioContext, fil
     const runs: Run[] = [];
     await withLab(ctx.ws, async (lab) => {
       const once = await scenario.prepare(lab);
-      await forEachRun(opts.runs, opts.strategies, async (strategy, r) => {
-        const run = await once(strategy, r);
+      const rows = scenario.rows ?? (opts.strategies as readonly string[] as readonly Row[]);
+      await forEachRun(opts.runs, rows, async (row, r) => {
+        const run = await once(row, r);
         runs.push(run);
         const line = scenario.describe(run);
-        if (line !== undefined) opts.log(`${name}: ${strategy} run ${r}: ${line}`);
+        if (line !== undefined) opts.log(`${name}: ${row} run ${r}: ${line}`);
       });
     });
     return { scenario: name, runs, ...scenario.report(runs), elapsedSeconds: (performance.now() - started) / 1000 };
@@ -200,7 +203,7 @@ export interface TimedRun extends DownloadRun {
 }
 
 /** What a summary row says of timed runs: how many failed, and of the others the medians and the worst efficiency. */
-export function timedSummary(all: TimedRun[]): { failed: number; medianSeconds: number; medianEfficiency: number; minEfficiency: number; medianSteadyEfficiency: number; medianOtherBusy: number } {
+export function timedSummary(all: Array<Omit<TimedRun, 'strategy'>>): { failed: number; medianSeconds: number; medianEfficiency: number; minEfficiency: number; medianSteadyEfficiency: number; medianOtherBusy: number } {
   const rs = all.filter((r) => r.ok);
   return {
     failed: all.length - rs.length,
@@ -213,17 +216,17 @@ export function timedSummary(all: TimedRun[]): { failed: number; medianSeconds: 
 }
 
 /** One summary row per strategy: `{ strategy, ...what fn makes of its runs }`. */
-export function perStrategy<Run extends { strategy: Strategy }, T extends object>(strategies: Strategy[], runs: Run[], fn: (all: Run[], strategy: Strategy) => T): Array<{ strategy: Strategy } & T> {
+export function perStrategy<Row extends string, Run extends { strategy: Row }, T extends object>(strategies: readonly Row[], runs: Run[], fn: (all: Run[], strategy: Row) => T): Array<{ strategy: Row } & T> {
   return strategies.map((strategy) => ({ strategy, ...fn(runs.filter((r) => r.strategy === strategy), strategy) }));
 }
 
 /** The strategy whose figures the targets are about: adaptive where it ran. */
-export function primaryOf<T extends { strategy: Strategy }>(summary: T[]): T {
+export function primaryOf<T extends { strategy: string }>(summary: T[]): T {
   return summary.find((x) => x.strategy === 'adaptive') ?? summary[0]!;
 }
 
-export function strategyColor(s: Strategy): string {
-  return s === 'adaptive' ? COLORS.adaptive : COLORS.original;
+export function strategyColor(s: string): string {
+  return s === 'adaptive' ? COLORS.adaptive : s === 'aria2c' ? COLORS.aria2c : COLORS.original;
 }
 
 /** The share of the machine other work took, for a table ('n/a' without a cgroup to tell). */
@@ -232,12 +235,12 @@ export function busyPercent(fraction: number): string {
 }
 
 /** A note for each run that failed. */
-export function failedNotes(runs: Array<{ strategy: Strategy; run: number; ok: boolean; error?: string }>): string[] {
+export function failedNotes(runs: Array<{ strategy: string; run: number; ok: boolean; error?: string }>): string[] {
   return runs.filter((x) => !x.ok).map((r) => `${r.strategy} run ${r.run} failed: ${r.error}`);
 }
 
 /** A bar panel of each strategy's efficiencies (one bar per category), with the target line. */
-export function efficiencyPanel<T extends { strategy: Strategy }>(
+export function efficiencyPanel<T extends { strategy: string }>(
   summary: T[],
   p: { title: string; yMax: number; categories: string[]; values: (x: T) => Array<number | undefined>; target: { y: number; label: string } },
 ): BarPanel {
@@ -254,6 +257,6 @@ export function efficiencyPanel<T extends { strategy: Strategy }>(
 }
 
 /** The efficiency panel of the whole download and of its steady state (10-90% of the file). */
-export function wholeAndSteadyPanel<T extends { strategy: Strategy; medianEfficiency: number; medianSteadyEfficiency: number }>(summary: T[], title: string, target: { y: number; label: string }): BarPanel {
+export function wholeAndSteadyPanel<T extends { strategy: string; medianEfficiency: number; medianSteadyEfficiency: number }>(summary: T[], title: string, target: { y: number; label: string }): BarPanel {
   return efficiencyPanel(summary, { title, yMax: 1.1, categories: ['whole download', 'steady state (10-90%)'], values: (x) => [x.medianEfficiency, x.medianSteadyEfficiency], target });
 }

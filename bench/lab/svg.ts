@@ -150,7 +150,7 @@ function linePanel(out: string[], top: number, p: LinePanel): void {
 function barPanel(out: string[], top: number, p: BarPanel): void {
   const plotW = WIDTH - M.left - M.right;
   const plotH = PANEL_HEIGHT - M.top - M.bottom;
-  const values = p.groups.flatMap((g) => g.values.filter((v): v is number => v !== undefined));
+  const values = p.groups.flatMap((g) => g.values.filter((v): v is number => v !== undefined && Number.isFinite(v)));
   const yMax = p.yMax ?? niceMax(Math.max(...values, ...(p.refLines ?? []).map((r) => r.y)) * 1.1);
   const y = (v: number): number => top + M.top + plotH - (Math.min(Math.max(v, 0), yMax) / yMax) * plotH;
   frame(out, top, p.title, p.yLabel, '', 0, yMax, y);
@@ -162,7 +162,7 @@ function barPanel(out: string[], top: number, p: BarPanel): void {
     const left = cx - (barW * p.groups.length) / 2;
     p.groups.forEach((g, gi) => {
       const v = g.values[ci];
-      if (v === undefined) return;
+      if (v === undefined || !Number.isFinite(v)) return; // not measured for this row (a comparator has no steady state)
       const bx = left + gi * barW;
       out.push(`<rect x="${bx.toFixed(1)}" y="${y(v).toFixed(1)}" width="${(barW - 2).toFixed(1)}" height="${(y(0) - y(v)).toFixed(1)}" fill="${g.color}"/>`);
       if (p.categories.length * p.groups.length <= 24) out.push(`<text x="${(bx + barW / 2 - 1).toFixed(1)}" y="${(y(v) - 4).toFixed(1)}" font-size="10" text-anchor="middle">${esc(format(v))}</text>`);
