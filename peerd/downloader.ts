@@ -312,14 +312,24 @@ export class Download extends EventEmitter {
       maxPeers: this.req.maxPeers,
       alive: () => this.alive(),
       spareCount: () => this.spares.length,
-      measure: async (h) => {
-        const s = await connectSource(h, { identity: this.deps.identity, logger: this.log, advertisePort: this.deps.advertisePort, now: () => this.clock.now(), signal: this.hangUp.signal, plainLinks: this.deps.plainLinks ?? false });
+      measure: async (h, opts) => {
+        const s = await connectSource(h, {
+          identity: this.deps.identity,
+          logger: this.log,
+          advertisePort: this.deps.advertisePort,
+          now: () => this.clock.now(),
+          signal: this.hangUp.signal,
+          plainLinks: this.deps.plainLinks ?? false,
+          probeLater: opts?.probeLater ?? false,
+        });
         if (!s && !this.hangUp.signal.aborted) this.deps.counters?.drop('unreachable');
         return s;
       },
       use: (s) => this.use(s),
       keepSpare: (s) => this.keepSpare(s),
       useSpares: (n) => {
+        // The fastest first, by round trips measured since they were kept (see connectSource's probeLater).
+        this.spares.sort((a, b) => a.rttMs - b.rttMs);
         for (const s of this.spares.splice(0, n)) this.use(s);
       },
       discard: (s) => s.conn.close(),

@@ -56,6 +56,12 @@ export interface ConnectDeps {
    * chunk's receipt); one that takes only TLS is dialled again with it.
    */
   plainLinks?: boolean;
+  /**
+   * Return the source once the handshake is done, with the handshake's round trip as its round-trip time,
+   * and refine it with a PING in the background: a far holder starts taking requests a round trip sooner.
+   * Without it the PING is awaited, for a rule that ranks holders by round trip before using any.
+   */
+  probeLater?: boolean;
 }
 
 /** Dials a holder, proves who it is, and measures it; undefined (logged) when it cannot be used. */
@@ -92,9 +98,10 @@ export async function connectSource(h: Holder, deps: ConnectDeps): Promise<Sourc
     // Round-trip time: the handshake is one round trip (its blacklist check included), then one ping;
     // the smaller estimate wins.
     const t1 = deps.now();
-    await conn.request('PING', {}, 'PONG', { timeoutMs: 2000 });
-    const rttMs = Math.min(deps.now() - t1, t1 - t0);
-    return {
+    const ping = conn.request('PING', {}, 'PONG', { timeoutMs: 2000 }).then(() => deps.now() - t1);
+    let rttMs = t1 - t0;
+    if (!deps.probeLater) rttMs = Math.min(await ping, rttMs);
+    const source: Source = {
       peerId: h.peerId,
       publicKey: h.publicKey,
       address,
@@ -115,6 +122,15 @@ export async function connectSource(h: Holder, deps: ConnectDeps): Promise<Sourc
       deweighted: false,
       plain,
     };
+    if (deps.probeLater) {
+      void ping.then(
+        (ms) => {
+          source.rttMs = Math.min(source.rttMs, ms);
+        },
+        () => undefined, // a link that fails shows it on its first chunk request
+      );
+    }
+    return source;
   } catch (err) {
     if (!deps.signal.aborted) deps.logger.info({ peer: address, err: (err as Error).message }, 'holder unusable for this download');
     conn?.destroy();

@@ -23,8 +23,11 @@ export interface Swarm {
   /** Sources in use and alive. */
   alive(): Source[];
   spareCount(): number;
-  /** Dials and measures a holder (undefined when it cannot be used). */
-  measure(h: Holder): Promise<Source | undefined>;
+  /**
+   * Dials and measures a holder (undefined when it cannot be used). With `probeLater` it is ready after the
+   * handshake, its round-trip time refined in the background (see connectSource).
+   */
+  measure(h: Holder, opts?: { probeLater?: boolean }): Promise<Source | undefined>;
   /** Starts fetching from a measured holder (closes it instead when the download is over). */
   use(s: Source): void;
   /** Keeps a measured holder for later, the fastest first (closes it instead when the download is over). */
@@ -165,7 +168,8 @@ class AdaptiveStrategy implements PeerStrategy {
         const h = queue.shift();
         if (queue.length === 0) stagger.cancel();
         if (!h) return;
-        void this.swarm.measure(h).then((s) => {
+        // Used at once, so ready after the handshake: its PING would cost a far holder another round trip.
+        void this.swarm.measure(h, { probeLater: true }).then((s) => {
           pending--;
           if (s) {
             this.admit(s);

@@ -13,6 +13,8 @@ import { STRATEGIES, type Swarm } from '../../peerd/strategies.js';
 interface Dial {
   holder: Holder;
   startedAt: number;
+  /** Ready after the handshake, its round trip probed in the background (connectSource's probeLater). */
+  probeLater: boolean;
   finish(ok: boolean): void;
 }
 
@@ -30,9 +32,9 @@ function fakeSwarm(clock: VirtualClock): { swarm: Swarm; dials: Dial[]; used: So
     maxPeers: undefined,
     alive: () => used,
     spareCount: () => spares.length,
-    measure: (h: Holder) =>
+    measure: (h: Holder, opts?: { probeLater?: boolean }) =>
       new Promise<Source | undefined>((resolve) => {
-        dials.push({ holder: h, startedAt: clock.now(), finish: (ok) => resolve(ok ? ({ peerId: h.peerId, rttMs: 1 } as Source) : undefined) });
+        dials.push({ holder: h, startedAt: clock.now(), probeLater: opts?.probeLater ?? false, finish: (ok) => resolve(ok ? ({ peerId: h.peerId, rttMs: 1 } as Source) : undefined) });
       }),
     use: (s: Source) => used.push(s),
     keepSpare: (s: Source) => spares.push(s),
@@ -90,4 +92,18 @@ t.test('a holder that cannot be dialled is passed over, and the dialling ends wi
   t.same(used, [], 'nothing usable');
   clock.advance(1000);
   t.equal(dials.length, 2, 'and nothing more is dialled');
+});
+
+t.test('adaptive takes a holder as soon as its handshake is done; the original rule waits for every round trip, which it ranks by', async (t) => {
+  const clock = new VirtualClock();
+  const adaptive = fakeSwarm(clock);
+  void STRATEGIES.adaptive(adaptive.swarm).connect([holder(1), holder(2)]);
+  t.same(adaptive.dials.map((d) => d.probeLater), [true, true], 'adaptive: the round-trip probe does not hold a holder back (a far one saves a round trip)');
+  for (const d of adaptive.dials) d.finish(true);
+
+  const original = fakeSwarm(clock);
+  const done = STRATEGIES.original(original.swarm).connect([holder(1), holder(2)]);
+  t.same(original.dials.map((d) => d.probeLater), [false, false], 'original: each holder is measured before any is chosen');
+  for (const d of original.dials) d.finish(true);
+  await done;
 });
