@@ -328,9 +328,7 @@ export class Download extends EventEmitter {
       use: (s) => this.use(s),
       keepSpare: (s) => this.keepSpare(s),
       useSpares: (n) => {
-        // The fastest first, by round trips measured since they were kept (see connectSource's probeLater).
-        this.spares.sort((a, b) => a.rttMs - b.rttMs);
-        for (const s of this.spares.splice(0, n)) this.use(s);
+        for (const s of this.takeSpares(n)) this.use(s);
       },
       discard: (s) => s.conn.close(),
       drop: (s, reason, why) => this.lose(s, reason, why),
@@ -386,6 +384,12 @@ export class Download extends EventEmitter {
     else this.spares.splice(i, 0, s);
   }
 
+  /** The `n` fastest spares, by round trips measured since they were kept (see connectSource's probeLater). */
+  private takeSpares(n: number): Source[] {
+    this.spares.sort((a, b) => a.rttMs - b.rttMs);
+    return this.spares.splice(0, n);
+  }
+
   /** A source starts taking chunks (a partial holder once it has said which ones it has). */
   private enlist(s: Source, pump = true): void {
     this.scheduler!.addSource(s, s.complete ? undefined : new Uint8Array(0));
@@ -431,7 +435,7 @@ export class Download extends EventEmitter {
     if (this.over || this.scheduler!.complete) return;
     if (this.sources.some((s) => s.alive)) return;
     if (this.spares.length > 0) {
-      for (const s of this.spares.splice(0, SPARES_WHEN_STALLED)) this.use(s);
+      for (const s of this.takeSpares(SPARES_WHEN_STALLED)) this.use(s);
       return;
     }
     const m = this.manifest!;

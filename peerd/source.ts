@@ -101,11 +101,12 @@ export async function connectSource(h: Holder, deps: ConnectDeps): Promise<Sourc
     const ping = conn.request('PING', {}, 'PONG', { timeoutMs: 2000 }).then(() => deps.now() - t1);
     let rttMs = t1 - t0;
     if (!deps.probeLater) rttMs = Math.min(await ping, rttMs);
+    const link = conn;
     const source: Source = {
       peerId: h.peerId,
       publicKey: h.publicKey,
       address,
-      conn,
+      conn: link,
       rttMs,
       inFlight: new Map(),
       depth: 4,
@@ -127,7 +128,9 @@ export async function connectSource(h: Holder, deps: ConnectDeps): Promise<Sourc
         (ms) => {
           source.rttMs = Math.min(source.rttMs, ms);
         },
-        () => undefined, // a link that fails shows it on its first chunk request
+        // A holder that proved itself but does not answer a PING within 2 s is as unusable as before:
+        // closing the link hands its chunks to the others (the download sees the close).
+        () => link.destroy(),
       );
     }
     return source;

@@ -87,10 +87,11 @@ t.test('more holders than chunk buffers for four requests each: every holder is 
   const fleet = new Fleet(t);
   await fleet.startTracker();
   const orig = path.join(fleet.dir, 'orig.bin');
-  Fleet.randomFile(orig, 16, 0);
+  Fleet.randomFile(orig, 32, 0);
   // Eight holders, each reached through a link of 64 KiB/s: the handshakes pass, no chunk arrives within
-  // this test, so the requests sent at the start are all there are. The daemon's 24 chunk buffers cover
-  // 4 requests each for only 6 of them.
+  // this test, so the requests sent at the start are all there are. The daemon's 24 chunk buffers (a
+  // request is sent only with one) cover 4 requests each, a source's first depth, for only 6 of them; 32
+  // chunks, so that all 24 requests are for different chunks (no endgame copies).
   const holders: Array<{ peer: Awaited<ReturnType<typeof seed>>; link: TcpProxy }> = [];
   for (let i = 0; i < 8; i++) {
     let port = 0;

@@ -88,7 +88,10 @@ export const unevenScenario = labScenario<UnevenRun, UnevenRow>('uneven', ({ opt
           // Its wall time, process start and the sync of the file included (comparator.ts).
           run.seconds = out.seconds;
           run.efficiency = ideal / out.seconds;
-          run.bytesBySeeder = out.sentBytes;
+          // tc counts what each uplink carried, headers and retransmissions included (6-11% more than the
+          // file in all): scaled to the file's size, the shares compare with the engine's payload bytes.
+          const carried = out.sentBytes.reduce((a, b) => a + b, 0);
+          run.bytesBySeeder = out.sentBytes.map((b) => (carried > 0 ? (b * file.sizeBytes) / carried : 0));
         } else {
           run.error = out.error ?? 'failed';
         }
@@ -153,7 +156,7 @@ export const unevenScenario = labScenario<UnevenRun, UnevenRow>('uneven', ({ opt
         `"First bytes" is when the first verified chunk showed, from the CLI's launch: the tracker lookup, connecting to and measuring the holders (round trips of up to 200 ms here) and the manifest. TCP also needs several round trips to open its window to a far seeder, which a 1-second download does not leave it: compare the far 200 Mbit/s seeder's share with its fair share.`,
         ...(aria2c
           ? [
-              `The comparator, aria2c: one nginx (sendfile) in each seeder's host behind its own delay proxy with the seeder's delay, so through the same cap and the same round trip; aria2c in the downloader's host fetches the file from all ten at once (\`--split=10 --max-connection-per-server=1\`, 1 MiB pieces). Its time is its wall time, from its launch to its exit (process start, connections and the size probe included), plus a \`sync -d\` of the file; the engine's is the daemon's own \`seconds\`. Its shares are what each seeder host's uplink sent meanwhile (tc). It checks nothing; the engine verifies every chunk.`,
+              `The comparator, aria2c: one nginx (sendfile) in each seeder's host behind its own delay proxy with the seeder's delay, so through the same cap and the same round trip; aria2c in the downloader's host fetches the file from all ten at once (\`--split=10 --max-connection-per-server=1\`, 1 MiB pieces). Its time is its wall time, from its launch to its exit (process start, connections and the size probe included), plus a \`sync -d\` of the file; the engine's is the daemon's own \`seconds\`. Its shares are what each seeder host's uplink sent meanwhile (tc), scaled so that they add up to the file (tc counts headers and retransmissions too). It checks nothing; the engine verifies every chunk.`,
             ]
           : []),
         ...failedNotes(runs),
