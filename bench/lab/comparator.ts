@@ -58,6 +58,20 @@ export function findComparatorPrograms(): { programs: ComparatorPrograms } | { m
  * in its own folder. `sendfile` sends the file from the page cache to the socket without a copy, the
  * best case for a plain file server.
  */
+/**
+ * The comparators a scenario can run: those asked for, when aria2c and nginx are both installed (else it
+ * says so once, and the scenario runs without them).
+ */
+export function availableComparators(scenario: string, asked: readonly Comparator[], log: (msg: string) => void): { comparators: Comparator[]; programs?: ComparatorPrograms } {
+  if (asked.length === 0) return { comparators: [] };
+  const found = findComparatorPrograms();
+  if ('missing' in found) {
+    log(`${scenario}: ${found.missing.join(' and ')} not found: no aria2c comparator row in this run`);
+    return { comparators: [] };
+  }
+  return { comparators: [...asked], programs: found.programs };
+}
+
 export function nginxConfig(o: { ip: string; port: number; docroot: string; dir: string }): string {
   const d = (name: string): string => path.join(o.dir, name);
   return `# written by the p2pshare lab (bench/lab/comparator.ts) for one run; removed with its working folder

@@ -9,7 +9,7 @@
  */
 import os from 'node:os';
 import { GIB, MIB, type Started } from '../../harness.js';
-import { aria2cArgs, fetchWithAria2c, findComparatorPrograms, fileUri, NGINX_PORT, startNginx, type Comparator, type ComparatorPrograms } from '../comparator.js';
+import { aria2cArgs, availableComparators, fetchWithAria2c, fileUri, NGINX_PORT, startNginx, type Comparator, type ComparatorPrograms } from '../comparator.js';
 import { analyzeSamples, MBIT, withLab, type Lab } from '../lab.js';
 import { mb, mdTable, pct, secs, type ScenarioReport } from '../report.js';
 import { failure, forEachRun, freshDownload, idealSeconds, LINK_BPS, maxOf, med, minOf, type Scenario, type Strategy, type TestFile } from '../scenario.js';
@@ -191,17 +191,7 @@ export const peersScenario: Scenario = async (ctx) => {
   const file = await ctx.testFile(opts.sizeMiB);
   const counts = [...new Set(opts.peerCounts)].sort((a, b) => a - b);
   const maxN = counts[counts.length - 1]!;
-  let comparators = opts.comparators;
-  let programs: ComparatorPrograms | undefined;
-  if (comparators.length) {
-    const found = findComparatorPrograms();
-    if ('missing' in found) {
-      opts.log(`peers: ${found.missing.join(' and ')} not found: no aria2c comparator row in this run`);
-      comparators = [];
-    } else {
-      programs = found.programs;
-    }
-  }
+  const { comparators, programs } = availableComparators('peers', opts.comparators, opts.log);
   const rows: PeersRow[] = [...opts.strategies, ...comparators];
   const runs: PeersRun[] = [];
   await withLab(ws, async (lab) => {

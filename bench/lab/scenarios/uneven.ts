@@ -8,7 +8,7 @@
  * each of the same hosts, through the same caps and a delay proxy of its own with the same delay. It
  * shows what TCP leaves any downloader from far seeders within a one-second download.
  */
-import { aria2cArgs, fetchWithAria2c, fileUri, findComparatorPrograms, NGINX_PORT, startNginx, type Comparator, type ComparatorPrograms } from '../comparator.js';
+import { aria2cArgs, availableComparators, fetchWithAria2c, fileUri, NGINX_PORT, startNginx, type Comparator } from '../comparator.js';
 import { analyzeSamples, MBIT } from '../lab.js';
 import { mdTable, pct, secs } from '../report.js';
 import { busyPercent, downloadRun, failedNotes, failure, freshDownload, idealSeconds, labScenario, LINK_BPS, med, perStrategy, primaryOf, strategyColor, timedSummary, wholeAndSteadyPanel, type Strategy, type TimedRun } from '../scenario.js';
@@ -44,17 +44,7 @@ export const unevenScenario = labScenario<UnevenRun, UnevenRow>('uneven', ({ opt
   const uplinks = UNEVEN_SEEDERS.map((s) => s.mbit * MBIT);
   const ideal = idealSeconds(file.sizeBytes, uplinks);
   const idealBps = Math.min(uplinks.reduce((a, b) => a + b, 0), LINK_BPS);
-  let comparators = opts.comparators;
-  let programs: ComparatorPrograms | undefined;
-  if (comparators.length) {
-    const found = findComparatorPrograms();
-    if ('missing' in found) {
-      opts.log(`uneven: ${found.missing.join(' and ')} not found: no aria2c comparator row in this run`);
-      comparators = [];
-    } else {
-      programs = found.programs;
-    }
-  }
+  const { comparators, programs } = availableComparators('uneven', opts.comparators, opts.log);
   const rows: UnevenRow[] = [...opts.strategies, ...comparators];
   const hosts = UNEVEN_SEEDERS.map((_, i) => `u${i + 1}`);
   return {
