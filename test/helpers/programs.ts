@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { until } from './wait.js';
-import { ROOT } from './root.js';
+import { programCommand, ROOT } from './root.js';
 import type { Tap } from './tap.js';
 
 
@@ -38,6 +38,7 @@ export interface Result {
 export function run(program: Program, args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 15_000, options: ProgramOptions = {}): Promise<Result> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
+    // With the test runner's coverage hook (see programCommand): much of cli/ runs only in these.
     const child = spawn(process.execPath, [scriptOf(program, options), ...args], { cwd: ROOT, env: { ...process.env, P2P_SOCKET: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
@@ -65,7 +66,8 @@ export interface Daemon {
 
 /** Starts a daemon (killed at the test's end if still running); `args` are all its arguments. */
 export function start(t: Tap, program: 'p2p-tracker' | 'p2p-peerd', args: string[], options: ProgramOptions = {}): Daemon {
-  const child = spawn(process.execPath, [scriptOf(program, options), ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  const p = programCommand(scriptOf(program, options), args);
+  const child = spawn(p.command, p.args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   const logs: Array<Record<string, unknown>> = [];
   let text = '';
   let partial = '';

@@ -19,6 +19,7 @@ import { toP2PError, type Body } from '../../protocol/index.js';
 import { closeMesh, proxyMesh, setLinks, type ProxyMesh, type ProxyMode } from './relay.js';
 import { reservePorts, until } from './wait.js';
 import { PROGRAMS } from './programs.js';
+import { programCommand } from './root.js';
 import { repoPath } from './root.js';
 
 /** What a cluster needs of a tap test (or of anything that ends): a place to register its cleanup. */
@@ -248,7 +249,8 @@ export class TrackerProcess {
     if (o.heartbeatMs !== undefined) args.push('--heartbeat-ms', String(o.heartbeatMs));
     if (o.failoverMs !== undefined) args.push('--failover-ms', String(o.failoverMs));
     args.push('--log-level', 'info', ...(o.extraArgs ?? []));
-    const proc = o.launch ? o.launch(args) : spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const program = programCommand(args[0]!, args.slice(1));
+    const proc = o.launch ? o.launch(args) : spawn(program.command, program.args, { stdio: ['ignore', 'ignore', 'pipe'] });
     this.log += `--- ${this.name} started (pid ${proc.pid}) ---\n`;
     proc.stderr?.setEncoding('utf8').on('data', (d: string) => (this.log += d));
     proc.once('exit', (code, signal) => (this.log += `--- ${this.name} exited (${signal ?? code}) ---\n`));
