@@ -371,7 +371,10 @@ export class Download extends EventEmitter {
     this.sources.push(s);
     s.startedAt = this.clock.now();
     s.conn.on('close', () => this.lose(s, 'connection_closed', 'connection closed'));
-    if (this.scheduler) this.enlist(s);
+    if (this.scheduler) {
+      this.enlist(s);
+      this.pumpAll();
+    }
   }
 
   private keepSpare(s: Source): void {
@@ -379,9 +382,7 @@ export class Download extends EventEmitter {
       s.conn.close();
       return;
     }
-    const i = this.spares.findIndex((x) => x.rttMs > s.rttMs);
-    if (i < 0) this.spares.push(s);
-    else this.spares.splice(i, 0, s);
+    this.spares.push(s); // ordered when taken (takeSpares): round trips are refined meanwhile
   }
 
   /** The `n` fastest spares, by round trips measured since they were kept (see connectSource's probeLater). */
@@ -390,11 +391,10 @@ export class Download extends EventEmitter {
     return this.spares.splice(0, n);
   }
 
-  /** A source starts taking chunks (a partial holder once it has said which ones it has). */
-  private enlist(s: Source, pump = true): void {
+  /** A source may take chunks (a partial holder once it has said which ones it has); pumpAll sends them. */
+  private enlist(s: Source): void {
     this.scheduler!.addSource(s, s.complete ? undefined : new Uint8Array(0));
     if (!s.complete) void this.refreshHave(s);
-    if (pump) this.pumpAll();
   }
 
   private async refreshHave(s: Source): Promise<void> {
@@ -511,7 +511,7 @@ export class Download extends EventEmitter {
     // Every source first, then the requests: enlisted one by one, the first few took every chunk buffer
     // (4 requests each) and the rest waited for one to come back, so at 20 holders the download ran on 6
     // of them for its first half second.
-    for (const s of this.alive()) this.enlist(s, false);
+    for (const s of this.alive()) this.enlist(s);
     this.pumpAll();
     this.checkStalled();
     this.strategy.start();

@@ -18,8 +18,7 @@ import { AdminClient } from '../../cli/admin.js';
 import { toP2PError, type Body } from '../../protocol/index.js';
 import { closeMesh, proxyMesh, setLinks, type ProxyMesh, type ProxyMode } from './relay.js';
 import { reservePorts, until } from './wait.js';
-import { PROGRAMS } from './programs.js';
-import { programCommand } from './root.js';
+import { PROGRAMS, programCommand } from './programs.js';
 import { repoPath } from './root.js';
 
 /** What a cluster needs of a tap test (or of anything that ends): a place to register its cleanup. */

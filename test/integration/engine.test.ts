@@ -92,7 +92,7 @@ t.test('more holders than chunk buffers for four requests each: every holder is 
   // this test, so the requests sent at the start are all there are. The daemon's 24 chunk buffers (a
   // request is sent only with one) cover 4 requests each, a source's first depth, for only 6 of them; 32
   // chunks, so that all 24 requests are for different chunks (no endgame copies).
-  const holders: Array<{ peer: Awaited<ReturnType<typeof seed>>; link: TcpProxy }> = [];
+  const holders: Array<Awaited<ReturnType<typeof seed>>> = [];
   for (let i = 0; i < 8; i++) {
     let port = 0;
     const link = new TcpProxy(() => port);
@@ -101,14 +101,14 @@ t.test('more holders than chunk buffers for four requests each: every holder is 
     link.throttle(64 * 1024);
     const peer = await seed(fleet, `h${i}`, orig, { advertise: { host: '127.0.0.1', port: link.port } });
     port = Number(peer.daemon.listenAddress.split(':').pop());
-    holders.push({ peer, link });
+    holders.push(peer);
   }
   const d = await fleet.startPeer('d1');
   await Fleet.held(d, 'f.bin', 8);
   const c = await ControlClient.connect(d.daemon.socketPath);
   // --max-peers 8: every holder is measured before the first request, so all eight start together.
   const running = c.call('get', { key: 'f.bin', out: path.join(fleet.dir, 'got.bin'), overwrite: false, maxPeers: 8 }).catch(() => undefined);
-  const sent = async (): Promise<number[]> => Promise.all(holders.map(async (h) => (await h.peer.call('status', {})).bytesSent));
+  const sent = async (): Promise<number[]> => Promise.all(holders.map(async (h) => (await h.call('status', {})).bytesSent));
   await until('24 chunks asked for', async () => ((await sent()).reduce((a, b) => a + b, 0) >= 24 * MiB ? true : undefined), 10_000, 50);
   const perHolder = (await sent()).map((b) => Math.round(b / MiB));
   t.ok(perHolder.every((n) => n >= 2), `the 24 buffers went to all eight holders (chunks asked of each: ${perHolder.join(', ')})`);
