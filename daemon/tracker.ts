@@ -40,6 +40,7 @@ import {
   type TlsIdentity,
   type Body,
   type Clock,
+  type Timer,
   type IncomingRequest,
   type MessageName,
   type ServerHandshake,
@@ -57,6 +58,7 @@ import { fitPage } from './pages.js';
 import { SlicedWork } from './sliced-work.js';
 import { RequestGate } from './request-gate.js';
 import { TrackerState, type Op, type RegistrationTotals } from './state.js';
+import { FleetPeak } from './fleet-peak.js';
 import { Store, type ReportRecord } from './store.js';
 
 export interface TrackerOptions {
@@ -173,6 +175,8 @@ export class Tracker extends EventEmitter {
   /** Current session of each peer id (a reconnect replaces the old one). */
   private readonly peerSessions = new Map<string, Session>();
   private readonly limiter: ConnectionLimiter;
+  private readonly fleet: FleetPeak;
+  private fleetTimer: Timer | undefined;
   private readonly reportBuckets: LRUCache<string, { tokens: number; at: number }>;
   /** Per reporter: the receipt signatures it may still have checked (a token bucket per minute). */
   private readonly receiptCheckBuckets: LRUCache<string, { tokens: number; at: number }>;
@@ -245,6 +249,7 @@ export class Tracker extends EventEmitter {
     this.receiptCheckBuckets = new LRUCache({ max: 100_000 });
     this.reportWork = new SlicedWork({ unitsPerTurn: DEFAULTS.receiptChecksPerTurn, maxQueuedUnits: DEFAULTS.maxQueuedReceiptChecks });
     this.state = new TrackerState(new Store(options.dataDir));
+    this.fleet = new FleetPeak(this.state.store, this.clock);
     this.identity = options.identity ?? loadIdentityFile(path.join(options.dataDir, 'identity.key'));
     this.memberKeys = new MemberKeys(options.cluster ?? [options.listen], this.state.store, this.log, () => Date.now());
     this.cluster = new Cluster({
@@ -311,6 +316,8 @@ export class Tracker extends EventEmitter {
     const a = this.server.address() as net.AddressInfo;
     this.address = { host: this.opts.listen.host, port: a.port };
     this.cluster.start(this.address);
+    // The fleet's size, looked at once a minute too: a fleet whose sessions all last keeps its peak fresh.
+    this.fleetTimer = this.clock.setInterval(() => this.fleetNow(), 60_000);
     const { schema } = this.state.store;
     if (schema.applied.length > 0) this.log.info({ from: schema.from, to: schema.to, applied: schema.applied }, 'database schema migrated');
     this.log.info({ listen: formatAddress(this.address.host, this.address.port), role: this.cluster.role, id: this.identity.keys.peerId }, 'tracker listening');
@@ -320,6 +327,7 @@ export class Tracker extends EventEmitter {
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
+    this.fleetTimer?.cancel();
     this.cluster.stop();
     this.reportWork.stop(new P2PError('P2P_SHUTTING_DOWN', 'tracker is shutting down'));
     this.requests.stop(new P2PError('P2P_SHUTTING_DOWN', 'tracker is shutting down'));
@@ -328,6 +336,7 @@ export class Tracker extends EventEmitter {
     for (const s of this.sessions) s.conn.close(new P2PError('P2P_SHUTTING_DOWN', 'tracker is shutting down'));
     await closed;
     await this.metrics?.close();
+    this.fleet.flush();
     this.state.store.close();
   }
 
@@ -603,12 +612,20 @@ export class Tracker extends EventEmitter {
    * that the pings slow down in step with the fleet, and so does leaving a main that hangs (a main that
    * dies is left at once: its connections close). Never above --lease-ms, after which a silent session is
    * closed. Peers counted: those registered (replicated state, so a new main tells its peers the same from
-   * the start) or those with a session here, whichever is more.
+   * the start), those with a session or a connection here (a fleet dialling in after a restart waits in
+   * the TLS queue), or the most seen lately (FleetPeak, kept in --data), whichever is more. A lease is told
+   * once per session: a peer told 900 ms while its fleet was still arriving would ping every 300 ms for as
+   * long as its session lasts.
    */
   private heartbeatLeaseMs(): number {
-    const peers = Math.max(this.state.holders.sizes().peers, this.peerSessions.size);
+    const peers = this.fleetNow();
     const intervalMs = Math.max(300, Math.ceil((1000 * peers) / this.opts.peerHeartbeatsPerSecond));
     return Math.min(this.opts.leaseMs, 3 * intervalMs);
+  }
+
+  /** The peers to expect now (see heartbeatLeaseMs). */
+  private fleetNow(): number {
+    return this.fleet.expected(Math.max(this.state.holders.sizes().peers, this.peerSessions.size, this.limiter.size));
   }
 
   /** Commits a write about one peer's holdings, counting it as in flight for that peer until it ends. */

@@ -208,6 +208,24 @@ t.test('heartbeats slow down with the fleet: a lease of 900 ms (a PING every 300
   t.equal((await late.handshake()).leaseMs, 2400, 'and never beyond --lease-ms, after which a silent session is closed');
 });
 
+t.test('after a restart, the first peers back are told the lease of the fleet the tracker had, not of the few it has so far', async (t) => {
+  const fleet = new Fleet(t);
+  const opts = { peerHeartbeatsPerSecond: 10, leaseMs: 10_000 };
+  await fleet.startTracker(opts);
+  const raws: Raw[] = [];
+  for (let i = 0; i < 8; i++) {
+    const raw = await Raw.connect(t, fleet.trackerAddress);
+    raws.push(raw);
+    await raw.handshake();
+  }
+  await fleet.tracker.close();
+  for (const raw of raws) raw.socket.destroy();
+  await fleet.startTracker(opts);
+  const first = await Raw.connect(t, fleet.trackerAddress);
+  // 8 peers at 10 PINGs a second: one every 800 ms each, a lease of 2,400 ms (a lone peer: 900).
+  t.equal((await first.handshake()).leaseMs, 2400, 'the first peer back pings as one of 8, as it will be once the others are back');
+});
+
 t.test('connections per IP address and in total', async (t) => {
   t.test('per IP', async (t) => {
     const fleet = new Fleet(t);
