@@ -246,22 +246,6 @@ function ensureFileLimit(peers: number, spares: number, workers: number): void {
   log(`raised the open-file limit from ${before.soft} to ${after.soft} (prlimit) for the trackers and workers`);
 }
 
-/** Every connection from 127.0.0.1 to one tracker needs its own local port. */
-function checkPortRange(peers: number): void {
-  try {
-    const [low, high] = fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
-    const ports = high! - low! + 1;
-    if (ports < peers * 1.1) {
-      log(
-        `warning: the local port range (${low}-${high}, ${ports} ports) is tight for ${peers} peers on 127.0.0.1 to one tracker; ` +
-          `widen it with sysctl net.ipv4.ip_local_port_range (the protocol's dial cannot take a source address to spread the peers over 127.0.0.2-254)`,
-      );
-    }
-  } catch {
-    // not Linux: nothing to check
-  }
-}
-
 function latency(samples: Sample[], seconds: number): LatencyFigures {
   const answered = samples.filter((s) => s.outcome !== Outcome.failed);
   const ms = answered.map((s) => s.ms);
@@ -613,7 +597,6 @@ async function main(): Promise<void> {
   assertBuilt();
   const largest = Math.max(...opts.peers);
   ensureFileLimit(largest, sparesFor(opts, largest), opts.workers);
-  checkPortRange(largest);
   await ensureIdentities(Math.max(...opts.peers.map((p) => p + sparesFor(opts, p))), log);
   const machine = machineInfo();
   const started = performance.now();

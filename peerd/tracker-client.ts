@@ -61,6 +61,8 @@ export interface TrackerClientOptions {
   moveSpreadMs?: number;
   /** Random numbers in [0, 1) for those delays (Math.random unless a test passes its own). */
   random?: () => number;
+  /** The local address its connections to the trackers come from (default: the system's choice). */
+  localAddress?: string;
 }
 
 /**
@@ -203,6 +205,7 @@ export class TrackerClient extends EventEmitter {
       logger: this.opts.logger,
       maxBodyBytes: 64 * 1024 * 1024,
       tls: { identity: this.opts.identity, verify },
+      localAddress: this.opts.localAddress,
     });
     try {
       return { conn, welcome: await clientHandshake(conn, this.opts.advertisePort(), 2000) };

@@ -637,6 +637,8 @@ export interface DialOptions extends ConnectionOptions {
   tls?: TlsDialOptions | undefined;
   /** Aborting gives up the connection attempt at once (P2P_CONNECT_FAILED); a connection already made is the caller's. */
   signal?: AbortSignal | undefined;
+  /** The local address to connect from (default: the system's choice). */
+  localAddress?: string | undefined;
 }
 
 /**
@@ -665,12 +667,14 @@ export async function dial(target: { host: string; port: number } | { path: stri
         return true;
       },
     };
+    // tls.connect hands localAddress to net.connect, though its typings leave it out.
+    const local = options.localAddress === undefined ? {} : { localAddress: options.localAddress };
     const socket =
       'path' in target
         ? net.connect({ path: target.path, onread })
         : tlsOptions && secure
-          ? secure.tlsConnect(tlsWithOnread({ ...secure.clientOptions(tlsOptions, target.host), host: target.host, port: target.port }, onread))
-          : net.connect({ port: target.port, host: target.host, onread });
+          ? secure.tlsConnect(tlsWithOnread({ ...secure.clientOptions(tlsOptions, target.host), host: target.host, port: target.port, ...local }, onread))
+          : net.connect({ port: target.port, host: target.host, ...local, onread });
     const onAbort = (): void => fail(new P2PError('P2P_CONNECT_FAILED', `gave up connecting to ${label}`));
     const fail = (err: P2PError): void => {
       clearTimeout(timer);

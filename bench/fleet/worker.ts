@@ -34,6 +34,12 @@ const silent = pino({ level: 'silent' });
 /** What the peers with a log write it to: the worker's stderr (its log file), one JSON line each. */
 const peerLog = setup.peerLogs > 0 ? pino({ level: 'info' }, pino.destination({ fd: 2, sync: false })) : silent;
 const loggerFor = (peer: number): typeof silent => (peer < setup.first + setup.peerLogs ? peerLog.child({ peer }) : silent);
+/**
+ * Where each peer connects from, as a fleet comes from many hosts: 127.0.0.2 to 127.0.0.254 in turn (all of
+ * 127/8 is this machine's), so each address has its own local ports and stays within the trackers' default
+ * per-address limit (256 connections: 20,000 peers are about 79 per address, 158 while they move).
+ */
+const sourceAddress = (peer: number): string => `127.0.0.${2 + (peer % 253)}`;
 const random = rng(0x5eed + setup.worker);
 
 function send(msg: FromWorker): void {
@@ -107,6 +113,7 @@ class SimPeer {
       advertisePort: () => 20_000 + (number % 40_000),
       announce: () => (this.announcing ? this.files : []),
       logger: loggerFor(number),
+      localAddress: sourceAddress(number),
     });
     if (setup.productBlacklistCache) new BlacklistCache(this.client, silent);
     else syncBlacklist(this.client);

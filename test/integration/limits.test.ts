@@ -23,10 +23,12 @@ import {
   type Frame,
   type KeyPair,
   type MessageName,
+  silentLogger,
 } from '../../protocol/index.js';
 import { Fleet, type TestPeer } from '../helpers/fleet.js';
 import { until } from '../helpers/wait.js';
-import { identityOf } from '../helpers/tls.js';
+import { clientIdentity, identityOf } from '../helpers/tls.js';
+import { TrackerClient } from '../../peerd/tracker-client.js';
 import type { Tap } from '../helpers/tap.js';
 
 
@@ -243,6 +245,26 @@ t.test('connections per IP address and in total', async (t) => {
       return undefined;
     });
     t.ok(await d.ping(), 'closing one frees its slot');
+  });
+
+  t.test('a peer may pick the address it connects from (localAddress): each address has its own limit', async (t) => {
+    const fleet = new Fleet(t);
+    await fleet.startTracker({ maxConnectionsPerIp: 1 });
+    const from = ['127.0.0.8', '127.0.0.9'];
+    const clients = from.map(
+      (localAddress) =>
+        new TrackerClient({ trackers: [fleet.trackerAddress], ...clientIdentity(), advertisePort: () => 4000, announce: () => [], logger: silentLogger, localAddress }),
+    );
+    for (const c of clients) {
+      t.teardown(() => c.close());
+      c.start();
+    }
+    await until('both sessions', () => clients.every((c) => c.state === 'connected'));
+    t.same(
+      clients.map((c) => c.observedHost),
+      from,
+      'the tracker sees each from its own address, and takes both though it allows one connection per address',
+    );
   });
 
   t.test('in total', async (t) => {
