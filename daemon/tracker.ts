@@ -24,6 +24,8 @@ import {
   normalizeHostForMatch,
   normalizeTarget,
   P2PError,
+  PEER_FEATURES,
+  peerFeatures,
   Role,
   silentLogger,
   systemClock,
@@ -109,6 +111,9 @@ interface Session {
   listenPort: number;
   /** A tracker link: the rank of the tracker at the other end, once its key is checked. */
   trackerRank?: number | undefined;
+  /** A peer: the lease it was told last (WELCOME, then LEASE), and whether it reads LEASE (PEER_FEATURES). */
+  leaseMs?: number;
+  readsLease?: boolean;
 }
 
 export const DEFAULTS = {
@@ -405,6 +410,7 @@ export class Tracker extends EventEmitter {
     PING: (req, s) => {
       this.metrics?.heartbeat();
       s.conn.reply(req.requestId, 'PONG', {});
+      if (s.readsLease) this.retellLease(s);
     },
     HELLO: (req, s) => this.onHello(s, req),
   };
@@ -485,11 +491,13 @@ export class Tracker extends EventEmitter {
     const previous = this.peerSessions.get(peerId);
     this.peerSessions.set(peerId, s);
     if (previous && previous !== s) previous.conn.close(new P2PError('P2P_CONNECTION_CLOSED', 'replaced by a newer session of the same peer'));
+    s.leaseMs = this.heartbeatLeaseMs();
+    s.readsLease = (peerFeatures(req.body.link) & PEER_FEATURES.lease) !== 0;
     s.conn.reply(req.requestId, 'WELCOME', {
       peerId,
       observedHost: s.conn.remoteAddress,
       observedPort: s.listenPort,
-      leaseMs: this.heartbeatLeaseMs(),
+      leaseMs: s.leaseMs,
       role: this.cluster.role,
       term: this.state.term,
       primary: this.cluster.primaryAddress ?? '',
@@ -621,6 +629,20 @@ export class Tracker extends EventEmitter {
     const peers = this.fleetNow();
     const intervalMs = Math.max(300, Math.ceil((1000 * peers) / this.opts.peerHeartbeatsPerSecond));
     return Math.min(this.opts.leaseMs, 3 * intervalMs);
+  }
+
+  /**
+   * After a PING: a peer told a lease for a fleet much smaller (or larger) than the one there is now is told
+   * the lease of now (LEASE), so its heartbeats keep to --peer-heartbeats-per-s as a fleet arrives at once.
+   * Checked at its PINGs, so the news spreads over one round of them rather than in one burst.
+   */
+  private retellLease(s: Session): void {
+    const leaseMs = this.heartbeatLeaseMs();
+    const told = s.leaseMs ?? leaseMs;
+    if (leaseMs * 2 >= told * 3 || told * 2 >= leaseMs * 3) {
+      s.leaseMs = leaseMs;
+      s.conn.sendEvent('LEASE', { leaseMs });
+    }
   }
 
   /** The peers to expect now (see heartbeatLeaseMs). */

@@ -3,11 +3,13 @@ import { P2PError, Role, plainAuthPayload, signPayload, type Body, type Connecti
 export const SOFTWARE = 'p2pshare-peerd/0.1';
 
 /**
- * The client's side of a peer session, once TLS has proven both keys: HELLO (our role and the port we
- * serve chunks on) -> WELCOME (our peer id as the server sees it, our address, the lease, the tracker's role).
+ * The client's side of a peer session, once TLS has proven both keys: HELLO (our role, the port we serve
+ * chunks on, and to a tracker the features we read: PEER_FEATURES) -> WELCOME (our peer id as the server
+ * sees it, our address, the lease, the tracker's role).
  */
-export function clientHandshake(conn: Connection, listenPort: number, timeoutMs = 3000): Promise<Body<'WELCOME'>> {
-  return conn.request('HELLO', { role: Role.peer, listenPort, software: SOFTWARE, link: Buffer.alloc(0) }, 'WELCOME', { timeoutMs });
+export function clientHandshake(conn: Connection, listenPort: number, timeoutMs = 3000, features = 0): Promise<Body<'WELCOME'>> {
+  const link = features === 0 ? Buffer.alloc(0) : Buffer.from([features]);
+  return conn.request('HELLO', { role: Role.peer, listenPort, software: SOFTWARE, link }, 'WELCOME', { timeoutMs });
 }
 
 /**

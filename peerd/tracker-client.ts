@@ -27,6 +27,7 @@ import {
   type PinnedAddress,
   type TlsIdentity,
   checkPinnedKey,
+  PEER_FEATURES,
   peerIdOf,
 } from '../protocol/index.js';
 import { PEER_DEFAULTS } from './defaults.js';
@@ -89,6 +90,8 @@ export class TrackerClient extends EventEmitter {
   role = 'unknown';
   term = 0;
   observedHost = '';
+  /** The lease of the session in use (WELCOME, or a later LEASE): it pings every third of it. */
+  leaseMs = 0;
   private preferred: string | undefined;
   /** A tracker that stopped answering heartbeats: tried last until a session with it works again. */
   private unresponsive: string | undefined;
@@ -208,7 +211,7 @@ export class TrackerClient extends EventEmitter {
       localAddress: this.opts.localAddress,
     });
     try {
-      return { conn, welcome: await clientHandshake(conn, this.opts.advertisePort(), 2000) };
+      return { conn, welcome: await clientHandshake(conn, this.opts.advertisePort(), 2000, PEER_FEATURES.lease) };
     } catch (err) {
       conn.destroy();
       throw err;
@@ -261,7 +264,15 @@ export class TrackerClient extends EventEmitter {
     this.lastError = '';
     this.setState('connected');
     this.emit('session', label);
-    conn.on('event', (name: MessageName, body: unknown) => this.onEvent(name, body));
+    this.pingTimer?.cancel();
+    let pingTimer = this.heartbeat(conn, label, leaseMs);
+    conn.on('event', (name: MessageName, body: unknown) => {
+      if (name !== 'LEASE') return this.onEvent(name, body);
+      // Its fleet grew or shrank since WELCOME: ping at the new pace (a session left after a move, never).
+      if (this.conn !== conn) return;
+      pingTimer.cancel();
+      pingTimer = this.heartbeat(conn, label, (body as Body<'LEASE'>).leaseMs);
+    });
     conn.on('close', (err?: P2PError) => {
       // Its own heartbeats only: a session left after a move ends once the next one has its timer.
       pingTimer.cancel();
@@ -278,7 +289,11 @@ export class TrackerClient extends EventEmitter {
       const delayMs = Math.floor((this.random() * this.moveSpreadMs) / 4);
       this.clock.setTimeout(() => void this.loop(), delayMs);
     });
-    this.pingTimer?.cancel();
+  }
+
+  /** PINGs on `conn` every third of `leaseMs` (this.pingTimer); a tracker that does not answer is left. */
+  private heartbeat(conn: Connection, label: string, leaseMs: number): Timer {
+    this.leaseMs = leaseMs;
     // Heartbeats: a third of the lease. A tracker tells 900 ms (a hung tracker is left within about a
     // second) unless its fleet is so large that it asks for fewer (daemon/tracker.ts, heartbeatLeaseMs).
     const every = Math.max(100, Math.floor(leaseMs / 3));
@@ -300,6 +315,7 @@ export class TrackerClient extends EventEmitter {
       });
     }, every);
     this.pingTimer = pingTimer;
+    return pingTimer;
   }
 
   private onEvent(name: MessageName, body: unknown): void {

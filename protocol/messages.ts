@@ -107,6 +107,11 @@ export const Messages = {
   /** Pushed to sessions when a new main takes command, so peers move to it. */
   TRACKER_CHANGED: msg(0x2c, 'event', { primary: 'str', term: 'u64' }),
   /**
+   * Pushed by a tracker to a peer whose HELLO said it reads it (PEER_FEATURES.lease): the session's lease
+   * from now on, as in WELCOME (its fleet grew or shrank since); the peer pings every third of it.
+   */
+  LEASE: msg(0x2f, 'event', { leaseMs: 'u32' }),
+  /**
    * Sent by a peer on every (re)connection, so a change pushed while it was away is not lost: `version`
    * is the digest of the list it holds (blacklistDigest; a 0.1 peer sends the version it was last told).
    */
@@ -178,6 +183,20 @@ export const messageByCode: ReadonlyArray<MessageName | undefined> = (() => {
 
 export const Role = { peer: 1, tracker: 2, admin: 3 } as const;
 export type RoleName = keyof typeof Role;
+
+/**
+ * A peer's HELLO `link` (which a tracker link fills with its claim) carries the peer's features: one byte,
+ * one bit each. Empty from a 0.1 peer, which reads none of them; a 0.1 tracker ignores the byte.
+ */
+export const PEER_FEATURES = {
+  /** It reads LEASE: the tracker may stretch (or shorten) its heartbeats during its session. */
+  lease: 0x01,
+} as const;
+
+/** The features a peer's HELLO announces (see PEER_FEATURES). */
+export function peerFeatures(link: Buffer): number {
+  return link.length >= 1 ? link[0]! : 0;
+}
 
 /** REPORT's `evidence`: what the report claims (a user's word, or bad data proven by a receipt). */
 export const Evidence = { user: 0, badData: 1 } as const;

@@ -23,6 +23,7 @@ import {
   type Frame,
   type KeyPair,
   type MessageName,
+  PEER_FEATURES,
   silentLogger,
 } from '../../protocol/index.js';
 import { Fleet, type TestPeer } from '../helpers/fleet.js';
@@ -94,9 +95,10 @@ class Raw {
   }
 
   /** The peer handshake over raw frames (TLS proved our key); with `serverKey`, also checks the server's. */
-  async handshake(serverKey?: Buffer): Promise<Body<'WELCOME'>> {
+  async handshake(serverKey?: Buffer, features = 0): Promise<Body<'WELCOME'>> {
     if (serverKey && !(this.socket instanceof tls.TLSSocket && remoteKey(this.socket)?.equals(serverKey))) throw new Error('the server proved another key');
-    const hello = await this.answer(this.request('HELLO', { role: Role.peer, listenPort: 0, software: 'limits-test', link: Buffer.alloc(0) }));
+    const link = features ? Buffer.from([features]) : Buffer.alloc(0);
+    const hello = await this.answer(this.request('HELLO', { role: Role.peer, listenPort: 0, software: 'limits-test', link }));
     if (hello.name !== 'WELCOME') throw new Error(`HELLO answered with ${hello.name} ${hello.code ?? ''}`);
     return decodeBody('WELCOME', hello.body);
   }
@@ -208,6 +210,38 @@ t.test('heartbeats slow down with the fleet: a lease of 900 ms (a PING every 300
   t.same(leases, [900, 900, 900, 1200, 1500, 1800, 2100, 2400, 2400], 'the lease told grows in step with the peers');
   const late = await Raw.connect(t, fleet.trackerAddress);
   t.equal((await late.handshake()).leaseMs, 2400, 'and never beyond --lease-ms, after which a silent session is closed');
+});
+
+t.test('a peer told the lease of a small fleet is told the new one (LEASE) once the fleet has grown, if it reads LEASE', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker({ peerHeartbeatsPerSecond: 10, leaseMs: 2400 });
+  const early = await Raw.connect(t, fleet.trackerAddress);
+  t.equal((await early.handshake(undefined, PEER_FEATURES.lease)).leaseMs, 900, 'the first peer: 900 ms');
+  const old = await Raw.connect(t, fleet.trackerAddress);
+  t.equal((await old.handshake()).leaseMs, 900, 'a peer of 0.1 (no features in its HELLO): 900 ms too');
+  for (let i = 0; i < 7; i++) await (await Raw.connect(t, fleet.trackerAddress)).handshake();
+  t.ok(await early.ping(), 'with 9 peers the lease would be 2,700 ms (capped at 2,400): at its next PING...');
+  const lease = await until('a LEASE event', () => early.frames.find((f) => f.name === 'LEASE'));
+  t.equal(lease.requestId, 0, '...the peer gets an event (request id 0)');
+  t.same(decodeBody('LEASE', lease.body), { leaseMs: 2400 }, 'telling it the lease of 9 peers');
+  t.ok(await early.ping(), 'the next PING is answered as before');
+  t.equal(early.frames.filter((f) => f.name === 'LEASE').length, 1, 'and brings no second LEASE: the lease has not changed since');
+  t.ok(await old.ping(), 'the 0.1 peer is served as before');
+  t.notOk(old.frames.some((f) => f.name === 'LEASE'), 'and never gets a message it would not know');
+});
+
+t.test('a peer daemon moves its heartbeats to the lease the tracker tells it during its session', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker({ peerHeartbeatsPerSecond: 10, leaseMs: 2400 });
+  const client = new TrackerClient({ trackers: [fleet.trackerAddress], ...clientIdentity(), advertisePort: () => 4000, announce: () => [], logger: silentLogger });
+  t.teardown(() => client.close());
+  client.start();
+  await until('a session', () => client.state === 'connected');
+  t.equal(client.leaseMs, 900, 'alone: 900 ms, a PING every 300 ms');
+  for (let i = 0; i < 8; i++) await (await Raw.connect(t, fleet.trackerAddress)).handshake();
+  await until('the new lease', () => client.leaseMs === 2400);
+  t.pass('once 9 peers are there, it pings every 800 ms, told at its next PING');
+  t.equal(client.state, 'connected', 'on the same session');
 });
 
 t.test('after a restart, the first peers back are told the lease of the fleet the tracker had, not of the few it has so far', async (t) => {
