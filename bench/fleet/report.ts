@@ -213,7 +213,7 @@ export function markdown(r: FleetReport): string {
     `Command: \`${r.command}\``,
     '',
     `Three \`p2p-tracker\` processes (one cluster, \`--metrics\` on each, tracker defaults otherwise${st.heartbeatMs || st.failoverMs || st.leaseMs ? `; --heartbeat-ms ${st.heartbeatMs ?? 'default'}, --failover-ms ${st.failoverMs ?? 'default'}, --lease-ms ${st.leaseMs ?? 'default'}` : ''}) and`,
-    `${st.workers} worker processes of simulated peers on 127.0.0.1. Each peer is the product's own tracker session (peerd's`,
+    `${st.workers} worker processes of simulated peers, connecting from 127.0.0.2-254 in turn. Each peer is the product's own tracker session (peerd's`,
     "TrackerClient, with the BlacklistCache a peer daemon keeps) with an identity of its own; it shares",
     `${st.files} files, ${Number(st.popularShare) * 100}% of them drawn from a pool of ${st.popularPool} files many peers hold. Steady load: ${st.lookupRate} lookups/s`,
     `(a random file of a random peer) and ${st.searchRate} searches/s (limit ${st.searchLimit}: a word, two words, or a file's exact name), open loop`,
