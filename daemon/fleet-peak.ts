@@ -20,17 +20,19 @@ const GROWTH_WRITE_EVERY_MS = 1000;
 
 export class FleetPeak {
   private peak: number;
-  /** When the peak was last seen (reached again, or nearly: within a tenth), in wall-clock ms. */
+  /** When the peak was last seen (reached again, or nearly: within a tenth), in wall-clock ms (kept on disk). */
   private seenAt: number;
   private written: number;
+  /** When it was last written, on the monotonic clock (writes are spaced by it). */
   private writtenAt = -Infinity;
 
   constructor(
     private readonly store: Pick<Store, 'getMeta' | 'setMeta' | 'transaction'>,
-    private readonly clock: Pick<Clock, 'wallNow'>,
+    private readonly clock: Pick<Clock, 'now' | 'wallNow'>,
   ) {
     const peak = Number(store.getMeta('fleet_peak') ?? 0);
-    const seenAt = Number(store.getMeta('fleet_peak_at') ?? 0);
+    // A time ahead of this clock (it was set back, or the value is bad) counts as now: never beyond a day.
+    const seenAt = Math.min(Number(store.getMeta('fleet_peak_at') ?? 0), clock.wallNow());
     const fresh = Number.isFinite(peak) && peak > 0 && clock.wallNow() - seenAt < FLEET_PEAK_TTL_MS;
     this.peak = fresh ? peak : 0;
     this.seenAt = fresh ? seenAt : -Infinity;
@@ -39,28 +41,28 @@ export class FleetPeak {
 
   /** The peers to expect, given `now` counted here: `now`, or the recent peak where that is more. */
   expected(now: number): number {
-    const t = this.clock.wallNow();
-    if (t - this.seenAt >= FLEET_PEAK_TTL_MS) this.peak = 0;
+    const wall = this.clock.wallNow();
+    if (wall - this.seenAt >= FLEET_PEAK_TTL_MS) this.peak = 0;
     if (now >= this.peak * 0.9) {
       this.peak = Math.max(this.peak, now);
-      this.seenAt = t;
-      const since = t - this.writtenAt;
-      if (this.peak > 0 && (since >= REFRESH_EVERY_MS || (since >= GROWTH_WRITE_EVERY_MS && this.peak > this.written * 1.25))) this.write(t);
+      this.seenAt = wall;
+      const since = this.clock.now() - this.writtenAt;
+      if (this.peak > 0 && (since >= REFRESH_EVERY_MS || (since >= GROWTH_WRITE_EVERY_MS && this.peak > this.written * 1.25))) this.write();
     }
     return Math.max(now, this.peak);
   }
 
   /** Writes a peak not yet on disk (when the tracker stops; a growing fleet's is written at most once a second). */
   flush(): void {
-    if (this.peak > this.written) this.write(this.clock.wallNow());
+    if (this.peak > this.written) this.write();
   }
 
-  private write(t: number): void {
+  private write(): void {
     this.store.transaction(() => {
       this.store.setMeta('fleet_peak', this.peak);
       this.store.setMeta('fleet_peak_at', this.seenAt);
     });
     this.written = this.peak;
-    this.writtenAt = t;
+    this.writtenAt = this.clock.now();
   }
 }

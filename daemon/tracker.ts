@@ -620,10 +620,10 @@ export class Tracker extends EventEmitter {
    * that the pings slow down in step with the fleet, and so does leaving a main that hangs (a main that
    * dies is left at once: its connections close). Never above --lease-ms, after which a silent session is
    * closed. Peers counted: those registered (replicated state, so a new main tells its peers the same from
-   * the start), those with a session or a connection here (a fleet dialling in after a restart waits in
-   * the TLS queue), or the most seen lately (FleetPeak, kept in --data), whichever is more. A lease is told
-   * once per session: a peer told 900 ms while its fleet was still arriving would ping every 300 ms for as
-   * long as its session lasts.
+   * the start), those with a session here, or the most seen lately (FleetPeak, kept in --data), whichever
+   * is more. Connections not yet past their handshake do not count: anyone can open those. A peer of this
+   * release is told a new lease when its fleet has grown or shrunk since (retellLease); a 0.1 peer keeps
+   * the one told in WELCOME.
    */
   private heartbeatLeaseMs(): number {
     const peers = this.fleetNow();
@@ -647,7 +647,7 @@ export class Tracker extends EventEmitter {
 
   /** The peers to expect now (see heartbeatLeaseMs). */
   private fleetNow(): number {
-    return this.fleet.expected(Math.max(this.state.holders.sizes().peers, this.peerSessions.size, this.limiter.size));
+    return this.fleet.expected(Math.max(this.state.holders.sizes().peers, this.peerSessions.size));
   }
 
   /** Commits a write about one peer's holdings, counting it as in flight for that peer until it ends. */

@@ -79,6 +79,8 @@ export const reconnectBackoff: RetryStrategy = (failures, blacklisted) => (black
 const RETRIABLE = new Set(['P2P_CONNECTION_CLOSED', 'P2P_TIMEOUT', 'P2P_NOT_PRIMARY', 'P2P_SHUTTING_DOWN', 'P2P_STALE_TERM', 'P2P_REPLICATION_FAILED', 'P2P_CONNECT_FAILED']);
 
 const REGISTER_BATCH = 5000;
+/** Heartbeats at least this often, whatever lease a tracker tells (setInterval takes at most 2^31 - 1 ms). */
+const MAX_HEARTBEAT_MS = 60_000;
 /** A heartbeat's answer is awaited at least this long: at the default lease, a hung tracker is left within about a second. */
 const HEARTBEAT_PATIENCE_MS = 750;
 
@@ -269,7 +271,7 @@ export class TrackerClient extends EventEmitter {
     conn.on('event', (name: MessageName, body: unknown) => {
       if (name !== 'LEASE') return this.onEvent(name, body);
       // Its fleet grew or shrank since WELCOME: ping at the new pace (a session left after a move, never).
-      if (this.conn !== conn) return;
+      if (this.conn !== conn || this.state === 'closed') return;
       pingTimer.cancel();
       pingTimer = this.heartbeat(conn, label, (body as Body<'LEASE'>).leaseMs);
     });
@@ -296,7 +298,7 @@ export class TrackerClient extends EventEmitter {
     this.leaseMs = leaseMs;
     // Heartbeats: a third of the lease. A tracker tells 900 ms (a hung tracker is left within about a
     // second) unless its fleet is so large that it asks for fewer (daemon/tracker.ts, heartbeatLeaseMs).
-    const every = Math.max(100, Math.floor(leaseMs / 3));
+    const every = Math.min(Math.max(100, Math.floor(leaseMs / 3)), MAX_HEARTBEAT_MS);
     // How long an answer may take: 750 ms, or two heartbeats where the lease is longer (a large fleet's
     // tracker is busier, and leaving it is costlier: all its peers would at once).
     const patienceMs = Math.max(HEARTBEAT_PATIENCE_MS, 2 * every);

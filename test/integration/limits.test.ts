@@ -25,6 +25,7 @@ import {
   type MessageName,
   PEER_FEATURES,
   silentLogger,
+  VirtualClock,
 } from '../../protocol/index.js';
 import { Fleet, type TestPeer } from '../helpers/fleet.js';
 import { until } from '../helpers/wait.js';
@@ -214,34 +215,49 @@ t.test('heartbeats slow down with the fleet: a lease of 900 ms (a PING every 300
 
 t.test('a peer told the lease of a small fleet is told the new one (LEASE) once the fleet has grown, if it reads LEASE', async (t) => {
   const fleet = new Fleet(t);
-  await fleet.startTracker({ peerHeartbeatsPerSecond: 10, leaseMs: 2400 });
+  // A long --lease-ms: these raw peers stay silent between their PINGs.
+  await fleet.startTracker({ peerHeartbeatsPerSecond: 10, leaseMs: 10_000 });
   const early = await Raw.connect(t, fleet.trackerAddress);
   t.equal((await early.handshake(undefined, PEER_FEATURES.lease)).leaseMs, 900, 'the first peer: 900 ms');
   const old = await Raw.connect(t, fleet.trackerAddress);
   t.equal((await old.handshake()).leaseMs, 900, 'a peer of 0.1 (no features in its HELLO): 900 ms too');
   for (let i = 0; i < 7; i++) await (await Raw.connect(t, fleet.trackerAddress)).handshake();
-  t.ok(await early.ping(), 'with 9 peers the lease would be 2,700 ms (capped at 2,400): at its next PING...');
+  t.ok(await early.ping(), 'with 9 peers the lease is 2,700 ms: at its next PING...');
   const lease = await until('a LEASE event', () => early.frames.find((f) => f.name === 'LEASE'));
   t.equal(lease.requestId, 0, '...the peer gets an event (request id 0)');
-  t.same(decodeBody('LEASE', lease.body), { leaseMs: 2400 }, 'telling it the lease of 9 peers');
-  t.ok(await early.ping(), 'the next PING is answered as before');
-  t.equal(early.frames.filter((f) => f.name === 'LEASE').length, 1, 'and brings no second LEASE: the lease has not changed since');
-  t.ok(await old.ping(), 'the 0.1 peer is served as before');
+  t.same(decodeBody('LEASE', lease.body), { leaseMs: 2700 }, 'telling it the lease of 9 peers');
+  // Frames come in order: anything sent with one PING's answer is in before the next one's.
+  t.ok((await early.ping()) && (await early.ping()), 'the next PINGs are answered as before');
+  t.equal(early.frames.filter((f) => f.name === 'LEASE').length, 1, 'and bring no second LEASE: the lease has not changed since');
+  t.ok((await old.ping()) && (await old.ping()), 'the 0.1 peer is served as before');
   t.notOk(old.frames.some((f) => f.name === 'LEASE'), 'and never gets a message it would not know');
 });
 
 t.test('a peer daemon moves its heartbeats to the lease the tracker tells it during its session', async (t) => {
   const fleet = new Fleet(t);
-  await fleet.startTracker({ peerHeartbeatsPerSecond: 10, leaseMs: 2400 });
-  const client = new TrackerClient({ trackers: [fleet.trackerAddress], ...clientIdentity(), advertisePort: () => 4000, announce: () => [], logger: silentLogger });
+  await fleet.startTracker({ peerHeartbeatsPerSecond: 10, leaseMs: 10_000 });
+  // Its heartbeats run on a clock the test moves: it counts them exactly.
+  const clock = new VirtualClock();
+  const client = new TrackerClient({ trackers: [fleet.trackerAddress], ...clientIdentity(), advertisePort: () => 4000, announce: () => [], logger: silentLogger, clock });
   t.teardown(() => client.close());
   client.start();
   await until('a session', () => client.state === 'connected');
   t.equal(client.leaseMs, 900, 'alone: 900 ms, a PING every 300 ms');
+  const conn = client.conn!;
+  const request = conn.request.bind(conn);
+  let pings = 0;
+  conn.request = ((...args: Parameters<typeof conn.request>) => {
+    if (args[0] === 'PING') pings++;
+    return request(...args);
+  }) as typeof conn.request;
   for (let i = 0; i < 8; i++) await (await Raw.connect(t, fleet.trackerAddress)).handshake();
-  await until('the new lease', () => client.leaseMs === 2400);
-  t.pass('once 9 peers are there, it pings every 800 ms, told at its next PING');
-  t.equal(client.state, 'connected', 'on the same session');
+  clock.advance(300);
+  t.equal(pings, 1, 'its next PING...');
+  await until('the new lease', () => client.leaseMs === 2700);
+  t.equal(client.state, 'connected', '...brings the lease of 9 peers, 2,700 ms, on the same session');
+  pings = 0;
+  clock.advance(2700);
+  t.equal(pings, 3, 'it pings every 900 ms from then on (3 in 2.7 s; every 300 ms as well would be 9 more)');
 });
 
 t.test('after a restart, the first peers back are told the lease of the fleet the tracker had, not of the few it has so far', async (t) => {
