@@ -639,7 +639,8 @@ export class Tracker extends EventEmitter {
   private retellLease(s: Session): void {
     const leaseMs = this.heartbeatLeaseMs();
     const told = s.leaseMs ?? leaseMs;
-    if (leaseMs * 2 >= told * 3 || told * 2 >= leaseMs * 3) {
+    // Off by a quarter or more: the fleet's PINGs stay within 1.25 times --peer-heartbeats-per-s.
+    if (leaseMs * 4 >= told * 5 || told * 4 >= leaseMs * 5) {
       s.leaseMs = leaseMs;
       s.conn.sendEvent('LEASE', { leaseMs });
     }
