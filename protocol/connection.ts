@@ -311,6 +311,15 @@ export class Connection extends EventEmitter {
     return this.write(encodeFrame(name, requestId, body));
   }
 
+  /**
+   * Writes a whole frame encoded by the caller, the same bytes for many connections (a tracker telling
+   * every peer of an event encodes it once). The caller does not change `frame` afterwards.
+   */
+  sendFrame(frame: Buffer): boolean {
+    if (this.closed) return false;
+    return this.write(frame);
+  }
+
   /** An incoming request is answered: drop what we kept about it. */
   private forget(requestId: number): void {
     this.incoming.delete(requestId);
