@@ -73,6 +73,8 @@ interface Options {
   failover: boolean;
   trackerNodeArgs: string[];
   workerNodeArgs: string[];
+  /** The workers' nice value: above 0 the trackers take the CPU first, as if the peers ran elsewhere. */
+  workerNice: number;
   results: string | undefined;
   keep: boolean;
 }
@@ -102,6 +104,7 @@ function parseOptions(): Options {
       'peer-logs': { type: 'string', default: '0' },
       'tracker-node-args': { type: 'string', default: '' },
       'worker-node-args': { type: 'string', default: '' },
+      'worker-nice': { type: 'string', default: '0' },
       results: { type: 'string' },
       keep: { type: 'boolean', default: false },
       'no-failover': { type: 'boolean', default: false },
@@ -139,6 +142,8 @@ function parseOptions(): Options {
       '  --tracker-node-args="..."  node flags for the trackers, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (a',
       '                          profile per tracker process, written when it stops; the killed main writes none)',
       '  --worker-node-args="..."   node flags for the generator\'s worker processes, the same way',
+      '  --worker-nice N         run the workers at nice N (default 0, the trackers\' share): the simulated',
+      '                          peers stand for machines of their own; at 10 the trackers take the CPU first',
       '',
     ],
   );
@@ -182,6 +187,7 @@ function parseOptions(): Options {
     peerLogs: int('peer-logs', values['peer-logs'], 0),
     trackerNodeArgs: values['tracker-node-args'].split(' ').filter(Boolean),
     workerNodeArgs: values['worker-node-args'].split(' ').filter(Boolean),
+    workerNice: int('worker-nice', values['worker-nice'], 0),
     failover: !values['no-failover'],
     blacklistCache: values['blacklist-cache'],
     results: values.results,
@@ -539,7 +545,7 @@ async function measureSize(ws: Workspace, opts: Options, peers: number): Promise
     const empty = cluster.usage();
     log(`${peers} peers: trackers ${cluster.addresses.join(', ')} up (main ${cluster.trackers[0]!.name}); starting ${opts.workers} workers`);
     const loadStarted = performance.now();
-    gen = await Generator.start({ workers: opts.workers, trackers: cluster.addresses, peers, spares, workload, logDir: ws.dir, peerLogs: opts.peerLogs, productBlacklistCache: opts.blacklistCache, nodeArgs: opts.workerNodeArgs });
+    gen = await Generator.start({ workers: opts.workers, trackers: cluster.addresses, peers, spares, workload, logDir: ws.dir, peerLogs: opts.peerLogs, productBlacklistCache: opts.blacklistCache, nodeArgs: opts.workerNodeArgs, nice: opts.workerNice });
     const workersReadyS = (performance.now() - loadStarted) / 1000;
     const run: Run = { opts, peers, workload, cluster, gen };
 

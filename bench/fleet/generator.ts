@@ -30,6 +30,8 @@ export interface GeneratorOptions {
   productBlacklistCache: boolean;
   /** Node flags for the workers, after their own (--worker-node-args, e.g. to profile them). */
   nodeArgs?: string[];
+  /** The workers' nice value (0: the same share of the CPU as the trackers). */
+  nice?: number;
 }
 
 /** One sample: a lookup or a search and what it came to (see ipc.ts, WorkerReport.samples). */
@@ -138,7 +140,10 @@ export class Generator {
       const spareCount = Math.min(opts.peers + opts.spares, spareFirst + sparePer) - spareFirst;
       const setup: WorkerSetup = { worker: w, trackers: opts.trackers, first, count, spareFirst, spareCount, workload: opts.workload, peerLogs: opts.peerLogs, productBlacklistCache: opts.productBlacklistCache };
       const log = fs.openSync(path.join(opts.logDir, `worker-${w}.log`), 'a');
-      const child = fork(WORKER_SCRIPT, [JSON.stringify(setup)], { stdio: ['ignore', log, log, 'ipc'], execArgv: [...WORKER_NODE_ARGS, ...(opts.nodeArgs ?? [])] });
+      const execArgv = [...WORKER_NODE_ARGS, ...(opts.nodeArgs ?? [])];
+      // Through nice(1), so that every thread of the worker runs at that niceness, not its main thread alone.
+      const niced = (opts.nice ?? 0) > 0 ? { execPath: '/usr/bin/nice', execArgv: ['-n', String(opts.nice), process.execPath, ...execArgv] } : { execArgv };
+      const child = fork(WORKER_SCRIPT, [JSON.stringify(setup)], { stdio: ['ignore', log, log, 'ipc'], ...niced });
       fs.closeSync(log);
       const wp = new WorkerProcess(w, child, (r) => g.ingest(w, r));
       g.workers.push(wp);
