@@ -60,7 +60,7 @@ import { searchAnswer } from './holders.js';
 import { fitPage } from './pages.js';
 import { SlicedWork } from './sliced-work.js';
 import { RequestGate } from './request-gate.js';
-import { Broadcaster } from './broadcast.js';
+import { Broadcaster, type Told } from './broadcast.js';
 import { TrackerState, type Op, type RegistrationTotals } from './state.js';
 import { FleetPeak } from './fleet-peak.js';
 import { Store, type ReportRecord } from './store.js';
@@ -164,7 +164,8 @@ export const DEFAULTS = {
   requestLifoAfterMs: 100,
   /**
    * Peer sessions an event for all (TRACKER_CHANGED, BLACKLIST_CHANGED) is written to per turn of the loop:
-   * about 5 ms of writes, like a stretch of requests; 17,000 sessions in one go took 2.5-3.2 s.
+   * 17,000 in one go took 2.5-3.2 s on a starved main (150-190 us a write), so a slice of 128 about 20 ms
+   * there, a few ms on a main with a core of its own.
    */
   broadcastPerTurn: 128,
   /** Receipt checks waiting at once, for every reporter together (about 2 s of work); more are refused. */
@@ -205,6 +206,8 @@ export class Tracker extends EventEmitter {
       return new P2PError('P2P_OVERLOADED', `the tracker is overloaded: this request waited ${Math.round(ms)} ms for its turn; try again`);
     },
   });
+  /** The last BLACKLIST_CHANGED given to the broadcaster, and its changes while it may still take more. */
+  private blacklistPush: { changes: Map<string, boolean>; told: Told } | undefined;
   /** Events told to every peer session, a slice of them per turn. */
   private readonly broadcaster = new Broadcaster<Session>({
     perTurn: DEFAULTS.broadcastPerTurn,
@@ -597,27 +600,27 @@ export class Tracker extends EventEmitter {
       this.metrics?.lookup((performance.now() - startedAt) / 1000, true);
       return;
     },
-    BLACKLIST_SYNC: (req, s) => {
-      const { conn } = s;
-      // A peer (re)connected: it may have missed pushes while it had no session here. A peer of this
-      // release sends the digest of the list it holds (kept across its restarts): the same digest, the
-      // same targets, so nothing is sent. A 0.1 peer sends back the version it was last told; that is the
-      // list's term.index, which only moves forward, so it matches only while nothing changed. (A digest
-      // told to a 0.1 peer could match again after a change and its undoing, while the pushes it got and
-      // missed left its list different: it is never told one.)
-      const { version } = req.body;
-      if (version === this.state.blacklistDigest() || version === this.state.blacklistVersion) {
-        conn.reply(req.requestId, 'BLACKLIST_STATE', { version: this.state.blacklistVersion, changed: false, targets: [] });
-      } else conn.replyEncoded(req.requestId, this.wholeBlacklist());
-      return;
-    },
-    BLACKLIST_CHECK: (req, s) => {
-      const { conn } = s;
-      const { peerId: who, host } = req.body;
-      const entry = this.state.isBanned(who, host);
-      conn.reply(req.requestId, 'BLACKLIST_VERDICT', { banned: !!entry, reason: entry?.reason ?? '' });
-      return;
-    },
+    BLACKLIST_SYNC: (req, s) =>
+      this.afterPushes(() => {
+        const { conn } = s;
+        // A peer (re)connected: it may have missed pushes while it had no session here. A peer of this
+        // release sends the digest of the list it holds (kept across its restarts): the same digest, the
+        // same targets, so nothing is sent. A 0.1 peer sends back the version it was last told; that is the
+        // list's term.index, which only moves forward, so it matches only while nothing changed. (A digest
+        // told to a 0.1 peer could match again after a change and its undoing, while the pushes it got and
+        // missed left its list different: it is never told one.)
+        const { version } = req.body;
+        if (version === this.state.blacklistDigest() || version === this.state.blacklistVersion) {
+          conn.reply(req.requestId, 'BLACKLIST_STATE', { version: this.state.blacklistVersion, changed: false, targets: [] });
+        } else conn.replyEncoded(req.requestId, this.wholeBlacklist());
+      }),
+    BLACKLIST_CHECK: (req, s) =>
+      this.afterPushes(() => {
+        const { conn } = s;
+        const { peerId: who, host } = req.body;
+        const entry = this.state.isBanned(who, host);
+        conn.reply(req.requestId, 'BLACKLIST_VERDICT', { banned: !!entry, reason: entry?.reason ?? '' });
+      }),
     REPORT: async (req, s) => {
       let outcome: ReportOutcome = 'refused';
       try {
@@ -863,22 +866,64 @@ export class Tracker extends EventEmitter {
           s.conn.close(new P2PError('P2P_BLACKLISTED', `blacklisted: ${op.entry.reason}`));
         }
       }
-      this.broadcast('BLACKLIST_CHANGED', { added: [{ target }], removed: [] });
+      this.pushBlacklistChange(target, true);
     } else if (op.op === 'blacklist-rm') {
-      this.broadcast('BLACKLIST_CHANGED', { added: [], removed: [{ target: op.target }] });
+      this.pushBlacklistChange(op.target, false);
     }
   }
 
-  /** Tells every peer session, a slice per turn of the loop (daemon/broadcast.ts); only the latest main matters. */
-  private broadcast<N extends 'BLACKLIST_CHANGED' | 'TRACKER_CHANGED'>(name: N, body: Body<N>): void {
+  /** The peer sessions now: who an event for all is told to (daemon/broadcast.ts). */
+  private peerTargets(): Session[] {
     const targets: Session[] = [];
     for (const s of this.sessions) if (s.role === Role.peer) targets.push(s);
-    this.broadcaster.send(encodeFrame(name, 0, body), targets, name === 'TRACKER_CHANGED' ? name : undefined);
+    return targets;
   }
 
+  /**
+   * Tells every peer of a ban (`added`) or its lifting. A change made while the last BLACKLIST_CHANGED
+   * has not started out is folded into it, the later change of a target winning: a burst of bans (a
+   * script) goes out as one event, not one event of 17,000 writes each.
+   */
+  private pushBlacklistChange(target: string, added: boolean): void {
+    const open = this.blacklistPush;
+    if (open && !open.told.started) {
+      open.changes.delete(target);
+      open.changes.set(target, added);
+      return;
+    }
+    const changes = new Map([[target, added]]);
+    const told = this.broadcaster.send(() => {
+      const body: Body<'BLACKLIST_CHANGED'> = { added: [], removed: [] };
+      for (const [t, a] of changes) (a ? body.added : body.removed).push({ target: t });
+      return encodeFrame('BLACKLIST_CHANGED', 0, body);
+    }, this.peerTargets());
+    this.blacklistPush = { changes, told };
+  }
+
+  /**
+   * Runs `answer` once the events already queued for every peer have been told, so that a session never
+   * gets a push older than an answer it has (a BLACKLIST_SYNC answer, then the ban it already lists).
+   */
+  private afterPushes(answer: () => void): void | Promise<void> {
+    if (this.broadcaster.pending === 0) return answer();
+    return new Promise((resolve, reject) => {
+      this.broadcaster.afterQueued(() => {
+        try {
+          answer();
+          resolve();
+        } catch (err) {
+          reject(err);
+        }
+      });
+    });
+  }
+
+  /** Tells every peer session of the main (only the latest matters); a tracker that lost command without knowing the next stops naming itself. */
   private announcePrimary(): void {
     const primary = this.cluster.primaryAddress;
-    if (primary) this.broadcast('TRACKER_CHANGED', { primary, term: this.state.term });
+    if (!primary) return this.broadcaster.cancel('TRACKER_CHANGED');
+    const body = { primary, term: this.state.term };
+    this.broadcaster.send(() => encodeFrame('TRACKER_CHANGED', 0, body), this.peerTargets(), 'TRACKER_CHANGED');
   }
 }
 
