@@ -326,6 +326,10 @@ export class TrackerClient extends EventEmitter {
       const { primary, term } = body as Body<'TRACKER_CHANGED'>;
       this.term = term;
       if (primary === this.current) {
+        // A move told of just before (a main in command for a moment) is moot now: left to run, it took
+        // this peer to a tracker that sent it straight back, a handshake on each in a storm of them.
+        this.moveTimer?.cancel();
+        this.moveTimer = undefined;
         this.role = 'primary';
         this.preferred = primary;
         if (this.conn) void this.announceOn(this.conn, primary);

@@ -414,3 +414,47 @@ t.test('the identity key, data folder and control socket are private', async (t)
   t.equal(mode(p.dataDir).toString(8), '700', 'the data folder is 0700');
   t.equal(mode(p.daemon.socketPath).toString(8), '600', 'the control socket is 0600');
 });
+
+t.test('a peer told of a new main, then told its own tracker is main again before it moved, stays (no handshake with the other)', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  // The other tracker: a listener that only counts who dials it.
+  let dialled = 0;
+  const other = net.createServer((socket) => {
+    dialled++;
+    socket.destroy();
+  });
+  await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => other.close());
+  const otherLabel = `127.0.0.1:${(other.address() as net.AddressInfo).port}`;
+  const ownLabel = `${fleet.trackerAddress.host}:${fleet.trackerAddress.port}`;
+  const clock = new VirtualClock();
+  const client = new TrackerClient({
+    trackers: [fleet.trackerAddress, { host: '127.0.0.1', port: (other.address() as net.AddressInfo).port }],
+    ...clientIdentity(),
+    advertisePort: () => 4000,
+    announce: () => [],
+    logger: silentLogger,
+    clock,
+    moveSpreadMs: 1000,
+    random: () => 0.5,
+  });
+  t.teardown(() => client.close());
+  client.start();
+  await until('a session', () => client.state === 'connected');
+  const conn = client.conn!;
+  // What the cluster tells its peers when a backup is main for a moment and the better-ranked tracker takes
+  // command back (TRACKER_CHANGED, as the tracker's broadcast delivers it).
+  conn.emit('event', 'TRACKER_CHANGED', { primary: otherLabel, term: 4 });
+  conn.emit('event', 'TRACKER_CHANGED', { primary: ownLabel, term: 6 });
+  clock.advance(1000);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  t.equal(dialled, 0, 'the move told first is not made');
+  t.equal(client.current, ownLabel, 'it stays with its tracker');
+  t.equal(client.state, 'connected', 'on the same session');
+  // The same first event alone does move it (the test can see a move).
+  conn.emit('event', 'TRACKER_CHANGED', { primary: otherLabel, term: 7 });
+  clock.advance(1000);
+  await until('a dial of the new main', () => dialled > 0);
+  t.pass('told of a new main alone, it dials it after its delay');
+});
