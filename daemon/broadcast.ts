@@ -46,6 +46,11 @@ export class Broadcaster<T> {
 
   constructor(private readonly opts: BroadcasterOptions<T>) {}
 
+  /** No event waits to be told. */
+  get idle(): boolean {
+    return this.queue.length === 0;
+  }
+
   /** Sessions still to be written to, over every event waiting. */
   get pending(): number {
     let n = 0;
@@ -60,6 +65,8 @@ export class Broadcaster<T> {
    * told yet is dropped: only the latest matters (a peer wants the main of now, not each one between).
    */
   send(make: () => Buffer, targets: readonly T[], key?: string): Told {
+    if (this.stopped || targets.length === 0) return { started: true };
+    if (key !== undefined) this.cancel(key);
     const p: Pending<T> = {
       make,
       frame: undefined,
@@ -71,8 +78,6 @@ export class Broadcaster<T> {
         return this.frame !== undefined;
       },
     };
-    if (this.stopped || targets.length === 0) return { started: true };
-    if (key !== undefined) this.cancel(key);
     this.queue.push(p);
     this.schedule();
     return p;

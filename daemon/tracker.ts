@@ -905,7 +905,7 @@ export class Tracker extends EventEmitter {
    * gets a push older than an answer it has (a BLACKLIST_SYNC answer, then the ban it already lists).
    */
   private afterPushes(answer: () => void): void | Promise<void> {
-    if (this.broadcaster.pending === 0) return answer();
+    if (this.broadcaster.idle) return answer();
     return new Promise((resolve, reject) => {
       this.broadcaster.afterQueued(() => {
         try {

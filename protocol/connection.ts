@@ -307,8 +307,7 @@ export class Connection extends EventEmitter {
   }
 
   sendEvent<N extends MessageName>(name: N, body: Body<N>, requestId = 0): boolean {
-    if (this.closed) return false;
-    return this.write(encodeFrame(name, requestId, body));
+    return this.closed ? false : this.sendFrame(encodeFrame(name, requestId, body));
   }
 
   /**
