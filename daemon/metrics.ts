@@ -13,6 +13,7 @@ import type { Address } from '../protocol/index.js';
 import { daemonRegistry, MetricsServer } from '../protocol/metrics-http.js';
 import type { Cluster, TrackerRole } from './cluster.js';
 import type { Op } from './ops.js';
+import type { RequestClass } from './request-gate.js';
 import type { TrackerState } from './state.js';
 
 const PREFIX = 'p2p_tracker_';
@@ -28,6 +29,8 @@ const REPORT_OUTCOMES: readonly ReportOutcome[] = ['blacklisted', 'partly blackl
 /** Tracker reads take microseconds to a few milliseconds (a search over many files). */
 const READ_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 /** Propose to commit: about 0 alone, a round trip and an fsync or two in a cluster; up to 5 x failover-ms. */
+/** A peer request's wait for its turn in the request gate: 0 when idle, up to the 2 s it may wait, more for announcements. */
+const WAIT_BUCKETS = [0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5];
 const WRITE_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
 /** What the gauges read at each scrape. */
@@ -40,6 +43,8 @@ export interface TrackerMetricsSource {
 export class TrackerMetrics {
   private readonly lookups: Record<'found' | 'not_found', { inc(): void }>;
   private readonly lookupSeconds: Histogram;
+  private readonly requestWaitSeconds: Histogram;
+  private readonly requestWaits: Record<RequestClass, { observe(seconds: number): void }>;
   private readonly searches: Counter;
   private readonly reannouncements: Counter;
   private readonly overloadRefusals: Counter;
@@ -131,6 +136,14 @@ export class TrackerMetrics {
     const lookups = new Counter({ name: `${PREFIX}lookups_total`, help: 'LOOKUP requests answered, by result: found or not_found.', labelNames: ['result'], registers });
     this.lookups = { found: lookups.labels('found'), not_found: lookups.labels('not_found') };
     this.lookupSeconds = new Histogram({ name: `${PREFIX}lookup_duration_seconds`, help: 'Time to answer a LOOKUP.', buckets: READ_BUCKETS, registers });
+    this.requestWaitSeconds = new Histogram({
+      name: `${PREFIX}request_wait_seconds`,
+      help: "Time a peer's request waited for its turn (daemon/request-gate.ts), by line: urgent (REGISTER, UNREGISTER, LEAVE, BLACKLIST_SYNC, BLACKLIST_CHECK, REPORT), ordinary (LOOKUP), heavy (SEARCH).",
+      labelNames: ['class'],
+      buckets: WAIT_BUCKETS,
+      registers,
+    });
+    this.requestWaits = { urgent: this.requestWaitSeconds.labels('urgent'), ordinary: this.requestWaitSeconds.labels('ordinary'), heavy: this.requestWaitSeconds.labels('heavy') };
     this.searches = new Counter({ name: `${PREFIX}searches_total`, help: 'SEARCH requests answered.', registers });
     this.reannouncements = new Counter({ name: `${PREFIX}reannouncements_total`, help: 'REGISTERs answered without a write: the main already held exactly what the peer announced.', registers });
     this.overloadRefusals = new Counter({ name: `${PREFIX}overload_refusals_total`, help: 'LOOKUPs and SEARCHes refused unrun (P2P_OVERLOADED) after waiting 2 s for their turn.', registers });
@@ -166,6 +179,10 @@ export class TrackerMetrics {
   lookup(seconds: number, found: boolean): void {
     this.lookups[found ? 'found' : 'not_found'].inc();
     this.lookupSeconds.observe(seconds);
+  }
+
+  requestWaited(cls: RequestClass, seconds: number): void {
+    this.requestWaits[cls].observe(seconds);
   }
 
   search(seconds: number): void {

@@ -171,6 +171,8 @@ t.test('a download, scraped during and after: the counters of the tracker, the s
   t.ok(sampleValue(tr, 'p2p_tracker_lookups_total', { result: 'found' }) >= 1, 'the tracker counted the lookup');
   t.ok(sampleValue(tr, 'p2p_tracker_lookup_duration_seconds_count') >= 1, 'and timed it');
   t.ok(sampleValue(tr, 'p2p_tracker_searches_total') >= 1, 'and the searches');
+  t.ok(sampleValue(tr, 'p2p_tracker_request_wait_seconds_count', { class: 'ordinary' }) >= 1, 'and how long the lookup waited for its turn');
+  t.ok(sampleValue(tr, 'p2p_tracker_request_wait_seconds_count', { class: 'urgent' }) >= 2, 'and the registrations');
   t.equal(sampleValue(tr, 'p2p_tracker_sessions', { role: 'peer' }), 2, 'two peer sessions');
   t.equal(sampleValue(tr, 'p2p_tracker_files_registered'), 1, 'one file');
   t.equal(sampleValue(tr, 'p2p_tracker_peers_registered'), 2, 'held by two peers');

@@ -2,7 +2,9 @@
  * A tracker busy with searches still takes a peer's announcements at once (daemon/request-gate.ts): after
  * a takeover, a main answering more lookups than it could kept every REGISTER waiting behind them past its
  * peer's timeout, and for minutes no peer counted as back (issue 12). REGISTER, UNREGISTER, LEAVE and
- * BLACKLIST_SYNC now take turns with lookups and searches instead of queueing behind them.
+ * BLACKLIST_SYNC now wait in a line of their own instead of queueing behind lookups and searches; and a
+ * LOOKUP, which costs a fraction of what a search of thousands of hits does, in a line apart from the
+ * searches, the lines sharing the tracker's time by what their work took.
  */
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
@@ -64,4 +66,36 @@ t.test('a REGISTER sent into a backlog of searches is answered at the next turn,
   t.ok(before < SESSIONS * LATER_PER_SESSION / 2, `the REGISTER was answered after ${before} of the ${hits.length} searches sent around it (${SESSIONS * SEARCHES_PER_SESSION} before it)`);
   const found = await announcer.request('SEARCH', { text: 'late-', limit: 10 }, 'SEARCH_RESULT');
   t.equal(found.files.length, 3, 'and its files are listed');
+});
+
+t.test('a LOOKUP sent into a backlog of searches is answered after at most a few of them, not after all', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  const holder = await session(t, fleet.trackerAddress);
+  const shared = files(NAMED, 'common');
+  await holder.request('REGISTER', { files: shared }, 'OK');
+
+  const searchers = await Promise.all(Array.from({ length: SESSIONS }, () => session(t, fleet.trackerAddress)));
+  const downloader = await session(t, fleet.trackerAddress);
+  const answered: string[] = [];
+  const searches = searchers.flatMap((conn) =>
+    Array.from({ length: SEARCHES_PER_SESSION }, () =>
+      conn.request('SEARCH', { text: 'common', limit: 10_000 }, 'SEARCH_RESULT').then(
+        () => answered.push('search'),
+        (err: { code?: string }) => {
+          if (err.code !== 'P2P_OVERLOADED') throw err;
+          answered.push('refused');
+        },
+      ),
+    ),
+  );
+  const found = downloader.request('LOOKUP', { id: shared[7]!.id }, 'LOOKUP_RESULT').then((r) => {
+    answered.push('lookup');
+    return r;
+  });
+  await Promise.all(searches);
+  const result = await found;
+  t.equal(result.size, shared[7]!.size, 'the lookup found the file');
+  const before = answered.indexOf('lookup');
+  t.ok(before <= 2, `the LOOKUP was answered after ${before} of the ${SESSIONS * SEARCHES_PER_SESSION} searches sent before it`);
 });

@@ -1,8 +1,8 @@
 /**
  * daemon/request-gate.ts: peers' requests run in stretches of at most budgetMs, and the event loop's timers
- * (the cluster's heartbeats) run between stretches however many wait. In one class they run in the order
- * they came until the oldest has waited lifoAfterMs; two classes take turns; ordinary ones that waited past
- * maxWaitMs are refused unrun.
+ * (the cluster's heartbeats) run between stretches however many wait. In one line they run in the order
+ * they came until the oldest has waited lifoAfterMs; the lines share the loop's time by weight, by what their
+ * work took; requests other than urgent ones that waited past maxWaitMs are refused unrun.
  */
 import t from 'tap';
 import { RequestGate } from '../../daemon/request-gate.js';
@@ -78,7 +78,7 @@ t.test('stop fails every waiting request', async (t) => {
 t.test('announcements take turns with lookups: one waiting behind a backlog runs second, not last', async (t) => {
   const { gate, ran, request } = setup(10, 10);
   const all = Array.from({ length: 6 }, (_, n) => gate.run(request(n)));
-  const urgent = gate.run(request(100), true);
+  const urgent = gate.run(request(100), 'urgent');
   await Promise.all([...all, urgent]);
   t.same(ran, [0, 100, 1, 2, 3, 4, 5], 'the urgent request ran at the first turn after it came');
 });
@@ -86,7 +86,7 @@ t.test('announcements take turns with lookups: one waiting behind a backlog runs
 t.test('while both kinds wait they alternate, so neither starves', async (t) => {
   const { gate, ran, request } = setup(10, 10);
   const settled = [gate.run(request(0))];
-  for (let n = 1; n <= 3; n++) settled.push(gate.run(request(n)), gate.run(request(100 + n), true));
+  for (let n = 1; n <= 3; n++) settled.push(gate.run(request(n)), gate.run(request(100 + n), 'urgent'));
   await Promise.all(settled);
   t.same(ran, [0, 101, 1, 102, 2, 103, 3], 'one of each in turn');
 });
@@ -101,7 +101,7 @@ t.test('a lookup that waited past maxWaitMs is refused without running; announce
   };
   const first = gate.run(request('a'));
   const results = ['b', 'c', 'd', 'e'].map((n) => Promise.resolve(gate.run(request(n))).then(() => 'ran', (err: Error) => err.message));
-  const announce = Promise.resolve(gate.run(request('R'), true)).then(() => 'ran', (err: Error) => err.message);
+  const announce = Promise.resolve(gate.run(request('R'), 'urgent')).then(() => 'ran', (err: Error) => err.message);
   await first;
   const outcomes = await Promise.all(results);
   t.equal(await announce, 'ran', 'the announcement ran, though it came last');
@@ -125,4 +125,68 @@ t.test('once the line is backed up, the newest lookups go first and the oldest a
   t.same(ran, ['a', 'b', 'c', 'f', 'e'], 'oldest first while the wait was short, then newest first');
   t.same(outcomes, ['ran', 'ran', 'ran', 'overloaded', 'ran', 'ran'], 'the one left waiting longest was refused');
   t.equal(gate.shed, 1);
+});
+
+/** A gate on a clock that only the work moves, with requests of the given costs in named lines. */
+function costed(budgetMs: number) {
+  let now = 0;
+  const gate = new RequestGate({ budgetMs, now: () => now });
+  const ran: string[] = [];
+  const request = (name: string, costMs: number) => () => {
+    ran.push(name);
+    now += costMs;
+  };
+  return { gate, ran, request };
+}
+
+t.test('lookups sent into a backlog of searches run after at most the search already under way, not after all of them', async (t) => {
+  const { gate, ran, request } = costed(10);
+  const settled = [gate.run(request('s0', 20), 'heavy')];
+  for (let n = 1; n <= 5; n++) settled.push(gate.run(request(`s${n}`, 20), 'heavy'));
+  for (let n = 1; n <= 5; n++) settled.push(gate.run(request(`l${n}`, 0.1)));
+  await Promise.all(settled);
+  t.same(ran, ['s0', 'l1', 's1', 'l2', 'l3', 'l4', 'l5', 's2', 's3', 's4', 's5'], 'a 20 ms search costs its line 20 ms: the lookups, 0.1 ms each, go next');
+});
+
+t.test('two lines that both stay backed up share the time by weight, not by turns: lookups twice what searches get', async (t) => {
+  const { gate, ran, request } = costed(10);
+  const settled = [gate.run(request('first', 10))]; // runs at once and fills the stretch: the rest wait
+  for (let n = 0; n < 40; n++) settled.push(gate.run(request('search', 10), 'heavy'));
+  for (let n = 0; n < 800; n++) settled.push(gate.run(request('lookup', 1)));
+  for (let n = 0; n < 40; n++) settled.push(gate.run(request('register', 10), 'urgent'));
+  await Promise.all(settled);
+  let searches = 0;
+  const tenth = ran.findIndex((r) => r === 'search' && ++searches === 10);
+  const before = ran.slice(0, tenth + 1);
+  const lookups = before.filter((r) => r === 'lookup').length;
+  const registers = before.filter((r) => r === 'register').length;
+  t.ok(Math.abs(lookups - 200) <= 20, `by the 10th search (100 ms of searches), ${lookups} ms of lookups had run: twice the time, within one search`);
+  t.ok(Math.abs(registers - 20) <= 2, `and ${registers * 10} ms of announcements: twice the time too`);
+  t.equal(ran.length, 881, 'and every request ran');
+});
+
+t.test('a line that was idle does not save up time: it starts level with the line that waits', async (t) => {
+  const { gate, ran, request } = costed(10);
+  const settled = [gate.run(request('first', 1))];
+  for (let n = 0; n < 30; n++) settled.push(gate.run(request('search', 10), 'heavy'));
+  for (let turn = 0; turn < 20; turn++) await new Promise<void>((resolve) => setImmediate(resolve));
+  const before = ran.filter((r) => r === 'search').length;
+  t.ok(before >= 10, `searches ran alone for a while (${before})`);
+  for (let n = 0; n < 100; n++) settled.push(gate.run(request('lookup', 1)));
+  await Promise.all(settled);
+  const after = ran.slice(ran.indexOf('lookup'));
+  t.ok(after.slice(0, 12).includes('search'), `a search ran within 11 lookups of their arrival (${after.slice(0, 12).join(' ')}), not after ${before * 10} ms of lookups`);
+});
+
+t.test('once nothing waits, every line starts again from nothing', async (t) => {
+  const { gate, ran, request } = costed(5);
+  const settled = [gate.run(request('first', 1))];
+  for (let n = 0; n < 10; n++) settled.push(gate.run(request('lookup', 5)));
+  await Promise.all(settled);
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  ran.length = 0;
+  const next = [gate.run(request('first', 5))];
+  next.push(gate.run(request('search', 5), 'heavy'), gate.run(request('lookup', 5)), gate.run(request('search', 5), 'heavy'));
+  await Promise.all(next);
+  t.same(ran, ['first', 'lookup', 'search', 'search'], "the lookups' 50 ms of the backlog before do not count against them in this one");
 });
