@@ -428,6 +428,15 @@ async function registrationPhase(
   await sleep(SETTLE_MS);
   const registered = cluster.usage();
   const holders = gauge(await cluster.metrics(0), 'p2p_tracker_holder_entries') ?? NaN;
+  // Where each tracker's RSS is: the JS heap in use (live objects and garbage not yet collected), the heap
+  // V8 holds, and memory outside it (buffers); from each tracker's own metrics (prom-client's defaults).
+  const heaps = await Promise.all(
+    cluster.trackers.map(async (_, i) => {
+      const m = await cluster.metrics(i).catch(() => undefined);
+      const read = (name: string): number => (m && gauge(m, name)) ?? NaN;
+      return { heapUsedBytes: read('nodejs_heap_size_used_bytes'), heapTotalBytes: read('nodejs_heap_size_total_bytes'), externalBytes: read('nodejs_external_memory_bytes') };
+    }),
+  );
   log(
     `${peers} peers: ${acked.count} registered in ${seconds.toFixed(1)} s (${(acked.count / seconds).toFixed(0)} peers/s), ` +
       `${holders} holder entries on the main (expected ${holderEntries(workload, peers)}), ${failures} could not`,
@@ -445,6 +454,7 @@ async function registrationPhase(
       bytesPerHolder: (rss(registered, i) - rss(withSessions, i)) / holders,
       totalBytesPerHolder: rss(registered, i) / holders,
       registerCpuMsPerPeer: (1000 * cpuSpent[i]!) / peers,
+      ...heaps[i]!,
     })),
   };
 }
@@ -491,6 +501,8 @@ async function steadyPhase({ opts, peers, cluster, gen }: Run): Promise<SizeResu
     commitP99Ms: 1000 * quantileBetween(before.commit, after.commit, 0.99),
     serverLookupP99Ms: 1000 * quantileBetween(before.lookup, after.lookup, 0.99),
     serverSearchP99Ms: 1000 * quantileBetween(before.search, after.search, 0.99),
+    serverLookupWaitP99Ms: 1000 * quantileBetween(before.lookupWait, after.lookupWait, 0.99),
+    serverSearchWaitP99Ms: 1000 * quantileBetween(before.searchWait, after.searchWait, 0.99),
     churnPerSecond: churnRate,
     left: gen.left,
     joined: gen.joined,
@@ -568,10 +580,13 @@ async function measureSize(ws: Workspace, opts: Options, peers: number): Promise
   }
 }
 
-function histograms(m: Metrics): { lookup: Histogram; search: Histogram; commit: Histogram } {
+function histograms(m: Metrics): { lookup: Histogram; search: Histogram; lookupWait: Histogram; searchWait: Histogram; commit: Histogram } {
   return {
     lookup: histogram(m, 'p2p_tracker_lookup_duration_seconds'),
     search: histogram(m, 'p2p_tracker_search_duration_seconds'),
+    // How long they waited for their turn on the main (its request gate): lookups wait in the 'ordinary' line.
+    lookupWait: histogram(m, 'p2p_tracker_request_wait_seconds', { class: 'ordinary' }),
+    searchWait: histogram(m, 'p2p_tracker_request_wait_seconds', { class: 'heavy' }),
     commit: histogram(m, 'p2p_tracker_write_commit_seconds'),
   };
 }

@@ -32,6 +32,10 @@ export interface TrackerMemory {
   totalBytesPerHolder: number;
   /** CPU (user + system) of this tracker during the registration phase, per peer registered. */
   registerCpuMsPerPeer: number;
+  /** After every registration, from the tracker's own metrics: JS heap in use and held, memory outside it (absent in older results). */
+  heapUsedBytes?: number;
+  heapTotalBytes?: number;
+  externalBytes?: number;
 }
 
 export interface Transition {
@@ -104,6 +108,9 @@ export interface SizeResult {
     commitP99Ms: number;
     serverLookupP99Ms: number;
     serverSearchP99Ms: number;
+    /** The main's p99 of the wait for a turn (its request gate), lookups and searches; absent in older results. */
+    serverLookupWaitP99Ms?: number;
+    serverSearchWaitP99Ms?: number;
     churnPerSecond: number;
     left: number;
     joined: number;
@@ -224,7 +231,7 @@ export function markdown(r: FleetReport): string {
     '## Sessions, registration and memory',
     '',
     mdTable(
-      ['peers', 'holder entries', 'sessions/s', 'registered peers/s (files/s)', 'registration s', 'main CPU ms per REGISTER', `RSS MB ${trackers}: empty`, 'with sessions', 'registered', 'bytes per holder entry (main / backups)', 'RSS / holder entry (main)'],
+      ['peers', 'holder entries', 'sessions/s', 'registered peers/s (files/s)', 'registration s', 'main CPU ms per REGISTER', `RSS MB ${trackers}: empty`, 'with sessions', 'registered', 'bytes per holder entry (main / backups)', 'RSS / holder entry (main)', 'registered: JS heap used / held, external MB'],
       r.sizes.map((s) => {
         const main = s.memory[0]!;
         const backups = s.memory.slice(1);
@@ -240,6 +247,7 @@ export function markdown(r: FleetReport): string {
           s.memory.map((x) => mb(x.registeredBytes)).join(' / '),
           `${num(main.bytesPerHolder)} / ${backups.map((b) => num(b.bytesPerHolder)).join(' / ')}`,
           num(main.totalBytesPerHolder),
+          main.heapUsedBytes === undefined ? '-' : s.memory.map((x) => `${mb(x.heapUsedBytes!)} / ${mb(x.heapTotalBytes!)}, ${mb(x.externalBytes!)}`).join('; '),
         ];
       }),
     ),
@@ -250,7 +258,7 @@ export function markdown(r: FleetReport): string {
     `## Steady load (${st.steadyS} s)`,
     '',
     mdTable(
-      ['peers', 'lookups/s', 'lookup ms', 'holders per answer', 'searches/s', 'search ms', 'hits per search', 'server p99 ms lookup / search', 'heartbeats/s (missed)', 'sessions lost', `CPU % ${trackers} / generator`, 'generator loop delay p99 ms, RSS MB', 'replication lag max entries, commit p99 ms', 'churn left / joined'],
+      ['peers', 'lookups/s', 'lookup ms', 'holders per answer', 'searches/s', 'search ms', 'hits per search', 'server p99 ms lookup / search', 'server wait p99 ms lookup / search', 'heartbeats/s (missed)', 'sessions lost', `CPU % ${trackers} / generator`, 'generator loop delay p99 ms, RSS MB', 'replication lag max entries, commit p99 ms', 'churn left / joined'],
       r.sizes.map((s) => {
         const d = s.steady;
         return [
@@ -262,6 +270,7 @@ export function markdown(r: FleetReport): string {
           lat(d.searches),
           num(d.searches.meanCount),
           `${ms(d.serverLookupP99Ms)} / ${ms(d.serverSearchP99Ms)}`,
+          d.serverLookupWaitP99Ms === undefined ? '-' : `${ms(d.serverLookupWaitP99Ms)} / ${ms(d.serverSearchWaitP99Ms!)}`,
           `${num(d.heartbeatsPerSecond)} (${num(d.heartbeatsMissed)})`,
           num(d.sessionsLost),
           cpu(d.cpuPercent),
@@ -272,7 +281,8 @@ export function markdown(r: FleetReport): string {
       }),
     ),
     '',
-    "Server p99: the main's own histograms (time to answer, queueing before it excluded; bucket bounds). CPU %: of one core,",
+    "Server p99: the main's own histograms (time to answer, queueing before it excluded; bucket bounds); server wait: the time they",
+    'waited for their turn there (p2p_tracker_request_wait_seconds, bucket bounds). CPU %: of one core,',
     "user + system from /proc/PID/stat; the generator (workers and the benchmark) shares the machine's CPUs with the",
     "trackers: a generator near 100% per worker, or a loop delay of many milliseconds, delays the requests it sends too.",
     '',

@@ -290,9 +290,10 @@ export interface Histogram {
   count: number;
 }
 
-export function histogram(m: Metrics, name: string): Histogram {
+/** A histogram of the scrape, or the one series of it whose labels include `labels` (the le label aside). */
+export function histogram(m: Metrics, name: string, labels: Record<string, string> = {}): Histogram {
   const family = m.get(name);
-  const samples = family?.samples ?? [];
+  const samples = (family?.samples ?? []).filter((s) => Object.entries(labels).every(([k, v]) => s.labels[k] === v));
   const buckets = samples
     .filter((s) => s.name === `${name}_bucket`)
     .map((s) => ({ le: s.labels.le === '+Inf' ? Infinity : Number(s.labels.le), count: s.value }))
