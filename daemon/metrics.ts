@@ -28,9 +28,9 @@ const REPORT_OUTCOMES: readonly ReportOutcome[] = ['blacklisted', 'partly blackl
 
 /** Tracker reads take microseconds to a few milliseconds (a search over many files). */
 const READ_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
-/** Propose to commit: about 0 alone, a round trip and an fsync or two in a cluster; up to 5 x failover-ms. */
 /** A peer request's wait for its turn in the request gate: 0 when idle, up to the 2 s it may wait, more for announcements. */
 const WAIT_BUCKETS = [0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5];
+/** Propose to commit: about 0 alone, a round trip and an fsync or two in a cluster; up to 5 x failover-ms. */
 const WRITE_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
 /** What the gauges read at each scrape. */

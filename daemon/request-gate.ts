@@ -28,7 +28,10 @@ export interface RequestGateOptions {
   lifoAfterMs?: number;
   /** Milliseconds, monotonic (performance.now unless a test passes its own). */
   now?: () => number;
-  /** Each request as it leaves the gate, run or refused: its line and how long it waited (0 if run at once). */
+  /**
+   * Each request as it leaves the gate, run or refused for waiting (not those failed by stop()): its line
+   * and how long it waited (0 if run at once).
+   */
   onLeave?: (cls: RequestClass, waitedMs: number) => void;
 }
 
@@ -101,28 +104,28 @@ class Line {
 export type RequestClass = 'urgent' | 'ordinary' | 'heavy';
 
 /**
- * Each line's weight: while lines wait, each gets time in proportion to it. A search is browsing; a lookup
- * is what a download needs to start, and an announcement what a takeover waits for. At 5,000 peers with
- * 2,000 lookups and 200 searches asked a second (bench:fleet, the main at 96-99% of a core), equal shares
- * answered 1,967-1,981 lookups a second with a p99 of 643-1,236 ms as the peers saw it, and 29-30
- * searches; these weights 1,990-1,992 at 351-383 ms, and 37-47 searches (every lookup the main refuses
- * after 2 s is time spent for nothing).
+ * Each line's weight: while lines wait, each gets time in proportion to it. A lookup (tens of
+ * microseconds) is what a download needs to start and an announcement what a takeover waits for; a search
+ * (up to tens of milliseconds) is browsing, and the first thing an overloaded main should refuse. At 5,000
+ * peers with 2,000 lookups and 200 searches asked a second (bench:fleet; docs/scaling.md, "Lookups beside
+ * searches"), one FIFO for both answered 263-499 lookups a second; these lines 1,740-1,992.
  */
-const WEIGHTS: Readonly<Record<RequestClass, number>> = { urgent: 2, ordinary: 2, heavy: 1 };
+const WEIGHTS: Readonly<Record<RequestClass, number>> = { urgent: 8, ordinary: 8, heavy: 1 };
 
 const CLASSES = Object.keys(WEIGHTS) as RequestClass[];
 
 /**
  * Three lines of requests that share the loop's time by weight while they wait (announcements and lookups
- * twice what searches get), by the time their work took rather than by count (weighted fair queueing, with
- * the time each request's synchronous work ran as its cost).
+ * 8 times what searches get), by the time their work took rather than by count (weighted fair queueing, with
+ * the time each request's synchronous work ran as its cost: what a REGISTER costs later, its commit and
+ * apply, is not counted, so under a takeover's storm announcements get more than their share).
  * - A line that needs less than its share is served as soon as the request running now is done: at 2,000
  *   lookups a second and more searches than a core can answer, the lookups used to take turns with the
  *   searches one for one, waited behind 17 ms answers, and most were refused for having waited 2 s
  *   (bench:fleet at 17,000 peers: 63 answered a second). Now a search costs its line 17 ms of its share
  *   and a lookup costs its own line tens of microseconds.
- * - A line that was idle starts level with the waiting line that used least (it does not save up time
- *   while idle), and once nothing waits every line starts again from nothing.
+ * - A line that was idle joins where the line served last stood when its request began (it does not save
+ *   up time while idle), and once nothing waits every line starts again from nothing.
  * - Announcements get their share too: before, a main that took over under more lookups than it could
  *   answer kept every re-announcement waiting behind them past its peer's timeout, for minutes.
  *
@@ -144,6 +147,11 @@ export class RequestGate {
   private readonly now: () => number;
   private readonly onLeave: (cls: RequestClass, waitedMs: number) => void;
   private readonly lines = new Map<RequestClass, Line>(CLASSES.map((c) => [c, new Line()]));
+  /**
+   * Where the line last served stood when its request began (start-time fair queueing's virtual time): a
+   * line that was idle joins there, so it neither saves up time while idle nor pays for what ran before.
+   */
+  private virtualMs = 0;
   /** When this stretch began (-1: none running). */
   private stretchAt = -1;
   private scheduled: NodeJS.Immediate | undefined;
@@ -174,12 +182,20 @@ export class RequestGate {
    */
   run(work: () => void | Promise<void>, cls: RequestClass = 'ordinary'): void | Promise<void> {
     if (this.queued === 0 && this.startOrContinue()) {
-      this.onLeave(cls, 0);
-      return work();
+      // Nothing waits, so every line starts level; what this one costs counts against its line should a
+      // backlog form in this stretch (a search run at once, then lookups and searches queued behind it).
+      this.level();
+      this.leave(cls, 0);
+      const startedAt = this.now();
+      try {
+        return work();
+      } finally {
+        this.lines.get(cls)!.used = (this.now() - startedAt) / WEIGHTS[cls];
+      }
     }
     this.deferred++;
     const line = this.lines.get(cls)!;
-    if (line.length === 0) line.used = Math.max(line.used, this.leastUsedWaiting());
+    if (line.length === 0) line.used = Math.max(line.used, this.virtualMs);
     return new Promise<void>((resolve, reject) => {
       line.push({ work, resolve, reject, at: this.now() });
       this.schedule();
@@ -191,6 +207,15 @@ export class RequestGate {
     if (this.scheduled) clearImmediate(this.scheduled);
     this.scheduled = undefined;
     for (const line of this.lines.values()) for (const w of line.drainAll()) w.reject(err);
+  }
+
+  /** Tells `onLeave`; a hook that throws must not strand the request (taken off its line, not yet settled). */
+  private leave(cls: RequestClass, waitedMs: number): void {
+    try {
+      this.onLeave(cls, waitedMs);
+    } catch {
+      // A metrics hook: the request matters more than its count.
+    }
   }
 
   /** Whether this stretch has time left; starts one (ended by the next setImmediate) if none runs. */
@@ -212,11 +237,10 @@ export class RequestGate {
     });
   }
 
-  /** The time used by the line with requests waiting that used least (0 if none waits). */
-  private leastUsedWaiting(): number {
-    let least = Infinity;
-    for (const line of this.lines.values()) if (line.length > 0 && line.used < least) least = line.used;
-    return least === Infinity ? 0 : least;
+  /** Every line starts again from nothing (nothing waits). */
+  private level(): void {
+    for (const line of this.lines.values()) line.used = 0;
+    this.virtualMs = 0;
   }
 
   /** One stretch of waiting requests; what is left goes on after the loop's next turn. */
@@ -232,9 +256,10 @@ export class RequestGate {
           cls = c;
         }
       }
+      this.virtualMs = line!.used;
       const lifo = cls !== 'urgent' && now - line!.oldest!.at > this.lifoAfterMs;
       const w = lifo ? line!.pop() : line!.shift();
-      this.onLeave(cls, now - w.at);
+      this.leave(cls, now - w.at);
       try {
         const r = w.work();
         if (r && typeof r.then === 'function') r.then(w.resolve, w.reject);
@@ -245,7 +270,7 @@ export class RequestGate {
       line!.used += (this.now() - now) / WEIGHTS[cls];
     }
     // Nothing waits: the next backlog starts every line level.
-    if (this.queued === 0) for (const line of this.lines.values()) line.used = 0;
+    if (this.queued === 0) this.level();
   }
 
   /**
@@ -258,7 +283,7 @@ export class RequestGate {
       if (cls === 'urgent' || !oldest || now - oldest.at <= this.maxWaitMs) continue;
       line.shift();
       this.shed++;
-      this.onLeave(cls, now - oldest.at);
+      this.leave(cls, now - oldest.at);
       oldest.reject(this.shedError(now - oldest.at));
       return true;
     }

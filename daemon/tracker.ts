@@ -160,7 +160,7 @@ export const DEFAULTS = {
    * answered after its peer gave up (peers wait 5 s): see daemon/request-gate.ts.
    */
   requestMaxWaitMs: 2000,
-  /** Once the oldest waiting lookup or search has waited this long, the newest are answered first. */
+  /** Once the oldest waiting lookup (or search) has waited this long, the newest of its line are answered first. */
   requestLifoAfterMs: 100,
   /**
    * Peer sessions an event for all (TRACKER_CHANGED, BLACKLIST_CHANGED) is written to per turn of the loop:
