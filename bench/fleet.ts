@@ -396,7 +396,25 @@ interface Run {
 }
 
 /** 1. Every peer connects with no files: sessions/s, and the trackers' RSS with sessions only. */
-async function sessionsPhase({ opts, peers, cluster, gen }: Run): Promise<{ connect: SizeResult['connect']; withSessions: ReturnType<FleetCluster['usage']> }> {
+/** One tracker's JS heap in use (live objects and garbage not yet collected), the heap V8 holds, and memory outside it (buffers). */
+interface HeapFigures {
+  heapUsedBytes: number;
+  heapTotalBytes: number;
+  externalBytes: number;
+}
+
+/** Where each tracker's RSS is, from its own metrics (prom-client's defaults); NaN where a scrape fails. */
+function heapFigures(cluster: FleetCluster): Promise<HeapFigures[]> {
+  return Promise.all(
+    cluster.trackers.map(async (_, i) => {
+      const m = await cluster.metrics(i).catch(() => undefined);
+      const read = (name: string): number => (m && gauge(m, name)) ?? NaN;
+      return { heapUsedBytes: read('nodejs_heap_size_used_bytes'), heapTotalBytes: read('nodejs_heap_size_total_bytes'), externalBytes: read('nodejs_external_memory_bytes') };
+    }),
+  );
+}
+
+async function sessionsPhase({ opts, peers, cluster, gen }: Run): Promise<{ connect: SizeResult['connect']; withSessions: ReturnType<FleetCluster['usage']>; sessionHeaps: HeapFigures[] }> {
   const mark = cpuMark(cluster, gen);
   const t0 = epochMs();
   await withTimeout('every peer connected', gen.connect(opts.connectWindow));
@@ -405,7 +423,7 @@ async function sessionsPhase({ opts, peers, cluster, gen }: Run): Promise<{ conn
   const mainPeerSessions = gauge(await cluster.metrics(0), 'p2p_tracker_sessions', { role: 'peer' }) ?? NaN;
   log(`${peers} peers: sessions up in ${seconds.toFixed(1)} s (${(peers / seconds).toFixed(0)}/s; the main counts ${mainPeerSessions} peer sessions)`);
   await sleep(SETTLE_MS);
-  return { connect: { seconds, perSecond: peers / seconds, cpuPercent: cpu, mainPeerSessions }, withSessions: cluster.usage() };
+  return { connect: { seconds, perSecond: peers / seconds, cpuPercent: cpu, mainPeerSessions }, withSessions: cluster.usage(), sessionHeaps: await heapFigures(cluster) };
 }
 
 /**
@@ -416,6 +434,7 @@ async function registrationPhase(
   { opts, peers, workload, cluster, gen }: Run,
   empty: ReturnType<FleetCluster['usage']>,
   withSessions: ReturnType<FleetCluster['usage']>,
+  sessionHeaps: HeapFigures[],
 ): Promise<Pick<SizeResult, 'register' | 'memory' | 'holderEntries'>> {
   const mark = cpuMark(cluster, gen);
   const t0 = epochMs();
@@ -428,15 +447,7 @@ async function registrationPhase(
   await sleep(SETTLE_MS);
   const registered = cluster.usage();
   const holders = gauge(await cluster.metrics(0), 'p2p_tracker_holder_entries') ?? NaN;
-  // Where each tracker's RSS is: the JS heap in use (live objects and garbage not yet collected), the heap
-  // V8 holds, and memory outside it (buffers); from each tracker's own metrics (prom-client's defaults).
-  const heaps = await Promise.all(
-    cluster.trackers.map(async (_, i) => {
-      const m = await cluster.metrics(i).catch(() => undefined);
-      const read = (name: string): number => (m && gauge(m, name)) ?? NaN;
-      return { heapUsedBytes: read('nodejs_heap_size_used_bytes'), heapTotalBytes: read('nodejs_heap_size_total_bytes'), externalBytes: read('nodejs_external_memory_bytes') };
-    }),
-  );
+  const heaps = await heapFigures(cluster);
   log(
     `${peers} peers: ${acked.count} registered in ${seconds.toFixed(1)} s (${(acked.count / seconds).toFixed(0)} peers/s), ` +
       `${holders} holder entries on the main (expected ${holderEntries(workload, peers)}), ${failures} could not`,
@@ -455,6 +466,9 @@ async function registrationPhase(
       totalBytesPerHolder: rss(registered, i) / holders,
       registerCpuMsPerPeer: (1000 * cpuSpent[i]!) / peers,
       ...heaps[i]!,
+      sessionsHeapUsedBytes: sessionHeaps[i]?.heapUsedBytes ?? NaN,
+      sessionsHeapTotalBytes: sessionHeaps[i]?.heapTotalBytes ?? NaN,
+      sessionsExternalBytes: sessionHeaps[i]?.externalBytes ?? NaN,
     })),
   };
 }
@@ -561,8 +575,8 @@ async function measureSize(ws: Workspace, opts: Options, peers: number): Promise
     const workersReadyS = (performance.now() - loadStarted) / 1000;
     const run: Run = { opts, peers, workload, cluster, gen };
 
-    const { connect, withSessions } = await sessionsPhase(run);
-    const registration = await registrationPhase(run, empty, withSessions);
+    const { connect, withSessions, sessionHeaps } = await sessionsPhase(run);
+    const registration = await registrationPhase(run, empty, withSessions, sessionHeaps);
     const steady = await steadyPhase(run);
     const failover = opts.failover ? await failoverPhases(run) : {};
 

@@ -36,6 +36,10 @@ export interface TrackerMemory {
   heapUsedBytes?: number;
   heapTotalBytes?: number;
   externalBytes?: number;
+  /** The same with every session up and no files. */
+  sessionsHeapUsedBytes?: number;
+  sessionsHeapTotalBytes?: number;
+  sessionsExternalBytes?: number;
 }
 
 export interface Transition {
@@ -231,7 +235,7 @@ export function markdown(r: FleetReport): string {
     '## Sessions, registration and memory',
     '',
     mdTable(
-      ['peers', 'holder entries', 'sessions/s', 'registered peers/s (files/s)', 'registration s', 'main CPU ms per REGISTER', `RSS MB ${trackers}: empty`, 'with sessions', 'registered', 'bytes per holder entry (main / backups)', 'RSS / holder entry (main)', 'registered: JS heap used / held, external MB'],
+      ['peers', 'holder entries', 'sessions/s', 'registered peers/s (files/s)', 'registration s', 'main CPU ms per REGISTER', `RSS MB ${trackers}: empty`, 'with sessions', 'registered', 'bytes per holder entry (main / backups)', 'RSS / holder entry (main)', 'JS heap held, external MB: with sessions → registered'],
       r.sizes.map((s) => {
         const main = s.memory[0]!;
         const backups = s.memory.slice(1);
@@ -247,7 +251,7 @@ export function markdown(r: FleetReport): string {
           s.memory.map((x) => mb(x.registeredBytes)).join(' / '),
           `${num(main.bytesPerHolder)} / ${backups.map((b) => num(b.bytesPerHolder)).join(' / ')}`,
           num(main.totalBytesPerHolder),
-          main.heapUsedBytes === undefined ? '-' : s.memory.map((x) => `${mb(x.heapUsedBytes!)} / ${mb(x.heapTotalBytes!)}, ${mb(x.externalBytes!)}`).join('; '),
+          main.sessionsHeapTotalBytes === undefined ? '-' : s.memory.map((x) => `${mb(x.sessionsHeapTotalBytes!)}, ${mb(x.sessionsExternalBytes!)} → ${mb(x.heapTotalBytes!)}, ${mb(x.externalBytes!)}`).join(' / '),
         ];
       }),
     ),
