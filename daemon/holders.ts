@@ -70,8 +70,15 @@ export class HolderTable {
   private readonly peers = new Map<string, PeerRecord>();
   private readonly index = new NameIndex<FileRecord>(indexedNames);
   private holderCount = 0;
+  private changes = 0;
+
+  /** Moves on with every change made to the table (what a digest of it can be kept by). */
+  get version(): number {
+    return this.changes;
+  }
 
   clear(): void {
+    this.changes++;
     this.files.clear();
     this.peers.clear();
     this.index.forgetAll();
@@ -79,6 +86,7 @@ export class HolderTable {
   }
 
   register(info: PeerInfo, files: ReadonlyArray<FileReg>): void {
+    this.changes++;
     let peer = this.peers.get(info.peerId);
     if (!peer) {
       peer = { peerId: info.peerId, publicKey: info.publicKey, host: info.host, port: info.port, files: new Map(), partial: undefined, nameBytes: 0 };
@@ -130,6 +138,7 @@ export class HolderTable {
   unregister(peerId: string, ids: readonly string[] | 'all'): void {
     const peer = this.peers.get(peerId);
     if (!peer) return;
+    this.changes++;
     const recs = ids === 'all' ? [...peer.files.keys()] : ids.flatMap((id) => this.files.get(keyOf(id)) ?? []);
     for (const rec of recs) {
       const names = peer.files.get(rec);
@@ -143,6 +152,7 @@ export class HolderTable {
   }
 
   dropPeer(peerId: string): void {
+    this.changes++;
     this.unregister(peerId, 'all');
     this.peers.delete(peerId);
   }

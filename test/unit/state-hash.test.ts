@@ -32,3 +32,37 @@ t.test('stateHashInSlices hashes what stateHash does, over many turns of the loo
   t.not(await state.stateHashInSlices(), whole, 'and a change shows');
   t.equal(await state.stateHashInSlices(), state.stateHash(), 'the two agree again on the new state');
 });
+
+t.test('a hash asked again while nothing changed is the one already taken; any change, in the table or the log, takes a new one', async (t) => {
+  const state = new TrackerState(new Store(':memory:'));
+  t.teardown(() => state.store.close());
+  const peer = (p: number) => ({ peerId: randomBytes(20).toString('hex'), publicKey: randomBytes(32).toString('hex'), host: `10.1.0.${p}`, port: 7000 + p });
+  const files = () => Array.from({ length: 5 }, (_, i) => ({ id: randomBytes(32).toString('hex'), size: i + 1, name: `f${i}.bin`, complete: true }));
+  for (let p = 0; p < 20; p++) state.holders.register(peer(p), files());
+  let walks = 0;
+  const canonicalOrder = state.holders.canonicalOrder.bind(state.holders);
+  state.holders.canonicalOrder = () => {
+    walks++;
+    return canonicalOrder();
+  };
+  /** The whole hash in one go, to compare with, not counted as a walk. */
+  const wholeHash = (): string => {
+    const before = walks;
+    const h = state.stateHash();
+    walks = before;
+    return h;
+  };
+  const [a, b] = await Promise.all([state.stateHashInSlices(), state.stateHashInSlices()]);
+  const c = await state.stateHashInSlices();
+  t.equal(walks, 1, 'three asks (two at once, one after) walked the table once');
+  t.ok(a === b && b === c, 'and got the same digest');
+  state.holders.register(peer(99), files());
+  const d = await state.stateHashInSlices();
+  t.equal(walks, 2, 'a registration takes a new one');
+  t.equal(d, wholeHash(), "which is the new state's");
+  state.apply({ index: state.appliedIndex + 1, term: 1, op: { op: 'blacklist-add', entry: { target: 'a'.repeat(40), reason: 'test', since: 1, addedBy: 'admin' } } });
+  const e = await state.stateHashInSlices();
+  t.equal(walks, 3, 'and so does a write applied from the log');
+  t.not(e, d, 'with its own digest');
+  t.equal(e, wholeHash());
+});
