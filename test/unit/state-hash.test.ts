@@ -65,4 +65,13 @@ t.test('a hash asked again while nothing changed is the one already taken; any c
   t.equal(walks, 3, 'and so does a write applied from the log');
   t.not(e, d, 'with its own digest');
   t.equal(e, wholeHash());
+
+  // A snapshot installed at the same index (as a backup that is sent one can be), of a state with no holders.
+  const other = new TrackerState(new Store(':memory:'));
+  t.teardown(() => other.store.close());
+  const records = other.snapshotRecords(1);
+  records[0] = { ...records[0]!, index: state.appliedIndex, term: 1 } as (typeof records)[number];
+  state.install(records);
+  t.not(await state.stateHashInSlices(), e, 'a snapshot installed takes a new one too, even at the same index');
+  t.equal(walks, 4);
 });
