@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
+import { SWEEP_DROPS_PER_TURN } from '../../daemon/cluster.js';
 import type { TrackerOptions } from '../../daemon/tracker.js';
 import { RemoteError, silentLogger, toP2PError, VirtualClock, type Address } from '../../protocol/index.js';
 import { TrackerClient } from '../../peerd/tracker-client.js';
@@ -226,6 +227,29 @@ t.test('after a takeover, holders of peers that never reconnect are dropped afte
   await until('the holder that never came back to be dropped', () => names().length === 1, leaseMs + 3000);
   t.ok(Date.now() - takeoverAt >= leaseMs - 100, `not before the lease (${Date.now() - takeoverAt} ms)`);
   t.same(names(), ['stays.bin'], 'the peer that reconnected keeps its file');
+});
+
+t.test('after a takeover, many departed peers are dropped a slice per turn of the loop, not in one batch that every tracker applies at once', async (t) => {
+  const leaseMs = 1200;
+  const { ports, fleet, peer: mk } = await sweepCluster(t, leaseMs);
+  const trackers = ports.map(addr);
+  const departed = 3 * SWEEP_DROPS_PER_TURN + 5;
+  for (let i = 0; i < departed; i++) mk([trackers[0]!], `gone-${i}.bin`); // know only t0: never reach the new main
+  mk(trackers, 'stays.bin');
+  const listed = (): number => fleet.trackerAt(1).state.sizes().peers;
+  await until('every peer on the backup', () => listed() === departed + 1, 20_000);
+
+  await fleet.stopMember(0);
+  await until('t1 to take over', () => fleet.trackerAt(1).cluster.role === 'primary', 5000);
+  // The peers t1 lists, at every turn of its loop, until only the one that came back is left.
+  const seen: number[] = [];
+  await until('the departed peers to be dropped', () => {
+    if (seen.at(-1) !== listed()) seen.push(listed());
+    return listed() === 1;
+  }, leaseMs + 10_000, 0);
+  const between = seen.filter((n) => n > 1 && n < departed + 1);
+  t.ok(between.length >= 2, `dropped in steps, the tracker's loop turning between them (peers listed: ${seen.join(' → ')})`);
+  t.ok(seen.every((n, i) => i === 0 || seen[i - 1]! - n <= 2 * SWEEP_DROPS_PER_TURN), `no step dropped more than a turn or two's slice of ${SWEEP_DROPS_PER_TURN}`);
 });
 
 t.test('after a takeover, the sweep waits while peers are still coming back: a late one keeps its files, one that never comes is dropped', async (t) => {
