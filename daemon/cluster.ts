@@ -56,6 +56,11 @@ export interface ClusterOptions {
   /** Whether a peer has a session with this tracker (for the sweep after a takeover). */
   isPeerConnected?: (peerId: string) => boolean;
   /**
+   * Whether clients are in the middle of connecting (TLS handshakes under way or waiting their turn): the
+   * sweep after a takeover waits while they are, as it does while more peers are back than before.
+   */
+  peersArriving?: () => boolean;
+  /**
    * Drops a peer that did not come back (the sweep), as the tracker writes about a peer: while the drop is
    * in flight, a REGISTER from that peer is written after it rather than taken as a re-announcement of
    * what the main still lists, which the drop would then remove (default: a plain commit).
@@ -333,10 +338,14 @@ export class Cluster {
       const known = this.state.peerIds();
       const orphans = known.filter((id) => !connected(id));
       if (orphans.length === 0) return;
-      if (known.length - orphans.length > back && waits < MAX_SWEEP_WAITS) {
-        back = known.length - orphans.length; // still coming back: look again a lease later
+      // Still coming back (more of them back than a lease ago, or a crowd still in the handshake queue: at
+      // 5,000 peers no one had a session with the new main a lease after the kill, and all were dropped):
+      // look again a lease later.
+      const arriving = this.opts.peersArriving?.() === true;
+      if ((known.length - orphans.length > back || arriving) && waits < MAX_SWEEP_WAITS) {
+        back = known.length - orphans.length;
         waits++;
-        this.log.info({ back, missing: orphans.length }, `${back} of ${known.length} peers are back since the takeover, and more are coming: the others are dropped once a lease passes without one`);
+        this.log.info({ back, missing: orphans.length, arriving }, `${back} of ${known.length} peers are back since the takeover, and more are coming: the others are dropped once a lease passes without one`);
         this.sweepTimer = this.clock.setTimeout(sweep, leaseMs);
         return;
       }

@@ -299,6 +299,7 @@ export class Tracker extends EventEmitter {
       logger: this.log,
       clock: this.clock,
       isPeerConnected: (peerId) => this.peerSessions.has(peerId),
+      peersArriving: () => this.limiter.handshakesPending > 0,
       dropPeer: (peerId) => this.peerWrite(peerId, { op: 'drop-peer', peerId }),
       onApplied: (op) => this.afterApply(op),
       onRoleChange: (from, to) => {

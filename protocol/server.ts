@@ -102,6 +102,11 @@ export class ConnectionLimiter {
     return this.open;
   }
 
+  /** TLS handshakes under way or waiting for their turn (cluster links' aside). */
+  get handshakesPending(): number {
+    return this.tlsRunning + this.tlsWaiting.length;
+  }
+
   /** From now on every new connection is closed at once with `err` (the server is shutting down). */
   refuseAll(err: P2PError): void {
     this.refusal = err;

@@ -8,6 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import t from 'tap';
 import { SWEEP_DROPS_PER_TURN } from '../../daemon/cluster.js';
@@ -250,6 +251,29 @@ t.test('after a takeover, many departed peers are dropped a slice per turn of th
   const between = seen.filter((n) => n > 1 && n < departed + 1);
   t.ok(between.length >= 2, `dropped in steps, the tracker's loop turning between them (peers listed: ${seen.join(' → ')})`);
   t.ok(seen.every((n, i) => i === 0 || seen[i - 1]! - n <= 2 * SWEEP_DROPS_PER_TURN), `no step dropped more than a turn or two's slice of ${SWEEP_DROPS_PER_TURN}`);
+});
+
+t.test('after a takeover, the sweep waits while clients are still in their TLS handshakes with the new main, though none is back yet', async (t) => {
+  const leaseMs = 1200;
+  const { ports, fleet, peer: mk } = await sweepCluster(t, leaseMs);
+  mk([addr(ports[0]!)], 'gone.bin'); // knows only t0: it never reaches the new main
+  const names = (): string[] => fleet.trackerAt(1).state.search('', 100).hits.map((h) => h.name);
+  await until('the file on the backup', () => names().length === 1);
+
+  await fleet.stopMember(0);
+  await until('t1 to take over', () => fleet.trackerAt(1).cluster.role === 'primary', 5000);
+  const takeoverAt = Date.now();
+  // A client that starts its TLS handshake and says no more, as one of a crowd still waiting its turn
+  // does: t1 holds it until its handshake deadline, past the end of the first lease.
+  const arriving = net.connect({ port: ports[1]!, host: '127.0.0.1' });
+  arriving.on('error', () => undefined);
+  t.teardown(() => arriving.destroy());
+  arriving.write(Buffer.from([0x16, 0x03, 0x01]));
+  const t1Log = fleet.members[1]!.log;
+  await until('the sweep to wait for the crowd', () => t1Log.find((l) => String(l.msg).includes('more are coming') && l.arriving === true), 3 * leaseMs);
+  t.same(names(), ['gone.bin'], 'nothing dropped while a client was still in its handshake');
+  await until('the peer that never came back to be dropped', () => names().length === 0, 8 * leaseMs);
+  t.ok(Date.now() - takeoverAt >= 2 * leaseMs - 100, `dropped only a lease after the crowd was gone (${Date.now() - takeoverAt} ms after the takeover)`);
 });
 
 t.test('after a takeover, the sweep waits while peers are still coming back: a late one keeps its files, one that never comes is dropped', async (t) => {
