@@ -352,11 +352,15 @@ export class Cluster {
       this.log.info({ peers: orphans.length }, `dropping ${orphans.length} peers that did not reconnect after the takeover`);
       const drop = this.opts.dropPeer ?? ((peerId: string) => this.commit({ op: 'drop-peer', peerId }));
       // A slice per turn: each turn's drops go to the log as one batch, which every tracker applies at once.
+      // Drops in flight when command is lost all fail together: the first is logged, not thousands.
+      let failed = 0;
       const dropSome = (): void => {
         if (this.stopped || !this.isPrimary || this.term !== term) return;
         for (const peerId of orphans.splice(0, SWEEP_DROPS_PER_TURN)) {
           if (connected(peerId)) continue; // back meanwhile
-          drop(peerId).catch((err: unknown) => this.log.warn({ err: (err as Error).message, peerId }, 'could not drop a departed peer'));
+          drop(peerId).catch((err: unknown) => {
+            if (failed++ === 0) this.log.warn({ err: (err as Error).message, peerId }, 'could not drop a departed peer (the sweep logs only its first failure)');
+          });
         }
         if (orphans.length > 0) setImmediate(dropSome);
       };
