@@ -248,17 +248,13 @@ export class RequestGate {
     while (this.queued > 0 && this.startOrContinue()) {
       const now = this.now();
       if (this.shedOne(now)) continue;
-      let line: Line | undefined;
-      let cls: RequestClass = 'urgent';
-      for (const [c, l] of this.lines) {
-        if (l.length > 0 && (!line || l.used < line.used)) {
-          line = l;
-          cls = c;
-        }
-      }
-      this.virtualMs = line!.used;
-      const lifo = cls !== 'urgent' && now - line!.oldest!.at > this.lifoAfterMs;
-      const w = lifo ? line!.pop() : line!.shift();
+      // The waiting line that used least (ties to the first: urgent, then ordinary).
+      let pick: [RequestClass, Line] | undefined;
+      for (const entry of this.lines) if (entry[1].length > 0 && (!pick || entry[1].used < pick[1].used)) pick = entry;
+      const [cls, line] = pick!;
+      this.virtualMs = line.used;
+      const lifo = cls !== 'urgent' && now - line.oldest!.at > this.lifoAfterMs;
+      const w = lifo ? line.pop() : line.shift();
       this.leave(cls, now - w.at);
       try {
         const r = w.work();
@@ -267,7 +263,7 @@ export class RequestGate {
       } catch (err) {
         w.reject(err);
       }
-      line!.used += (this.now() - now) / WEIGHTS[cls];
+      line.used += (this.now() - now) / WEIGHTS[cls];
     }
     // Nothing waits: the next backlog starts every line level.
     if (this.queued === 0) this.level();

@@ -367,7 +367,7 @@ export class TrackerState {
   stateHashInSlices(sliceMs = 5): Promise<string> {
     // Kept while nothing changes: at 1,700,000 entries a hash costs the main 1.2 s of CPU, and an operator
     // polling `p2p admin status` (or a bench polling every tracker) would otherwise pay it every time.
-    const key = `${this.appliedIndex}:${this.holders.version}`;
+    const key = this.hashKey();
     if (this.hashMemo?.key === key) return this.hashMemo.hash;
     const memo = { key, hash: this.hashInSlices(sliceMs) };
     this.hashMemo = memo;
@@ -376,7 +376,7 @@ export class TrackerState {
     };
     // A hash taken while writes applied may match no single state: not kept.
     memo.hash.then(() => {
-      if (`${this.appliedIndex}:${this.holders.version}` !== key) forget();
+      if (this.hashKey() !== key) forget();
     }, forget);
     return memo.hash;
   }
@@ -392,6 +392,11 @@ export class TrackerState {
       }
     }
     return h.digest('hex');
+  }
+
+  /** What the hashed state is, as far as the memo below can tell: the applied index and the holder table's version. */
+  private hashKey(): string {
+    return `${this.appliedIndex}:${this.holders.version}`;
   }
 
   /** The last sliced hash, by the applied index and the holder table's version it was taken at (or is being). */
