@@ -152,7 +152,15 @@ export class Workspace {
     fs.closeSync(log);
     if (child.pid === undefined) throw new Error(`cannot start ${name}`);
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-      child.once('exit', (code, signal) => resolve({ code, signal }));
+      child.once('exit', (code, signal) => {
+        // Said in its log too: a process that died of a signal (a crash, the kernel) writes nothing itself.
+        try {
+          fs.appendFileSync(logPath, `--- ${name} (pid ${child.pid}) exited: ${signal ?? `code ${code}`} ---\n`);
+        } catch {
+          // the workspace is being removed
+        }
+        resolve({ code, signal });
+      });
     });
     const started: Started = { name, child, pid: child.pid, logPath, exited };
     this.processes.add(started);

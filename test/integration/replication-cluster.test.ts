@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import t from 'tap';
-import { SWEEP_DROPS_PER_TURN } from '../../daemon/cluster.js';
+import { SWEEP_SLICE } from '../../daemon/cluster.js';
 import type { TrackerOptions } from '../../daemon/tracker.js';
 import { RemoteError, silentLogger, toP2PError, VirtualClock, type Address } from '../../protocol/index.js';
 import { TrackerClient } from '../../peerd/tracker-client.js';
@@ -195,11 +195,10 @@ t.test('a tracker with fresh data never becomes main while one with state is rea
  * Two trackers with a short lease, t0 main and t1 in sync, and a way to start peers that share one file
  * each (`retryMs`: how soon a peer dials again after a failed round).
  */
-async function sweepCluster(t: Tap, leaseMs: number, retryMs?: number) {
-  const ports = await reservePorts(2);
+async function sweepCluster(t: Tap, leaseMs: number, retryMs?: number, size = 2) {
+  const ports = await reservePorts(size);
   const fleet = await clusterOn(t, ports, { leaseMs });
-  await fleet.startMember(0);
-  await fleet.startMember(1);
+  for (let i = 0; i < size; i++) await fleet.startMember(i);
   await until('t0 main, t1 in sync', () => fleet.converged(0));
   const peer = (list: Address[], name: string): TrackerClient => {
     const files = [{ id: randomBytes(32), size: 10, name, complete: true }];
@@ -230,27 +229,33 @@ t.test('after a takeover, holders of peers that never reconnect are dropped afte
   t.same(names(), ['stays.bin'], 'the peer that reconnected keeps its file');
 });
 
-t.test('after a takeover, many departed peers are dropped a slice per turn of the loop, not in one batch that every tracker applies at once', async (t) => {
+t.test('after a takeover, many departed peers are dropped a slice at a time, each committed before the next, not in one batch that every tracker applies at once', async (t) => {
   const leaseMs = 1200;
-  const { ports, fleet, peer: mk } = await sweepCluster(t, leaseMs);
+  // Three trackers: a drop commits only once the other backup has it, so a sweep that did not wait for
+  // its slices would have them all in the log before the first came back, and both would apply them at once.
+  const { ports, fleet, peer: mk } = await sweepCluster(t, leaseMs, undefined, 3);
   const trackers = ports.map(addr);
-  const departed = 3 * SWEEP_DROPS_PER_TURN + 5;
+  const departed = 5 * SWEEP_SLICE + 5;
   for (let i = 0; i < departed; i++) mk([trackers[0]!], `gone-${i}.bin`); // know only t0: never reach the new main
   mk(trackers, 'stays.bin');
-  const listed = (): number => fleet.trackerAt(1).state.sizes().peers;
-  await until('every peer on the backup', () => listed() === departed + 1, 20_000);
+  const listed = (i: number): number => fleet.trackerAt(i).state.sizes().peers;
+  await until('every peer on both backups', () => listed(1) === departed + 1 && listed(2) === departed + 1, 20_000);
 
   await fleet.stopMember(0);
   await until('t1 to take over', () => fleet.trackerAt(1).cluster.role === 'primary', 5000);
-  // The peers t1 lists, at every turn of its loop, until only the one that came back is left.
-  const seen: number[] = [];
-  await until('the departed peers to be dropped', () => {
-    if (seen.at(-1) !== listed()) seen.push(listed());
-    return listed() === 1;
-  }, leaseMs + 10_000, 0);
-  const between = seen.filter((n) => n > 1 && n < departed + 1);
-  t.ok(between.length >= 2, `dropped in steps, the tracker's loop turning between them (peers listed: ${seen.join(' → ')})`);
-  t.ok(seen.every((n, i) => i === 0 || seen[i - 1]! - n <= 2 * SWEEP_DROPS_PER_TURN), `no step dropped more than a turn or two's slice of ${SWEEP_DROPS_PER_TURN}`);
+  // The peers the new main and the other backup list, at every turn of the loop, until only the one that
+  // came back is left.
+  const seen: number[][] = [[], []];
+  await until('the departed peers to be dropped on both', () => {
+    for (const [k, i] of [1, 2].entries()) if (seen[k]!.at(-1) !== listed(i)) seen[k]!.push(listed(i));
+    return listed(1) === 1 && listed(2) === 1;
+  }, leaseMs + 15_000, 0);
+  for (const [k, who] of ['the new main', 'the backup'].entries()) {
+    const steps = seen[k]!;
+    t.ok(steps.filter((n) => n > 1 && n < departed + 1).length >= 4, `${who} dropped them in steps (peers listed: ${steps.join(' → ')})`);
+    t.ok(steps.every((n, i) => i === 0 || steps[i - 1]! - n <= 2 * SWEEP_SLICE), `${who} never applied more than a slice or two of ${SWEEP_SLICE} at once`);
+  }
+  t.equal(fleet.trackerAt(1).cluster.role, 'primary', 't1 kept command through the sweep');
 });
 
 t.test('after a takeover, the sweep waits while clients are still in their TLS handshakes with the new main, though none is back yet', async (t) => {
