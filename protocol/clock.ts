@@ -30,6 +30,17 @@ export const systemClock: Clock = {
   },
 };
 
+/**
+ * Runs `fn` once this turn of the event loop has read its sockets (setImmediate runs after the poll phase).
+ * For a timeout's callback: after a stall of our own event loop (a busy host, a long collection) Node runs
+ * the expired timers before it reads the sockets, so what the timer gave up on can be waiting unread; `fn`
+ * looks again whether it is still owed. A peer whose loop stalls two seconds kept timing out HELLOs whose
+ * WELCOME had arrived, and dialled again (issue 12).
+ */
+export function afterPendingReads(fn: () => void): void {
+  setImmediate(fn);
+}
+
 /** A clock that moves only when told to: for tests of heartbeats, leases and takeovers. */
 export class VirtualClock implements Clock {
   private current = 0;

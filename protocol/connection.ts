@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import type tls from 'node:tls';
 import type { Logger } from 'pino';
-import { systemClock, type Clock, type Timer } from './clock.js';
+import { afterPendingReads, systemClock, type Clock, type Timer } from './clock.js';
 import {
   ConnectionClosedError,
   isErrorCode,
@@ -218,10 +218,14 @@ export class Connection extends EventEmitter {
         timer:
           timeoutMs > 0
             ? this.clock.setTimeout(() => {
-                this.pending.delete(requestId);
-                this.retireSink(requestId, entry);
-                this.sendEvent('CANCEL', { requestId });
-                reject(new TimeoutError(`${name} to ${this.remoteAddress}:${this.remotePort}`, timeoutMs));
+                // The answer may be in the socket, unread behind our own stall: look once more after the reads.
+                afterPendingReads(() => {
+                  if (this.pending.get(requestId) !== entry) return;
+                  this.pending.delete(requestId);
+                  this.retireSink(requestId, entry);
+                  this.sendEvent('CANCEL', { requestId });
+                  reject(new TimeoutError(`${name} to ${this.remoteAddress}:${this.remotePort}`, timeoutMs));
+                });
               }, timeoutMs)
             : undefined,
       };
@@ -392,10 +396,15 @@ export class Connection extends EventEmitter {
   private touch(): void {
     if (this.idleTimeoutMs <= 0 || this.closed) return;
     this.idleTimer?.cancel();
-    this.idleTimer = this.clock.setTimeout(() => {
-      this.log.info({ code: 'P2P_IDLE_TIMEOUT' }, 'closing idle connection');
-      this.close(new P2PError('P2P_IDLE_TIMEOUT', `no traffic for ${this.idleTimeoutMs} ms`));
+    const timer = this.clock.setTimeout(() => {
+      // Traffic waiting unread behind our own stall re-arms the timer (touch): then this one is moot.
+      afterPendingReads(() => {
+        if (this.idleTimer !== timer || this.closed) return;
+        this.log.info({ code: 'P2P_IDLE_TIMEOUT' }, 'closing idle connection');
+        this.close(new P2PError('P2P_IDLE_TIMEOUT', `no traffic for ${this.idleTimeoutMs} ms`));
+      });
     }, this.idleTimeoutMs);
+    this.idleTimer = timer;
   }
 
   /** User-buffer mode: where the socket's next read goes (called after every read, see `dial`). */
@@ -462,10 +471,17 @@ export class Connection extends EventEmitter {
       this.readTimer = undefined;
     }
     if (this.framer.pendingBytes > 0) {
-      this.readTimer ??= this.clock.setTimeout(() => {
-        this.log.warn({ code: 'P2P_READ_TIMEOUT' }, 'frame not completed in time; closing connection');
-        this.close(new P2PError('P2P_READ_TIMEOUT', `a frame took more than ${this.readTimeoutMs} ms to arrive`));
-      }, this.readTimeoutMs);
+      if (!this.readTimer) {
+        const timer = this.clock.setTimeout(() => {
+          // The rest of the frame may be waiting unread behind our own stall: a completed frame clears the timer.
+          afterPendingReads(() => {
+            if (this.readTimer !== timer || this.closed) return;
+            this.log.warn({ code: 'P2P_READ_TIMEOUT' }, 'frame not completed in time; closing connection');
+            this.close(new P2PError('P2P_READ_TIMEOUT', `a frame took more than ${this.readTimeoutMs} ms to arrive`));
+          });
+        }, this.readTimeoutMs);
+        this.readTimer = timer;
+      }
     } else if (this.readTimer) {
       this.readTimer.cancel();
       this.readTimer = undefined;
@@ -684,7 +700,10 @@ export async function dial(target: { host: string; port: number } | { path: stri
           ? secure.tlsConnect(tlsWithOnread({ ...secure.clientOptions(tlsOptions, target.host), host: target.host, port: target.port, ...local }, onread))
           : net.connect({ port: target.port, host: target.host, ...local, onread });
     const onAbort = (): void => fail(new P2PError('P2P_CONNECT_FAILED', `gave up connecting to ${label}`));
+    let settled = false;
     const fail = (err: P2PError): void => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
       options.signal?.removeEventListener('abort', onAbort);
       socket.destroy();
@@ -693,15 +712,26 @@ export async function dial(target: { host: string; port: number } | { path: stri
     if (options.signal?.aborted) return onAbort();
     options.signal?.addEventListener('abort', onAbort, { once: true });
     const what = tlsOptions ? 'complete a TLS handshake' : 'accept a connection';
-    let timer = setTimeout(() => fail(new P2PError('P2P_CONNECT_FAILED', `${label} did not ${what} in ${connectTimeoutMs} ms`)), connectTimeoutMs);
+    // A deadline that passes during our own stall looks once more after the reads (the server's answer may be unread).
+    // Which deadline runs: a late one fails the dial only if its step is still the one under way.
+    let step = 0;
+    const late = (err: P2PError) => {
+      const mine = step;
+      return (): void => afterPendingReads(() => {
+        if (step === mine) fail(err);
+      });
+    };
+    let timer = setTimeout(late(new P2PError('P2P_CONNECT_FAILED', `${label} did not ${what} in ${connectTimeoutMs} ms`)), connectTimeoutMs);
     const { secureTimeoutMs } = options;
     if (tlsOptions && secureTimeoutMs !== undefined) {
       socket.once('connect', () => {
         clearTimeout(timer);
-        timer = setTimeout(() => fail(new P2PError('P2P_CONNECT_FAILED', `${label} took a TCP connection but did not complete a TLS handshake in ${secureTimeoutMs} ms`)), secureTimeoutMs);
+        step++;
+        timer = setTimeout(late(new P2PError('P2P_CONNECT_FAILED', `${label} took a TCP connection but did not complete a TLS handshake in ${secureTimeoutMs} ms`)), secureTimeoutMs);
       });
     }
     socket.once(tlsOptions ? 'secureConnect' : 'connect', () => {
+      if (settled) return;
       socket.removeListener('error', onError);
       if (tlsOptions && secure) {
         try {
@@ -710,6 +740,7 @@ export async function dial(target: { host: string; port: number } | { path: stri
           return fail(toP2PError(err));
         }
       }
+      settled = true;
       clearTimeout(timer);
       options.signal?.removeEventListener('abort', onAbort);
       conn = new Connection(socket, { ...options, readScratch });

@@ -7,7 +7,7 @@
 import type net from 'node:net';
 import type tls from 'node:tls';
 import type { Logger } from 'pino';
-import { systemClock, type Clock, type Timer } from './clock.js';
+import { afterPendingReads, systemClock, type Clock, type Timer } from './clock.js';
 import { Connection, normalizeHost, silentLogger, type ConnectionOptions, type IncomingRequest } from './connection.js';
 import { P2PError } from './errors.js';
 import { peerIdOf, verifyPayload } from './identity.js';
@@ -267,9 +267,12 @@ export class ServerHandshake {
     const clock = options.clock ?? systemClock;
     const message = options.timeoutMessage ?? `no handshake within ${options.timeoutMs} ms`;
     this.deadline = clock.setTimeout(() => {
-      if (this.current === 'ready') return;
-      options.onTimeout?.();
-      conn.close(new P2PError('P2P_HANDSHAKE_TIMEOUT', message));
+      // A HELLO waiting unread behind our own stall still counts: look once more after the reads.
+      afterPendingReads(() => {
+        if (this.current === 'ready' || conn.isClosed) return;
+        options.onTimeout?.();
+        conn.close(new P2PError('P2P_HANDSHAKE_TIMEOUT', message));
+      });
     }, options.timeoutMs);
     conn.on('close', () => this.stopDeadline());
   }

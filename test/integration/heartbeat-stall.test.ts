@@ -7,8 +7,9 @@
 import t from 'tap';
 import pino from 'pino';
 import { TrackerClient } from '../../peerd/tracker-client.js';
-import { Connection } from '../../protocol/index.js';
-import { clientIdentity } from '../helpers/tls.js';
+import { clientHandshake } from '../../peerd/handshake.js';
+import { Connection, dial, generateKeyPair, TimeoutError } from '../../protocol/index.js';
+import { clientIdentity, tlsAs } from '../helpers/tls.js';
 import { TrackerCluster } from '../helpers/tracker-process.js';
 import { until } from '../helpers/wait.js';
 
@@ -59,4 +60,37 @@ t.test("a heartbeat answered during our own stall keeps the session; a tracker t
   await until('the peer to leave the silent tracker', () => warnings.some((w) => w.includes('did not answer a heartbeat')), 10_000);
   t.not(client.state, 'connected', 'a tracker that does not answer is left');
   tracker.resume();
+});
+
+t.test('a HELLO and a request answered during our own stall are taken, not timed out; a silent tracker still times out', async (t) => {
+  const cluster = await TrackerCluster.create(t, { size: 1 });
+  const tracker = cluster.trackers[0]!;
+  tracker.start();
+  const to = { host: '127.0.0.1', port: tracker.port };
+  await until('the tracker to listen', () => dial(to, { connectTimeoutMs: 500, tls: tlsAs(undefined) }).then((c) => (c.destroy(), true), () => false), 30_000);
+  const conn = await dial(to, { connectTimeoutMs: 3000, tls: tlsAs(generateKeyPair().keys) });
+  t.teardown(() => conn.destroy());
+
+  // HELLO with 300 ms to answer, then this process blocked for 900: the tracker (another process) answers
+  // at once, into a socket nobody reads until the stall ends, and the timer is the first thing that runs
+  // after it. Before, the peer gave up on a WELCOME it had already received (a 5,000-peer takeover in
+  // bench:fleet dialled again and again for that).
+  const hello = clientHandshake(conn, 9, 300);
+  busyWait(900);
+  const welcome = await hello;
+  t.equal(welcome.role, 'primary', 'the WELCOME that came during the stall is taken');
+
+  const lookup = conn.request('LOOKUP', { id: Buffer.alloc(32) }, 'LOOKUP_RESULT', { timeoutMs: 200 });
+  busyWait(700);
+  const outcome = await lookup.then(
+    () => 'answered',
+    (err: unknown) => (err instanceof TimeoutError ? 'timed out' : 'answered'),
+  );
+  t.equal(outcome, 'answered', 'so is the answer to a request');
+
+  // Still a timeout where nothing comes back.
+  tracker.pause();
+  t.teardown(() => tracker.resume());
+  const silent = conn.request('LOOKUP', { id: Buffer.alloc(32) }, 'LOOKUP_RESULT', { timeoutMs: 200 });
+  await t.rejects(silent, TimeoutError, 'a request to a stopped tracker times out');
 });

@@ -245,8 +245,8 @@ t.test('idle timeout: no traffic for idleTimeoutMs closes the connection, traffi
   t.notOk(conn.isClosed, 'a request 900 ms in restarted the idle timer');
   const closed = once(client, 'close');
   clock.advance(100);
-  t.ok(conn.isClosed, 'closed 1000 ms after the last frame');
   const [err] = (await closed) as [P2PError | undefined];
+  t.ok(conn.isClosed, "closed 1000 ms after the last frame (once that turn's reads found nothing new)");
   t.ok(err instanceof RemoteError, "the client learns why from the server's last word");
   t.equal(err?.code, 'P2P_IDLE_TIMEOUT');
   await t.rejects(client.request('PING', {}, 'PONG'), { code: 'P2P_IDLE_TIMEOUT' }, 'later requests fail with the reason');
