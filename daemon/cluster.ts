@@ -362,16 +362,27 @@ export class Cluster {
         while (orphans.length > 0) {
           if (this.stopped || !this.isPrimary || this.term !== term) return;
           const slice = orphans.splice(0, SWEEP_SLICE).filter((peerId) => !connected(peerId)); // back meanwhile: kept
+          const refused: string[] = [];
           await Promise.all(
             slice.map((peerId) =>
               drop(peerId).catch((err: unknown) => {
-                if (failed++ === 0) this.log.warn({ err: (err as Error).message, peerId }, 'could not drop a departed peer (the sweep logs only its first failure)');
+                const e = toP2PError(err);
+                if (e.code === 'P2P_NOT_PRIMARY') refused.push(peerId);
+                if (failed++ === 0) this.log.warn({ err: e.message, peerId }, 'could not drop a departed peer (the sweep logs only its first failure)');
               }),
             ),
           );
+          // Refused while still main in this term: a handover under way takes no writes. If it fails, this
+          // main keeps command: go on a lease later rather than leave the rest listed until the next takeover.
+          if (refused.length > 0 && !this.stopped && this.isPrimary && this.term === term) {
+            orphans.unshift(...refused);
+            await new Promise<void>((resolve) => {
+              this.sweepTimer = this.clock.setTimeout(resolve, leaseMs);
+            });
+          }
         }
       };
-      void dropSome();
+      dropSome().catch((err: unknown) => this.log.error({ err: toP2PError(err).message }, 'the sweep of departed peers failed'));
     };
     this.sweepTimer?.cancel();
     this.sweepTimer = this.clock.setTimeout(sweep, leaseMs);

@@ -224,7 +224,8 @@ export class Connection extends EventEmitter {
                   this.pending.delete(requestId);
                   this.retireSink(requestId, entry);
                   this.sendEvent('CANCEL', { requestId });
-                  reject(new TimeoutError(`${name} to ${this.remoteAddress}:${this.remotePort}`, timeoutMs));
+                  // entry.reject: with a signal, it also takes the abort listener off (reject alone left it on).
+                  entry.reject(new TimeoutError(`${name} to ${this.remoteAddress}:${this.remotePort}`, timeoutMs));
                 });
               }, timeoutMs)
             : undefined,
@@ -709,8 +710,6 @@ export async function dial(target: { host: string; port: number } | { path: stri
       socket.destroy();
       reject(err);
     };
-    if (options.signal?.aborted) return onAbort();
-    options.signal?.addEventListener('abort', onAbort, { once: true });
     const what = tlsOptions ? 'complete a TLS handshake' : 'accept a connection';
     // A deadline that passes during our own stall looks once more after the reads (the server's answer may be unread).
     // Which deadline runs: a late one fails the dial only if its step is still the one under way.
@@ -752,6 +751,10 @@ export async function dial(target: { host: string; port: number } | { path: stri
       fail(new P2PError('P2P_CONNECT_FAILED', tlsFailed ? `no TLS 1.3 handshake with ${label} (${err.message})` : `cannot connect to ${label}: ${err.code ?? err.message}`, { cause: err }));
     };
     socket.once('error', onError);
+    // Last, once the deadline and the error handler exist (a signal aborted already used to throw here
+    // before either did, and left the socket's connection error unhandled: a crash).
+    if (options.signal?.aborted) return onAbort();
+    options.signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
 
