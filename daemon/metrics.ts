@@ -30,6 +30,8 @@ const REPORT_OUTCOMES: readonly ReportOutcome[] = ['blacklisted', 'partly blackl
 const READ_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 /** A peer request's wait for its turn in the request gate: 0 when idle, up to the 2 s it may wait, more for announcements. */
 const WAIT_BUCKETS = [0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5];
+/** A TLS handshake's turn: a round trip and about 1 ms of CPU on each side; seconds behind a slow or busy client. */
+const TLS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5];
 /** Propose to commit: about 0 alone, a round trip and an fsync or two in a cluster; up to 5 x failover-ms. */
 const WRITE_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
@@ -38,6 +40,8 @@ export interface TrackerMetricsSource {
   state: TrackerState;
   cluster: Cluster;
   sessions(): Record<SessionRole, number>;
+  /** The TLS handshake queue of peers and admins (protocol/server.ts ConnectionLimiter.tlsQueue). */
+  tlsQueue?(): { waiting: number; running: number };
 }
 
 export class TrackerMetrics {
@@ -56,6 +60,7 @@ export class TrackerMetrics {
   private readonly elections: Counter;
   private readonly reports: Counter<'outcome'>;
   private readonly refusals: Counter<'code'>;
+  private readonly tlsSeconds: Histogram;
 
   private constructor(
     readonly registry: Registry,
@@ -72,6 +77,17 @@ export class TrackerMetrics {
       collect() {
         const counts = source.sessions();
         for (const role of SESSION_ROLES) this.set({ role }, counts[role]);
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}tls_handshakes`,
+      help: 'The TLS handshake queue: clients waiting for a turn (unread), and turns under way (at most 32). Links from the other trackers skip it.',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const q = source.tlsQueue?.() ?? { waiting: 0, running: 0 };
+        this.set({ state: 'waiting' }, q.waiting);
+        this.set({ state: 'running' }, q.running);
       },
     });
     const sizes = (name: string, help: string, field: keyof ReturnType<TrackerState['sizes']>): void => {
@@ -155,6 +171,12 @@ export class TrackerMetrics {
     this.elections = new Counter({ name: `${PREFIX}elections_started_total`, help: 'Times this tracker ran for main (or took command alone).', registers });
     this.reports = new Counter({ name: `${PREFIX}reports_total`, help: 'Reports received, by outcome: blacklisted, partly_blacklisted, pending (policy), refused.', labelNames: ['outcome'], registers });
     for (const outcome of REPORT_OUTCOMES) this.reports.inc({ outcome: outcomeLabel(outcome) }, 0);
+    this.tlsSeconds = new Histogram({
+      name: `${PREFIX}tls_handshake_seconds`,
+      help: "A queued TLS handshake, from its turn to secure: mostly the client's round trip and its own CPU, as a turn is held while the client answers.",
+      buckets: TLS_BUCKETS,
+      registers,
+    });
     this.refusals = new Counter({ name: `${PREFIX}connections_refused_total`, help: 'Connections refused before or during the handshake, by error code (limits, TLS required, handshake timeout, blacklisted, tracker link refused).', labelNames: ['code'], registers });
   }
 
@@ -222,6 +244,10 @@ export class TrackerMetrics {
 
   refused(code: string): void {
     this.refusals.inc({ code });
+  }
+
+  tlsHandshake(seconds: number): void {
+    this.tlsSeconds.observe(seconds);
   }
 }
 

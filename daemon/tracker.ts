@@ -325,6 +325,7 @@ export class Tracker extends EventEmitter {
       addressKey: normalizeHostForMatch,
       tls: serverContext(this.identity),
       onRefused: (code) => this.metrics?.refused(code),
+      onTlsHandshake: (seconds) => this.metrics?.tlsHandshake(seconds),
     });
     this.server = net.createServer((socket) => this.onSocket(socket));
   }
@@ -333,7 +334,7 @@ export class Tracker extends EventEmitter {
     // First: a --metrics address that cannot be bound stops the start before the tracker is reachable.
     if (this.metricsAt) {
       const { TrackerMetrics } = await import('./metrics.js');
-      this.metrics = await TrackerMetrics.serve(this.metricsAt, { state: this.state, cluster: this.cluster, sessions: () => this.sessionsByRole() }, this.log);
+      this.metrics = await TrackerMetrics.serve(this.metricsAt, { state: this.state, cluster: this.cluster, sessions: () => this.sessionsByRole(), tlsQueue: () => this.limiter.tlsQueue }, this.log);
     }
     try {
       await new Promise<void>((resolve, reject) => {

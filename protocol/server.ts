@@ -69,6 +69,8 @@ export interface ConnectionLimiterOptions {
    * P2P_TLS_REQUIRED, P2P_SHUTTING_DOWN, P2P_HANDSHAKE_TIMEOUT): for the daemons' metrics.
    */
   onRefused?: (code: string) => void;
+  /** A queued TLS handshake finished (secure), `seconds` from its turn: for the tracker's metrics. */
+  onTlsHandshake?: (seconds: number) => void;
 }
 
 export interface AcceptedConnection {
@@ -105,6 +107,11 @@ export class ConnectionLimiter {
   /** TLS handshakes under way or waiting for their turn (cluster links' aside). */
   get handshakesPending(): number {
     return this.tlsRunning + this.tlsWaiting.length;
+  }
+
+  /** The TLS handshake queue (cluster links' aside): clients waiting for a turn, and turns under way. */
+  get tlsQueue(): { waiting: number; running: number } {
+    return { waiting: this.tlsWaiting.length, running: this.tlsRunning };
   }
 
   /** From now on every new connection is closed at once with `err` (the server is shutting down). */
@@ -197,6 +204,7 @@ export class ConnectionLimiter {
     if (priority) this.priorityRunning++;
     else this.tlsRunning++;
     const secure = acceptTls(socket, context);
+    const turnAt = this.clock.now();
     let done = false;
     const finished = (): void => {
       if (done) return;
@@ -205,7 +213,10 @@ export class ConnectionLimiter {
       this.tlsRunning--;
       this.nextTls();
     };
-    secure.once('secure', finished);
+    secure.once('secure', () => {
+      if (!priority && !done) this.options.onTlsHandshake?.((this.clock.now() - turnAt) / 1000);
+      finished();
+    });
     secure.once('close', finished);
     return secure;
   }

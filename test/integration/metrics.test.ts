@@ -174,6 +174,9 @@ t.test('a download, scraped during and after: the counters of the tracker, the s
   t.ok(sampleValue(tr, 'p2p_tracker_request_wait_seconds_count', { class: 'ordinary' }) >= 1, 'and how long the lookup waited for its turn');
   t.ok(sampleValue(tr, 'p2p_tracker_request_wait_seconds_count', { class: 'urgent' }) >= 2, 'and the registrations');
   t.equal(sampleValue(tr, 'p2p_tracker_sessions', { role: 'peer' }), 2, 'two peer sessions');
+  t.ok(sampleValue(tr, 'p2p_tracker_tls_handshake_seconds_count') >= 2, "the peers' TLS handshakes were timed from their turn");
+  t.equal(sampleValue(tr, 'p2p_tracker_tls_handshakes', { state: 'waiting' }), 0, 'no client waits for a TLS turn once they are in');
+  t.equal(sampleValue(tr, 'p2p_tracker_tls_handshakes', { state: 'running' }), 0, 'and no turn is under way');
   t.equal(sampleValue(tr, 'p2p_tracker_files_registered'), 1, 'one file');
   t.equal(sampleValue(tr, 'p2p_tracker_peers_registered'), 2, 'held by two peers');
   t.ok(sampleValue(tr, 'p2p_tracker_writes_total', { op: 'register' }) >= 2, 'registrations were committed writes');

@@ -254,7 +254,7 @@ async function stallingClient(t: Tap, port: number): Promise<net.Socket> {
 
 t.test('TLS handshakes in turn: past maxTlsHandshakes a client waits unread and is served when a turn frees; one that waited out its deadline is closed', async (t) => {
   const clock = new VirtualClock();
-  const { port } = await limitedServer(t, { maxConnections: 10, maxConnectionsPerIp: 10, handshakeTimeoutMs: 1000, maxTlsHandshakes: 1 }, { clock });
+  const { port, limiter } = await limitedServer(t, { maxConnections: 10, maxConnectionsPerIp: 10, handshakeTimeoutMs: 1000, maxTlsHandshakes: 1 }, { clock });
   const stall = (): Promise<net.Socket> => stallingClient(t, port);
   const stalled = await stall();
   let waited = false;
@@ -262,8 +262,10 @@ t.test('TLS handshakes in turn: past maxTlsHandshakes a client waits unread and 
   // What must not happen has no event to wait for: a moment in which the waiting handshake does not finish.
   await new Promise((resolve) => setTimeout(resolve, 300));
   t.notOk(waited, 'a second TLS client waits while the one turn is taken');
+  t.same(limiter.tlsQueue, { waiting: 1, running: 1 }, 'the queue says so (the tracker serves it as p2p_tracker_tls_handshakes)');
   stalled.destroy();
   t.ok(await (await waiting).served(), 'and is served once the stalled client goes');
+  t.same(limiter.tlsQueue, { waiting: 0, running: 0 }, 'and is empty then');
 
   const again = await stall();
   const late = Client.connect(t, port).then(
