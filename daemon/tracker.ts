@@ -299,7 +299,10 @@ export class Tracker extends EventEmitter {
       logger: this.log,
       clock: this.clock,
       isPeerConnected: (peerId) => this.peerSessions.has(peerId),
-      peersArriving: () => this.limiter.handshakesPending > 0,
+      peersArriving: () => {
+        const q = this.limiter.tlsQueue;
+        return q.waiting + q.running > 0;
+      },
       dropPeer: (peerId) => this.peerWrite(peerId, { op: 'drop-peer', peerId }),
       onApplied: (op) => this.afterApply(op),
       onRoleChange: (from, to) => {

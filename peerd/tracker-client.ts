@@ -305,15 +305,12 @@ export class TrackerClient extends EventEmitter {
     const pingTimer = this.clock.setInterval(() => {
       const sentAt = conn.clock.now();
       conn.request('PING', {}, 'PONG', { timeoutMs: patienceMs }).catch(() => {
-        // The stall may have been ours: after our event loop was blocked, its timers run before its reads,
-        // so the answer can be waiting unread in the socket. Decide after this turn's reads (setImmediate
-        // runs after them): a tracker that sent anything since the PING is alive.
-        setImmediate(() => {
-          if (this.conn !== conn || conn.lastReadAt > sentAt) return;
-          this.opts.logger.warn({ tracker: label }, `tracker ${label} did not answer a heartbeat; trying the others`);
-          this.unresponsive = label;
-          conn.destroy();
-        });
+        // The timeout already waited for this turn's reads (an answer unread behind our own stall is taken:
+        // Connection.request); a tracker that sent anything else since the PING is alive too.
+        if (this.conn !== conn || conn.lastReadAt > sentAt) return;
+        this.opts.logger.warn({ tracker: label }, `tracker ${label} did not answer a heartbeat; trying the others`);
+        this.unresponsive = label;
+        conn.destroy();
       });
     }, every);
     this.pingTimer = pingTimer;

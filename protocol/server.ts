@@ -104,11 +104,6 @@ export class ConnectionLimiter {
     return this.open;
   }
 
-  /** TLS handshakes under way or waiting for their turn (cluster links' aside). */
-  get handshakesPending(): number {
-    return this.tlsRunning + this.tlsWaiting.length;
-  }
-
   /** The TLS handshake queue (cluster links' aside): clients waiting for a turn, and turns under way. */
   get tlsQueue(): { waiting: number; running: number } {
     return { waiting: this.tlsWaiting.length, running: this.tlsRunning };

@@ -96,6 +96,18 @@ export function track<T>(p: Promise<T>): { readonly state: 'pending' | 'resolved
   return s;
 }
 
+/** A listener on 127.0.0.1 that only counts who dials it, closing each at once: whether a client dialled at all. */
+export async function countingListener(t: Tap): Promise<{ port: number; dialled: () => number }> {
+  let dialled = 0;
+  const server = net.createServer((socket) => {
+    dialled++;
+    socket.destroy();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => server.close());
+  return { port: (server.address() as net.AddressInfo).port, dialled: () => dialled };
+}
+
 /** Lets pending I/O callbacks and promise reactions run (one turn of the event loop, not a sleep). */
 export const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 

@@ -28,6 +28,7 @@ import {
   VirtualClock,
 } from '../../protocol/index.js';
 import { Fleet, type TestPeer } from '../helpers/fleet.js';
+import { countingListener } from '../helpers/net.js';
 import { until } from '../helpers/wait.js';
 import { clientIdentity, identityOf } from '../helpers/tls.js';
 import { TrackerClient } from '../../peerd/tracker-client.js';
@@ -419,18 +420,12 @@ t.test('a peer told of a new main, then told its own tracker is main again befor
   const fleet = new Fleet(t);
   await fleet.startTracker();
   // The other tracker: a listener that only counts who dials it.
-  let dialled = 0;
-  const other = net.createServer((socket) => {
-    dialled++;
-    socket.destroy();
-  });
-  await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => other.close());
-  const otherLabel = `127.0.0.1:${(other.address() as net.AddressInfo).port}`;
+  const other = await countingListener(t);
+  const otherLabel = `127.0.0.1:${other.port}`;
   const ownLabel = `${fleet.trackerAddress.host}:${fleet.trackerAddress.port}`;
   const clock = new VirtualClock();
   const client = new TrackerClient({
-    trackers: [fleet.trackerAddress, { host: '127.0.0.1', port: (other.address() as net.AddressInfo).port }],
+    trackers: [fleet.trackerAddress, { host: '127.0.0.1', port: other.port }],
     ...clientIdentity(),
     advertisePort: () => 4000,
     announce: () => [],
@@ -449,12 +444,12 @@ t.test('a peer told of a new main, then told its own tracker is main again befor
   conn.emit('event', 'TRACKER_CHANGED', { primary: ownLabel, term: 6 });
   clock.advance(1000);
   await new Promise((resolve) => setTimeout(resolve, 200));
-  t.equal(dialled, 0, 'the move told first is not made');
+  t.equal(other.dialled(), 0, 'the move told first is not made');
   t.equal(client.current, ownLabel, 'it stays with its tracker');
   t.equal(client.state, 'connected', 'on the same session');
   // The same first event alone does move it (the test can see a move).
   conn.emit('event', 'TRACKER_CHANGED', { primary: otherLabel, term: 7 });
   clock.advance(1000);
-  await until('a dial of the new main', () => dialled > 0);
+  await until('a dial of the new main', () => other.dialled() > 0);
   t.pass('told of a new main alone, it dials it after its delay');
 });

@@ -16,7 +16,7 @@ import {
 } from '../../protocol/index.js';
 import { FrameBuffers, frameBuffers } from '../../protocol/frame-buffers.js';
 import { cat, filled, frame, header, hex } from '../helpers/bytes.js';
-import { readUntilClosed, startServer, track, turn } from '../helpers/net.js';
+import { countingListener, readUntilClosed, startServer, track, turn } from '../helpers/net.js';
 import { until } from '../helpers/wait.js';
 
 /** A handler that answers PING with PONG and passes anything else to `rest`. */
@@ -410,20 +410,13 @@ t.test('a request nobody serves is refused with P2P_UNEXPECTED_MESSAGE, not drop
 t.test('dial with a signal aborted already gives up at once with P2P_CONNECT_FAILED, and no connection is made', async (t) => {
   // A download cancelled before a holder is dialled: this used to throw a ReferenceError from inside the
   // dial and leave its socket connecting with no error handler (a refused port then crashed the process).
-  let accepted = 0;
-  const server = net.createServer((s) => {
-    accepted++;
-    s.destroy();
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => server.close());
-  const { port } = server.address() as net.AddressInfo;
+  const { port, dialled } = await countingListener(t);
   const gone = new AbortController();
   gone.abort();
   await t.rejects(dial({ host: '127.0.0.1', port }, { signal: gone.signal, connectTimeoutMs: 1000 }), { code: 'P2P_CONNECT_FAILED', message: `gave up connecting to 127.0.0.1:${port}` });
   // A dial made after it reaches the server: the aborted one never did.
   const after = await dial({ host: '127.0.0.1', port }, { connectTimeoutMs: 1000 });
   after.destroy();
-  await until('the later dial to be accepted', () => accepted >= 1);
-  t.equal(accepted, 1, 'only the later dial was accepted');
+  await until('the later dial to be accepted', () => dialled() >= 1);
+  t.equal(dialled(), 1, 'only the later dial was accepted');
 });
