@@ -11,6 +11,8 @@
  * - bytes per holder entry: the JS heap (after a full GC) and the array buffers (the search index's
  *   postings) the table grew by, over the entries; the issue's target is under 300 bytes in all;
  * - applying a REGISTER: its median and p99 over every peer (the decode of the JSON not included);
+ * - a snapshot for a backup: how long the main takes to take it, and the longest part made, serialized,
+ *   parsed and installed (what holds either side's loop longest);
  * - LOOKUP and SEARCH answered in process on the full table (searches as the fleet's: a word, two words,
  *   or an exact name; limit 10,000 as `p2p search` asks); a SEARCH also with its answer encoded as the
  *   tracker's Connection.reply encodes it, and the full collections of the heap the searches caused.
@@ -24,6 +26,8 @@ import { searchAnswer } from '../daemon/holders.js';
 import { decodeOp, encodeOp } from '../daemon/ops.js';
 import { frameBuffers } from '../protocol/frame-buffers.js';
 import { encodeFrameWith } from '../protocol/framer.js';
+import type { SnapshotRecord } from '../daemon/ops.js';
+import { MAX_BATCH_BYTES } from '../daemon/raft/messages.js';
 import { TrackerState } from '../daemon/state.js';
 import { Store } from '../daemon/store.js';
 import { peerFiles, searchText } from './fleet/workload.js';
@@ -135,12 +139,50 @@ await new Promise((resolve) => setTimeout(resolve, 50));
 countMajor(gcWatch.takeRecords());
 gcWatch.disconnect();
 
+// A snapshot for a backup: taken by the main at once, then made and serialized a part at a time as the
+// parts go out (RaftNode.serializePart), and installed by the backup a part at a time as they arrive (the
+// backup's copy is in this process too, so its collections are those of both heaps). A turn of the loop
+// between parts, as between two messages.
+const takeStart = performance.now();
+const source = state.snapshot(0);
+const takeMs = performance.now() - takeStart;
+const copy = new TrackerState(new Store(':memory:'));
+const install = copy.beginInstall();
+const partMs: number[] = [];
+const installMs: number[] = [];
+for (let at = 0; at < source.length; ) {
+  const t0 = performance.now();
+  let part = '';
+  for (; at < source.length; at++) {
+    const line = JSON.stringify(source.at(at)) + '\n';
+    if (part.length > 0 && part.length + line.length > MAX_BATCH_BYTES) break;
+    part += line;
+  }
+  const t1 = performance.now();
+  const records: SnapshotRecord[] = [];
+  for (const line of part.split('\n')) if (line) records.push(JSON.parse(line) as SnapshotRecord);
+  install.add(records);
+  partMs.push(t1 - t0);
+  installMs.push(performance.now() - t1);
+  await new Promise((resolve) => setImmediate(resolve));
+}
+const finishStart = performance.now();
+install.finish();
+const finishMs = performance.now() - finishStart;
+if (copy.sizes().holders !== state.sizes().holders) throw new Error('the snapshot installed does not hold every entry');
+copy.store.close();
+
 const heapPer = (after.heap - before.heap) / holders;
 const buffersPer = (after.arrayBuffers - before.arrayBuffers) / holders;
 const rows = [
   `| peers | holder entries | JS heap B/entry | typed arrays B/entry | total B/entry | RSS MB | apply REGISTER ms p50 / p99 | LOOKUP ms p50 / p99 | SEARCH ms p50 / p99 | SEARCH answered (encoded) ms p50 / p99 | full GCs while searching (longest ms) |`,
   `|---:|---:|---:|---:|---:|---:|---|---|---|---|---|`,
   `| ${opts.peers.toLocaleString('en-US')} | ${holders.toLocaleString('en-US')} | ${heapPer.toFixed(0)} | ${buffersPer.toFixed(0)} | **${(heapPer + buffersPer).toFixed(0)}** | ${(after.rss / 2 ** 20).toFixed(0)} | ${ms(percentile(applyMs, 50))} / ${ms(percentile(applyMs, 99))} | ${ms(percentile(lookupMs, 50))} / ${ms(percentile(lookupMs, 99))} | ${ms(percentile(searchMs, 50))} / ${ms(percentile(searchMs, 99))} | ${ms(percentile(answerMs, 50))} / ${ms(percentile(answerMs, 99))} | ${majorGcs.length} (${majorGcs.length ? Math.max(...majorGcs).toFixed(0) : '-'}) |`,
+];
+const snapshotRows = [
+  `| snapshot parts | taken by the main ms | a part made and serialized ms p50 / max | a part parsed and installed ms p50 / max | all parts installed, s of work | finish ms |`,
+  `|---:|---:|---|---|---:|---:|`,
+  `| ${partMs.length} | ${takeMs.toFixed(0)} | ${ms(percentile(partMs, 50))} / ${ms(Math.max(...partMs))} | ${ms(percentile(installMs, 50))} / ${ms(Math.max(...installMs))} | ${(installMs.reduce((a, b) => a + b, 0) / 1000).toFixed(1)} | ${finishMs.toFixed(1)} |`,
 ];
 const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
 const report = [
@@ -150,12 +192,20 @@ const report = [
   '',
   ...rows,
   '',
+  ...snapshotRows,
+  '',
   'Bytes per entry: what the JS heap (after a full GC) and the array buffers (the search postings, the sizes) grew by while every REGISTER was applied, over the holder',
   "entries. Apply: TrackerState.apply of one peer's REGISTER op, parsed from its JSON first as a backup does (the parse not timed).",
   'LOOKUP and SEARCH: the table\'s own answer, in process, 20,000 lookups of random held files and 2,000 searches as the fleet asks them (hits in the',
   "index's order; the peer daemon sorts them by name). SEARCH answered: the search and its SEARCH_RESULT frame encoded as the tracker's Connection.reply",
   'encodes it. Full GCs: collections of the whole heap during the searches (PerformanceObserver), which stop the tracker for their length.',
   '',
+  "Snapshot: what a backup that lost its holder lists is sent. The main takes it at once (TrackerState.snapshot: the lists captured by reference),",
+  'then makes and serializes each part of at most MAX_BATCH_BYTES as it goes out; the backup parses and installs each as it arrives',
+  "(TrackerState.beginInstall), into a table of its own that replaces the state at finish. The longest of these is the longest that",
+  "a tracker's loop is held by a snapshot: the main's must stay well under --failover-ms (1,000 ms by default), or it takes itself for frozen.",
+  'Both sides run in this one process, with both heaps, so a part can include a collection of both.',
+  '',
 ].join('\n');
-process.stdout.write(`${rows.join('\n')}\n`);
+process.stdout.write(`${rows.join('\n')}\n\n${snapshotRows.join('\n')}\n`);
 if (opts.results) fs.writeFileSync(opts.results, report);

@@ -70,7 +70,12 @@ export class HolderTable {
   private readonly peers = new Map<string, PeerRecord>();
   private readonly index = new NameIndex<FileRecord>(indexedNames);
   private holderCount = 0;
-  private changes = 0;
+  private changes: number;
+
+  /** `version` is where the table's version starts: past the version of a table this one replaces. */
+  constructor(version = 0) {
+    this.changes = version;
+  }
 
   /** Moves on with every change made to the table (what a digest of it can be kept by). */
   get version(): number {
@@ -260,7 +265,32 @@ export class HolderTable {
 
   /** Every peer's registrations, as register() takes them (for snapshots). */
   *holdings(): Generator<PeerHoldings> {
-    for (const p of this.peers.values()) yield this.holdingsOf(p);
+    const all = this.capture();
+    for (let i = 0; i < all.length; i++) yield all.at(i);
+  }
+
+  /**
+   * Every peer's registrations as they stand now, to be read out later a peer at a time (a snapshot's
+   * parts, as they go out). Taking it copies references only, no id or record is made: at 5,000 peers ×
+   * 100 files, building every peer's records at once held the main for 0.7 s, and for seconds at 20,000,
+   * past --failover-ms. Later writes do not show in it: the lists and the sizes are copied, the names a
+   * peer holds a file under are replaced on a write, never changed in place, and a file record's key and
+   * slot never change (a slot freed later may be reused, so the sizes are copied by slot now).
+   */
+  capture(): HoldingsCapture {
+    const peers: CapturedPeer[] = [];
+    for (const p of this.peers.values()) {
+      const recs = new Array<FileRecord>(p.files.size);
+      const held = new Array<string | string[]>(p.files.size);
+      let i = 0;
+      for (const [rec, names] of p.files) {
+        recs[i] = rec;
+        held[i++] = names;
+      }
+      const partial = p.partial && p.partial.size > 0 ? new Set(p.partial) : undefined;
+      peers.push({ info: { peerId: p.peerId, publicKey: p.publicKey, host: p.host, port: p.port }, recs, held, partial });
+    }
+    return new HoldingsCapture(peers, this.sizeBySlot.slice());
   }
 
   /**
@@ -281,17 +311,6 @@ export class HolderTable {
       port: p.port,
       files: [...p.files].map(([rec, names]): [string, string[]] => [idOfKey(rec.key), typeof names === 'string' ? [names] : names]).sort((a, b) => compare(a[0], b[0])),
     };
-  }
-
-  private holdingsOf(p: PeerRecord): PeerHoldings {
-    const files: FileReg[] = [];
-    for (const [rec, names] of p.files) {
-      const complete = !p.partial?.has(rec);
-      const id = idOfKey(rec.key);
-      const size = this.sizeBySlot[rec.slot]!;
-      for (const name of typeof names === 'string' ? [names] : names) files.push({ id, name, size, complete });
-    }
-    return { peer: { peerId: p.peerId, publicKey: p.publicKey, host: p.host, port: p.port }, files };
   }
 
   private setSize(slot: number, size: number): void {
@@ -358,6 +377,41 @@ export class HolderTable {
     if (typeof rec.names === 'string' || rec.names.size !== 1) return;
     const [name, count] = rec.names.entries().next().value!;
     if (count === holdersOf(rec)) rec.names = name;
+  }
+}
+
+interface CapturedPeer {
+  info: PeerInfo;
+  recs: FileRecord[];
+  /** The name (or names) of recs[i]. */
+  held: Array<string | string[]>;
+  partial: Set<FileRecord> | undefined;
+}
+
+/** A HolderTable's registrations at one moment (HolderTable.capture), a peer at a time as register() takes them. */
+export class HoldingsCapture {
+  constructor(
+    private readonly peers: readonly CapturedPeer[],
+    private readonly sizeBySlot: Float64Array,
+  ) {}
+
+  get length(): number {
+    return this.peers.length;
+  }
+
+  at(i: number): PeerHoldings {
+    const { info, recs, held, partial } = this.peers[i]!;
+    const files: FileReg[] = [];
+    for (let f = 0; f < recs.length; f++) {
+      const rec = recs[f]!;
+      const names = held[f]!;
+      const complete = !partial?.has(rec);
+      const id = idOfKey(rec.key);
+      const size = this.sizeBySlot[rec.slot]!;
+      if (typeof names === 'string') files.push({ id, name: names, size, complete });
+      else for (const name of names) files.push({ id, name, size, complete });
+    }
+    return { peer: { ...info }, files };
   }
 }
 

@@ -37,7 +37,7 @@
  */
 import type { DurableRecord, Op, SnapshotRecord } from '../ops.js';
 import { encodeOp, decodeOp, isDurableOp, isDurableRecord } from '../ops.js';
-import type { TrackerState } from '../state.js';
+import type { SnapshotInstall, SnapshotSource, TrackerState } from '../state.js';
 import type { LogEntry, LogPosition } from './log.js';
 import { RaftLog } from './log.js';
 import { MAX_BATCH_BYTES, type RaftMessage } from './messages.js';
@@ -96,7 +96,7 @@ interface Follower {
    * A snapshot on its way: its records (taken whole at the start), the part sent and not yet acknowledged
    * (`current`, which ends before records[at]), serialized a part at a time as the backup acknowledges each.
    */
-  snapshot: { id: number; records: SnapshotRecord[]; at: number; part: number; current: string; head: LogPosition; agrees: boolean } | undefined;
+  snapshot: { id: number; records: SnapshotSource; at: number; part: number; current: string; head: LogPosition; agrees: boolean } | undefined;
   needSnapshot: boolean;
   /** The last entry the backup applied, as it last said. */
   applied: LogPosition | undefined;
@@ -147,8 +147,8 @@ export class RaftNode {
    */
   private handedTo: number | undefined;
   private failedHandovers = 0;
-  /** A snapshot being received: its id and the records so far. */
-  private incoming: { id: number; from: number; records: SnapshotRecord[]; next: number } | undefined;
+  /** A snapshot being received: its id, its header, and its records installed so far (into a table of their own). */
+  private incoming: { id: number; from: number; head: Extract<SnapshotRecord, { k: 'head' }> | undefined; install: SnapshotInstall; next: number } | undefined;
   /** This tracker gave up applied state and must copy the main's snapshot before applying anything. */
   private mustInstall = false;
   /** Not 0 while this tracker needs a snapshot: a number that names the need (see append-reply). */
@@ -635,9 +635,10 @@ export class RaftNode {
     // The state as applied here; a backup ahead of it keeps its own records for a merge (onSnapshot).
     const pos = this.log.position(this.state.appliedIndex);
     if (!pos) return;
-    // The records are taken at once (the state at `pos`); each part is serialized as it is sent, so no turn
-    // of the loop serializes the whole state (0.5 s of 0.9 at 1,000 peers).
-    const records = this.state.snapshotRecords(pos.epoch);
+    // The records are taken at once (the state at `pos`, the holder lists by reference); each part is made
+    // and serialized as it is sent, so no turn of the loop builds or serializes the whole state (0.5 s of
+    // 0.9 at 1,000 peers serializing, 0.7 s at 5,000 building the records).
+    const records = this.state.snapshot(pos.epoch);
     // Whether the backup's applied entries are ours too; if not (or unknown), it keeps them for a merge.
     const agrees = f.applied !== undefined && f.applied.index <= pos.index && this.log.matches(f.applied);
     f.snapshot = { id: ++this.snapshotIds, records, at: 0, part: 0, current: '', head: pos, agrees };
@@ -652,7 +653,7 @@ export class RaftNode {
   private serializePart(s: NonNullable<Follower['snapshot']>): string {
     let part = '';
     for (; s.at < s.records.length; s.at++) {
-      const line = JSON.stringify(s.records[s.at]) + '\n';
+      const line = JSON.stringify(s.records.at(s.at)) + '\n';
       if (part.length > 0 && part.length + line.length > MAX_BATCH_BYTES) break;
       part += line;
     }
@@ -801,18 +802,28 @@ export class RaftNode {
     const reply = (ok: boolean, match: number): void => this.o.send(from, { t: 'snapshot-reply', term: this.term, id: m.id, part: m.part, ok, match });
     if (m.term < this.term) return reply(false, 0);
     this.followMain(from);
-    if (m.part === 0) this.incoming = { id: m.id, from, records: [], next: 0 };
+    if (m.part === 0) this.incoming = { id: m.id, from, head: undefined, install: this.state.beginInstall(), next: 0 };
     const inc = this.incoming;
     if (!inc || inc.id !== m.id || inc.from !== from || inc.next !== m.part) {
       this.incoming = undefined;
       return reply(false, 0);
     }
-    for (const line of m.records.split('\n')) if (line) inc.records.push(JSON.parse(line) as SnapshotRecord);
+    // Each part is installed as it comes (into a table of its own, nothing here changes until the last),
+    // so no one turn registers every holder list.
+    try {
+      const records: SnapshotRecord[] = [];
+      for (const line of m.records.split('\n')) if (line) records.push(JSON.parse(line) as SnapshotRecord);
+      if (inc.head === undefined && records[0]?.k === 'head') inc.head = records[0];
+      inc.install.add(records);
+    } catch {
+      this.incoming = undefined;
+      return reply(false, 0);
+    }
     inc.next++;
     if (!m.done) return reply(true, 0);
     this.incoming = undefined;
-    const head = inc.records[0];
-    if (head?.k !== 'head') return reply(false, 0);
+    const head = inc.head;
+    if (head === undefined) return reply(false, 0);
     const pos: LogPosition = { index: head.index, term: head.term, epoch: head.epoch };
     // Installing would drop applied writes the main lacks: keep them for a merge first.
     if (!m.agrees && !this.mustInstall && this.state.stateful) {
@@ -829,7 +840,7 @@ export class RaftNode {
     // are above what is applied now, so the main's next append truncates them instead.
     const ownHistory = this.mustInstall || !m.agrees;
     this.log.resetTo(pos);
-    this.state.install(inc.records);
+    inc.install.finish();
     this.commit = ownHistory ? head.index : Math.max(head.index, Math.min(this.commit, this.log.lastIndex));
     this.mustInstall = false;
     this.want = 0;

@@ -4,6 +4,7 @@
  */
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
+import { HolderTable } from '../../daemon/holders.js';
 import { TrackerState } from '../../daemon/state.js';
 import { Store } from '../../daemon/store.js';
 
@@ -40,11 +41,15 @@ t.test('a hash asked again while nothing changed is the one already taken; any c
   const files = () => Array.from({ length: 5 }, (_, i) => ({ id: randomBytes(32).toString('hex'), size: i + 1, name: `f${i}.bin`, complete: true }));
   for (let p = 0; p < 20; p++) state.holders.register(peer(p), files());
   let walks = 0;
-  const canonicalOrder = state.holders.canonicalOrder.bind(state.holders);
-  state.holders.canonicalOrder = () => {
+  // Counted on every table: installing a snapshot replaces the state's table with another.
+  const canonicalOrder = HolderTable.prototype.canonicalOrder;
+  HolderTable.prototype.canonicalOrder = function (this: HolderTable) {
     walks++;
-    return canonicalOrder();
+    return canonicalOrder.call(this);
   };
+  t.teardown(() => {
+    HolderTable.prototype.canonicalOrder = canonicalOrder;
+  });
   /** The whole hash in one go, to compare with, not counted as a walk. */
   const wholeHash = (): string => {
     const before = walks;
