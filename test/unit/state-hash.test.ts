@@ -3,6 +3,7 @@
  * one go or a slice at a time between turns of the event loop, and the sliced one lets the loop run.
  */
 import t from 'tap';
+import fc from 'fast-check';
 import { randomBytes } from 'node:crypto';
 import { HolderTable } from '../../daemon/holders.js';
 import { TrackerState } from '../../daemon/state.js';
@@ -79,4 +80,38 @@ t.test('a hash asked again while nothing changed is the one already taken; any c
   state.install(records);
   t.not(await state.stateHashInSlices(), e, 'a snapshot installed takes a new one too, even at the same index');
   t.equal(walks, 4);
+});
+
+t.test("the bans hashed and snapshotted are read from memory: exactly the store's, in its order", (t) => {
+  // Targets that sort differently by UTF-16 units and by UTF-8 bytes (a character past U+FFFF against
+  // one in U+E000-U+FFFF), equal `since` values, bans lifted and made again, and merged records.
+  const target = fc.constantFrom('10.0.0.1', '10.0.0.10', '10.0.0.2', 'a'.repeat(40), 'b'.repeat(40), 'x\u{1f600}', 'x\uffff', 'x\ue000', 'xé', 'x');
+  const op = fc.oneof(
+    fc.record({ kind: fc.constant('add' as const), target, since: fc.integer({ min: 0, max: 3 }), reason: fc.constantFrom('r', 'другое') }),
+    fc.record({ kind: fc.constant('rm' as const), target }),
+    fc.record({ kind: fc.constant('merge' as const), target, since: fc.integer({ min: 0, max: 3 }), term: fc.integer({ min: 1, max: 9 }) }),
+  );
+  fc.assert(
+    fc.property(fc.array(op, { maxLength: 40 }), (ops) => {
+      const state = new TrackerState(new Store(':memory:'));
+      try {
+        let index = 0;
+        for (const o of ops) {
+          const at = { index: ++index, term: 1 };
+          if (o.kind === 'add') state.apply({ ...at, op: { op: 'blacklist-add', entry: { target: o.target, reason: o.reason, since: o.since, addedBy: 'admin' } } });
+          else if (o.kind === 'rm') state.apply({ ...at, op: { op: 'blacklist-rm', target: o.target, by: 'admin', time: index } });
+          else state.apply({ ...at, op: { op: 'merge', records: [{ k: 'ban', ban: { target: o.target, reason: 'merged', since: o.since, addedBy: 'other', stamp: [o.term, index] } }] } });
+        }
+        const stored = JSON.stringify(state.store.bans());
+        const byTarget = (a: { target: string }, b: { target: string }): number => (a.target < b.target ? -1 : 1);
+        const inSnapshot = state.durableRecords().flatMap((r) => (r.k === 'ban' ? [r.ban] : []));
+        return JSON.stringify(state.bans()) === stored && JSON.stringify(inSnapshot.sort(byTarget)) === JSON.stringify(state.store.bans().sort(byTarget));
+      } finally {
+        state.store.close();
+      }
+    }),
+    { numRuns: 300 },
+  );
+  t.pass('300 random histories of bans, lifts and merges: the same bans, in the same order, as the store reads them');
+  t.end();
 });
