@@ -148,7 +148,7 @@ export class RaftNode {
   private handedTo: number | undefined;
   private failedHandovers = 0;
   /** A snapshot being received: its id, its header, and its records installed so far (into a table of their own). */
-  private incoming: { id: number; from: number; head: Extract<SnapshotRecord, { k: 'head' }> | undefined; install: SnapshotInstall; next: number } | undefined;
+  private incoming: { id: number; from: number; term: number; head: Extract<SnapshotRecord, { k: 'head' }> | undefined; install: SnapshotInstall; next: number } | undefined;
   /** This tracker gave up applied state and must copy the main's snapshot before applying anything. */
   private mustInstall = false;
   /** Not 0 while this tracker needs a snapshot: a number that names the need (see append-reply). */
@@ -460,6 +460,7 @@ export class RaftNode {
     this.leader = this.o.rank;
     this.votes.clear();
     this.runningSince = undefined;
+    if (this.incoming) this.abandonSnapshot();
     this.epoch = 1 + Math.floor(this.o.random() * 0x7fff_ffff);
     this.followers.clear();
     for (let r = 0; r < this.o.size; r++) {
@@ -720,6 +721,9 @@ export class RaftNode {
     const reply = (ok: boolean, match: number, hint: number): void =>
       this.o.send(from, { t: 'append-reply', term: this.term, ok, match, hint, want: this.want, applied: this.appliedPosition() });
     if (m.term < this.term) return reply(false, 0, this.log.lastIndex);
+    // A main streams a snapshot with nothing else in between, so an append from any other main (or term)
+    // means the one under way will never finish: drop it, or it kept this tracker syncing for good.
+    if (this.incoming && (this.incoming.from !== from || this.incoming.term !== m.term)) this.abandonSnapshot();
     this.followMain(from);
     if (this.mustInstall) return reply(false, 0, this.log.lastIndex);
     const prev = m.prev;
@@ -802,9 +806,12 @@ export class RaftNode {
     const reply = (ok: boolean, match: number): void => this.o.send(from, { t: 'snapshot-reply', term: this.term, id: m.id, part: m.part, ok, match });
     if (m.term < this.term) return reply(false, 0);
     this.followMain(from);
-    if (m.part === 0) this.incoming = { id: m.id, from, head: undefined, install: this.state.beginInstall(), next: 0 };
+    if (m.part === 0) {
+      this.incoming = { id: m.id, from, term: m.term, head: undefined, install: this.state.beginInstall(), next: 0 };
+      this.settle(); // copying from the first part on (followMain above settled before it began)
+    }
     const inc = this.incoming;
-    if (!inc || inc.id !== m.id || inc.from !== from || inc.next !== m.part) {
+    if (!inc || inc.id !== m.id || inc.from !== from || inc.term !== m.term || inc.next !== m.part) {
       this.incoming = undefined;
       return reply(false, 0);
     }
@@ -847,6 +854,12 @@ export class RaftNode {
     this.o.note?.('info', { main: from, index: head.index }, `copied the main's state at index ${head.index}`);
     this.applyCommitted();
     reply(true, head.index);
+  }
+
+  private abandonSnapshot(): void {
+    const inc = this.incoming!;
+    this.incoming = undefined;
+    this.o.note?.('info', { from: inc.from, parts: inc.next }, `dropping the snapshot rank ${inc.from} was sending in term ${inc.term} (${inc.next} parts in): it will not finish`);
   }
 
   private pendingBatch(): { id: number; records: DurableRecord[] } | undefined {
