@@ -72,9 +72,18 @@ export class HolderTable {
   private holderCount = 0;
   private changes: number;
 
-  /** `version` is where the table's version starts: past the version of a table this one replaces. */
-  constructor(version = 0) {
-    this.changes = version;
+  constructor() {
+    this.changes = 0;
+  }
+
+  /**
+   * Takes the place of `old` (a snapshot installed): moves this table's version past the old one's, so a
+   * digest kept by version takes neither for the other, and empties the old one (its index's pending work
+   * and memory go with it).
+   */
+  replace(old: HolderTable): void {
+    this.changes = Math.max(this.changes, old.changes) + 1;
+    old.clear();
   }
 
   /** Moves on with every change made to the table (what a digest of it can be kept by). */

@@ -266,8 +266,7 @@ export class TrackerState {
    * left unfinished (the main changed, a part was lost) is simply dropped.
    */
   beginInstall(): SnapshotInstall {
-    // Past this table's version: the state hash's memo must not take the new table for the old one.
-    const table = new HolderTable(this.table.version + 1);
+    const table = new HolderTable();
     let head: Extract<SnapshotRecord, { k: 'head' }> | undefined;
     const durable: SnapshotRecord[] = [];
     let finished = false;
@@ -321,6 +320,7 @@ export class TrackerState {
       store.setMeta('applied', head.index);
       store.setMeta('applied_term', head.term);
     });
+    table.replace(this.table);
     this.table = table;
     this.appliedIndex = head.index;
     this.appliedTerm = head.term;
@@ -486,8 +486,9 @@ export class TrackerState {
   private *holderHashParts(): Generator<string> {
     yield '[';
     let first = true;
-    for (const peerId of this.holders.canonicalOrder()) {
-      const part = this.holders.canonicalPeer(peerId);
+    const table = this.table; // one table throughout: a snapshot installed meanwhile replaces it
+    for (const peerId of table.canonicalOrder()) {
+      const part = table.canonicalPeer(peerId);
       if (part === undefined) continue;
       yield first ? JSON.stringify(part) : `,${JSON.stringify(part)}`;
       first = false;

@@ -813,6 +813,7 @@ export class RaftNode {
     const inc = this.incoming;
     if (!inc || inc.id !== m.id || inc.from !== from || inc.term !== m.term || inc.next !== m.part) {
       this.incoming = undefined;
+      this.settle();
       return reply(false, 0);
     }
     // Each part is installed as it comes (into a table of its own, nothing here changes until the last),
@@ -824,13 +825,17 @@ export class RaftNode {
       inc.install.add(records);
     } catch {
       this.incoming = undefined;
+      this.settle();
       return reply(false, 0);
     }
     inc.next++;
     if (!m.done) return reply(true, 0);
     this.incoming = undefined;
     const head = inc.head;
-    if (head === undefined) return reply(false, 0);
+    if (head === undefined) {
+      this.settle();
+      return reply(false, 0);
+    }
     const pos: LogPosition = { index: head.index, term: head.term, epoch: head.epoch };
     // Installing would drop applied writes the main lacks: keep them for a merge first.
     if (!m.agrees && !this.mustInstall && this.state.stateful) {
