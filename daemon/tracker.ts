@@ -779,7 +779,7 @@ export class Tracker extends EventEmitter {
     else if (policy.kind === 'review') pending.push(...targets);
     else {
       for (const t of targets) {
-        const reporters = new Set(this.state.store.reports().filter((r) => r.targets.includes(t)).map((r) => r.reporter));
+        const reporters = new Set(this.state.store.reportersOf(t));
         reporters.add(reporter);
         (reporters.size >= policy.k ? toBan : pending).push(t);
       }
