@@ -41,7 +41,7 @@ import type { SnapshotInstall, SnapshotSource, TrackerState } from '../state.js'
 import type { LogEntry, LogPosition } from './log.js';
 import { RaftLog } from './log.js';
 import { MAX_BATCH_BYTES, type RaftMessage } from './messages.js';
-import { atLeastAsUpToDate, canActAlone, commitIndex, majority, nextTerm, refuseVote } from './rules.js';
+import { atLeastAsUpToDate, canActAlone, commitIndex, MAIN_IS_ACTING, majority, nextTerm, refuseVote } from './rules.js';
 
 export type TrackerRole = 'primary' | 'backup' | 'syncing' | 'candidate';
 
@@ -164,6 +164,8 @@ export class RaftNode {
    */
   private readonly decoded = new WeakMap<LogEntry, Op>();
   private snapshotIds = 0;
+  /** A pre-vote of this run was refused because its voter still heard the main: ask again at the next tick. */
+  private askPreVotesAgain = false;
   private statusAt = -Infinity;
 
   constructor(o: RaftNodeOptions) {
@@ -212,7 +214,10 @@ export class RaftNode {
     }
     if (this.role === 'primary') this.leadTick();
     else if (now >= this.electionAt) this.startElection(false);
-    else this.sendMerge();
+    else {
+      if (this.askPreVotesAgain) this.preVoteAgain();
+      this.sendMerge();
+    }
   }
 
   /** Proposes an op as main; returns the index it will have once committed. Throws if not main. */
@@ -253,7 +258,7 @@ export class RaftNode {
     else this.peers[from] = { heardAt: now, term: m.term, role: 'unknown', last: { index: 0, term: 0, epoch: 0 }, applied: 0, fresh: false, pending: false, hears: undefined };
     // A vote request while a main is acting is ignored whole, so a tracker that was cut off cannot depose it.
     if (m.t === 'vote' && !m.pre && m.term > this.term && this.mainAlive() && !m.transfer) {
-      this.o.send(from, { t: 'vote-reply', term: this.term, pre: false, granted: false, reason: 'a main is acting' });
+      this.o.send(from, { t: 'vote-reply', term: this.term, pre: false, granted: false, reason: MAIN_IS_ACTING });
       return;
     }
     if (m.term > this.term && !(m.t === 'vote' && m.pre)) {
@@ -381,6 +386,15 @@ export class RaftNode {
     for (let r = 0; r < this.o.size; r++) if (r !== this.o.rank) this.o.send(r, ask);
   }
 
+  /** Asks again for the pre-votes of this run (see onVoteReply), while it is young and no main is heard. */
+  private preVoteAgain(): void {
+    this.askPreVotesAgain = false;
+    if (this.role === 'candidate' || this.preVotes.size === 0 || this.runningSince === undefined) return;
+    if (this.now - this.runningSince >= this.o.failoverMs || this.mainAlive()) return;
+    const ask: RaftMessage = { t: 'vote', term: nextTerm(this.term, this.o.rank, this.o.size), last: this.log.last, pre: true, transfer: false };
+    for (let r = 0; r < this.o.size; r++) if (r !== this.o.rank && !this.preVotes.has(r)) this.o.send(r, ask);
+  }
+
   private runReal(transfer: boolean): void {
     this.log.setHardState(nextTerm(this.term, this.o.rank, this.o.size), this.o.rank);
     this.state.term = this.term;
@@ -434,7 +448,16 @@ export class RaftNode {
   }
 
   private onVoteReply(from: number, m: Extract<RaftMessage, { t: 'vote-reply' }>): void {
-    if (!m.granted) return;
+    if (!m.granted) {
+      // Refused because the voter still hears the main. A main's last messages reach its backups at
+      // different moments (a heartbeat apart, more on a busy link), so the voter's failover period may
+      // end just after this one's. Ask again at the next tick, for one failover period from the start of
+      // this run, rather than a whole election delay later: meanwhile the worse-ranked voter fell due,
+      // found this one no longer running, won, and then handed command back (two changes of main, and
+      // two storms of peers failing over). Pre-votes change nothing, so this is a matter of liveness.
+      if (m.pre && m.reason === MAIN_IS_ACTING && this.preVotes.size > 0) this.askPreVotesAgain = true;
+      return;
+    }
     if (m.pre) {
       if (this.role === 'primary' || this.preVotes.size === 0) return;
       this.preVotes.add(from);

@@ -45,12 +45,15 @@ export interface VoteAsk {
 }
 
 /** Why a vote is refused, or undefined when it is granted. */
+/** A vote refused because the voter still hears a main (a pre-vote refused so may be asked again soon). */
+export const MAIN_IS_ACTING = 'a main is acting';
+
 export function refuseVote(v: VoterView, ask: VoteAsk): string | undefined {
   if (ask.term < v.term || (!ask.pre && ask.term === v.term && v.votedFor !== undefined && v.votedFor !== ask.candidate)) {
     return `already in term ${v.term}${v.votedFor !== undefined ? ` and voted for rank ${v.votedFor}` : ''}`;
   }
   if (ask.pre && ask.term <= v.term) return `already in term ${v.term}`;
-  if (v.mainAlive && !ask.transfer) return 'a main is acting';
+  if (v.mainAlive && !ask.transfer) return MAIN_IS_ACTING;
   if (!atLeastAsUpToDate(ask.last, v.last)) return `its log (${fmt(ask.last)}) is behind this tracker's (${fmt(v.last)})`;
   return undefined;
 }

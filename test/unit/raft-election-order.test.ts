@@ -27,6 +27,8 @@ class Trio {
   readonly phase = [0, 0, 0];
   /** Every change of role, in order: `rank role term`. */
   readonly changes: string[] = [];
+  /** When each change of `changes` happened (virtual ms). */
+  readonly changedAt: number[] = [];
   private queue: Array<{ to: number; from: number; m: RaftMessage; at: number }> = [];
 
   constructor(seed = 1) {
@@ -42,7 +44,10 @@ class Trio {
           if (this.dead.has(rank)) return;
           this.queue.push({ to, from: rank, m, at: this.now + LINK_MS + (this.extra.get(`${rank}>${to}`) ?? 0) });
         },
-        onRoleChange: (_from, to) => this.changes.push(`${rank} ${to} ${node.term}`),
+        onRoleChange: (_from, to) => {
+          this.changes.push(`${rank} ${to} ${node.term}`);
+          this.changedAt.push(this.now);
+        },
       });
       this.nodes.push(node);
     }
@@ -63,6 +68,12 @@ class Trio {
   main(): number | undefined {
     const mains = this.nodes.flatMap((n, rank) => (n.isPrimary && !this.dead.has(rank) ? [rank] : []));
     return mains.length === 1 ? mains[0] : undefined;
+  }
+
+  /** When the first tracker became main at or after `at`. */
+  firstMainAfter(at: number): number | undefined {
+    const i = this.changes.findIndex((c, k) => this.changedAt[k]! >= at && c.includes(' primary '));
+    return i < 0 ? undefined : this.changedAt[i];
   }
 
   mainsSince(mark: number): string[] {
@@ -127,6 +138,26 @@ for (const lag of [STEP_MS - 2, STEP_MS, STEP_MS + 4]) {
     trio.run(4 * HEARTBEAT_MS);
     t.equal(trio.nodes[1]!.leader, 0, 'rank 1 follows the main again');
     killMainExpectRank1(t, trio);
+    t.end();
+  });
+}
+
+// The main's last heartbeat reaches rank 2 `lag` ms after rank 1 (its messages to its backups go out at
+// different moments): rank 1 falls due first, and rank 2, which still hears the main, refuses its
+// pre-vote. Rank 1 asks again at its next tick, and is main about a failover period after rank 2 last
+// heard the main. Before, it waited a whole election delay: with a lag past its running window, rank 2 fell
+// due meanwhile and won (then handed command to rank 1: two changes of main); with less, the first main
+// came only about two failover periods after the kill.
+for (const lag of [10, 30, 45]) {
+  t.test(`the main's last heartbeat reaches rank 2 ${lag} ms after rank 1: rank 1 asks again and takes over, once, within a failover period and a heartbeat`, (t) => {
+    const trio = started(t);
+    trio.tickMs = 12;
+    trio.extra.set('0>2', lag);
+    trio.run(3 * HEARTBEAT_MS);
+    const killedAt = trio.now;
+    killMainExpectRank1(t, trio);
+    const firstMainAt = trio.firstMainAfter(killedAt);
+    t.ok(firstMainAt !== undefined && firstMainAt - killedAt <= FAILOVER_MS + HEARTBEAT_MS, `rank 1 was main ${firstMainAt === undefined ? 'never' : firstMainAt - killedAt} ms after the kill`);
     t.end();
   });
 }
