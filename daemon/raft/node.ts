@@ -164,8 +164,8 @@ export class RaftNode {
    */
   private readonly decoded = new WeakMap<LogEntry, Op>();
   private snapshotIds = 0;
-  /** A pre-vote of this run was refused because its voter still heard the main: ask again at the next tick. */
-  private askPreVotesAgain = false;
+  /** Voters that refused this run's pre-vote because they still heard the main: asked again at the next tick. */
+  private readonly askPreVotesAgain = new Set<number>();
   private statusAt = -Infinity;
 
   constructor(o: RaftNodeOptions) {
@@ -215,7 +215,7 @@ export class RaftNode {
     if (this.role === 'primary') this.leadTick();
     else if (now >= this.electionAt) this.startElection(false);
     else {
-      if (this.askPreVotesAgain) this.preVoteAgain();
+      if (this.askPreVotesAgain.size > 0) this.preVoteAgain();
       this.sendMerge();
     }
   }
@@ -381,18 +381,29 @@ export class RaftNode {
       if (other) this.electionAt = Math.min(this.electionAt, other.heardAt + this.o.failoverMs + 1);
     }
     this.preVotes = new Set([this.o.rank]);
+    this.askPreVotesAgain.clear();
     this.runningSince = this.now;
     const ask: RaftMessage = { t: 'vote', term: nextTerm(this.term, this.o.rank, this.o.size), last: this.log.last, pre: true, transfer: false };
     for (let r = 0; r < this.o.size; r++) if (r !== this.o.rank) this.o.send(r, ask);
   }
 
-  /** Asks again for the pre-votes of this run (see onVoteReply), while it is young and no main is heard. */
+  /**
+   * Asks again the voters that refused this run's pre-vote because they still heard the main (see
+   * onVoteReply), while the run is young and no main is heard. Only the best-ranked tracker still heard
+   * does so: with five trackers, two backups asking again every tick would reach their majorities together,
+   * and the worse-ranked one, in the higher term, would win.
+   */
   private preVoteAgain(): void {
-    this.askPreVotesAgain = false;
-    if (this.role === 'candidate' || this.preVotes.size === 0 || this.runningSince === undefined) return;
-    if (this.now - this.runningSince >= this.o.failoverMs || this.mainAlive()) return;
+    if (this.role === 'candidate' || this.preVotes.size === 0 || this.runningSince === undefined || this.now - this.runningSince >= this.o.failoverMs) {
+      this.askPreVotesAgain.clear(); // this run is over
+      return;
+    }
+    // Not yet: a main is heard, or a better-ranked tracker (other than the main) is, which goes first.
+    if (this.mainAlive()) return;
+    for (let r = 0; r < this.o.rank; r++) if (r !== this.leader && this.heard(r)) return;
     const ask: RaftMessage = { t: 'vote', term: nextTerm(this.term, this.o.rank, this.o.size), last: this.log.last, pre: true, transfer: false };
-    for (let r = 0; r < this.o.size; r++) if (r !== this.o.rank && !this.preVotes.has(r)) this.o.send(r, ask);
+    for (const r of this.askPreVotesAgain) if (!this.preVotes.has(r)) this.o.send(r, ask);
+    this.askPreVotesAgain.clear();
   }
 
   private runReal(transfer: boolean): void {
@@ -455,7 +466,9 @@ export class RaftNode {
       // this run, rather than a whole election delay later: meanwhile the worse-ranked voter fell due,
       // found this one no longer running, won, and then handed command back (two changes of main, and
       // two storms of peers failing over). Pre-votes change nothing, so this is a matter of liveness.
-      if (m.pre && m.reason === MAIN_IS_ACTING && this.preVotes.size > 0) this.askPreVotesAgain = true;
+      if (m.pre && m.reason === MAIN_IS_ACTING && this.preVotes.size > 0 && this.runningSince !== undefined && this.now - this.runningSince < this.o.failoverMs) {
+        this.askPreVotesAgain.add(from);
+      }
       return;
     }
     if (m.pre) {

@@ -44,10 +44,10 @@ export interface VoteAsk {
   transfer: boolean;
 }
 
-/** Why a vote is refused, or undefined when it is granted. */
 /** A vote refused because the voter still hears a main (a pre-vote refused so may be asked again soon). */
 export const MAIN_IS_ACTING = 'a main is acting';
 
+/** Why a vote is refused, or undefined when it is granted. */
 export function refuseVote(v: VoterView, ask: VoteAsk): string | undefined {
   if (ask.term < v.term || (!ask.pre && ask.term === v.term && v.votedFor !== undefined && v.votedFor !== ask.candidate)) {
     return `already in term ${v.term}${v.votedFor !== undefined ? ` and voted for rank ${v.votedFor}` : ''}`;
