@@ -70,11 +70,7 @@ export class HolderTable {
   private readonly peers = new Map<string, PeerRecord>();
   private readonly index = new NameIndex<FileRecord>(indexedNames);
   private holderCount = 0;
-  private changes: number;
-
-  constructor() {
-    this.changes = 0;
-  }
+  private changes = 0;
 
   /**
    * Takes the place of `old` (a snapshot installed): moves this table's version past the old one's, so a

@@ -38,6 +38,8 @@ export interface SnapshotSource {
 /** A snapshot being installed (TrackerState.beginInstall): its records in order, a part at a time, then finish(). */
 export interface SnapshotInstall {
   add(records: readonly SnapshotRecord[]): void;
+  /** The snapshot's header, once its first record is in. */
+  readonly head: Extract<SnapshotRecord, { k: 'head' }> | undefined;
   finish(): void;
 }
 
@@ -271,6 +273,9 @@ export class TrackerState {
     const durable: SnapshotRecord[] = [];
     let finished = false;
     return {
+      get head() {
+        return head;
+      },
       add: (records) => {
         if (finished) throw new Error('this snapshot is installed already');
         for (const r of records) {

@@ -41,6 +41,11 @@ export function afterPendingReads(fn: () => void): void {
   setImmediate(fn);
 }
 
+/** A deadline on `clock` whose `fn` runs after that turn's reads (afterPendingReads): `fn` checks it is still owed. */
+export function setDeadline(clock: Clock, fn: () => void, ms: number): Timer {
+  return clock.setTimeout(() => afterPendingReads(fn), ms);
+}
+
 /** A clock that moves only when told to: for tests of heartbeats, leases and takeovers. */
 export class VirtualClock implements Clock {
   private current = 0;

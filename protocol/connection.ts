@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import type tls from 'node:tls';
 import type { Logger } from 'pino';
-import { afterPendingReads, systemClock, type Clock, type Timer } from './clock.js';
+import { afterPendingReads, setDeadline, systemClock, type Clock, type Timer } from './clock.js';
 import {
   ConnectionClosedError,
   isErrorCode,
@@ -217,17 +217,19 @@ export class Connection extends EventEmitter {
         sunk: undefined,
         timer:
           timeoutMs > 0
-            ? this.clock.setTimeout(() => {
-                // The answer may be in the socket, unread behind our own stall: look once more after the reads.
-                afterPendingReads(() => {
+            ? // The answer may be in the socket, unread behind our own stall: look once more after the reads.
+              setDeadline(
+                this.clock,
+                () => {
                   if (this.pending.get(requestId) !== entry) return;
                   this.pending.delete(requestId);
                   this.retireSink(requestId, entry);
                   this.sendEvent('CANCEL', { requestId });
                   // entry.reject: with a signal, it also takes the abort listener off (reject alone left it on).
                   entry.reject(new TimeoutError(`${name} to ${this.remoteAddress}:${this.remotePort}`, timeoutMs));
-                });
-              }, timeoutMs)
+                },
+                timeoutMs,
+              )
             : undefined,
       };
       this.pending.set(requestId, entry);
@@ -397,14 +399,16 @@ export class Connection extends EventEmitter {
   private touch(): void {
     if (this.idleTimeoutMs <= 0 || this.closed) return;
     this.idleTimer?.cancel();
-    const timer = this.clock.setTimeout(() => {
-      // Traffic waiting unread behind our own stall re-arms the timer (touch): then this one is moot.
-      afterPendingReads(() => {
+    // Traffic waiting unread behind our own stall re-arms the timer (touch): then this one is moot.
+    const timer = setDeadline(
+      this.clock,
+      () => {
         if (this.idleTimer !== timer || this.closed) return;
         this.log.info({ code: 'P2P_IDLE_TIMEOUT' }, 'closing idle connection');
         this.close(new P2PError('P2P_IDLE_TIMEOUT', `no traffic for ${this.idleTimeoutMs} ms`));
-      });
-    }, this.idleTimeoutMs);
+      },
+      this.idleTimeoutMs,
+    );
     this.idleTimer = timer;
   }
 
@@ -473,14 +477,16 @@ export class Connection extends EventEmitter {
     }
     if (this.framer.pendingBytes > 0) {
       if (!this.readTimer) {
-        const timer = this.clock.setTimeout(() => {
-          // The rest of the frame may be waiting unread behind our own stall: a completed frame clears the timer.
-          afterPendingReads(() => {
+        // The rest of the frame may be waiting unread behind our own stall: a completed frame clears the timer.
+        const timer = setDeadline(
+          this.clock,
+          () => {
             if (this.readTimer !== timer || this.closed) return;
             this.log.warn({ code: 'P2P_READ_TIMEOUT' }, 'frame not completed in time; closing connection');
             this.close(new P2PError('P2P_READ_TIMEOUT', `a frame took more than ${this.readTimeoutMs} ms to arrive`));
-          });
-        }, this.readTimeoutMs);
+          },
+          this.readTimeoutMs,
+        );
         this.readTimer = timer;
       }
     } else if (this.readTimer) {

@@ -7,7 +7,7 @@
 import type net from 'node:net';
 import type tls from 'node:tls';
 import type { Logger } from 'pino';
-import { afterPendingReads, systemClock, type Clock, type Timer } from './clock.js';
+import { setDeadline, systemClock, type Clock, type Timer } from './clock.js';
 import { Connection, normalizeHost, silentLogger, type ConnectionOptions, type IncomingRequest } from './connection.js';
 import { P2PError } from './errors.js';
 import { peerIdOf, verifyPayload } from './identity.js';
@@ -272,14 +272,16 @@ export class ServerHandshake {
     this.plain = options.plain ?? false;
     const clock = options.clock ?? systemClock;
     const message = options.timeoutMessage ?? `no handshake within ${options.timeoutMs} ms`;
-    this.deadline = clock.setTimeout(() => {
-      // A HELLO waiting unread behind our own stall still counts: look once more after the reads.
-      afterPendingReads(() => {
+    // A HELLO waiting unread behind our own stall still counts: look once more after the reads.
+    this.deadline = setDeadline(
+      clock,
+      () => {
         if (this.current === 'ready' || conn.isClosed) return;
         options.onTimeout?.();
         conn.close(new P2PError('P2P_HANDSHAKE_TIMEOUT', message));
-      });
-    }, options.timeoutMs);
+      },
+      options.timeoutMs,
+    );
     conn.on('close', () => this.stopDeadline());
   }
 

@@ -147,8 +147,8 @@ export class RaftNode {
    */
   private handedTo: number | undefined;
   private failedHandovers = 0;
-  /** A snapshot being received: its id, its header, and its records installed so far (into a table of their own). */
-  private incoming: { id: number; from: number; term: number; head: Extract<SnapshotRecord, { k: 'head' }> | undefined; install: SnapshotInstall; next: number } | undefined;
+  /** A snapshot being received: its id, and its records installed so far (into a table of their own). */
+  private incoming: { id: number; from: number; term: number; install: SnapshotInstall; next: number } | undefined;
   /** This tracker gave up applied state and must copy the main's snapshot before applying anything. */
   private mustInstall = false;
   /** Not 0 while this tracker needs a snapshot: a number that names the need (see append-reply). */
@@ -383,15 +383,20 @@ export class RaftNode {
     this.preVotes = new Set([this.o.rank]);
     this.askPreVotesAgain.clear();
     this.runningSince = this.now;
-    const ask: RaftMessage = { t: 'vote', term: nextTerm(this.term, this.o.rank, this.o.size), last: this.log.last, pre: true, transfer: false };
+    const ask = this.preVoteAsk();
     for (let r = 0; r < this.o.size; r++) if (r !== this.o.rank) this.o.send(r, ask);
+  }
+
+  /** The pre-vote this tracker asks for: the next term of its own, with its log as it stands. */
+  private preVoteAsk(): RaftMessage {
+    return { t: 'vote', term: nextTerm(this.term, this.o.rank, this.o.size), last: this.log.last, pre: true, transfer: false };
   }
 
   /**
    * Asks again the voters that refused this run's pre-vote because they still heard the main (see
    * onVoteReply), while the run is young and no main is heard. Only the best-ranked tracker still heard
-   * does so: with five trackers, two backups asking again every tick would reach their majorities together,
-   * and the worse-ranked one, in the higher term, would win.
+   * does so, so that a worse-ranked backup does not race the better one with retries of its own. (With
+   * five trackers that does not settle the order: see docs/scaling.md.)
    */
   private preVoteAgain(): void {
     if (this.role === 'candidate' || this.preVotes.size === 0 || this.runningSince === undefined || this.now - this.runningSince >= this.o.failoverMs) {
@@ -401,7 +406,7 @@ export class RaftNode {
     // Not yet: a main is heard, or a better-ranked tracker (other than the main) is, which goes first.
     if (this.mainAlive()) return;
     for (let r = 0; r < this.o.rank; r++) if (r !== this.leader && this.heard(r)) return;
-    const ask: RaftMessage = { t: 'vote', term: nextTerm(this.term, this.o.rank, this.o.size), last: this.log.last, pre: true, transfer: false };
+    const ask = this.preVoteAsk();
     for (const r of this.askPreVotesAgain) if (!this.preVotes.has(r)) this.o.send(r, ask);
     this.askPreVotesAgain.clear();
   }
@@ -842,36 +847,31 @@ export class RaftNode {
     const reply = (ok: boolean, match: number): void => this.o.send(from, { t: 'snapshot-reply', term: this.term, id: m.id, part: m.part, ok, match });
     if (m.term < this.term) return reply(false, 0);
     this.followMain(from);
+    const refuse = (): void => {
+      this.incoming = undefined;
+      this.settle();
+      reply(false, 0);
+    };
     if (m.part === 0) {
-      this.incoming = { id: m.id, from, term: m.term, head: undefined, install: this.state.beginInstall(), next: 0 };
+      this.incoming = { id: m.id, from, term: m.term, install: this.state.beginInstall(), next: 0 };
       this.settle(); // copying from the first part on (followMain above settled before it began)
     }
     const inc = this.incoming;
-    if (!inc || inc.id !== m.id || inc.from !== from || inc.term !== m.term || inc.next !== m.part) {
-      this.incoming = undefined;
-      this.settle();
-      return reply(false, 0);
-    }
+    if (!inc || inc.id !== m.id || inc.from !== from || inc.term !== m.term || inc.next !== m.part) return refuse();
     // Each part is installed as it comes (into a table of its own, nothing here changes until the last),
     // so no one turn registers every holder list.
     try {
       const records: SnapshotRecord[] = [];
       for (const line of m.records.split('\n')) if (line) records.push(JSON.parse(line) as SnapshotRecord);
-      if (inc.head === undefined && records[0]?.k === 'head') inc.head = records[0];
       inc.install.add(records);
     } catch {
-      this.incoming = undefined;
-      this.settle();
-      return reply(false, 0);
+      return refuse();
     }
     inc.next++;
     if (!m.done) return reply(true, 0);
+    const head = inc.install.head;
+    if (head === undefined) return refuse();
     this.incoming = undefined;
-    const head = inc.head;
-    if (head === undefined) {
-      this.settle();
-      return reply(false, 0);
-    }
     const pos: LogPosition = { index: head.index, term: head.term, epoch: head.epoch };
     // Installing would drop applied writes the main lacks: keep them for a merge first.
     if (!m.agrees && !this.mustInstall && this.state.stateful) {
