@@ -14,7 +14,8 @@
  * The same seed replays the same schedule exactly: a failure prints its seed.
  *
  * Fault model (the guarantee the README states): any number of crashes, pauses, partitions, delays and
- * drops; a tracker loses its --data only while every other tracker is up and has applied every write
+ * drops, with most crashes refusing the others' connections (so they run at once) and some partitions
+ * refusing them too (so live trackers take each other for gone); a tracker loses its --data only while every other tracker is up and has applied every write
  * this one applied, and this one holds no records waiting to be merged: no write may exist only on the
  * tracker whose disk is lost.
  */
@@ -132,7 +133,9 @@ export function runSchedule(seed: number, opts: SimOptions = DEFAULT_SIM): SimRe
   let events = 0;
   const trace: string[] = [];
   const violations: string[] = [];
-  const faults: Record<string, number> = { crash: 0, wipe: 0, pause: 0, partition: 0, drop: 0 };
+  const faults: Record<string, number> = { crash: 0, wipe: 0, pause: 0, partition: 0, refused: 0, drop: 0 };
+  // Refused connections draw from a stream of their own, so the schedules of the other faults stay as they were.
+  const gone = rng((seed ^ 0x5bd1_e995) >>> 0);
   const say = (line: string): void => {
     trace.push(`${now.toFixed(0).padStart(6)} ${line}`);
     if (trace.length > 2000) trace.shift();
@@ -313,6 +316,21 @@ export function runSchedule(seed: number, opts: SimOptions = DEFAULT_SIM): SimRe
     t.life++;
     t.pending.clear();
     say(`t${t.rank} crashes`);
+    // Most crashes leave a kernel that refuses connections (kill -9): the others' dials are refused,
+    // at once and again each heartbeat while it is down, unless the link is cut (RaftNode.peerGone).
+    if (gone() < 0.7) {
+      const life = t.life;
+      for (const o of trackers) if (o !== t) refuseDials(o, t, life, now + 0.5 + gone() * 10);
+    }
+  }
+
+  /** `o` dials `t`, down since incarnation `life`, and is refused; again each heartbeat while it stays down. */
+  function refuseDials(o: SimTracker, t: SimTracker, life: number, at: number): void {
+    queue.push(at, () => {
+      if (t.up || t.life !== life) return;
+      if (o.up && !o.paused && !cut.has(linkKey(o.rank, t.rank))) o.node.peerGone(now, t.rank);
+      refuseDials(o, t, life, now + opts.heartbeatMs);
+    });
   }
 
   function restart(t: SimTracker, wipe: boolean): void {
@@ -376,6 +394,16 @@ export function runSchedule(seed: number, opts: SimOptions = DEFAULT_SIM): SimRe
           cut.add(key);
           faults.partition!++;
           say(`link t${t.rank}-t${other} cut`);
+          // Some partitions refuse connections (a firewall's REJECT): each end takes the other, alive, for
+          // gone. Safety must not depend on that belief being true.
+          if (gone() < 0.3) {
+            faults.refused!++;
+            say(`t${t.rank} and t${other} refuse each other's connections`);
+            for (const [a, b] of [[t.rank, other], [other, t.rank]] as const) {
+              const ta = trackers[a]!;
+              if (ta.up && !ta.paused) ta.node.peerGone(now, b);
+            }
+          }
           queue.push(now + between(100, 4 * opts.failoverMs), () => {
             if (!faulty) return; // the phases after the faults set the links themselves
             cut.delete(key);

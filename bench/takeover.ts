@@ -80,6 +80,8 @@ interface Options {
   waitQuietSeconds: number;
   results: string | undefined;
   keep: boolean;
+  /** SIGSTOP the main instead of kill -9 (a frozen main: the backups wait out the silence). */
+  freeze: boolean;
 }
 
 function parseOptions(): Options {
@@ -98,10 +100,11 @@ function parseOptions(): Options {
       'wait-quiet': { type: 'string', default: '0' },
       results: { type: 'string' },
       keep: { type: 'boolean', default: false },
+      freeze: { type: 'boolean', default: false },
     },
     [
       'usage: npm run bench:takeover -- [--rounds N] [--peers N] [--heartbeat-ms N] [--failover-ms N]',
-      '                                 [--writes N] [--in-flight N] [--write-runs N] [--results DIR] [--keep]',
+      '                                 [--writes N] [--in-flight N] [--write-runs N] [--results DIR] [--keep] [--freeze]',
       '',
       `  --rounds N        kill -9 rounds of the main (default ${FULL_ROUNDS})`,
       '  --peers N         p2p-peerd processes, each sharing a small file (default 5)',
@@ -116,6 +119,9 @@ function parseOptions(): Options {
       `  --results DIR     where takeover.json and takeover.md go (default bench/results for a full run:`,
       `                    ${FULL_ROUNDS}+ rounds at default timings; otherwise only the table is printed)`,
       '  --keep            keep the temporary folder (every process\'s log) for inspection',
+      '  --freeze          SIGSTOP the main instead of kill -9 (then kill it once the backup took over):',
+      '                    the path of a frozen main or a dead machine, which refuses no connection, so the',
+      '                    backup waits --failover-ms of silence (results: takeover-freeze.{json,md})',
       '',
     ],
   );
@@ -132,6 +138,7 @@ function parseOptions(): Options {
     waitQuietSeconds: int('wait-quiet', values['wait-quiet'], 0),
     results: undefined,
     keep: values.keep,
+    freeze: values.freeze,
   };
   const full = opts.rounds >= FULL_ROUNDS && opts.heartbeatMs === DEFAULT_HEARTBEAT_MS && opts.failoverMs === DEFAULT_FAILOVER_MS;
   opts.results = values.results ?? (full ? path.join(ROOT, 'bench', 'results') : undefined);
@@ -261,7 +268,7 @@ async function takeoverRounds(ws: Workspace, opts: Options, tokenFile: string, t
       if (!st.every((s) => withMain(s, a.address) && s.shared === 2)) return undefined;
       return allHolders(peers[0]!, opts.peers);
     }, 30_000, 50);
-    log(`main ${a.address}, backup ${b.address}, ${opts.peers} peers ready; ${opts.rounds} kill -9 rounds`);
+    log(`main ${a.address}, backup ${b.address}, ${opts.peers} peers ready; ${opts.rounds} ${opts.freeze ? 'SIGSTOP' : 'kill -9'} rounds`);
 
     const rounds: Round[] = [];
     for (let round = 1; round <= opts.rounds; round++) {
@@ -269,12 +276,13 @@ async function takeoverRounds(ws: Workspace, opts: Options, tokenFile: string, t
       await sleep(Math.random() * opts.heartbeatMs);
       const termBefore = (await a.admin.self()).term;
       const killedAt = performance.now();
-      const killed = a.kill9();
+      const killed = opts.freeze ? Promise.resolve(a.pause()) : a.kill9();
       const takeover = timeUntil('the backup taking over', killedAt, opts.pollMs, async () => (await b.admin.self()).role === 'primary');
       const peerMs = Promise.all(peers.map((p) => timeUntil(`${p.name} with the new main`, killedAt, opts.pollMs * 2, async () => withMain(await p.status(), b.address))));
       const [takeoverMs, perPeer] = await Promise.all([takeover, peerMs, killed]);
       const holdersOkMs = await timeUntil('every holder listed on the new main', killedAt, opts.pollMs * 2, async () => (await allHolders(peers[0]!, opts.peers)) === true);
       const termAfter = (await b.admin.self()).term;
+      if (opts.freeze) await a.kill9();
 
       const restartedAt = performance.now();
       a.start();
@@ -402,6 +410,8 @@ async function writeThroughput(ws: Workspace, opts: Options, tokenFile: string, 
 
 interface Report {
   benchmark: 'takeover';
+  /** How the main was made to fail: kill -9, or SIGSTOP (--freeze). */
+  fault: 'kill -9' | 'SIGSTOP';
   settings: { heartbeatMs: number; failoverMs: number; peers: number; rounds: number; writes: number; inFlight: number; writeRuns: number; pollMs: number; waitQuietSeconds: number };
   machine: ReturnType<typeof machineInfo>;
   code: string;
@@ -443,13 +453,16 @@ function markdown(r: Report): string {
     '# Tracker takeover benchmark',
     '',
     `A main and one backup \`p2p-tracker\` (\`--heartbeat-ms ${s.heartbeatMs} --failover-ms ${s.failoverMs}\`) and ${s.peers} \`p2p-peerd\`s on 127.0.0.1;`,
-    `${s.rounds} rounds of kill -9 of the main, then a restart of it and the chain of command back before the next round.`,
-    'Times are from the SIGKILL. Takeover: until the backup reports itself primary in `admin status` (polled every',
+    r.fault === 'SIGSTOP'
+      ? `${s.rounds} rounds of SIGSTOP of the main (a frozen main: it refuses no connection, so the backup waits --failover-ms of silence), then kill -9 of it once the backup took over, a restart, and the chain of command back before the next round.`
+      : `${s.rounds} rounds of kill -9 of the main, then a restart of it and the chain of command back before the next round.`,
+    `Times are from the ${r.fault === 'SIGSTOP' ? 'SIGSTOP' : 'SIGKILL'}. Takeover: until the backup reports itself primary in \`admin status\` (polled every`,
     `${s.pollMs} ms). Peers back: until every peer's \`status\` shows it connected to the new main and knowing it as main (polled`,
     `every ${s.pollMs * 2} ms); a peer announces all its files on that session. In every round \`search\` on the new main also listed`,
     `every file with all its holders, by ${fmt(Math.max(...r.rounds.map((x) => x.holdersOkMs)))} ms at the latest (holders are replicated: this checks that none was lost).`,
-    'A takeover can come sooner than failover-ms after the kill: the backup counts the silence from the last heartbeat it heard,',
-    'up to one heartbeat period before the kill.',
+    r.fault === 'SIGSTOP'
+      ? 'A takeover can come sooner than failover-ms after the SIGSTOP: the backup counts the silence from the last heartbeat it heard, up to one heartbeat period before.'
+      : 'After kill -9 the main\'s kernel refuses the backup\'s connections and its links close, so the backup counts two missed heartbeats as failover-ms of silence (RaftNode.peerGone): the takeover comes 2 × heartbeat-ms after the last heartbeat it heard, plus the election. A frozen main: `--freeze`.',
     '',
     '| figure | median | p90 | max |',
     '|---|---:|---:|---:|',
@@ -525,6 +538,7 @@ async function main(): Promise<void> {
     }
     const report: Report = {
       benchmark: 'takeover',
+      fault: opts.freeze ? 'SIGSTOP' : 'kill -9',
       settings: { heartbeatMs: opts.heartbeatMs, failoverMs: opts.failoverMs, peers: opts.peers, rounds: opts.rounds, writes: opts.writes, inFlight: opts.inFlight, writeRuns: opts.writeRuns, pollMs: opts.pollMs, waitQuietSeconds: opts.waitQuietSeconds },
       machine,
       code: codeVersion(),
@@ -559,9 +573,10 @@ async function main(): Promise<void> {
       await fsp.mkdir(opts.results, { recursive: true });
       // Microsecond precision is plenty for figures in milliseconds and seconds.
       const rounded = (_: string, v: unknown): unknown => (typeof v === 'number' && !Number.isInteger(v) ? Math.round(v * 1000) / 1000 : v);
-      await fsp.writeFile(path.join(opts.results, 'takeover.json'), `${JSON.stringify(report, rounded, 2)}\n`);
-      await fsp.writeFile(path.join(opts.results, 'takeover.md'), md);
-      log(`wrote ${path.relative(process.cwd(), path.join(opts.results, 'takeover.md'))} and takeover.json`);
+      const base = opts.freeze ? 'takeover-freeze' : 'takeover';
+      await fsp.writeFile(path.join(opts.results, `${base}.json`), `${JSON.stringify(report, rounded, 2)}\n`);
+      await fsp.writeFile(path.join(opts.results, `${base}.md`), md);
+      log(`wrote ${path.relative(process.cwd(), path.join(opts.results, `${base}.md`))} and ${base}.json`);
     }
   } finally {
     await ws.cleanup();

@@ -127,6 +127,8 @@ export class Cluster {
   private stopped = false;
   private lastTickAt = 0;
   private readonly attached = new WeakSet<Connection>();
+  /** The links other trackers opened to this one and that are still open, by the rank they proved. */
+  private readonly linksFrom = new Map<number, Set<Connection>>();
 
   constructor(private readonly opts: ClusterOptions) {
     this.log = opts.logger;
@@ -185,6 +187,7 @@ export class Cluster {
         connectTimeoutMs: Math.max(200, Math.min(this.opts.failoverMs, 2000)),
         logger: this.log,
         clock: this.clock,
+        onRefused: () => this.refused(rank),
       });
     });
     const node = new RaftNode({
@@ -395,10 +398,34 @@ export class Cluster {
   attach(conn: Connection, rank: number | undefined): void {
     if (this.attached.has(conn)) return;
     this.attached.add(conn);
+    if (rank !== undefined) {
+      let open = this.linksFrom.get(rank);
+      if (!open) this.linksFrom.set(rank, (open = new Set()));
+      open.add(conn);
+      conn.once('close', () => {
+        open.delete(conn);
+        // Its link to us closed: see at once whether it still takes ours (a process that died does not).
+        if (!this.stopped && open.size === 0) this.reach(rank);
+      });
+    }
     conn.on('event', (name: string, body: unknown) => {
       if (name !== 'RAFT' || this.stopped || !this.node || rank === undefined) return;
       this.onRaft(rank, (body as Body<'RAFT'>).message, conn);
     });
+  }
+
+  /**
+   * Our dial to `rank` was refused. With no link of its own open to us either, its process is gone
+   * (kill -9, a crash): two heartbeats of silence are enough, not failover-ms (RaftNode.peerGone). A
+   * tracker frozen (SIGSTOP) still takes the dial into its queue, and one cut off by the network times
+   * it out: both are waited for as before.
+   */
+  private refused(rank: number): void {
+    const node = this.node;
+    if (this.stopped || !node || (this.linksFrom.get(rank)?.size ?? 0) > 0) return;
+    if (node.peerGone(this.clock.now(), rank)) {
+      this.log.warn({ tracker: this.labels[rank] }, `the main, ${this.labels[rank]}, refused a connection and has no link open to this tracker: its process is gone; an election follows once it has missed two heartbeats, not failover-ms`);
+    }
   }
 
   private onRaft(rank: number, text: string, conn: Connection): void {

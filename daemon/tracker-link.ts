@@ -4,7 +4,8 @@
  * its own link to us. It runs in TLS: this tracker presents its own key, and the other must prove the key
  * pinned or learned for its rank (member-keys.ts); then HELLO says the ranks of both ends, and the other
  * side checks our key against our rank. Messages sent while it is down are
- * kept (the most recent few) and go out once it is up; a link whose writes back up is reset.
+ * kept (the most recent few) and go out once it is up; a link whose writes back up is reset. A link
+ * closed from the other end is dialled again at once, and a refused dial is reported (onRefused).
  */
 import type { Logger } from 'pino';
 import {
@@ -24,6 +25,8 @@ import {
 const MAX_QUEUED = 64;
 /** A link with this much unsent is reset rather than buffering more (a stalled or frozen tracker). */
 const MAX_UNSENT_BYTES = 16 * 1024 * 1024;
+/** A link closed from the other end is dialled again at once, but no more often than this. */
+const REDIAL_EVERY_MS = 1000;
 
 export interface TrackerLinkOptions {
   /** The rank this link dials, and our own. */
@@ -41,6 +44,8 @@ export interface TrackerLinkOptions {
   connectTimeoutMs: number;
   logger: Logger;
   clock: Clock;
+  /** A dial was refused (ECONNREFUSED): nothing listens there, so that tracker's process is gone. */
+  onRefused?: () => void;
 }
 
 export class TrackerLink {
@@ -49,6 +54,7 @@ export class TrackerLink {
   private closed = false;
   private lastFailure = '';
   private queued: string[] = [];
+  private redialledAt = -Infinity;
 
   constructor(private readonly opts: TrackerLinkOptions) {}
 
@@ -117,7 +123,15 @@ export class TrackerLink {
       const opened = conn;
       this.conn = opened;
       opened.on('close', () => {
-        if (this.conn === opened) this.conn = undefined;
+        if (this.conn !== opened) return; // reset or closed here
+        this.conn = undefined;
+        // Closed from the other end: dial again at once (once a second at most, should the other end keep
+        // closing it). A tracker whose process died refuses it, which tells the cluster sooner than
+        // failover-ms of silence would (onRefused).
+        const now = this.opts.clock.now();
+        if (now - this.redialledAt < REDIAL_EVERY_MS) return;
+        this.redialledAt = now;
+        this.open().catch(() => undefined);
       });
       if (this.lastFailure) logger.info({ tracker: label }, `link to tracker ${label} is up again`);
       this.lastFailure = '';
@@ -131,6 +145,7 @@ export class TrackerLink {
       // A dead tracker fails every heartbeat period: log the first failure of a kind, not each one.
       if (e.message !== this.lastFailure) logger.debug({ tracker: label, err: e.message }, `cannot reach tracker ${label}`);
       this.lastFailure = e.message;
+      if (!this.closed && (e.cause as NodeJS.ErrnoException | undefined)?.code === 'ECONNREFUSED') this.opts.onRefused?.();
       throw e;
     }
   }

@@ -72,6 +72,8 @@ export interface RaftNodeOptions {
 /** What this tracker knows of another, from anything it last heard from it. */
 export interface PeerView {
   heardAt: number;
+  /** It refused a connection since it was last heard (peerGone): silent for two heartbeats is enough. */
+  gone: boolean;
   term: number;
   role: string;
   last: LogPosition;
@@ -220,6 +222,27 @@ export class RaftNode {
     }
   }
 
+  /**
+   * Rank `r` is gone, not merely slow: it refused a connection and no link from it is open (its process
+   * died: kill -9, a crash, an OOM kill; the kernel answers for it). Until anything is heard from it
+   * again, two heartbeats of silence count as failover-ms would: a backup whose main it was runs once
+   * the main has missed its heartbeats (the next in rank first, as always), not after failover-ms of
+   * silence. Not at once: told this wrongly of a main that lives, its next heartbeat still arrives in
+   * time, and nothing changes. The vote rules do not change either, so this moves only when an election
+   * starts: a matter of liveness, never of safety. Returns whether it brought this tracker's election
+   * forward (it was the main this one follows, and still heard).
+   */
+  peerGone(now: number, r: number): boolean {
+    this.now = now;
+    const p = this.peers[r];
+    if (r === this.o.rank || !p || p.gone) return false;
+    const wasAlive = r === this.leader && this.mainAlive();
+    p.gone = true;
+    if (!wasAlive || this.role === 'primary' || this.role === 'candidate' || this.runningSince !== undefined) return false;
+    this.electionAt = Math.min(this.electionAt, this.mainHeardAt + this.silenceMs(r) + this.rankStep());
+    return true;
+  }
+
   /** Proposes an op as main; returns the index it will have once committed. Throws if not main. */
   propose(op: Op): { index: number; term: number } {
     return this.proposeMany([op])[0]!;
@@ -251,11 +274,13 @@ export class RaftNode {
     if ((m.t === 'append' || m.t === 'snapshot' || m.t === 'timeout-now') && m.term % this.o.size !== from) return;
     const peer = this.peers[from];
     if (m.t === 'status') {
-      this.peers[from] = { heardAt: now, term: m.term, role: m.role, last: m.last, applied: m.applied, fresh: m.fresh, pending: m.pending, hears: m.hears && new Set(m.hears) };
+      this.peers[from] = { heardAt: now, gone: false, term: m.term, role: m.role, last: m.last, applied: m.applied, fresh: m.fresh, pending: m.pending, hears: m.hears && new Set(m.hears) };
       return;
     }
-    if (peer) peer.heardAt = now;
-    else this.peers[from] = { heardAt: now, term: m.term, role: 'unknown', last: { index: 0, term: 0, epoch: 0 }, applied: 0, fresh: false, pending: false, hears: undefined };
+    if (peer) {
+      peer.heardAt = now;
+      peer.gone = false;
+    } else this.peers[from] = { heardAt: now, gone: false, term: m.term, role: 'unknown', last: { index: 0, term: 0, epoch: 0 }, applied: 0, fresh: false, pending: false, hears: undefined };
     // A vote request while a main is acting is ignored whole, so a tracker that was cut off cannot depose it.
     if (m.t === 'vote' && !m.pre && m.term > this.term && this.mainAlive() && !m.transfer) {
       this.o.send(from, { t: 'vote-reply', term: this.term, pre: false, granted: false, reason: MAIN_IS_ACTING });
@@ -334,14 +359,24 @@ export class RaftNode {
 
   /** failover-ms, plus a step per tracker ranked above this one: the next in command runs first. */
   private electionDelay(): number {
+    return this.o.failoverMs + this.rankStep();
+  }
+
+  /** Half a heartbeat per tracker ranked above this one, the main it follows not counted. */
+  private rankStep(): number {
     const step = Math.max(1, Math.round(this.o.heartbeatMs / 2));
     const above = this.leader !== undefined && this.leader < this.o.rank ? this.o.rank - 1 : this.o.rank;
-    return this.o.failoverMs + above * step;
+    return above * step;
   }
 
   private heard(r: number): boolean {
     const p = this.peers[r];
-    return !!p && this.now - p.heardAt < this.o.failoverMs;
+    return !!p && this.now - p.heardAt < this.silenceMs(r);
+  }
+
+  /** How long rank `r` must be silent to count as not heard: failover-ms, or two heartbeats once it is gone (peerGone). */
+  private silenceMs(r: number): number {
+    return this.peers[r]?.gone ? Math.min(this.o.failoverMs, 2 * this.o.heartbeatMs) : this.o.failoverMs;
   }
 
   /** The ranks heard within failover-ms, this one included. */
@@ -359,7 +394,7 @@ export class RaftNode {
 
   private mainAlive(): boolean {
     if (this.role === 'primary') return true;
-    return this.leader !== undefined && this.now - this.mainHeardAt < this.o.failoverMs;
+    return this.leader !== undefined && this.now - this.mainHeardAt < this.silenceMs(this.leader);
   }
 
   // --- elections ------------------------------------------------------------------------------------

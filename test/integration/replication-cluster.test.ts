@@ -4,7 +4,7 @@
  * term; two trackers: both act, and the merge on healing loses nothing acknowledged), the rule that a
  * tracker with fresh data never becomes main while one with state is reachable, reads and refused writes
  * on a backup, holders of peers that never come back dropped after the lease, and the failover timing on
- * a virtual clock.
+ * a virtual clock (a silent main, and a stopped one whose port refuses connections).
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -316,29 +316,48 @@ t.test('after a takeover, the sweep waits while peers are still coming back: a l
   t.same(drops.map((l) => l.peers), [1], 'one sweep dropped one peer: the late one was never dropped and written again');
 });
 
-t.test('on a virtual clock: a backup takes over only once failover-ms has passed without a heartbeat', async (t) => {
+/** Moves `clock` in 10 ms steps, letting real socket I/O run between the steps. */
+async function pump(clock: VirtualClock, ms: number, stop?: () => boolean): Promise<void> {
+  for (let i = 0; i < ms / 10 && !stop?.(); i++) {
+    clock.advance(10);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+t.test('on a virtual clock: a backup takes over from a silent main (its links stalled) only once failover-ms has passed without a heartbeat', async (t) => {
+  const ports = await reservePorts(2);
+  const clock = new VirtualClock();
+  const fleet = await clusterOn(t, ports, { clock }, true);
+  await fleet.startMember(0);
+  await fleet.startMember(1);
+  await pump(clock, 5000, () => fleet.converged(0));
+  t.ok(fleet.converged(0), 't0 main, t1 in sync');
+
+  fleet.link(0, [1], 'stall');
+  const stoppedAt = clock.now();
+  await pump(clock, FAILOVER_MS - HEARTBEAT_MS - 20);
+  t.not(fleet.trackerAt(1).cluster.role, 'primary', `no takeover ${clock.now() - stoppedAt} ms (virtual) after the main went silent`);
+  await pump(clock, 2 * HEARTBEAT_MS + 40, () => fleet.trackerAt(1).cluster.role === 'primary');
+  t.equal(fleet.trackerAt(1).cluster.role, 'primary', `takeover ${clock.now() - stoppedAt} ms (virtual) after the main went silent`);
+  t.ok(clock.now() - stoppedAt <= FAILOVER_MS + HEARTBEAT_MS + 20, 'within failover-ms and one heartbeat period');
+});
+
+t.test('on a virtual clock: a main that stopped (its port refuses connections) is replaced once it has missed two heartbeats, not failover-ms', async (t) => {
   const ports = await reservePorts(2);
   const clock = new VirtualClock();
   const fleet = await clusterOn(t, ports, { clock });
-  // Moves virtual time in 10 ms steps, letting real socket I/O run between the steps.
-  const pump = async (ms: number, stop?: () => boolean): Promise<void> => {
-    for (let i = 0; i < ms / 10 && !stop?.(); i++) {
-      clock.advance(10);
-      await new Promise((r) => setTimeout(r, 2));
-    }
-  };
   await fleet.startMember(0);
   await fleet.startMember(1);
-  await pump(5000, () => fleet.converged(0));
+  await pump(clock, 5000, () => fleet.converged(0));
   t.ok(fleet.converged(0), 't0 main, t1 in sync');
 
   await fleet.stopMember(0);
   const stoppedAt = clock.now();
-  await pump(FAILOVER_MS - HEARTBEAT_MS - 20);
-  t.not(fleet.trackerAt(1).cluster.role, 'primary', `no takeover ${clock.now() - stoppedAt} ms (virtual) after the main went silent`);
-  await pump(2 * HEARTBEAT_MS + 40, () => fleet.trackerAt(1).cluster.role === 'primary');
-  t.equal(fleet.trackerAt(1).cluster.role, 'primary', `takeover ${clock.now() - stoppedAt} ms (virtual) after the main went silent`);
-  t.ok(clock.now() - stoppedAt <= FAILOVER_MS + HEARTBEAT_MS + 20, 'within failover-ms and one heartbeat period');
+  await pump(clock, HEARTBEAT_MS - 20);
+  t.not(fleet.trackerAt(1).cluster.role, 'primary', `no takeover ${clock.now() - stoppedAt} ms (virtual) after the main stopped: a heartbeat could still come`);
+  await pump(clock, 3 * HEARTBEAT_MS, () => fleet.trackerAt(1).cluster.role === 'primary');
+  t.equal(fleet.trackerAt(1).cluster.role, 'primary', `takeover ${clock.now() - stoppedAt} ms (virtual) after the main stopped`);
+  t.ok(clock.now() - stoppedAt < FAILOVER_MS - HEARTBEAT_MS, `before failover-ms (${FAILOVER_MS}) of silence`);
 });
 
 t.test('a peer told of a new main moves to it without being left without a session, and the main lists it', async (t) => {

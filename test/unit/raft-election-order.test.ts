@@ -6,9 +6,7 @@
  * a virtual clock (1 ms ticks) and an in-memory network with a latency per link.
  */
 import t, { type Test } from 'tap';
-import type { RaftNode } from '../../daemon/raft/node.js';
-import type { RaftMessage } from '../../daemon/raft/messages.js';
-import { memoryRaftNode, seededStream } from '../helpers/raft.js';
+import { VirtualCluster } from '../helpers/raft.js';
 
 const HEARTBEAT_MS = 50;
 const FAILOVER_MS = 250;
@@ -16,83 +14,14 @@ const FAILOVER_MS = 250;
 const STEP_MS = HEARTBEAT_MS / 2;
 const LINK_MS = 5;
 
-class Trio {
-  now = 0;
-  readonly nodes: RaftNode[] = [];
-  readonly dead = new Set<number>();
-  /** Extra latency on one directed link, `${from}>${to}`. */
-  readonly extra = new Map<string, number>();
-  /** Each tracker ticks every `tickMs`, at its own offset `phase[rank]` (cluster.ts ticks every heartbeat / 4). */
-  tickMs = 1;
-  readonly phase = [0, 0, 0];
-  /** Every change of role, in order: `rank role term`. */
-  readonly changes: string[] = [];
-  /** When each change of `changes` happened (virtual ms). */
-  readonly changedAt: number[] = [];
-  /** Every pre-vote ask sent. */
-  readonly preVoteAsks: Array<{ from: number; to: number; at: number }> = [];
-  private queue: Array<{ to: number; from: number; m: RaftMessage; at: number }> = [];
-
-  constructor(seed = 1) {
-    const random = seededStream(seed);
-    for (let rank = 0; rank < 3; rank++) {
-      const node: RaftNode = memoryRaftNode({
-        rank,
-        size: 3,
-        heartbeatMs: HEARTBEAT_MS,
-        failoverMs: FAILOVER_MS,
-        random,
-        send: (to, m) => {
-          if (this.dead.has(rank)) return;
-          if (m.t === 'vote' && m.pre) this.preVoteAsks.push({ from: rank, to, at: this.now });
-          this.queue.push({ to, from: rank, m, at: this.now + LINK_MS + (this.extra.get(`${rank}>${to}`) ?? 0) });
-        },
-        onRoleChange: (_from, to) => {
-          this.changes.push(`${rank} ${to} ${node.term}`);
-          this.changedAt.push(this.now);
-        },
-      });
-      this.nodes.push(node);
-    }
-  }
-
-  run(ms: number, until?: () => boolean): void {
-    const end = this.now + ms;
-    while (this.now < end) {
-      this.now += 1;
-      for (const [rank, n] of this.nodes.entries()) if (!this.dead.has(rank) && (this.now - this.phase[rank]!) % this.tickMs === 0) n.tick(this.now);
-      const due = this.queue.filter((q) => q.at <= this.now);
-      this.queue = this.queue.filter((q) => q.at > this.now);
-      for (const { to, from, m } of due) if (!this.dead.has(to)) this.nodes[to]!.receive(this.now, from, m);
-      if (until?.()) return;
-    }
-  }
-
-  main(): number | undefined {
-    const mains = this.nodes.flatMap((n, rank) => (n.isPrimary && !this.dead.has(rank) ? [rank] : []));
-    return mains.length === 1 ? mains[0] : undefined;
-  }
-
-  /** When the first tracker became main at or after `at`. */
-  firstMainAfter(at: number): number | undefined {
-    const i = this.changes.findIndex((c, k) => this.changedAt[k]! >= at && c.includes(' primary '));
-    return i < 0 ? undefined : this.changedAt[i];
-  }
-
-  mainsSince(mark: number): string[] {
-    return this.changes.slice(mark).filter((c) => c.includes(' primary '));
-  }
-}
-
-function started(t: Test): Trio {
-  const trio = new Trio();
-  trio.run(5_000, () => trio.main() === 0 && trio.nodes.slice(1).every((n) => n.role === 'backup'));
-  t.equal(trio.main(), 0, 'rank 0 is main once the three have met');
+function started(t: Test): VirtualCluster {
+  const trio = new VirtualCluster({ size: 3, heartbeatMs: HEARTBEAT_MS, failoverMs: FAILOVER_MS, linkMs: LINK_MS });
+  t.ok(trio.settled(), 'rank 0 is main once the three have met');
   return trio;
 }
 
 /** Kills the main and checks that rank 1, and only rank 1, became main after it. */
-function killMainExpectRank1(t: Test, trio: Trio): void {
+function killMainExpectRank1(t: Test, trio: VirtualCluster): void {
   const mark = trio.changes.length;
   trio.dead.add(0);
   trio.run(8 * FAILOVER_MS, () => trio.main() !== undefined);

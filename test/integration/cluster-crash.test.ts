@@ -1,0 +1,51 @@
+/**
+ * A main whose process dies (kill -9) is replaced without waiting out --failover-ms: its kernel refuses
+ * the backups' connections, and a backup with no link from it left takes that for the main being gone,
+ * so the next in rank runs once the main has missed two heartbeats. A main that is frozen (SIGSTOP) still
+ * takes connections into its queue, so the backups wait the whole failover period, as they must for a
+ * main that may yet wake. Real p2p-tracker processes (test/helpers/tracker-process.ts).
+ */
+import t from 'tap';
+import { settle, TrackerCluster, type TrackerProcess } from '../helpers/tracker-process.js';
+
+const HEARTBEAT_MS = 100;
+/** Long, so that a takeover well before it can only come from the refused connections. */
+const LONG_FAILOVER_MS = 3000;
+const FAILOVER_MS = 800;
+
+t.test('kill -9 of the main: the next in rank is main well before --failover-ms, and stays', async (t) => {
+  const c = await TrackerCluster.create(t, { size: 3, heartbeatMs: HEARTBEAT_MS, failoverMs: LONG_FAILOVER_MS });
+  const [t0, t1, t2] = c.trackers as [TrackerProcess, TrackerProcess, TrackerProcess];
+  for (const tr of c.trackers) tr.start();
+  await c.converged(c.trackers, { main: t0, deadlineMs: 3 * LONG_FAILOVER_MS });
+  const ban = await t0.admin.add('10.77.0.1', 'before the kill');
+  t.ok(ban.ok, 'a ban acknowledged before the kill');
+
+  const killedAt = Date.now();
+  await t0.kill9();
+  const took = await settle('t1 to take over', LONG_FAILOVER_MS, () => t1.selfStatus(), (r) => r?.role === 'primary', 10);
+  const ms = Date.now() - killedAt;
+  t.ok(took.ok && ms < LONG_FAILOVER_MS / 2, `t1 is main ${ms} ms after the kill (--failover-ms ${LONG_FAILOVER_MS}; it was ${took.last?.role ?? 'silent'})`);
+  t.match(t1.log + t2.log, /refused a connection and has no link open to this tracker/, 'a backup logged why it did not wait');
+  const main = await c.oneMain([t1, t2], { stableMs: 4 * HEARTBEAT_MS });
+  t.equal(main.main, t1, 't1 stays main, and t2 follows it');
+  t.same(await t1.admin.blacklist(), ['10.77.0.1'], 'the ban acknowledged before the kill is listed by the new main');
+  const after = await t1.admin.add('10.77.0.2', 'after the takeover');
+  t.ok(after.ok, 'the new main takes writes');
+});
+
+t.test('SIGSTOP of the main: its queue still takes connections, so the backups wait --failover-ms before one takes over', async (t) => {
+  const c = await TrackerCluster.create(t, { size: 3, heartbeatMs: HEARTBEAT_MS, failoverMs: FAILOVER_MS });
+  const [t0, t1, t2] = c.trackers as [TrackerProcess, TrackerProcess, TrackerProcess];
+  for (const tr of c.trackers) tr.start();
+  await c.converged(c.trackers, { main: t0 });
+
+  const stoppedAt = Date.now();
+  t0.pause();
+  const took = await settle('t1 to take over', 4 * FAILOVER_MS, () => t1.selfStatus(), (r) => r?.role === 'primary', 10);
+  const ms = Date.now() - stoppedAt;
+  t.ok(took.ok, `t1 took over from the frozen main (${ms} ms after SIGSTOP)`);
+  // The silence counts from the last heartbeat heard, up to one period before the SIGSTOP.
+  t.ok(ms >= FAILOVER_MS - 2 * HEARTBEAT_MS, `not before a failover period of silence: ${ms} ms (--failover-ms ${FAILOVER_MS})`);
+  t.notMatch(t1.log + t2.log, /refused a connection/, 'no backup took the frozen main for gone');
+});
