@@ -398,7 +398,7 @@ export class Cluster {
   attach(conn: Connection, rank: number | undefined): void {
     if (this.attached.has(conn)) return;
     this.attached.add(conn);
-    if (rank !== undefined) {
+    if (rank !== undefined && !conn.isClosed) {
       let open = this.linksFrom.get(rank);
       if (!open) this.linksFrom.set(rank, (open = new Set()));
       open.add(conn);

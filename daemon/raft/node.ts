@@ -239,7 +239,9 @@ export class RaftNode {
     const wasAlive = r === this.leader && this.mainAlive();
     p.gone = true;
     if (!wasAlive || this.role === 'primary' || this.role === 'candidate' || this.runningSince !== undefined) return false;
-    this.electionAt = Math.min(this.electionAt, this.mainHeardAt + this.silenceMs(r) + this.rankStep());
+    // From the last word of any kind (its status messages and its appends keep timers of their own): with
+    // two trackers, the backup acts alone only once it no longer hears the main at all.
+    this.electionAt = Math.min(this.electionAt, Math.max(this.mainHeardAt, p.heardAt) + this.silenceMs(r) + this.rankStep());
     return true;
   }
 
@@ -351,7 +353,11 @@ export class RaftNode {
   private noticeFreeze(gapMs: number): void {
     this.o.note?.('warn', { gapMs: Math.round(gapMs) }, `this tracker was frozen for ${Math.round(gapMs)} ms; another may have taken over`);
     // Our freeze is not the others' silence: give them a fresh failover period.
-    for (const p of this.peers) if (p) p.heardAt = this.now;
+    for (const p of this.peers) {
+      if (!p) continue;
+      p.heardAt = this.now;
+      p.gone = false;
+    }
     this.mainHeardAt = this.now;
     this.electionAt = this.now + this.electionDelay();
     if (this.role === 'primary' || this.role === 'candidate') this.becomeFollower(this.term, undefined, `frozen for ${Math.round(gapMs)} ms, longer than failover-ms`);
@@ -413,7 +419,7 @@ export class RaftNode {
     if (this.o.size === 2) {
       // The other may have gone silent only just now: look again the moment its failover period ends.
       const other = this.peers[1 - this.o.rank];
-      if (other) this.electionAt = Math.min(this.electionAt, other.heardAt + this.o.failoverMs + 1);
+      if (other) this.electionAt = Math.min(this.electionAt, other.heardAt + this.silenceMs(1 - this.o.rank) + 1);
     }
     this.preVotes = new Set([this.o.rank]);
     this.askPreVotesAgain.clear();

@@ -46,6 +46,8 @@ export class VirtualCluster {
   readonly changedAt: number[] = [];
   /** Every pre-vote ask sent. */
   readonly preVoteAsks: Array<{ from: number; to: number; at: number }> = [];
+  /** Every message sent: its kind, and when. */
+  readonly sent: Array<{ from: number; to: number; t: RaftMessage['t']; at: number }> = [];
   private queue: Array<{ to: number; from: number; m: RaftMessage; at: number }> = [];
 
   constructor(readonly o: VirtualClusterOptions) {
@@ -61,6 +63,7 @@ export class VirtualCluster {
         send: (to, m) => {
           if (this.dead.has(rank)) return;
           if (m.t === 'vote' && m.pre) this.preVoteAsks.push({ from: rank, to, at: this.now });
+          this.sent.push({ from: rank, to, t: m.t, at: this.now });
           this.queue.push({ to, from: rank, m, at: this.now + o.linkMs + (this.extra.get(`${rank}>${to}`) ?? 0) });
         },
         onRoleChange: (_from, to) => {

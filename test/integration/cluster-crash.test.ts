@@ -45,7 +45,8 @@ t.test('SIGSTOP of the main: its queue still takes connections, so the backups w
   const took = await settle('t1 to take over', 4 * FAILOVER_MS, () => t1.selfStatus(), (r) => r?.role === 'primary', 10);
   const ms = Date.now() - stoppedAt;
   t.ok(took.ok, `t1 took over from the frozen main (${ms} ms after SIGSTOP)`);
-  // The silence counts from the last heartbeat heard, up to one period before the SIGSTOP.
-  t.ok(ms >= FAILOVER_MS - 2 * HEARTBEAT_MS, `not before a failover period of silence: ${ms} ms (--failover-ms ${FAILOVER_MS})`);
+  // The silence counts from the last heartbeat heard, a period or more before the SIGSTOP on a busy machine;
+  // a main taken for gone would have been replaced two heartbeats (200 ms) after it.
+  t.ok(ms >= FAILOVER_MS / 2, `not two heartbeats after it: ${ms} ms (--failover-ms ${FAILOVER_MS})`);
   t.notMatch(t1.log + t2.log, /refused a connection/, 'no backup took the frozen main for gone');
 });

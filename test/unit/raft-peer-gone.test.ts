@@ -95,6 +95,23 @@ t.test('two trackers, the main killed and the backup refused by it: the backup a
   t.end();
 });
 
+t.test("two trackers, the main killed just after a status message that came later than its last append: the backup still acts alone two heartbeats after it last heard the main", (t) => {
+  const c = started(t, 2);
+  // A write shifts the main's appends off the grid of its status messages (each keeps its own timer).
+  c.run(7);
+  c.nodes[0]!.propose({ op: 'blacklist-add', entry: { target: '10.0.0.8', reason: 'test', since: 1, addedBy: 'test' } });
+  const last = (t: string): number => c.sent.findLast((s) => s.from === 0 && s.to === 1 && s.t === t)?.at ?? -Infinity;
+  c.run(20 * HEARTBEAT_MS, () => c.sent.findLast((s) => s.from === 0 && s.to === 1)?.t === 'status' && last('status') - last('append') >= 2 * TICK_MS);
+  const statusLead = last('status') - last('append');
+  t.ok(statusLead >= 2 * TICK_MS, `the main's last message was a status, ${statusLead} ms after its last append`);
+  const killedAt = killAndTell(c, [1], [1 + LINK_MS]);
+  c.run(8 * FAILOVER_MS, () => c.main() !== undefined);
+  t.equal(c.main(), 1, 'the backup is main');
+  const at = c.firstMainAfter(killedAt)! - killedAt;
+  t.ok(at <= 2 * HEARTBEAT_MS + TICK_MS + LINK_MS, `${at} ms after the kill (failover-ms is ${FAILOVER_MS})`);
+  t.end();
+});
+
 t.test('two trackers, the backup killed and the main refused by it: the main commits alone after two heartbeats, not failover-ms', (t) => {
   const c = started(t, 2);
   const killedAt = c.now;
