@@ -453,7 +453,8 @@ export class Cluster {
   }
 
   /**
-   * On the main: each other tracker of --cluster, whether it was heard within failover-ms, and how many
+   * On the main: each other tracker of --cluster, whether it was heard within failover-ms (two heartbeats
+   * once it refused a connection: RaftNode.hears), and how many
    * entries of the main's log it has not applied yet (as of its last status, at most a heartbeat old).
    * Empty on a tracker that is not the main. For --metrics.
    */
@@ -464,7 +465,7 @@ export class Cluster {
     return this.opts.members.flatMap((_, rank) => {
       if (rank === this.selfRank) return [];
       const p = node.peers[rank];
-      const reachable = !!p && now - p.heardAt < this.opts.failoverMs;
+      const reachable = node.hears(rank, now);
       return [{ rank, address: this.labels[rank]!, reachable, lagEntries: Math.max(0, node.log.lastIndex - (p?.applied ?? 0)) }];
     });
   }
@@ -487,7 +488,7 @@ export class Cluster {
         return { address: this.selfAddress, role: this.role, term: this.term, reachable: true, seq, behind: Math.max(0, top - seq), hash };
       }
       const p = node.peers[rank];
-      const up = !!p && this.clock.now() - p.heardAt < this.opts.failoverMs;
+      const up = !!p && node.hears(rank, this.clock.now());
       // Our main has applied at least what it told us is committed (its status may be a heartbeat old).
       const applied = Math.max(p?.applied ?? 0, rank === node.leader ? commit : 0);
       return { address: this.labels[rank]!, role: up ? p.role : 'unknown', term: p?.term ?? 0, reachable: up, seq: applied, behind: up ? Math.max(0, top - applied) : 0, hash: '' };

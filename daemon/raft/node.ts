@@ -376,8 +376,13 @@ export class RaftNode {
   }
 
   private heard(r: number): boolean {
+    return this.hears(r, this.now);
+  }
+
+  /** Whether rank `r` counts as heard at `now` (within failover-ms, or two heartbeats once it is gone): what admin status calls reachable. */
+  hears(r: number, now: number): boolean {
     const p = this.peers[r];
-    return !!p && this.now - p.heardAt < this.silenceMs(r);
+    return !!p && now - p.heardAt < this.silenceMs(r);
   }
 
   /** How long rank `r` must be silent to count as not heard: failover-ms, or two heartbeats once it is gone (peerGone). */

@@ -29,6 +29,8 @@ t.test('kill -9 of the main: the next in rank is main well before --failover-ms,
   t.match(t1.log + t2.log, /refused a connection and has no link open to this tracker/, 'a backup logged why it did not wait');
   const main = await c.oneMain([t1, t2], { stableMs: 4 * HEARTBEAT_MS });
   t.equal(main.main, t1, 't1 stays main, and t2 follows it');
+  const rows = await t1.admin.status();
+  t.same(rows.map((r) => r.reachable), [false, true, true], `admin status on the new main lists the killed tracker as unreachable, well within --failover-ms (${Date.now() - killedAt} ms after the kill)`);
   t.same(await t1.admin.blacklist(), ['10.77.0.1'], 'the ban acknowledged before the kill is listed by the new main');
   const after = await t1.admin.add('10.77.0.2', 'after the takeover');
   t.ok(after.ok, 'the new main takes writes');
