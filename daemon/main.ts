@@ -21,7 +21,7 @@ const OPTIONS = {
   'read-timeout-ms': { type: 'number', default: DEFAULTS.readTimeoutMs, describe: 'a frame must arrive whole within this' },
   'max-in-flight': { type: 'number', default: DEFAULTS.maxInFlight, describe: 'requests in flight per connection' },
   'heartbeat-ms': { type: 'number', default: DEFAULTS.heartbeatMs, describe: 'heartbeat period between trackers' },
-  'failover-ms': { type: 'number', default: DEFAULTS.failoverMs, describe: 'silence after which a backup acts' },
+  'failover-ms': { type: 'number', default: DEFAULTS.failoverMs, describe: 'silence after which a backup acts (two heartbeats once the main refuses connections: its process died)' },
   'report-policy': { type: 'string', default: 'immediate', describe: 'immediate | threshold:K | review' },
   'lease-ms': { type: 'number', default: DEFAULTS.leaseMs, describe: 'a silent peer is dropped after this' },
   'peer-heartbeats-per-s': { type: 'number', default: DEFAULTS.peerHeartbeatsPerSecond, describe: 'PINGs a second all peers together may send; past that, peers ping less often than every 300 ms' },
