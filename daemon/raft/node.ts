@@ -390,7 +390,7 @@ export class RaftNode {
     return this.peers[r]?.gone ? Math.min(this.o.failoverMs, 2 * this.o.heartbeatMs) : this.o.failoverMs;
   }
 
-  /** The ranks heard within failover-ms, this one included. */
+  /** The ranks heard (within failover-ms, or two heartbeats for one that is gone: hears), this one included. */
   private ranksHeard(): number[] {
     const ranks: number[] = [];
     for (let r = 0; r < this.o.size; r++) if (r === this.o.rank || this.heard(r)) ranks.push(r);
