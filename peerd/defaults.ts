@@ -1,5 +1,5 @@
 /**
- * Every default of the peer daemon, in one table (like the tracker's DEFAULTS in daemon/tracker.ts):
+ * Every default of the peer daemon, in one table (like the tracker's in daemon/defaults.ts):
  * the flags of p2p-peerd (peerd/main.ts), the daemon's own fallbacks and README.md's interface table
  * all take them from here.
  */

@@ -1,10 +1,9 @@
 #!/usr/bin/env node
 import { hideBin } from 'yargs/helpers';
-import { parseAddress, parsePinnedAddressList, STRATEGY_NAMES, type StrategyName } from '../protocol/index.js';
 import { LOG_OPTIONS, METRICS_OPTIONS, metricsAddress, onShutdownSignal, packageVersion, setupFailed, stderrLogger, usageError } from '../protocol/program.js';
 import { loadSettings, type OptionTable } from '../protocol/settings.js';
+import { STRATEGY_NAMES, type StrategyName } from '../protocol/strategy-names.js';
 import { PEER_DEFAULTS } from './defaults.js';
-import { PeerDaemon } from './peerd.js';
 import { parseRate } from './rate.js';
 
 const PROGRAM = 'p2p-peerd';
@@ -37,8 +36,12 @@ const argv = loadSettings(
   hideBin(process.argv),
 );
 
+// The daemon's code is loaded once the flags are read: --help, --version, --print-config and most usage
+// errors answer without it (as daemon/main.ts).
+const [{ parseAddress, parsePinnedAddressList }, { PeerDaemon }] = await Promise.all([import('../protocol/index.js'), import('./peerd.js')]);
+
 const log = stderrLogger(argv['log-level'], PROGRAM, argv['log-format']);
-let daemon: PeerDaemon;
+let daemon: InstanceType<typeof PeerDaemon>;
 try {
   if (!Number.isInteger(argv['max-uploads']) || argv['max-uploads'] < 1) usageError(PROGRAM, '--max-uploads must be a positive integer');
   const positive = (flag: string, v: number): number => (Number.isInteger(v) && v > 0 ? v : usageError(PROGRAM, `--${flag} must be a positive integer`));
