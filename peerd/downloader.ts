@@ -34,7 +34,7 @@ import { PartialFile } from './partial-file.js';
 import { checkNow, WorkerHasher, type Hasher } from './hasher.js';
 import type { RateMeter, TokenBucket } from './rate.js';
 import { Scheduler } from './scheduler.js';
-import { connectSource, recordDelivery, type Holder, type Source } from './source.js';
+import { connectSource, nextToFill, recordDelivery, type Holder, type Source } from './source.js';
 import { STRATEGIES, type PeerStrategy, type Strategy, type Swarm } from './strategies.js';
 import type { TrackerClient } from './tracker-client.js';
 
@@ -523,17 +523,16 @@ export class Download extends EventEmitter {
   }
 
   /**
-   * Tops up the sources one request at a time, always to the one with the fewest in flight: when chunk
-   * buffers are short (peerd/chunk-pool.ts), every source keeps its share instead of the first ones
-   * taking them all.
+   * Tops up the sources one request at a time, each to the source furthest below its depth (nextToFill):
+   * when chunk buffers are short (peerd/chunk-pool.ts), every source keeps its share instead of the first
+   * ones taking them all, and a far source gets the larger share its depth asks for.
    */
   private pumpAll(): void {
     if (this.over || !this.scheduler) return;
     const ready = this.sources.filter((s) => s.alive);
     for (const s of ready) if (!s.complete && this.clock.now() - s.haveAskedAt > HAVE_REFRESH_MS) void this.refreshHave(s);
     for (;;) {
-      let next: Source | undefined;
-      for (const s of ready) if (s.inFlight.size < s.depth && (!next || s.inFlight.size < next.inFlight.size)) next = s;
+      const next = nextToFill(ready);
       if (!next) return;
       const sent = this.requestNext(next);
       if (sent === 'blocked') return;
@@ -781,3 +780,4 @@ function deferred<T>(): Deferred<T> {
   promise.catch(() => undefined);
   return { promise, resolve, reject };
 }
+

@@ -157,3 +157,24 @@ export function recordDelivery(s: Source, bytes: number, chunkMs: number, chunkS
   const bdpChunks = (bytesPerSec * Math.max(s.rttMs, 1)) / 1000 / chunkSize;
   s.depth = Math.max(2, Math.min(16, Math.ceil(bdpChunks) + 3));
 }
+
+/**
+ * Which of `sources` gets the next request: of those below their depth, the one with the smallest share
+ * of its depth in flight, and of equals the one with the fewest in flight. When chunk buffers are short,
+ * each source gets buffers in proportion to its depth: sources alike share them evenly, and a far one,
+ * whose round trip raised its depth, gets the larger share it needs to keep its link busy.
+ */
+export function nextToFill<S extends Pick<Source, 'inFlight' | 'depth'>>(sources: Iterable<S>): S | undefined {
+  let next: S | undefined;
+  for (const s of sources) {
+    if (s.inFlight.size >= s.depth) continue;
+    if (!next) {
+      next = s;
+      continue;
+    }
+    const share = s.inFlight.size * next.depth;
+    const nextShare = next.inFlight.size * s.depth;
+    if (share < nextShare || (share === nextShare && s.inFlight.size < next.inFlight.size)) next = s;
+  }
+  return next;
+}
