@@ -6,8 +6,8 @@
  * cluster has one main and every tracker reachable, a new file goes from two seeders to a downloader
  * intact (old and new daemons together), and a ban made before the upgrade is still there.
  *
- * Not part of `npm test`: it builds a second tree (tsc) and needs the git history with its tags, which a
- * shallow CI checkout may lack. Run it with `npm run test:upgrade` before a release.
+ * Not part of `npm test`: it builds a second tree (tsc) and needs the git history (the tag, or the commit
+ * it names), which a shallow CI checkout may lack. Run it with `npm run test:upgrade` before a release.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -17,13 +17,28 @@ import { ROOT, run, start, tempDir, type Daemon, type ProgramOptions, type Resul
 import { reservePorts, until } from '../helpers/wait.js';
 
 const PREVIOUS_RELEASE = 'v0.1.0';
+/**
+ * The commit that tag names, for a clone that has the history but not the tags (`git clone` of a
+ * mirror that never fetched them): every `git describe` in bench/results counts from it.
+ */
+const PREVIOUS_RELEASE_COMMIT = '59f22902b666b34fbc1a533c08af4b0cb9ca96e5';
 const TOKEN = 'rolling-upgrade-admin-token';
+
+/** The tree to build: the tag where this clone has it, else the commit it names. */
+function previousRef(): string {
+  try {
+    execFileSync('git', ['-C', ROOT, 'rev-parse', '--verify', '--quiet', `${PREVIOUS_RELEASE}^{commit}`], { stdio: 'ignore' });
+    return PREVIOUS_RELEASE;
+  } catch {
+    return PREVIOUS_RELEASE_COMMIT;
+  }
+}
 
 /** The previous release, built from git into `dir`; returns a bin folder of links to its programs. */
 function buildPrevious(dir: string): string {
   const tree = path.join(dir, PREVIOUS_RELEASE);
   fs.mkdirSync(tree);
-  const archive = execFileSync('git', ['-C', ROOT, 'archive', '--format=tar', PREVIOUS_RELEASE], { maxBuffer: 256 * 1024 * 1024 });
+  const archive = execFileSync('git', ['-C', ROOT, 'archive', '--format=tar', previousRef()], { maxBuffer: 256 * 1024 * 1024 });
   execFileSync('tar', ['-x', '-C', tree], { input: archive });
   // Its dependencies are a subset of ours at the same versions (package-lock.json of both).
   fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(tree, 'node_modules'));
