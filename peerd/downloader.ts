@@ -523,7 +523,8 @@ export class Download extends EventEmitter {
   }
 
   /**
-   * Tops up the sources one request at a time, each to the source furthest below its depth (nextToFill):
+   * Tops up the sources one request at a time, each to the source with the smallest share of its depth in
+   * flight (nextToFill):
    * when chunk buffers are short (peerd/chunk-pool.ts), every source keeps its share instead of the first
    * ones taking them all, and a far source gets the larger share its depth asks for.
    */

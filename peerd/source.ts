@@ -167,7 +167,7 @@ export function recordDelivery(s: Source, bytes: number, chunkMs: number, chunkS
 export function nextToFill<S extends Pick<Source, 'inFlight' | 'depth'>>(sources: Iterable<S>): S | undefined {
   let next: S | undefined;
   for (const s of sources) {
-    if (s.inFlight.size >= s.depth) continue;
+    if (!(s.inFlight.size < s.depth)) continue; // full (or a depth that is not a number)
     if (!next) {
       next = s;
       continue;

@@ -34,7 +34,8 @@ export interface ProgramOptions {
  * suite starts a few hundred daemons (the cluster fault tests took 38 s with it, 28.5 s without).
  * `/usr/bin/env` empties NODE_OPTIONS after the hook has added itself. The daemons' code is covered where
  * tests run the same classes in process; what only a separate process runs (their `main` files) shows as
- * less covered. `p2p` runs keep the hook (`run` below): much of cli/ runs only in them.
+ * less covered. Programs run to completion keep the hook (`run` below, unless `coverage: false`): much of
+ * cli/ runs only in them.
  */
 export function programCommand(script: string, args: string[]): { command: string; args: string[] } {
   return { command: '/usr/bin/env', args: ['NODE_OPTIONS=', process.execPath, script, ...args] };
@@ -56,7 +57,8 @@ export interface Result {
 export function run(program: Program, args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 15_000, options: ProgramOptions = {}): Promise<Result> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
-    // With the test runner's coverage hook (see programCommand): much of cli/ runs only in these.
+    // With the test runner's coverage hook (see programCommand) unless told otherwise: much of cli/ runs
+    // only in these.
     const script = scriptOf(program, options);
     const p = options.coverage === false ? programCommand(script, args) : { command: process.execPath, args: [script, ...args] };
     const child = spawn(p.command, p.args, { cwd: ROOT, env: { ...process.env, P2P_SOCKET: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
