@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import type { DownloadProgress } from '../../peerd/index.js';
 import { Fleet, type TestPeer } from '../helpers/fleet.js';
 import { TrackerCluster, type TrackerProcess } from '../helpers/tracker-process.js';
@@ -23,11 +23,14 @@ const FILE_MIB = 24;
 
 const sha256 = (file: string): string => createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 
-// kill -9, and a freeze (SIGSTOP) followed by kill -9 once the backup has taken over: a killed main is
-// replaced once it has missed two heartbeats (its kernel refuses the backup's connections), a frozen one
-// after a whole failover period, which gives the download a second with no main at all.
-for (const fault of ['killed -9', 'frozen, then killed -9'] as const) {
-t.test(`a download under way when the main tracker is ${fault} finishes intact from the same peers${fault === 'killed -9' ? '' : ', chunks arriving while there is no main'}; search and registration move to the new main`, async (t) => {
+/**
+ * kill -9, and a freeze (SIGSTOP) followed by kill -9 once the backup has taken over: a killed main is
+ * replaced once it has missed two heartbeats (its kernel refuses the backup's connections), a frozen one
+ * after a whole failover period, which gives the download a second with no main at all.
+ */
+type Fault = 'killed -9' | 'frozen, then killed -9';
+
+async function downloadThrough(t: Test, fault: Fault): Promise<void> {
   const fleet = new Fleet(t);
   const c = await TrackerCluster.create(t, { size: 2 }); // the trackers' default timings
   const [main, backup] = c.trackers as [TrackerProcess, TrackerProcess];
@@ -60,7 +63,7 @@ t.test(`a download under way when the main tracker is ${fault} finishes intact f
     if (ev.type !== 'progress') return;
     const p = ev as unknown as DownloadProgress;
     events.push({ at: Date.now(), p });
-    if (p.bytes >= p.total / 5) atKillPoint(); // a fifth done: freeze the main
+    if (p.bytes >= p.total / 5) atKillPoint(); // a fifth done: the main fails
   });
   download.catch(() => atKillPoint()); // a failed download shows below, not as a hang here
   await killPoint;
@@ -116,5 +119,11 @@ t.test(`a download under way when the main tracker is ${fault} finishes intact f
   t.equal(await Fleet.held(d, 'film.bin', 4), 4, 'search on the downloader shows four holders');
   const status = await d.call('status', {});
   t.same([status.tracker.address, status.tracker.role], [backup.address, 'primary'], 'the downloader is with the new main');
-});
+}
+
+for (const fault of ['killed -9', 'frozen, then killed -9'] as const) {
+  t.test(
+    `a download under way when the main tracker is ${fault} finishes intact from the same peers${fault === 'killed -9' ? '' : ', chunks arriving while there is no main'}; search and registration move to the new main`,
+    (t) => downloadThrough(t, fault),
+  );
 }
