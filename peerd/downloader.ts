@@ -230,7 +230,9 @@ export class Download extends EventEmitter {
         this.startFetching();
         await this.unlessFailed(this.allWritten.promise);
       }
+      this.phases.written = this.clock.now() - this.startedAt;
       await this.partial!.finish();
+      this.phases.synced = this.clock.now() - this.startedAt;
       return this.finished();
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'download failed');
@@ -294,7 +296,7 @@ export class Download extends EventEmitter {
     const record: TransferRecord = { id: this.id, name: this.req.name, path: this.req.target, size: m.size, seconds, time: this.clock.wallNow(), peers: result.peers };
     this.deps.db.addTransfer(record, [...this.receipts.values()]);
     const firstByteMs = result.firstByteSeconds === null ? undefined : result.firstByteSeconds * 1000;
-    this.log.info({ size: m.size, seconds, peers: result.peers.length, startupMs: { ...this.phases, firstByte: firstByteMs } }, 'download complete');
+    this.log.info({ size: m.size, seconds, peers: result.peers.length, phasesMs: { ...this.phases, firstByte: firstByteMs } }, 'download complete');
     return result;
   }
 

@@ -127,12 +127,12 @@ interface Setup {
   chunk(i: number): Buffer;
 }
 
-function setup(t: Tap, chunks = 8, lastChunkBytes = CHUNK): Setup {
+function setup(t: Tap, chunks = 8, lastChunkBytes = CHUNK, chunkSize = CHUNK): Setup {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p2p-partial-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const data = randomBytes((chunks - 1) * CHUNK + lastChunkBytes);
-  const hashes = Array.from({ length: chunks }, (_, i) => sha256(data.subarray(i * CHUNK, (i + 1) * CHUNK)));
-  const manifest: Manifest = { size: data.length, chunkSize: CHUNK, hashes };
+  const data = randomBytes((chunks - 1) * chunkSize + lastChunkBytes);
+  const hashes = Array.from({ length: chunks }, (_, i) => sha256(data.subarray(i * chunkSize, (i + 1) * chunkSize)));
+  const manifest: Manifest = { size: data.length, chunkSize, hashes };
   const disk = new Disk();
   const db = new FakeDb(disk.events);
   const clock = new VirtualClock();
@@ -145,7 +145,7 @@ function setup(t: Tap, chunks = 8, lastChunkBytes = CHUNK): Setup {
     db,
     disk,
     clock,
-    chunk: (i) => data.subarray(i * CHUNK, (i + 1) * CHUNK),
+    chunk: (i) => data.subarray(i * chunkSize, (i + 1) * chunkSize),
     open: (extra = {}) =>
       PartialFile.open({ fileId: FILE_ID, target, name: 'film.bin', manifest, encodedManifest: encodeManifest(manifest), db, clock, openFile: disk.open, ...extra }),
   };
@@ -250,7 +250,7 @@ t.test('a download that stalls still journals what it wrote, once the 2 s are up
   await f.close();
 });
 
-t.test('the journal: at once when 256 MiB (here 3 chunks) wait, whatever the clock says', async (t) => {
+t.test('the journal: at once when 16 MiB (here 3 chunks) wait, whatever the clock says', async (t) => {
   const s = setup(t);
   const f = await s.open({ journalMaxBytes: 3 * CHUNK });
   await f.write(0, s.chunk(0));
@@ -260,6 +260,20 @@ t.test('the journal: at once when 256 MiB (here 3 chunks) wait, whatever the clo
   await s.db.batchesWritten(1);
   t.same(s.db.batches, [[0, 1, 2]]);
   await f.close();
+});
+
+t.test('a fast download is written back as it goes: by its end, all but the last few MiB are synced and journaled', async (t) => {
+  const MIB = 1024 * 1024;
+  const s = setup(t, 48, MIB, MIB); // the default journal settings, and a clock that never reaches the 2 s
+  const f = await s.open();
+  for (let i = 0; i < 48; i++) await f.write(i, s.chunk(i));
+  await s.db.batchesWritten(2);
+  const journaled = (): number => s.db.batches.reduce((n, b) => n + b.length, 0);
+  t.ok(journaled() >= 32, `${journaled()} of 48 MiB on disk and journaled before the download ends`);
+  const syncsBefore = s.disk.syncs;
+  await f.finish();
+  t.ok(s.disk.syncs - syncsBefore <= 2, 'finishing syncs only what is left');
+  t.ok(fs.readFileSync(s.target).equals(s.data), 'the target is byte-identical');
 });
 
 t.test('one datasync at a time; writes go on while it runs; a chunk is journaled only after a sync that started after its write', async (t) => {
@@ -418,12 +432,30 @@ t.test('issue 10: a new partial file and the finished rename are made durable by
     });
   };
   const f = await s.open({ syncFolder });
-  t.same(syncs, [{ folder: s.dir, partialRegistered: false, renamed: false, journalForgotten: false }], 'the new name is synced before anything is journaled against it');
+  t.same(syncs, [{ folder: s.dir, partialRegistered: false, renamed: false, journalForgotten: false }], 'the new name is synced from the start');
   await f.write(0, s.chunk(0));
   await f.write(1, s.chunk(1));
   await f.finish();
   t.equal(syncs.length, 2);
   t.same(syncs[1], { folder: s.dir, partialRegistered: true, renamed: true, journalForgotten: false }, 'after the rename, before the journal is dropped');
+});
+
+t.test('the download starts while the new name is synced, and nothing is journaled against it before', async (t) => {
+  const s = setup(t, 4);
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  const f = await s.open({ syncFolder: () => held, journalMaxBytes: 2 * CHUNK });
+  await f.write(0, s.chunk(0));
+  await f.write(1, s.chunk(1)); // 2 chunks wait: the file's datasync starts
+  await new Promise<void>((resolve) => {
+    const check = (): void => void setImmediate(() => (s.disk.events.includes('sync end') ? resolve() : check()));
+    check();
+  });
+  t.same(s.db.batches, [], 'the data is synced, but its folder is not yet: not journaled');
+  release();
+  await s.db.batchesWritten(1);
+  t.same(s.db.batches, [[0, 1]], 'journaled once the name is durable');
+  await f.close();
 });
 
 t.test('issue 10: a folder sync that fails for real fails the download; the rename is not reported as durable', async (t) => {
@@ -438,6 +470,29 @@ t.test('issue 10: a folder sync that fails for real fails the download; the rena
   failing = true;
   await t.rejects(f.finish(), { message: /EIO/ });
   t.notOk(s.db.finished, 'the journal is kept');
+});
+
+t.test('a new name that cannot be made durable: nothing is journaled, and the download cannot write on or finish', async (t) => {
+  const s = setup(t, 4);
+  const f = await s.open({
+    syncFolder: async () => {
+      throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+    },
+    journalMaxBytes: 2 * CHUNK,
+  });
+  await f.write(0, s.chunk(0));
+  await f.write(1, s.chunk(1));
+  await new Promise<void>((resolve) => {
+    const check = (): void => void setImmediate(() => (s.disk.events.includes('sync end') ? resolve() : check()));
+    check();
+  });
+  await t.rejects(async () => {
+    for (let i = 2; i < 4; i++) await f.write(i, s.chunk(i));
+    await f.finish();
+  }, { message: /EIO/ });
+  await f.close();
+  t.same(s.db.batches, [], 'never journaled');
+  t.notOk(fs.existsSync(s.target), 'nothing renamed into place');
 });
 
 t.test('issue 10: a planted symlink in place of a new partial file is refused; the file it points to is untouched', async (t) => {
