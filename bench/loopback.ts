@@ -287,7 +287,7 @@ function markdown(report: Report): string {
     '',
     `${report.sizeMiB} MiB files of random bytes (one per scenario) over 127.0.0.1; medians over ${report.runs} runs per scenario.`,
     `MiB/s is the file size over the download's own time (lookup to verified, synced file); the ratio is to the`,
-    `baseline (one plain TCP connection, file to file, ending with a datasync); "by wall time" uses the time around`,
+    `baseline (one plain TCP connection, file to file, synced every 16 MiB as it goes and at the end, as a download is); "by wall time" uses the time around`,
     `the whole \`p2p get\` process instead (its start included). curl from nginx: curl's whole run plus \`sync -d\` of`,
     `the file; its CPU is curl's and sync's, its senders' CPU nginx's. CPU and RSS are the receiving process's:`,
     `the downloading p2p-peerd, or the baseline receiver; the last column adds up the sending processes (the`,
@@ -404,7 +404,7 @@ async function main(): Promise<void> {
       const br = baselineRecord(b, run);
       baselineRuns.push(br);
       log(
-        `run ${run} baseline: ${fmt(br.mibPerSec, 0)} MiB/s (${fmt(b.seconds, 2)} s, of which the final sync ${fmt(b.seconds - b.receiveSeconds, 2)} s), ` +
+        `run ${run} baseline: ${fmt(br.mibPerSec, 0)} MiB/s (${fmt(b.seconds, 2)} s, of which syncing after the last byte ${fmt(b.seconds - b.receiveSeconds, 2)} s), ` +
           `CPU ${fmt(br.cpuSecondsPerGiB, 2)} s/GiB (kernel ${fmt(br.cpuSystemSecondsPerGiB, 2)}), sender ${fmt(br.senderCpuSecondsPerGiB, 2)} s/GiB, RSS ${fmt(br.peakRssBytes / 1e6, 0)} MB, others ${fmt(br.otherCpuSeconds, 1)} CPU s`,
       );
       if (nginx) {
