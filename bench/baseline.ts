@@ -32,9 +32,9 @@ const SEND_BUFFERS = 4;
 
 export interface BaselineResult {
   bytes: number;
-  /** From the connection to the end of the receiver's datasync. */
+  /** From the connection to the end of the receiver's last datasync. */
   seconds: number;
-  /** From the connection to the last byte handed to the file (before the sync). */
+  /** From the connection to the last byte handed to the file (syncs as it goes included, not the last one). */
   receiveSeconds: number;
   /** The receiving process: CPU seconds during the transfer (user + system, and the kernel's part), its peak RSS. */
   cpuSeconds: number;

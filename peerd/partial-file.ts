@@ -1,16 +1,18 @@
 /**
  * The file a download writes into, and its resume journal. Verified chunks are written in place into
  * `.<name>.<id>.part` next to the target; the journal in the peer database lists the chunks known to be on
- * disk. The rule: a chunk is journaled only after a datasync that covers it, so a crash can lose work but
- * never makes a resumed download trust bytes that are not there. Chunks written but not yet journaled are
- * not lost either: on resume they are read back and kept if they still match the manifest.
+ * disk. The rule: a chunk is journaled only after a datasync that covers it, and after a sync of the folder
+ * that made the partial file's name durable, so a crash can lose work but never makes a resumed download
+ * trust bytes or a name that are not there. Chunks written but not yet journaled are not lost either: on
+ * resume they are read back and kept if they still match the manifest.
  *
  * The journal is synced at most about every `journalIntervalMs` (2 s), and at once when
  * `journalMaxBytes` (16 MiB) are waiting. One datasync runs at a time, in libuv's pool, and writes carry
  * on meanwhile; while chunks come faster than the disk takes them, the syncs follow one another, so the
  * disk writes the file back during the download instead of after it. With 256 MiB, a 100 MiB download
  * ended with one datasync of the whole file: 200-240 ms of the lab's 1.4-1.6 s downloads at 8-20
- * seeders, and 1.8 s of a GiB in the loopback bench's baseline (bench/results/lab-peers.md).
+ * seeders (the `written` and `synced` phases of the downloader's `download complete` log line; README,
+ * "Network lab").
  *
  * The folder may be shared with other local users (`--out /tmp/...`), who can plant any name in it. So the
  * partial file is never opened through a symbolic link: a new one is created exclusively (O_EXCL, which
@@ -103,7 +105,10 @@ export class PartialFile {
   /** The one datasync-and-journal in progress. */
   private syncing: Promise<void> | undefined;
   private syncAgain = false;
-  /** A failed datasync: the written bytes may not be on disk, so nothing more is trusted or journaled. */
+  /**
+   * A failed datasync (the written bytes may not be on disk) or folder sync (the file's name may not be):
+   * nothing more is trusted or journaled.
+   */
   private syncError: Error | undefined;
   private writesInFlight = 0;
   private writesIdle: Array<() => void> = [];
@@ -155,6 +160,9 @@ export class PartialFile {
         opts.db.startPartial(opts.fileId, partPath, opts.target, opts.name, opts.encodedManifest);
         return new PartialFile(fh, opts, partPath, undefined, named);
       }
+      // The last run may have ended (killed, or its folder sync failed) before the name was durable:
+      // sync the folder again before anything recovered is journaled against it.
+      await (opts.syncFolder ?? syncFolder)(path.dirname(partPath));
       const onDisk = new Uint8Array(m.hashes.length);
       let journaled = 0;
       for (const c of prior.chunks) {

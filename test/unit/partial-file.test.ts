@@ -472,6 +472,27 @@ t.test('issue 10: a folder sync that fails for real fails the download; the rena
   t.notOk(s.db.finished, 'the journal is kept');
 });
 
+t.test('a resumed partial file: its folder is synced again before the chunks recovered are journaled', async (t) => {
+  const s = setup(t, 4);
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  const first = await s.open({ syncFolder: () => held }); // its folder sync never ends: the daemon dies first
+  await first.write(0, s.chunk(0));
+  await first.write(1, s.chunk(1));
+  t.same(s.db.batches, [], 'nothing journaled in the first run');
+  const second = await s.open({
+    syncFolder: async () => {
+      s.disk.events.push('folder synced');
+    },
+  });
+  t.same(second.resume?.chunks, [0, 1], 'the chunks on disk are recovered');
+  const ev = s.disk.events;
+  t.ok(ev.includes('folder synced') && ev.indexOf('folder synced') < ev.indexOf('journal 0,1'), 'the folder is synced before they are journaled');
+  await second.close();
+  release();
+  await first.close();
+});
+
 t.test('a new name that cannot be made durable: nothing is journaled, and the download cannot write on or finish', async (t) => {
   const s = setup(t, 4);
   const f = await s.open({
