@@ -14,6 +14,7 @@
  * (upload-slots.ts), and a connection with chunks queued for it that finishes taking none of them for
  * `sendTimeoutMs` is closed with P2P_SEND_TIMEOUT, which gives its buffers back.
  */
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { Logger } from 'pino';
 import {
@@ -88,6 +89,11 @@ export interface ChunkServerOptions {
   hasher?: Hasher | undefined;
   /** Test hook: a malicious seeder that sends wrong bytes (with an honest receipt of what it sent). */
   corruptChunks?: boolean;
+  /**
+   * Test hook: a seeder that serves its first `chunks` chunks well, then sends wrong bytes (with an honest
+   * receipt of them) or the right bytes with a receipt whose signature is garbage.
+   */
+  misbehaveAfter?: { chunks: number; what: 'wrong-bytes' | 'garbage-receipts' };
   /** Chunks and bytes sent by link, connections refused (--metrics). */
   counters?: PeerCounters | undefined;
 }
@@ -123,6 +129,8 @@ export class ChunkServer {
   private readonly log: Logger;
   uploadsInProgress = 0;
   bytesSent = 0;
+  /** Chunks served so far, for the misbehaveAfter test hook. */
+  private servedForHook = 0;
   address: Address | undefined;
 
   constructor(private readonly opts: ChunkServerOptions) {
@@ -332,9 +340,11 @@ export class ChunkServer {
         return shared !== undefined && fileStamp(await fh.stat()) === shared.stamp;
       });
       const data = buf.subarray(HEAD_ROOM, HEAD_ROOM + len);
-      if (this.opts.corruptChunks) data[0] = data[0]! ^ 0xff;
+      const misbehave = this.opts.misbehaveAfter && this.servedForHook++ >= this.opts.misbehaveAfter.chunks ? this.opts.misbehaveAfter.what : undefined;
+      const corrupt = this.opts.corruptChunks || misbehave === 'wrong-bytes';
+      if (corrupt) data[0] = data[0]! ^ 0xff;
       let hash = manifest.hashes[index]!;
-      if (this.opts.corruptChunks) {
+      if (corrupt) {
         hash = sha256(data); // the test hook's honest receipt of the wrong bytes
       } else if (!unchanged) {
         hash = this.opts.hasher ? await this.opts.hasher.sha256(data) : sha256(data);
@@ -346,12 +356,12 @@ export class ChunkServer {
           void this.opts.library.recheck(shared.path);
         }
       }
-      if (!this.opts.corruptChunks && !hash.equals(manifest.hashes[index]!)) {
+      if (!corrupt && !hash.equals(manifest.hashes[index]!)) {
         // Our own copy no longer matches: never send it.
         this.log.warn({ path: source.path, index }, 'shared file no longer matches its manifest');
         throw new P2PError('P2P_CHUNK_UNAVAILABLE', `chunk ${index} failed this peer's own check`);
       }
-      const signature = signPayload(this.opts.keys, receiptPayload(fileId, index, hash, pc.peerId!));
+      const signature = misbehave === 'garbage-receipts' ? randomBytes(64) : signPayload(this.opts.keys, receiptPayload(fileId, index, hash, pc.peerId!));
       if (this.opts.uploadBucket) await this.opts.uploadBucket.take(len);
       if (conn.isClosed || conn.isCancelled(req.requestId)) return release();
       this.bytesSent += len;

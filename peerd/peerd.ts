@@ -81,6 +81,8 @@ export interface PeerDaemonOptions {
   plainChunkLinks?: boolean;
   /** Test hook: serve wrong bytes on purpose (a malicious seeder). */
   corruptChunks?: boolean;
+  /** Test hook: serve well at first, then misbehave (ChunkServerOptions.misbehaveAfter). */
+  misbehaveAfter?: { chunks: number; what: 'wrong-bytes' | 'garbage-receipts' };
   /**
    * Time and timers for the tracker session, the share folder's rescans, the chunk server, downloads, the
    * rate limits and meters, and the database's timestamps (default: the system clock).
@@ -182,6 +184,7 @@ export class PeerDaemon {
       uploadMeter: this.uploadMeter,
       counters: this.counters,
       corruptChunks: opts.corruptChunks ?? false,
+      misbehaveAfter: opts.misbehaveAfter,
       plainLinks: opts.plainChunkLinks ?? false,
       clock: opts.clock,
       hasher: this.hasher,

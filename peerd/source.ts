@@ -42,6 +42,8 @@ export interface Source {
   deweighted: boolean;
   /** The link runs in plain TCP (both peers set --plain-chunk-links), not TLS. */
   plain: boolean;
+  /** Its receipts whose signatures were checked (or are being checked) in this download: see Download.verdict. */
+  receiptsChecked: number;
 }
 
 export interface ConnectDeps {
@@ -122,6 +124,7 @@ export async function connectSource(h: Holder, deps: ConnectDeps): Promise<Sourc
       haveAskedAt: 0,
       deweighted: false,
       plain,
+      receiptsChecked: 0,
     };
     if (deps.probeLater) {
       void ping.then(

@@ -19,6 +19,7 @@ import {
   encodeLinkClaim,
   formatAddress,
   generateKeyPair,
+  MAX_RECEIPTS_PER_SERVER,
   receiptPayload,
   Role,
   sha256,
@@ -285,6 +286,45 @@ t.test('a malicious seeder is blacklisted by evidence while the download complet
   t.match(reports[0], { reporter: d.daemon.peerId, evidence: 1, targets: m.daemon.peerId, status: 'blacklisted' }, 'a bad-data report by the downloader against that peer');
   t.equal(reports[0]!.fileId.toString('hex'), id, 'about that file');
   await t.rejects(m.call('search', { text: '' }), { code: 'P2P_BLACKLISTED' }, 'the malicious peer is cut off');
+});
+
+t.test('a peer\'s receipts beyond the 16 a report can carry are not checked: garbage signatures on good bytes cost nothing, and its 16 checked ones still convict it', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  const s = await fleet.startPeer('s', { misbehaveAfter: { chunks: MAX_RECEIPTS_PER_SERVER, what: 'garbage-receipts' } });
+  const d = await fleet.startPeer('d');
+  const orig = randomFile(fleet, 24);
+  const id = await Fleet.seed([s], orig, 'f.bin', d);
+  const out = path.join(fleet.dir, 'got.bin');
+  const r = await d.call('get', { key: 'f.bin', out, overwrite: false });
+  t.ok(sameContent(orig, out), 'the download is byte-identical');
+  t.equal(r.peers.find((p) => p.id === s.daemon.peerId)?.bytes, r.size, 'all of it came from that peer: it was not dropped');
+  const kept = d.daemon.db.lastTransfer(id)!.receipts;
+  t.equal(kept.length, MAX_RECEIPTS_PER_SERVER, 'the transfer history keeps the 16 receipts that were checked');
+  const rep = await d.call('report', { key: 'f.bin', reason: 'not what the name says' });
+  t.same(rep.blacklisted, [s.daemon.peerId], 'a report with them blacklists the peer');
+});
+
+t.test('bad bytes after a peer\'s first 16 chunks are still caught, and reported with their receipt, checked then', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  const honest = await fleet.startPeer('honest');
+  const m = await fleet.startPeer('late', { misbehaveAfter: { chunks: MAX_RECEIPTS_PER_SERVER, what: 'wrong-bytes' } });
+  const d = await fleet.startPeer('d');
+  const orig = randomFile(fleet, 48);
+  await Fleet.seed([honest, m], orig, 'f.bin', d);
+  const out = path.join(fleet.dir, 'got.bin');
+  const r = await d.call('get', { key: 'f.bin', out, overwrite: false });
+  t.ok(sameContent(orig, out), 'the download is byte-identical');
+  t.ok(m.daemon.chunkServer.bytesSent > MAX_RECEIPTS_PER_SERVER * 1024 * 1024, 'the late cheat served its 16 good chunks and then some');
+  t.ok((r.peers.find((p) => p.id === m.daemon.peerId)?.bytes ?? 0) <= MAX_RECEIPTS_PER_SERVER * 1024 * 1024, 'none of its bad bytes were kept');
+  const adm = await admin(t, fleet);
+  const list = await until('the late cheat on the blacklist', async () => {
+    const l = await banned(adm);
+    return l.includes(m.daemon.peerId) ? l : undefined;
+  });
+  t.same(list, [m.daemon.peerId], 'it alone is blacklisted');
+  t.match((await adm.reports()).reports, [{ reporter: d.daemon.peerId, evidence: 1, targets: m.daemon.peerId, status: 'blacklisted' }], 'by a bad-data report from the downloader');
 });
 
 t.test('a user report blacklists exactly the peers that served the download (policy immediate)', async (t) => {
