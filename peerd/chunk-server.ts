@@ -90,8 +90,9 @@ export interface ChunkServerOptions {
   /** Test hook: a malicious seeder that sends wrong bytes (with an honest receipt of what it sent). */
   corruptChunks?: boolean;
   /**
-   * Test hook: a seeder that serves its first `chunks` chunks well, then sends wrong bytes (with an honest
-   * receipt of them) or the right bytes with a receipt whose signature is garbage.
+   * Test hook: a seeder that serves its first `chunks` chunks well (counted over all its connections, as
+   * each is read from disk), then sends wrong bytes (with an honest receipt of them) or the right bytes
+   * with a receipt whose signature is garbage.
    */
   misbehaveAfter?: { chunks: number; what: 'wrong-bytes' | 'garbage-receipts' };
   /** Chunks and bytes sent by link, connections refused (--metrics). */

@@ -630,6 +630,9 @@ export class Download extends EventEmitter {
    */
   private async receive(s: Source, index: number, ac: AbortController, chunk: Body<'CHUNK'>, ms: number): Promise<void> {
     const scheduler = this.scheduler!;
+    // A checked receipt not kept (an endgame duplicate that lost, the download ending) gives its place back.
+    let evidence = false;
+    let counted = false;
     // From now until it is on disk (or refused) the chunk holds a buffer: it counts against the budget.
     this.pendingWrites++;
     this.phases.firstChunk ??= this.clock.now() - this.startedAt;
@@ -640,7 +643,9 @@ export class Download extends EventEmitter {
         scheduler.release(s, index); // an endgame duplicate lost the race
         return;
       }
-      const { rejected, evidence } = await this.verify(s, index, chunk);
+      const verified = await this.verify(s, index, chunk);
+      const rejected = verified.rejected;
+      evidence = verified.evidence;
       this.phases.firstVerified ??= this.clock.now() - this.startedAt;
       if (this.over) return;
       if (rejected) {
@@ -666,11 +671,13 @@ export class Download extends EventEmitter {
       scheduler.markDone(index);
       if (this.over) return; // written while the download ended: journaled by cleanup(), not counted
       this.count(s, index, chunk, ms, evidence);
+      counted = true;
       if (scheduler.complete) {
         this.allWritten.resolve();
         return;
       }
     } finally {
+      if (evidence && !counted) s.receiptsChecked--;
       if (this.pendingWrites-- === MAX_PENDING_WRITES) this.caughtUpAt = this.clock.now();
       // The chunk is on disk or refused: its buffer goes back (the receipt fields were copied out).
       this.deps.chunkPool?.release(chunk.data);
@@ -695,28 +702,33 @@ export class Download extends EventEmitter {
       return { rejected: 'bad_receipt', evidence: false };
     }
     // A receipt matters as evidence: a report carries at most MAX_RECEIPTS_PER_SERVER of one peer, and a
-    // chunk that fails verification is reported with its own. So a peer's first receipts are checked (and
-    // kept), and after them only the receipt of a chunk that fails; a good chunk's bytes are proven by the
-    // manifest, and its signature proves nothing more. That saves a 170 us Ed25519 check per chunk (0.17
-    // CPU s per GiB). The hash the receipt names must match the bytes, always: else it is no evidence.
+    // chunk that fails verification is reported with its own. So a peer's first receipts are checked and
+    // kept; after them, on a TLS link, only the receipt of a chunk that fails. There the connection has
+    // proven the peer's key and the manifest proves a good chunk's bytes: its signature proves nothing
+    // more, and skipping it saves a 170 us Ed25519 check per chunk (0.17 CPU s per GiB). On a plain link
+    // the receipt is the only proof of who sent the chunk (a relay at the peer's address could pass the
+    // first ones through and then serve its own), so every one is checked there. The hash a receipt
+    // names must match the bytes, always: else it is no evidence.
     // The checks run off the main thread, except the first chunk's: handing it to the worker costs a
     // wake-up of another thread, which on a busy machine took 50-130 ms (lab, 12-20 seeders), all of it
     // before the first verified byte; here it takes about 1 ms.
     const payload = receiptPayload(this.req.fileId, index, chunk.hash, this.deps.keys.peerId);
     const receipt = { publicKey: s.publicKey, payload, signature: chunk.signature };
+    // Counted as the check starts (checks run several at a time); given back if the chunk is not kept.
     const evidence = s.receiptsChecked < MAX_RECEIPTS_PER_SERVER;
-    if (evidence) s.receiptsChecked++; // counted as the check starts: checks run several at a time
+    if (evidence) s.receiptsChecked++;
+    const check = evidence || s.plain;
     const here = this.phases.firstVerified === undefined;
     let actual: Buffer;
     let signed = false;
-    if (evidence) ({ hash: actual, signed } = here ? checkNow(chunk.data, receipt) : await this.hasher.check(chunk.data, receipt));
+    if (check) ({ hash: actual, signed } = here ? checkNow(chunk.data, receipt) : await this.hasher.check(chunk.data, receipt));
     else actual = here ? sha256(chunk.data) : await this.hasher.sha256(chunk.data);
-    if ((evidence && !signed) || !chunk.hash.equals(actual)) {
+    if ((check && !signed) || !chunk.hash.equals(actual)) {
       this.log.warn({ peer: s.address, index }, 'chunk came with a receipt that does not match; dropping the peer');
       return { rejected: 'bad_receipt', evidence: false };
     }
     if (chunk.data.length !== chunkLength(m, index) || !actual.equals(m.hashes[index]!)) {
-      if (!evidence && !verifyPayload(receipt.publicKey, receipt.payload, receipt.signature)) {
+      if (!check && !verifyPayload(receipt.publicKey, receipt.payload, receipt.signature)) {
         this.log.warn({ peer: s.address, index }, 'chunk came with a receipt that does not match; dropping the peer');
         return { rejected: 'bad_receipt', evidence: false };
       }

@@ -141,7 +141,7 @@ export class PeerDaemon {
   private metrics: PeerMetrics | undefined;
   /** Chunk buffers shared by every download: a chunk is read into one, checked, written, given back. */
   private readonly chunkPool = new ChunkPool(CHUNK_SIZE + CHUNK_HEAD_BYTES, MAX_CHUNK_BUFFERS);
-  /** Checks every downloaded chunk (hash and receipt) on a worker thread. */
+  /** Checks downloaded chunks (the hash, and the receipts that need it: Download.verdict) on a worker thread. */
   private readonly hasher: WorkerHasher;
 
   constructor(private readonly opts: PeerDaemonOptions) {

@@ -124,6 +124,24 @@ t.test('on plain links a seeder that serves bad data is still caught and blackli
   t.same(list, [bad.daemon.peerId], 'its own signed receipts convict it, and only it');
 });
 
+t.test('on plain links every receipt is checked (it is the only proof of who sent a chunk): garbage signatures after the 16th drop the peer', async (t) => {
+  const fleet = new Fleet(t);
+  await fleet.startTracker();
+  const honest = await fleet.startPeer('honest', { plainChunkLinks: true });
+  const relay = await fleet.startPeer('relay', { plainChunkLinks: true, misbehaveAfter: { chunks: 16, what: 'garbage-receipts' } });
+  const downloader = await fleet.startPeer('downloader', { plainChunkLinks: true });
+  const orig = path.join(fleet.dir, 'orig.bin');
+  Fleet.randomFile(orig, 48);
+  await Fleet.seed([honest, relay], orig, 'data.bin', downloader);
+  const out = path.join(fleet.dir, 'got.bin');
+  const r = await downloader.call('get', { key: 'data.bin', out, overwrite: false });
+  t.ok(fs.readFileSync(out).equals(fs.readFileSync(orig)), 'the download is byte-identical');
+  t.ok(relay.daemon.chunkServer.bytesSent > 16 * 1024 * 1024, 'it served past its 16th chunk');
+  t.ok((r.peers.find((p) => p.id === relay.daemon.peerId)?.bytes ?? 0) <= 16 * 1024 * 1024, 'no chunk with a garbage receipt was kept under its name');
+  const d = downloader.daemon.counters.verificationFailures;
+  t.ok(d.bad_receipt >= 1, 'refused as a bad receipt');
+});
+
 t.test('a tracker refuses a plain client with P2P_TLS_REQUIRED', async (t) => {
   const fleet = new Fleet(t);
   await fleet.startTracker();
