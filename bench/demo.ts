@@ -49,12 +49,18 @@ async function main(ws: Workspace): Promise<void> {
   // One generated file, copied to every seeder's share folder (noticed without a restart).
   const file = path.join(work, 'dataset.bin');
   await generateFile(file, FILE_MIB);
-  for (const n of names.slice(0, SEEDERS)) fs.copyFileSync(file, path.join(work, n, 'share', 'dataset.bin'));
-  const hits = await until('the seeders to register', async () => {
+  // Copied under a dot name (the daemons skip those) and renamed into place: a daemon never sees it half-written.
+  for (const n of names.slice(0, SEEDERS)) {
+    const share = path.join(work, n, 'share');
+    fs.copyFileSync(file, path.join(share, '.dataset.bin.copying'));
+    fs.renameSync(path.join(share, '.dataset.bin.copying'), path.join(share, 'dataset.bin'));
+  }
+  const hit = await until('the seeders to register', async () => {
     const r = await call(socks.get('downloader')!, (c) => c.call('search', { text: 'dataset' }));
-    return r.find((h) => h.name === 'dataset.bin' && h.peers >= SEEDERS) ? r : undefined;
+    const named = r.filter((h) => h.name === 'dataset.bin');
+    return named.length === 1 && named[0]!.peers >= SEEDERS ? named[0] : undefined;
   }, WAIT_MS, POLL_MS);
-  console.log(`shared dataset.bin (${FILE_MIB} MiB) on ${hits[0]!.peers} peers; id ${hits[0]!.id}`);
+  console.log(`shared dataset.bin (${FILE_MIB} MiB) on ${hit.peers} peers; id ${hit.id}`);
 
   const bar = new cliProgress.SingleBar(
     { format: ' downloading {bar} {percentage}% | {value}/{total} MiB | {rate} MiB/s | {peers} peers', hideCursor: true },

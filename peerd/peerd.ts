@@ -313,6 +313,12 @@ export class PeerDaemon {
     const named = this.library.list().filter((f) => ids.has(f.id));
     if (named.length === 0) return;
     await this.tracker.request('REGISTER', { files: named.map((f) => ({ id: f.idBuf, size: f.size, name: f.name, complete: true })) }, 'OK');
+    // A file can stop being shared while its REGISTER waits for a session or is tried again: a file
+    // copied into the share folder is hashed half-written, then again once whole. Its UNREGISTER may then
+    // have reached the tracker first, and this REGISTER put the stale id back under the name, so that the
+    // name named two files. Whatever is no longer shared is unregistered again, after it.
+    const gone = named.filter((f) => !this.library.byId(f.id));
+    if (gone.length > 0) await this.tracker.request('UNREGISTER', { all: false, ids: gone.map((f) => ({ id: f.idBuf })) }, 'OK');
   }
 
   private async listenControl(): Promise<void> {
