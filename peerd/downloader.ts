@@ -723,15 +723,15 @@ export class Download extends EventEmitter {
     let signed = false;
     if (check) ({ hash: actual, signed } = here ? checkNow(chunk.data, receipt) : await this.hasher.check(chunk.data, receipt));
     else actual = here ? sha256(chunk.data) : await this.hasher.sha256(chunk.data);
-    if ((check && !signed) || !chunk.hash.equals(actual)) {
+    const matches = chunk.hash.equals(actual);
+    const good = chunk.data.length === chunkLength(m, index) && actual.equals(m.hashes[index]!);
+    // A bad chunk's receipt is the evidence against its sender: checked here if it was not already.
+    if (!check && !good && matches) signed = verifyPayload(receipt.publicKey, receipt.payload, receipt.signature);
+    if (!matches || ((check || !good) && !signed)) {
       this.log.warn({ peer: s.address, index }, 'chunk came with a receipt that does not match; dropping the peer');
       return { rejected: 'bad_receipt', evidence: false };
     }
-    if (chunk.data.length !== chunkLength(m, index) || !actual.equals(m.hashes[index]!)) {
-      if (!check && !verifyPayload(receipt.publicKey, receipt.payload, receipt.signature)) {
-        this.log.warn({ peer: s.address, index }, 'chunk came with a receipt that does not match; dropping the peer');
-        return { rejected: 'bad_receipt', evidence: false };
-      }
+    if (!good) {
       // Checks finish in any order, and may finish after the peer was dropped or the download ended:
       // every peer caught is reported, once.
       if (this.reported.has(s.peerId)) return { rejected: 'bad_data', evidence: false };
@@ -819,4 +819,3 @@ function deferred<T>(): Deferred<T> {
   promise.catch(() => undefined);
   return { promise, resolve, reject };
 }
-

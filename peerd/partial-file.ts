@@ -144,6 +144,7 @@ export class PartialFile {
     const m = opts.manifest;
     const partPath = partialPathFor(opts.target, opts.fileId);
     const openFile = opts.openFile ?? openHandle;
+    const syncDir = (): Promise<void> => (opts.syncFolder ?? syncFolder)(path.dirname(partPath));
     const prior = opts.db.partial(opts.fileId);
     const resumed = prior !== undefined && prior.partPath === partPath ? await openToResume(openFile, partPath, m.size) : undefined;
     const fh = resumed ?? (await createExclusive(openFile, partPath));
@@ -153,7 +154,7 @@ export class PartialFile {
         // The new name must be durable before any chunk is journaled against it, not before the first
         // chunk is asked for: the folder's sync (15-40 ms at 20 seeders in the lab, most of the time from
         // the manifest to the first request) runs while the download starts, and the journal waits for it.
-        const named = (opts.syncFolder ?? syncFolder)(path.dirname(partPath)).then(
+        const named = syncDir().then(
           () => undefined,
           (err: unknown) => err as Error,
         );
@@ -162,7 +163,7 @@ export class PartialFile {
       }
       // The last run may have ended (killed, or its folder sync failed) before the name was durable:
       // sync the folder again before anything recovered is journaled against it.
-      await (opts.syncFolder ?? syncFolder)(path.dirname(partPath));
+      await syncDir();
       const onDisk = new Uint8Array(m.hashes.length);
       let journaled = 0;
       for (const c of prior.chunks) {

@@ -13,6 +13,7 @@ import path from 'node:path';
 import t from 'tap';
 import { AdminClient } from '../../cli/admin.js';
 import { SOFTWARE } from '../../peerd/handshake.js';
+import type { PeerDaemonOptions } from '../../peerd/peerd.js';
 import { dial, formatAddress, generateKeyPair, plainAuthPayload, Role, signPayload, type Address, type Connection, type KeyPair } from '../../protocol/index.js';
 import { ADMIN_TOKEN, Fleet } from '../helpers/fleet.js';
 import { until } from '../helpers/wait.js';
@@ -102,18 +103,27 @@ t.test('on a plain link the downloader must prove its key for this seeder and th
   await t.rejects(auth(banned.conn, me, plainAuthPayload(banned.nonce, seederKey)), { code: 'P2P_BLACKLISTED' }, 'a blacklisted key is refused on a plain link too');
 });
 
-t.test('on plain links a seeder that serves bad data is still caught and blacklisted by evidence', async (t) => {
+/**
+ * An honest seeder and a misbehaving one, all three peers on plain links, and a download of a `mib` MiB
+ * file from both, checked byte for byte.
+ */
+async function downloadPastACheat(t: Tap, mib: number, cheat: Partial<PeerDaemonOptions>) {
   const fleet = new Fleet(t);
   await fleet.startTracker();
   const honest = await fleet.startPeer('honest', { plainChunkLinks: true });
-  const bad = await fleet.startPeer('bad', { plainChunkLinks: true, corruptChunks: true });
+  const bad = await fleet.startPeer('bad', { plainChunkLinks: true, ...cheat });
   const downloader = await fleet.startPeer('downloader', { plainChunkLinks: true });
   const orig = path.join(fleet.dir, 'orig.bin');
-  Fleet.randomFile(orig, 8);
+  Fleet.randomFile(orig, mib);
   await Fleet.seed([honest, bad], orig, 'data.bin', downloader);
   const out = path.join(fleet.dir, 'got.bin');
   const r = await downloader.call('get', { key: 'data.bin', out, overwrite: false });
   t.ok(fs.readFileSync(out).equals(fs.readFileSync(orig)), 'the download is byte-identical');
+  return { fleet, bad, downloader, r };
+}
+
+t.test('on plain links a seeder that serves bad data is still caught and blacklisted by evidence', async (t) => {
+  const { fleet, bad, r } = await downloadPastACheat(t, 8, { corruptChunks: true });
   t.equal(r.peers.find((p) => p.id === bad.daemon.peerId)?.bytes ?? 0, 0, 'the bad seeder contributed 0 verified bytes');
   const admin = await AdminClient.connect(formatAddress(fleet.trackerAddress.host, fleet.trackerAddress.port), ADMIN_TOKEN);
   t.teardown(() => admin.close());
@@ -125,17 +135,7 @@ t.test('on plain links a seeder that serves bad data is still caught and blackli
 });
 
 t.test('on plain links every receipt is checked (it is the only proof of who sent a chunk): garbage signatures after the 16th drop the peer', async (t) => {
-  const fleet = new Fleet(t);
-  await fleet.startTracker();
-  const honest = await fleet.startPeer('honest', { plainChunkLinks: true });
-  const relay = await fleet.startPeer('relay', { plainChunkLinks: true, misbehaveAfter: { chunks: 16, what: 'garbage-receipts' } });
-  const downloader = await fleet.startPeer('downloader', { plainChunkLinks: true });
-  const orig = path.join(fleet.dir, 'orig.bin');
-  Fleet.randomFile(orig, 48);
-  await Fleet.seed([honest, relay], orig, 'data.bin', downloader);
-  const out = path.join(fleet.dir, 'got.bin');
-  const r = await downloader.call('get', { key: 'data.bin', out, overwrite: false });
-  t.ok(fs.readFileSync(out).equals(fs.readFileSync(orig)), 'the download is byte-identical');
+  const { bad: relay, downloader, r } = await downloadPastACheat(t, 48, { misbehaveAfter: { chunks: 16, what: 'garbage-receipts' } });
   t.ok(relay.daemon.chunkServer.bytesSent > 16 * 1024 * 1024, 'it served past its 16th chunk');
   t.ok((r.peers.find((p) => p.id === relay.daemon.peerId)?.bytes ?? 0) <= 16 * 1024 * 1024, 'no chunk with a garbage receipt was kept under its name');
   const d = downloader.daemon.counters.verificationFailures;
