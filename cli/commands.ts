@@ -198,7 +198,7 @@ const COMMANDS: { [C in CommandName]: (a: CommandArgs[C]) => Promise<void> } = {
       [
         `peer id   ${s.peerId}`,
         `listen    ${s.listen}${s.advertise ? ` (advertised as ${s.advertise})` : ''}`,
-        `tracker   ${s.tracker.address ?? 'none'} (${s.tracker.role}, ${s.tracker.state}, term ${s.tracker.term})`,
+        `tracker   ${s.tracker.address ?? 'none'} (${s.tracker.role}, ${s.tracker.state}, term ${s.tracker.term})${s.tracker.standby ? `, standby ${s.tracker.standby}` : ''}`,
         `shared    ${s.shared} files`,
         `uploads   ${s.uploads} in progress, ${formatBytes(s.bytesSent)} sent`,
         `rates     up ${formatRate(s.rates.uploadBytesPerSec)}${s.limits.maxUploadRate ? ` (limit ${formatRate(s.limits.maxUploadRate)})` : ''}, down ${formatRate(s.rates.downloadBytesPerSec)}${s.limits.maxDownloadRate ? ` (limit ${formatRate(s.limits.maxDownloadRate)})` : ''}`,

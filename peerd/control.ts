@@ -25,7 +25,8 @@ export interface StatusInfo {
   peerId: string;
   listen: string;
   advertise: string;
-  tracker: { address: string | null; role: string; state: string; term: number };
+  /** The session in use, and the standby session (peerd/tracker-client.ts; null while there is none). */
+  tracker: { address: string | null; role: string; state: string; term: number; standby: string | null };
   trackers: string[];
   shared: number;
   transfers: Array<{ name: string; id: string; bytes: number; total: number; peers: number; rateBytesPerSec: number }>;

@@ -46,4 +46,9 @@ export const PEER_DEFAULTS = {
    * then arrive over a second instead of at once (issue 12), and reads keep working meanwhile.
    */
   trackerMoveSpreadMs: 1000,
+  /**
+   * A peer opens its standby session (peerd/tracker-client.ts) within a random delay below this once it has
+   * a session in use: a fleet that starts, or has just moved to a new main, opens them over a few seconds.
+   */
+  trackerStandbySpreadMs: 3000,
 } as const;

@@ -419,7 +419,7 @@ export class PeerDaemon {
       peerId: this.peerId,
       listen: this.listenAddress,
       advertise: this.opts.advertise ? formatAddress(this.opts.advertise.host, this.opts.advertise.port) : '',
-      tracker: { address: this.tracker.current ?? null, role: this.tracker.role, state: this.tracker.state, term: this.tracker.term },
+      tracker: { address: this.tracker.current ?? null, role: this.tracker.role, state: this.tracker.state, term: this.tracker.term, standby: this.tracker.standbyAddress ?? null },
       trackers: this.opts.trackers.map((t) => formatAddress(t.host, t.port)),
       shared: this.library.list().length,
       transfers: [...this.downloads.values()].map((d) => {

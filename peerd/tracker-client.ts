@@ -6,6 +6,12 @@
  * was none may be missed), 'blacklist' (a BLACKLIST_CHANGED push).
  * While no main answers it stays with a backup: reads (search, lookup, blacklist checks) work there,
  * and writes are retried until a main takes them or the retry budget runs out.
+ *
+ * With more than one tracker it also keeps a standby session: one more session, with the tracker next in
+ * rank after the one in use (the one that takes over if the main dies), on which it only pings, slowly.
+ * When the main's session closes, or the peer is told to move to the standby's tracker, that session
+ * becomes the one in use at once: no handshake, so no wait in the crowd of peers that every takeover and
+ * takeback brings to one tracker, and reads go on meanwhile (a backup answers them from its copy).
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
@@ -64,6 +70,25 @@ export interface TrackerClientOptions {
   random?: () => number;
   /** The local address its connections to the trackers come from (default: the system's choice). */
   localAddress?: string;
+  /** Keep a standby session with the tracker next in rank (default true; it needs two trackers or more). */
+  standby?: boolean;
+  /** The standby session is opened within a random delay below this (default PEER_DEFAULTS.trackerStandbySpreadMs). */
+  standbySpreadMs?: number;
+}
+
+/** What a tracker told of itself and of us when a session was opened (WELCOME), and kept since. */
+type SessionFacts = Pick<Body<'WELCOME'>, 'role' | 'term' | 'observedHost' | 'leaseMs'>;
+
+/** The standby session: open and past its handshake, with the tracker next in rank after the one in use. */
+interface Standby {
+  conn: Connection;
+  label: string;
+  /** What its tracker said it is: in WELCOME, then in TRACKER_CHANGED. */
+  role: string;
+  term: number;
+  observedHost: string;
+  leaseMs: number;
+  ping: Timer;
 }
 
 /**
@@ -83,6 +108,9 @@ const REGISTER_BATCH = 5000;
 const MAX_HEARTBEAT_MS = 60_000;
 /** A heartbeat's answer is awaited at least this long: at the default lease, a hung tracker is left within about a second. */
 const HEARTBEAT_PATIENCE_MS = 750;
+/** A standby session that could not be opened is tried again after this, doubling up to a minute. */
+const STANDBY_RETRY_MS = 2000;
+const STANDBY_RETRY_MAX_MS = 60_000;
 
 export class TrackerClient extends EventEmitter {
   private blacklistCheckedAt = 0;
@@ -114,6 +142,17 @@ export class TrackerClient extends EventEmitter {
   private readonly waiters = new Set<() => void>();
   private lastError = '';
   private failures = 0;
+  /** The standby session (see the top of this file), once open. */
+  standby: Standby | undefined;
+  /** The next attempt to open one, while it is waited for. */
+  private standbyTimer: Timer | undefined;
+  private standbyOpening = false;
+  /** The tracker a standby session is being opened with (a tracker takes one session per peer: see switchTo). */
+  private standbyOpeningTo: string | undefined;
+  /** A move to that tracker, asked for meanwhile: made with that session once it is open. */
+  private moveOnOpen: { stay: (() => void) | undefined } | undefined;
+  private standbyFailures = 0;
+  private readonly standbySpreadMs: number;
 
   constructor(private readonly opts: TrackerClientOptions) {
     super();
@@ -121,6 +160,12 @@ export class TrackerClient extends EventEmitter {
     this.retry = opts.retry ?? reconnectBackoff;
     this.moveSpreadMs = opts.moveSpreadMs ?? PEER_DEFAULTS.trackerMoveSpreadMs;
     this.random = opts.random ?? Math.random;
+    this.standbySpreadMs = opts.standbySpreadMs ?? PEER_DEFAULTS.trackerStandbySpreadMs;
+  }
+
+  /** The standby session's tracker, while there is one. */
+  get standbyAddress(): string | undefined {
+    return this.standby?.label;
   }
 
   /** Resolves after `ms` on this client's clock. */
@@ -137,6 +182,7 @@ export class TrackerClient extends EventEmitter {
     this.setState('closed');
     this.pingTimer?.cancel();
     this.moveTimer?.cancel();
+    this.dropStandby();
     if (conn && !conn.isClosed) {
       await conn.request('LEAVE', {}, 'OK', { timeoutMs: 500 }).catch(() => undefined);
       conn.close();
@@ -146,6 +192,7 @@ export class TrackerClient extends EventEmitter {
 
   private setState(to: TrackerClientState): void {
     if (to === 'blacklisted') this.blacklistCheckedAt = this.clock.now();
+    if (to === 'blacklisted' || to === 'closed') this.dropStandby();
     if (this.state === to) return;
     const from = this.state;
     this.state = to;
@@ -172,6 +219,10 @@ export class TrackerClient extends EventEmitter {
     this.loopRunning = true;
     try {
       while (this.state !== 'closed' && (!this.conn || this.conn.isClosed)) {
+        if (this.promoteStandby('no tracker session')) {
+          this.failures = 0;
+          return;
+        }
         let connected = false;
         for (const addr of this.order()) {
           if ((this.state as TrackerClientState) === 'closed') return;
@@ -246,7 +297,7 @@ export class TrackerClient extends EventEmitter {
   }
 
   /** Makes a session just opened the one in use (and announces the files on it, unless told not to). */
-  private adopt(conn: Connection, welcome: Body<'WELCOME'>, label: string, announce = true): void {
+  private adopt(conn: Connection, welcome: SessionFacts, label: string, announce = true): void {
     this.role = welcome.role;
     this.term = welcome.term;
     this.observedHost = welcome.observedHost;
@@ -269,6 +320,8 @@ export class TrackerClient extends EventEmitter {
     this.pingTimer?.cancel();
     let pingTimer = this.heartbeat(conn, label, leaseMs);
     conn.on('event', (name: MessageName, body: unknown) => {
+      // A session no longer in use (kept as the standby after a move) has its own listener.
+      if (this.conn !== conn) return;
       if (name !== 'LEASE') return this.onEvent(name, body);
       // Its fleet grew or shrank since WELCOME: ping at the new pace (a session left after a move, never).
       if (this.conn !== conn || this.state === 'closed') return;
@@ -283,6 +336,9 @@ export class TrackerClient extends EventEmitter {
         this.blacklistReason = err.message;
         this.setState('blacklisted');
       } else {
+        this.conn = undefined;
+        // The standby session takes over at once: no handshake, and no wait in the crowd at the next main.
+        if (this.promoteStandby(`tracker ${label} connection lost (${err?.message ?? 'closed'})`)) return;
         this.opts.logger.warn({ tracker: label, err: err?.message }, 'tracker connection lost; failing over');
         this.setState('connecting');
       }
@@ -291,6 +347,7 @@ export class TrackerClient extends EventEmitter {
       const delayMs = Math.floor((this.random() * this.moveSpreadMs) / 4);
       this.clock.setTimeout(() => void this.loop(), delayMs);
     });
+    this.ensureStandby();
   }
 
   /** PINGs on `conn` every third of `leaseMs` (this.pingTimer); a tracker that does not answer is left. */
@@ -354,7 +411,24 @@ export class TrackerClient extends EventEmitter {
   private switchTo(address: string, stay?: () => void): void {
     this.preferred = address;
     const from = this.conn;
-    if (!from || from.isClosed) return;
+    if (!from || from.isClosed || address === this.current) return;
+    const fromLabel = this.current!;
+    const fromLeaseMs = this.leaseMs;
+    const sb = this.standby;
+    if (sb && sb.label === address && !sb.conn.isClosed && !this.moving) {
+      // Told that the standby's tracker is main: its session becomes the one in use, without a handshake.
+      this.moveTimer?.cancel();
+      this.moveTimer = undefined;
+      this.takeStandby(sb, `moving to the main ${address}`, 'primary');
+      this.retire(from, fromLabel, fromLeaseMs);
+      return;
+    }
+    if (this.standbyOpeningTo === address) {
+      // A second session with that tracker would replace the first there (one session per peer), so the
+      // standby session on its way is used for the move once it is open.
+      this.moveOnOpen = { stay };
+      return;
+    }
     if (this.moving) {
       this.nextMove = { address, stay }; // made when the move under way ends
       return;
@@ -375,7 +449,7 @@ export class TrackerClient extends EventEmitter {
             return giveUp(`it is ${welcome.role}`);
           }
           this.adopt(conn, welcome, address);
-          from.close();
+          this.retire(from, fromLabel, fromLeaseMs);
         },
         (err: unknown) => {
           if (stillWanted()) giveUp(toP2PError(err).message);
@@ -392,6 +466,169 @@ export class TrackerClient extends EventEmitter {
         this.nextMove = undefined;
         if (next && next.address !== this.current && this.conn && !this.conn.isClosed && this.state === 'connected') this.switchTo(next.address, next.stay);
       });
+  }
+
+  /** The trackers a standby session may be with, best first: rank order, the one in use left out. */
+  private standbyCandidates(): Address[] {
+    const label = (a: Address): string => formatAddress(a.host, a.port);
+    const others = this.opts.trackers.filter((a) => label(a) !== this.current);
+    return [...others.filter((a) => label(a) !== this.unresponsive), ...others.filter((a) => label(a) === this.unresponsive)];
+  }
+
+  /** Opens a standby session (see the top of this file) within `delayMs`, a random spread unless given. */
+  private ensureStandby(delayMs?: number): void {
+    if (this.opts.standby === false || this.opts.trackers.length < 2) return;
+    if (this.standby || this.standbyOpening || this.standbyTimer || this.state !== 'connected') return;
+    const wait = delayMs ?? Math.floor(this.random() * this.standbySpreadMs);
+    this.standbyTimer = this.clock.setTimeout(() => {
+      this.standbyTimer = undefined;
+      void this.openStandby();
+    }, wait);
+  }
+
+  private async openStandby(): Promise<void> {
+    if (this.standby || this.standbyOpening || this.state !== 'connected') return;
+    this.standbyOpening = true;
+    let kept = false;
+    try {
+      for (const addr of this.standbyCandidates()) {
+        const label = formatAddress(addr.host, addr.port);
+        // Not with a tracker a move is opening a session with (one session per peer there).
+        if (this.moving && this.preferred === label) continue;
+        let opened: { conn: Connection; welcome: Body<'WELCOME'> };
+        this.standbyOpeningTo = label;
+        try {
+          opened = await this.open(addr);
+        } catch (err) {
+          this.standbyOpeningTo = undefined;
+          this.opts.logger.debug({ tracker: label, err: toP2PError(err).message }, 'no standby session with this tracker');
+          const move = this.moveOnOpen;
+          this.moveOnOpen = undefined;
+          // The move waited for this session: it makes its own now.
+          if (move && this.state === 'connected' && this.preferred === label) this.switchTo(label, move.stay);
+          continue;
+        }
+        this.standbyOpeningTo = undefined;
+        const move = this.moveOnOpen;
+        this.moveOnOpen = undefined;
+        const { conn, welcome } = opened;
+        if (this.state !== 'connected' || this.standby || label === this.current) {
+          conn.close();
+          return;
+        }
+        this.keepStandby(conn, label, welcome);
+        kept = true;
+        // Asked to move there meanwhile, or its tracker is main and ours is not (we were not told yet):
+        // move there, without a handshake.
+        if ((move && this.preferred === label) || (welcome.role === 'primary' && this.role !== 'primary')) this.switchTo(label, move?.stay);
+        return;
+      }
+    } finally {
+      this.standbyOpening = false;
+      this.standbyOpeningTo = undefined;
+      if (kept) this.standbyFailures = 0;
+      else if (this.state === 'connected' && !this.standby) {
+        this.standbyFailures++;
+        this.ensureStandby(Math.min(STANDBY_RETRY_MAX_MS, STANDBY_RETRY_MS * 2 ** Math.min(this.standbyFailures - 1, 5)));
+      }
+    }
+  }
+
+  /**
+   * Keeps `conn` as the standby session. It pings at most once a lease (the tracker closes a session that
+   * is silent for --lease-ms, never less than the lease it tells), so a backup hears about a third as many
+   * heartbeats as the main. It follows its tracker's role (TRACKER_CHANGED): when that tracker becomes main,
+   * the peer moves to it.
+   */
+  private keepStandby(conn: Connection, label: string, facts: SessionFacts): void {
+    const sb: Standby = { conn, label, role: facts.role, term: facts.term, observedHost: facts.observedHost, leaseMs: facts.leaseMs, ping: undefined as unknown as Timer };
+    sb.ping = this.standbyHeartbeat(sb);
+    this.standby = sb;
+    this.opts.logger.debug({ tracker: label, role: sb.role }, `standby session with ${label}`);
+    conn.on('event', (name: MessageName, body: unknown) => {
+      if (this.standby !== sb) return;
+      if (name === 'LEASE') {
+        sb.leaseMs = (body as Body<'LEASE'>).leaseMs;
+        sb.ping.cancel();
+        sb.ping = this.standbyHeartbeat(sb);
+      } else if (name === 'TRACKER_CHANGED') {
+        const { primary, term } = body as Body<'TRACKER_CHANGED'>;
+        sb.term = term;
+        sb.role = primary === label ? 'primary' : 'backup';
+        if (primary === label && this.current !== label && this.state === 'connected') this.switchTo(label);
+      }
+    });
+    conn.on('close', (err?: P2PError) => {
+      if (this.standby !== sb) return;
+      sb.ping.cancel();
+      this.standby = undefined;
+      this.opts.logger.info({ tracker: label, err: err?.message }, `standby session with ${label} closed`);
+      this.ensureStandby(STANDBY_RETRY_MS + Math.floor(this.random() * this.standbySpreadMs));
+    });
+  }
+
+  private standbyHeartbeat(sb: Standby): Timer {
+    const every = Math.min(Math.max(100, Math.floor(sb.leaseMs * 0.9)), MAX_HEARTBEAT_MS);
+    const patienceMs = Math.max(HEARTBEAT_PATIENCE_MS, 2 * every);
+    return this.clock.setInterval(() => {
+      const sentAt = sb.conn.clock.now();
+      sb.conn.request('PING', {}, 'PONG', { timeoutMs: patienceMs }).catch(() => {
+        if (this.standby !== sb || sb.conn.lastReadAt > sentAt) return;
+        this.opts.logger.info({ tracker: sb.label }, `standby tracker ${sb.label} did not answer a heartbeat`);
+        sb.conn.destroy();
+      });
+    }, every);
+  }
+
+  /** Makes the standby session the one in use, if there is one (true then). */
+  private promoteStandby(why: string): boolean {
+    const sb = this.standby;
+    if (!sb || sb.conn.isClosed || this.state === 'closed' || this.state === 'blacklisted') return false;
+    this.takeStandby(sb, why, sb.role);
+    return true;
+  }
+
+  private takeStandby(sb: Standby, why: string, role: string): void {
+    this.standby = undefined;
+    sb.ping.cancel();
+    this.opts.logger.info({ tracker: sb.label, role, from: this.current }, `${why}: the standby session with ${sb.label} is now the one in use`);
+    const { conn, label } = sb;
+    // A backup takes the files once it is main: it says so (TRACKER_CHANGED), and they are announced then
+    // (onEvent). 20,000 peers announcing to a backup every 200 ms while it is elected would be a storm of
+    // refused writes. In case it never says so (another tracker became main and this one did not tell),
+    // they are announced a little later all the same (announceOn moves on from a backup that names a main).
+    const announceNow = role === 'primary';
+    this.adopt(conn, { role, term: sb.term, observedHost: sb.observedHost, leaseMs: sb.leaseMs }, label, announceNow);
+    if (!announceNow) {
+      const laterMs = 2 * this.moveSpreadMs + Math.floor(this.random() * this.moveSpreadMs);
+      this.clock.setTimeout(() => {
+        if (this.conn === conn && this.state === 'connected' && this.role !== 'primary') void this.announceOn(conn, label);
+      }, laterMs);
+    }
+  }
+
+  /** The session left by a move: kept as the standby if its tracker is the best one for that, else closed. */
+  private retire(conn: Connection, label: string, leaseMs: number): void {
+    const best = this.standbyCandidates()[0];
+    if (this.opts.standby !== false && best && formatAddress(best.host, best.port) === label && !conn.isClosed && this.state === 'connected') {
+      if (this.standby) this.dropStandby();
+      this.keepStandby(conn, label, { role: 'backup', term: this.term, observedHost: this.observedHost, leaseMs });
+      return;
+    }
+    conn.close();
+    this.ensureStandby();
+  }
+
+  /** Closes the standby session, and stops opening one. */
+  private dropStandby(): void {
+    this.standbyTimer?.cancel();
+    this.standbyTimer = undefined;
+    const sb = this.standby;
+    this.standby = undefined;
+    if (sb) {
+      sb.ping.cancel();
+      sb.conn.close();
+    }
   }
 
   /**

@@ -14,7 +14,7 @@ import t from 'tap';
 import { SWEEP_SLICE } from '../../daemon/cluster.js';
 import type { TrackerOptions } from '../../daemon/tracker.js';
 import { RemoteError, silentLogger, toP2PError, VirtualClock, type Address } from '../../protocol/index.js';
-import { TrackerClient } from '../../peerd/tracker-client.js';
+import { TrackerClient, type TrackerClientOptions } from '../../peerd/tracker-client.js';
 import { Fleet } from '../helpers/fleet.js';
 import { TcpProxy } from '../helpers/relay.js';
 import { reservePorts, until } from '../helpers/wait.js';
@@ -200,9 +200,9 @@ async function sweepCluster(t: Tap, leaseMs: number, retryMs?: number, size = 2)
   const fleet = await clusterOn(t, ports, { leaseMs });
   for (let i = 0; i < size; i++) await fleet.startMember(i);
   await until('t0 main, t1 in sync', () => fleet.converged(0));
-  const peer = (list: Address[], name: string): TrackerClient => {
+  const peer = (list: Address[], name: string, options: Partial<TrackerClientOptions> = {}): TrackerClient => {
     const files = [{ id: randomBytes(32), size: 10, name, complete: true }];
-    const c = new TrackerClient({ trackers: list, ...clientIdentity(), advertisePort: () => 9, announce: () => files, logger: silentLogger, ...(retryMs ? { retry: () => retryMs } : {}) });
+    const c = new TrackerClient({ trackers: list, ...clientIdentity(), advertisePort: () => 9, announce: () => files, logger: silentLogger, ...(retryMs ? { retry: () => retryMs } : {}), ...options });
     c.start();
     t.teardown(() => c.close());
     return c;
@@ -379,6 +379,55 @@ t.test('a peer told of a new main moves to it without being left without a sessi
   t.same(states, [], `its session with the main is still up ${2 * leaseMs} ms later, two leases`);
   const body = await c.request('SEARCH', { text: 'moving', limit: 10 }, 'SEARCH_RESULT');
   t.same(body.files.map((f) => f.name), ['moving.bin'], 'and the main answers with its file');
+});
+
+t.test('a peer keeps a standby session with the next tracker: when the main dies that session is in use at once (no gap, no handshake) and the new main lists its file; at the takeback the session it leaves becomes the standby', async (t) => {
+  const leaseMs = 1500;
+  const { ports, fleet, peer } = await sweepCluster(t, leaseMs);
+  const c = peer(ports.map(addr), 'standby.bin', { standbySpreadMs: 0 });
+  await until('the peer on t0 with its file listed, and a standby session with t1', () => c.current === label(ports[0]!) && c.standbyAddress === label(ports[1]!) && fleet.trackerAt(0).state.search('standby', 10).hits.length === 1, 10_000);
+  const standbyConn = c.standby!.conn;
+  const states: string[] = [];
+  const sessions: string[] = [];
+  c.on('state', (s: string) => states.push(s));
+  c.on('session', (l: string) => sessions.push(l));
+
+  await fleet.stopMember(0);
+  t.equal(c.current, label(ports[1]!), 'the moment t0 is gone, the session in use is the one with t1');
+  t.equal(c.conn, standbyConn, 'the standby session itself: no new connection, no handshake');
+  // Reads go on while t1 is still a backup (it answers from its copy), before any takeover.
+  const early = await c.request('SEARCH', { text: 'standby', limit: 10 }, 'SEARCH_RESULT');
+  t.same(early.files.map((f) => f.name), ['standby.bin'], 'a search right after the kill is answered');
+  await until('t1 to take over and list the file as the main', () => fleet.trackerAt(1).cluster.role === 'primary' && c.role === 'primary', 10_000);
+  await until('its file listed by the new main after the lease passed', async () => {
+    const r = await c.request('SEARCH', { text: 'standby', limit: 10 }, 'SEARCH_RESULT');
+    return r.files.length === 1;
+  }, 5000);
+  await new Promise((resolve) => setTimeout(resolve, 2 * leaseMs));
+  t.same(states, [], 'its session never ended (before: connected -> connecting -> connected, after a handshake with t1)');
+  t.same(sessions, [label(ports[1]!)], 'one new session in use: t1');
+  t.equal(fleet.trackerAt(1).state.search('standby', 10).hits.length, 1, 'two leases after the takeover, t1 still lists the file: its heartbeats go on');
+
+  // The takeback: t0 returns and takes command; the peer moves to it and keeps the session with t1 as the standby.
+  await fleet.startMember(0);
+  await until('the peer on t0, the main again, with t1 as its standby', () => c.current === label(ports[0]!) && fleet.trackerAt(0).cluster.role === 'primary' && c.standbyAddress === label(ports[1]!), 20_000);
+  t.equal(c.standby!.conn, standbyConn, 'the standby is the session it had with t1, kept since the start');
+  t.same(states, [], 'still no gap');
+  await new Promise((resolve) => setTimeout(resolve, 2 * leaseMs));
+  t.equal(c.standby?.conn, standbyConn, `and t1 keeps it open two leases later (${2 * leaseMs} ms): its slow heartbeats are enough`);
+  t.equal(fleet.trackerAt(0).state.search('standby', 10).hits.length, 1, 't0 lists the file');
+});
+
+t.test('without a standby session (standby: false) a peer whose main dies reconnects to the backup, as before', async (t) => {
+  const { ports, fleet, peer } = await sweepCluster(t, 1500);
+  const c = peer(ports.map(addr), 'plain.bin', { standby: false });
+  await until('the peer on t0 with its file listed', () => c.current === label(ports[0]!) && fleet.trackerAt(0).state.search('plain', 10).hits.length === 1, 10_000);
+  const states: string[] = [];
+  c.on('state', (s: string) => states.push(s));
+  await fleet.stopMember(0);
+  await until('the peer on t1, the new main', () => c.current === label(ports[1]!) && c.role === 'primary' && c.state === 'connected', 10_000);
+  t.same(states, ['connecting', 'connected'], 'a gap while it dialled t1');
+  t.equal(c.standbyAddress, undefined, 'and no standby session');
 });
 
 t.test('a peer whose first tracker is a backup has a session there at once, then moves to the main it names and announces there', async (t) => {
