@@ -50,6 +50,8 @@ export interface ClusterOptions {
   /** A blacklist change was applied here (a ban or a removal): tell the peers. */
   onApplied: (op: Op) => void;
   onRoleChange: (from: TrackerRole, to: TrackerRole) => void;
+  /** This tracker, not main, follows a main it did not follow before (primaryAddress changed). */
+  onFollow?: () => void;
   /** This tracker's key and certificate, presented on its links. */
   identity: TlsIdentity;
   /** The key each member must prove. */
@@ -202,6 +204,7 @@ export class Cluster {
       unsent: (to) => this.links[to]?.unsentBytes ?? 0,
       onApplied: (index, term) => this.settle(index, term),
       onRoleChange: (from, to, why) => this.roleChanged(from, to, why),
+      onFollow: () => this.opts.onFollow?.(),
       note: (level, fields, message) => this.log[level](fields, message),
     });
     this.node = node;

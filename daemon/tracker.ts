@@ -256,6 +256,9 @@ export class Tracker extends EventEmitter {
         this.metrics?.roleChanged(from, to);
         this.announcePrimary();
       },
+      // A backup tells its peers of a new main too: peers keep a standby session with a backup, and one
+      // whose main died is on it until it learns where the new main is.
+      onFollow: () => this.announcePrimary(),
       onWriteDone: (op, seconds, failure) => this.metrics?.writeDone(op, seconds, failure),
     });
     this.selfRank = rankOf(options.listen, options.cluster ?? [options.listen]);

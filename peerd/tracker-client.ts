@@ -77,14 +77,15 @@ export interface TrackerClientOptions {
 }
 
 /** What a tracker told of itself and of us when a session was opened (WELCOME), and kept since. */
-type SessionFacts = Pick<Body<'WELCOME'>, 'role' | 'term' | 'observedHost' | 'leaseMs'>;
+type SessionFacts = Pick<Body<'WELCOME'>, 'role' | 'primary' | 'term' | 'observedHost' | 'leaseMs'>;
 
 /** The standby session: open and past its handshake, with the tracker next in rank after the one in use. */
 interface Standby {
   conn: Connection;
   label: string;
-  /** What its tracker said it is: in WELCOME, then in TRACKER_CHANGED. */
+  /** What its tracker said it is, and which tracker it named as main: in WELCOME, then in TRACKER_CHANGED. */
   role: string;
+  primary: string;
   term: number;
   observedHost: string;
   leaseMs: number;
@@ -111,6 +112,14 @@ const HEARTBEAT_PATIENCE_MS = 750;
 /** A standby session that could not be opened is tried again after this, doubling up to a minute. */
 const STANDBY_RETRY_MS = 2000;
 const STANDBY_RETRY_MAX_MS = 60_000;
+/**
+ * The standby pings every 0.6 of the lease its tracker told: a tracker closes a session silent for
+ * --lease-ms, which is the lease it tells once its fleet is large, so this leaves room for a stall of
+ * 0.4 of a lease; at about half the pace of the session in use (a third of the lease).
+ */
+const STANDBY_PING_SHARE = 0.6;
+/** A standby session's WELCOME may take this long once TLS is up (see open). */
+const STANDBY_HELLO_MS = 10_000;
 
 export class TrackerClient extends EventEmitter {
   private blacklistCheckedAt = 0;
@@ -150,7 +159,13 @@ export class TrackerClient extends EventEmitter {
   /** The tracker a standby session is being opened with (a tracker takes one session per peer: see switchTo). */
   private standbyOpeningTo: string | undefined;
   /** A move to that tracker, asked for meanwhile: made with that session once it is open. */
-  private moveOnOpen: { stay: (() => void) | undefined } | undefined;
+  private moveOnOpen: { stay: (() => void) | undefined; told: boolean } | undefined;
+  /** Settles when the standby session being opened is open or failed. */
+  private standbyOpened: Promise<void> = Promise.resolve();
+  /** The tracker a move is opening a session with (switchTo). */
+  private moveTarget: string | undefined;
+  /** This client's listeners on each connection, so a connection that changes roles has one set at a time. */
+  private readonly connListeners = new WeakMap<Connection, { event: (name: MessageName, body: unknown) => void; close: (err?: P2PError) => void }>();
   private standbyFailures = 0;
   private readonly standbySpreadMs: number;
 
@@ -219,6 +234,10 @@ export class TrackerClient extends EventEmitter {
     this.loopRunning = true;
     try {
       while (this.state !== 'closed' && (!this.conn || this.conn.isClosed)) {
+        // A standby session on its way: dialling its tracker too would make that tracker close one of the
+        // two (it keeps one session per peer), so it is waited for, and used if it opens.
+        if (this.standbyOpening) await this.standbyOpened;
+        if (this.conn && !this.conn.isClosed) return;
         if (this.promoteStandby('no tracker session')) {
           this.failures = 0;
           return;
@@ -244,8 +263,11 @@ export class TrackerClient extends EventEmitter {
     }
   }
 
-  /** Dials and handshakes one tracker. */
-  private async open(addr: Address): Promise<{ conn: Connection; welcome: Body<'WELCOME'> }> {
+  /**
+   * Dials and handshakes one tracker; `helloMs`: how long its WELCOME may take once TLS is up (a standby
+   * session waits longer: a backup that a whole fleet opens standbys with after a takeover answers late).
+   */
+  private async open(addr: Address, helloMs = 2000): Promise<{ conn: Connection; welcome: Body<'WELCOME'> }> {
     const label = formatAddress(addr.host, addr.port);
     const pinned = this.opts.trackers.find((t) => formatAddress(t.host, t.port) === label) ?? addr;
     const verify = (key: Buffer | undefined): void => {
@@ -264,7 +286,7 @@ export class TrackerClient extends EventEmitter {
       localAddress: this.opts.localAddress,
     });
     try {
-      return { conn, welcome: await clientHandshake(conn, this.opts.advertisePort(), 2000, PEER_FEATURES.lease) };
+      return { conn, welcome: await clientHandshake(conn, this.opts.advertisePort(), helloMs, PEER_FEATURES.lease) };
     } catch (err) {
       conn.destroy();
       throw err;
@@ -275,6 +297,13 @@ export class TrackerClient extends EventEmitter {
     const label = formatAddress(addr.host, addr.port);
     try {
       const { conn, welcome } = await this.open(addr);
+      if (this.conn && !this.conn.isClosed) {
+        // A session came up meanwhile (a standby, promoted). With the same tracker, that tracker keeps only
+        // the newer session (this one) and closes the other; with another, this one is spare.
+        if (label === this.current) this.adopt(conn, welcome, label, welcome.role === 'primary');
+        else this.spare(conn, label, welcome);
+        return true;
+      }
       // A backup names the main: move there, keeping this session until that one is up (reads work on a
       // backup, and after a takeover every peer waits its turn at the new main). The files are announced
       // to the main; if it cannot be reached, the peer stays here and announces them here (announceOn).
@@ -319,16 +348,15 @@ export class TrackerClient extends EventEmitter {
     this.emit('session', label);
     this.pingTimer?.cancel();
     let pingTimer = this.heartbeat(conn, label, leaseMs);
-    conn.on('event', (name: MessageName, body: unknown) => {
-      // A session no longer in use (kept as the standby after a move) has its own listener.
+    const event = (name: MessageName, body: unknown): void => {
       if (this.conn !== conn) return;
       if (name !== 'LEASE') return this.onEvent(name, body);
       // Its fleet grew or shrank since WELCOME: ping at the new pace (a session left after a move, never).
-      if (this.conn !== conn || this.state === 'closed') return;
+      if (this.state === 'closed') return;
       pingTimer.cancel();
       pingTimer = this.heartbeat(conn, label, (body as Body<'LEASE'>).leaseMs);
-    });
-    conn.on('close', (err?: P2PError) => {
+    };
+    const close = (err?: P2PError): void => {
       // Its own heartbeats only: a session left after a move ends once the next one has its timer.
       pingTimer.cancel();
       if (this.conn !== conn || this.state === 'closed') return;
@@ -346,8 +374,21 @@ export class TrackerClient extends EventEmitter {
       // A tracker that dies drops every peer at once: spread their arrival at the next one.
       const delayMs = Math.floor((this.random() * this.moveSpreadMs) / 4);
       this.clock.setTimeout(() => void this.loop(), delayMs);
-    });
+    };
+    this.listen(conn, event, close);
     this.ensureStandby();
+  }
+
+  /** Sets this client's listeners on `conn`, in place of any it had there (a connection changes roles). */
+  private listen(conn: Connection, event: (name: MessageName, body: unknown) => void, close: (err?: P2PError) => void): void {
+    const before = this.connListeners.get(conn);
+    if (before) {
+      conn.off('event', before.event);
+      conn.off('close', before.close);
+    }
+    this.connListeners.set(conn, { event, close });
+    conn.on('event', event);
+    conn.on('close', close);
   }
 
   /** PINGs on `conn` every third of `leaseMs` (this.pingTimer); a tracker that does not answer is left. */
@@ -408,7 +449,7 @@ export class TrackerClient extends EventEmitter {
    * reconnects, trying `address` first, and whichever tracker takes it names the main (a peer must not
    * stay on a backup, where the main would drop its files after a lease).
    */
-  private switchTo(address: string, stay?: () => void): void {
+  private switchTo(address: string, stay?: () => void, told = true): void {
     this.preferred = address;
     const from = this.conn;
     if (!from || from.isClosed || address === this.current) return;
@@ -416,17 +457,18 @@ export class TrackerClient extends EventEmitter {
     const fromLeaseMs = this.leaseMs;
     const sb = this.standby;
     if (sb && sb.label === address && !sb.conn.isClosed && !this.moving) {
-      // Told that the standby's tracker is main: its session becomes the one in use, without a handshake.
+      // The standby's tracker is main: its session becomes the one in use, without a handshake. `told`: the
+      // tracker in use (or the standby's own) said so; otherwise the standby's own word counts.
       this.moveTimer?.cancel();
       this.moveTimer = undefined;
-      this.takeStandby(sb, `moving to the main ${address}`, 'primary');
+      this.takeStandby(sb, `moving to the main ${address}`, told ? 'primary' : sb.role);
       this.retire(from, fromLabel, fromLeaseMs);
       return;
     }
     if (this.standbyOpeningTo === address) {
       // A second session with that tracker would replace the first there (one session per peer), so the
       // standby session on its way is used for the move once it is open.
-      this.moveOnOpen = { stay };
+      this.moveOnOpen = { stay, told };
       return;
     }
     if (this.moving) {
@@ -434,6 +476,7 @@ export class TrackerClient extends EventEmitter {
       return;
     }
     this.moving = true;
+    this.moveTarget = address;
     const stillWanted = (): boolean => this.conn === from && !from.isClosed && this.state === 'connected' && this.preferred === address;
     const giveUp = (why: string): void => {
       this.opts.logger.warn({ tracker: address, err: why }, `could not move to the main ${address} (${why}); ${stay ? `staying on ${this.current}` : 'reconnecting'}`);
@@ -443,7 +486,12 @@ export class TrackerClient extends EventEmitter {
     this.open(parseAddress(address))
       .then(
         ({ conn, welcome }) => {
-          if (!stillWanted()) return conn.close(); // the session moved or ended meanwhile
+          if (!stillWanted()) {
+            // The session in use ended meanwhile and none took its place: this one does (closing it would
+            // make its tracker, a main, drop this peer's files: it is the peer's session there now).
+            if ((!this.conn || this.conn.isClosed) && this.state === 'connecting') return this.adopt(conn, welcome, address);
+            return this.spare(conn, address, welcome);
+          }
           if (welcome.role !== 'primary') {
             conn.close();
             return giveUp(`it is ${welcome.role}`);
@@ -461,6 +509,7 @@ export class TrackerClient extends EventEmitter {
       })
       .finally(() => {
         this.moving = false;
+        this.moveTarget = undefined;
         // Asked to move again while this move was under way (told of another main, or on a new session).
         const next = this.nextMove;
         this.nextMove = undefined;
@@ -486,41 +535,63 @@ export class TrackerClient extends EventEmitter {
     }, wait);
   }
 
-  private async openStandby(): Promise<void> {
-    if (this.standby || this.standbyOpening || this.state !== 'connected') return;
+  private openStandby(): Promise<void> {
+    if (this.standby || this.standbyOpening || this.state !== 'connected') return Promise.resolve();
     this.standbyOpening = true;
+    this.standbyOpened = this.openingStandby();
+    return this.standbyOpened;
+  }
+
+  private async openingStandby(): Promise<void> {
     let kept = false;
+    const failures: string[] = [];
     try {
       for (const addr of this.standbyCandidates()) {
         const label = formatAddress(addr.host, addr.port);
-        // Not with a tracker a move is opening a session with (one session per peer there).
-        if (this.moving && this.preferred === label) continue;
+        // Not with the tracker in use or one a move is opening a session with (one session per peer there).
+        if (this.state !== 'connected' || this.standby) return;
+        if (label === this.current || label === this.moveTarget) continue;
         let opened: { conn: Connection; welcome: Body<'WELCOME'> };
         this.standbyOpeningTo = label;
         try {
-          opened = await this.open(addr);
+          opened = await this.open(addr, STANDBY_HELLO_MS);
         } catch (err) {
           this.standbyOpeningTo = undefined;
-          this.opts.logger.debug({ tracker: label, err: toP2PError(err).message }, 'no standby session with this tracker');
+          failures.push(`${label}: ${toP2PError(err).message}`);
           const move = this.moveOnOpen;
           this.moveOnOpen = undefined;
           // The move waited for this session: it makes its own now.
-          if (move && this.state === 'connected' && this.preferred === label) this.switchTo(label, move.stay);
+          if (move && this.state === 'connected' && this.preferred === label) this.switchTo(label, move.stay, move.told);
           continue;
         }
         this.standbyOpeningTo = undefined;
         const move = this.moveOnOpen;
         this.moveOnOpen = undefined;
         const { conn, welcome } = opened;
-        if (this.state !== 'connected' || this.standby || label === this.current) {
+        const state = this.state as TrackerClientState;
+        if (state === 'closed' || state === 'blacklisted' || this.standby) {
           conn.close();
+          move?.stay?.();
+          return;
+        }
+        if (label === this.current && this.conn && !this.conn.isClosed) {
+          // The tracker in use became this one meanwhile: it keeps the newer session (this) and closes the other.
+          this.adopt(conn, welcome, label, welcome.role === 'primary');
           return;
         }
         this.keepStandby(conn, label, welcome);
         kept = true;
-        // Asked to move there meanwhile, or its tracker is main and ours is not (we were not told yet):
-        // move there, without a handshake.
-        if ((move && this.preferred === label) || (welcome.role === 'primary' && this.role !== 'primary')) this.switchTo(label, move?.stay);
+        if (!this.conn || this.conn.isClosed) {
+          // The session in use ended while this one opened: this one takes its place.
+          this.promoteStandby('no tracker session');
+          return;
+        }
+        // Asked to move there meanwhile (by a main's word, or if it says it is main), or its tracker is main
+        // and ours is not (we were not told yet): move there, without a handshake.
+        if (move && this.preferred === label) {
+          if (move.told || welcome.role === 'primary') this.switchTo(label, move.stay, move.told);
+          else move.stay?.();
+        } else if (welcome.role === 'primary' && this.role !== 'primary') this.switchTo(label);
         return;
       }
     } finally {
@@ -529,23 +600,24 @@ export class TrackerClient extends EventEmitter {
       if (kept) this.standbyFailures = 0;
       else if (this.state === 'connected' && !this.standby) {
         this.standbyFailures++;
-        this.ensureStandby(Math.min(STANDBY_RETRY_MAX_MS, STANDBY_RETRY_MS * 2 ** Math.min(this.standbyFailures - 1, 5)));
+        const retryMs = Math.min(STANDBY_RETRY_MAX_MS, STANDBY_RETRY_MS * 2 ** Math.min(this.standbyFailures - 1, 5));
+        if (failures.length > 0) this.opts.logger.info({ errors: failures, retryMs }, `no standby session (${failures.join('; ')}); trying again in ${retryMs} ms`);
+        this.ensureStandby(retryMs);
       }
     }
   }
 
   /**
-   * Keeps `conn` as the standby session. It pings at most once a lease (the tracker closes a session that
-   * is silent for --lease-ms, never less than the lease it tells), so a backup hears about a third as many
-   * heartbeats as the main. It follows its tracker's role (TRACKER_CHANGED): when that tracker becomes main,
+   * Keeps `conn` as the standby session. It pings every 0.6 of a lease (STANDBY_PING_SHARE), so a backup
+   * hears about half as many heartbeats as the main. It follows its tracker's role (TRACKER_CHANGED): when that tracker becomes main,
    * the peer moves to it.
    */
   private keepStandby(conn: Connection, label: string, facts: SessionFacts): void {
-    const sb: Standby = { conn, label, role: facts.role, term: facts.term, observedHost: facts.observedHost, leaseMs: facts.leaseMs, ping: undefined as unknown as Timer };
+    const sb: Standby = { conn, label, role: facts.role, primary: facts.primary, term: facts.term, observedHost: facts.observedHost, leaseMs: facts.leaseMs, ping: undefined as unknown as Timer };
     sb.ping = this.standbyHeartbeat(sb);
     this.standby = sb;
     this.opts.logger.debug({ tracker: label, role: sb.role }, `standby session with ${label}`);
-    conn.on('event', (name: MessageName, body: unknown) => {
+    const event = (name: MessageName, body: unknown): void => {
       if (this.standby !== sb) return;
       if (name === 'LEASE') {
         sb.leaseMs = (body as Body<'LEASE'>).leaseMs;
@@ -554,21 +626,29 @@ export class TrackerClient extends EventEmitter {
       } else if (name === 'TRACKER_CHANGED') {
         const { primary, term } = body as Body<'TRACKER_CHANGED'>;
         sb.term = term;
+        sb.primary = primary;
         sb.role = primary === label ? 'primary' : 'backup';
         if (primary === label && this.current !== label && this.state === 'connected') this.switchTo(label);
       }
-    });
-    conn.on('close', (err?: P2PError) => {
+    };
+    const close = (err?: P2PError): void => {
       if (this.standby !== sb) return;
       sb.ping.cancel();
       this.standby = undefined;
       this.opts.logger.info({ tracker: label, err: err?.message }, `standby session with ${label} closed`);
       this.ensureStandby(STANDBY_RETRY_MS + Math.floor(this.random() * this.standbySpreadMs));
-    });
+    };
+    this.listen(conn, event, close);
+  }
+
+  /** A session opened while another with the tracker in use came up: kept as the standby if there is none. */
+  private spare(conn: Connection, label: string, facts: SessionFacts): void {
+    if (this.opts.standby !== false && !this.standby && label !== this.current && !conn.isClosed && this.state === 'connected') this.keepStandby(conn, label, facts);
+    else conn.close();
   }
 
   private standbyHeartbeat(sb: Standby): Timer {
-    const every = Math.min(Math.max(100, Math.floor(sb.leaseMs * 0.9)), MAX_HEARTBEAT_MS);
+    const every = Math.min(Math.max(100, Math.floor(sb.leaseMs * STANDBY_PING_SHARE)), MAX_HEARTBEAT_MS);
     const patienceMs = Math.max(HEARTBEAT_PATIENCE_MS, 2 * every);
     return this.clock.setInterval(() => {
       const sentAt = sb.conn.clock.now();
@@ -598,11 +678,17 @@ export class TrackerClient extends EventEmitter {
     // refused writes. In case it never says so (another tracker became main and this one did not tell),
     // they are announced a little later all the same (announceOn moves on from a backup that names a main).
     const announceNow = role === 'primary';
-    this.adopt(conn, { role, term: sb.term, observedHost: sb.observedHost, leaseMs: sb.leaseMs }, label, announceNow);
+    this.adopt(conn, { role, primary: sb.primary, term: sb.term, observedHost: sb.observedHost, leaseMs: sb.leaseMs }, label, announceNow);
     if (!announceNow) {
+      // By then an election has settled (or the main it names was alive all along: its session ended for
+      // another reason): as a session just opened with a backup would, move to the main it names, staying
+      // here (and announcing here) if that fails.
       const laterMs = 2 * this.moveSpreadMs + Math.floor(this.random() * this.moveSpreadMs);
       this.clock.setTimeout(() => {
-        if (this.conn === conn && this.state === 'connected' && this.role !== 'primary') void this.announceOn(conn, label);
+        if (this.conn !== conn || this.state !== 'connected' || this.role === 'primary') return;
+        const main = sb.primary && sb.primary !== label && this.known(sb.primary) ? sb.primary : undefined;
+        if (main) this.switchTo(main, () => void this.announceOn(conn, label));
+        else void this.announceOn(conn, label);
       }, laterMs);
     }
   }
@@ -612,7 +698,7 @@ export class TrackerClient extends EventEmitter {
     const best = this.standbyCandidates()[0];
     if (this.opts.standby !== false && best && formatAddress(best.host, best.port) === label && !conn.isClosed && this.state === 'connected') {
       if (this.standby) this.dropStandby();
-      this.keepStandby(conn, label, { role: 'backup', term: this.term, observedHost: this.observedHost, leaseMs });
+      this.keepStandby(conn, label, { role: 'backup', primary: this.current ?? '', term: this.term, observedHost: this.observedHost, leaseMs });
       return;
     }
     conn.close();
@@ -649,7 +735,7 @@ export class TrackerClient extends EventEmitter {
           if (this.conn !== conn || this.state !== 'connected') return;
           this.opts.logger.warn({ err: (err as Error).message, tracker: label }, 'could not announce files yet');
           if (this.role !== 'primary' && this.preferred && this.preferred !== label && this.known(this.preferred)) {
-            this.switchTo(this.preferred);
+            this.switchTo(this.preferred, undefined, false);
             return;
           }
           await this.sleep(1000 + Math.floor(this.random() * this.moveSpreadMs));

@@ -60,11 +60,22 @@ function emptyReport(): WorkerReport {
  * Counts what the product's client does on a session without changing it: the heartbeats it sends and
  * the REGISTERs it makes (registerAll), both on the connection it holds. Everything else passes through.
  */
-function observe(conn: Connection, onPing: (answered: boolean) => void, onRegistered: () => void): void {
+const observed = new WeakSet<Connection>();
+
+/**
+ * Counts a session's heartbeats and acknowledged REGISTERs, once per connection (a standby session made
+ * the one in use, then left as the standby again, is told of twice), and only while it is the session in
+ * use (`inUse`): a standby session's slower pings are not the heartbeats the main counts.
+ */
+function observe(conn: Connection, inUse: () => boolean, onPing: (answered: boolean) => void, onRegistered: () => void): void {
+  if (observed.has(conn)) return;
+  observed.add(conn);
   const request = conn.request;
-  conn.request = function observed<N extends MessageName, R extends MessageName>(name: N, body: Body<N>, expect: R, options?: RequestOptions): Promise<Body<R>> {
+  conn.request = function observedRequest<N extends MessageName, R extends MessageName>(name: N, body: Body<N>, expect: R, options?: RequestOptions): Promise<Body<R>> {
     const answer = request.call(conn, name, body, expect, options) as Promise<Body<R>>;
-    if (name === 'PING') answer.then(() => onPing(true), () => onPing(false));
+    if (name === 'PING') {
+      if (inUse()) answer.then(() => onPing(true), () => onPing(false));
+    }
     else if (name === 'REGISTER') answer.then(onRegistered, () => undefined);
     return answer;
   };
@@ -124,6 +135,7 @@ class SimPeer {
       if (!conn) return;
       observe(
         conn,
+        () => this.client.conn === conn,
         (answered) => (answered ? report.pongs++ : report.pingFailures++),
         () => {
           report.acks.push(this.number, rank, epochMs());

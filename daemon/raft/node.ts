@@ -55,6 +55,8 @@ export interface RaftNodeOptions {
   /** An entry was committed and applied (on every tracker, in log order). */
   onApplied?: (index: number, term: number, op: Op) => void;
   onRoleChange?: (from: TrackerRole, to: TrackerRole, why: string) => void;
+  /** This tracker, not main, follows another main than before (by its rank). */
+  onFollow?: (leader: number) => void;
   /** Log lines worth an operator's attention. */
   note?: (level: 'info' | 'warn', fields: Record<string, unknown>, message: string) => void;
   /** Random numbers in [0, 1): the epoch a main draws. */
@@ -869,6 +871,7 @@ export class RaftNode {
     if (this.leader !== from) {
       this.leader = from;
       this.o.note?.('info', { main: from, term: this.term }, `following rank ${from} in term ${this.term}`);
+      this.o.onFollow?.(from);
     }
     this.settle();
   }

@@ -412,10 +412,60 @@ t.test('a peer keeps a standby session with the next tracker: when the main dies
   await fleet.startMember(0);
   await until('the peer on t0, the main again, with t1 as its standby', () => c.current === label(ports[0]!) && fleet.trackerAt(0).cluster.role === 'primary' && c.standbyAddress === label(ports[1]!), 20_000);
   t.equal(c.standby!.conn, standbyConn, 'the standby is the session it had with t1, kept since the start');
+  t.equal(standbyConn.listenerCount('event'), 1, 'with one listener of ours, though it was the session in use in between');
   t.same(states, [], 'still no gap');
   await new Promise((resolve) => setTimeout(resolve, 2 * leaseMs));
   t.equal(c.standby?.conn, standbyConn, `and t1 keeps it open two leases later (${2 * leaseMs} ms): its slow heartbeats are enough`);
   t.equal(fleet.trackerAt(0).state.search('standby', 10).hits.length, 1, 't0 lists the file');
+});
+
+t.test('a peer whose session with a live main ends (the main closed it) is on its standby at once, then goes back to the main its standby names and announces there', async (t) => {
+  const { ports, fleet, peer } = await sweepCluster(t, 1500, undefined, 3);
+  const c = peer(ports.map(addr), 'back.bin', { standbySpreadMs: 0, moveSpreadMs: 100 });
+  await until('the peer on t0 with its file listed, and a standby session with t1', () => c.current === label(ports[0]!) && c.standbyAddress === label(ports[1]!) && fleet.trackerAt(0).state.search('back', 10).hits.length === 1, 10_000);
+  const listed = (): number => fleet.trackerAt(0).state.search('back', 10).hits.length;
+  const sessions: string[] = [];
+  c.on('session', (l: string) => sessions.push(l));
+  // The main closes the session (as after an idle timeout): it drops the peer's files.
+  const main = fleet.trackerAt(0) as unknown as { peerSessions: Map<string, { conn: { close(): void } }> };
+  for (const s of main.peerSessions.values()) s.conn.close();
+  await until('the peer back on t0 with its file listed again', () => c.current === label(ports[0]!) && c.role === 'primary' && listed() === 1 && sessions.length === 2, 10_000);
+  t.same(sessions, [label(ports[1]!), label(ports[0]!)], 'on its standby, t1, first; then back on t0 (before the fix it stayed on the backup, its REGISTERs refused for ever)');
+  t.equal(fleet.trackerAt(0).cluster.role, 'primary', 't0 was main all along');
+  await until('a standby again (t1)', () => c.standbyAddress === label(ports[1]!), 5000);
+});
+
+t.test('a peer on a backup is told when that backup follows a new main: its standby (not the tracker that took over) sends it on within a moment', async (t) => {
+  const { ports, fleet, peer } = await sweepCluster(t, 1500, undefined, 3);
+  // Listed with t2 before t1: its standby is t2, which is not next in command.
+  // Its standby sessions open 2 s after a session (so after the takeover, not before t1 is main: t1 would
+  // then tell it itself); moves within 100 ms.
+  const c = peer([addr(ports[0]!), addr(ports[2]!), addr(ports[1]!)], 'told.bin', { standbySpreadMs: 2000, moveSpreadMs: 100, random: () => 0.999 });
+  await until('the peer on t0 with a standby session with t2', () => c.current === label(ports[0]!) && c.standbyAddress === label(ports[2]!) && fleet.trackerAt(0).state.search('told', 10).hits.length === 1, 10_000);
+  await fleet.stopMember(0);
+  t.equal(c.current, label(ports[2]!), 'on t2, its standby, the moment t0 is gone');
+  await until('t1 to take over', () => fleet.trackerAt(1).cluster.role === 'primary', 10_000);
+  const mainAt = Date.now();
+  await until('the peer on t1 with its file listed', () => c.current === label(ports[1]!) && c.role === 'primary' && fleet.trackerAt(1).state.search('told', 10).hits.length === 1, 10_000);
+  const tookMs = Date.now() - mainAt;
+  t.ok(tookMs < 2000, `on the new main ${tookMs} ms after it took command (t2 told it; before, the peer learned it only by its REGISTERs refused for 6 s)`);
+});
+
+t.test('a backup tells its peer sessions of a new main it follows (TRACKER_CHANGED), whether or not its own role changed', async (t) => {
+  const ports = await reservePorts(3);
+  const fleet = await clusterOn(t, ports);
+  for (let i = 0; i < 3; i++) await fleet.startMember(i);
+  await until('a main and backups in sync', () => fleet.converged(0));
+  const s = await peerHandshake(ports[2]!);
+  t.teardown(() => s.conn.close());
+  const told: string[] = [];
+  s.conn.on('event', (name: string, body: { primary: string }) => {
+    if (name === 'TRACKER_CHANGED') told.push(body.primary);
+  });
+  await fleet.stopMember(0);
+  await until('t1 to take over', () => fleet.trackerAt(1).cluster.role === 'primary', 10_000);
+  await until('t2 to name t1 to its session', () => told.includes(label(ports[1]!)), 3000);
+  t.equal(fleet.trackerAt(2).cluster.role, 'backup', 't2 is a backup, following t1');
 });
 
 t.test('without a standby session (standby: false) a peer whose main dies reconnects to the backup, as before', async (t) => {
