@@ -120,6 +120,8 @@ const STANDBY_RETRY_MAX_MS = 60_000;
 const STANDBY_PING_SHARE = 0.6;
 /** A standby session's WELCOME may take this long once TLS is up (see open). */
 const STANDBY_HELLO_MS = 10_000;
+/** A move to a main that could not be reached is tried this many more times before the peer reconnects. */
+const MOVE_RETRIES = 3;
 
 export class TrackerClient extends EventEmitter {
   private blacklistCheckedAt = 0;
@@ -164,6 +166,8 @@ export class TrackerClient extends EventEmitter {
   private standbyOpened: Promise<void> = Promise.resolve();
   /** The tracker a move is opening a session with (switchTo). */
   private moveTarget: string | undefined;
+  /** Moves to an unreachable main tried again in a row (switchTo). */
+  private moveRetries = 0;
   /** This client's listeners on each connection, so a connection that changes roles has one set at a time. */
   private readonly connListeners = new WeakMap<Connection, { event: (name: MessageName, body: unknown) => void; close: (err?: P2PError) => void }>();
   private standbyFailures = 0;
@@ -445,9 +449,12 @@ export class TrackerClient extends EventEmitter {
    * reads go on meanwhile, and a peer is never without a session while it waits its turn at a main that
    * every peer is moving to at once (its handshakes are queued: seconds, in a fleet of thousands). If the
    * new session fails, or its tracker is not main after all, `stay` runs if given (the peer stays where it
-   * is); otherwise the peer leaves the session in use, as it did before moves were made this way: the loop
-   * reconnects, trying `address` first, and whichever tracker takes it names the main (a peer must not
-   * stay on a backup, where the main would drop its files after a lease).
+   * is). Otherwise, if the new main could not be reached (its handshake queue is long after a takeback),
+   * the move is tried again 1-2 s later, up to MOVE_RETRIES times, the session in use kept meanwhile (its
+   * reads still work); after that, or if the tracker is not main after all, the peer leaves the session in
+   * use, as it did before moves were made this way: the loop reconnects, trying `address` first, and
+   * whichever tracker takes it names the main (a peer must not stay on a backup, where the main would drop
+   * its files after a lease).
    */
   private switchTo(address: string, stay?: () => void, told = true): void {
     this.preferred = address;
@@ -478,10 +485,17 @@ export class TrackerClient extends EventEmitter {
     this.moving = true;
     this.moveTarget = address;
     const stillWanted = (): boolean => this.conn === from && !from.isClosed && this.state === 'connected' && this.preferred === address;
-    const giveUp = (why: string): void => {
-      this.opts.logger.warn({ tracker: address, err: why }, `could not move to the main ${address} (${why}); ${stay ? `staying on ${this.current}` : 'reconnecting'}`);
+    const giveUp = (why: string, unreachable: boolean): void => {
+      const again = !stay && unreachable && this.moveRetries < MOVE_RETRIES;
+      this.opts.logger.warn({ tracker: address, err: why }, `could not move to the main ${address} (${why}); ${stay ? `staying on ${this.current}` : again ? `trying again, staying on ${this.current} meanwhile` : 'reconnecting'}`);
       if (stay) stay();
-      else from.close();
+      else if (again) {
+        this.moveRetries++;
+        this.moveTimer?.cancel();
+        this.moveTimer = this.clock.setTimeout(() => {
+          if (this.conn === from && !from.isClosed && this.state === 'connected' && this.preferred === address) this.switchTo(address, undefined, told);
+        }, this.moveSpreadMs + Math.floor(this.random() * this.moveSpreadMs));
+      } else from.close();
     };
     this.open(parseAddress(address))
       .then(
@@ -494,13 +508,14 @@ export class TrackerClient extends EventEmitter {
           }
           if (welcome.role !== 'primary') {
             conn.close();
-            return giveUp(`it is ${welcome.role}`);
+            return giveUp(`it is ${welcome.role}`, false);
           }
+          this.moveRetries = 0;
           this.adopt(conn, welcome, address);
           this.retire(from, fromLabel, fromLeaseMs);
         },
         (err: unknown) => {
-          if (stillWanted()) giveUp(toP2PError(err).message);
+          if (stillWanted()) giveUp(toP2PError(err).message, true);
         },
       )
       .catch((err: unknown) => {

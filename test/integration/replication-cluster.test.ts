@@ -468,6 +468,31 @@ t.test('a backup tells its peer sessions of a new main it follows (TRACKER_CHANG
   t.equal(fleet.trackerAt(2).cluster.role, 'backup', 't2 is a backup, following t1');
 });
 
+t.test('a peer whose move to a new main fails (its handshake queue is full) tries again, keeping its session meanwhile: no gap', async (t) => {
+  const { ports, fleet, peer } = await sweepCluster(t, 1500);
+  await fleet.stopMember(0);
+  await until('t1 to take over', () => fleet.trackerAt(1).cluster.role === 'primary', 10_000);
+  const c = peer(ports.map(addr), 'retry.bin', { standby: false, moveSpreadMs: 100 });
+  await until('the peer on t1, the main, with its file listed', () => c.current === label(ports[1]!) && fleet.trackerAt(1).state.search('retry', 10).hits.length === 1, 10_000);
+  // The first session it opens with t0 fails, as one that waited out a crowded handshake queue would.
+  const failed: string[] = [];
+  const client = c as unknown as { open: (a: Address, helloMs?: number) => Promise<unknown> };
+  const open = client.open.bind(c);
+  client.open = (a: Address, helloMs?: number) => {
+    if (a.port === ports[0] && failed.length === 0) {
+      failed.push(label(a.port));
+      return Promise.reject(new RemoteError('P2P_CONNECT_FAILED', 'cannot connect: ECONNRESET'));
+    }
+    return open(a, helloMs);
+  };
+  const states: string[] = [];
+  c.on('state', (s: string) => states.push(s));
+  await fleet.startMember(0);
+  await until('the peer on t0, the main again, its file listed there', () => c.current === label(ports[0]!) && fleet.trackerAt(0).cluster.role === 'primary' && fleet.trackerAt(0).state.search('retry', 10).hits.length === 1, 20_000);
+  t.same(failed, [label(ports[0]!)], 'its first move failed');
+  t.same(states, [], 'and it kept its session with t1 until the next one was up (before: connected -> connecting -> connected)');
+});
+
 t.test('without a standby session (standby: false) a peer whose main dies reconnects to the backup, as before', async (t) => {
   const { ports, fleet, peer } = await sweepCluster(t, 1500);
   const c = peer(ports.map(addr), 'plain.bin', { standby: false });
