@@ -122,6 +122,8 @@ const STANDBY_PING_SHARE = 0.6;
 const STANDBY_HELLO_MS = 10_000;
 /** A move to a main that could not be reached is tried this many more times before the peer reconnects. */
 const MOVE_RETRIES = 3;
+/** With no session, the reconnect loop waits this long at most for a standby or a move on its way. */
+const LOOP_WAIT_MS = 2000;
 
 export class TrackerClient extends EventEmitter {
   private blacklistCheckedAt = 0;
@@ -147,7 +149,11 @@ export class TrackerClient extends EventEmitter {
   /** A session with a new main is being opened while the one in use stays (switchTo). */
   private moving = false;
   /** A move asked for while one was under way. */
-  private nextMove: { address: string; stay: (() => void) | undefined } | undefined;
+  private nextMove: { address: string; stay: (() => void) | undefined; told: boolean } | undefined;
+  /** Settles when the move under way (switchTo) has its answer. */
+  private moveDone: Promise<void> = Promise.resolve();
+  /** The main the tracker in use named last (WELCOME, TRACKER_CHANGED; itself when it is main). */
+  private mainNamed = '';
   /** Sessions on which announceOn is running (one at a time per session). */
   private readonly announcing = new WeakSet<Connection>();
   private readonly waiters = new Set<() => void>();
@@ -238,9 +244,9 @@ export class TrackerClient extends EventEmitter {
     this.loopRunning = true;
     try {
       while (this.state !== 'closed' && (!this.conn || this.conn.isClosed)) {
-        // A standby session on its way: dialling its tracker too would make that tracker close one of the
-        // two (it keeps one session per peer), so it is waited for, and used if it opens.
-        if (this.standbyOpening) await this.standbyOpened;
+        // A standby session or a move on its way: dialling that tracker too would make it close one of the
+        // two sessions (it keeps one per peer), so they are waited for (2 s at most), and used if they open.
+        if (this.standbyOpening || this.moving) await this.settledOrAfter(Promise.all([this.standbyOpened, this.moveDone]), LOOP_WAIT_MS);
         if (this.conn && !this.conn.isClosed) return;
         if (this.promoteStandby('no tracker session')) {
           this.failures = 0;
@@ -249,6 +255,9 @@ export class TrackerClient extends EventEmitter {
         let connected = false;
         for (const addr of this.order()) {
           if ((this.state as TrackerClientState) === 'closed') return;
+          // Still opening a session with it: not a second one.
+          const label = formatAddress(addr.host, addr.port);
+          if (label === this.standbyOpeningTo || label === this.moveTarget) continue;
           if (await this.tryConnect(addr)) {
             connected = true;
             break;
@@ -265,6 +274,18 @@ export class TrackerClient extends EventEmitter {
     } finally {
       this.loopRunning = false;
     }
+  }
+
+  /** Resolves when `p` settles or after `ms`, whichever comes first. */
+  private settledOrAfter(p: Promise<unknown>, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = this.clock.setTimeout(resolve, ms);
+      const done = (): void => {
+        timer.cancel();
+        resolve();
+      };
+      p.then(done, done);
+    });
   }
 
   /**
@@ -332,6 +353,7 @@ export class TrackerClient extends EventEmitter {
   /** Makes a session just opened the one in use (and announces the files on it, unless told not to). */
   private adopt(conn: Connection, welcome: SessionFacts, label: string, announce = true): void {
     this.role = welcome.role;
+    this.mainNamed = welcome.role === 'primary' ? label : welcome.primary;
     this.term = welcome.term;
     this.observedHost = welcome.observedHost;
     this.attach(conn, label, welcome.leaseMs);
@@ -345,6 +367,7 @@ export class TrackerClient extends EventEmitter {
 
   private attach(conn: Connection, label: string, leaseMs: number): void {
     if (label === this.unresponsive) this.unresponsive = undefined;
+    this.moveRetries = 0;
     this.conn = conn;
     this.current = label;
     this.lastError = '';
@@ -424,11 +447,14 @@ export class TrackerClient extends EventEmitter {
     else if (name === 'TRACKER_CHANGED') {
       const { primary, term } = body as Body<'TRACKER_CHANGED'>;
       this.term = term;
+      if (primary) this.mainNamed = primary;
       if (primary === this.current) {
         // A move told of just before (a main in command for a moment) is moot now: left to run, it took
         // this peer to a tracker that sent it straight back, a handshake on each in a storm of them.
         this.moveTimer?.cancel();
         this.moveTimer = undefined;
+        this.nextMove = undefined;
+        this.moveOnOpen = undefined;
         this.role = 'primary';
         this.preferred = primary;
         if (this.conn) void this.announceOn(this.conn, primary);
@@ -479,11 +505,13 @@ export class TrackerClient extends EventEmitter {
       return;
     }
     if (this.moving) {
-      this.nextMove = { address, stay }; // made when the move under way ends
+      this.nextMove = { address, stay, told }; // made when the move under way ends
       return;
     }
     this.moving = true;
     this.moveTarget = address;
+    let moved!: () => void;
+    this.moveDone = new Promise<void>((resolve) => (moved = resolve));
     const stillWanted = (): boolean => this.conn === from && !from.isClosed && this.state === 'connected' && this.preferred === address;
     const giveUp = (why: string, unreachable: boolean): void => {
       const again = !stay && unreachable && this.moveRetries < MOVE_RETRIES;
@@ -503,7 +531,8 @@ export class TrackerClient extends EventEmitter {
           if (!stillWanted()) {
             // The session in use ended meanwhile and none took its place: this one does (closing it would
             // make its tracker, a main, drop this peer's files: it is the peer's session there now).
-            if ((!this.conn || this.conn.isClosed) && this.state === 'connecting') return this.adopt(conn, welcome, address);
+            // The same for a session with this tracker adopted meanwhile: the tracker keeps one of the two.
+            if (((!this.conn || this.conn.isClosed) && this.state === 'connecting') || address === this.current) return this.adopt(conn, welcome, address);
             return this.spare(conn, address, welcome);
           }
           if (welcome.role !== 'primary') {
@@ -525,10 +554,11 @@ export class TrackerClient extends EventEmitter {
       .finally(() => {
         this.moving = false;
         this.moveTarget = undefined;
+        moved();
         // Asked to move again while this move was under way (told of another main, or on a new session).
         const next = this.nextMove;
         this.nextMove = undefined;
-        if (next && next.address !== this.current && this.conn && !this.conn.isClosed && this.state === 'connected') this.switchTo(next.address, next.stay);
+        if (next && next.address !== this.current && next.address === this.preferred && this.conn && !this.conn.isClosed && this.state === 'connected') this.switchTo(next.address, next.stay, next.told);
       });
   }
 
@@ -584,10 +614,18 @@ export class TrackerClient extends EventEmitter {
         this.moveOnOpen = undefined;
         const { conn, welcome } = opened;
         const state = this.state as TrackerClientState;
-        if (state === 'closed' || state === 'blacklisted' || this.standby) {
+        if (state === 'closed' || state === 'blacklisted') {
           conn.close();
-          move?.stay?.();
           return;
+        }
+        if (this.standby) {
+          if (!(move && this.preferred === label)) {
+            conn.close();
+            move?.stay?.();
+            return;
+          }
+          // A standby came up meanwhile (a session spared), but a move waited for this one: it is used.
+          this.dropStandby();
         }
         if (label === this.current && this.conn && !this.conn.isClosed) {
           // The tracker in use became this one meanwhile: it keeps the newer session (this) and closes the other.
@@ -658,8 +696,11 @@ export class TrackerClient extends EventEmitter {
 
   /** A session opened while another with the tracker in use came up: kept as the standby if there is none. */
   private spare(conn: Connection, label: string, facts: SessionFacts): void {
-    if (this.opts.standby !== false && !this.standby && label !== this.current && !conn.isClosed && this.state === 'connected') this.keepStandby(conn, label, facts);
-    else conn.close();
+    if (this.opts.standby !== false && !this.standby && label !== this.current && !conn.isClosed && this.state === 'connected') {
+      this.keepStandby(conn, label, facts);
+      // Its tracker is main and ours is not: move there (no handshake), as from a standby just opened.
+      if (facts.role === 'primary' && this.role !== 'primary') this.switchTo(label);
+    } else conn.close();
   }
 
   private standbyHeartbeat(sb: Standby): Timer {
@@ -700,9 +741,10 @@ export class TrackerClient extends EventEmitter {
       // here (and announcing here) if that fails.
       const laterMs = 2 * this.moveSpreadMs + Math.floor(this.random() * this.moveSpreadMs);
       this.clock.setTimeout(() => {
-        if (this.conn !== conn || this.state !== 'connected' || this.role === 'primary') return;
-        const main = sb.primary && sb.primary !== label && this.known(sb.primary) ? sb.primary : undefined;
-        if (main) this.switchTo(main, () => void this.announceOn(conn, label));
+        if (this.conn !== conn || this.state !== 'connected' || this.role === 'primary' || this.moving) return;
+        // The main it names now (it may have told of a new one since: onEvent keeps mainNamed).
+        const main = this.mainNamed && this.mainNamed !== label && this.known(this.mainNamed) ? this.mainNamed : undefined;
+        if (main) this.switchTo(main, () => void this.announceOn(conn, label), false);
         else void this.announceOn(conn, label);
       }, laterMs);
     }
