@@ -117,6 +117,8 @@ interface Session {
   /** A peer: the lease it was told last (WELCOME, then LEASE), and whether it reads LEASE (PEER_FEATURES). */
   leaseMs?: number;
   readsLease?: boolean;
+  /** A standby session (PEER_FEATURES.standby): told --lease-ms, not retold, while this tracker is not main. */
+  standby?: boolean;
 }
 
 /**
@@ -396,7 +398,8 @@ export class Tracker extends EventEmitter {
     PING: (req, s) => {
       this.metrics?.heartbeat();
       s.conn.reply(req.requestId, 'PONG', {});
-      if (s.readsLease) this.retellLease(s);
+      // A standby with a backup keeps its long lease; once this tracker is main it is told the heartbeat's.
+      if (s.readsLease && !(s.standby && !this.cluster.isPrimary)) this.retellLease(s);
     },
     HELLO: (req, s) => this.onHello(s, req),
   };
@@ -477,8 +480,11 @@ export class Tracker extends EventEmitter {
     const previous = this.peerSessions.get(peerId);
     this.peerSessions.set(peerId, s);
     if (previous && previous !== s) previous.conn.close(new P2PError('P2P_CONNECTION_CLOSED', 'replaced by a newer session of the same peer'));
-    s.leaseMs = this.heartbeatLeaseMs();
-    s.readsLease = (peerFeatures(req.body.link) & PEER_FEATURES.lease) !== 0;
+    const features = peerFeatures(req.body.link);
+    s.readsLease = (features & PEER_FEATURES.lease) !== 0;
+    s.standby = s.readsLease && (features & PEER_FEATURES.standby) !== 0;
+    // A standby session with a backup pings only to stay open: told the silence it may keep (--lease-ms).
+    s.leaseMs = s.standby && !this.cluster.isPrimary ? this.opts.leaseMs : this.heartbeatLeaseMs();
     s.conn.reply(req.requestId, 'WELCOME', {
       peerId,
       observedHost: s.conn.remoteAddress,

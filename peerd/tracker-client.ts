@@ -114,8 +114,9 @@ const STANDBY_RETRY_MS = 2000;
 const STANDBY_RETRY_MAX_MS = 60_000;
 /**
  * The standby pings every 0.6 of the lease its tracker told: a tracker closes a session silent for
- * --lease-ms, which is the lease it tells once its fleet is large, so this leaves room for a stall of
- * 0.4 of a lease; at about half the pace of the session in use (a third of the lease).
+ * --lease-ms, so this leaves room for a stall of 0.4 of it. A backup of this release tells a standby
+ * --lease-ms itself (PEER_FEATURES.standby: 10 s by default, a ping every 6 s); an older one tells the
+ * heartbeat lease, and the standby then pings at about half the pace of the session in use.
  */
 const STANDBY_PING_SHARE = 0.6;
 /** A standby session's WELCOME may take this long once TLS is up (see open). */
@@ -292,7 +293,7 @@ export class TrackerClient extends EventEmitter {
    * Dials and handshakes one tracker; `helloMs`: how long its WELCOME may take once TLS is up (a standby
    * session waits longer: a backup that a whole fleet opens standbys with after a takeover answers late).
    */
-  private async open(addr: Address, helloMs = 2000): Promise<{ conn: Connection; welcome: Body<'WELCOME'> }> {
+  private async open(addr: Address, helloMs = 2000, features: number = PEER_FEATURES.lease): Promise<{ conn: Connection; welcome: Body<'WELCOME'> }> {
     const label = formatAddress(addr.host, addr.port);
     const pinned = this.opts.trackers.find((t) => formatAddress(t.host, t.port) === label) ?? addr;
     const verify = (key: Buffer | undefined): void => {
@@ -311,7 +312,7 @@ export class TrackerClient extends EventEmitter {
       localAddress: this.opts.localAddress,
     });
     try {
-      return { conn, welcome: await clientHandshake(conn, this.opts.advertisePort(), helloMs, PEER_FEATURES.lease) };
+      return { conn, welcome: await clientHandshake(conn, this.opts.advertisePort(), helloMs, features) };
     } catch (err) {
       conn.destroy();
       throw err;
@@ -457,7 +458,12 @@ export class TrackerClient extends EventEmitter {
         this.moveOnOpen = undefined;
         this.role = 'primary';
         this.preferred = primary;
-        if (this.conn) void this.announceOn(this.conn, primary);
+        if (this.conn) {
+          // A session that was a standby was told a long lease (PEER_FEATURES.standby): a PING now brings
+          // the main's heartbeat lease (LEASE) at once, not a third of that long lease later.
+          this.conn.request('PING', {}, 'PONG', { timeoutMs: 5000 }).catch(() => undefined);
+          void this.announceOn(this.conn, primary);
+        }
       } else if (this.known(primary)) {
         const delayMs = Math.floor(this.random() * this.moveSpreadMs);
         this.opts.logger.info({ primary, term, from: this.current, delayMs }, `told of a new main ${primary}; moving to it in ${delayMs} ms`);
@@ -599,7 +605,7 @@ export class TrackerClient extends EventEmitter {
         let opened: { conn: Connection; welcome: Body<'WELCOME'> };
         this.standbyOpeningTo = label;
         try {
-          opened = await this.open(addr, STANDBY_HELLO_MS);
+          opened = await this.open(addr, STANDBY_HELLO_MS, PEER_FEATURES.lease | PEER_FEATURES.standby);
         } catch (err) {
           this.standbyOpeningTo = undefined;
           failures.push(`${label}: ${toP2PError(err).message}`);
@@ -735,6 +741,8 @@ export class TrackerClient extends EventEmitter {
     // they are announced a little later all the same (announceOn moves on from a backup that names a main).
     const announceNow = role === 'primary';
     this.adopt(conn, { role, primary: sb.primary, term: sb.term, observedHost: sb.observedHost, leaseMs: sb.leaseMs }, label, announceNow);
+    // Told a standby's long lease: a main tells the heartbeat lease (LEASE) at the first PING (see onEvent).
+    if (announceNow) conn.request('PING', {}, 'PONG', { timeoutMs: 5000 }).catch(() => undefined);
     if (!announceNow) {
       // By then an election has settled (or the main it names was alive all along: its session ended for
       // another reason): as a session just opened with a backup would, move to the main it names, staying

@@ -191,6 +191,12 @@ export type RoleName = keyof typeof Role;
 export const PEER_FEATURES = {
   /** It reads LEASE: the tracker may stretch (or shorten) its heartbeats during its session. */
   lease: 0x01,
+  /**
+   * The session is a standby (peerd/tracker-client.ts), sent with `lease`: a backup tells it, as its lease,
+   * the silence it tolerates (--lease-ms) rather than the heartbeat lease, so it is pinged rarely; once the
+   * tracker is main it is told the heartbeat lease (LEASE) at its next PING, like any session.
+   */
+  standby: 0x02,
 } as const;
 
 /** The features a peer's HELLO announces (see PEER_FEATURES). */

@@ -387,6 +387,8 @@ t.test('a peer keeps a standby session with the next tracker: when the main dies
   const c = peer(ports.map(addr), 'standby.bin', { standbySpreadMs: 0 });
   await until('the peer on t0 with its file listed, and a standby session with t1', () => c.current === label(ports[0]!) && c.standbyAddress === label(ports[1]!) && fleet.trackerAt(0).state.search('standby', 10).hits.length === 1, 10_000);
   const standbyConn = c.standby!.conn;
+  t.equal(c.standby!.leaseMs, leaseMs, 'the backup told its standby session --lease-ms as its lease (pinged every 0.6 of it)');
+  t.equal(c.leaseMs, 900, 'the main told the session in use the heartbeat lease');
   const states: string[] = [];
   const sessions: string[] = [];
   c.on('state', (s: string) => states.push(s));
@@ -406,6 +408,7 @@ t.test('a peer keeps a standby session with the next tracker: when the main dies
   await new Promise((resolve) => setTimeout(resolve, 2 * leaseMs));
   t.same(states, [], 'its session never ended (before: connected -> connecting -> connected, after a handshake with t1)');
   t.same(sessions, [label(ports[1]!)], 'one new session in use: t1');
+  await until('the new main to tell the session the heartbeat lease', () => c.leaseMs === 900, 3000);
   t.equal(fleet.trackerAt(1).state.search('standby', 10).hits.length, 1, 'two leases after the takeover, t1 still lists the file: its heartbeats go on');
 
   // The takeback: t0 returns and takes command; the peer moves to it and keeps the session with t1 as the standby.
