@@ -141,6 +141,9 @@ function requestClass(name: MessageName): RequestClass {
   return name === 'SEARCH' ? 'heavy' : 'ordinary';
 }
 
+/** A standby session with a backup is closed as idle after this many --lease-ms of silence (welcomePeer). */
+const STANDBY_IDLE_LEASES = 3;
+
 export class Tracker extends EventEmitter {
   readonly state: TrackerState;
   readonly cluster: Cluster;
@@ -256,6 +259,8 @@ export class Tracker extends EventEmitter {
       onApplied: (op) => this.afterApply(op),
       onRoleChange: (from, to) => {
         this.metrics?.roleChanged(from, to);
+        // Standby sessions are now sessions with the main: closed after --lease-ms of silence, like all.
+        if (to === 'primary') for (const s of this.peerSessions.values()) if (s.standby) s.conn.setIdleTimeout(this.opts.leaseMs);
         this.announcePrimary();
       },
       // A backup tells its peers of a new main too: peers keep a standby session with a backup, and one
@@ -483,8 +488,12 @@ export class Tracker extends EventEmitter {
     const features = peerFeatures(req.body.link);
     s.readsLease = (features & PEER_FEATURES.lease) !== 0;
     s.standby = s.readsLease && (features & PEER_FEATURES.standby) !== 0;
-    // A standby session with a backup pings only to stay open: told the silence it may keep (--lease-ms).
+    // A standby session with a backup pings only to stay open: told the silence it may keep (--lease-ms),
+    // and given three times that before it is closed as idle (a busy peer's pings come late; the whole fleet
+    // would otherwise reconnect through the handshake queue after a stall of its own). Once this tracker is
+    // main, the limit is --lease-ms again (roleChanged).
     s.leaseMs = s.standby && !this.cluster.isPrimary ? this.opts.leaseMs : this.heartbeatLeaseMs();
+    if (s.standby && !this.cluster.isPrimary) s.conn.setIdleTimeout(STANDBY_IDLE_LEASES * this.opts.leaseMs);
     s.conn.reply(req.requestId, 'WELCOME', {
       peerId,
       observedHost: s.conn.remoteAddress,

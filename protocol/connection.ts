@@ -131,7 +131,7 @@ export class Connection extends EventEmitter {
   private readonly maxInFlight: number;
   private readonly requestTimeoutMs: number;
   private readonly readTimeoutMs: number;
-  private readonly idleTimeoutMs: number;
+  private idleTimeoutMs: number;
   readonly clock: Clock;
   /** Body buffers of failed requests, given back once no socket read can still land in them. */
   private retiring: Array<{ buf: Buffer; into: BodyBuffers }> = [];
@@ -410,6 +410,15 @@ export class Connection extends EventEmitter {
       this.idleTimeoutMs,
     );
     this.idleTimer = timer;
+  }
+
+  /** Closes the connection after `ms` without traffic from now on (0: never), in place of the limit it had. */
+  setIdleTimeout(ms: number): void {
+    this.idleTimeoutMs = ms;
+    if (ms <= 0) {
+      this.idleTimer?.cancel();
+      this.idleTimer = undefined;
+    } else this.touch();
   }
 
   /** User-buffer mode: where the socket's next read goes (called after every read, see `dial`). */

@@ -13,12 +13,13 @@ import path from 'node:path';
 import t from 'tap';
 import { SWEEP_SLICE } from '../../daemon/cluster.js';
 import type { TrackerOptions } from '../../daemon/tracker.js';
-import { RemoteError, silentLogger, toP2PError, VirtualClock, type Address } from '../../protocol/index.js';
+import { dial, generateKeyPair, PEER_FEATURES, RemoteError, silentLogger, toP2PError, VirtualClock, type Address, type Connection } from '../../protocol/index.js';
+import { clientHandshake } from '../../peerd/handshake.js';
 import { TrackerClient, type TrackerClientOptions } from '../../peerd/tracker-client.js';
 import { Fleet } from '../helpers/fleet.js';
 import { TcpProxy } from '../helpers/relay.js';
 import { reservePorts, until } from '../helpers/wait.js';
-import { clientIdentity, peerHandshake } from '../helpers/tls.js';
+import { clientIdentity, peerHandshake, tlsAs } from '../helpers/tls.js';
 import type { Tap } from '../helpers/tap.js';
 
 const HEARTBEAT_MS = 100;
@@ -494,6 +495,30 @@ t.test('a peer whose move to a new main fails (its handshake queue is full) trie
   await until('the peer on t0, the main again, its file listed there', () => c.current === label(ports[0]!) && fleet.trackerAt(0).cluster.role === 'primary' && fleet.trackerAt(0).state.search('retry', 10).hits.length === 1, 20_000);
   t.same(failed, [label(ports[0]!)], 'its first move failed');
   t.same(states, [], 'and it kept its session with t1 until the next one was up (before: connected -> connecting -> connected)');
+});
+
+t.test('a backup tells a standby session (HELLO feature 0x02) --lease-ms and keeps it through three of them of silence; a plain session is closed after one', async (t) => {
+  const leaseMs = 1000;
+  const { ports } = await sweepCluster(t, leaseMs);
+  const open = async (features: number): Promise<{ conn: Connection; leaseMs: number; closed: () => string | undefined }> => {
+    const conn = await dial({ host: '127.0.0.1', port: ports[1]! }, { connectTimeoutMs: 1000, requestTimeoutMs: 3000, tls: tlsAs(generateKeyPair().keys) });
+    t.teardown(() => conn.close());
+    let why: string | undefined;
+    const at = Date.now();
+    conn.on('close', (err?: { code: string; message: string }) => (why = `${err?.code ?? 'closed'} ${err?.message} after ${Date.now() - at} ms`));
+    const welcome = await clientHandshake(conn, 1, 3000, features);
+    return { conn, leaseMs: welcome.leaseMs, closed: () => why };
+  };
+  const standby = await open(PEER_FEATURES.lease | PEER_FEATURES.standby);
+  const plain = await open(PEER_FEATURES.lease);
+  t.equal(standby.leaseMs, leaseMs, 'the standby session is told --lease-ms');
+  t.ok(plain.leaseMs < leaseMs, `a session in use is told the heartbeat lease (${plain.leaseMs} ms)`);
+  await until('the plain session to be closed as idle', () => plain.closed(), 3 * leaseMs);
+  t.match(plain.closed(), /^P2P_IDLE_TIMEOUT/, `closed as idle (${plain.closed()})`);
+  await new Promise((resolve) => setTimeout(resolve, leaseMs));
+  t.equal(standby.closed(), undefined, 'the standby session is still open after two leases of silence');
+  await until('the standby to be closed at last', () => standby.closed(), 3 * leaseMs);
+  t.match(standby.closed(), /^P2P_IDLE_TIMEOUT no traffic for 3000 ms/, `closed as idle after three leases (${standby.closed()})`);
 });
 
 t.test('without a standby session (standby: false) a peer whose main dies reconnects to the backup, as before', async (t) => {
