@@ -105,6 +105,7 @@ export const reconnectBackoff: RetryStrategy = (failures, blacklisted) => (black
 const RETRIABLE = new Set(['P2P_CONNECTION_CLOSED', 'P2P_TIMEOUT', 'P2P_NOT_PRIMARY', 'P2P_SHUTTING_DOWN', 'P2P_STALE_TERM', 'P2P_REPLICATION_FAILED', 'P2P_CONNECT_FAILED']);
 
 const REGISTER_BATCH = 5000;
+const labelOf = (a: Address): string => formatAddress(a.host, a.port);
 /** Heartbeats at least this often, whatever lease a tracker tells (setInterval takes at most 2^31 - 1 ms). */
 const MAX_HEARTBEAT_MS = 60_000;
 /** A heartbeat's answer is awaited at least this long: at the default lease, a hung tracker is left within about a second. */
@@ -233,10 +234,9 @@ export class TrackerClient extends EventEmitter {
 
   /** The trackers to try, in order: the main we were told of first, one that stopped answering heartbeats last. */
   private order(): Address[] {
-    const label = (a: Address): string => formatAddress(a.host, a.port);
     const list = this.opts.trackers;
-    const first = list.filter((a) => label(a) === this.preferred && label(a) !== this.unresponsive);
-    const last = list.filter((a) => label(a) === this.unresponsive);
+    const first = list.filter((a) => labelOf(a) === this.preferred && labelOf(a) !== this.unresponsive);
+    const last = list.filter((a) => labelOf(a) === this.unresponsive);
     return [...first, ...list.filter((a) => !first.includes(a) && !last.includes(a)), ...last];
   }
 
@@ -424,23 +424,37 @@ export class TrackerClient extends EventEmitter {
     this.leaseMs = leaseMs;
     // Heartbeats: a third of the lease. A tracker tells 900 ms (a hung tracker is left within about a
     // second) unless its fleet is so large that it asks for fewer (daemon/tracker.ts, heartbeatLeaseMs).
-    const every = Math.min(Math.max(100, Math.floor(leaseMs / 3)), MAX_HEARTBEAT_MS);
-    // How long an answer may take: 750 ms, or two heartbeats where the lease is longer (a large fleet's
-    // tracker is busier, and leaving it is costlier: all its peers would at once).
+    const pingTimer = this.pinger(conn, Math.floor(leaseMs / 3), () => this.conn === conn, () => {
+      this.opts.logger.warn({ tracker: label }, `tracker ${label} did not answer a heartbeat; trying the others`);
+      this.unresponsive = label;
+      conn.destroy();
+    });
+    this.pingTimer = pingTimer;
+    return pingTimer;
+  }
+
+  /**
+   * PINGs on `conn` every `everyMs` (within 100 ms .. MAX_HEARTBEAT_MS); `silent` runs when an answer did
+   * not come in time, while `ours()` holds. How long an answer may take: 750 ms, or two intervals where
+   * they are longer (a large fleet's tracker is busier, and leaving it is costlier: all its peers would).
+   */
+  private pinger(conn: Connection, everyMs: number, ours: () => boolean, silent: () => void): Timer {
+    const every = Math.min(Math.max(100, everyMs), MAX_HEARTBEAT_MS);
     const patienceMs = Math.max(HEARTBEAT_PATIENCE_MS, 2 * every);
-    const pingTimer = this.clock.setInterval(() => {
+    return this.clock.setInterval(() => {
       const sentAt = conn.clock.now();
       conn.request('PING', {}, 'PONG', { timeoutMs: patienceMs }).catch(() => {
         // The timeout already waited for this turn's reads (an answer unread behind our own stall is taken:
         // Connection.request); a tracker that sent anything else since the PING is alive too.
-        if (this.conn !== conn || conn.lastReadAt > sentAt) return;
-        this.opts.logger.warn({ tracker: label }, `tracker ${label} did not answer a heartbeat; trying the others`);
-        this.unresponsive = label;
-        conn.destroy();
+        if (!ours() || conn.lastReadAt > sentAt) return;
+        silent();
       });
     }, every);
-    this.pingTimer = pingTimer;
-    return pingTimer;
+  }
+
+  /** A PING now: a session told a standby's long lease is told the main's heartbeat lease (LEASE) in answer. */
+  private askLease(conn: Connection): void {
+    conn.request('PING', {}, 'PONG', { timeoutMs: 5000 }).catch(() => undefined);
   }
 
   private onEvent(name: MessageName, body: unknown): void {
@@ -461,7 +475,7 @@ export class TrackerClient extends EventEmitter {
         if (this.conn) {
           // A session that was a standby was told a long lease (PEER_FEATURES.standby): a PING now brings
           // the main's heartbeat lease (LEASE) at once, not a third of that long lease later.
-          this.conn.request('PING', {}, 'PONG', { timeoutMs: 5000 }).catch(() => undefined);
+          this.askLease(this.conn);
           void this.announceOn(this.conn, primary);
         }
       } else if (this.known(primary)) {
@@ -570,9 +584,8 @@ export class TrackerClient extends EventEmitter {
 
   /** The trackers a standby session may be with, best first: rank order, the one in use left out. */
   private standbyCandidates(): Address[] {
-    const label = (a: Address): string => formatAddress(a.host, a.port);
-    const others = this.opts.trackers.filter((a) => label(a) !== this.current);
-    return [...others.filter((a) => label(a) !== this.unresponsive), ...others.filter((a) => label(a) === this.unresponsive)];
+    const others = this.opts.trackers.filter((a) => labelOf(a) !== this.current);
+    return [...others.filter((a) => labelOf(a) !== this.unresponsive), ...others.filter((a) => labelOf(a) === this.unresponsive)];
   }
 
   /** Opens a standby session (see the top of this file) within `delayMs`, a random spread unless given. */
@@ -710,16 +723,10 @@ export class TrackerClient extends EventEmitter {
   }
 
   private standbyHeartbeat(sb: Standby): Timer {
-    const every = Math.min(Math.max(100, Math.floor(sb.leaseMs * STANDBY_PING_SHARE)), MAX_HEARTBEAT_MS);
-    const patienceMs = Math.max(HEARTBEAT_PATIENCE_MS, 2 * every);
-    return this.clock.setInterval(() => {
-      const sentAt = sb.conn.clock.now();
-      sb.conn.request('PING', {}, 'PONG', { timeoutMs: patienceMs }).catch(() => {
-        if (this.standby !== sb || sb.conn.lastReadAt > sentAt) return;
-        this.opts.logger.info({ tracker: sb.label }, `standby tracker ${sb.label} did not answer a heartbeat`);
-        sb.conn.destroy();
-      });
-    }, every);
+    return this.pinger(sb.conn, Math.floor(sb.leaseMs * STANDBY_PING_SHARE), () => this.standby === sb, () => {
+      this.opts.logger.info({ tracker: sb.label }, `standby tracker ${sb.label} did not answer a heartbeat`);
+      sb.conn.destroy();
+    });
   }
 
   /** Makes the standby session the one in use, if there is one (true then). */
@@ -742,7 +749,7 @@ export class TrackerClient extends EventEmitter {
     const announceNow = role === 'primary';
     this.adopt(conn, { role, primary: sb.primary, term: sb.term, observedHost: sb.observedHost, leaseMs: sb.leaseMs }, label, announceNow);
     // Told a standby's long lease: a main tells the heartbeat lease (LEASE) at the first PING (see onEvent).
-    if (announceNow) conn.request('PING', {}, 'PONG', { timeoutMs: 5000 }).catch(() => undefined);
+    if (announceNow) this.askLease(conn);
     if (!announceNow) {
       // By then an election has settled (or the main it names was alive all along: its session ended for
       // another reason): as a session just opened with a backup would, move to the main it names, staying
@@ -761,7 +768,7 @@ export class TrackerClient extends EventEmitter {
   /** The session left by a move: kept as the standby if its tracker is the best one for that, else closed. */
   private retire(conn: Connection, label: string, leaseMs: number): void {
     const best = this.standbyCandidates()[0];
-    if (this.opts.standby !== false && best && formatAddress(best.host, best.port) === label && !conn.isClosed && this.state === 'connected') {
+    if (this.opts.standby !== false && best && labelOf(best) === label && !conn.isClosed && this.state === 'connected') {
       if (this.standby) this.dropStandby();
       this.keepStandby(conn, label, { role: 'backup', primary: this.current ?? '', term: this.term, observedHost: this.observedHost, leaseMs });
       return;
