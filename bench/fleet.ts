@@ -582,16 +582,27 @@ async function measureSize(ws: Workspace, opts: Options, peers: number): Promise
 
     gen.load(0, 0, opts.searchLimit);
     await sleep(SETTLE_MS);
+    const heartbeatsAtRest = opts.failover ? await heartbeatRates(cluster, 10) : undefined;
     const hashes = await until('every tracker to hold the same state', async () => {
       const h = await cluster.hashes();
       return h.every((x) => x === h[0]) ? h : undefined;
     }, 60_000, 1000).catch(() => undefined);
-    return { peers, filesPerPeer: opts.files, workersReadyS, connect, ...registration, steady, ...failover, statesIdentical: hashes !== undefined };
+    return { peers, filesPerPeer: opts.files, workersReadyS, connect, ...registration, steady, ...failover, ...(heartbeatsAtRest ? { heartbeatsAtRest } : {}), statesIdentical: hashes !== undefined };
   } finally {
     if (gen && opts.workerNodeArgs.length > 0) await gen.close();
     gen?.stop();
     await cluster.stop();
   }
+}
+
+/** PINGs each tracker answers per second over `seconds` (undefined for a tracker whose metrics did not answer). */
+async function heartbeatRates(cluster: FleetCluster, seconds: number): Promise<Array<number | undefined>> {
+  const count = (rank: number): Promise<number | undefined> => cluster.metrics(rank).then((m) => gauge(m, 'p2p_tracker_heartbeats_total'), () => undefined);
+  const ranks = cluster.trackers.map((_, i) => i);
+  const before = await Promise.all(ranks.map(count));
+  await sleep(seconds * 1000);
+  const after = await Promise.all(ranks.map(count));
+  return ranks.map((i) => (before[i] === undefined || after[i] === undefined ? undefined : (after[i]! - before[i]!) / seconds));
 }
 
 function histograms(m: Metrics): { lookup: Histogram; search: Histogram; lookupWait: Histogram; searchWait: Histogram; commit: Histogram } {

@@ -13,8 +13,8 @@ node "$ROOT/dist/bench/loopback.js" --size-mib 1024 --runs 1 --peers 1 --warmup 
 BENCH=$!
 trap 'kill $BENCH 2>/dev/null || true' EXIT
 until grep -q "run 1 baseline" "$OUT/bench.log"; do sleep 0.05; kill -0 $BENCH; done
-DL=$(pgrep -f "downloader-1/share" | head -1); SD=$(pgrep -f "seeder1/share" | head -1)
-perf record -a -g -F 999 -o "$OUT/perf.data" -- bash -c "until grep -q 'run 1 from 1 peer' '$OUT/bench.log'; do sleep 0.02; done" > /dev/null 2>&1
+DL=$(pgrep -f "downloader-peers-1/share" | head -1); SD=$(pgrep -f "seeder1/share" | head -1)
+perf record -a -g -F 999 -o "$OUT/perf.data" -- bash -c "until grep -q 'run 1 from 1 peer(s), tls' '$OUT/bench.log'; do sleep 0.02; done" > /dev/null 2>&1
 wait $BENCH
 trap - EXIT
 grep "run 1" "$OUT/bench.log"

@@ -260,7 +260,9 @@ export class Tracker extends EventEmitter {
       onRoleChange: (from, to) => {
         this.metrics?.roleChanged(from, to);
         // Standby sessions are now sessions with the main: closed after --lease-ms of silence, like all.
-        if (to === 'primary') for (const s of this.peerSessions.values()) if (s.standby) s.conn.setIdleTimeout(this.opts.leaseMs);
+        // And the other way: a main that becomes a backup gives them three, as it does at their HELLO.
+        const idleMs = to === 'primary' ? this.opts.leaseMs : STANDBY_IDLE_LEASES * this.opts.leaseMs;
+        if (to === 'primary' || from === 'primary') for (const s of this.peerSessions.values()) if (s.standby) s.conn.setIdleTimeout(idleMs);
         this.announcePrimary();
       },
       // A backup tells its peers of a new main too: peers keep a standby session with a backup, and one
@@ -403,8 +405,10 @@ export class Tracker extends EventEmitter {
     PING: (req, s) => {
       this.metrics?.heartbeat();
       s.conn.reply(req.requestId, 'PONG', {});
+      if (!s.readsLease) return;
       // A standby with a backup keeps its long lease; once this tracker is main it is told the heartbeat's.
-      if (s.readsLease && !(s.standby && !this.cluster.isPrimary)) this.retellLease(s);
+      if (s.standby && !this.cluster.isPrimary) this.tellStandbyLease(s);
+      else this.retellLease(s);
     },
     HELLO: (req, s) => this.onHello(s, req),
   };
@@ -645,6 +649,17 @@ export class Tracker extends EventEmitter {
       s.leaseMs = leaseMs;
       s.conn.sendEvent('LEASE', { leaseMs });
     }
+  }
+
+  /**
+   * After a PING on a backup, from a peer that keeps standby sessions: told the heartbeat lease while this
+   * tracker was main, it is told --lease-ms now. At a takeback a peer keeps its session with the acting main
+   * as its standby; without this, the whole fleet went on pinging that backup at the main's pace.
+   */
+  private tellStandbyLease(s: Session): void {
+    if (s.leaseMs === this.opts.leaseMs) return;
+    s.leaseMs = this.opts.leaseMs;
+    s.conn.sendEvent('LEASE', { leaseMs: s.leaseMs });
   }
 
   /** The peers to expect now (see heartbeatLeaseMs). */

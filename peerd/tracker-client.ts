@@ -178,6 +178,11 @@ export class TrackerClient extends EventEmitter {
   private moveRetries = 0;
   /** This client's listeners on each connection, so a connection that changes roles has one set at a time. */
   private readonly connListeners = new WeakMap<Connection, { event: (name: MessageName, body: unknown) => void; close: (err?: P2PError) => void }>();
+  /**
+   * The lease each session's tracker told last (WELCOME, LEASE). A session left by a move keeps pinging at
+   * that one's pace as the standby: a tracker tells a lease only when it differs from what it told before.
+   */
+  private readonly toldLease = new WeakMap<Connection, number>();
   private standbyFailures = 0;
   private readonly standbySpreadMs: number;
 
@@ -422,6 +427,7 @@ export class TrackerClient extends EventEmitter {
   /** PINGs on `conn` every third of `leaseMs` (this.pingTimer); a tracker that does not answer is left. */
   private heartbeat(conn: Connection, label: string, leaseMs: number): Timer {
     this.leaseMs = leaseMs;
+    this.toldLease.set(conn, leaseMs);
     // Heartbeats: a third of the lease. A tracker tells 900 ms (a hung tracker is left within about a
     // second) unless its fleet is so large that it asks for fewer (daemon/tracker.ts, heartbeatLeaseMs).
     const pingTimer = this.pinger(conn, Math.floor(leaseMs / 3), () => this.conn === conn, () => {
@@ -507,7 +513,6 @@ export class TrackerClient extends EventEmitter {
     const from = this.conn;
     if (!from || from.isClosed || address === this.current) return;
     const fromLabel = this.current!;
-    const fromLeaseMs = this.leaseMs;
     const sb = this.standby;
     if (sb && sb.label === address && !sb.conn.isClosed && !this.moving) {
       // The standby's tracker is main: its session becomes the one in use, without a handshake. `told`: the
@@ -515,7 +520,7 @@ export class TrackerClient extends EventEmitter {
       this.moveTimer?.cancel();
       this.moveTimer = undefined;
       this.takeStandby(sb, `moving to the main ${address}`, told ? 'primary' : sb.role);
-      this.retire(from, fromLabel, fromLeaseMs);
+      this.retire(from, fromLabel);
       return;
     }
     if (this.standbyOpeningTo === address) {
@@ -561,7 +566,7 @@ export class TrackerClient extends EventEmitter {
           }
           this.moveRetries = 0;
           this.adopt(conn, welcome, address);
-          this.retire(from, fromLabel, fromLeaseMs);
+          this.retire(from, fromLabel);
         },
         (err: unknown) => {
           if (stillWanted()) giveUp(toP2PError(err).message, true);
@@ -723,6 +728,7 @@ export class TrackerClient extends EventEmitter {
   }
 
   private standbyHeartbeat(sb: Standby): Timer {
+    this.toldLease.set(sb.conn, sb.leaseMs);
     return this.pinger(sb.conn, Math.floor(sb.leaseMs * STANDBY_PING_SHARE), () => this.standby === sb, () => {
       this.opts.logger.info({ tracker: sb.label }, `standby tracker ${sb.label} did not answer a heartbeat`);
       sb.conn.destroy();
@@ -766,11 +772,11 @@ export class TrackerClient extends EventEmitter {
   }
 
   /** The session left by a move: kept as the standby if its tracker is the best one for that, else closed. */
-  private retire(conn: Connection, label: string, leaseMs: number): void {
+  private retire(conn: Connection, label: string): void {
     const best = this.standbyCandidates()[0];
     if (this.opts.standby !== false && best && labelOf(best) === label && !conn.isClosed && this.state === 'connected') {
       if (this.standby) this.dropStandby();
-      this.keepStandby(conn, label, { role: 'backup', primary: this.current ?? '', term: this.term, observedHost: this.observedHost, leaseMs });
+      this.keepStandby(conn, label, { role: 'backup', primary: this.current ?? '', term: this.term, observedHost: this.observedHost, leaseMs: this.toldLease.get(conn) ?? this.leaseMs });
       return;
     }
     conn.close();

@@ -122,6 +122,11 @@ export interface SizeResult {
   /** Absent with --no-failover. */
   takeover?: Transition;
   takeback?: Transition;
+  /**
+   * PINGs each tracker answered per second over 10 s once the load had stopped after the takeback (the
+   * sessions in use and the standbys' heartbeats only); absent in older results and with --no-failover.
+   */
+  heartbeatsAtRest?: Array<number | undefined>;
   statesIdentical: boolean;
 }
 
@@ -313,6 +318,9 @@ export function markdown(r: FleetReport): string {
           mdTable(transitionHeaders(trackers, 'main again'), failover.map((s) => transitionRow(s, s.takeback!))),
           '',
           'Times from the restart (the process start included).',
+          ...failover
+            .filter((s) => s.heartbeatsAtRest)
+            .map((s) => `\n${num(s.peers)} peers, afterwards (the load stopped): heartbeats answered per second by ${trackers}: ${s.heartbeatsAtRest!.map((h) => (h === undefined ? '-' : num(h))).join(' / ')} (over 10 s).`),
         ]
       : []),
     ...(notes.length ? ['', '## Notes', '', ...notes.map((n) => `- ${n}`)] : []),

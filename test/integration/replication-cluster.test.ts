@@ -418,6 +418,9 @@ t.test('a peer keeps a standby session with the next tracker: when the main dies
   t.equal(c.standby!.conn, standbyConn, 'the standby is the session it had with t1, kept since the start');
   t.equal(standbyConn.listenerCount('event'), 1, 'with one listener of ours, though it was the session in use in between');
   t.same(states, [], 'still no gap');
+  // It was told the heartbeat lease while t1 was main; t1, a backup again, tells it --lease-ms at its next PING.
+  await until('t1 to tell its standby --lease-ms again', () => c.standby?.leaseMs === leaseMs, 3000);
+  t.pass(`the standby is pinged at a standby's pace again (every 0.6 of ${leaseMs} ms), not the main's`);
   await new Promise((resolve) => setTimeout(resolve, 2 * leaseMs));
   t.equal(c.standby?.conn, standbyConn, `and t1 keeps it open two leases later (${2 * leaseMs} ms): its slow heartbeats are enough`);
   t.equal(fleet.trackerAt(0).state.search('standby', 10).hits.length, 1, 't0 lists the file');
