@@ -524,6 +524,30 @@ t.test('a backup tells a standby session (HELLO feature 0x02) --lease-ms and kee
   t.match(standby.closed(), /^P2P_IDLE_TIMEOUT no traffic for 3000 ms/, `closed as idle after three leases (${standby.closed()})`);
 });
 
+t.test('a main that becomes a backup again (a takeback) keeps a standby session through three leases of silence, as a backup does from its HELLO', async (t) => {
+  const leaseMs = 1000;
+  const { ports, fleet } = await sweepCluster(t, leaseMs);
+  await fleet.stopMember(0);
+  await until('t1 to take over', () => fleet.trackerAt(1).cluster.role === 'primary', 5000);
+  const conn = await dial({ host: '127.0.0.1', port: ports[1]! }, { connectTimeoutMs: 1000, requestTimeoutMs: 3000, tls: tlsAs(generateKeyPair().keys) });
+  t.teardown(() => conn.close());
+  let closed: string | undefined;
+  conn.on('close', (err?: { code: string; message: string }) => (closed = `${err?.code ?? 'closed'} ${err?.message}`));
+  const welcome = await clientHandshake(conn, 1, 3000, PEER_FEATURES.lease | PEER_FEATURES.standby);
+  t.ok(welcome.leaseMs < leaseMs, `told the heartbeat lease by t1 as main (${welcome.leaseMs} ms)`);
+  // Kept open with heartbeats while t0 comes back and takes command; silent from then on.
+  const pings = setInterval(() => void conn.request('PING', {}, 'PONG', { timeoutMs: 1000 }).catch(() => undefined), 200);
+  t.teardown(() => clearInterval(pings));
+  await fleet.startMember(0);
+  await until('t0 to take command back, t1 a backup again', () => fleet.trackerAt(0).cluster.role === 'primary' && fleet.trackerAt(1).cluster.role !== 'primary', 20_000);
+  clearInterval(pings);
+  const silentAt = Date.now();
+  await new Promise((resolve) => setTimeout(resolve, 2 * leaseMs + 300));
+  t.equal(closed, undefined, 'still open after two leases of silence: t1 now gives it the standby limit');
+  await until('the session to be closed as idle at last', () => closed, 3 * leaseMs);
+  t.match(closed, /^P2P_IDLE_TIMEOUT no traffic for 3000 ms/, `closed after three leases (${closed}, ${Date.now() - silentAt} ms after the last PING)`);
+});
+
 t.test('without a standby session (standby: false) a peer whose main dies reconnects to the backup, as before', async (t) => {
   const { ports, fleet, peer } = await sweepCluster(t, 1500);
   const c = peer(ports.map(addr), 'plain.bin', { standby: false });
