@@ -6,22 +6,19 @@
  * with its own signed receipt as evidence). The verified file is renamed into place and shared.
  *
  * `Download` coordinates the parts, each in its own file: `source.ts` (a holder, dialled and measured),
- * `strategies.ts` (which holders to use), `scheduler.ts` (which chunk to ask whom for), `partial-file.ts`
- * (the file being written and its resume journal). Whichever way a download ends, everything it holds is
+ * `strategies.ts` (which holders to use), `scheduler.ts` (which chunk to ask whom for), `chunk-verifier.ts`
+ * (whether a chunk is the one the manifest names, and its receipt evidence), `partial-file.ts` (the file
+ * being written and its resume journal). Whichever way a download ends, everything it holds is
  * released in one place, `cleanup()`.
  */
 import { EventEmitter, setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import {
   chunkLength,
-  MAX_RECEIPTS_PER_SERVER,
   P2PError,
-  receiptPayload,
-  sha256,
   systemClock,
   toP2PError,
   verifyManifest,
-  verifyPayload,
   type Body,
   type Clock,
   type KeyPair,
@@ -31,10 +28,11 @@ import {
 } from '../protocol/index.js';
 import type { BlacklistCache } from './blacklist-cache.js';
 import type { ChunkClaim, ChunkPool } from './chunk-pool.js';
-import type { DropReason, PeerCounters, VerificationFailure } from './counters.js';
+import type { DropReason, PeerCounters } from './counters.js';
 import type { PeerDb, ReceiptRecord, TransferRecord } from './db.js';
 import { PartialFile } from './partial-file.js';
-import { checkNow, WorkerHasher, type Hasher } from './hasher.js';
+import { WorkerHasher, type Hasher } from './hasher.js';
+import { ChunkVerifier, receiptOf, type BadData } from './chunk-verifier.js';
 import type { RateMeter, TokenBucket } from './rate.js';
 import { Scheduler } from './scheduler.js';
 import { connectSource, nextToFill, recordDelivery, type Holder, type Source } from './source.js';
@@ -58,7 +56,7 @@ export interface DownloadDeps {
   /** Counts received chunk bytes for `p2p status`. */
   downloadMeter?: RateMeter | undefined;
   /** Called when a peer is caught sending bad data, with its signed receipt as evidence. */
-  onBadData: (evidence: { fileId: Buffer; manifest: Buffer; receipt: ReceiptRecord; peerId: string }) => void;
+  onBadData: (evidence: BadData) => void;
   /** Monotonic time and timers; the system clock unless a test passes another. */
   clock?: Clock | undefined;
   /** Buffers chunks are read straight into (shared by the daemon's downloads); without it, each is allocated. */
@@ -128,8 +126,6 @@ export class Download extends EventEmitter {
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly hasher: Hasher;
-  /** Peers already reported for bad data in this download. */
-  private readonly reported = new Set<string>();
   /** When the first chunk was verified and written. */
   private firstByteAt: number | undefined;
   /** Milliseconds from the start to the end of each start-up step (logged with the result). */
@@ -137,6 +133,8 @@ export class Download extends EventEmitter {
   private readonly strategy: PeerStrategy;
   private manifest: Manifest | undefined;
   private encodedManifest: Buffer | undefined;
+  /** Checks each chunk against the manifest, once the manifest is known. */
+  private verifier: ChunkVerifier | undefined;
   private readonly sources: Source[] = [];
   /** Holders measured but not (yet) used: the adaptive strategy draws on them. */
   private spares: Source[] = [];
@@ -471,6 +469,10 @@ export class Download extends EventEmitter {
         }
         this.manifest = m;
         this.encodedManifest = Buffer.from(manifest);
+        const { fileId } = this.req;
+        const { hasher, log } = this;
+        const { keys, onBadData, counters } = this.deps;
+        this.verifier = new ChunkVerifier({ fileId, manifest: m, encodedManifest: this.encodedManifest, ourPeerId: keys.peerId, hasher, logger: log, onBadData, counters });
         return;
       } catch (err) {
         this.lose(s, 'bad_manifest', (err as Error).message);
@@ -643,7 +645,8 @@ export class Download extends EventEmitter {
         scheduler.release(s, index); // an endgame duplicate lost the race
         return;
       }
-      const verified = await this.verify(s, index, chunk);
+      // The first chunk is checked on this thread (ChunkVerifier.verify says why).
+      const verified = await this.verifier!.verify(s, index, chunk, this.phases.firstVerified === undefined);
       const rejected = verified.rejected;
       evidence = verified.evidence;
       this.phases.firstVerified ??= this.clock.now() - this.startedAt;
@@ -677,75 +680,12 @@ export class Download extends EventEmitter {
         return;
       }
     } finally {
-      if (evidence && !counted) s.receiptsChecked--;
+      if (evidence && !counted) this.verifier!.unused(s);
       if (this.pendingWrites-- === MAX_PENDING_WRITES) this.caughtUpAt = this.clock.now();
       // The chunk is on disk or refused: its buffer goes back (the receipt fields were copied out).
       this.deps.chunkPool?.release(chunk.data);
       this.pumpAll();
     }
-  }
-
-  /**
-   * Why a chunk is refused (`rejected`, undefined when it is good), and whether its receipt's signature was
-   * checked (`evidence`: kept for `p2p report`). Bad data is reported with its signed receipt.
-   */
-  private async verify(s: Source, index: number, chunk: Body<'CHUNK'>): Promise<{ rejected: VerificationFailure | undefined; evidence: boolean }> {
-    const v = await this.verdict(s, index, chunk);
-    if (v.rejected && this.deps.counters) this.deps.counters.verificationFailures[v.rejected]++;
-    return v;
-  }
-
-  private async verdict(s: Source, index: number, chunk: Body<'CHUNK'>): Promise<{ rejected: VerificationFailure | undefined; evidence: boolean }> {
-    const m = this.manifest!;
-    if (chunk.index !== index || !chunk.fileId.equals(this.req.fileId)) {
-      this.log.warn({ peer: s.address, index }, 'chunk came with a receipt for another chunk; dropping the peer');
-      return { rejected: 'bad_receipt', evidence: false };
-    }
-    // A receipt matters as evidence: a report carries at most MAX_RECEIPTS_PER_SERVER of one peer, and a
-    // chunk that fails verification is reported with its own. So a peer's first receipts are checked and
-    // kept; after them, on a TLS link, only the receipt of a chunk that fails. There the connection has
-    // proven the peer's key and the manifest proves a good chunk's bytes: its signature proves nothing
-    // more, and skipping it saves a 170 us Ed25519 check per chunk (0.17 CPU s per GiB). On a plain link
-    // the receipt is the only proof of who sent the chunk (a relay at the peer's address could pass the
-    // first ones through and then serve its own), so every one is checked there. The hash a receipt
-    // names must match the bytes, always: else it is no evidence.
-    // The checks run off the main thread, except the first chunk's: handing it to the worker costs a
-    // wake-up of another thread, which on a busy machine took 50-130 ms (lab, 12-20 seeders), all of it
-    // before the first verified byte; here it takes about 1 ms.
-    const payload = receiptPayload(this.req.fileId, index, chunk.hash, this.deps.keys.peerId);
-    const receipt = { publicKey: s.publicKey, payload, signature: chunk.signature };
-    // Counted as the check starts (checks run several at a time); given back if the chunk is not kept.
-    const evidence = s.receiptsChecked < MAX_RECEIPTS_PER_SERVER;
-    if (evidence) s.receiptsChecked++;
-    const check = evidence || s.plain;
-    const here = this.phases.firstVerified === undefined;
-    let actual: Buffer;
-    let signed = false;
-    if (check) ({ hash: actual, signed } = here ? checkNow(chunk.data, receipt) : await this.hasher.check(chunk.data, receipt));
-    else actual = here ? sha256(chunk.data) : await this.hasher.sha256(chunk.data);
-    const matches = chunk.hash.equals(actual);
-    const good = chunk.data.length === chunkLength(m, index) && actual.equals(m.hashes[index]!);
-    // A bad chunk's receipt is the evidence against its sender: checked here if it was not already.
-    if (!check && !good && matches) signed = verifyPayload(receipt.publicKey, receipt.payload, receipt.signature);
-    if (!matches || ((check || !good) && !signed)) {
-      this.log.warn({ peer: s.address, index }, 'chunk came with a receipt that does not match; dropping the peer');
-      return { rejected: 'bad_receipt', evidence: false };
-    }
-    if (!good) {
-      // Checks finish in any order, and may finish after the peer was dropped or the download ended:
-      // every peer caught is reported, once.
-      if (this.reported.has(s.peerId)) return { rejected: 'bad_data', evidence: false };
-      this.reported.add(s.peerId);
-      this.log.warn({ peer: s.address, peerId: s.peerId, index }, 'chunk failed verification; fetching it elsewhere and reporting the sender');
-      this.deps.onBadData({
-        fileId: this.req.fileId,
-        manifest: this.encodedManifest!,
-        receipt: receiptOf(s, index, chunk),
-        peerId: s.peerId,
-      });
-      return { rejected: 'bad_data', evidence: false };
-    }
-    return { rejected: undefined, evidence };
   }
 
   /**
@@ -795,11 +735,6 @@ let sharedHasher: WorkerHasher | undefined;
 function unlimited(ac: AbortController): AbortController {
   setMaxListeners(0, ac.signal);
   return ac;
-}
-
-/** A chunk's receipt, copied out of the chunk's buffer (which is reused). */
-function receiptOf(s: Source, index: number, chunk: Body<'CHUNK'>): ReceiptRecord {
-  return { publicKey: s.publicKey, index, hash: Buffer.from(chunk.hash), signature: Buffer.from(chunk.signature) };
 }
 
 interface Deferred<T> {
