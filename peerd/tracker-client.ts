@@ -298,7 +298,7 @@ export class TrackerClient extends EventEmitter {
    * Dials and handshakes one tracker; `helloMs`: how long its WELCOME may take once TLS is up (a standby
    * session waits longer: a backup that a whole fleet opens standbys with after a takeover answers late).
    */
-  private async open(addr: Address, helloMs = 2000, features: number = PEER_FEATURES.lease): Promise<{ conn: Connection; welcome: Body<'WELCOME'> }> {
+  private async open(addr: Address, helloMs = 2000, features: number = this.features()): Promise<{ conn: Connection; welcome: Body<'WELCOME'> }> {
     const label = formatAddress(addr.host, addr.port);
     const pinned = this.opts.trackers.find((t) => formatAddress(t.host, t.port) === label) ?? addr;
     const verify = (key: Buffer | undefined): void => {
@@ -587,6 +587,17 @@ export class TrackerClient extends EventEmitter {
       });
   }
 
+  /**
+   * What this peer's HELLO says it reads (PEER_FEATURES). With standby sessions, every session carries the
+   * standby bit, not only those opened as standbys: any session may become one (the one left by a move,
+   * one opened in a race and spared), and a backup tells only a session with the bit --lease-ms. Without
+   * it, a session opened as the one in use and left as the standby at a takeback was pinged at the main's
+   * pace for good (a review of 03e0756).
+   */
+  private features(): number {
+    return this.opts.standby === false || this.opts.trackers.length < 2 ? PEER_FEATURES.lease : PEER_FEATURES.lease | PEER_FEATURES.standby;
+  }
+
   /** The trackers a standby session may be with, best first: rank order, the one in use left out. */
   private standbyCandidates(): Address[] {
     const others = this.opts.trackers.filter((a) => labelOf(a) !== this.current);
@@ -623,7 +634,7 @@ export class TrackerClient extends EventEmitter {
         let opened: { conn: Connection; welcome: Body<'WELCOME'> };
         this.standbyOpeningTo = label;
         try {
-          opened = await this.open(addr, STANDBY_HELLO_MS, PEER_FEATURES.lease | PEER_FEATURES.standby);
+          opened = await this.open(addr, STANDBY_HELLO_MS);
         } catch (err) {
           this.standbyOpeningTo = undefined;
           failures.push(`${label}: ${toP2PError(err).message}`);

@@ -192,9 +192,11 @@ export const PEER_FEATURES = {
   /** It reads LEASE: the tracker may stretch (or shorten) its heartbeats during its session. */
   lease: 0x01,
   /**
-   * The session is a standby (peerd/tracker-client.ts), sent with `lease`: a backup tells it, as its lease,
-   * the silence it tolerates (--lease-ms) rather than the heartbeat lease, so it is pinged rarely; once the
-   * tracker is main it is told the heartbeat lease (LEASE) at its next PING, like any session.
+   * The session may be a standby (peerd/tracker-client.ts; a peer that keeps standbys sets it on every
+   * session, since the one it leaves at a move becomes its standby), sent with `lease`: a backup tells it, as
+   * its lease, the silence it tolerates (--lease-ms) rather than the heartbeat lease, so it is pinged rarely,
+   * at its next PING if it told it another lease as main; once the tracker is main it is told the heartbeat
+   * lease (LEASE) at its next PING, like any session.
    */
   standby: 0x02,
 } as const;

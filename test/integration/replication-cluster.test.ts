@@ -426,6 +426,22 @@ t.test('a peer keeps a standby session with the next tracker: when the main dies
   t.equal(fleet.trackerAt(0).state.search('standby', 10).hits.length, 1, 't0 lists the file');
 });
 
+t.test('a session that was never a standby (opened by a handshake as the one in use) and is left as the standby at a takeback is told --lease-ms too', async (t) => {
+  const leaseMs = 1500;
+  const { ports, fleet, peer } = await sweepCluster(t, leaseMs);
+  await fleet.stopMember(0);
+  await until('t1 to take over', () => fleet.trackerAt(1).cluster.role === 'primary', 10_000);
+  const c = peer(ports.map(addr), 'direct.bin', { standbySpreadMs: 0 });
+  await until('the peer on t1, the main, by a handshake of its own (t0 refuses)', () => c.current === label(ports[1]!) && c.role === 'primary', 10_000);
+  const direct = c.conn;
+  t.equal(c.leaseMs, 900, 'told the heartbeat lease by the main');
+  await fleet.startMember(0);
+  await until('the peer on t0, the main again, with t1 as its standby', () => c.current === label(ports[0]!) && fleet.trackerAt(0).cluster.role === 'primary' && c.standbyAddress === label(ports[1]!), 20_000);
+  t.equal(c.standby!.conn, direct, 'the standby is the session it opened with t1 as its main');
+  await until('t1, a backup, to tell that standby --lease-ms', () => c.standby?.leaseMs === leaseMs, 3000);
+  t.pass('pinged at a standby\'s pace (before: every 0.6 of 900 ms for good; its HELLO did not say it could be a standby)');
+});
+
 t.test('a peer whose session with a live main ends (the main closed it) is on its standby at once, then goes back to the main its standby names and announces there', async (t) => {
   const { ports, fleet, peer } = await sweepCluster(t, 1500, undefined, 3);
   const c = peer(ports.map(addr), 'back.bin', { standbySpreadMs: 0, moveSpreadMs: 100 });
