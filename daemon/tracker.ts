@@ -117,7 +117,7 @@ interface Session {
   /** A peer: the lease it was told last (WELCOME, then LEASE), and whether it reads LEASE (PEER_FEATURES). */
   leaseMs?: number;
   readsLease?: boolean;
-  /** A standby session (PEER_FEATURES.standby): told --lease-ms, not retold, while this tracker is not main. */
+  /** It may be a standby (PEER_FEATURES.standby): while this tracker is not main it is told --lease-ms (tellStandbyLease). */
   standby?: boolean;
 }
 

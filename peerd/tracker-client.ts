@@ -178,11 +178,6 @@ export class TrackerClient extends EventEmitter {
   private moveRetries = 0;
   /** This client's listeners on each connection, so a connection that changes roles has one set at a time. */
   private readonly connListeners = new WeakMap<Connection, { event: (name: MessageName, body: unknown) => void; close: (err?: P2PError) => void }>();
-  /**
-   * The lease each session's tracker told last (WELCOME, LEASE). A session left by a move keeps pinging at
-   * that one's pace as the standby: a tracker tells a lease only when it differs from what it told before.
-   */
-  private readonly toldLease = new WeakMap<Connection, number>();
   private standbyFailures = 0;
   private readonly standbySpreadMs: number;
 
@@ -262,7 +257,7 @@ export class TrackerClient extends EventEmitter {
         for (const addr of this.order()) {
           if ((this.state as TrackerClientState) === 'closed') return;
           // Still opening a session with it: not a second one.
-          const label = formatAddress(addr.host, addr.port);
+          const label = labelOf(addr);
           if (label === this.standbyOpeningTo || label === this.moveTarget) continue;
           if (await this.tryConnect(addr)) {
             connected = true;
@@ -299,8 +294,8 @@ export class TrackerClient extends EventEmitter {
    * session waits longer: a backup that a whole fleet opens standbys with after a takeover answers late).
    */
   private async open(addr: Address, helloMs = 2000, features: number = this.features()): Promise<{ conn: Connection; welcome: Body<'WELCOME'> }> {
-    const label = formatAddress(addr.host, addr.port);
-    const pinned = this.opts.trackers.find((t) => formatAddress(t.host, t.port) === label) ?? addr;
+    const label = labelOf(addr);
+    const pinned = this.opts.trackers.find((t) => labelOf(t) === label) ?? addr;
     const verify = (key: Buffer | undefined): void => {
       if (checkPinnedKey(pinned, key, this.opts.knownTrackers, 'tracker', '--trackers') === 'learned') {
         const id = peerIdOf(key!);
@@ -325,7 +320,7 @@ export class TrackerClient extends EventEmitter {
   }
 
   private async tryConnect(addr: Address): Promise<boolean> {
-    const label = formatAddress(addr.host, addr.port);
+    const label = labelOf(addr);
     try {
       const { conn, welcome } = await this.open(addr);
       if (this.conn && !this.conn.isClosed) {
@@ -368,7 +363,7 @@ export class TrackerClient extends EventEmitter {
   }
 
   private known(address: string): boolean {
-    return this.opts.trackers.some((a) => formatAddress(a.host, a.port) === address);
+    return this.opts.trackers.some((a) => labelOf(a) === address);
   }
 
   private attach(conn: Connection, label: string, leaseMs: number): void {
@@ -427,7 +422,6 @@ export class TrackerClient extends EventEmitter {
   /** PINGs on `conn` every third of `leaseMs` (this.pingTimer); a tracker that does not answer is left. */
   private heartbeat(conn: Connection, label: string, leaseMs: number): Timer {
     this.leaseMs = leaseMs;
-    this.toldLease.set(conn, leaseMs);
     // Heartbeats: a third of the lease. A tracker tells 900 ms (a hung tracker is left within about a
     // second) unless its fleet is so large that it asks for fewer (daemon/tracker.ts, heartbeatLeaseMs).
     const pingTimer = this.pinger(conn, Math.floor(leaseMs / 3), () => this.conn === conn, () => {
@@ -519,8 +513,9 @@ export class TrackerClient extends EventEmitter {
       // tracker in use (or the standby's own) said so; otherwise the standby's own word counts.
       this.moveTimer?.cancel();
       this.moveTimer = undefined;
+      const fromLeaseMs = this.leaseMs;
       this.takeStandby(sb, `moving to the main ${address}`, told ? 'primary' : sb.role);
-      this.retire(from, fromLabel);
+      this.retire(from, fromLabel, fromLeaseMs);
       return;
     }
     if (this.standbyOpeningTo === address) {
@@ -564,9 +559,11 @@ export class TrackerClient extends EventEmitter {
             conn.close();
             return giveUp(`it is ${welcome.role}`, false);
           }
-          this.moveRetries = 0;
+          // The lease `from` was told last (a LEASE may have come during this move's wait): the standby
+          // pings at that pace, and its tracker tells a lease only when it differs from what it told.
+          const fromLeaseMs = this.leaseMs;
           this.adopt(conn, welcome, address);
-          this.retire(from, fromLabel);
+          this.retire(from, fromLabel, fromLeaseMs);
         },
         (err: unknown) => {
           if (stillWanted()) giveUp(toP2PError(err).message, true);
@@ -627,7 +624,7 @@ export class TrackerClient extends EventEmitter {
     const failures: string[] = [];
     try {
       for (const addr of this.standbyCandidates()) {
-        const label = formatAddress(addr.host, addr.port);
+        const label = labelOf(addr);
         // Not with the tracker in use or one a move is opening a session with (one session per peer there).
         if (this.state !== 'connected' || this.standby) return;
         if (label === this.current || label === this.moveTarget) continue;
@@ -739,7 +736,6 @@ export class TrackerClient extends EventEmitter {
   }
 
   private standbyHeartbeat(sb: Standby): Timer {
-    this.toldLease.set(sb.conn, sb.leaseMs);
     return this.pinger(sb.conn, Math.floor(sb.leaseMs * STANDBY_PING_SHARE), () => this.standby === sb, () => {
       this.opts.logger.info({ tracker: sb.label }, `standby tracker ${sb.label} did not answer a heartbeat`);
       sb.conn.destroy();
@@ -782,12 +778,15 @@ export class TrackerClient extends EventEmitter {
     }
   }
 
-  /** The session left by a move: kept as the standby if its tracker is the best one for that, else closed. */
-  private retire(conn: Connection, label: string): void {
+  /**
+   * The session left by a move: kept as the standby if its tracker is the best one for that, else closed.
+   * `leaseMs`: the lease that tracker told it last.
+   */
+  private retire(conn: Connection, label: string, leaseMs: number): void {
     const best = this.standbyCandidates()[0];
     if (this.opts.standby !== false && best && labelOf(best) === label && !conn.isClosed && this.state === 'connected') {
       if (this.standby) this.dropStandby();
-      this.keepStandby(conn, label, { role: 'backup', primary: this.current ?? '', term: this.term, observedHost: this.observedHost, leaseMs: this.toldLease.get(conn) ?? this.leaseMs });
+      this.keepStandby(conn, label, { role: 'backup', primary: this.current ?? '', term: this.term, observedHost: this.observedHost, leaseMs });
       return;
     }
     conn.close();
@@ -863,7 +862,7 @@ export class TrackerClient extends EventEmitter {
       if (this.conn && !this.conn.isClosed) return this.conn;
       const left = deadline - this.clock.now();
       if (left <= 0) {
-        const tried = this.opts.trackers.map((a) => formatAddress(a.host, a.port)).join(', ');
+        const tried = this.opts.trackers.map(labelOf).join(', ');
         throw new P2PError('P2P_CONNECT_FAILED', `no tracker reachable (tried ${tried})${this.lastError ? `; last error: ${this.lastError}` : ''}`);
       }
       void this.loop();

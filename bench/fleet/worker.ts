@@ -56,16 +56,14 @@ function emptyReport(): WorkerReport {
   return { sessions: [], acks: [], left: [], joined: [], samples: [], pongs: 0, pingFailures: 0, sessionsLost: 0, errors: {}, skipped: 0, inFlight: 0, loopDelayP99Ms: 0, loopDelayMaxMs: 0, at: 0 };
 }
 
-/**
- * Counts what the product's client does on a session without changing it: the heartbeats it sends and
- * the REGISTERs it makes (registerAll), both on the connection it holds. Everything else passes through.
- */
+/** Connections observe() has wrapped already. */
 const observed = new WeakSet<Connection>();
 
 /**
- * Counts a session's heartbeats and acknowledged REGISTERs, once per connection (a standby session made
- * the one in use, then left as the standby again, is told of twice), and only while it is the session in
- * use (`inUse`): a standby session's slower pings are not the heartbeats the main counts.
+ * Counts what the product's client does on a session without changing it: the heartbeats it sends and the
+ * REGISTERs it makes (registerAll); everything else passes through. Once per connection (a standby session
+ * made the one in use, then left as the standby again, is told of twice), and heartbeats only while it is
+ * the session in use (`inUse`): a standby session's slower pings are not the heartbeats the main counts.
  */
 function observe(conn: Connection, inUse: () => boolean, onPing: (answered: boolean) => void, onRegistered: () => void): void {
   if (observed.has(conn)) return;
@@ -73,9 +71,7 @@ function observe(conn: Connection, inUse: () => boolean, onPing: (answered: bool
   const request = conn.request;
   conn.request = function observedRequest<N extends MessageName, R extends MessageName>(name: N, body: Body<N>, expect: R, options?: RequestOptions): Promise<Body<R>> {
     const answer = request.call(conn, name, body, expect, options) as Promise<Body<R>>;
-    if (name === 'PING') {
-      if (inUse()) answer.then(() => onPing(true), () => onPing(false));
-    }
+    if (name === 'PING' && inUse()) answer.then(() => onPing(true), () => onPing(false));
     else if (name === 'REGISTER') answer.then(onRegistered, () => undefined);
     return answer;
   };
