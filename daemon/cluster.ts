@@ -74,6 +74,11 @@ export interface ClusterOptions {
    * propose to commit, or not kept (`failure` is the error's code). For --metrics.
    */
   onWriteDone?: (op: Op['op'], seconds: number, failure?: string) => void;
+  /** The peers with a session here, in use or standby (RaftNodeOptions.peerSessions). */
+  peerSessions?: () => number;
+  /** The longest a main waits for a returning higher rank to gather its peers' sessions (RaftNodeOptions). */
+  takebackWaitMs?: number;
+  takebackStragglers?: number;
 }
 
 /** Finds this tracker's rank: the place of its listen address in the cluster list. */
@@ -206,6 +211,9 @@ export class Cluster {
       onRoleChange: (from, to, why) => this.roleChanged(from, to, why),
       onFollow: () => this.opts.onFollow?.(),
       note: (level, fields, message) => this.log[level](fields, message),
+      ...(this.opts.peerSessions ? { peerSessions: this.opts.peerSessions } : {}),
+      ...(this.opts.takebackWaitMs !== undefined ? { takebackWaitMs: this.opts.takebackWaitMs } : {}),
+      ...(this.opts.takebackStragglers !== undefined ? { takebackStragglers: this.opts.takebackStragglers } : {}),
     });
     this.node = node;
     this.lastTickAt = this.clock.now();

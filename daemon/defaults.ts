@@ -54,6 +54,19 @@ export const DEFAULTS = {
    * there, a few ms on a main with a core of its own.
    */
   broadcastPerTurn: 128,
+  /**
+   * A returning higher-ranked tracker takes command back once it has sessions (peers' standbys) from all but
+   * this many of the main's peers, or all but a twentieth (daemon/raft/node.ts): those few move to it by a
+   * handshake at the takeback, within a second or two here. A fleet of 5,000 that all dialled the returning
+   * main at once was never all in (docs/scaling.md). So a fleet of a few hundred is taken back at once.
+   */
+  takebackStragglers: 256,
+  /**
+   * --takeback-wait-ms: the longest a main waits for that. Peers move their standby session to a
+   * better-ranked tracker every 15-45 s (peerd's trackerStandbyUpgradeMs), so most have by then; peers that
+   * keep none (release 0.1) never come, and this bounds the wait. 0: command goes back at once.
+   */
+  takebackWaitMs: 60_000,
   /** Receipt checks waiting at once, for every reporter together (about 2 s of work); more are refused. */
   maxQueuedReceiptChecks: 16_384,
 } as const;

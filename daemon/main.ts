@@ -21,6 +21,7 @@ const OPTIONS = {
   'failover-ms': { type: 'number', default: DEFAULTS.failoverMs, describe: 'silence after which a backup acts (two heartbeats once the main refuses connections: its process died)' },
   'report-policy': { type: 'string', default: 'immediate', describe: 'immediate | threshold:K | review' },
   'lease-ms': { type: 'number', default: DEFAULTS.leaseMs, describe: 'a silent peer is dropped after this' },
+  'takeback-wait-ms': { type: 'number', default: DEFAULTS.takebackWaitMs, describe: "a main hands command back to a returning higher-ranked tracker once that tracker has its peers' standby sessions, or after this long at most (0: at once)" },
   'peer-heartbeats-per-s': { type: 'number', default: DEFAULTS.peerHeartbeatsPerSecond, describe: 'PINGs a second all peers together may send; past that, peers ping less often than every 300 ms' },
   'max-connections': { type: 'number', default: DEFAULTS.maxConnections },
   'max-connections-per-ip': { type: 'number', default: DEFAULTS.maxConnectionsPerIp },
@@ -82,6 +83,7 @@ try {
   for (const flag of ['handshake-timeout-ms', 'read-timeout-ms', 'max-in-flight', 'max-files-per-peer', 'max-name-bytes-per-peer'] as const) {
     if (!Number.isInteger(argv[flag]) || argv[flag] <= 0) usageError(PROGRAM, `--${flag} must be a positive integer`);
   }
+  if (!Number.isInteger(argv['takeback-wait-ms']) || argv['takeback-wait-ms'] < 0) usageError(PROGRAM, '--takeback-wait-ms must be a whole number of ms, 0 or more');
   tracker = new Tracker({
     listen,
     cluster,
@@ -94,6 +96,7 @@ try {
     failoverMs: argv['failover-ms'],
     reportPolicy: parseReportPolicy(argv['report-policy']),
     leaseMs: argv['lease-ms'],
+    takebackWaitMs: argv['takeback-wait-ms'],
     peerHeartbeatsPerSecond: argv['peer-heartbeats-per-s'],
     maxConnections: argv['max-connections'],
     maxConnectionsPerIp: argv['max-connections-per-ip'],

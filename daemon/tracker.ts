@@ -101,6 +101,13 @@ export interface TrackerOptions {
   receiptChecksPerMinute?: number;
   logger?: Logger;
   clock?: Clock;
+  /**
+   * --takeback-wait-ms: a main hands command back to a returning higher-ranked tracker once that tracker has
+   * sessions from nearly all of the main's peers, or after this long at most (0: at once).
+   */
+  takebackWaitMs?: number;
+  /** Peers a returning tracker may lack and still take command back (DEFAULTS.takebackStragglers). */
+  takebackStragglers?: number;
   /** --metrics: serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (port 0: a free port). Off when absent. */
   metrics?: Address | undefined;
 }
@@ -215,6 +222,8 @@ export class Tracker extends EventEmitter {
       failoverMs: options.failoverMs ?? DEFAULTS.failoverMs,
       reportPolicy: options.reportPolicy ?? { kind: 'immediate' },
       leaseMs: options.leaseMs ?? DEFAULTS.leaseMs,
+      takebackWaitMs: options.takebackWaitMs ?? DEFAULTS.takebackWaitMs,
+      takebackStragglers: options.takebackStragglers ?? DEFAULTS.takebackStragglers,
       peerHeartbeatsPerSecond: options.peerHeartbeatsPerSecond ?? DEFAULTS.peerHeartbeatsPerSecond,
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs,
       readTimeoutMs: options.readTimeoutMs ?? DEFAULTS.readTimeoutMs,
@@ -251,6 +260,9 @@ export class Tracker extends EventEmitter {
       logger: this.log,
       clock: this.clock,
       isPeerConnected: (peerId) => this.peerSessions.has(peerId),
+      peerSessions: () => this.peerSessions.size,
+      takebackWaitMs: this.opts.takebackWaitMs,
+      takebackStragglers: this.opts.takebackStragglers,
       peersArriving: () => {
         const q = this.limiter.tlsQueue;
         return q.waiting + q.running > 0;

@@ -52,4 +52,12 @@ export const PEER_DEFAULTS = {
    * (1,000 peers at once after a takeover kept a backup that shares 2 cores from answering HELLOs in 2 s).
    */
   trackerStandbySpreadMs: 5000,
+  /**
+   * A standby session with a worse-ranked tracker than the peer could have (the better one was down when it
+   * was opened) tries the better one every 0.5-1.5 times this, and moves there once it answers. When a main
+   * returns after a takeover, the fleet's standbys come to it over this long (about 170 handshakes a second
+   * at 5,000 peers, rather than 5,000 at once), and the acting main hands command back once it has most of
+   * them (the tracker's --takeback-wait-ms): the takeback is then a promotion, as the takeover is.
+   */
+  trackerStandbyUpgradeMs: 30_000,
 } as const;

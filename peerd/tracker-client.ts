@@ -12,6 +12,10 @@
  * When the main's session closes, or the peer is told to move to the standby's tracker, that session
  * becomes the one in use at once: no handshake, so no wait in the crowd of peers that every takeover and
  * takeback brings to one tracker, and reads go on meanwhile (a backup answers them from its copy).
+ * A standby left with a worse-ranked tracker (the better one was down) tries the better one now and then
+ * and moves there once it answers: when a main returns, the fleet's standby sessions come to it over half
+ * a minute at the pace the peers choose, and the acting main hands command back once it has most of them
+ * (daemon/raft/node.ts), so the takeback is a promotion too.
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
@@ -74,6 +78,11 @@ export interface TrackerClientOptions {
   standby?: boolean;
   /** The standby session is opened within a random delay below this (default PEER_DEFAULTS.trackerStandbySpreadMs). */
   standbySpreadMs?: number;
+  /**
+   * A standby session with a worse-ranked tracker than it could have is moved to a better one every 0.5-1.5
+   * times this (default PEER_DEFAULTS.trackerStandbyUpgradeMs; 0: never).
+   */
+  standbyUpgradeMs?: number;
 }
 
 /** What a tracker told of itself and of us when a session was opened (WELCOME), and kept since. */
@@ -180,6 +189,9 @@ export class TrackerClient extends EventEmitter {
   private readonly connListeners = new WeakMap<Connection, { event: (name: MessageName, body: unknown) => void; close: (err?: P2PError) => void }>();
   private standbyFailures = 0;
   private readonly standbySpreadMs: number;
+  private readonly standbyUpgradeMs: number;
+  /** The next try to move the standby to a better-ranked tracker (upgradeStandby). */
+  private upgradeTimer: Timer | undefined;
 
   constructor(private readonly opts: TrackerClientOptions) {
     super();
@@ -188,6 +200,7 @@ export class TrackerClient extends EventEmitter {
     this.moveSpreadMs = opts.moveSpreadMs ?? PEER_DEFAULTS.trackerMoveSpreadMs;
     this.random = opts.random ?? Math.random;
     this.standbySpreadMs = opts.standbySpreadMs ?? PEER_DEFAULTS.trackerStandbySpreadMs;
+    this.standbyUpgradeMs = opts.standbyUpgradeMs ?? PEER_DEFAULTS.trackerStandbyUpgradeMs;
   }
 
   /** The standby session's tracker, while there is one. */
@@ -612,21 +625,46 @@ export class TrackerClient extends EventEmitter {
     }, wait);
   }
 
-  private openStandby(): Promise<void> {
-    if (this.standby || this.standbyOpening || this.state !== 'connected') return Promise.resolve();
+  /** Opens a standby session; `replace`: the standby in place, given up once one with a better-ranked tracker is open. */
+  private openStandby(replace?: Standby): Promise<void> {
+    if ((replace ? this.standby !== replace : this.standby) || this.standbyOpening || this.state !== 'connected') return Promise.resolve();
     this.standbyOpening = true;
-    this.standbyOpened = this.openingStandby();
+    this.standbyOpened = this.openingStandby(replace);
     return this.standbyOpened;
   }
 
-  private async openingStandby(): Promise<void> {
+  /** The trackers better ranked for a standby than `sb`'s (standbyCandidates), the one not answering left out. */
+  private betterThan(sb: Standby): Address[] {
+    const candidates = this.standbyCandidates();
+    const at = candidates.findIndex((a) => labelOf(a) === sb.label);
+    return (at < 0 ? candidates : candidates.slice(0, at)).filter((a) => labelOf(a) !== this.unresponsive);
+  }
+
+  /**
+   * Tries now and then to move the standby to a better-ranked tracker (see the top of this file), while it
+   * is with a worse one. Every 0.5-1.5 times standbyUpgradeMs, so a fleet's standbys come to a returning
+   * main spread over that time. A dial to a tracker that is down costs a refused connection.
+   */
+  private armUpgrade(): void {
+    const sb = this.standby;
+    if (this.upgradeTimer || this.standbyUpgradeMs <= 0 || !sb || this.state !== 'connected' || this.betterThan(sb).length === 0) return;
+    this.upgradeTimer = this.clock.setTimeout(() => {
+      this.upgradeTimer = undefined;
+      const now = this.standby;
+      if (!now) return;
+      if (this.moving || this.standbyOpening) this.armUpgrade();
+      else void this.openStandby(now);
+    }, Math.floor(this.standbyUpgradeMs * (0.5 + this.random())));
+  }
+
+  private async openingStandby(replace?: Standby): Promise<void> {
     let kept = false;
     const failures: string[] = [];
     try {
-      for (const addr of this.standbyCandidates()) {
+      for (const addr of replace ? this.betterThan(replace) : this.standbyCandidates()) {
         const label = labelOf(addr);
         // Not with the tracker in use or one a move is opening a session with (one session per peer there).
-        if (this.state !== 'connected' || this.standby) return;
+        if (this.state !== 'connected' || (this.standby && this.standby !== replace)) return;
         if (label === this.current || label === this.moveTarget) continue;
         let opened: { conn: Connection; welcome: Body<'WELCOME'> };
         this.standbyOpeningTo = label;
@@ -650,13 +688,17 @@ export class TrackerClient extends EventEmitter {
           conn.close();
           return;
         }
-        if (this.standby) {
+        if (this.standby && this.standby !== replace) {
           if (!(move && this.preferred === label)) {
             conn.close();
             move?.stay?.();
             return;
           }
           // A standby came up meanwhile (a session spared), but a move waited for this one: it is used.
+          this.dropStandby();
+        } else if (this.standby) {
+          // The better-ranked tracker answers: the standby moves there, and the one it replaces is closed.
+          this.opts.logger.info({ tracker: label, from: this.standby.label }, `standby session moved from ${this.standby.label} to ${label}, better ranked`);
           this.dropStandby();
         }
         if (label === this.current && this.conn && !this.conn.isClosed) {
@@ -688,7 +730,8 @@ export class TrackerClient extends EventEmitter {
         const retryMs = Math.min(STANDBY_RETRY_MAX_MS, STANDBY_RETRY_MS * 2 ** Math.min(this.standbyFailures - 1, 5));
         if (failures.length > 0) this.opts.logger.info({ errors: failures, retryMs }, `no standby session (${failures.join('; ')}); trying again in ${retryMs} ms`);
         this.ensureStandby(retryMs);
-      }
+      } else if (replace && failures.length > 0) this.opts.logger.debug({ errors: failures }, `the standby stays with ${this.standby?.label} (${failures.join('; ')})`);
+      this.armUpgrade();
     }
   }
 
@@ -702,6 +745,7 @@ export class TrackerClient extends EventEmitter {
     sb.ping = this.standbyHeartbeat(sb);
     this.standby = sb;
     this.opts.logger.debug({ tracker: label, role: sb.role }, `standby session with ${label}`);
+    this.armUpgrade();
     const event = (name: MessageName, body: unknown): void => {
       if (this.standby !== sb) return;
       if (name === 'LEASE') {
@@ -797,6 +841,8 @@ export class TrackerClient extends EventEmitter {
   private dropStandby(): void {
     this.standbyTimer?.cancel();
     this.standbyTimer = undefined;
+    this.upgradeTimer?.cancel();
+    this.upgradeTimer = undefined;
     const sb = this.standby;
     this.standby = undefined;
     if (sb) {

@@ -14,8 +14,11 @@ export type RaftMessage =
   /**
    * `hears` (absent from trackers of release 0.1): the ranks the sender heard from within failover-ms,
    * itself included. A main hands command only to a tracker that a majority hears and that hears them.
+   * `peers` (absent from release 0.1's trackers and from the simulation): the peers with a session at the
+   * sender, in use or standby. A main hands command back to a higher rank once it has most of the main's
+   * (RaftNodeOptions.peerSessions).
    */
-  | { t: 'status'; term: number; role: string; last: LogPosition; applied: number; fresh: boolean; leader: number; pending: boolean; hears?: number[] }
+  | { t: 'status'; term: number; role: string; last: LogPosition; applied: number; fresh: boolean; leader: number; pending: boolean; hears?: number[]; peers?: number }
   /** Main -> backup: entries after `prev` (none: a heartbeat), and the main's commit index. */
   | { t: 'append'; term: number; prev: LogPosition; entries: LogEntry[]; commit: number }
   /**
@@ -55,7 +58,7 @@ const isEntry = (x: unknown): boolean => {
 
 const CHECKS: { readonly [K in RaftMessage['t']]: (o: Record<string, unknown>) => boolean } = {
   status: (o) =>
-    typeof o.role === 'string' && o.role.length <= 16 && isPosition(o.last) && isCount(o.applied) && isBool(o.fresh) && isBool(o.pending) && typeof o.leader === 'number' && Number.isSafeInteger(o.leader) && (o.hears === undefined || (Array.isArray(o.hears) && o.hears.length <= 64 && o.hears.every(isCount))),
+    typeof o.role === 'string' && o.role.length <= 16 && isPosition(o.last) && isCount(o.applied) && isBool(o.fresh) && isBool(o.pending) && typeof o.leader === 'number' && Number.isSafeInteger(o.leader) && (o.hears === undefined || (Array.isArray(o.hears) && o.hears.length <= 64 && o.hears.every(isCount))) && (o.peers === undefined || isCount(o.peers)),
   append: (o) => isPosition(o.prev) && Array.isArray(o.entries) && o.entries.every(isEntry) && isCount(o.commit),
   'append-reply': (o) => isBool(o.ok) && isCount(o.match) && typeof o.hint === 'number' && Number.isSafeInteger(o.hint) && isCount(o.want) && isPosition(o.applied),
   vote: (o) => isPosition(o.last) && isBool(o.pre) && isBool(o.transfer),

@@ -37,6 +37,7 @@
  */
 import type { DurableRecord, Op, SnapshotRecord } from '../ops.js';
 import { encodeOp, decodeOp, isDurableOp, isDurableRecord } from '../ops.js';
+import { DEFAULTS } from '../defaults.js';
 import type { SnapshotInstall, SnapshotSource, TrackerState } from '../state.js';
 import type { LogEntry, LogPosition } from './log.js';
 import { RaftLog } from './log.js';
@@ -69,6 +70,18 @@ export interface RaftNodeOptions {
    * what was sent, nothing counts as lost: a slow link gets each batch once, not a new copy every beat.
    */
   unsent?: (to: number) => number;
+  /**
+   * The peers with a session at this tracker, in use or standby (said in status). A main hands command back
+   * to a higher-ranked backup only once that backup has sessions from about as many peers as the main
+   * (DEFAULTS.takebackStragglers), or after takebackWaitMs: the fleet's peers then promote a standby session at the
+   * takeback instead of all dialling the returning main at once (docs/scaling.md). Without it (the
+   * simulation), or from a tracker that does not say (release 0.1), command goes back at once.
+   */
+  peerSessions?: () => number;
+  /** The longest a main waits for a higher-ranked backup to gather its peers' sessions (default DEFAULTS.takebackWaitMs). */
+  takebackWaitMs?: number;
+  /** Peers the returning tracker may lack and still take command back (default DEFAULTS.takebackStragglers). */
+  takebackStragglers?: number;
 }
 
 /** What this tracker knows of another, from anything it last heard from it. */
@@ -85,6 +98,8 @@ export interface PeerView {
   pending: boolean;
   /** The ranks it hears, itself included (its last status; undefined from release 0.1, or before one came). */
   hears: ReadonlySet<number> | undefined;
+  /** Peers with a session at it (its last status; undefined when it does not say). */
+  peers: number | undefined;
 }
 
 interface Follower {
@@ -115,6 +130,9 @@ interface Follower {
  * next turn of the event loop): it must not keep a lost batch from being sent again.
  */
 const BUSY_LINK_BYTES = 64 * 1024;
+
+/** A returning tracker may lack a twentieth of the main's peers, if that is more than DEFAULTS.takebackStragglers. */
+const TAKEBACK_STRAGGLER_SHARE = 1 / 20;
 
 /** Entries kept in the log after they are applied, so a backup briefly behind catches up without a snapshot. */
 export const KEEP_ENTRIES = 4096;
@@ -151,6 +169,8 @@ export class RaftNode {
    */
   private handedTo: number | undefined;
   private failedHandovers = 0;
+  /** Higher ranks otherwise ready to take command back, waited for to gather their peers' sessions: since when. */
+  private readonly gathering = new Map<number, number>();
   /** A snapshot being received: its id, and its records installed so far (into a table of their own). */
   private incoming: { id: number; from: number; term: number; install: SnapshotInstall; next: number } | undefined;
   /** This tracker gave up applied state and must copy the main's snapshot before applying anything. */
@@ -278,13 +298,13 @@ export class RaftNode {
     if ((m.t === 'append' || m.t === 'snapshot' || m.t === 'timeout-now') && m.term % this.o.size !== from) return;
     const peer = this.peers[from];
     if (m.t === 'status') {
-      this.peers[from] = { heardAt: now, gone: false, term: m.term, role: m.role, last: m.last, applied: m.applied, fresh: m.fresh, pending: m.pending, hears: m.hears && new Set(m.hears) };
+      this.peers[from] = { heardAt: now, gone: false, term: m.term, role: m.role, last: m.last, applied: m.applied, fresh: m.fresh, pending: m.pending, hears: m.hears && new Set(m.hears), peers: m.peers };
       return;
     }
     if (peer) {
       peer.heardAt = now;
       peer.gone = false;
-    } else this.peers[from] = { heardAt: now, gone: false, term: m.term, role: 'unknown', last: { index: 0, term: 0, epoch: 0 }, applied: 0, fresh: false, pending: false, hears: undefined };
+    } else this.peers[from] = { heardAt: now, gone: false, term: m.term, role: 'unknown', last: { index: 0, term: 0, epoch: 0 }, applied: 0, fresh: false, pending: false, hears: undefined, peers: undefined };
     // A vote request while a main is acting is ignored whole, so a tracker that was cut off cannot depose it.
     if (m.t === 'vote' && !m.pre && m.term > this.term && this.mainAlive() && !m.transfer) {
       this.o.send(from, { t: 'vote-reply', term: this.term, pre: false, granted: false, reason: MAIN_IS_ACTING });
@@ -339,6 +359,7 @@ export class RaftNode {
     const was = this.role;
     this.leader = leader;
     this.followers.clear();
+    this.gathering.clear();
     this.mergesWaiting.clear();
     if (was === 'primary' && this.transferringTo !== undefined) this.handedTo = this.transferringTo;
     this.transferringTo = undefined;
@@ -552,6 +573,7 @@ export class RaftNode {
     if (this.incoming) this.abandonSnapshot();
     this.epoch = 1 + Math.floor(this.o.random() * 0x7fff_ffff);
     this.followers.clear();
+    this.gathering.clear();
     for (let r = 0; r < this.o.size; r++) {
       if (r === this.o.rank) continue;
       this.followers.set(r, { next: this.log.lastIndex + 1, match: 0, sentAt: -Infinity, awaiting: false, awaitingTo: 0, repliedAt: this.now, snapshot: undefined, needSnapshot: false, applied: undefined, served: 0, want: 0 });
@@ -687,10 +709,15 @@ export class RaftNode {
         // could not win (couldWin): its run would depose this main, again and again while the links stay
         // as they are (a better rank that reaches only this main).
         const peer = this.peers[r];
-        if (r > this.o.rank || !this.heard(r) || f.snapshot || f.needSnapshot || peer?.fresh || peer?.pending !== false) continue;
-        if (!this.couldWin(r)) continue;
-        if (f.match < this.commit) continue;
-        this.o.note?.('info', { to: r, term: this.term }, `rank ${r} outranks this main and holds every committed write: handing command over`);
+        const ready = r < this.o.rank && this.heard(r) && !f.snapshot && !f.needSnapshot && !peer?.fresh && peer?.pending === false && this.couldWin(r) && f.match >= this.commit;
+        if (!ready) {
+          this.gathering.delete(r);
+          continue;
+        }
+        const peers = this.peersGathered(r);
+        if (peers === undefined) continue;
+        this.gathering.delete(r);
+        this.o.note?.('info', { to: r, term: this.term }, `rank ${r} outranks this main and holds every committed write${peers}: handing command over`);
         this.transferringTo = r;
         this.transferUntil = this.now + this.o.failoverMs;
         this.transferSent = false;
@@ -702,6 +729,28 @@ export class RaftNode {
     if (r === undefined || !f || this.transferSent || f.match !== this.log.lastIndex) return;
     this.transferSent = true;
     this.o.send(r, { t: 'timeout-now', term: this.term });
+  }
+
+  /**
+   * Whether rank `r`, otherwise ready to take command back, has its share of the peers' sessions
+   * (RaftNodeOptions.peerSessions): what the handover's note says of them if so, '' when nobody counts, and
+   * undefined while it is still waited for.
+   */
+  private peersGathered(r: number): string | undefined {
+    const own = this.o.peerSessions?.();
+    const theirs = this.peers[r]?.peers;
+    if (own === undefined || theirs === undefined) return '';
+    const allowed = Math.max(this.o.takebackStragglers ?? DEFAULTS.takebackStragglers, Math.floor(own * TAKEBACK_STRAGGLER_SHARE));
+    const said = ` and has sessions from ${theirs} peers (this main ${own})`;
+    if (own - theirs <= allowed) return said;
+    const waitMs = this.o.takebackWaitMs ?? DEFAULTS.takebackWaitMs;
+    const since = this.gathering.get(r);
+    if (since === undefined) {
+      this.gathering.set(r, this.now);
+      this.o.note?.('info', { to: r, peers: theirs, own, waitMs }, `rank ${r} outranks this main and holds every committed write, but has sessions from ${theirs} of this main's ${own} peers: command goes back once it lacks at most ${allowed}, or in ${waitMs} ms`);
+      return undefined;
+    }
+    return this.now - since >= waitMs ? `${said}, waited for ${Math.round(this.now - since)} ms` : undefined;
   }
 
   /**
@@ -1032,7 +1081,7 @@ export class RaftNode {
   }
 
   private status(): RaftMessage {
-    return { t: 'status', term: this.term, role: this.role, last: this.log.last, applied: this.state.appliedIndex, fresh: this.fresh, leader: this.leader ?? -1, pending: this.hasPendingMerge, hears: this.ranksHeard() };
+    return { t: 'status', term: this.term, role: this.role, last: this.log.last, applied: this.state.appliedIndex, fresh: this.fresh, leader: this.leader ?? -1, pending: this.hasPendingMerge, hears: this.ranksHeard(), ...(this.o.peerSessions ? { peers: this.o.peerSessions() } : {}) };
   }
 }
 

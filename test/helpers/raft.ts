@@ -25,6 +25,13 @@ export interface VirtualClusterOptions {
   /** Each message's latency, every link (extra per link: VirtualCluster.extra). */
   linkMs: number;
   seed?: number;
+  /**
+   * The peers with a session at each rank (RaftNodeOptions.peerSessions), read at each status: change it
+   * as the run goes. Absent: the nodes count no sessions (command goes back at once, as before).
+   */
+  sessions?: number[];
+  takebackWaitMs?: number;
+  takebackStragglers?: number;
 }
 
 /**
@@ -60,6 +67,9 @@ export class VirtualCluster {
         heartbeatMs: o.heartbeatMs,
         failoverMs: o.failoverMs,
         random,
+        ...(o.sessions ? { peerSessions: () => o.sessions![rank]! } : {}),
+        ...(o.takebackWaitMs !== undefined ? { takebackWaitMs: o.takebackWaitMs } : {}),
+        ...(o.takebackStragglers !== undefined ? { takebackStragglers: o.takebackStragglers } : {}),
         send: (to, m) => {
           if (this.dead.has(rank)) return;
           if (m.t === 'vote' && m.pre) this.preVoteAsks.push({ from: rank, to, at: this.now });

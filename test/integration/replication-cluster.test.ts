@@ -196,9 +196,9 @@ t.test('a tracker with fresh data never becomes main while one with state is rea
  * Two trackers with a short lease, t0 main and t1 in sync, and a way to start peers that share one file
  * each (`retryMs`: how soon a peer dials again after a failed round).
  */
-async function sweepCluster(t: Tap, leaseMs: number, retryMs?: number, size = 2) {
+async function sweepCluster(t: Tap, leaseMs: number, retryMs?: number, size = 2, opts: Partial<TrackerOptions> = {}) {
   const ports = await reservePorts(size);
-  const fleet = await clusterOn(t, ports, { leaseMs });
+  const fleet = await clusterOn(t, ports, { leaseMs, ...opts });
   for (let i = 0; i < size; i++) await fleet.startMember(i);
   await until('t0 main, t1 in sync', () => fleet.converged(0));
   const peer = (list: Address[], name: string, options: Partial<TrackerClientOptions> = {}): TrackerClient => {
@@ -424,6 +424,51 @@ t.test('a peer keeps a standby session with the next tracker: when the main dies
   await new Promise((resolve) => setTimeout(resolve, 2 * leaseMs));
   t.equal(c.standby?.conn, standbyConn, `and t1 keeps it open two leases later (${2 * leaseMs} ms): its slow heartbeats are enough`);
   t.equal(fleet.trackerAt(0).state.search('standby', 10).hits.length, 1, 't0 lists the file');
+});
+
+t.test('a standby left with a worse-ranked tracker moves to the returning main, and the acting main hands command back only once that main has it: the takeback is a promotion, no handshake', async (t) => {
+  const leaseMs = 1500;
+  // No straggler allowed: the acting main waits for the peer's standby at t0 (for up to 20 s).
+  const { ports, fleet, peer } = await sweepCluster(t, leaseMs, undefined, 3, { takebackStragglers: 0, takebackWaitMs: 20_000 });
+  const c = peer(ports.map(addr), 'upgrade.bin', { standbySpreadMs: 0, standbyUpgradeMs: 400 });
+  await until('the peer on t0 with a standby session with t1', () => c.current === label(ports[0]!) && c.standbyAddress === label(ports[1]!), 10_000);
+  await fleet.stopMember(0);
+  await until('the peer on t1, the main, with its standby on t2 (t0 is down)', () => c.current === label(ports[1]!) && c.role === 'primary' && c.standbyAddress === label(ports[2]!), 10_000);
+  const states: string[] = [];
+  c.on('state', (s: string) => states.push(s));
+
+  await fleet.startMember(0);
+  await until('the standby to move to t0, better ranked', () => c.standbyAddress === label(ports[0]!), 10_000);
+  const atT0 = c.standby!.conn;
+  await until('t0 to take command back', () => fleet.trackerAt(0).cluster.role === 'primary', 10_000);
+  await until('the peer on t0', () => c.current === label(ports[0]!) && c.role === 'primary', 5000);
+  t.equal(c.conn, atT0, 'the session in use at t0 is the standby it moved there before the takeback: no handshake at the takeback');
+  t.same(states, [], 'and no gap');
+  await until('the session left with t1 to be the standby again', () => c.standbyAddress === label(ports[1]!), 5000);
+  const handover = fleet.members[1]!.log.find((l) => String(l.msg).includes('handing command over'));
+  t.match(String(handover?.msg), /has sessions from 1 peers \(this main 1\)/, 't1 handed command over once t0 had the peer\'s session');
+  t.equal(fleet.trackerAt(0).state.search('upgrade', 10).hits.length, 1, 't0 lists the file');
+});
+
+t.test('a main waits at most --takeback-wait-ms for a returning tracker to gather its peers: a peer that keeps no standby does not hold the takeback up for ever', async (t) => {
+  const leaseMs = 1500;
+  const waitMs = 1500;
+  const { ports, fleet, peer } = await sweepCluster(t, leaseMs, undefined, 2, { takebackStragglers: 0, takebackWaitMs: waitMs });
+  const c = peer(ports.map(addr), 'nostandby.bin', { standby: false, moveSpreadMs: 100 });
+  await until('the peer on t0', () => c.current === label(ports[0]!) && c.role === 'primary', 10_000);
+  await fleet.stopMember(0);
+  await until('the peer on t1, the main', () => c.current === label(ports[1]!) && c.role === 'primary', 10_000);
+
+  await fleet.startMember(0);
+  await until('t0 to take command back', () => fleet.trackerAt(0).cluster.role === 'primary', 15_000);
+  const log = fleet.members[1]!.log;
+  const waiting = log.find((l) => String(l.msg).includes('has sessions from 0 of this main\'s 1 peers'));
+  const handover = log.find((l) => String(l.msg).includes('handing command over'));
+  t.ok(waiting, 't1 said it waits for t0 to gather the peers\' sessions');
+  t.ok(handover && waiting && Number(handover.time) - Number(waiting.time) >= waitMs, `and handed command over ${Number(handover?.time) - Number(waiting?.time)} ms later, not before ${waitMs}`);
+  t.match(String(handover?.msg), /waited for \d+ ms/, 'saying it waited');
+  await until('the peer on t0, by a handshake', () => c.current === label(ports[0]!) && c.role === 'primary', 10_000);
+  t.pass('the peer moved to t0');
 });
 
 t.test('a session that was never a standby (opened by a handshake as the one in use) and is left as the standby at a takeback is told --lease-ms too', async (t) => {
