@@ -21,6 +21,7 @@ export interface ClusterOptions {
   heartbeatMs: number | undefined;
   failoverMs: number | undefined;
   leaseMs: number | undefined;
+  peerHeartbeatsPerS: number | undefined;
   /** Node flags for the tracker processes (a profile: `--cpu-prof --cpu-prof-dir=DIR`). */
   nodeArgs: string[];
 }
@@ -75,6 +76,7 @@ export class FleetCluster {
       // only the total is raised to the fleet's.
       const extraArgs = ['--metrics', `127.0.0.1:${metricsPorts[i]}`, '--max-connections', String(opts.maxConnections)];
       if (opts.leaseMs !== undefined) extraArgs.push('--lease-ms', String(opts.leaseMs));
+      if (opts.peerHeartbeatsPerS !== undefined) extraArgs.push('--peer-heartbeats-per-s', String(opts.peerHeartbeatsPerS));
       trackers.push(
         new TrackerProcess({
           name,
