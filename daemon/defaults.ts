@@ -55,7 +55,7 @@ export const DEFAULTS = {
    */
   broadcastPerTurn: 128,
   /**
-   * A returning higher-ranked tracker takes command back once it has sessions (peers' standbys) from all but
+   * --takeback-stragglers: a returning higher-ranked tracker takes command back once it has sessions (peers' standbys) from all but
    * this many of the main's peers, or all but a twentieth (daemon/raft/node.ts): those few move to it by a
    * handshake at the takeback, within a second or two here. A fleet of 5,000 that all dialled the returning
    * main at once was never all in (docs/scaling.md). So a fleet of a few hundred is taken back at once.

@@ -21,6 +21,7 @@ const OPTIONS = {
   'failover-ms': { type: 'number', default: DEFAULTS.failoverMs, describe: 'silence after which a backup acts (two heartbeats once the main refuses connections: its process died)' },
   'report-policy': { type: 'string', default: 'immediate', describe: 'immediate | threshold:K | review' },
   'lease-ms': { type: 'number', default: DEFAULTS.leaseMs, describe: 'a silent peer is dropped after this' },
+  'takeback-stragglers': { type: 'number', default: DEFAULTS.takebackStragglers, describe: "a returning higher-ranked tracker takes command back once it lacks the standby sessions of at most this many of the main's peers (or a twentieth of them, if more)" },
   'takeback-wait-ms': { type: 'number', default: DEFAULTS.takebackWaitMs, describe: "a main hands command back to a returning higher-ranked tracker once that tracker has its peers' standby sessions, or after this long at most (0: at once)" },
   'peer-heartbeats-per-s': { type: 'number', default: DEFAULTS.peerHeartbeatsPerSecond, describe: 'PINGs a second all peers together may send; past that, peers ping less often than every 300 ms' },
   'max-connections': { type: 'number', default: DEFAULTS.maxConnections },
@@ -83,7 +84,9 @@ try {
   for (const flag of ['handshake-timeout-ms', 'read-timeout-ms', 'max-in-flight', 'max-files-per-peer', 'max-name-bytes-per-peer'] as const) {
     if (!Number.isInteger(argv[flag]) || argv[flag] <= 0) usageError(PROGRAM, `--${flag} must be a positive integer`);
   }
-  if (!Number.isInteger(argv['takeback-wait-ms']) || argv['takeback-wait-ms'] < 0) usageError(PROGRAM, '--takeback-wait-ms must be a whole number of ms, 0 or more');
+  for (const flag of ['takeback-wait-ms', 'takeback-stragglers'] as const) {
+    if (!Number.isInteger(argv[flag]) || argv[flag] < 0) usageError(PROGRAM, `--${flag} must be a whole number, 0 or more`);
+  }
   tracker = new Tracker({
     listen,
     cluster,
@@ -97,6 +100,7 @@ try {
     reportPolicy: parseReportPolicy(argv['report-policy']),
     leaseMs: argv['lease-ms'],
     takebackWaitMs: argv['takeback-wait-ms'],
+    takebackStragglers: argv['takeback-stragglers'],
     peerHeartbeatsPerSecond: argv['peer-heartbeats-per-s'],
     maxConnections: argv['max-connections'],
     maxConnectionsPerIp: argv['max-connections-per-ip'],

@@ -106,7 +106,7 @@ export interface TrackerOptions {
    * sessions from nearly all of the main's peers, or after this long at most (0: at once).
    */
   takebackWaitMs?: number;
-  /** Peers a returning tracker may lack and still take command back (DEFAULTS.takebackStragglers). */
+  /** --takeback-stragglers: peers a returning tracker may lack and still take command back (DEFAULTS.takebackStragglers). */
   takebackStragglers?: number;
   /** --metrics: serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (port 0: a free port). Off when absent. */
   metrics?: Address | undefined;

@@ -497,6 +497,7 @@ export class TrackerClient extends EventEmitter {
         const conn = this.conn;
         this.moveTimer?.cancel();
         this.moveTimer = this.clock.setTimeout(() => {
+          this.moveTimer = undefined;
           if (this.conn === conn && this.state === 'connected') this.switchTo(primary);
         }, delayMs);
       }
@@ -554,6 +555,7 @@ export class TrackerClient extends EventEmitter {
         this.moveRetries++;
         this.moveTimer?.cancel();
         this.moveTimer = this.clock.setTimeout(() => {
+          this.moveTimer = undefined;
           if (this.conn === from && !from.isClosed && this.state === 'connected' && this.preferred === address) this.switchTo(address, undefined, told);
         }, this.moveSpreadMs + Math.floor(this.random() * this.moveSpreadMs));
       } else from.close();
@@ -633,11 +635,15 @@ export class TrackerClient extends EventEmitter {
     return this.standbyOpened;
   }
 
-  /** The trackers better ranked for a standby than `sb`'s (standbyCandidates), the one not answering left out. */
+  /**
+   * The trackers ranked better than `sb`'s, best first, the one in use left out. By rank alone: a main that
+   * stopped answering (its host hung, so the peer marked it unresponsive) is tried too, or its standbys
+   * would never come back to it (a review of b9cc2bc).
+   */
   private betterThan(sb: Standby): Address[] {
-    const candidates = this.standbyCandidates();
-    const at = candidates.findIndex((a) => labelOf(a) === sb.label);
-    return (at < 0 ? candidates : candidates.slice(0, at)).filter((a) => labelOf(a) !== this.unresponsive);
+    const others = this.opts.trackers.filter((a) => labelOf(a) !== this.current);
+    const at = others.findIndex((a) => labelOf(a) === sb.label);
+    return at < 0 ? others : others.slice(0, at);
   }
 
   /**
@@ -652,7 +658,9 @@ export class TrackerClient extends EventEmitter {
       this.upgradeTimer = undefined;
       const now = this.standby;
       if (!now) return;
-      if (this.moving || this.standbyOpening) this.armUpgrade();
+      // Not while a move is under way or waited for, nor when the standby's tracker is the main to move to:
+      // replacing it then would cost that move its handshake-free path.
+      if (this.moving || this.standbyOpening || this.moveTimer || now.label === this.preferred) this.armUpgrade();
       else void this.openStandby(now);
     }, Math.floor(this.standbyUpgradeMs * (0.5 + this.random())));
   }
@@ -683,6 +691,13 @@ export class TrackerClient extends EventEmitter {
         const move = this.moveOnOpen;
         this.moveOnOpen = undefined;
         const { conn, welcome } = opened;
+        if (replace && !move && this.standby === replace && welcome.role !== 'backup' && welcome.role !== 'primary') {
+          // Still copying the main's state (it has just returned): it could not win an election yet, so the
+          // standby it would replace stays, and it is tried again later.
+          conn.close();
+          failures.push(`${label}: ${welcome.role}`);
+          continue;
+        }
         const state = this.state as TrackerClientState;
         if (state === 'closed' || state === 'blacklisted') {
           conn.close();
@@ -745,6 +760,8 @@ export class TrackerClient extends EventEmitter {
     sb.ping = this.standbyHeartbeat(sb);
     this.standby = sb;
     this.opts.logger.debug({ tracker: label, role: sb.role }, `standby session with ${label}`);
+    // A session with it works again: it is no longer tried last.
+    if (label === this.unresponsive) this.unresponsive = undefined;
     this.armUpgrade();
     const event = (name: MessageName, body: unknown): void => {
       if (this.standby !== sb) return;
@@ -782,6 +799,9 @@ export class TrackerClient extends EventEmitter {
   private standbyHeartbeat(sb: Standby): Timer {
     return this.pinger(sb.conn, Math.floor(sb.leaseMs * STANDBY_PING_SHARE), () => this.standby === sb, () => {
       this.opts.logger.info({ tracker: sb.label }, `standby tracker ${sb.label} did not answer a heartbeat`);
+      // Tried last for the next standby, as for a session in use: a frozen tracker's kernel still takes the
+      // connection and the TLS handshake would wait out its whole timeout before the next tracker is tried.
+      this.unresponsive = sb.label;
       sb.conn.destroy();
     });
   }
@@ -797,6 +817,8 @@ export class TrackerClient extends EventEmitter {
   private takeStandby(sb: Standby, why: string, role: string): void {
     this.standby = undefined;
     sb.ping.cancel();
+    this.upgradeTimer?.cancel();
+    this.upgradeTimer = undefined;
     this.opts.logger.info({ tracker: sb.label, role, from: this.current }, `${why}: the standby session with ${sb.label} is now the one in use`);
     const { conn, label } = sb;
     // A backup takes the files once it is main: it says so (TRACKER_CHANGED), and they are announced then

@@ -709,11 +709,13 @@ export class RaftNode {
         // could not win (couldWin): its run would depose this main, again and again while the links stay
         // as they are (a better rank that reaches only this main).
         const peer = this.peers[r];
-        const ready = r < this.o.rank && this.heard(r) && !f.snapshot && !f.needSnapshot && !peer?.fresh && peer?.pending === false && this.couldWin(r) && f.match >= this.commit;
-        if (!ready) {
+        // The wait for its peers (peersGathered) starts over only once it is gone or starts afresh, not each
+        // time it is a write behind: under load it often is, for a moment (a review of b9cc2bc).
+        if (r > this.o.rank || !this.heard(r) || peer?.fresh) {
           this.gathering.delete(r);
           continue;
         }
+        if (f.snapshot || f.needSnapshot || peer?.pending !== false || !this.couldWin(r) || f.match < this.commit) continue;
         const peers = this.peersGathered(r);
         if (peers === undefined) continue;
         this.gathering.delete(r);
@@ -742,8 +744,8 @@ export class RaftNode {
     if (own === undefined || theirs === undefined) return '';
     const allowed = Math.max(this.o.takebackStragglers ?? DEFAULTS.takebackStragglers, Math.floor(own * TAKEBACK_STRAGGLER_SHARE));
     const said = ` and has sessions from ${theirs} peers (this main ${own})`;
-    if (own - theirs <= allowed) return said;
     const waitMs = this.o.takebackWaitMs ?? DEFAULTS.takebackWaitMs;
+    if (own - theirs <= allowed || waitMs <= 0) return said;
     const since = this.gathering.get(r);
     if (since === undefined) {
       this.gathering.set(r, this.now);

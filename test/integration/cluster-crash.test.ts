@@ -3,9 +3,16 @@
  * the backups' connections, and a backup with no link from it left takes that for the main being gone,
  * so the next in rank runs once the main has missed two heartbeats. A main that is frozen (SIGSTOP) still
  * takes connections into its queue, so the backups wait the whole failover period, as they must for a
- * main that may yet wake. Real p2p-tracker processes (test/helpers/tracker-process.ts).
+ * main that may yet wake. A main that wakes from such a freeze gets its peers' standby sessions back
+ * (though each peer had marked it unresponsive) before it takes command back. Real p2p-tracker processes
+ * (test/helpers/tracker-process.ts).
  */
+import { randomBytes } from 'node:crypto';
 import t from 'tap';
+import { parseAddress, silentLogger } from '../../protocol/index.js';
+import { TrackerClient } from '../../peerd/tracker-client.js';
+import { clientIdentity } from '../helpers/tls.js';
+import { until } from '../helpers/wait.js';
 import { settle, TrackerCluster, type TrackerProcess } from '../helpers/tracker-process.js';
 
 const HEARTBEAT_MS = 100;
@@ -51,4 +58,32 @@ t.test('SIGSTOP of the main: its queue still takes connections, so the backups w
   // a main taken for gone would have been replaced two heartbeats (200 ms) after it.
   t.ok(ms >= FAILOVER_MS / 2, `not two heartbeats after it: ${ms} ms (--failover-ms ${FAILOVER_MS})`);
   t.notMatch(t1.log + t2.log, /refused a connection/, 'no backup took the frozen main for gone');
+});
+
+t.test('a main that hung (SIGSTOP, then kill -9) and came back gets its peers\' standby sessions back, though each peer had marked it unresponsive, before it takes command back', async (t) => {
+  // No straggler allowed, and a long wait: the takeback waits for this one peer's standby at t0.
+  const c = await TrackerCluster.create(t, { size: 3, heartbeatMs: HEARTBEAT_MS, failoverMs: FAILOVER_MS, extraArgs: ['--takeback-stragglers', '0', '--takeback-wait-ms', '60000'] });
+  const [t0, t1, t2] = c.trackers as [TrackerProcess, TrackerProcess, TrackerProcess];
+  for (const tr of c.trackers) tr.start();
+  await c.converged(c.trackers, { main: t0 });
+  const files = [{ id: randomBytes(32), size: 10, name: 'frozen.bin', complete: true }];
+  const peer = new TrackerClient({ trackers: c.trackers.map((tr) => parseAddress(tr.address)), ...clientIdentity(), advertisePort: () => 9, announce: () => files, logger: silentLogger, standbySpreadMs: 0, standbyUpgradeMs: 300 });
+  peer.start();
+  t.teardown(() => peer.close());
+  await until('the peer on t0 with its standby on t1', () => peer.current === t0.address && peer.standbyAddress === t1.address, 10_000);
+
+  t0.pause();
+  await until('the peer on t1, the main, with its standby on t2 (t0 does not answer)', () => peer.current === t1.address && peer.role === 'primary' && peer.standbyAddress === t2.address, 15_000).catch((err: Error) => {
+    throw new Error(`${err.message}; the peer: on ${peer.current} (${peer.role}, ${peer.state}), standby ${peer.standbyAddress}; t0 ${t0.address}, t1 ${t1.address}, t2 ${t2.address}`);
+  });
+  // Killed while frozen and started again: a tracker that hung, as after a host's power cut. (Woken from
+  // SIGSTOP instead, it would count the peer's old session, closed while it was frozen, until it reads the
+  // close: its first status after waking comes before that.)
+  await t0.kill9();
+  t0.start();
+  await until('the standby to move back to t0', () => peer.standbyAddress === t0.address, 15_000);
+  const atT0 = peer.standby!.conn;
+  await until('t0 to take command back, and the peer to be on it', () => peer.current === t0.address && peer.role === 'primary', 15_000);
+  t.equal(peer.conn, atT0, 'the session in use at t0 is that standby: promoted, no handshake at the takeback');
+  t.match(t1.log, /has sessions from 1 peers \(this main 1\): handing command over/, 't1 handed command over once t0 had the peer\'s session');
 });

@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import pino from 'pino';
 import t from 'tap';
 import { SWEEP_SLICE } from '../../daemon/cluster.js';
 import type { TrackerOptions } from '../../daemon/tracker.js';
@@ -430,22 +431,28 @@ t.test('a standby left with a worse-ranked tracker moves to the returning main, 
   const leaseMs = 1500;
   // No straggler allowed: the acting main waits for the peer's standby at t0 (for up to 20 s).
   const { ports, fleet, peer } = await sweepCluster(t, leaseMs, undefined, 3, { takebackStragglers: 0, takebackWaitMs: 20_000 });
-  const c = peer(ports.map(addr), 'upgrade.bin', { standbySpreadMs: 0, standbyUpgradeMs: 400 });
+  // The peer's log (debug and up), shown if a wait below times out.
+  const lines: string[] = [];
+  const logger = pino({ level: 'debug' }, { write: (line: string) => void lines.push(line.trim()) });
+  const c = peer(ports.map(addr), 'upgrade.bin', { standbySpreadMs: 0, standbyUpgradeMs: 400, logger });
   await until('the peer on t0 with a standby session with t1', () => c.current === label(ports[0]!) && c.standbyAddress === label(ports[1]!), 10_000);
   await fleet.stopMember(0);
   await until('the peer on t1, the main, with its standby on t2 (t0 is down)', () => c.current === label(ports[1]!) && c.role === 'primary' && c.standbyAddress === label(ports[2]!), 10_000);
   const states: string[] = [];
   c.on('state', (s: string) => states.push(s));
 
+  const mark = fleet.members[1]!.log.length; // t1 may have handed command to t0 once already, at the start
   await fleet.startMember(0);
-  await until('the standby to move to t0, better ranked', () => c.standbyAddress === label(ports[0]!), 10_000);
+  await until('the standby to move to t0, better ranked', () => c.standbyAddress === label(ports[0]!), 15_000).catch((err: Error) => {
+    throw new Error(`${err.message}; t0 is ${fleet.trackerAt(0).cluster.role}; the peer on ${c.current} (${c.role}), standby ${c.standbyAddress}; its log: ${lines.slice(-15).join('\n')}`);
+  });
   const atT0 = c.standby!.conn;
   await until('t0 to take command back', () => fleet.trackerAt(0).cluster.role === 'primary', 10_000);
   await until('the peer on t0', () => c.current === label(ports[0]!) && c.role === 'primary', 5000);
   t.equal(c.conn, atT0, 'the session in use at t0 is the standby it moved there before the takeback: no handshake at the takeback');
   t.same(states, [], 'and no gap');
   await until('the session left with t1 to be the standby again', () => c.standbyAddress === label(ports[1]!), 5000);
-  const handover = fleet.members[1]!.log.find((l) => String(l.msg).includes('handing command over'));
+  const handover = fleet.members[1]!.log.slice(mark).find((l) => String(l.msg).includes('handing command over'));
   t.match(String(handover?.msg), /has sessions from 1 peers \(this main 1\)/, 't1 handed command over once t0 had the peer\'s session');
   t.equal(fleet.trackerAt(0).state.search('upgrade', 10).hits.length, 1, 't0 lists the file');
 });
@@ -459,9 +466,10 @@ t.test('a main waits at most --takeback-wait-ms for a returning tracker to gathe
   await fleet.stopMember(0);
   await until('the peer on t1, the main', () => c.current === label(ports[1]!) && c.role === 'primary', 10_000);
 
+  const mark = fleet.members[1]!.log.length; // t1 may have handed command to t0 once already, at the start
   await fleet.startMember(0);
   await until('t0 to take command back', () => fleet.trackerAt(0).cluster.role === 'primary', 15_000);
-  const log = fleet.members[1]!.log;
+  const log = fleet.members[1]!.log.slice(mark);
   const waiting = log.find((l) => String(l.msg).includes('has sessions from 0 of this main\'s 1 peers'));
   const handover = log.find((l) => String(l.msg).includes('handing command over'));
   t.ok(waiting, 't1 said it waits for t0 to gather the peers\' sessions');

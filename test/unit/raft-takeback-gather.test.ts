@@ -69,3 +69,23 @@ t.test('a small fleet (at most 256 peers) is handed back at once', (t) => {
   t.ok(trio.now - back < 40 * HEARTBEAT_MS, `${trio.now - back} ms after it returned, without waiting for sessions`);
   t.end();
 });
+
+t.test('with a write every 100 ms that rank 0 acknowledges a little later than rank 2, the wait still ends after --takeback-wait-ms: being a write behind for a moment does not start it over', (t) => {
+  const sessions = [0, 0, 0];
+  const trio = returned(t, sessions);
+  trio.extra.set('0>1', 20); // rank 0's answers reach the main 20 ms after rank 2's
+  const back = trio.now;
+  let writes = 0;
+  while (trio.now - back < 2 * WAIT_MS && trio.main() !== 0) {
+    const main = trio.nodes[1]!;
+    if (main.isPrimary) {
+      main.propose({ op: 'blacklist-add', entry: { target: `10.9.${(writes >> 8) & 255}.${writes & 255}`, reason: 'load', since: writes, addedBy: 'test' } });
+      writes++;
+    }
+    trio.run(100);
+  }
+  t.equal(trio.main(), 0, `rank 0 took command back (${writes} writes made meanwhile)`);
+  const took = trio.now - back;
+  t.ok(took >= WAIT_MS && took < WAIT_MS + 1000, `${took} ms after it was back in sync: the wait (${WAIT_MS} ms) and a moment`);
+  t.end();
+});
