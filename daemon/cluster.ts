@@ -211,9 +211,9 @@ export class Cluster {
       onRoleChange: (from, to, why) => this.roleChanged(from, to, why),
       onFollow: () => this.opts.onFollow?.(),
       note: (level, fields, message) => this.log[level](fields, message),
-      ...(this.opts.peerSessions ? { peerSessions: this.opts.peerSessions } : {}),
-      ...(this.opts.takebackWaitMs !== undefined ? { takebackWaitMs: this.opts.takebackWaitMs } : {}),
-      ...(this.opts.takebackStragglers !== undefined ? { takebackStragglers: this.opts.takebackStragglers } : {}),
+      peerSessions: this.opts.peerSessions,
+      takebackWaitMs: this.opts.takebackWaitMs,
+      takebackStragglers: this.opts.takebackStragglers,
     });
     this.node = node;
     this.lastTickAt = this.clock.now();

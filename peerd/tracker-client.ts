@@ -610,9 +610,14 @@ export class TrackerClient extends EventEmitter {
     return this.opts.standby === false || this.opts.trackers.length < 2 ? PEER_FEATURES.lease : PEER_FEATURES.lease | PEER_FEATURES.standby;
   }
 
+  /** Every tracker but the one in use, in rank order. */
+  private others(): Address[] {
+    return this.opts.trackers.filter((a) => labelOf(a) !== this.current);
+  }
+
   /** The trackers a standby session may be with, best first: rank order, the one in use left out. */
   private standbyCandidates(): Address[] {
-    const others = this.opts.trackers.filter((a) => labelOf(a) !== this.current);
+    const others = this.others();
     return [...others.filter((a) => labelOf(a) !== this.unresponsive), ...others.filter((a) => labelOf(a) === this.unresponsive)];
   }
 
@@ -641,7 +646,7 @@ export class TrackerClient extends EventEmitter {
    * would never come back to it (a review of b9cc2bc).
    */
   private betterThan(sb: Standby): Address[] {
-    const others = this.opts.trackers.filter((a) => labelOf(a) !== this.current);
+    const others = this.others();
     const at = others.findIndex((a) => labelOf(a) === sb.label);
     return at < 0 ? others : others.slice(0, at);
   }

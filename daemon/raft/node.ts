@@ -1083,7 +1083,7 @@ export class RaftNode {
   }
 
   private status(): RaftMessage {
-    return { t: 'status', term: this.term, role: this.role, last: this.log.last, applied: this.state.appliedIndex, fresh: this.fresh, leader: this.leader ?? -1, pending: this.hasPendingMerge, hears: this.ranksHeard(), ...(this.o.peerSessions ? { peers: this.o.peerSessions() } : {}) };
+    return { t: 'status', term: this.term, role: this.role, last: this.log.last, applied: this.state.appliedIndex, fresh: this.fresh, leader: this.leader ?? -1, pending: this.hasPendingMerge, hears: this.ranksHeard(), peers: this.o.peerSessions?.() };
   }
 }
 

@@ -67,9 +67,9 @@ export class VirtualCluster {
         heartbeatMs: o.heartbeatMs,
         failoverMs: o.failoverMs,
         random,
-        ...(o.sessions ? { peerSessions: () => o.sessions![rank]! } : {}),
-        ...(o.takebackWaitMs !== undefined ? { takebackWaitMs: o.takebackWaitMs } : {}),
-        ...(o.takebackStragglers !== undefined ? { takebackStragglers: o.takebackStragglers } : {}),
+        peerSessions: o.sessions && (() => o.sessions![rank]!),
+        takebackWaitMs: o.takebackWaitMs,
+        takebackStragglers: o.takebackStragglers,
         send: (to, m) => {
           if (this.dead.has(rank)) return;
           if (m.t === 'vote' && m.pre) this.preVoteAsks.push({ from: rank, to, at: this.now });
