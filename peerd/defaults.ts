@@ -50,6 +50,8 @@ export const PEER_DEFAULTS = {
    * A peer opens its standby session (peerd/tracker-client.ts) within a random delay below this once it has
    * a session in use: a fleet that starts, or has just moved to a new main, opens them over a few seconds
    * (1,000 peers at once after a takeover kept a backup that shares 2 cores from answering HELLOs in 2 s).
+   * In a larger fleet, over four of the main's heartbeat leases if that is longer: the lease grows with the
+   * fleet (peerd/tracker-client.ts, standbySpread).
    */
   trackerStandbySpreadMs: 5000,
   /**

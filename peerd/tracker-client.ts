@@ -121,6 +121,8 @@ const MAX_HEARTBEAT_MS = 60_000;
 const HEARTBEAT_PATIENCE_MS = 750;
 /** A standby session that could not be opened is tried again after this, doubling up to a minute. */
 const STANDBY_RETRY_MS = 2000;
+/** Standby sessions open over this many of the main's heartbeat leases, at least (standbySpread). */
+const STANDBY_SPREAD_LEASES = 4;
 const STANDBY_RETRY_MAX_MS = 60_000;
 /**
  * The standby pings every 0.6 of the lease its tracker told: a tracker closes a session silent for
@@ -146,6 +148,8 @@ export class TrackerClient extends EventEmitter {
   observedHost = '';
   /** The lease of the session in use (WELCOME, or a later LEASE): it pings every third of it. */
   leaseMs = 0;
+  /** The heartbeat lease a main told last: it grows with the fleet (daemon/tracker.ts, heartbeatLeaseMs). */
+  private mainLeaseMs = 0;
   private preferred: string | undefined;
   /** A tracker that stopped answering heartbeats: tried last until a session with it works again. */
   private unresponsive: string | undefined;
@@ -365,9 +369,11 @@ export class TrackerClient extends EventEmitter {
   }
 
   /** Makes a session just opened the one in use (and announces the files on it, unless told not to). */
-  private adopt(conn: Connection, welcome: SessionFacts, label: string, announce = true): void {
+  private adopt(conn: Connection, welcome: SessionFacts, label: string, announce = true, fromStandby = false): void {
     this.role = welcome.role;
     this.mainNamed = welcome.role === 'primary' ? label : welcome.primary;
+    // A standby promoted brings the lease told to a standby, not the main's heartbeat lease.
+    if (welcome.role === 'primary' && !fromStandby) this.mainLeaseMs = welcome.leaseMs;
     this.term = welcome.term;
     this.observedHost = welcome.observedHost;
     this.attach(conn, label, welcome.leaseMs);
@@ -395,7 +401,9 @@ export class TrackerClient extends EventEmitter {
       // Its fleet grew or shrank since WELCOME: ping at the new pace (a session left after a move, never).
       if (this.state === 'closed') return;
       pingTimer.cancel();
-      pingTimer = this.heartbeat(conn, label, (body as Body<'LEASE'>).leaseMs);
+      const { leaseMs } = body as Body<'LEASE'>;
+      if (this.role === 'primary') this.mainLeaseMs = leaseMs;
+      pingTimer = this.heartbeat(conn, label, leaseMs);
     };
     const close = (err?: P2PError): void => {
       // Its own heartbeats only: a session left after a move ends once the next one has its timer.
@@ -621,11 +629,22 @@ export class TrackerClient extends EventEmitter {
     return [...others.filter((a) => labelOf(a) !== this.unresponsive), ...others.filter((a) => labelOf(a) === this.unresponsive)];
   }
 
+  /**
+   * The time over which peers open their standby sessions: standbySpreadMs, or STANDBY_SPREAD_LEASES of the
+   * main's heartbeat lease, whichever is longer (0: at once). After a takeover every peer opens one with the
+   * same tracker, the next in rank. The lease grows with the fleet (up to --lease-ms), so at 5,000 peers on
+   * the defaults they come over 20 s, 250 handshakes a second, where 5 s made 1,000 a second, more than a
+   * tracker can make (about 2 ms of CPU each); fleets under about 1,300 peers keep the 5 s.
+   */
+  private standbySpread(): number {
+    return this.standbySpreadMs > 0 ? Math.max(this.standbySpreadMs, STANDBY_SPREAD_LEASES * this.mainLeaseMs) : 0;
+  }
+
   /** Opens a standby session (see the top of this file) within `delayMs`, a random spread unless given. */
   private ensureStandby(delayMs?: number): void {
     if (this.opts.standby === false || this.opts.trackers.length < 2) return;
     if (this.standby || this.standbyOpening || this.standbyTimer || this.state !== 'connected') return;
-    const wait = delayMs ?? Math.floor(this.random() * this.standbySpreadMs);
+    const wait = delayMs ?? Math.floor(this.random() * this.standbySpread());
     this.standbyTimer = this.clock.setTimeout(() => {
       this.standbyTimer = undefined;
       void this.openStandby();
@@ -787,7 +806,7 @@ export class TrackerClient extends EventEmitter {
       sb.ping.cancel();
       this.standby = undefined;
       this.opts.logger.info({ tracker: label, err: err?.message }, `standby session with ${label} closed`);
-      this.ensureStandby(STANDBY_RETRY_MS + Math.floor(this.random() * this.standbySpreadMs));
+      this.ensureStandby(STANDBY_RETRY_MS + Math.floor(this.random() * this.standbySpread()));
     };
     this.listen(conn, event, close);
   }
@@ -831,7 +850,7 @@ export class TrackerClient extends EventEmitter {
     // refused writes. In case it never says so (another tracker became main and this one did not tell),
     // they are announced a little later all the same (announceOn moves on from a backup that names a main).
     const announceNow = role === 'primary';
-    this.adopt(conn, { role, primary: sb.primary, term: sb.term, observedHost: sb.observedHost, leaseMs: sb.leaseMs }, label, announceNow);
+    this.adopt(conn, { role, primary: sb.primary, term: sb.term, observedHost: sb.observedHost, leaseMs: sb.leaseMs }, label, announceNow, true);
     // Told a standby's long lease: a main tells the heartbeat lease (LEASE) at the first PING (see onEvent).
     if (announceNow) this.askLease(conn);
     if (!announceNow) {

@@ -427,6 +427,25 @@ t.test('a peer keeps a standby session with the next tracker: when the main dies
   t.equal(fleet.trackerAt(0).state.search('standby', 10).hits.length, 1, 't0 lists the file');
 });
 
+t.test('in a fleet large enough to stretch the heartbeat lease, standby sessions open over four of its leases: after a takeover they do not all come to the next tracker within 5 s', async (t) => {
+  // 3 PINGs a second for the whole fleet: one peer is enough to stretch the lease (3 x 334 ms).
+  const { ports, fleet, peer } = await sweepCluster(t, 10_000, undefined, 3, { peerHeartbeatsPerSecond: 3 });
+  const started = Date.now();
+  const c = peer(ports.map(addr), 'spread.bin', { standbySpreadMs: 100, random: () => 0.999 });
+  await until('the peer on t0, the main', () => c.current === label(ports[0]!) && c.role === 'primary', 10_000);
+  const leaseMs = c.leaseMs;
+  t.equal(leaseMs, 1002, 'the main told a lease stretched for its fleet');
+  await until('a standby session with t1', () => c.standbyAddress === label(ports[1]!), 10_000);
+  t.ok(Date.now() - started >= 0.9 * 4 * leaseMs, `opened after ${Date.now() - started} ms, not within the 100 ms of standbySpreadMs`);
+
+  await fleet.stopMember(0);
+  const killed = Date.now();
+  t.equal(c.current, label(ports[1]!), 'the standby is in use at once');
+  await until('t1 to take over, and a standby session with t2', () => fleet.trackerAt(1).cluster.role === 'primary' && c.standbyAddress === label(ports[2]!), 15_000);
+  t.ok(Date.now() - killed >= 0.9 * 4 * leaseMs, `after the takeover, the next standby opened after ${Date.now() - killed} ms: the old main's lease still sets the spread, not the promoted standby's --lease-ms or 100 ms`);
+  t.ok(Date.now() - killed < 4 * 10_000, 'and not over four of --lease-ms (the lease a standby is told)');
+});
+
 t.test('a standby left with a worse-ranked tracker moves to the returning main, and the acting main hands command back only once that main has it: the takeback is a promotion, no handshake', async (t) => {
   const leaseMs = 1500;
   // No straggler allowed: the acting main waits for the peer's standby at t0 (for up to 20 s).
