@@ -162,6 +162,11 @@ export class RaftNode {
   private transferSent = false;
   private handoverAfter = 0;
   /**
+   * A main of three trackers or more that found it was frozen: when it woke (noticeFreeze). It keeps command
+   * while it asks a majority whether its term still holds: it may not step down for a gap alone.
+   */
+  private confirmingSince: number | undefined;
+  /**
    * A handover under way when this main lost command: the rank it went to. If that rank then leads, the
    * handover worked; if this tracker is elected again instead, it failed (the target could not win after
    * all: a 0.1 tracker says nothing of whom it hears, and statuses are up to a heartbeat old), and the
@@ -358,6 +363,7 @@ export class RaftNode {
     this.state.term = this.term;
     const was = this.role;
     this.leader = leader;
+    this.confirmingSince = undefined;
     this.followers.clear();
     this.gathering.clear();
     this.mergesWaiting.clear();
@@ -383,6 +389,18 @@ export class RaftNode {
     }
     this.mainHeardAt = this.now;
     this.electionAt = this.now + this.electionDelay();
+    if (this.role === 'primary' && this.o.size >= 3) {
+      // Another may have taken over meanwhile, or (far more often, on a loaded machine) nobody did: the
+      // others heard nothing for a moment. Stepping down for the gap alone made an election, a second
+      // change of command and TRACKER_CHANGED to every peer, out of one slow turn of the loop (at 5,000
+      // peers, a new main frozen 1,043 ms went term 4 -> 5 -> 7). So it asks first: a heartbeat round now,
+      // and command is kept once a majority answers in this term, or given up after failover-ms without
+      // (leadTick). Nothing it writes meanwhile is acknowledged unless a majority takes it in this term,
+      // which a newer main's backups refuse; and an answer from a newer term makes it step down at once.
+      this.confirmingSince = this.now;
+      for (const f of this.followers.values()) f.sentAt = -Infinity;
+      return;
+    }
     if (this.role === 'primary' || this.role === 'candidate') this.becomeFollower(this.term, undefined, `frozen for ${Math.round(gapMs)} ms, longer than failover-ms`);
   }
 
@@ -574,6 +592,7 @@ export class RaftNode {
     this.epoch = 1 + Math.floor(this.o.random() * 0x7fff_ffff);
     this.followers.clear();
     this.gathering.clear();
+    this.confirmingSince = undefined;
     for (let r = 0; r < this.o.size; r++) {
       if (r === this.o.rank) continue;
       this.followers.set(r, { next: this.log.lastIndex + 1, match: 0, sentAt: -Infinity, awaiting: false, awaitingTo: 0, repliedAt: this.now, snapshot: undefined, needSnapshot: false, applied: undefined, served: 0, want: 0 });
@@ -590,10 +609,18 @@ export class RaftNode {
 
   private leadTick(): void {
     const now = this.now;
-    // Check quorum: a main that does not hear a majority for failover-ms steps down.
+    // Check quorum: a main that does not hear a majority for failover-ms steps down. After a freeze, one
+    // that hears a majority answer since it woke keeps command (noticeFreeze), and until then it waits.
     if (this.o.size >= 3) {
       let heard = 1;
-      for (const f of this.followers.values()) if (now - f.repliedAt < this.o.failoverMs) heard++;
+      const since = this.confirmingSince;
+      for (const f of this.followers.values()) if (since === undefined ? now - f.repliedAt < this.o.failoverMs : f.repliedAt >= since) heard++;
+      if (since !== undefined && heard >= majority(this.o.size)) {
+        this.confirmingSince = undefined;
+        this.o.note?.('info', { term: this.term, waitedMs: now - since }, `still main in term ${this.term}: a majority answered after the freeze`);
+      } else if (since !== undefined && now - since < this.o.failoverMs) {
+        heard = this.o.size;
+      }
       if (heard < majority(this.o.size)) {
         this.becomeFollower(this.term, undefined, `hears only ${heard} of ${this.o.size} trackers; a main needs a majority`);
         return;
@@ -702,7 +729,7 @@ export class RaftNode {
    * refused (NOT_MAIN) for that moment; if the handover does not happen within failover-ms they resume.
    */
   private considerHandover(): void {
-    if (this.log.position(this.commit)?.term !== this.term) return;
+    if (this.log.position(this.commit)?.term !== this.term || this.confirmingSince !== undefined) return;
     if (this.transferringTo === undefined && this.now >= this.handoverAfter) {
       for (const [r, f] of this.followers) {
         // Not to one that still has records to merge: they go into this main's log first. Nor to one that

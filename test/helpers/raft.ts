@@ -14,8 +14,8 @@ export function seededStream(seed: number): () => number {
 }
 
 /** A tracker's cluster logic with an in-memory store, starting at virtual time 0. */
-export function memoryRaftNode(o: Omit<RaftNodeOptions, 'state' | 'now'>): RaftNode {
-  return new RaftNode({ ...o, state: new TrackerState(new Store(':memory:')), now: 0 });
+export function memoryRaftNode(o: Omit<RaftNodeOptions, 'state' | 'now'>, state = new TrackerState(new Store(':memory:'))): RaftNode {
+  return new RaftNode({ ...o, state, now: 0 });
 }
 
 export interface VirtualClusterOptions {
@@ -41,7 +41,11 @@ export interface VirtualClusterOptions {
 export class VirtualCluster {
   now = 0;
   readonly nodes: RaftNode[] = [];
+  /** Each tracker's state (what it applied). */
+  readonly states: TrackerState[] = [];
   readonly dead = new Set<number>();
+  /** Frozen (SIGSTOP, a stalled machine): no ticks; what is sent to it waits, and arrives once it runs again. */
+  readonly paused = new Set<number>();
   /** Extra latency on one directed link, `${from}>${to}` (Infinity: nothing gets through). */
   readonly extra = new Map<string, number>();
   /** Each tracker ticks every `tickMs`, at its own offset `phase[rank]` (cluster.ts ticks every heartbeat / 4). */
@@ -61,6 +65,8 @@ export class VirtualCluster {
     const random = seededStream(o.seed ?? 1);
     this.phase = new Array<number>(o.size).fill(0);
     for (let rank = 0; rank < o.size; rank++) {
+      const state = new TrackerState(new Store(':memory:'));
+      this.states.push(state);
       const node: RaftNode = memoryRaftNode({
         rank,
         size: o.size,
@@ -80,7 +86,7 @@ export class VirtualCluster {
           this.changes.push(`${rank} ${to} ${node.term}`);
           this.changedAt.push(this.now);
         },
-      });
+      }, state);
       this.nodes.push(node);
     }
   }
@@ -89,9 +95,10 @@ export class VirtualCluster {
     const end = this.now + ms;
     while (this.now < end) {
       this.now += 1;
-      for (const [rank, n] of this.nodes.entries()) if (!this.dead.has(rank) && (this.now - this.phase[rank]!) % this.tickMs === 0) n.tick(this.now);
-      const due = this.queue.filter((q) => q.at <= this.now);
-      this.queue = this.queue.filter((q) => q.at > this.now);
+      const runs = (rank: number): boolean => !this.dead.has(rank) && !this.paused.has(rank);
+      for (const [rank, n] of this.nodes.entries()) if (runs(rank) && (this.now - this.phase[rank]!) % this.tickMs === 0) n.tick(this.now);
+      const due = this.queue.filter((q) => q.at <= this.now && !this.paused.has(q.to));
+      this.queue = this.queue.filter((q) => q.at > this.now || this.paused.has(q.to));
       for (const { to, from, m } of due) if (!this.dead.has(to)) this.nodes[to]!.receive(this.now, from, m);
       if (until?.()) return;
     }
