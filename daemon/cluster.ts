@@ -164,6 +164,11 @@ export class Cluster {
     return this.node?.isPrimary ?? false;
   }
 
+  /** The main woke from a freeze and awaits a majority's answer (RaftNode.confirming): it takes no writes meanwhile. */
+  get confirming(): boolean {
+    return this.node?.confirming ?? false;
+  }
+
   get term(): number {
     return this.node?.term ?? this.state.term;
   }
@@ -242,6 +247,11 @@ export class Cluster {
   requirePrimary(): void {
     // A write can reach a main that was frozen before its timers noticed: let it notice first.
     if (this.size > 1 && this.clock.now() - this.lastTickAt > this.opts.failoverMs) this.tick();
+    if (this.node?.confirming) {
+      // It stood still past failover-ms and has not yet heard a majority since: another may have taken
+      // over, and an answer from its own state (a ban already listed, files already held) could be stale.
+      throw new P2PError('P2P_NOT_PRIMARY', 'this tracker stood still for a moment and is asking the others whether it is still the main; try again in a second');
+    }
     if (this.isPrimary) return;
     const main = this.primaryAddress;
     throw new P2PError('P2P_NOT_PRIMARY', `this tracker is not the main (it is ${this.role}); ${main ? `the main is ${main}` : 'a takeover is under way; try again in a second'}`);
@@ -257,7 +267,7 @@ export class Cluster {
       this.requirePrimary();
     } catch (err) {
       // Never a synchronous throw: callers in timers and close handlers only attach .catch (a main that
-      // notices here that it was frozen steps down, and its write is refused).
+      // notices here that it was frozen steps down or asks the others first, and its write is refused).
       return Promise.reject(toP2PError(err));
     }
     return new Promise<void>((resolve, reject) => {

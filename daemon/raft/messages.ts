@@ -19,14 +19,18 @@ export type RaftMessage =
    * (RaftNodeOptions.peerSessions).
    */
   | { t: 'status'; term: number; role: string; last: LogPosition; applied: number; fresh: boolean; leader: number; pending: boolean; hears?: number[]; peers?: number }
-  /** Main -> backup: entries after `prev` (none: a heartbeat), and the main's commit index. */
-  | { t: 'append'; term: number; prev: LogPosition; entries: LogEntry[]; commit: number }
+  /**
+   * Main -> backup: entries after `prev` (none: a heartbeat), and the main's commit index. `round` (absent
+   * from older trackers) is echoed in the answer: a main that woke from a freeze counts only answers to
+   * what it sent since (RaftNode.noticeFreeze).
+   */
+  | { t: 'append'; term: number; prev: LogPosition; entries: LogEntry[]; commit: number; round?: number }
   /**
    * `match`: the backup's log agrees up to here; `hint`: where to try next after a refusal; `want`: not 0
    * when the backup needs a snapshot, a number naming that need (an answer sent before the snapshot
    * arrived names the need it served, so it does not cause another).
    */
-  | { t: 'append-reply'; term: number; ok: boolean; match: number; hint: number; want: number; applied: LogPosition }
+  | { t: 'append-reply'; term: number; ok: boolean; match: number; hint: number; want: number; applied: LogPosition; round?: number }
   | { t: 'vote'; term: number; last: LogPosition; pre: boolean; transfer: boolean }
   | { t: 'vote-reply'; term: number; pre: boolean; granted: boolean; reason: string }
   /**
@@ -59,8 +63,8 @@ const isEntry = (x: unknown): boolean => {
 const CHECKS: { readonly [K in RaftMessage['t']]: (o: Record<string, unknown>) => boolean } = {
   status: (o) =>
     typeof o.role === 'string' && o.role.length <= 16 && isPosition(o.last) && isCount(o.applied) && isBool(o.fresh) && isBool(o.pending) && typeof o.leader === 'number' && Number.isSafeInteger(o.leader) && (o.hears === undefined || (Array.isArray(o.hears) && o.hears.length <= 64 && o.hears.every(isCount))) && (o.peers === undefined || isCount(o.peers)),
-  append: (o) => isPosition(o.prev) && Array.isArray(o.entries) && o.entries.every(isEntry) && isCount(o.commit),
-  'append-reply': (o) => isBool(o.ok) && isCount(o.match) && typeof o.hint === 'number' && Number.isSafeInteger(o.hint) && isCount(o.want) && isPosition(o.applied),
+  append: (o) => isPosition(o.prev) && Array.isArray(o.entries) && o.entries.every(isEntry) && isCount(o.commit) && (o.round === undefined || isCount(o.round)),
+  'append-reply': (o) => isBool(o.ok) && isCount(o.match) && typeof o.hint === 'number' && Number.isSafeInteger(o.hint) && isCount(o.want) && isPosition(o.applied) && (o.round === undefined || isCount(o.round)),
   vote: (o) => isPosition(o.last) && isBool(o.pre) && isBool(o.transfer),
   'vote-reply': (o) => isBool(o.pre) && isBool(o.granted) && typeof o.reason === 'string',
   snapshot: (o) => isCount(o.id) && isCount(o.part) && isBool(o.done) && typeof o.records === 'string' && isBool(o.agrees) && isCount(o.want),

@@ -33,7 +33,9 @@
  * - * Two trackers: a majority of two is both. So a tracker acts alone (takes over, commits) when the other
  *   has been silent for failover-ms. Split apart, both act, in different terms; on healing the older
  *   term's main steps down and merges as above.
- * - A tracker whose own clock jumped by more than failover-ms (it was paused) steps down before it acts.
+ * - A tracker whose own clock jumped by more than failover-ms (it was paused) does not act on it: a candidate
+ *   steps down; a main of three or more asks a majority at once whether its term holds, and takes no writes
+ *   until one answers what it sent since it woke (noticeFreeze; with two trackers a main steps down).
  */
 import type { DurableRecord, Op, SnapshotRecord } from '../ops.js';
 import { encodeOp, decodeOp, isDurableOp, isDurableRecord } from '../ops.js';
@@ -111,6 +113,8 @@ interface Follower {
   /** The last entry of the append awaited: an answer that stops short of it answers an older message. */
   awaitingTo: number;
   repliedAt: number;
+  /** The latest `round` its answers echoed (see noticeFreeze). */
+  round: number;
   /**
    * A snapshot on its way: its records (taken whole at the start), the part sent and not yet acknowledged
    * (`current`, which ends before records[at]), serialized a part at a time as the backup acknowledges each.
@@ -149,6 +153,8 @@ export class RaftNode {
   private epoch = 0;
   private now: number;
   private lastTick: number;
+  /** How late this tick came after the one before (a stalled loop: see leadTick). */
+  private tickGap = 0;
   /** When this tracker last heard its main (as a backup); an election is due failover-ms after. */
   private mainHeardAt: number;
   private votes = new Set<number>();
@@ -166,6 +172,8 @@ export class RaftNode {
    * while it asks a majority whether its term still holds: it may not step down for a gap alone.
    */
   private confirmingSince: number | undefined;
+  /** Sent in every append, and raised at each freeze: an answer echoing it was made after the wake. */
+  private round = 0;
   /**
    * A handover under way when this main lost command: the rank it went to. If that rank then leads, the
    * handover worked; if this tracker is elected again instead, it failed (the target could not win after
@@ -222,6 +230,11 @@ export class RaftNode {
     return this.role === 'primary';
   }
 
+  /** A main that woke from a freeze and has not yet heard a majority answer since (noticeFreeze): it must not act on its own state. */
+  get confirming(): boolean {
+    return this.confirmingSince !== undefined;
+  }
+
   /** A tracker with no data at all. */
   get fresh(): boolean {
     return this.log.isEmpty && !this.state.stateful;
@@ -235,7 +248,8 @@ export class RaftNode {
 
   tick(now: number): void {
     this.now = now;
-    if (now - this.lastTick > this.o.failoverMs && this.o.size > 1) this.noticeFreeze(now - this.lastTick);
+    this.tickGap = now - this.lastTick;
+    if (this.tickGap > this.o.failoverMs && this.o.size > 1) this.noticeFreeze(this.tickGap);
     this.lastTick = now;
     if (now - this.statusAt >= this.o.heartbeatMs) {
       this.statusAt = now;
@@ -398,7 +412,10 @@ export class RaftNode {
       // (leadTick). Nothing it writes meanwhile is acknowledged unless a majority takes it in this term,
       // which a newer main's backups refuse; and an answer from a newer term makes it step down at once.
       this.confirmingSince = this.now;
-      for (const f of this.followers.values()) f.sentAt = -Infinity;
+      this.round++;
+      // An append to each at once (not to one in the middle of a snapshot: sent again, its part would
+      // make the backup start the install over).
+      for (const f of this.followers.values()) if (!f.snapshot) f.sentAt = -Infinity;
       return;
     }
     if (this.role === 'primary' || this.role === 'candidate') this.becomeFollower(this.term, undefined, `frozen for ${Math.round(gapMs)} ms, longer than failover-ms`);
@@ -595,7 +612,7 @@ export class RaftNode {
     this.confirmingSince = undefined;
     for (let r = 0; r < this.o.size; r++) {
       if (r === this.o.rank) continue;
-      this.followers.set(r, { next: this.log.lastIndex + 1, match: 0, sentAt: -Infinity, awaiting: false, awaitingTo: 0, repliedAt: this.now, snapshot: undefined, needSnapshot: false, applied: undefined, served: 0, want: 0 });
+      this.followers.set(r, { next: this.log.lastIndex + 1, match: 0, sentAt: -Infinity, awaiting: false, awaitingTo: 0, repliedAt: this.now, round: 0, snapshot: undefined, needSnapshot: false, applied: undefined, served: 0, want: 0 });
     }
     this.setRole('primary', `main in term ${this.term}`);
     this.o.note?.('info', { term: this.term, last: this.log.lastIndex }, `main in term ${this.term}`);
@@ -614,11 +631,19 @@ export class RaftNode {
     if (this.o.size >= 3) {
       let heard = 1;
       const since = this.confirmingSince;
-      for (const f of this.followers.values()) if (since === undefined ? now - f.repliedAt < this.o.failoverMs : f.repliedAt >= since) heard++;
+      // Since the wake, only answers to appends sent since count: what came in while it stood still was
+      // read after it woke, and says nothing of the term now.
+      for (const f of this.followers.values()) if (since === undefined ? now - f.repliedAt < this.o.failoverMs : f.round >= this.round) heard++;
       if (since !== undefined && heard >= majority(this.o.size)) {
         this.confirmingSince = undefined;
         this.o.note?.('info', { term: this.term, waitedMs: now - since }, `still main in term ${this.term}: a majority answered after the freeze`);
       } else if (since !== undefined && now - since < this.o.failoverMs) {
+        heard = this.o.size;
+      } else if (heard < majority(this.o.size) && this.tickGap > 2 * this.o.heartbeatMs) {
+        // This tick came late: the loop was busy (under failover-ms, or noticeFreeze would have seen it),
+        // and answers that came meanwhile wait unread behind this timer. Judge the others once they are
+        // read, at the next tick, a moment later: at 5,000 peers a main stalled 0.9 s by its own work
+        // stepped down for a backup's silence that was its own (term 4 -> 7, every peer moved twice).
         heard = this.o.size;
       }
       if (heard < majority(this.o.size)) {
@@ -660,13 +685,14 @@ export class RaftNode {
     f.sentAt = this.now;
     f.awaiting = true;
     f.awaitingTo = prev.index + entries.length;
-    this.o.send(r, { t: 'append', term: this.term, prev, entries, commit: this.commit });
+    this.o.send(r, { t: 'append', term: this.term, prev, entries, commit: this.commit, round: this.round });
   }
 
   private onAppendReply(from: number, m: Extract<RaftMessage, { t: 'append-reply' }>): void {
     const f = this.followers.get(from);
     if (this.role !== 'primary' || m.term !== this.term || !f) return;
     f.repliedAt = this.now;
+    if (m.round !== undefined && m.round > f.round) f.round = m.round;
     if (f.snapshot) {
       // An answer to an append sent before the snapshot: the snapshot's own answers drive what comes next
       // (answering this one with another append would keep the snapshot from ever being sent again).
@@ -886,7 +912,7 @@ export class RaftNode {
   private onAppend(from: number, m: Extract<RaftMessage, { t: 'append' }>): void {
     // A tracker that restarted lost its holder lists: it takes entries, and asks for a snapshot too.
     const reply = (ok: boolean, match: number, hint: number): void =>
-      this.o.send(from, { t: 'append-reply', term: this.term, ok, match, hint, want: this.want, applied: this.appliedPosition() });
+      this.o.send(from, { t: 'append-reply', term: this.term, ok, match, hint, want: this.want, applied: this.appliedPosition(), ...(m.round === undefined ? {} : { round: m.round }) });
     if (m.term < this.term) return reply(false, 0, this.log.lastIndex);
     // A main streams a snapshot with nothing else in between, so an append from any other main (or term)
     // means the one under way will never finish: drop it, or it kept this tracker syncing for good.

@@ -60,6 +60,29 @@ t.test('SIGSTOP of the main: its queue still takes connections, so the backups w
   t.notMatch(t1.log + t2.log, /refused a connection/, 'no backup took the frozen main for gone');
 });
 
+t.test('every tracker frozen at once past --failover-ms (a stalled machine): the main keeps command in its term, and takes a ban at once', async (t) => {
+  const c = await TrackerCluster.create(t, { size: 3, heartbeatMs: HEARTBEAT_MS, failoverMs: FAILOVER_MS });
+  const [t0, t1, t2] = c.trackers as [TrackerProcess, TrackerProcess, TrackerProcess];
+  for (const tr of c.trackers) tr.start();
+  await c.converged(c.trackers, { main: t0 });
+  const before = (await t0.selfStatus())!;
+  const changes = t0.roleChanges().length;
+
+  for (const tr of c.trackers) tr.pause();
+  await new Promise((resolve) => setTimeout(resolve, 2 * FAILOVER_MS)); // the stall itself: nothing to wait on
+  for (const tr of c.trackers) tr.resume();
+
+  // While it asks the others (a round trip) it refuses writes with P2P_NOT_PRIMARY: try again, as a peer does.
+  let ban = await t0.admin.add('10.77.0.9', 'after the stall');
+  for (let i = 0; i < 3 && !ban.ok && ban.code === 'P2P_NOT_PRIMARY'; i++) ban = await t0.admin.add('10.77.0.9', 'after the stall');
+  t.ok(ban.ok, `t0 took a ban right after the stall (${ban.ok ? `${ban.ms} ms` : ban.message})`);
+  const { main, rows } = await c.oneMain([t0, t1, t2], { stableMs: 4 * HEARTBEAT_MS });
+  t.equal(main.name, 't0', 't0 is still the one main');
+  t.equal(rows.get(t0)?.term, before.term, `in the same term (${before.term}): no election`);
+  t.same(t0.roleChanges().slice(changes), [], 'and it never changed role (before: frozen, it stepped down and an election followed)');
+  t.match(t0.log, /a majority answered after the freeze/, 'it asked, and kept command');
+});
+
 t.test('a main that hung (SIGSTOP, then kill -9) and came back gets its peers\' standby sessions back, though each peer had marked it unresponsive, before it takes command back', async (t) => {
   // No straggler allowed, and a long wait: the takeback waits for this one peer's standby at t0.
   const c = await TrackerCluster.create(t, { size: 3, heartbeatMs: HEARTBEAT_MS, failoverMs: FAILOVER_MS, extraArgs: ['--takeback-stragglers', '0', '--takeback-wait-ms', '60000'] });

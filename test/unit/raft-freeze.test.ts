@@ -12,6 +12,8 @@ import { VirtualCluster } from '../helpers/raft.js';
 
 const HEARTBEAT_MS = 50;
 const FAILOVER_MS = 250;
+/** A stall the backups can see as less than failover-ms of silence, and the main, reading late, as more. */
+const STALL_MS = 220;
 
 const ban = (target: string): Op => ({ op: 'blacklist-add', entry: { target, reason: 'test', since: 1, addedBy: 'test' } });
 
@@ -88,5 +90,48 @@ t.test('a main that wakes cut off from both others gives up command failover-ms 
   t.notOk(c.nodes[0]!.isPrimary, 'rank 0 gave up command');
   const after = c.now - woke;
   t.ok(after >= FAILOVER_MS - 5 && after <= FAILOVER_MS + 2 * HEARTBEAT_MS, `${after} ms after it woke (failover-ms ${FAILOVER_MS})`);
+  t.end();
+});
+
+t.test('a main whose loop stalls for nearly failover-ms reads the answers that came meanwhile before it judges the others silent: no change of command', (t) => {
+  // A stall of STALL_MS, started at these phases of the heartbeats, leaves the backups under failover-ms of
+  // silence (the main's last append reached them), while the answers to that append wait unread behind
+  // the main's first tick: it last read an answer more than failover-ms before. At other phases the
+  // backups' silence passes failover-ms too, and a change of command is right.
+  const steps: string[] = [];
+  for (const offset of [0, 1, 2, 3, 4, 45, 46, 47, 48, 49]) {
+    const c = trio();
+    c.run(2 * HEARTBEAT_MS + offset);
+    const mark = c.changes.length;
+    c.paused.add(0);
+    c.run(STALL_MS);
+    c.paused.delete(0);
+    c.run(10 * HEARTBEAT_MS);
+    if (c.changes.length > mark || c.main() !== 0) steps.push(`stalled at +${offset} ms: ${c.changes.slice(mark).join(', ')}`);
+  }
+  t.same(steps, [], `rank 0 stays main, no tracker changes role (before: it stepped down at each of these phases, and an election followed)`);
+  t.end();
+});
+
+t.test('answers that reached a frozen main while it stood still do not confirm it: cut off from the others (who elected a new main), it never acts on them and steps down failover-ms after waking', (t) => {
+  const c = trio();
+  c.run(HEARTBEAT_MS + 7); // an append is out to each backup; their answers come while rank 0 stands still
+  c.paused.add(0);
+  for (const r of [1, 2]) {
+    c.extra.set(`0>${r}`, Infinity);
+    c.extra.set(`${r}>0`, Infinity);
+  }
+  c.run(8 * FAILOVER_MS, () => c.nodes[1]!.isPrimary);
+  t.ok(c.nodes[1]!.isPrimary, 'rank 1 took over meanwhile');
+  c.paused.delete(0);
+  const woke = c.now;
+  let confirmedWhileMain = false;
+  c.run(3 * FAILOVER_MS, () => {
+    if (c.nodes[0]!.isPrimary && !c.nodes[0]!.confirming && c.now > woke) confirmedWhileMain = true;
+    return !c.nodes[0]!.isPrimary;
+  });
+  t.notOk(confirmedWhileMain, 'rank 0 never took itself for confirmed (before: the answers read after the wake confirmed it)');
+  t.notOk(c.nodes[0]!.isPrimary, 'and it gave up command');
+  t.ok(c.now - woke <= FAILOVER_MS + 2 * HEARTBEAT_MS, `${c.now - woke} ms after it woke`);
   t.end();
 });
