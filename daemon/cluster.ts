@@ -214,6 +214,9 @@ export class Cluster {
       unsent: (to) => this.links[to]?.unsentBytes ?? 0,
       onApplied: (index, term) => this.settle(index, term),
       onRoleChange: (from, to, why) => this.roleChanged(from, to, why),
+      // Peers whose sessions closed while it stood still were not dropped (it took no writes): the sweep,
+      // as after a takeover, drops those still gone a lease later.
+      onConfirmed: () => this.scheduleSweep(),
       onFollow: () => this.opts.onFollow?.(),
       note: (level, fields, message) => this.log[level](fields, message),
       peerSessions: this.opts.peerSessions,

@@ -402,7 +402,8 @@ export class TrackerClient extends EventEmitter {
       if (this.state === 'closed') return;
       pingTimer.cancel();
       const { leaseMs } = body as Body<'LEASE'>;
-      if (this.role === 'primary') this.mainLeaseMs = leaseMs;
+      // From the main only: a tracker that named another main since tells a standby's --lease-ms.
+      if (this.role === 'primary' && this.mainNamed === this.current) this.mainLeaseMs = leaseMs;
       pingTimer = this.heartbeat(conn, label, leaseMs);
     };
     const close = (err?: P2PError): void => {

@@ -58,6 +58,11 @@ export interface RaftNodeOptions {
   /** An entry was committed and applied (on every tracker, in log order). */
   onApplied?: (index: number, term: number, op: Op) => void;
   onRoleChange?: (from: TrackerRole, to: TrackerRole, why: string) => void;
+  /**
+   * A main that woke from a freeze heard a majority and keeps command (noticeFreeze). Writes it refused
+   * meanwhile (the drop of a peer whose session closed while it stood still) are for the tracker to redo.
+   */
+  onConfirmed?: () => void;
   /** This tracker, not main, follows another main than before (by its rank). */
   onFollow?: (leader: number) => void;
   /** Log lines worth an operator's attention. */
@@ -411,6 +416,9 @@ export class RaftNode {
       // and command is kept once a majority answers in this term, or given up after failover-ms without
       // (leadTick). Nothing it writes meanwhile is acknowledged unless a majority takes it in this term,
       // which a newer main's backups refuse; and an answer from a newer term makes it step down at once.
+      // Frozen again before a majority answered: the same question stands (a new round would make every
+      // answer one round behind on a loop that stalls each turn), and so does its deadline.
+      if (this.confirmingSince !== undefined) return;
       this.confirmingSince = this.now;
       this.round++;
       // An append to each at once (not to one in the middle of a snapshot: sent again, its part would
@@ -631,19 +639,19 @@ export class RaftNode {
     if (this.o.size >= 3) {
       let heard = 1;
       const since = this.confirmingSince;
+      // A tick that came late (the loop was busy, for less than failover-ms, or noticeFreeze would have seen
+      // it) judges the others as of the tick before: answers that came since wait unread behind this timer.
+      // At 5,000 peers a main stalled 0.9 s by its own work stepped down for a backup's silence that was its
+      // own (term 4 -> 7, every peer moved twice). A backup truly silent is still found a tick later at most.
+      const judgedAt = this.tickGap > 2 * this.o.heartbeatMs ? now - this.tickGap : now;
       // Since the wake, only answers to appends sent since count: what came in while it stood still was
       // read after it woke, and says nothing of the term now.
-      for (const f of this.followers.values()) if (since === undefined ? now - f.repliedAt < this.o.failoverMs : f.round >= this.round) heard++;
+      for (const f of this.followers.values()) if (since === undefined ? judgedAt - f.repliedAt < this.o.failoverMs : f.round >= this.round) heard++;
       if (since !== undefined && heard >= majority(this.o.size)) {
         this.confirmingSince = undefined;
         this.o.note?.('info', { term: this.term, waitedMs: now - since }, `still main in term ${this.term}: a majority answered after the freeze`);
+        this.o.onConfirmed?.();
       } else if (since !== undefined && now - since < this.o.failoverMs) {
-        heard = this.o.size;
-      } else if (heard < majority(this.o.size) && this.tickGap > 2 * this.o.heartbeatMs) {
-        // This tick came late: the loop was busy (under failover-ms, or noticeFreeze would have seen it),
-        // and answers that came meanwhile wait unread behind this timer. Judge the others once they are
-        // read, at the next tick, a moment later: at 5,000 peers a main stalled 0.9 s by its own work
-        // stepped down for a backup's silence that was its own (term 4 -> 7, every peer moved twice).
         heard = this.o.size;
       }
       if (heard < majority(this.o.size)) {

@@ -438,12 +438,11 @@ t.test('in a fleet large enough to stretch the heartbeat lease, standby sessions
   await until('a standby session with t1', () => c.standbyAddress === label(ports[1]!), 10_000);
   t.ok(Date.now() - started >= 0.9 * 4 * leaseMs, `opened after ${Date.now() - started} ms, not within the 100 ms of standbySpreadMs`);
 
+  const killed = Date.now(); // before the stop: the promotion, and the standby's timer, come during it
   await fleet.stopMember(0);
-  const killed = Date.now();
   t.equal(c.current, label(ports[1]!), 'the standby is in use at once');
   await until('t1 to take over, and a standby session with t2', () => fleet.trackerAt(1).cluster.role === 'primary' && c.standbyAddress === label(ports[2]!), 15_000);
-  t.ok(Date.now() - killed >= 0.9 * 4 * leaseMs, `after the takeover, the next standby opened after ${Date.now() - killed} ms: the old main's lease still sets the spread, not the promoted standby's --lease-ms or 100 ms`);
-  t.ok(Date.now() - killed < 4 * 10_000, 'and not over four of --lease-ms (the lease a standby is told)');
+  t.ok(Date.now() - killed >= 0.9 * 4 * leaseMs, `after the takeover, the next standby opened within ${Date.now() - killed} ms of the stop: over four heartbeat leases again, not 100 ms`);
 });
 
 t.test('a standby left with a worse-ranked tracker moves to the returning main, and the acting main hands command back only once that main has it: the takeback is a promotion, no handshake', async (t) => {

@@ -135,3 +135,42 @@ t.test('answers that reached a frozen main while it stood still do not confirm i
   t.ok(c.now - woke <= FAILOVER_MS + 2 * HEARTBEAT_MS, `${c.now - woke} ms after it woke`);
   t.end();
 });
+
+t.test('a main cut off from both others whose every tick comes late (a loop busy 200 ms a turn) still gives up command within failover-ms and a tick or two', (t) => {
+  const c = trio();
+  for (const r of [1, 2]) {
+    c.extra.set(`0>${r}`, Infinity);
+    c.extra.set(`${r}>0`, Infinity);
+  }
+  const cut = c.now;
+  while (c.nodes[0]!.isPrimary && c.now - cut < 10 * FAILOVER_MS) {
+    c.paused.add(0);
+    c.run(STALL_MS - 20);
+    c.paused.delete(0);
+    c.run(1);
+  }
+  t.notOk(c.nodes[0]!.isPrimary, 'rank 0 gave up command (before: each late tick put the judgement off, for good)');
+  // Answers on their way at the cut are read at the first wake; from there, failover-ms and two late ticks.
+  t.ok(c.now - cut <= FAILOVER_MS + 3 * STALL_MS, `${c.now - cut} ms after the cut`);
+  t.end();
+});
+
+t.test('a machine that stalls past failover-ms at every turn: the main is not left refusing writes for good (it confirms, or gives up command failover-ms after the first wake)', (t) => {
+  const c = trio();
+  let stuckSince: number | undefined;
+  let longest = 0;
+  for (let i = 0; i < 20; i++) {
+    for (let r = 0; r < 3; r++) c.paused.add(r);
+    c.run(FAILOVER_MS + 50);
+    c.paused.clear();
+    for (let ms = 0; ms < 8; ms++) {
+      c.run(1);
+      const stuck = c.nodes[0]!.isPrimary && c.nodes[0]!.confirming;
+      if (stuck) stuckSince ??= c.now;
+      else stuckSince = undefined;
+      if (stuckSince !== undefined) longest = Math.max(longest, c.now - stuckSince);
+    }
+  }
+  t.ok(longest <= 2 * FAILOVER_MS + 100, `rank 0 was main and refusing writes for ${longest} ms at most (before: as long as the stalls went on)`);
+  t.end();
+});
