@@ -250,7 +250,7 @@ export class Cluster {
   requirePrimary(): void {
     // A write can reach a main that was frozen before its timers noticed: let it notice first.
     if (this.size > 1 && this.clock.now() - this.lastTickAt > this.opts.failoverMs) this.tick();
-    if (this.node?.confirming) {
+    if (this.confirming) {
       // It stood still past failover-ms and has not yet heard a majority since: another may have taken
       // over, and an answer from its own state (a ban already listed, files already held) could be stale.
       throw new P2PError('P2P_NOT_PRIMARY', 'this tracker stood still for a moment and is asking the others whether it is still the main; try again in a second');

@@ -696,7 +696,7 @@ export class Tracker extends EventEmitter {
    * every entry of earlier mains), and no write about that peer is in flight here.
    */
   private settledFor(peerId: string): boolean {
-    return this.cluster.isPrimary && !this.cluster.confirming && this.state.appliedTerm === this.cluster.term && !this.peerWritesInFlight.has(peerId);
+    return this.cluster.isPrimary && this.state.appliedTerm === this.cluster.term && !this.peerWritesInFlight.has(peerId);
   }
 
   /**

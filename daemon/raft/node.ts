@@ -632,33 +632,43 @@ export class RaftNode {
 
   // --- the main -------------------------------------------------------------------------------------
 
-  private leadTick(): void {
-    const now = this.now;
-    // Check quorum: a main that does not hear a majority for failover-ms steps down. After a freeze, one
-    // that hears a majority answer since it woke keeps command (noticeFreeze), and until then it waits.
-    if (this.o.size >= 3) {
-      let heard = 1;
-      const since = this.confirmingSince;
+  /**
+   * Check quorum: a main of three or more that does not hear a majority for failover-ms steps down (false).
+   * After a freeze, one that hears a majority answer since it woke keeps command (noticeFreeze), and until
+   * then, for failover-ms at most, it waits.
+   */
+  private holdsQuorum(now: number): boolean {
+    if (this.o.size < 3) return true;
+    const need = majority(this.o.size);
+    const since = this.confirmingSince;
+    let heard = 1;
+    if (since !== undefined) {
+      // Only answers to appends sent since the wake count: what came in while it stood still was read after
+      // it woke, and says nothing of the term now.
+      for (const f of this.followers.values()) if (f.round >= this.round) heard++;
+      if (heard >= need) {
+        this.confirmingSince = undefined;
+        this.o.note?.('info', { term: this.term, waitedMs: now - since }, `still main in term ${this.term}: a majority answered after the freeze`);
+        this.o.onConfirmed?.();
+        return true;
+      }
+      if (now - since < this.o.failoverMs) return true;
+    } else {
       // A tick that came late (the loop was busy, for less than failover-ms, or noticeFreeze would have seen
       // it) judges the others as of the tick before: answers that came since wait unread behind this timer.
       // At 5,000 peers a main stalled 0.9 s by its own work stepped down for a backup's silence that was its
       // own (term 4 -> 7, every peer moved twice). A backup truly silent is still found a tick later at most.
       const judgedAt = this.tickGap > 2 * this.o.heartbeatMs ? now - this.tickGap : now;
-      // Since the wake, only answers to appends sent since count: what came in while it stood still was
-      // read after it woke, and says nothing of the term now.
-      for (const f of this.followers.values()) if (since === undefined ? judgedAt - f.repliedAt < this.o.failoverMs : f.round >= this.round) heard++;
-      if (since !== undefined && heard >= majority(this.o.size)) {
-        this.confirmingSince = undefined;
-        this.o.note?.('info', { term: this.term, waitedMs: now - since }, `still main in term ${this.term}: a majority answered after the freeze`);
-        this.o.onConfirmed?.();
-      } else if (since !== undefined && now - since < this.o.failoverMs) {
-        heard = this.o.size;
-      }
-      if (heard < majority(this.o.size)) {
-        this.becomeFollower(this.term, undefined, `hears only ${heard} of ${this.o.size} trackers; a main needs a majority`);
-        return;
-      }
+      for (const f of this.followers.values()) if (judgedAt - f.repliedAt < this.o.failoverMs) heard++;
+      if (heard >= need) return true;
     }
+    this.becomeFollower(this.term, undefined, `hears only ${heard} of ${this.o.size} trackers; a main needs a majority`);
+    return false;
+  }
+
+  private leadTick(): void {
+    const now = this.now;
+    if (!this.holdsQuorum(now)) return;
     if (this.transferringTo !== undefined && now > this.transferUntil) {
       this.o.note?.('warn', { to: this.transferringTo }, `handover to rank ${this.transferringTo} did not happen; taking writes again`);
       this.transferringTo = undefined;
@@ -920,7 +930,7 @@ export class RaftNode {
   private onAppend(from: number, m: Extract<RaftMessage, { t: 'append' }>): void {
     // A tracker that restarted lost its holder lists: it takes entries, and asks for a snapshot too.
     const reply = (ok: boolean, match: number, hint: number): void =>
-      this.o.send(from, { t: 'append-reply', term: this.term, ok, match, hint, want: this.want, applied: this.appliedPosition(), ...(m.round === undefined ? {} : { round: m.round }) });
+      this.o.send(from, { t: 'append-reply', term: this.term, ok, match, hint, want: this.want, applied: this.appliedPosition(), round: m.round });
     if (m.term < this.term) return reply(false, 0, this.log.lastIndex);
     // A main streams a snapshot with nothing else in between, so an append from any other main (or term)
     // means the one under way will never finish: drop it, or it kept this tracker syncing for good.
